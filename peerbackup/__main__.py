@@ -1,0 +1,3 @@
+from peerbackup.cli.main import main
+
+raise SystemExit(main())

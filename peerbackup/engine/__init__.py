@@ -1,0 +1,1 @@
+"""Backup, restore, check and prune over any Store. Knows nothing of the network."""

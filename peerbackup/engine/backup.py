@@ -1,0 +1,343 @@
+"""Backup: scan -> file cache -> chunk -> dedup -> compress -> seal -> pack -> store.
+
+The scanning thread walks the tree, skips files the file cache proves
+unchanged, reads and chunks the rest, and hands each chunk to a bounded pool
+whose workers hash, deduplicate, compress, seal and pack it (all of which
+release the GIL, so both cores stay busy). Directory trees are finished in
+post-order as their files' chunks complete, without stalling the scan. The
+snapshot is written only after every pack and index it refers to is stored.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from peerbackup.core.objects import Kind
+from peerbackup.core.snapshot import Snapshot, Summary
+from peerbackup.core.tree import DIR, FILE, SOCKET, SYMLINK, Node, encode_tree
+from peerbackup.engine.excludes import Excluder
+from peerbackup.engine.fsmeta import node_from_stat, node_type, open_for_read, read_xattrs
+from peerbackup.engine.locks import RepoLock
+from peerbackup.engine.repository import Repository
+from peerbackup.storage.cache import FileCache
+
+# Files modified this recently are not trusted to the file cache: a write in
+# the same clock tick after our read would leave size and mtime unchanged.
+_RACY_NS = 2_000_000_000
+
+
+class BackupProgress(Protocol):
+    def scanned(self, path: str, size: int) -> None: ...
+    def processed(self, nbytes: int) -> None: ...
+    def file_done(self, path: str, size: int) -> None: ...
+    def error(self, path: str, message: str) -> None: ...
+
+
+class NoProgress:
+    def scanned(self, path: str, size: int) -> None:
+        pass
+
+    def processed(self, nbytes: int) -> None:
+        pass
+
+    def file_done(self, path: str, size: int) -> None:
+        pass
+
+    def error(self, path: str, message: str) -> None:
+        pass
+
+
+_ChunkResult = tuple[bytes, int, int]  # id, raw bytes added, sealed bytes added
+
+
+@dataclass
+class _PendingFile:
+    node: Node
+    path: bytes
+    st: os.stat_result
+    futures: list[Future[_ChunkResult]]
+    cacheable: bool
+
+
+# Returned for a file that cannot be opened: it is left out of the snapshot.
+_UNREADABLE = _PendingFile(Node("", FILE), b"", os.stat_result((0,) * 10), [], cacheable=False)
+
+
+@dataclass
+class _PendingDir:
+    nodes: list[Node]
+    files: list[_PendingFile]
+    parent: Node | None  # whose subtree this tree becomes; None for the root
+    result: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class BackupResult:
+    snapshot: Snapshot
+    errors: list[str]
+
+
+class Archiver:
+    def __init__(
+        self, repo: Repository, *, excludes: Excluder | None = None,
+        progress: BackupProgress | None = None, workers: int | None = None,
+        now: Callable[[], float] = time.time, use_file_cache: bool = True,
+    ) -> None:
+        self.repo = repo
+        self.excludes = excludes or Excluder([])
+        self.progress = progress or NoProgress()
+        self.workers = workers or max(2, (os.cpu_count() or 2))
+        self.now = now
+        self.use_file_cache = use_file_cache
+        self.summary = Summary()
+        self.errors: list[str] = []
+        self._stats_lock = threading.Lock()
+        # Bounds chunks in flight (and so memory): at most this many chunks of
+        # up to max_size each are read but not yet packed.
+        self._slots = threading.BoundedSemaphore(self.workers * 2 + 2)
+        self._pool: ThreadPoolExecutor | None = None
+        self._dirs: deque[_PendingDir] = deque()
+        self._fc: FileCache | None = None
+        self._start_ns = 0
+
+    # ---- entry point ---------------------------------------------------------
+
+    def backup(self, sources: list[str], tags: list[str] | None = None) -> BackupResult:
+        started = self.now()
+        self._start_ns = time.time_ns()
+        paths = sorted({os.path.abspath(s) for s in sources})
+        with RepoLock(self.repo.store, "backup"):
+            self.repo.sync_index()
+            self.repo.recover_unindexed_packs(report=lambda m: self.errors.append(m))
+            self._fc = self.repo.file_cache() if self.use_file_cache else None
+            try:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="chunk") as pool:
+                    self._pool = pool
+                    try:
+                        root = self._backup_roots(paths)
+                    finally:
+                        self._pool = None
+                tree_id = self._finish_all(root)
+                self.repo.flush()
+                parent = self._parent(paths)
+                snap = self.repo.new_snapshot(paths, tree_id, tags or [], started)
+                snap.parent = parent
+                self.summary.errors = len(self.errors)
+                self.summary.duration = self.now() - started
+                snap.summary = self.summary
+                self.repo.save_snapshot(snap)
+                if self._fc is not None:
+                    self._fc.commit()
+            finally:
+                if self._fc is not None:
+                    self._fc.close()
+        return BackupResult(snap, self.errors)
+
+    def _parent(self, paths: list[str]) -> str | None:
+        try:
+            snaps = self.repo.snapshots(errors=[])
+        except Exception:
+            return None
+        same = [s for s in snaps if s.paths == paths and s.host == os.uname().nodename]
+        return same[-1].id if same else None
+
+    # ---- tree walk ---------------------------------------------------------------
+
+    def _backup_roots(self, paths: list[str]) -> _PendingDir:
+        """Build the virtual root: each source under its full path, as restic does."""
+        hierarchy: dict[str, dict] = {}  # type: ignore[type-arg]
+        for p in paths:
+            node = hierarchy
+            for part in [x for x in p.split("/") if x]:
+                node = node.setdefault(part, {})
+            node[""] = {}  # marks a source
+        return self._virtual_dir("/", hierarchy, None)
+
+    def _virtual_dir(self, path: str, children: dict, parent: Node | None) -> _PendingDir:  # type: ignore[type-arg]
+        nodes: list[Node] = []
+        pending = _PendingDir(nodes=nodes, files=[], parent=parent)
+        for name in sorted(k for k in children if k):
+            child_path = os.path.join(path, name)
+            sub = children[name]
+            if "" in sub:  # a source: back it up whole
+                try:
+                    st = os.lstat(child_path)
+                except OSError as exc:
+                    self._error(child_path, f"cannot read: {exc.strerror}")
+                    continue
+                self._entry(child_path, name, st, nodes, pending)
+                continue
+            try:
+                st = os.stat(child_path)
+            except OSError as exc:
+                self._error(child_path, f"cannot read: {exc.strerror}")
+                continue
+            node = node_from_stat(name, st, DIR)
+            nodes.append(node)
+            self._virtual_dir(child_path, sub, node)
+        self._dirs.append(pending)
+        return pending
+
+    def _dir(self, path: str, node: Node) -> None:
+        nodes: list[Node] = []
+        pending = _PendingDir(nodes=nodes, files=[], parent=node)
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            self._error(path, f"cannot list directory: {exc.strerror}")
+            entries = []
+        for entry in entries:
+            child = entry.path
+            if self.excludes and self.excludes.excluded(child, entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                self._error(child, f"cannot stat: {exc.strerror}")
+                continue
+            self._entry(child, entry.name, st, nodes, pending)
+        self.summary.dirs += 1
+        self._dirs.append(pending)
+        self._finish_ready()
+
+    def _entry(self, path: str, name: str, st: os.stat_result, nodes: list[Node], pending: _PendingDir) -> None:
+        kind = node_type(st.st_mode)
+        if kind is None or kind == SOCKET:
+            return  # sockets are recreated by their programs; nothing to restore
+        node = node_from_stat(name, st, kind)
+        node.xattrs = read_xattrs(path)
+        if kind == SYMLINK:
+            try:
+                node.target = os.readlink(path)
+            except OSError as exc:
+                self._error(path, f"cannot read link: {exc.strerror}")
+                return
+        if kind == FILE:
+            pf = self._file(path, node, st)
+            if pf is _UNREADABLE:
+                return
+            if pf is not None:
+                pending.files.append(pf)
+        nodes.append(node)
+        if kind == DIR:
+            self._dir(path, node)
+
+    # ---- files ---------------------------------------------------------------------
+
+    def _file(self, path: str, node: Node, st: os.stat_result) -> _PendingFile | None:
+        """Start backing up a file: None when the file cache settled it."""
+        bpath = os.fsencode(path)
+        self.progress.scanned(path, st.st_size)
+        self.summary.bytes_processed += st.st_size
+        if self._fc is not None:
+            cached = self._fc.lookup(bpath, st)
+            if cached is not None and all(self.repo.index.has(c) for c in cached):
+                node.content = cached
+                self._fc.touch(bpath)
+                self.summary.files_unmodified += 1
+                self.progress.processed(st.st_size)
+                self.progress.file_done(path, st.st_size)
+                return None
+            if cached is not None:
+                self.summary.files_changed += 1
+            else:
+                self.summary.files_new += 1
+        else:
+            self.summary.files_new += 1
+        try:
+            fd = open_for_read(path)
+        except OSError as exc:
+            self._error(path, f"cannot open: {exc.strerror}")
+            return _UNREADABLE
+        futures: list[Future[_ChunkResult]] = []
+        size = 0
+        try:
+            with os.fdopen(fd, "rb", buffering=1024 * 1024) as f:
+                for chunk in self.repo.chunker.chunks(f):
+                    size += len(chunk)
+                    futures.append(self._submit(chunk))
+                after = os.fstat(f.fileno())
+        except OSError as exc:
+            self._error(path, f"read error: {exc.strerror}")
+            # Keep what was read so the snapshot stays consistent with its sizes.
+            node.size = size
+            return _PendingFile(node, bpath, st, futures, cacheable=False)
+        self.summary.bytes_read += size
+        changed = (
+            size != st.st_size or after.st_mtime_ns != st.st_mtime_ns
+            or after.st_size != st.st_size
+        )
+        if changed:
+            self._error(path, "file changed while it was being read")
+        node.size = size
+        racy = st.st_mtime_ns > self._start_ns - _RACY_NS or st.st_ctime_ns > self._start_ns - _RACY_NS
+        return _PendingFile(node, bpath, st, futures, cacheable=not changed and not racy)
+
+    def _submit(self, chunk: bytes) -> Future[_ChunkResult]:
+        assert self._pool is not None
+        self._slots.acquire()
+        try:
+            fut = self._pool.submit(self._process_chunk, chunk)
+        except BaseException:
+            self._slots.release()
+            raise
+        fut.add_done_callback(lambda _f: self._slots.release())
+        return fut
+
+    def _process_chunk(self, chunk: bytes) -> _ChunkResult:
+        repo = self.repo
+        blob_id = repo.blob_id(chunk)
+        added = stored = 0
+        if repo.claim(blob_id):
+            stored = repo.save_blob(Kind.DATA, blob_id, chunk)
+            added = len(chunk)
+        self.progress.processed(len(chunk))
+        return blob_id, added, stored
+
+    # ---- finishing trees -----------------------------------------------------------
+
+    def _finish_ready(self) -> None:
+        """Finish the oldest pending directories whose chunks are all done."""
+        while self._dirs and all(f.done() for pf in self._dirs[0].files for f in pf.futures):
+            self._finish_dir(self._dirs.popleft())
+
+    def _finish_all(self, root: _PendingDir) -> bytes:
+        while self._dirs:
+            self._finish_dir(self._dirs.popleft())
+        return root.result[0]
+
+    def _finish_dir(self, d: _PendingDir) -> None:
+        for pf in d.files:
+            content = []
+            for fut in pf.futures:
+                blob_id, added, stored = fut.result()
+                content.append(blob_id)
+                if added:
+                    self.summary.data_blobs_added += 1
+                    self.summary.bytes_added += added
+                    self.summary.bytes_stored += stored
+            pf.node.content = content
+            self.progress.file_done(os.fsdecode(pf.path), pf.node.size)
+            if self._fc is not None and pf.cacheable:
+                self._fc.update(pf.path, pf.st, content)
+        tree_id, stored = self.repo.add_blob(Kind.TREE, encode_tree(d.nodes))
+        if stored:
+            self.summary.tree_blobs_added += 1
+            self.summary.bytes_stored += stored
+        if d.parent is not None:
+            d.parent.subtree = tree_id
+        d.result.append(tree_id)
+
+    def _error(self, path: str, message: str) -> None:
+        with self._stats_lock:
+            self.errors.append(f"{path}: {message}")
+        self.progress.error(path, message)
+

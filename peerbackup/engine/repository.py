@@ -1,0 +1,392 @@
+"""A repository: sealed blobs in packs, index files, snapshots and key files.
+
+Writers add blobs concurrently; each kind (data, tree) fills its own pack, and
+a full pack is sealed and stored by the thread that filled it, outside the
+lock, so packing never serialises the pipeline. Index files are written every
+INDEX_EVERY packs and on flush; packs stored after the last index file (a
+killed backup) are found on the next open and indexed from their own headers,
+which is how an interrupted backup resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from peerbackup import __version__
+from peerbackup.core import codec
+from peerbackup.core.chunker import Chunker, ChunkerParams
+from peerbackup.core.compress import DEFAULT_LEVEL
+from peerbackup.core.crypto import KdfParams, Random, content_hash, keyed_id
+from peerbackup.core.keys import KeyFile, KeySet
+from peerbackup.core.objects import Kind, open_object, seal_object
+from peerbackup.core.pack import (
+    TRAILER_SIZE,
+    BlobEntry,
+    PackWriter,
+    entries_from_wire,
+    entries_to_wire,
+    header_length,
+    parse_header,
+)
+from peerbackup.core.snapshot import Snapshot
+from peerbackup.engine.config import RepoConfig
+from peerbackup.errors import (
+    AmbiguousId,
+    FormatError,
+    IntegrityError,
+    NoSuchObject,
+    NotARepository,
+    PeerBackupError,
+    RepositoryExists,
+    UnsupportedVersion,
+    WrongPassword,
+)
+from peerbackup.storage.cache import FileCache, IndexCache, default_cache_root
+from peerbackup.storage.store import FileType, Store
+
+PACK_SIZE = 16 * 1024 * 1024
+INDEX_EVERY = 32
+INDEX_VERSION = 1
+_INDEX_CONTEXT = b"index"
+_SNAPSHOT_CONTEXT = b"snapshot"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+@dataclass
+class _Packer:
+    kind: Kind
+    writer: PackWriter = field(default_factory=PackWriter)
+
+
+class Repository:
+    def __init__(
+        self, store: Store, keys: KeySet, config: RepoConfig, *,
+        cache_root: os.PathLike[str] | str | None = None, rand: Random = os.urandom,
+        pack_size: int = PACK_SIZE, level: int = DEFAULT_LEVEL,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.config = config
+        self.rand = rand
+        self.pack_size = pack_size
+        self.level = level
+        self.chunker = Chunker(config.chunker)
+        root = os.fspath(cache_root) if cache_root else default_cache_root()
+        self.cache_dir = os.path.join(root, config.id)
+        self.index = IndexCache(_cache_path(self.cache_dir, "index.sqlite"))
+        self._lock = threading.Lock()
+        self._pending: set[bytes] = set()  # claimed by a writer, not yet in a stored pack
+        self._packers = {k: _Packer(k) for k in (Kind.DATA, Kind.TREE)}
+        self._unindexed: list[tuple[bytes, list[BlobEntry]]] = []
+        self._index_lock = threading.Lock()
+        self._store_error: BaseException | None = None
+        self.sync_index()
+
+    # ---- creation and opening -------------------------------------------------
+
+    @classmethod
+    def init(
+        cls, store: Store, passphrase: bytes, *, kdf: KdfParams | None = None,
+        chunker: ChunkerParams | None = None, rand: Random = os.urandom,
+        now: Callable[[], float] = time.time, keys: KeySet | None = None,
+    ) -> str:
+        """Create a repository; returns its id."""
+        if any(True for _ in store.list(FileType.CONFIG)) or any(True for _ in store.list(FileType.KEY)):
+            raise RepositoryExists(store.location)
+        keys = keys or KeySet.generate(rand)
+        config = RepoConfig(id=rand(16).hex(), chunker=chunker or ChunkerParams(), created=int(now()))
+        add_key(store, keys, passphrase, kdf=kdf, rand=rand, now=now)
+        store.put(FileType.CONFIG, "config", config.to_bytes())
+        return config.id
+
+    @classmethod
+    def open(
+        cls, store: Store, passphrase: bytes | None = None, *, keys: KeySet | None = None,
+        **kwargs: object,
+    ) -> Repository:
+        config = read_config(store)
+        if keys is None:
+            if passphrase is None:
+                raise WrongPassword()
+            keys, _name = unlock(store, passphrase)
+        return cls(store, keys, config, **kwargs)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.index.close()
+
+    def file_cache(self) -> FileCache:
+        return FileCache(_cache_path(self.cache_dir, "files.sqlite"))
+
+    # ---- index ---------------------------------------------------------------
+
+    def sync_index(self) -> None:
+        """Bring the local index cache in line with the repository's index files."""
+        listed = {name for name, _ in self.store.list(FileType.INDEX)}
+        known = self.index.known_index_files()
+        if known - listed:
+            # An index file was removed (prune rewrote the index): rebuild from scratch.
+            self.index.clear()
+            known = set()
+        for name in sorted(listed - known):
+            try:
+                packs = self.read_index_file(name)
+            except NoSuchObject:
+                continue
+            self.index.add_packs(packs, name)
+        self._load_marks()
+
+    def read_index_file(self, name: str) -> list[tuple[bytes, list[BlobEntry]]]:
+        what = f"index {name[:8]}"
+        data = self.store.get(FileType.INDEX, name)
+        if content_hash(data).hex() != name:
+            raise IntegrityError(f"{what}: content does not match its name")
+        obj = codec.unpack_map(open_object(self.keys, Kind.INDEX, data, _INDEX_CONTEXT, what), what)
+        version = codec.field(obj, "v", int, what)
+        if version > INDEX_VERSION:
+            raise UnsupportedVersion(what, version, INDEX_VERSION)
+        out = []
+        for p in codec.field(obj, "packs", list, what):
+            if not isinstance(p, dict) or not isinstance(p.get("id"), bytes):
+                raise FormatError(what, "bad pack record")
+            out.append((p["id"], entries_from_wire(p.get("blobs"), what)))
+        return out
+
+    def write_index_file(self, packs: list[tuple[bytes, list[BlobEntry]]]) -> str:
+        body = codec.pack({
+            "v": INDEX_VERSION,
+            "packs": [{"id": pid, "blobs": entries_to_wire(es)} for pid, es in packs],
+        })
+        data = seal_object(self.keys, Kind.INDEX, body, _INDEX_CONTEXT, self.rand, self.level)
+        name = content_hash(data).hex()
+        self.store.put(FileType.INDEX, name, data)
+        return name
+
+    def read_pack_header(self, pack_name: str) -> list[BlobEntry]:
+        what = f"pack {pack_name[:8]}"
+        size = self.store.size(FileType.DATA, pack_name)
+        if size < TRAILER_SIZE:
+            raise FormatError(what, "truncated pack")
+        hlen = header_length(self.store.get(FileType.DATA, pack_name, size - TRAILER_SIZE), what)
+        if hlen > size - TRAILER_SIZE:
+            raise FormatError(what, "truncated pack")
+        sealed = self.store.get(FileType.DATA, pack_name, size - TRAILER_SIZE - hlen, hlen)
+        return parse_header(self.keys, sealed, size, what)
+
+    def recover_unindexed_packs(self, report: Callable[[str], None] | None = None) -> int:
+        """Index packs stored by a writer that died before writing its index file."""
+        known = self.index.pack_ids()
+        found: list[tuple[bytes, list[BlobEntry]]] = []
+        for name, _size in self.store.list(FileType.DATA):
+            try:
+                pid = bytes.fromhex(name)
+            except ValueError:
+                continue
+            if pid in known:
+                continue
+            try:
+                found.append((pid, self.read_pack_header(name)))
+            except PeerBackupError as exc:
+                if report:
+                    report(f"ignoring unreadable pack {name[:8]}: {exc}")
+        if found:
+            self.index.add_packs(found, None)
+        stray = [(p, self.index.pack_entries(p)) for p in self.index.unindexed_packs()]
+        if stray:
+            self.index.assign_index_file([p for p, _ in stray], self.write_index_file(stray))
+        return len(found)
+
+    def _load_marks(self) -> None:
+        from peerbackup.engine.prune import load_condemned
+
+        self.index.condemned = load_condemned(self)
+
+    # ---- blobs -----------------------------------------------------------------
+
+    def blob_id(self, data: bytes | memoryview) -> bytes:
+        return keyed_id(self.keys.id_key, data)
+
+    def claim(self, blob_id: bytes) -> bool:
+        """True if the caller must store the blob: nobody has it or is storing it."""
+        with self._lock:
+            if blob_id in self._pending:
+                return False
+            self._pending.add(blob_id)
+        if self.index.has(blob_id):
+            with self._lock:
+                self._pending.discard(blob_id)
+            return False
+        return True
+
+    def save_blob(self, kind: Kind, blob_id: bytes, data: bytes | memoryview) -> int:
+        """Seal and pack a claimed blob; returns its sealed size. Thread-safe."""
+        sealed = seal_object(self.keys, kind, data, blob_id, self.rand, self.level)
+        full: PackWriter | None = None
+        with self._lock:
+            packer = self._packers[kind]
+            packer.writer.add(kind, blob_id, sealed, len(data))
+            if len(packer.writer) >= self.pack_size:
+                full, packer.writer = packer.writer, PackWriter()
+        if full is not None:
+            self._store_pack(full)
+        return len(sealed)
+
+    def add_blob(self, kind: Kind, data: bytes | memoryview) -> tuple[bytes, int]:
+        """Store data if new; returns (id, sealed bytes added)."""
+        blob_id = self.blob_id(data)
+        if not self.claim(blob_id):
+            return blob_id, 0
+        return blob_id, self.save_blob(kind, blob_id, data)
+
+    def _store_pack(self, writer: PackWriter) -> None:
+        entries = list(writer.entries)
+        pack_id, data = writer.finish(self.keys, self.rand)
+        self.store.put(FileType.DATA, pack_id.hex(), data)
+        self.index.add_packs([(pack_id, entries)], None)
+        with self._lock:
+            for e in entries:
+                self._pending.discard(e.id)
+            self._unindexed.append((pack_id, entries))
+            due = len(self._unindexed) >= INDEX_EVERY
+        if due:
+            self._write_pending_index()
+
+    def _write_pending_index(self) -> None:
+        with self._index_lock:
+            with self._lock:
+                batch, self._unindexed = self._unindexed, []
+            if batch:
+                name = self.write_index_file(batch)
+                self.index.assign_index_file([p for p, _ in batch], name)
+
+    def flush(self) -> None:
+        """Store partly filled packs and index everything stored so far."""
+        for kind in (Kind.DATA, Kind.TREE):
+            with self._lock:
+                w = self._packers[kind].writer
+                self._packers[kind].writer = PackWriter()
+            if w.count:
+                self._store_pack(w)
+        self._write_pending_index()
+
+    def load_blob(self, kind: Kind, blob_id: bytes) -> bytes:
+        found = self.index.lookup(blob_id)
+        what = f"{kind.name.lower()} blob {blob_id.hex()[:8]}"
+        if found is None:
+            raise NoSuchObject(kind.name.lower() + " blob", blob_id.hex())
+        pack_id, e = found
+        sealed = self.store.get(FileType.DATA, pack_id.hex(), e.offset, e.length)
+        return self.open_blob(kind, blob_id, sealed, what)
+
+    def open_blob(self, kind: Kind, blob_id: bytes, sealed: bytes, what: str) -> bytes:
+        if len(sealed) == 0:
+            raise FormatError(what, "truncated pack")
+        data = open_object(self.keys, kind, sealed, blob_id, what)
+        if keyed_id(self.keys.id_key, data) != blob_id:
+            raise IntegrityError(f"{what}: content does not match its id")
+        return data
+
+    # ---- snapshots -----------------------------------------------------------------
+
+    def save_snapshot(self, snap: Snapshot) -> str:
+        data = seal_object(self.keys, Kind.SNAPSHOT, snap.to_bytes(), _SNAPSHOT_CONTEXT, self.rand)
+        snap.id = content_hash(data).hex()
+        self.store.put(FileType.SNAPSHOT, snap.id, data)
+        return snap.id
+
+    def load_snapshot(self, snap_id: str) -> Snapshot:
+        what = f"snapshot {snap_id[:8]}"
+        data = self.store.get(FileType.SNAPSHOT, snap_id)
+        if content_hash(data).hex() != snap_id:
+            raise IntegrityError(f"{what}: content does not match its name")
+        plain = open_object(self.keys, Kind.SNAPSHOT, data, _SNAPSHOT_CONTEXT, what)
+        return Snapshot.from_bytes(plain, snap_id)
+
+    def snapshots(self, errors: list[str] | None = None) -> list[Snapshot]:
+        """All readable snapshots, oldest first; unreadable ones go to errors."""
+        out = []
+        for name, _ in self.store.list(FileType.SNAPSHOT):
+            try:
+                out.append(self.load_snapshot(name))
+            except PeerBackupError as exc:
+                if errors is None:
+                    raise
+                errors.append(f"snapshot {name[:8]}: {exc}")
+        out.sort(key=lambda s: (s.time_ns, s.id))
+        return out
+
+    def find_snapshot(self, ref: str) -> Snapshot:
+        """A snapshot by id prefix, or `latest`."""
+        if ref == "latest":
+            snaps = self.snapshots(errors=[])
+            if not snaps:
+                raise NoSuchObject("snapshot", "latest")
+            return snaps[-1]
+        matches = [n for n, _ in self.store.list(FileType.SNAPSHOT) if n.startswith(ref.lower())]
+        if not matches or not ref:
+            raise NoSuchObject("snapshot", ref)
+        if len(matches) > 1:
+            raise AmbiguousId(ref)
+        return self.load_snapshot(matches[0])
+
+    def new_snapshot(self, paths: list[str], tree: bytes, tags: list[str], now: float) -> Snapshot:
+        return Snapshot(
+            time_ns=int(now * 1e9), host=socket.gethostname(), user=_user(), paths=paths,
+            tree=tree, tags=tags, program=f"peerbackup {__version__}",
+        )
+
+
+def _cache_path(cache_dir: str, name: str) -> os.PathLike[str]:
+    from pathlib import Path
+
+    return Path(cache_dir) / name
+
+
+def read_config(store: Store) -> RepoConfig:
+    try:
+        data = store.get(FileType.CONFIG, "config")
+    except NoSuchObject:
+        raise NotARepository(store.location) from None
+    return RepoConfig.from_bytes(data)
+
+
+def key_files(store: Store) -> Iterator[tuple[str, KeyFile]]:
+    for name, _ in store.list(FileType.KEY):
+        try:
+            yield name, KeyFile.from_bytes(store.get(FileType.KEY, name))
+        except FormatError:
+            continue
+
+
+def unlock(store: Store, passphrase: bytes) -> tuple[KeySet, str]:
+    """The key set and the name of the key file that the passphrase opens."""
+    for name, kf in key_files(store):
+        try:
+            return kf.open(passphrase), name
+        except WrongPassword:
+            continue
+    raise WrongPassword()
+
+
+def add_key(
+    store: Store, keys: KeySet, passphrase: bytes, *, kdf: KdfParams | None = None,
+    rand: Random = os.urandom, now: Callable[[], float] = time.time,
+) -> str:
+    kf = KeyFile.create(
+        keys, passphrase, kdf or KdfParams(), rand, int(now()), socket.gethostname(), _user()
+    )
+    data = kf.to_bytes()
+    name = content_hash(data).hex()
+    store.put(FileType.KEY, name, data)
+    return name

@@ -1,0 +1,321 @@
+"""Restore a snapshot, or parts of it, into a target directory.
+
+Nothing is ever written outside the target: every name is checked before use,
+names must be unique within a directory, files are opened with O_NOFOLLOW, an
+existing symlink where a directory belongs is replaced rather than followed,
+and symlinks from the snapshot are created last, after all data is written.
+File contents are written by a pool of workers, large files in segments, each
+chunk verified against its keyed id before it is written.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from peerbackup.core.objects import Kind
+from peerbackup.core.tree import DIR, FILE, FIFO, SYMLINK, CHARDEV, BLOCKDEV, Node, is_safe_name
+from peerbackup.engine.fsmeta import apply_metadata, make_special
+from peerbackup.engine.repository import Repository
+from peerbackup.engine.walk import find_path, load_tree
+from peerbackup.errors import PeerBackupError, TargetNotEmpty, UnsafePath
+
+SEGMENT = 64 * 1024 * 1024  # large files are split into segments of about this size
+
+
+@dataclass
+class RestoreStats:
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class RestoreProgress:
+    def planned(self, files: int, nbytes: int) -> None:
+        pass
+
+    def written(self, nbytes: int) -> None:
+        pass
+
+
+@dataclass
+class _FileJob:
+    path: str
+    node: Node
+    offsets: list[int]  # start of each chunk in the file
+    sizes: list[int]
+
+
+def _included(path: str, includes: list[str]) -> tuple[bool, bool]:
+    """(restore this entry, descend into it) for a snapshot path."""
+    if not includes:
+        return True, True
+    for inc in includes:
+        if path == inc or path.startswith(inc + "/"):
+            return True, True
+        if inc.startswith(path + "/"):
+            return False, True  # an ancestor of something included
+    return False, False
+
+
+class Restorer:
+    def __init__(
+        self, repo: Repository, *, workers: int | None = None,
+        progress: RestoreProgress | None = None, overwrite: bool = False,
+    ) -> None:
+        self.repo = repo
+        self.workers = workers or max(2, (os.cpu_count() or 2) + 1)
+        self.progress = progress or RestoreProgress()
+        self.overwrite = overwrite
+        self.stats = RestoreStats()
+        self._lock = threading.Lock()
+        self._dirs: list[tuple[str, Node]] = []
+        self._links: list[tuple[str, Node]] = []
+        self._specials: list[tuple[str, Node]] = []
+        self._files: list[_FileJob] = []
+        self._hardlinks: dict[tuple[int, int], str] = {}
+        self._link_jobs: list[tuple[str, str, Node]] = []
+
+    def restore(
+        self, tree_id: bytes, target: str, *, includes: list[str] | None = None,
+        subpath: str = "/",
+    ) -> RestoreStats:
+        target = os.path.abspath(target)
+        self._prepare_target(target)
+        incs = ["/" + "/".join(p for p in i.split("/") if p) for i in (includes or [])]
+        root = tree_id
+        if subpath.strip("/"):
+            node = find_path(self.repo, tree_id, subpath)
+            if node is None or node.type != DIR or node.subtree is None:
+                raise PeerBackupError(f"{subpath} is not a directory in the snapshot")
+            root = node.subtree
+        self._plan(root, target, "", incs)
+        self.progress.planned(len(self._files), sum(j.node.size for j in self._files))
+        self._write_files()
+        for path, first, node in self._link_jobs:
+            self._hardlink(path, first, node)
+        for path, node in self._specials:
+            self._special(path, node)
+        for path, node in self._links:
+            self._symlink(path, node)
+        # Directories last, deepest first, so their mtimes and modes stick.
+        for path, node in reversed(self._dirs):
+            apply_metadata(path, node, self.stats.errors)
+        return self.stats
+
+    # ---- planning ----------------------------------------------------------------
+
+    def _prepare_target(self, target: str) -> None:
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            os.makedirs(target)
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            raise PeerBackupError(f"restore target {target} exists and is not a directory")
+        if os.listdir(target) and not self.overwrite:
+            raise TargetNotEmpty(target)
+
+    def _plan(self, tree_id: bytes, dest: str, snap_path: str, includes: list[str]) -> None:
+        try:
+            nodes = load_tree(self.repo, tree_id)
+        except PeerBackupError as exc:
+            self.stats.errors.append(f"{snap_path or '/'}: {exc}")
+            return
+        seen: set[str] = set()
+        for node in nodes:
+            if not is_safe_name(node.name) or node.name in seen:
+                self.stats.errors.append(str(UnsafePath(f"{snap_path}/{node.name}")))
+                continue
+            seen.add(node.name)
+            path = f"{snap_path}/{node.name}"
+            take, descend = _included(path, includes)
+            out = os.path.join(dest, node.name)
+            if node.type == DIR:
+                if not (take or descend):
+                    continue
+                if not self._mkdir(out):
+                    continue
+                self._dirs.append((out, node))
+                self.stats.dirs += 1
+                if node.subtree is not None:
+                    self._plan(node.subtree, out, path, includes)
+            elif not take:
+                continue
+            elif node.type == FILE:
+                self._plan_file(out, node)
+            elif node.type == SYMLINK:
+                self._links.append((out, node))
+            elif node.type in (FIFO, CHARDEV, BLOCKDEV):
+                self._specials.append((out, node))
+
+    def _mkdir(self, path: str) -> bool:
+        try:
+            os.mkdir(path, 0o700)
+            return True
+        except FileExistsError:
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode):
+                return True
+            if not self.overwrite:
+                self.stats.errors.append(f"{path}: exists and is not a directory")
+                return False
+            os.unlink(path)  # a file or symlink where the snapshot has a directory
+            os.mkdir(path, 0o700)
+            return True
+        except OSError as exc:
+            self.stats.errors.append(f"{path}: cannot create directory: {exc.strerror}")
+            return False
+
+    def _plan_file(self, path: str, node: Node) -> None:
+        if node.links > 1:
+            key = (node.dev, node.inode)
+            first = self._hardlinks.get(key)
+            if first is not None:
+                self._link_jobs.append((path, first, node))
+                return
+            self._hardlinks[key] = path
+        offsets, sizes = [], []
+        pos = 0
+        for blob_id in node.content:
+            found = self.repo.index.lookup(blob_id)
+            size = found[1].raw_length if found else 0
+            offsets.append(pos)
+            sizes.append(size)
+            pos += size
+        self._files.append(_FileJob(path, node, offsets, sizes))
+
+    # ---- writing -----------------------------------------------------------------
+
+    def _write_files(self) -> None:
+        tasks: list[tuple[int, int, int]] = []  # file number, first chunk, end chunk
+        fds: dict[int, int] = {}
+        remaining: dict[int, int] = {}
+        for n, job in enumerate(self._files):
+            fd = self._open_out(job.path)
+            if fd is None:
+                continue
+            try:
+                os.ftruncate(fd, job.node.size)
+            except OSError as exc:
+                self._fail(job.path, f"cannot size file: {exc.strerror}")
+                os.close(fd)
+                continue
+            segs = self._segments(job)
+            if not segs:  # empty file: nothing to write
+                self._close_file(job, fd)
+                continue
+            fds[n] = fd
+            remaining[n] = len(segs)
+            tasks.extend((n, a, b) for a, b in segs)
+        done_lock = threading.Lock()
+
+        def run(task: tuple[int, int, int]) -> None:
+            n, a, b = task
+            job = self._files[n]
+            try:
+                self._write_range(job, fds[n], a, b)
+            finally:
+                with done_lock:
+                    remaining[n] -= 1
+                    last = remaining[n] == 0
+                if last:
+                    self._close_file(job, fds[n])
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
+            for _ in pool.map(run, tasks):
+                pass
+
+    def _segments(self, job: _FileJob) -> list[tuple[int, int]]:
+        segs = []
+        start = 0
+        acc = 0
+        for i, size in enumerate(job.sizes):
+            acc += size
+            if acc >= SEGMENT:
+                segs.append((start, i + 1))
+                start, acc = i + 1, 0
+        if start < len(job.sizes):
+            segs.append((start, len(job.sizes)))
+        return segs
+
+    def _open_out(self, path: str) -> int | None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            return os.open(path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR) and self.overwrite:
+                try:
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        self._fail(path, "a directory exists where the snapshot has a file")
+                        return None
+                    os.unlink(path)
+                    return os.open(path, flags, 0o600)
+                except OSError as exc2:
+                    exc = exc2
+            self._fail(path, f"cannot create: {exc.strerror}")
+            return None
+
+    def _write_range(self, job: _FileJob, fd: int, a: int, b: int) -> None:
+        for i in range(a, b):
+            blob_id = job.node.content[i]
+            try:
+                data = self.repo.load_blob(Kind.DATA, blob_id)
+            except PeerBackupError as exc:
+                self._fail(job.path, f"chunk {blob_id.hex()[:8]} at offset {job.offsets[i]}: {exc}")
+                continue
+            os.pwrite(fd, data, job.offsets[i])
+            self.progress.written(len(data))
+            with self._lock:
+                self.stats.bytes += len(data)
+
+    def _close_file(self, job: _FileJob, fd: int) -> None:
+        os.close(fd)
+        errors: list[str] = []
+        with self._lock:
+            self.stats.files += 1
+        apply_metadata(job.path, job.node, errors)
+        if errors:
+            with self._lock:
+                self.stats.errors.extend(errors)
+
+    def _hardlink(self, path: str, first: str, node: Node) -> None:
+        try:
+            if self.overwrite and os.path.lexists(path):
+                os.unlink(path)
+            os.link(first, path, follow_symlinks=False)
+            self.stats.files += 1
+        except OSError as exc:
+            self._fail(path, f"cannot create hard link: {exc.strerror}")
+
+    def _special(self, path: str, node: Node) -> None:
+        try:
+            if self.overwrite and os.path.lexists(path):
+                os.unlink(path)
+            make_special(path, node)
+            if os.path.lexists(path):
+                apply_metadata(path, node, self.stats.errors)
+        except OSError as exc:
+            self._fail(path, f"cannot create: {exc.strerror}")
+
+    def _symlink(self, path: str, node: Node) -> None:
+        try:
+            if self.overwrite and os.path.lexists(path):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    self._fail(path, "a directory exists where the snapshot has a symlink")
+                    return
+                os.unlink(path)
+            os.symlink(node.target, path)
+            apply_metadata(path, node, self.stats.errors)
+        except OSError as exc:
+            self._fail(path, f"cannot create symlink: {exc.strerror}")
+
+    def _fail(self, path: str, message: str) -> None:
+        with self._lock:
+            self.stats.errors.append(f"{path}: {message}")
+

@@ -1,0 +1,1 @@
+"""Where bytes live: the Store protocol and its backends, plus local SQLite caches."""

@@ -1,0 +1,211 @@
+"""Local SQLite caches of a repository: the blob index and the file cache.
+
+Both can be deleted at any time and are rebuilt from the repository, so they
+run with synchronous=OFF: a crash may lose the cache, never the backup. They
+keep memory bounded by the working set rather than by the repository's size.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from peerbackup.core.crypto import ID_SIZE
+from peerbackup.core.objects import Kind
+from peerbackup.core.pack import BlobEntry
+
+_SCHEMA_VERSION = 1
+
+
+def default_cache_root() -> Path:
+    env = os.environ.get("PEERBACKUP_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) / "peerbackup" if xdg else Path.home() / ".cache" / "peerbackup"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=OFF")
+    return db
+
+
+def _open_versioned(path: Path, schema: str) -> sqlite3.Connection:
+    """Open a cache; a cache of another schema or a damaged one is rebuilt from scratch."""
+    for attempt in range(2):
+        try:
+            db = _connect(path)
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version != _SCHEMA_VERSION:
+                db.executescript(schema)
+                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            return db
+        except sqlite3.DatabaseError:
+            if attempt:
+                raise
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+    raise AssertionError("unreachable")
+
+
+_INDEX_SCHEMA = """
+DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; DROP TABLE IF EXISTS index_files;
+CREATE TABLE blobs(id BLOB, pack BLOB, kind INT, off INT, len INT, raw INT,
+                   PRIMARY KEY(id, pack)) WITHOUT ROWID;
+CREATE TABLE packs(id BLOB PRIMARY KEY, index_file TEXT) WITHOUT ROWID;
+CREATE TABLE index_files(name TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+
+
+class IndexCache:
+    """Which blob is in which pack. Thread-safe: one connection behind a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = _open_versioned(path, _INDEX_SCHEMA)
+        self._lock = threading.Lock()
+        # Packs a prune has condemned: their blobs must not be reused (engine/prune.py).
+        self.condemned: set[bytes] = set()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def known_index_files(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT name FROM index_files")}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._db.executescript(
+                "BEGIN; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; COMMIT;"
+            )
+
+    def add_packs(self, packs: Iterable[tuple[bytes, list[BlobEntry]]], index_file: str | None) -> None:
+        """Record packs, in one transaction; index_file None means 'not yet in any index file'."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                for pack_id, entries in packs:
+                    db.execute(
+                        "INSERT OR REPLACE INTO packs VALUES (?, ?)", (pack_id, index_file or "")
+                    )
+                    db.executemany(
+                        "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?, ?, ?)",
+                        [(e.id, pack_id, int(e.kind), e.offset, e.length, e.raw_length)
+                         for e in entries],
+                    )
+                if index_file:
+                    db.execute("INSERT OR IGNORE INTO index_files VALUES (?)", (index_file,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def assign_index_file(self, pack_ids: Iterable[bytes], index_file: str) -> None:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            db.executemany(
+                "UPDATE packs SET index_file=? WHERE id=?", [(index_file, p) for p in pack_ids]
+            )
+            db.execute("INSERT OR IGNORE INTO index_files VALUES (?)", (index_file,))
+            db.execute("COMMIT")
+
+    def lookup(self, blob_id: bytes) -> tuple[bytes, BlobEntry] | None:
+        """(pack id, entry) of a live copy of the blob, or None."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT pack, kind, off, len, raw FROM blobs WHERE id=?", (blob_id,)
+            ).fetchall()
+        for pack, kind, off, length, raw in rows:
+            if pack not in self.condemned:
+                return pack, BlobEntry(Kind(kind), blob_id, off, length, raw)
+        return None
+
+    def has(self, blob_id: bytes) -> bool:
+        return self.lookup(blob_id) is not None
+
+    def pack_ids(self) -> set[bytes]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT id FROM packs")}
+
+    def unindexed_packs(self) -> list[bytes]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT id FROM packs WHERE index_file=''")]
+
+    def pack_entries(self, pack_id: bytes) -> list[BlobEntry]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, kind, off, len, raw FROM blobs WHERE pack=? ORDER BY off", (pack_id,)
+            ).fetchall()
+        return [BlobEntry(Kind(k), i, o, n, r) for i, k, o, n, r in rows]
+
+    def all_blobs(self) -> Iterator[tuple[bytes, bytes, BlobEntry]]:
+        """(blob id, pack id, entry) of everything indexed; a snapshot of the table."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, pack, kind, off, len, raw FROM blobs").fetchall()
+        for i, p, k, o, n, r in rows:
+            yield i, p, BlobEntry(Kind(k), i, o, n, r)
+
+
+_FILES_SCHEMA = """
+DROP TABLE IF EXISTS files;
+CREATE TABLE files(path BLOB PRIMARY KEY, inode INT, size INT, mtime INT, ctime INT,
+                   content BLOB, gen INT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INT) WITHOUT ROWID;
+"""
+
+# An entry no backup has looked at for this many runs is dropped.
+FILE_CACHE_TTL = 20
+
+
+class FileCache:
+    """Skips unchanged files: path -> (inode, size, mtime, ctime) and their chunk ids."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = _open_versioned(path, _FILES_SCHEMA)
+        self._lock = threading.Lock()
+        row = self._db.execute("SELECT v FROM meta WHERE k='gen'").fetchone()
+        self.gen = (row[0] if row else 0) + 1
+        self._updates: list[tuple[bytes, int, int, int, int, bytes, int]] = []
+        self._touched: list[tuple[int, bytes]] = []
+
+    def close(self) -> None:
+        self._db.close()
+
+    def lookup(self, path: bytes, st: os.stat_result) -> list[bytes] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT inode, size, mtime, ctime, content FROM files WHERE path=?", (path,)
+            ).fetchone()
+        if row is None or row[:4] != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            return None
+        content: bytes = row[4]
+        return [content[i:i + ID_SIZE] for i in range(0, len(content), ID_SIZE)]
+
+    def touch(self, path: bytes) -> None:
+        self._touched.append((self.gen, path))
+
+    def update(self, path: bytes, st: os.stat_result, content: list[bytes]) -> None:
+        self._updates.append(
+            (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, b"".join(content), self.gen)
+        )
+
+    def commit(self) -> None:
+        """Write what this backup learnt; called only once its snapshot is saved."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", self._updates)
+            db.executemany("UPDATE files SET gen=? WHERE path=?", self._touched)
+            db.execute("DELETE FROM files WHERE gen < ?", (self.gen - FILE_CACHE_TTL,))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('gen', ?)", (self.gen,))
+            db.execute("COMMIT")
+            self._updates.clear()
+            self._touched.clear()

@@ -1,0 +1,139 @@
+"""A repository in a local directory: a USB disk, a NAS or SMB mount.
+
+Only plain immutable files and atomic renames, so it works on file systems
+where SQLite's WAL does not. Every write is temp -> fsync -> rename -> fsync
+directory, so a crash leaves either the whole file or none of it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from peerbackup.errors import NoSuchObject, ObjectExists, StoreError, StoreFull
+from peerbackup.storage.store import MUTABLE, FileType
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+TMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some network file systems refuse fsync on directories; the rename still happened.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+class LocalStore:
+    def __init__(self, root: str | os.PathLike[str], fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.location = str(self.root)
+        self.fsync = fsync
+        self._made: set[Path] = set()
+
+    def _path(self, ftype: FileType, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise StoreError(f"invalid object name {name!r}")
+        if ftype == FileType.CONFIG:
+            return self.root / "config"
+        if ftype == FileType.DATA:
+            # Fan out so no directory grows past a few thousand entries.
+            return self.root / "data" / name[:2] / name
+        return self.root / ftype.value / name
+
+    def _ensure_dir(self, d: Path) -> None:
+        if d not in self._made:
+            d.mkdir(parents=True, exist_ok=True)
+            self._made.add(d)
+
+    def put(self, ftype: FileType, name: str, data: bytes) -> None:
+        path = self._path(ftype, name)
+        if ftype not in MUTABLE and path.exists():
+            raise ObjectExists(ftype.value, name)
+        tmp = path.parent / f"{TMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            self._ensure_dir(path.parent)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+            if self.fsync:
+                _fsync_dir(path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in _FULL:
+                raise StoreFull(f"{ftype.value}/{name}") from exc
+            raise StoreError(f"writing {ftype.value}/{name}: {exc.strerror or exc}") from exc
+
+    def get(self, ftype: FileType, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(ftype, name)
+        try:
+            with open(path, "rb") as f:
+                if offset:
+                    f.seek(offset)
+                return f.read() if length is None else f.read(length)
+        except FileNotFoundError:
+            raise NoSuchObject(ftype.value, name) from None
+        except OSError as exc:
+            raise StoreError(f"reading {ftype.value}/{name}: {exc.strerror or exc}") from exc
+
+    def size(self, ftype: FileType, name: str) -> int:
+        try:
+            return self._path(ftype, name).stat().st_size
+        except FileNotFoundError:
+            raise NoSuchObject(ftype.value, name) from None
+
+    def list(self, ftype: FileType) -> Iterator[tuple[str, int]]:
+        if ftype == FileType.CONFIG:
+            p = self.root / "config"
+            if p.exists():
+                yield "config", p.stat().st_size
+            return
+        base = self.root / ftype.value
+        dirs = [base]
+        if ftype == FileType.DATA:
+            try:
+                dirs = [d for d in base.iterdir() if d.is_dir()]
+            except FileNotFoundError:
+                return
+        for d in dirs:
+            try:
+                with os.scandir(d) as it:
+                    for entry in it:
+                        if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                            continue
+                        try:
+                            yield entry.name, entry.stat(follow_symlinks=False).st_size
+                        except FileNotFoundError:
+                            continue
+            except FileNotFoundError:
+                continue
+
+    def delete(self, ftype: FileType, name: str) -> None:
+        try:
+            self._path(ftype, name).unlink()
+        except FileNotFoundError:
+            pass
+
+    def exists(self, ftype: FileType, name: str) -> bool:
+        return self._path(ftype, name).exists()
+
+    def remove_temp_files(self) -> int:
+        """Delete temp files left by writers that died mid-write."""
+        count = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for f in files:
+                if f.startswith(TMP_PREFIX):
+                    Path(dirpath, f).unlink(missing_ok=True)
+                    count += 1
+        return count
