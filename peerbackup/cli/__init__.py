@@ -1,0 +1,1 @@
+"""The `peerbackup` command line."""

@@ -1,0 +1,471 @@
+"""`peerbackup`: the command line. Exit codes: 0 ok, 1 error, 2 usage, 3 partial."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from peerbackup import __version__
+from peerbackup.cli.progress import Progress, human_bytes
+from peerbackup.core.crypto import KdfParams
+from peerbackup.core.retention import Policy, apply_policy
+from peerbackup.core.snapshot import Snapshot
+from peerbackup.core.tree import DIR, Node
+from peerbackup.engine.backup import Archiver
+from peerbackup.engine.check import check
+from peerbackup.engine.diff import diff_trees
+from peerbackup.engine.excludes import Excluder, read_exclude_file
+from peerbackup.engine.prune import forget_snapshots, prune
+from peerbackup.engine.repository import Repository, add_key, key_files, read_config, unlock
+from peerbackup.engine.restore import Restorer
+from peerbackup.engine.walk import find_path, walk
+from peerbackup.errors import KeyInUse, PartialBackup, PeerBackupError, UsageError
+from peerbackup.storage.local import LocalStore
+from peerbackup.storage.store import FileType
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+# ---- helpers ---------------------------------------------------------------------
+
+
+def _kdf() -> KdfParams:
+    # Tests only: Argon2id at 64 MiB would dominate a test suite of many repositories.
+    return KdfParams.weak() if os.environ.get("PEERBACKUP_INSECURE_TEST_KDF") == "1" else KdfParams()
+
+
+def _password(args: argparse.Namespace, confirm: bool = False, prompt: str = "Passphrase: ",
+              env: str = "PEERBACKUP_PASSWORD", file_opt: str = "password_file") -> bytes:
+    path = getattr(args, file_opt, None)
+    if path:
+        try:
+            with open(path, "rb") as f:
+                return f.read().rstrip(b"\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read password file {path}: {exc.strerror}") from None
+    value = os.environ.get(env)
+    if value is not None:
+        return value.encode()
+    if not sys.stdin.isatty():
+        raise UsageError(f"no passphrase: set {env}, use --{file_opt.replace('_', '-')}, or run on a terminal")
+    pw = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat " + prompt.lower()) != pw:
+        raise UsageError("the passphrases do not match")
+    if not pw:
+        raise UsageError("empty passphrase")
+    return pw.encode()
+
+
+def _store(args: argparse.Namespace) -> LocalStore:
+    repo = args.repo or os.environ.get("PEERBACKUP_REPO")
+    if not repo:
+        raise UsageError("no repository: give --repo PATH or set PEERBACKUP_REPO")
+    return LocalStore(repo)
+
+
+def _open(args: argparse.Namespace) -> Repository:
+    store = _store(args)
+    read_config(store)  # "not a repository" before asking for a passphrase
+    return Repository.open(store, _password(args), cache_root=args.cache_dir)
+
+
+def _print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def _local_time(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _snap_json(s: Snapshot) -> dict[str, Any]:
+    return {
+        "id": s.id, "short_id": s.short_id, "time": s.time.isoformat(), "host": s.host,
+        "user": s.user, "paths": s.paths, "tags": s.tags, "tree": s.tree.hex(),
+        "parent": s.parent, "program": s.program, "summary": s.summary.to_wire(),
+    }
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), line]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(out)
+
+
+# ---- repo commands ---------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    store = _store(args)
+    pw = _password(args, confirm=True, prompt="New passphrase: ")
+    repo_id = Repository.init(store, pw, kdf=_kdf())
+    if args.json:
+        _print_json({"id": repo_id, "repository": store.location})
+    else:
+        print(f"created peerbackup repository {repo_id[:10]} at {store.location}")
+        print("Keep the passphrase safe: without it the repository cannot be read.")
+    return EXIT_OK
+
+
+def _prescan(paths: list[str], excluder: Excluder, progress: Progress) -> None:
+    """Count files and bytes ahead of the backup so the display can show an ETA."""
+    files = size = 0
+    stack = list(paths)
+    while stack:
+        p = stack.pop()
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if os.path.isdir(p) and not os.path.islink(p):
+            try:
+                with os.scandir(p) as it:
+                    for e in it:
+                        if not (excluder and excluder.excluded(e.path, e.name)):
+                            stack.append(e.path)
+            except OSError:
+                continue
+        elif os.path.isfile(p):
+            files += 1
+            size += st.st_size
+            progress.total_files, progress.total_bytes = files, size
+    progress.total_files, progress.total_bytes = files, size
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    patterns = list(args.exclude or [])
+    for f in args.exclude_file or []:
+        try:
+            patterns += read_exclude_file(f)
+        except OSError as exc:
+            raise UsageError(f"cannot read exclude file {f}: {exc.strerror}") from None
+    excluder = Excluder(patterns)
+    for s in args.source:
+        if not os.path.lexists(s):
+            raise UsageError(f"source {s} does not exist")
+    repo = _open(args)
+    progress = Progress.for_terminal(args.quiet or args.json)
+    if progress.enabled:
+        import threading
+
+        threading.Thread(
+            target=_prescan, args=([os.path.abspath(s) for s in args.source], excluder, progress),
+            daemon=True,
+        ).start()
+    progress.start()
+    try:
+        result = Archiver(repo, excludes=excluder, progress=progress).backup(args.source, args.tag)
+    finally:
+        progress.stop()
+        repo.close()
+    snap, errors = result.snapshot, result.errors
+    s = snap.summary
+    if args.json:
+        _print_json({"snapshot": _snap_json(snap), "errors": errors})
+    else:
+        for e in errors:
+            print(f"error: {e}", file=sys.stderr)
+        print(f"Files: {s.files_new} new, {s.files_changed} changed, {s.files_unmodified} unmodified")
+        print(f"Dirs:  {s.dirs}")
+        print(f"Added: {human_bytes(s.bytes_added)} ({human_bytes(s.bytes_stored)} stored)")
+        print(f"Processed {human_bytes(s.bytes_processed)} in {s.duration:.2f} s")
+        print(f"snapshot {snap.short_id} saved")
+    if errors:
+        print(PartialBackup(snap.short_id, len(errors)).message(), file=sys.stderr)
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    errors: list[str] = []
+    snaps = repo.snapshots(errors=errors)
+    if args.json:
+        _print_json([_snap_json(s) for s in snaps])
+    else:
+        rows = [[s.short_id, _local_time(s.time_ns), s.host, ",".join(s.tags),
+                 ", ".join(s.paths), human_bytes(s.summary.bytes_processed)] for s in snaps]
+        print(_table(rows, ["ID", "Time", "Host", "Tags", "Paths", "Size"]))
+        print(f"{len(snaps)} snapshot(s)")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return EXIT_ERROR if errors else EXIT_OK
+
+
+def _node_json(path: str, n: Node) -> dict[str, Any]:
+    return {"path": path, "type": n.type, "mode": oct(n.mode), "uid": n.uid, "gid": n.gid,
+            "mtime": dt.datetime.fromtimestamp(n.mtime_ns / 1e9, tz=dt.UTC).isoformat(),
+            "size": n.size, **({"target": n.target} if n.target else {})}
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    snap = repo.find_snapshot(args.snapshot)
+    tree = snap.tree
+    prefix = ""
+    if args.path and args.path.strip("/"):
+        node = find_path(repo, snap.tree, args.path)
+        prefix = "/" + "/".join(p for p in args.path.split("/") if p)
+        if node is not None and node.type != DIR:
+            entries = [(prefix, node)]
+            tree = b""
+        elif node is not None and node.subtree is not None:
+            tree = node.subtree
+    items = entries if not tree else list(walk(repo, tree, prefix))
+    if args.json:
+        _print_json([_node_json(p, n) for p, n in items])
+    else:
+        for p, n in items:
+            if args.long:
+                print(f"{n.type[0] if n.type != 'file' else '-'}{oct(n.mode)[2:]:>5} "
+                      f"{n.uid:>5} {n.gid:>5} {n.size:>12} {_local_time(n.mtime_ns)} {p}")
+            else:
+                print(p + ("/" if n.type == DIR else ""))
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    snap = repo.find_snapshot(args.snapshot)
+    progress = Progress.for_terminal(args.quiet or args.json)
+    progress.start()
+    try:
+        stats = Restorer(repo, overwrite=args.overwrite, progress=progress).restore(
+            snap.tree, args.target, includes=args.include
+        )
+    finally:
+        progress.stop()
+    if args.json:
+        _print_json({"snapshot": snap.id, "target": os.path.abspath(args.target),
+                     "files": stats.files, "dirs": stats.dirs, "bytes": stats.bytes,
+                     "errors": stats.errors})
+    else:
+        for e in stats.errors:
+            print(f"error: {e}", file=sys.stderr)
+        print(f"restored snapshot {snap.short_id}: {stats.files} files, {stats.dirs} dirs, "
+              f"{human_bytes(stats.bytes)} to {os.path.abspath(args.target)}")
+    return EXIT_PARTIAL if stats.errors else EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    a, b = repo.find_snapshot(args.snapshot1), repo.find_snapshot(args.snapshot2)
+    changes = list(diff_trees(repo, a.tree, b.tree))
+    if args.json:
+        _print_json([{"change": c, "path": p} for c, p in changes])
+    else:
+        for c, p in changes:
+            print(f"{c}  {p}")
+        counts = {k: sum(1 for c, _ in changes if c == k) for k in "+-MT"}
+        print(f"{counts['+']} added, {counts['-']} removed, {counts['M']} modified, "
+              f"{counts['T']} type changed")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    res = check(repo, read_data=args.read_data)
+    if args.json:
+        _print_json({"ok": res.ok, "errors": res.errors, "warnings": res.warnings,
+                     "snapshots": res.snapshots, "trees": res.trees, "packs": res.packs,
+                     "packs_read": res.packs_read})
+    else:
+        for w in res.warnings:
+            print(f"warning: {w}")
+        for e in res.errors:
+            print(f"error: {e}")
+        print(f"checked {res.snapshots} snapshots, {res.trees} trees, {res.packs} packs"
+              + (f" ({res.packs_read} read in full)" if args.read_data else ""))
+        print("no errors found" if res.ok else f"{len(res.errors)} error(s) found")
+    return EXIT_OK if res.ok else EXIT_ERROR
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    return Policy(last=args.keep_last, hourly=args.keep_hourly, daily=args.keep_daily,
+                  weekly=args.keep_weekly, monthly=args.keep_monthly, yearly=args.keep_yearly)
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    snaps = repo.snapshots()
+    policy = _policy(args)
+    if args.snapshots:
+        remove = [repo.find_snapshot(r).id for r in args.snapshots]
+        keep = [s.id for s in snaps if s.id not in remove]
+        reasons: dict[str, list[str]] = {}
+    elif policy.empty():
+        raise UsageError("forget needs snapshot ids or at least one --keep-* option")
+    else:
+        pairs = [(s.id, s.time.astimezone()) for s in snaps]
+        keep, remove, reasons = apply_policy(pairs, policy)
+    if not args.dry_run:
+        forget_snapshots(repo, remove)
+    out: dict[str, Any] = {"keep": keep, "remove": remove, "reasons": reasons, "dry_run": args.dry_run}
+    if args.prune and not args.dry_run:
+        out["prune"] = _do_prune(repo, args)
+    if args.json:
+        _print_json(out)
+    else:
+        by_id = {s.id: s for s in snaps}
+        for sid in keep:
+            print(f"keep    {sid[:8]}  {_local_time(by_id[sid].time_ns)}  {','.join(reasons.get(sid, []))}")
+        for sid in remove:
+            print(f"{'would remove' if args.dry_run else 'remove'}  {sid[:8]}  "
+                  f"{_local_time(by_id[sid].time_ns)}")
+        if "prune" in out:
+            _print_prune(out["prune"])
+    return EXIT_OK
+
+
+def _do_prune(repo: Repository, args: argparse.Namespace) -> dict[str, Any]:
+    st = prune(repo, grace=args.grace, dry_run=getattr(args, "dry_run", False))
+    return dict(st.__dict__)
+
+
+def _print_prune(p: dict[str, Any]) -> None:
+    print(f"prune: {p['packs_marked']} packs marked, {p['packs_repacked']} repacked, "
+          f"{p['packs_deleted']} deleted, {human_bytes(p['bytes_freed'])} freed")
+    for m in p["messages"]:
+        print(f"prune: {m}")
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    p = _do_prune(repo, args)
+    if args.json:
+        _print_json(p)
+    else:
+        _print_prune(p)
+    return EXIT_OK
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    store = _store(args)
+    read_config(store)
+    keys, current = unlock(store, _password(args))
+    if args.key_cmd == "list":
+        items = [{"id": n, "current": n == current, "created": kf.created, "host": kf.host,
+                  "user": kf.user} for n, kf in key_files(store)]
+        if args.json:
+            _print_json(items)
+        else:
+            rows = [[("*" if i["current"] else " ") + i["id"][:8], i["user"], i["host"],
+                     _local_time(i["created"] * 10**9)] for i in items]
+            print(_table(rows, [" ID", "User", "Host", "Created"]))
+        return EXIT_OK
+    if args.key_cmd == "add":
+        new = _password(args, confirm=True, prompt="New passphrase: ",
+                        env="PEERBACKUP_NEW_PASSWORD", file_opt="new_password_file")
+        name = add_key(store, keys, new, kdf=_kdf())
+        print(json.dumps({"id": name}) if args.json else f"added key {name[:8]}")
+        return EXIT_OK
+    # remove
+    matches = [n for n, _ in store.list(FileType.KEY) if n.startswith(args.id)]
+    if len(matches) != 1:
+        raise UsageError(f"key id {args.id!r} matches {len(matches)} keys")
+    if matches[0] == current:
+        raise KeyInUse("refusing to remove the key you are using; open the repository with "
+                       "another passphrase to remove this one")
+    store.delete(FileType.KEY, matches[0])
+    print(json.dumps({"removed": matches[0]}) if args.json else f"removed key {matches[0][:8]}")
+    return EXIT_OK
+
+
+# ---- parser ------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="peerbackup", description=__doc__)
+    p.add_argument("--version", action="version", version=f"peerbackup {__version__}")
+    top = p.add_subparsers(dest="cmd", required=True)
+
+    demo = top.add_parser("demo", help="back up a generated sample tree and show the snapshot")
+    demo.add_argument("--dir", default=".demo", help="working directory for the demo (default .demo)")
+
+    repo = top.add_parser("repo", help="a standalone local repository (USB disk, NAS mount)")
+    sub = repo.add_subparsers(dest="repo_cmd", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--repo", help="repository directory (or PEERBACKUP_REPO)")
+    common.add_argument("--password-file", help="read the passphrase from this file")
+    common.add_argument("--cache-dir", help="local cache directory (default ~/.cache/peerbackup)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, parents=[common], help=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    add("init", cmd_init, "create a repository")
+    b = add("backup", cmd_backup, "back up files and directories")
+    b.add_argument("source", nargs="+")
+    b.add_argument("--exclude", action="append", metavar="PATTERN")
+    b.add_argument("--exclude-file", action="append", metavar="FILE")
+    b.add_argument("--tag", action="append", default=[])
+    add("snapshots", cmd_snapshots, "list snapshots")
+    ls = add("ls", cmd_ls, "list the files of a snapshot")
+    ls.add_argument("snapshot")
+    ls.add_argument("path", nargs="?")
+    ls.add_argument("-l", "--long", action="store_true")
+    r = add("restore", cmd_restore, "restore a snapshot")
+    r.add_argument("snapshot")
+    r.add_argument("--target", required=True)
+    r.add_argument("--include", action="append", metavar="PATH")
+    r.add_argument("--overwrite", action="store_true", help="restore into a non-empty target")
+    d = add("diff", cmd_diff, "show what changed between two snapshots")
+    d.add_argument("snapshot1")
+    d.add_argument("snapshot2")
+    c = add("check", cmd_check, "verify the repository")
+    c.add_argument("--read-data", action="store_true", help="also read and verify every pack")
+    f = add("forget", cmd_forget, "remove snapshots by id or by policy")
+    f.add_argument("snapshots", nargs="*")
+    for k in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        f.add_argument(f"--keep-{k}", type=int, default=0, metavar="N")
+    f.add_argument("--prune", action="store_true", help="prune unreferenced data afterwards")
+    f.add_argument("--dry-run", action="store_true")
+    f.add_argument("--grace", type=float, default=0.0, help=argparse.SUPPRESS)
+    pr = add("prune", cmd_prune, "delete data no snapshot needs")
+    pr.add_argument("--dry-run", action="store_true")
+    pr.add_argument("--grace", type=float, default=0.0,
+                    help="seconds a mark must age before its packs are deleted (default 0)")
+    k = add("key", cmd_key, "manage passphrases")
+    k.add_argument("key_cmd", choices=["add", "list", "remove"])
+    k.add_argument("id", nargs="?", help="key id (for remove)")
+    k.add_argument("--new-password-file", help="new passphrase for `key add`")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "demo":
+            from peerbackup.cli.demo import run_demo
+
+            return run_demo(args.dir)
+        if args.repo_cmd == "key" and args.key_cmd == "remove" and not args.id:
+            raise UsageError("key remove needs a key id (see `key list`)")
+        rc: int = args.func(args)
+        return rc
+    except PeerBackupError as exc:
+        print(f"peerbackup: {exc.message()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("peerbackup: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
