@@ -278,7 +278,7 @@ class Archiver:
         if changed:
             self._error(path, "file changed while it was being read")
         node.size = size
-        racy = st.st_mtime_ns > self._start_ns - _RACY_NS or st.st_ctime_ns > self._start_ns - _RACY_NS
+        racy = st.st_mtime_ns > self._start_ns - _RACY_NS
         return _PendingFile(node, bpath, st, futures, cacheable=not changed and not racy)
 
     def _submit(self, chunk: bytes) -> Future[_ChunkResult]:
