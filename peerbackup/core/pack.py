@@ -70,19 +70,23 @@ class PackWriter:
     """Accumulates sealed blobs in memory until the pack is full."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        # Pieces, joined once in finish(): appending to one growing buffer would
+        # copy it again and again under the caller's lock.
+        self._pieces: list[bytes] = []
+        self._size = 0
         self.entries: list[BlobEntry] = []
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return self._size
 
     @property
     def count(self) -> int:
         return len(self.entries)
 
     def add(self, kind: Kind, blob_id: bytes, sealed: bytes, raw_length: int) -> BlobEntry:
-        entry = BlobEntry(kind, blob_id, len(self._buf), len(sealed), raw_length)
-        self._buf += sealed
+        entry = BlobEntry(kind, blob_id, self._size, len(sealed), raw_length)
+        self._pieces.append(sealed)
+        self._size += len(sealed)
         self.entries.append(entry)
         return entry
 
@@ -90,10 +94,9 @@ class PackWriter:
         """Return (pack id, pack bytes)."""
         header = codec.pack({"v": PACK_VERSION, "blobs": entries_to_wire(self.entries)})
         sealed = seal_object(keys, Kind.PACK_HEADER, header, _HEADER_CONTEXT, rand)
-        self._buf += sealed
-        self._buf += _TRAILER.pack(len(sealed), MAGIC)
-        data = bytes(self._buf)
-        self._buf = bytearray()
+        self._pieces += (sealed, _TRAILER.pack(len(sealed), MAGIC))
+        data = b"".join(self._pieces)
+        self._pieces, self._size = [], 0
         return content_hash(data), data
 
 

@@ -260,8 +260,8 @@ class Archiver:
         futures: list[Future[_ChunkResult]] = []
         size = 0
         try:
-            with os.fdopen(fd, "rb", buffering=1024 * 1024) as f:
-                for chunk in self.repo.chunker.chunks(f):
+            with os.fdopen(fd, "rb", buffering=0) as f:
+                for chunk in self.repo.chunker.chunks(f, st.st_size):
                     size += len(chunk)
                     futures.append(self._submit(chunk))
                 after = os.fstat(f.fileno())
@@ -281,7 +281,7 @@ class Archiver:
         racy = st.st_mtime_ns > self._start_ns - _RACY_NS
         return _PendingFile(node, bpath, st, futures, cacheable=not changed and not racy)
 
-    def _submit(self, chunk: bytes) -> Future[_ChunkResult]:
+    def _submit(self, chunk: memoryview) -> Future[_ChunkResult]:
         assert self._pool is not None
         self._slots.acquire()
         try:
@@ -292,7 +292,7 @@ class Archiver:
         fut.add_done_callback(lambda _f: self._slots.release())
         return fut
 
-    def _process_chunk(self, chunk: bytes) -> _ChunkResult:
+    def _process_chunk(self, chunk: memoryview) -> _ChunkResult:
         repo = self.repo
         blob_id = repo.blob_id(chunk)
         added = stored = 0

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from peerbackup import __version__
@@ -52,6 +53,7 @@ from peerbackup.storage.store import FileType, Store
 
 PACK_SIZE = 16 * 1024 * 1024
 INDEX_EVERY = 32
+UPLOAD_QUEUE = 1
 INDEX_VERSION = 1
 _INDEX_CONTEXT = b"index"
 _SNAPSHOT_CONTEXT = b"snapshot"
@@ -91,7 +93,11 @@ class Repository:
         self._packers = {k: _Packer(k) for k in (Kind.DATA, Kind.TREE)}
         self._unindexed: list[tuple[bytes, list[BlobEntry]]] = []
         self._index_lock = threading.Lock()
-        self._store_error: BaseException | None = None
+        # Full packs are written by one uploader thread so that workers never
+        # wait on fsync; at most UPLOAD_QUEUE packs wait for it (bounded memory).
+        self._uploader = ThreadPoolExecutor(1, thread_name_prefix="upload")
+        self._upload_slots = threading.BoundedSemaphore(UPLOAD_QUEUE)
+        self._uploads: set[Future[None]] = set()
         self.sync_index()
 
     # ---- creation and opening -------------------------------------------------
@@ -124,6 +130,7 @@ class Repository:
         return cls(store, keys, config, **kwargs)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        self._uploader.shutdown(wait=True)
         self.index.close()
 
     def file_cache(self) -> FileCache:
@@ -239,7 +246,7 @@ class Repository:
             if len(packer.writer) >= self.pack_size:
                 full, packer.writer = packer.writer, PackWriter()
         if full is not None:
-            self._store_pack(full)
+            self._queue_pack(full)
         return len(sealed)
 
     def add_blob(self, kind: Kind, data: bytes | memoryview) -> tuple[bytes, int]:
@@ -248,6 +255,23 @@ class Repository:
         if not self.claim(blob_id):
             return blob_id, 0
         return blob_id, self.save_blob(kind, blob_id, data)
+
+    def _queue_pack(self, writer: PackWriter) -> None:
+        self._upload_slots.acquire()
+        fut = self._uploader.submit(self._store_pack, writer)
+        fut.add_done_callback(lambda _f: self._upload_slots.release())
+        with self._lock:
+            self._uploads.add(fut)
+            done = [f for f in self._uploads if f.done()]
+            self._uploads.difference_update(done)
+        for f in done:
+            f.result()  # a failed upload (a full disk) fails the writer that comes next
+
+    def _wait_uploads(self) -> None:
+        with self._lock:
+            pending, self._uploads = self._uploads, set()
+        for f in pending:
+            f.result()
 
     def _store_pack(self, writer: PackWriter) -> None:
         entries = list(writer.entries)
@@ -277,7 +301,8 @@ class Repository:
                 w = self._packers[kind].writer
                 self._packers[kind].writer = PackWriter()
             if w.count:
-                self._store_pack(w)
+                self._queue_pack(w)
+        self._wait_uploads()
         self._write_pending_index()
 
     def load_blob(self, kind: Kind, blob_id: bytes) -> bytes:

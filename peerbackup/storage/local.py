@@ -54,7 +54,7 @@ class LocalStore:
             d.mkdir(parents=True, exist_ok=True)
             self._made.add(d)
 
-    def put(self, ftype: FileType, name: str, data: bytes) -> None:
+    def put(self, ftype: FileType, name: str, data: bytes | bytearray) -> None:
         path = self._path(ftype, name)
         if ftype not in MUTABLE and path.exists():
             raise ObjectExists(ftype.value, name)

@@ -15,7 +15,7 @@ class MemoryStore:
         self._files: dict[tuple[FileType, str], bytes] = {}
         self._lock = threading.Lock()
 
-    def put(self, ftype: FileType, name: str, data: bytes) -> None:
+    def put(self, ftype: FileType, name: str, data: bytes | bytearray) -> None:
         with self._lock:
             if (ftype, name) in self._files and ftype not in MUTABLE:
                 raise ObjectExists(ftype.value, name)

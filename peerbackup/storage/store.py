@@ -29,7 +29,7 @@ MUTABLE = frozenset({FileType.LOCK})
 class Store(Protocol):
     location: str
 
-    def put(self, ftype: FileType, name: str, data: bytes) -> None:
+    def put(self, ftype: FileType, name: str, data: bytes | bytearray) -> None:
         """Store data atomically: readers see all of it or nothing.
 
         Raises ObjectExists if the name is taken (except for MUTABLE kinds),
