@@ -51,7 +51,7 @@ def _password(args: argparse.Namespace, confirm: bool = False, prompt: str = "Pa
         except OSError as exc:
             raise UsageError(f"cannot read password file {path}: {exc.strerror}") from None
     value = os.environ.get(env)
-    if value is not None:
+    if value:
         return value.encode()
     if not sys.stdin.isatty():
         raise UsageError(f"no passphrase: set {env}, use --{file_opt.replace('_', '-')}, or run on a terminal")

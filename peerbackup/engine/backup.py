@@ -246,7 +246,7 @@ class Archiver:
                 self.progress.processed(st.st_size)
                 self.progress.file_done(path, st.st_size)
                 return None
-            if cached is not None:
+            if cached is not None or self._fc.contains(bpath):
                 self.summary.files_changed += 1
             else:
                 self.summary.files_new += 1
