@@ -460,6 +460,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PeerBackupError as exc:
         print(f"peerbackup: {exc.message()}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # Anything the engine did not wrap (a path we may not read, a vanished mount).
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"peerbackup: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("peerbackup: interrupted", file=sys.stderr)
         return 130
