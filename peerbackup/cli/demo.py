@@ -25,8 +25,10 @@ from peerbackup.engine.walk import walk
 from peerbackup.storage.local import LocalStore
 
 DEMO_PASSWORD = "demo-passphrase"
-_WORDS = ("invoice quarterly budget meeting client project report draft review payroll "
-          "contract supplier schedule office backup archive minutes ledger").split()
+_WORDS = [
+    "invoice", "quarterly", "budget", "meeting", "client", "project", "report", "draft", "review",
+    "payroll", "contract", "supplier", "schedule", "office", "backup", "archive", "minutes", "ledger",
+]
 
 
 def make_sample_tree(root: Path, seed: int = 1) -> None:

@@ -8,7 +8,6 @@ import getpass
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -353,7 +352,7 @@ def cmd_key(args: argparse.Namespace) -> int:
     read_config(store)
     keys, current = unlock(store, _password(args))
     if args.key_cmd == "list":
-        items = [{"id": n, "current": n == current, "created": kf.created, "host": kf.host,
+        items: list[dict[str, Any]] = [{"id": n, "current": n == current, "created": kf.created, "host": kf.host,
                   "user": kf.user} for n, kf in key_files(store)]
         if args.json:
             _print_json(items)
@@ -429,8 +428,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--read-data", action="store_true", help="also read and verify every pack")
     f = add("forget", cmd_forget, "remove snapshots by id or by policy")
     f.add_argument("snapshots", nargs="*")
-    for k in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
-        f.add_argument(f"--keep-{k}", type=int, default=0, metavar="N")
+    for unit in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        f.add_argument(f"--keep-{unit}", type=int, default=0, metavar="N")
     f.add_argument("--prune", action="store_true", help="prune unreferenced data afterwards")
     f.add_argument("--dry-run", action="store_true")
     f.add_argument("--grace", type=float, default=0.0, help=argparse.SUPPRESS)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 from pyfastcdc import FastCDC
 
@@ -37,6 +37,10 @@ class ChunkerParams:
             raise FormatError("chunker parameters", "beyond FastCDC's limits")
 
 
+class Readable(Protocol):
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
 class Chunker:
     def __init__(self, params: ChunkerParams, block_size: int = 4 * MiB) -> None:
         params.validate()
@@ -50,7 +54,7 @@ class Chunker:
             normalized_chunking=1,
         )
 
-    def chunks(self, f: BinaryIO, size_hint: int = -1) -> Iterator[memoryview]:
+    def chunks(self, f: Readable, size_hint: int = -1) -> Iterator[memoryview]:
         """Yield the chunks of f, reading it block by block.
 
         size_hint (the file's expected size) lets a small file be read in one

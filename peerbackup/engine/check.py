@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from peerbackup.core.crypto import content_hash
+from peerbackup.core.objects import Kind
 from peerbackup.core.pack import read_pack
 from peerbackup.core.tree import DIR, decode_tree
-from peerbackup.core.objects import Kind
 from peerbackup.engine.repository import Repository
 from peerbackup.errors import PeerBackupError
 from peerbackup.storage.store import FileType

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from peerbackup import __version__
 from peerbackup.core import codec
@@ -372,9 +373,7 @@ class Repository:
         )
 
 
-def _cache_path(cache_dir: str, name: str) -> os.PathLike[str]:
-    from pathlib import Path
-
+def _cache_path(cache_dir: str, name: str) -> Path:
     return Path(cache_dir) / name
 
 

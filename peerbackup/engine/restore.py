@@ -16,9 +16,10 @@ import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from peerbackup.core.objects import Kind
-from peerbackup.core.tree import DIR, FILE, FIFO, SYMLINK, CHARDEV, BLOCKDEV, Node, is_safe_name
+from peerbackup.core.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SYMLINK, Node, is_safe_name
 from peerbackup.engine.fsmeta import apply_metadata, make_special
 from peerbackup.engine.repository import Repository
 from peerbackup.engine.walk import find_path, load_tree
@@ -35,7 +36,12 @@ class RestoreStats:
     errors: list[str] = field(default_factory=list)
 
 
-class RestoreProgress:
+class RestoreProgress(Protocol):
+    def planned(self, files: int, nbytes: int) -> None: ...
+    def written(self, nbytes: int) -> None: ...
+
+
+class NoRestoreProgress:
     def planned(self, files: int, nbytes: int) -> None:
         pass
 
@@ -70,7 +76,7 @@ class Restorer:
     ) -> None:
         self.repo = repo
         self.workers = workers or max(2, (os.cpu_count() or 2) + 1)
-        self.progress = progress or RestoreProgress()
+        self.progress: RestoreProgress = progress or NoRestoreProgress()
         self.overwrite = overwrite
         self.stats = RestoreStats()
         self._lock = threading.Lock()

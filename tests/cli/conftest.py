@@ -40,8 +40,10 @@ class CLI:
         cmd = [*(prefix or []), sys.executable, "-m", "peerbackup", *args]
         if args and args[0] == "repo" and "--repo" not in args:
             cmd += ["--repo", str(self.repo)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="surrogateescape", env={**self.env, **(env or {})},
-                              timeout=timeout)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, errors="surrogateescape",
+            env={**self.env, **(env or {})}, timeout=timeout,
+        )
         res = Result(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:
             raise AssertionError(f"{args} exited {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
