@@ -40,7 +40,7 @@ class LocalStore:
         self._made: set[Path] = set()
 
     def _path(self, ftype: FileType, name: str) -> Path:
-        if not name or "/" in name or name.startswith("."):
+        if not name or "/" in name or "\0" in name or name.startswith("."):
             raise StoreError(f"invalid object name {name!r}")
         if ftype == FileType.CONFIG:
             return self.root / "config"
@@ -78,10 +78,23 @@ class LocalStore:
     def get(self, ftype: FileType, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(ftype, name)
         try:
-            with open(path, "rb") as f:
-                if offset:
-                    f.seek(offset)
-                return f.read() if length is None else f.read(length)
+            # os-level calls: restore reads one blob at a time, and a buffered file
+            # object per read costs more than the read itself.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                if length is None:
+                    length = os.fstat(fd).st_size - offset
+                if length <= 0:
+                    return b""
+                data = os.pread(fd, length, offset)
+                while len(data) < length:  # pread may return less, e.g. on network mounts
+                    more = os.pread(fd, length - len(data), offset + len(data))
+                    if not more:
+                        break
+                    data += more
+                return data
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             raise NoSuchObject(ftype.value, name) from None
         except OSError as exc:
