@@ -21,6 +21,7 @@ from peerbackup.engine.backup import Archiver
 from peerbackup.engine.check import check
 from peerbackup.engine.diff import diff_trees
 from peerbackup.engine.excludes import Excluder, read_exclude_file
+from peerbackup.engine.memory import tune_allocator
 from peerbackup.engine.prune import forget_snapshots, prune
 from peerbackup.engine.repository import Repository, add_key, key_files, read_config, unlock
 from peerbackup.engine.restore import Restorer
@@ -151,6 +152,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     for s in args.source:
         if not os.path.lexists(s):
             raise UsageError(f"source {s} does not exist")
+    tune_allocator()  # backup only: restore measured faster without it
     repo = _open(args)
     progress = Progress.for_terminal(args.quiet or args.json)
     if progress.enabled:

@@ -34,6 +34,14 @@ def content_hash(data: bytes | memoryview) -> bytes:
     return bytes(blake3.blake3(data).digest())
 
 
+def content_hash_of(pieces: list[bytes]) -> bytes:
+    """content_hash of the concatenation of pieces, without concatenating them."""
+    h = blake3.blake3()
+    for p in pieces:
+        h.update(p)
+    return bytes(h.digest())
+
+
 def seal(key: bytes, plaintext: bytes | memoryview, aad: bytes, nonce: bytes) -> bytes:
     ct: bytes = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(plaintext), aad, nonce, key)
     return ct

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from peerbackup.core import codec
-from peerbackup.core.crypto import ID_SIZE, Random, content_hash
+from peerbackup.core.crypto import ID_SIZE, Random, content_hash_of
 from peerbackup.core.keys import KeySet
 from peerbackup.core.objects import Kind, open_object, seal_object
 from peerbackup.errors import FormatError, UnsupportedVersion
@@ -90,14 +90,17 @@ class PackWriter:
         self.entries.append(entry)
         return entry
 
-    def finish(self, keys: KeySet, rand: Random) -> tuple[bytes, bytes]:
-        """Return (pack id, pack bytes)."""
+    def finish(self, keys: KeySet, rand: Random) -> tuple[bytes, list[bytes]]:
+        """Return (pack id, the pack as a list of pieces).
+
+        The pieces are handed to the store as they are: joining them would hold
+        a second copy of the pack in memory.
+        """
         header = codec.pack({"v": PACK_VERSION, "blobs": entries_to_wire(self.entries)})
         sealed = seal_object(keys, Kind.PACK_HEADER, header, _HEADER_CONTEXT, rand)
-        self._pieces += (sealed, _TRAILER.pack(len(sealed), MAGIC))
-        data = b"".join(self._pieces)
+        pieces = [*self._pieces, sealed, _TRAILER.pack(len(sealed), MAGIC)]
         self._pieces, self._size = [], 0
-        return content_hash(data), data
+        return content_hash_of(pieces), pieces
 
 
 def header_length(trailer: bytes, what: str) -> int:

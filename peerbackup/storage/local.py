@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from peerbackup.errors import NoSuchObject, ObjectExists, StoreError, StoreFull
-from peerbackup.storage.store import MUTABLE, FileType
+from peerbackup.storage.store import MUTABLE, FileType, Payload
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 TMP_PREFIX = ".tmp-"
@@ -54,7 +54,7 @@ class LocalStore:
             d.mkdir(parents=True, exist_ok=True)
             self._made.add(d)
 
-    def put(self, ftype: FileType, name: str, data: bytes | bytearray) -> None:
+    def put(self, ftype: FileType, name: str, data: Payload) -> None:
         path = self._path(ftype, name)
         if ftype not in MUTABLE and path.exists():
             raise ObjectExists(ftype.value, name)
@@ -62,7 +62,10 @@ class LocalStore:
         try:
             self._ensure_dir(path.parent)
             with open(tmp, "wb") as f:
-                f.write(data)
+                if isinstance(data, list):
+                    f.writelines(data)
+                else:
+                    f.write(data)
                 f.flush()
                 if self.fsync:
                     os.fsync(f.fileno())

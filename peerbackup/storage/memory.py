@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 
 from peerbackup.errors import NoSuchObject, ObjectExists
-from peerbackup.storage.store import MUTABLE, FileType
+from peerbackup.storage.store import MUTABLE, FileType, Payload, payload_bytes
 
 
 class MemoryStore:
@@ -15,11 +15,11 @@ class MemoryStore:
         self._files: dict[tuple[FileType, str], bytes] = {}
         self._lock = threading.Lock()
 
-    def put(self, ftype: FileType, name: str, data: bytes | bytearray) -> None:
+    def put(self, ftype: FileType, name: str, data: Payload) -> None:
         with self._lock:
             if (ftype, name) in self._files and ftype not in MUTABLE:
                 raise ObjectExists(ftype.value, name)
-            self._files[(ftype, name)] = bytes(data)
+            self._files[(ftype, name)] = payload_bytes(data)
 
     def get(self, ftype: FileType, name: str, offset: int = 0, length: int | None = None) -> bytes:
         with self._lock:

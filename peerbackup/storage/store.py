@@ -22,6 +22,15 @@ class FileType(enum.StrEnum):
     MARK = "marks"  # prune's condemned-pack lists (see engine/prune.py)
 
 
+# What put() accepts: bytes, or a list of pieces to be stored one after the
+# other (a pack is written from its blobs without first joining them).
+Payload = bytes | bytearray | list[bytes]
+
+
+def payload_bytes(data: Payload) -> bytes:
+    return b"".join(data) if isinstance(data, list) else bytes(data)
+
+
 # Kinds whose files may be rewritten in place: a lock is refreshed by its owner.
 MUTABLE = frozenset({FileType.LOCK})
 
@@ -29,7 +38,7 @@ MUTABLE = frozenset({FileType.LOCK})
 class Store(Protocol):
     location: str
 
-    def put(self, ftype: FileType, name: str, data: bytes | bytearray) -> None:
+    def put(self, ftype: FileType, name: str, data: Payload) -> None:
         """Store data atomically: readers see all of it or nothing.
 
         Raises ObjectExists if the name is taken (except for MUTABLE kinds),
