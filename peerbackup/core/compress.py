@@ -72,7 +72,13 @@ def decompress(method: int, payload: bytes, raw_length: int, what: str) -> bytes
     if method != ZSTD:
         raise FormatError(what, f"unknown compression method {method}")
     try:
+        # zstandard trusts a frame's declared size over max_output_size: check it first.
+        declared = zstandard.frame_content_size(payload)
+        if declared > raw_length:
+            raise FormatError(what, f"decompresses to {declared} bytes, more than the {raw_length} allowed")
         out: bytes = _decompressor().decompress(payload, max_output_size=raw_length)
     except zstandard.ZstdError as exc:
         raise FormatError(what, f"corrupt zstd data ({exc})") from exc
+    if len(out) > raw_length:
+        raise FormatError(what, f"decompresses to more than the {raw_length} bytes allowed")
     return out

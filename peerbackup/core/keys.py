@@ -26,6 +26,9 @@ from peerbackup.core.crypto import (
 from peerbackup.errors import FormatError, UnsupportedVersion, WrongPassword
 
 KEYFILE_VERSION = 1
+MAX_OPSLIMIT = 64
+MAX_MEMLIMIT = 4 * 1024 * 1024 * 1024
+MAX_EPOCH = 2**32 - 1  # the envelope stores the epoch in 32 bits
 _KEYFILE_AAD = b"peerbackup keyfile v1"
 
 
@@ -69,7 +72,8 @@ class KeySet:
         epoch = codec.field(obj, "epoch", int, what)
         keys: dict[int, bytes] = {}
         for k, v in raw_keys.items():
-            if not isinstance(k, int) or not isinstance(v, bytes) or len(v) != KEY_SIZE:
+            if (not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= MAX_EPOCH
+                    or not isinstance(v, bytes) or len(v) != KEY_SIZE):
                 raise FormatError(what, "bad data key entry")
             keys[k] = v
         if len(id_key) != KEY_SIZE or epoch not in keys:
@@ -125,14 +129,21 @@ class KeyFile:
         kdf = codec.field(obj, "kdf", dict, what)
         if kdf.get("alg") != "argon2id":
             raise FormatError(what, f"unknown key derivation {kdf.get('alg')!r}")
+        params = KdfParams(opslimit=codec.field(kdf, "ops", int, what), memlimit=codec.field(kdf, "mem", int, what))
+        # Bounds keep a tampered key file from making open() fail oddly or allocate without limit.
+        if not (KdfParams.weak().opslimit <= params.opslimit <= MAX_OPSLIMIT
+                and KdfParams.weak().memlimit <= params.memlimit <= MAX_MEMLIMIT):
+            raise FormatError(what, "key derivation cost out of range")
+        salt = codec.field(obj, "salt", bytes, what)
+        nonce = codec.field(obj, "nonce", bytes, what)
+        if len(salt) != SALT_SIZE or len(nonce) != NONCE_SIZE:
+            raise FormatError(what, "bad salt or nonce length")
         return cls(
             created=codec.field(obj, "created", int, what),
             host=codec.field(obj, "host", str, what),
             user=codec.field(obj, "user", str, what),
-            kdf=KdfParams(
-                opslimit=codec.field(kdf, "ops", int, what), memlimit=codec.field(kdf, "mem", int, what)
-            ),
-            salt=codec.field(obj, "salt", bytes, what),
-            nonce=codec.field(obj, "nonce", bytes, what),
+            kdf=params,
+            salt=salt,
+            nonce=nonce,
             sealed=codec.field(obj, "sealed", bytes, what),
         )

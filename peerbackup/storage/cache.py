@@ -45,6 +45,12 @@ def _open_versioned(path: Path, schema: str) -> sqlite3.Connection:
             if version != _SCHEMA_VERSION:
                 db.executescript(schema)
                 db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            # Damage past the header page only shows when the pages are read: look
+            # now, while the cache can still be rebuilt, not in the middle of a backup.
+            (verdict,) = db.execute("PRAGMA quick_check").fetchone()
+            if verdict != "ok":
+                db.close()
+                raise sqlite3.DatabaseError(verdict)
             return db
         except sqlite3.DatabaseError:
             if attempt:
@@ -161,7 +167,7 @@ CREATE TABLE files(path BLOB PRIMARY KEY, inode INT, size INT, mtime INT, ctime 
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INT) WITHOUT ROWID;
 """
 
-# An entry no backup has looked at for this many runs is dropped.
+# An entry no backup has looked at for more than this many runs is dropped.
 FILE_CACHE_TTL = 20
 
 

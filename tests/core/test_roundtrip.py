@@ -32,6 +32,7 @@ from peerbackup.core.tree import (
     decode_tree,
     encode_tree,
 )
+from tests.core._packs import finish_pack
 
 Rand = Callable[[int], bytes]
 
@@ -283,7 +284,7 @@ def test_pack_roundtrip(keys: KeySet, blobs: list[tuple[Kind, bytes]], seed: int
         blob_id = keyed_id(keys.id_key, data)
         w.add(kind, blob_id, seal_object(keys, kind, data, blob_id, rand), len(data))
     written = list(w.entries)
-    pack_id, pack = w.finish(keys, rand)
+    pack_id, pack = finish_pack(w, keys, rand)
     assert pack_id == content_hash(pack)
     entries = read_pack(keys, pack, "pack")
     assert entries == written

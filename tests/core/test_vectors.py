@@ -34,6 +34,7 @@ from peerbackup.core.objects import HEADER_SIZE, OVERHEAD, Kind, open_object, se
 from peerbackup.core.pack import MAGIC, TRAILER_SIZE, PackWriter, read_pack
 from peerbackup.core.snapshot import Snapshot, Summary
 from peerbackup.core.tree import DIR, FILE, SYMLINK, Node, decode_tree, encode_tree
+from tests.core._packs import finish_pack
 
 Rand = Callable[[int], bytes]
 
@@ -324,7 +325,7 @@ def _build_pack(rand: Rand) -> tuple[bytes, bytes, list[tuple[Kind, bytes, bytes
         blob_id = keyed_id(ID_KEY, data)
         w.add(kind, blob_id, seal_object(keys, kind, data, blob_id, rand), len(data))
         blobs.append((kind, blob_id, data))
-    pack_id, pack = w.finish(keys, rand)
+    pack_id, pack = finish_pack(w, keys, rand)
     return pack_id, pack, blobs
 
 

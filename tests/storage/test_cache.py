@@ -1,0 +1,416 @@
+"""The local SQLite caches: the blob index and the file cache.
+
+Both are disposable (rebuilt from the repository), so the promises are: what is
+committed survives a reopen, a damaged file never stops a backup, and the file
+cache only skips a file whose identity and times are unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from peerbackup.core.objects import Kind
+from peerbackup.core.pack import BlobEntry
+from peerbackup.storage.cache import FILE_CACHE_TTL, FileCache, IndexCache, default_cache_root
+
+
+def bid(i: int) -> bytes:
+    return bytes([i]) * 32
+
+
+PACK_A, PACK_B, PACK_C = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
+
+
+def entries(*ids: int, kind: Kind = Kind.DATA) -> list[BlobEntry]:
+    # Laid out back to back, 100 sealed bytes each.
+    return [BlobEntry(kind, bid(i), n * 100, 100, 60 + i) for n, i in enumerate(ids)]
+
+
+@pytest.fixture
+def index_path(tmp_path: Path) -> Path:
+    return tmp_path / "cache" / "repo-id" / "index.sqlite"
+
+
+@pytest.fixture
+def index(index_path: Path) -> Iterator[IndexCache]:
+    c = IndexCache(index_path)
+    yield c
+    c.close()
+
+
+def test_default_cache_root_honours_env(tmp_path: Path) -> None:
+    # conftest points PEERBACKUP_CACHE_DIR at the test's tmp_path: nothing touches ~/.cache.
+    assert default_cache_root() == tmp_path / "cache"
+
+
+# ---- IndexCache -----------------------------------------------------------------------
+
+
+def test_index_add_and_lookup(index: IndexCache) -> None:
+    es = entries(1, 2, 3)
+    index.add_packs([(PACK_A, es)], "idx1")
+    for e in es:
+        assert index.lookup(e.id) == (PACK_A, e)
+        assert index.has(e.id)
+    assert index.lookup(bid(9)) is None
+    assert not index.has(bid(9))
+    assert index.pack_ids() == {PACK_A}
+    assert index.known_index_files() == {"idx1"}
+
+
+def test_index_tree_blobs_keep_their_kind(index: IndexCache) -> None:
+    index.add_packs([(PACK_A, entries(4, kind=Kind.TREE))], "idx1")
+    found = index.lookup(bid(4))
+    assert found is not None and found[1].kind is Kind.TREE
+
+
+def test_index_duplicate_blob_in_two_packs_and_condemned(index: IndexCache) -> None:
+    index.add_packs([(PACK_A, entries(1, 2)), (PACK_B, entries(2, 3))], "idx1")
+    found = index.lookup(bid(2))
+    assert found is not None and found[0] in (PACK_A, PACK_B)
+    # A pack prune has condemned is never handed out again.
+    index.condemned = {PACK_A}
+    assert index.lookup(bid(1)) is None
+    assert not index.has(bid(1))
+    found = index.lookup(bid(2))
+    assert found is not None and found[0] == PACK_B
+    assert found[1] == BlobEntry(Kind.DATA, bid(2), 0, 100, 62)
+    index.condemned = {PACK_A, PACK_B}
+    assert index.lookup(bid(2)) is None
+    index.condemned = set()
+    assert index.has(bid(1))
+
+
+def test_index_unindexed_packs_and_assign(index: IndexCache) -> None:
+    index.add_packs([(PACK_A, entries(1)), (PACK_B, entries(2))], None)
+    index.add_packs([(PACK_C, entries(3))], "old-index")
+    assert sorted(index.unindexed_packs()) == [PACK_A, PACK_B]
+    assert index.known_index_files() == {"old-index"}
+    # Blobs of packs not yet in an index file are still found (they are in the repo).
+    assert index.has(bid(1))
+
+    index.assign_index_file([PACK_A, PACK_B], "new-index")
+    assert index.unindexed_packs() == []
+    assert index.known_index_files() == {"old-index", "new-index"}
+    assert index.lookup(bid(1)) == (PACK_A, entries(1)[0])
+
+
+def test_index_pack_entries_sorted_by_offset(index: IndexCache) -> None:
+    es = entries(5, 1, 9, 3)  # offsets 0, 100, 200, 300 but ids out of order
+    shuffled = list(es)
+    random.Random(0).shuffle(shuffled)
+    index.add_packs([(PACK_A, shuffled)], "i")
+    assert index.pack_entries(PACK_A) == es
+    assert index.pack_entries(PACK_B) == []
+
+
+def test_index_all_blobs(index: IndexCache) -> None:
+    index.add_packs([(PACK_A, entries(1, 2)), (PACK_B, entries(2))], "i")
+    rows = sorted(index.all_blobs())
+    assert [(b, p) for b, p, _ in rows] == [(bid(1), PACK_A), (bid(2), PACK_A), (bid(2), PACK_B)]
+    assert all(e.id == b for b, _, e in rows)
+
+
+def test_index_re_adding_is_idempotent(index: IndexCache) -> None:
+    index.add_packs([(PACK_A, entries(1, 2))], "i")
+    index.add_packs([(PACK_A, entries(1, 2))], "i")
+    assert len(list(index.all_blobs())) == 2
+    assert index.pack_entries(PACK_A) == entries(1, 2)
+
+
+def test_index_add_is_one_transaction(index: IndexCache) -> None:
+    def packs() -> Iterator[tuple[bytes, list[BlobEntry]]]:
+        yield PACK_A, entries(1)
+        raise RuntimeError("reading the index file failed half way")
+
+    with pytest.raises(RuntimeError):
+        index.add_packs(packs(), "broken")
+    # Nothing of the failed batch is recorded, and the cache is still usable.
+    assert index.pack_ids() == set()
+    assert index.known_index_files() == set()
+    index.add_packs([(PACK_B, entries(2))], "ok")
+    assert index.pack_ids() == {PACK_B}
+
+
+def test_index_clear(index: IndexCache) -> None:
+    index.add_packs([(PACK_A, entries(1))], "i")
+    index.add_packs([(PACK_B, entries(2))], None)
+    index.clear()
+    assert index.pack_ids() == set()
+    assert index.unindexed_packs() == []
+    assert index.known_index_files() == set()
+    assert list(index.all_blobs()) == []
+    assert index.lookup(bid(1)) is None
+
+
+def test_index_persists_across_reopen(index_path: Path) -> None:
+    c = IndexCache(index_path)
+    c.add_packs([(PACK_A, entries(1, 2))], "idx1")
+    c.add_packs([(PACK_B, entries(3))], None)
+    c.condemned = {PACK_A}
+    c.close()
+
+    c = IndexCache(index_path)
+    try:
+        assert c.known_index_files() == {"idx1"}
+        assert c.pack_ids() == {PACK_A, PACK_B}
+        assert c.unindexed_packs() == [PACK_B]
+        assert c.pack_entries(PACK_A) == entries(1, 2)
+        # Condemned packs live in the repository (marks), not in the cache.
+        assert c.condemned == set()
+        assert c.lookup(bid(1)) == (PACK_A, entries(1)[0])
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("size", [1, 100, 4096, 50_000])
+def test_index_garbage_file_is_rebuilt(index_path: Path, size: int) -> None:
+    c = IndexCache(index_path)
+    c.add_packs([(PACK_A, entries(1))], "idx1")
+    c.close()
+    index_path.write_bytes(random.Random(size).randbytes(size))
+
+    c = IndexCache(index_path)  # must not raise
+    try:
+        assert c.pack_ids() == set()  # rebuilt empty: the engine re-reads the index files
+        assert c.lookup(bid(1)) is None
+        c.add_packs([(PACK_B, entries(2))], "idx2")
+        assert c.known_index_files() == {"idx2"}
+    finally:
+        c.close()
+
+
+def test_index_other_schema_version_is_rebuilt(index_path: Path) -> None:
+    index_path.parent.mkdir(parents=True)
+    db = sqlite3.connect(index_path)
+    db.executescript("CREATE TABLE blobs(junk); CREATE TABLE packs(junk); PRAGMA user_version=7;")
+    db.close()
+    c = IndexCache(index_path)
+    try:
+        c.add_packs([(PACK_A, entries(1))], "i")
+        assert c.lookup(bid(1)) == (PACK_A, entries(1)[0])
+    finally:
+        c.close()
+
+
+def _scribble_past_first_page(path: Path) -> None:
+    data = path.read_bytes()
+    assert len(data) > 8192
+    # Keep the 4 KiB first page (header and schema), scribble over the rest.
+    path.write_bytes(data[:4096] + random.Random(2).randbytes(len(data) - 4096))
+
+
+def test_index_damaged_past_first_page_is_rebuilt(index_path: Path) -> None:
+    c = IndexCache(index_path)
+    c.add_packs([(PACK_A, entries(*range(200)))], "idx1")
+    c.close()
+    _scribble_past_first_page(index_path)
+    c = IndexCache(index_path)
+    try:
+        c.lookup(bid(1))  # rebuilt or still readable, but no DatabaseError
+    finally:
+        c.close()
+
+
+# ---- FileCache ------------------------------------------------------------------------
+
+
+def stat(ino: int = 100, size: int = 1000, mtime_ns: int = 1_600_000_000_000_000_000,
+         ctime_ns: int = 1_600_000_000_000_000_000) -> os.stat_result:
+    # Fields past the first ten (the *_ns ones) are only settable through the dict.
+    return os.stat_result(
+        (0o100644, ino, 1, 1, 0, 0, size, 0, mtime_ns // 10**9, ctime_ns // 10**9),
+        {"st_mtime_ns": mtime_ns, "st_ctime_ns": ctime_ns},
+    )
+
+
+@pytest.fixture
+def files_path(tmp_path: Path) -> Path:
+    return tmp_path / "cache" / "repo-id" / "files.sqlite"
+
+
+CONTENT = [bid(1), bid(2), bid(3)]
+
+
+def commit_one(path: Path, name: bytes = b"/home/a.txt", st: os.stat_result | None = None,
+               content: list[bytes] | None = None) -> int:
+    fc = FileCache(path)
+    fc.update(name, st or stat(), CONTENT if content is None else content)
+    fc.commit()
+    gen = fc.gen
+    fc.close()
+    return gen
+
+
+def test_file_cache_miss_then_hit(files_path: Path) -> None:
+    fc = FileCache(files_path)
+    assert fc.lookup(b"/home/a.txt", stat()) is None
+    fc.update(b"/home/a.txt", stat(), CONTENT)
+    # Nothing is visible before commit(): a backup that fails teaches the cache nothing.
+    assert fc.lookup(b"/home/a.txt", stat()) is None
+    fc.commit()
+    assert fc.lookup(b"/home/a.txt", stat()) == CONTENT
+    assert fc.lookup(b"/home/other.txt", stat()) is None
+    fc.close()
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        stat(ino=101),  # replaced by another file (e.g. saved via rename)
+        stat(size=1001),
+        stat(mtime_ns=1_600_000_000_000_000_001),  # one nanosecond is enough
+        stat(ctime_ns=1_600_000_000_000_000_001),  # chmod, or mtime reset by a copier
+    ],
+    ids=["inode", "size", "mtime", "ctime"],
+)
+def test_file_cache_misses_on_any_change(files_path: Path, changed: os.stat_result) -> None:
+    commit_one(files_path)
+    fc = FileCache(files_path)
+    try:
+        assert fc.lookup(b"/home/a.txt", stat()) == CONTENT
+        assert fc.lookup(b"/home/a.txt", changed) is None
+    finally:
+        fc.close()
+
+
+def test_file_cache_ignores_atime_mode_and_owner(files_path: Path) -> None:
+    commit_one(files_path)
+    st = stat()
+    other = os.stat_result(
+        (0o100600, st.st_ino, 9, 2, 1000, 1000, st.st_size, 12345, st.st_mtime, st.st_ctime),
+        {"st_mtime_ns": st.st_mtime_ns, "st_ctime_ns": st.st_ctime_ns},
+    )
+    fc = FileCache(files_path)
+    try:
+        assert fc.lookup(b"/home/a.txt", other) == CONTENT
+    finally:
+        fc.close()
+
+
+def test_file_cache_empty_file_hits_with_no_chunks(files_path: Path) -> None:
+    commit_one(files_path, st=stat(size=0), content=[])
+    fc = FileCache(files_path)
+    try:
+        assert fc.lookup(b"/home/a.txt", stat(size=0)) == []  # a hit, not None
+    finally:
+        fc.close()
+
+
+def test_file_cache_non_utf8_paths(files_path: Path) -> None:
+    commit_one(files_path, name=b"/home/caf\xe9")
+    fc = FileCache(files_path)
+    try:
+        assert fc.lookup(b"/home/caf\xe9", stat()) == CONTENT
+        assert fc.lookup("/home/café".encode(), stat()) is None
+    finally:
+        fc.close()
+
+
+def test_file_cache_update_replaces(files_path: Path) -> None:
+    commit_one(files_path)
+    commit_one(files_path, st=stat(size=5), content=[bid(7)])
+    fc = FileCache(files_path)
+    try:
+        assert fc.lookup(b"/home/a.txt", stat()) is None
+        assert fc.lookup(b"/home/a.txt", stat(size=5)) == [bid(7)]
+    finally:
+        fc.close()
+
+
+def test_file_cache_generation_advances_on_commit_only(files_path: Path) -> None:
+    assert commit_one(files_path) == 1
+    assert commit_one(files_path) == 2
+    fc = FileCache(files_path)
+    assert fc.gen == 3
+    fc.close()  # no commit: this run did not count
+    fc = FileCache(files_path)
+    assert fc.gen == 3
+    fc.close()
+
+
+def _run(path: Path, touch: bytes | None = None) -> int:
+    """One backup run that commits, touching (seeing unchanged) at most one path."""
+    fc = FileCache(path)
+    if touch is not None:
+        fc.touch(touch)
+    fc.commit()
+    gen = fc.gen
+    fc.close()
+    return gen
+
+
+def _cached(path: Path, name: bytes = b"/home/a.txt") -> bool:
+    fc = FileCache(path)
+    try:
+        return fc.lookup(name, stat()) is not None
+    finally:
+        fc.close()
+
+
+def test_file_cache_ttl_eviction(files_path: Path) -> None:
+    assert commit_one(files_path) == 1
+    # An entry survives FILE_CACHE_TTL runs that do not look at it ...
+    for _ in range(FILE_CACHE_TTL):
+        _run(files_path)
+    assert _cached(files_path)
+    # ... and is dropped by the next one (gen 1 < gen 22 - 20).
+    assert _run(files_path) == FILE_CACHE_TTL + 2
+    assert not _cached(files_path)
+
+
+def test_file_cache_touch_keeps_entry_alive(files_path: Path) -> None:
+    commit_one(files_path, name=b"/seen")
+    commit_one(files_path, name=b"/unseen")
+    for _ in range(FILE_CACHE_TTL + 5):
+        _run(files_path, touch=b"/seen")  # backups see /seen unchanged every time
+    assert _cached(files_path, b"/seen")
+    assert not _cached(files_path, b"/unseen")
+
+
+def test_file_cache_garbage_file_is_rebuilt(files_path: Path) -> None:
+    commit_one(files_path)
+    files_path.write_bytes(random.Random(1).randbytes(10_000))
+    fc = FileCache(files_path)  # must not raise
+    try:
+        assert fc.gen == 1  # starts over
+        assert fc.lookup(b"/home/a.txt", stat()) is None
+        fc.update(b"/home/a.txt", stat(), CONTENT)
+        fc.commit()
+        assert fc.lookup(b"/home/a.txt", stat()) == CONTENT
+    finally:
+        fc.close()
+
+
+def test_file_cache_damaged_past_first_page_is_rebuilt(files_path: Path) -> None:
+    fc = FileCache(files_path)
+    for i in range(300):
+        fc.update(b"/home/f%d" % i, stat(), CONTENT)
+    fc.commit()
+    fc.close()
+    _scribble_past_first_page(files_path)
+    fc = FileCache(files_path)
+    try:
+        fc.lookup(b"/home/f1", stat())
+    finally:
+        fc.close()
+
+
+def test_index_and_file_cache_are_independent_files(index_path: Path, files_path: Path) -> None:
+    ic = IndexCache(index_path)
+    ic.add_packs([(PACK_A, entries(1))], "i")
+    ic.close()
+    commit_one(files_path)
+    assert index_path.exists() and files_path.exists()
+    files_path.unlink()
+    ic = IndexCache(index_path)
+    try:
+        assert ic.has(bid(1))
+    finally:
+        ic.close()
