@@ -21,7 +21,7 @@ def pack(obj: Any) -> bytes:
     return data
 
 
-def unpack(data: bytes | memoryview, what: str = "object") -> Any:
+def unpack(data: bytes | bytearray | memoryview, what: str = "object") -> Any:
     try:
         return msgpack.unpackb(
             data,
@@ -36,7 +36,7 @@ def unpack(data: bytes | memoryview, what: str = "object") -> Any:
         raise FormatError(what, f"not valid msgpack ({exc})") from exc
 
 
-def unpack_map(data: bytes | memoryview, what: str) -> dict[Any, Any]:
+def unpack_map(data: bytes | bytearray | memoryview, what: str) -> dict[Any, Any]:
     obj = unpack(data, what)
     if not isinstance(obj, dict):
         raise FormatError(what, "expected a map")

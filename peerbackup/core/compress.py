@@ -52,7 +52,7 @@ def _pays(sample: bytes) -> bool:
     return len(_compressor(1).compress(sample)) <= len(sample) * (1 - MIN_SAVING)
 
 
-def compress(data: bytes | memoryview, level: int = DEFAULT_LEVEL) -> tuple[int, bytes]:
+def compress(data: bytes | bytearray | memoryview, level: int = DEFAULT_LEVEL) -> tuple[int, bytes]:
     """Return (method, payload); method is NONE when compression saves too little."""
     if level <= 0 or len(data) < 64:
         return NONE, bytes(data)
@@ -66,7 +66,7 @@ def compress(data: bytes | memoryview, level: int = DEFAULT_LEVEL) -> tuple[int,
     return ZSTD, out
 
 
-def decompress(method: int, payload: bytes, raw_length: int, what: str) -> bytes:
+def decompress(method: int, payload: bytes | bytearray, raw_length: int, what: str) -> bytes | bytearray:
     if method == NONE:
         return payload
     if method != ZSTD:

@@ -102,7 +102,7 @@ class KeyFile:
         nonce = rand(NONCE_SIZE)
         wrapping = derive_key(passphrase, salt, kdf)
         sealed = seal(wrapping, codec.pack(keys.to_wire()), _KEYFILE_AAD, nonce)
-        return cls(created=now, host=host, user=user, kdf=kdf, salt=salt, nonce=nonce, sealed=sealed)
+        return cls(created=now, host=host, user=user, kdf=kdf, salt=salt, nonce=nonce, sealed=bytes(sealed))
 
     def open(self, passphrase: bytes) -> KeySet:
         wrapping = derive_key(passphrase, self.salt, self.kdf)

@@ -14,7 +14,7 @@ import enum
 import struct
 
 from peerbackup.core import compress
-from peerbackup.core.crypto import NONCE_SIZE, TAG_SIZE, Random, seal, unseal
+from peerbackup.core.crypto import NONCE_SIZE, TAG_SIZE, Buffer, Random, seal, unseal
 from peerbackup.core.keys import KeySet
 from peerbackup.errors import FormatError, UnsupportedVersion
 
@@ -34,18 +34,18 @@ class Kind(enum.IntEnum):
 
 
 def seal_object(
-    keys: KeySet, kind: Kind, plaintext: bytes | memoryview, context: bytes, rand: Random,
+    keys: KeySet, kind: Kind, plaintext: Buffer, context: bytes, rand: Random,
     level: int = compress.DEFAULT_LEVEL,
-) -> bytes:
+) -> bytearray:
     method, payload = compress.compress(plaintext, level)
     header = _HEADER.pack(ENVELOPE_VERSION, kind, method, keys.epoch)
     nonce = rand(NONCE_SIZE)
-    return header + nonce + seal(keys.current, payload, header + context, nonce)
+    return seal(keys.current, payload, header + context, nonce, prefix=header + nonce)
 
 
 def open_object(
-    keys: KeySet, kind: Kind, envelope: bytes | memoryview, context: bytes, what: str
-) -> bytes:
+    keys: KeySet, kind: Kind, envelope: Buffer, context: bytes, what: str
+) -> bytes | bytearray:
     if len(envelope) < OVERHEAD:
         raise FormatError(what, f"truncated ({len(envelope)} bytes)")
     header = bytes(envelope[:HEADER_SIZE])
@@ -55,7 +55,6 @@ def open_object(
     if got_kind != kind:
         raise FormatError(what, f"expected a {kind.name.lower()} object, found kind {got_kind}")
     nonce = bytes(envelope[HEADER_SIZE:HEADER_SIZE + NONCE_SIZE])
-    payload = unseal(
-        keys.data_key(epoch), envelope[HEADER_SIZE + NONCE_SIZE:], header + context, nonce, what
-    )
+    body = memoryview(envelope)[HEADER_SIZE + NONCE_SIZE:]
+    payload = unseal(keys.data_key(epoch), body, header + context, nonce, what)
     return compress.decompress(method, payload, MAX_PLAINTEXT, what)

@@ -72,7 +72,7 @@ class PackWriter:
     def __init__(self) -> None:
         # Pieces, joined once in finish(): appending to one growing buffer would
         # copy it again and again under the caller's lock.
-        self._pieces: list[bytes] = []
+        self._pieces: list[bytes | bytearray] = []
         self._size = 0
         self.entries: list[BlobEntry] = []
 
@@ -83,14 +83,14 @@ class PackWriter:
     def count(self) -> int:
         return len(self.entries)
 
-    def add(self, kind: Kind, blob_id: bytes, sealed: bytes, raw_length: int) -> BlobEntry:
+    def add(self, kind: Kind, blob_id: bytes, sealed: bytes | bytearray, raw_length: int) -> BlobEntry:
         entry = BlobEntry(kind, blob_id, self._size, len(sealed), raw_length)
         self._pieces.append(sealed)
         self._size += len(sealed)
         self.entries.append(entry)
         return entry
 
-    def finish(self, keys: KeySet, rand: Random) -> tuple[bytes, list[bytes]]:
+    def finish(self, keys: KeySet, rand: Random) -> tuple[bytes, list[bytes | bytearray]]:
         """Return (pack id, the pack as a list of pieces).
 
         The pieces are handed to the store as they are: joining them would hold
@@ -98,7 +98,7 @@ class PackWriter:
         """
         header = codec.pack({"v": PACK_VERSION, "blobs": entries_to_wire(self.entries)})
         sealed = seal_object(keys, Kind.PACK_HEADER, header, _HEADER_CONTEXT, rand)
-        pieces = [*self._pieces, sealed, _TRAILER.pack(len(sealed), MAGIC)]
+        pieces: list[bytes | bytearray] = [*self._pieces, sealed, _TRAILER.pack(len(sealed), MAGIC)]
         self._pieces, self._size = [], 0
         return content_hash_of(pieces), pieces
 

@@ -72,7 +72,7 @@ class Snapshot:
         })
 
     @classmethod
-    def from_bytes(cls, data: bytes, snap_id: str) -> Snapshot:
+    def from_bytes(cls, data: bytes | bytearray, snap_id: str) -> Snapshot:
         what = f"snapshot {snap_id[:8]}"
         obj = codec.unpack_map(data, what)
         version = codec.field(obj, "v", int, what)

@@ -120,7 +120,7 @@ def encode_tree(nodes: list[Node]) -> bytes:
     return codec.pack({"v": TREE_VERSION, "nodes": [n.to_wire() for n in nodes]})
 
 
-def decode_tree(data: bytes, what: str = "tree") -> list[Node]:
+def decode_tree(data: bytes | bytearray, what: str = "tree") -> list[Node]:
     obj = codec.unpack_map(data, what)
     version = codec.field(obj, "v", int, what)
     if version > TREE_VERSION:

@@ -222,7 +222,7 @@ class Repository:
 
     # ---- blobs -----------------------------------------------------------------
 
-    def blob_id(self, data: bytes | memoryview) -> bytes:
+    def blob_id(self, data: bytes | bytearray | memoryview) -> bytes:
         return keyed_id(self.keys.id_key, data)
 
     def claim(self, blob_id: bytes) -> bool:
@@ -237,7 +237,7 @@ class Repository:
             return False
         return True
 
-    def save_blob(self, kind: Kind, blob_id: bytes, data: bytes | memoryview) -> int:
+    def save_blob(self, kind: Kind, blob_id: bytes, data: bytes | bytearray | memoryview) -> int:
         """Seal and pack a claimed blob; returns its sealed size. Thread-safe."""
         sealed = seal_object(self.keys, kind, data, blob_id, self.rand, self.level)
         full: PackWriter | None = None
@@ -250,7 +250,7 @@ class Repository:
             self._queue_pack(full)
         return len(sealed)
 
-    def add_blob(self, kind: Kind, data: bytes | memoryview) -> tuple[bytes, int]:
+    def add_blob(self, kind: Kind, data: bytes | bytearray | memoryview) -> tuple[bytes, int]:
         """Store data if new; returns (id, sealed bytes added)."""
         blob_id = self.blob_id(data)
         if not self.claim(blob_id):
@@ -306,7 +306,7 @@ class Repository:
         self._wait_uploads()
         self._write_pending_index()
 
-    def load_blob(self, kind: Kind, blob_id: bytes) -> bytes:
+    def load_blob(self, kind: Kind, blob_id: bytes) -> bytes | bytearray:
         found = self.index.lookup(blob_id)
         what = f"{kind.name.lower()} blob {blob_id.hex()[:8]}"
         if found is None:
@@ -315,7 +315,7 @@ class Repository:
         sealed = self.store.get(FileType.DATA, pack_id.hex(), e.offset, e.length)
         return self.open_blob(kind, blob_id, sealed, what)
 
-    def open_blob(self, kind: Kind, blob_id: bytes, sealed: bytes, what: str) -> bytes:
+    def open_blob(self, kind: Kind, blob_id: bytes, sealed: bytes | memoryview, what: str) -> bytes | bytearray:
         if len(sealed) == 0:
             raise FormatError(what, "truncated pack")
         data = open_object(self.keys, kind, sealed, blob_id, what)

@@ -62,10 +62,10 @@ class LocalStore:
         try:
             self._ensure_dir(path.parent)
             with open(tmp, "wb") as f:
-                if isinstance(data, list):
-                    f.writelines(data)
-                else:
+                if isinstance(data, bytes | bytearray):
                     f.write(data)
+                else:
+                    f.writelines(data)
                 f.flush()
                 if self.fsync:
                     os.fsync(f.fileno())

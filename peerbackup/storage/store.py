@@ -8,7 +8,7 @@ conformance suite in tests/storage.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 
@@ -24,11 +24,11 @@ class FileType(enum.StrEnum):
 
 # What put() accepts: bytes, or a list of pieces to be stored one after the
 # other (a pack is written from its blobs without first joining them).
-Payload = bytes | bytearray | list[bytes]
+Payload = bytes | bytearray | Sequence[bytes | bytearray]
 
 
 def payload_bytes(data: Payload) -> bytes:
-    return b"".join(data) if isinstance(data, list) else bytes(data)
+    return bytes(data) if isinstance(data, bytes | bytearray) else b"".join(data)
 
 
 # Kinds whose files may be rewritten in place: a lock is refreshed by its owner.

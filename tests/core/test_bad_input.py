@@ -51,7 +51,7 @@ def rand_from(seed: int) -> Rand:
 def envelope(
     kind: Kind = Kind.DATA, data: bytes = b"x" * 100, ctx: bytes = b"ctx", keys: KeySet = KEYS
 ) -> bytes:
-    return seal_object(keys, kind, data, ctx, rand_from(7))
+    return bytes(seal_object(keys, kind, data, ctx, rand_from(7)))
 
 
 def crafted_envelope(

@@ -261,7 +261,7 @@ def test_envelope_pinned(seeded_rand: Rand) -> None:
 
 
 def test_envelope_layout_field_by_field(seeded_rand: Rand) -> None:
-    env = seal_object(fixed_keys(), Kind.TREE, ENVELOPE_PT, b"ctx", seeded_rand)
+    env = bytes(seal_object(fixed_keys(), Kind.TREE, ENVELOPE_PT, b"ctx", seeded_rand))
     assert HEADER_SIZE == 7
     assert env[0] == 1  # envelope version
     assert env[1] == 1  # Kind.TREE
@@ -290,7 +290,7 @@ def test_envelope_compressed_body_is_a_zstd_frame(seeded_rand: Rand) -> None:
     # zstd's exact output may change between library versions, so compressed bytes are
     # not pinned; instead the body is opened by hand and must be a standard zstd frame.
     pt = b"office document text " * 200
-    env = seal_object(fixed_keys(), Kind.DATA, pt, b"blob-id", seeded_rand)
+    env = bytes(seal_object(fixed_keys(), Kind.DATA, pt, b"blob-id", seeded_rand))
     assert env[2] == compress.ZSTD == 1
     payload = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
         env[31:], env[:7] + b"blob-id", env[7:31], KEY_E7
