@@ -52,17 +52,22 @@ def _pays(sample: bytes) -> bool:
     return len(_compressor(1).compress(sample)) <= len(sample) * (1 - MIN_SAVING)
 
 
-def compress(data: bytes | bytearray | memoryview, level: int = DEFAULT_LEVEL) -> tuple[int, bytes]:
-    """Return (method, payload); method is NONE when compression saves too little."""
+def compress(
+    data: bytes | bytearray | memoryview, level: int = DEFAULT_LEVEL
+) -> tuple[int, bytes | bytearray | memoryview]:
+    """Return (method, payload); method is NONE when compression saves too little.
+
+    A NONE payload is the input itself, not a copy: the sealer reads it in place.
+    """
     if level <= 0 or len(data) < 64:
-        return NONE, bytes(data)
+        return NONE, data
     if len(data) > 4 * _SAMPLE and not any(
         _pays(bytes(data[at:at + _SAMPLE])) for at in (0, len(data) // 2)
     ):
-        return NONE, bytes(data)
+        return NONE, data
     out: bytes = _compressor(level).compress(data)
     if len(out) > len(data) * (1 - MIN_SAVING):
-        return NONE, bytes(data)
+        return NONE, data
     return ZSTD, out
 
 

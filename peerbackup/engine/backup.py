@@ -101,7 +101,7 @@ class Archiver:
         self._stats_lock = threading.Lock()
         # Bounds chunks in flight (and so memory): at most this many chunks of
         # up to max_size each are read but not yet packed.
-        self._slots = threading.BoundedSemaphore(self.workers * 2 + 2)
+        self._slots = threading.BoundedSemaphore(self.workers * 6)
         self._pool: ThreadPoolExecutor | None = None
         self._dirs: deque[_PendingDir] = deque()
         self._fc: FileCache | None = None
