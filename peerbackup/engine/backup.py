@@ -282,25 +282,29 @@ class Archiver:
         return _PendingFile(node, bpath, st, futures, cacheable=not changed and not racy)
 
     def _submit(self, chunk: memoryview) -> Future[_ChunkResult]:
+        # Hashing and the dedup check happen here, in the scanning thread, which
+        # has time to spare: the workers only see chunks that must be stored.
+        repo = self.repo
+        blob_id = repo.blob_id(chunk)
+        if not repo.claim(blob_id):
+            self.progress.processed(len(chunk))
+            done: Future[_ChunkResult] = Future()
+            done.set_result((blob_id, 0, 0))
+            return done
         assert self._pool is not None
         self._slots.acquire()
         try:
-            fut = self._pool.submit(self._process_chunk, chunk)
+            fut = self._pool.submit(self._store_chunk, blob_id, chunk)
         except BaseException:
             self._slots.release()
             raise
         fut.add_done_callback(lambda _f: self._slots.release())
         return fut
 
-    def _process_chunk(self, chunk: memoryview) -> _ChunkResult:
-        repo = self.repo
-        blob_id = repo.blob_id(chunk)
-        added = stored = 0
-        if repo.claim(blob_id):
-            stored = repo.save_blob(Kind.DATA, blob_id, chunk)
-            added = len(chunk)
+    def _store_chunk(self, blob_id: bytes, chunk: memoryview) -> _ChunkResult:
+        stored = self.repo.save_blob(Kind.DATA, blob_id, chunk)
         self.progress.processed(len(chunk))
-        return blob_id, added, stored
+        return blob_id, len(chunk), stored
 
     # ---- finishing trees -----------------------------------------------------------
 

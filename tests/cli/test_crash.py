@@ -26,6 +26,10 @@ def _dataset(root: Path) -> None:
         os.utime(root / f"f{i:02d}.bin", (1_600_000_000, 1_600_000_000))
 
 
+def _pack_names(repo: Path) -> set[str]:
+    return {p.name for p in (repo / "data").rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
 def _start_backup(cli: CLI, src: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "peerbackup", "repo", "backup", "-q", "--repo", str(cli.repo), str(src)],
@@ -60,7 +64,19 @@ def test_kill_9_at_random_points(cli: CLI, tmp_path: Path) -> None:
         res = cli("repo", "check", "--json", check=False)
         assert res.rc == 0 and res.json()["ok"], res.out
     assert interrupted >= KILLS // 2, "most kills should land mid-backup"
-    packs_before = sum(1 for p in (cli.repo / "data").rglob("*") if p.is_file() and p.name[0] != ".")
+    # One more kill, right after a new pack lands: the case of a long first backup
+    # cut short, whose stored packs no index names yet.
+    known = _pack_names(cli.repo)
+    proc = _start_backup(cli, src)
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and not (_pack_names(cli.repo) - known) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert cli("repo", "check", "--json", check=False).json()["ok"]
+    packs_before = len(_pack_names(cli.repo))
     final = cli("repo", "backup", "--json", str(src)).json()["snapshot"]["summary"]
     total = sum(p.stat().st_size for p in src.iterdir())
     assert packs_before > 0, "the killed runs should have stored some packs"
