@@ -71,9 +71,11 @@ def compress(
     return ZSTD, out
 
 
-def decompress(method: int, payload: bytes | bytearray, raw_length: int, what: str) -> bytes | bytearray:
+def decompress(
+    method: int, payload: bytes | bytearray | memoryview, raw_length: int, what: str
+) -> bytes | bytearray:
     if method == NONE:
-        return payload
+        return bytes(payload) if isinstance(payload, memoryview) else payload
     if method != ZSTD:
         raise FormatError(what, f"unknown compression method {method}")
     try:
