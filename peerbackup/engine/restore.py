@@ -50,6 +50,14 @@ class NoRestoreProgress:
 
 
 @dataclass
+class _OpenFile:
+    remaining: int
+    fd: int | None = None
+    failed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
 class _FileJob:
     path: str
     node: Node
@@ -199,43 +207,57 @@ class Restorer:
     # ---- writing -----------------------------------------------------------------
 
     def _write_files(self) -> None:
+        """Write every planned file; a file is open only while its segments are written.
+
+        (Opening all files first runs out of descriptors on a tree of 50,000 files.)
+        """
         tasks: list[tuple[int, int, int]] = []  # file number, first chunk, end chunk
-        fds: dict[int, int] = {}
-        remaining: dict[int, int] = {}
+        state: dict[int, _OpenFile] = {}
         for n, job in enumerate(self._files):
-            fd = self._open_out(job.path)
-            if fd is None:
-                continue
-            try:
-                os.ftruncate(fd, job.node.size)
-            except OSError as exc:
-                self._fail(job.path, f"cannot size file: {exc.strerror}")
-                os.close(fd)
-                continue
-            segs = self._segments(job)
-            if not segs:  # empty file: nothing to write
-                self._close_file(job, fd)
-                continue
-            fds[n] = fd
-            remaining[n] = len(segs)
+            segs = self._segments(job) or [(0, 0)]  # an empty file still gets created
+            state[n] = _OpenFile(remaining=len(segs))
             tasks.extend((n, a, b) for a, b in segs)
-        done_lock = threading.Lock()
 
         def run(task: tuple[int, int, int]) -> None:
             n, a, b = task
-            job = self._files[n]
+            job, st = self._files[n], state[n]
+            with st.lock:
+                if st.fd is None and not st.failed:
+                    st.fd = self._create(job)
+                    st.failed = st.fd is None
             try:
-                self._write_range(job, fds[n], a, b)
+                if st.fd is not None and b > a:
+                    self._write_range(job, st.fd, a, b)
             finally:
-                with done_lock:
-                    remaining[n] -= 1
-                    last = remaining[n] == 0
-                if last:
-                    self._close_file(job, fds[n])
+                with st.lock:
+                    st.remaining -= 1
+                    fd = st.fd if st.remaining == 0 else None
+                if fd is not None:
+                    self._close_file(job, fd)
 
+        # Bounded submission: a future per task for 50,000 files at once is waste.
+        slots = threading.BoundedSemaphore(self.workers * 4)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
-            for _ in pool.map(run, tasks):
-                pass
+            futures = []
+            for task in tasks:
+                slots.acquire()
+                fut = pool.submit(run, task)
+                fut.add_done_callback(lambda _f: slots.release())
+                futures.append(fut)
+            for fut in futures:
+                fut.result()
+
+    def _create(self, job: _FileJob) -> int | None:
+        fd = self._open_out(job.path)
+        if fd is None:
+            return None
+        try:
+            os.ftruncate(fd, job.node.size)
+        except OSError as exc:
+            self._fail(job.path, f"cannot size file: {exc.strerror}")
+            os.close(fd)
+            return None
+        return fd
 
     def _segments(self, job: _FileJob) -> list[tuple[int, int]]:
         segs = []

@@ -10,9 +10,11 @@ Two data sets:
 
 Every tool gets a fresh repository and fresh caches per run and backs up the
 same source path, so absolute paths stored in snapshots are identical. Page
-caches are warm (the tree is read before each tool's sequence); `sync` runs
-between steps, outside the timings, so one step's writeback is not billed to the
-next one. Each figure is the median over --runs runs.
+caches are warm (the tree is read before each tool's sequence). Between steps,
+outside the timings, the disks are synced and left to go idle, so one step's
+writeback is not billed to the next one, and on ext4 without a journal old trees
+are truncated rather than deleted until the end (see INODE_REUSE_WINDOW). Each
+figure is the median over --runs runs; runs are interleaved across tools.
 
 Stdlib only. Usage:
   python tests/bench/bench.py [--size 1G] [--runs 3] [--workdir DIR]
@@ -327,6 +329,124 @@ def ensure_installed(names: Sequence[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------
+# disposing of trees without skewing later timings
+# --------------------------------------------------------------------------
+
+# ext4 without a journal does not reuse an inode freed less than 60 s ago (360 s
+# once its inode-table block is dirty again): the allocator steps over each one
+# with a buffer-cache lookup (fs/ext4/ialloc.c, recently_deleted()). On the
+# machine this was written on, restoring 50k files right after deleting the
+# previous 50k-file restore took 35 s instead of 7 s, all of it kernel time.
+INODE_REUSE_WINDOW = 361.0
+
+
+def _mount_of(path: Path) -> tuple[str, str]:
+    """(major:minor, fstype) of the filesystem holding path."""
+    target = str(path.resolve())
+    best = ("", "", "")
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        mnt, fstype = fields[4], fields[fields.index("-") + 1]
+        inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) >= len(best[0]):  # the innermost, last-mounted wins
+            best = (mnt, fields[2], fstype)
+    return best[1], best[2]
+
+
+def inode_reuse_window(path: Path) -> float:
+    """Seconds during which freed inodes slow down file creation on path's fs."""
+    devno, fstype = _mount_of(path)
+    if fstype != "ext4":
+        return 0.0
+    try:
+        dev = os.path.basename(os.readlink(f"/sys/dev/block/{devno}"))
+        journals = os.listdir("/proc/fs/jbd2")
+    except OSError:
+        return INODE_REUSE_WINDOW  # cannot tell: assume the worst
+    return 0.0 if any(j.startswith(dev + "-") for j in journals) else INODE_REUSE_WINDOW
+
+
+def _disk_activity() -> tuple[int, int]:
+    """(I/Os completed incl. discards, I/Os in flight) over all block devices."""
+    done = in_flight = 0
+    for line in Path("/proc/diskstats").read_text().splitlines():
+        f = line.split()
+        done += int(f[3]) + int(f[7]) + (int(f[14]) if len(f) > 14 else 0)
+        in_flight += int(f[11])
+    return done, in_flight
+
+
+def settle_io(timeout: float = 30.0) -> None:
+    """sync, then wait for the disks to go idle, so writeback and discards
+    caused by one step are not billed to the next one."""
+    os.sync()
+    deadline = time.monotonic() + timeout
+    prev = None
+    while time.monotonic() < deadline:
+        cur = _disk_activity()
+        if cur == prev:
+            return
+        prev = cur
+        time.sleep(0.5)
+
+
+class Trash:
+    """Disposes of trees (repos, restores, source copies) between runs.
+
+    Where freed inodes are costly (see INODE_REUSE_WINDOW) the tree is moved
+    here and its files truncated, which frees the data but keeps the inodes;
+    the skeletons are deleted by purge() once nothing is timed any more.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "trash"
+        self.stamp = workdir / "trash.purged"
+        self.window = inode_reuse_window(workdir)
+        self.count = 0
+
+    def discard(self, path: Path) -> None:
+        if not path.exists():
+            return
+        if not self.window:
+            shutil.rmtree(path)
+        else:
+            self.dir.mkdir(exist_ok=True)
+            self.count += 1
+            dest = self.dir / f"{self.count}-{path.name}"
+            path.rename(dest)
+            for dirpath, _, names in os.walk(dest):
+                for name in names:
+                    p = os.path.join(dirpath, name)
+                    if os.path.isfile(p) and not os.path.islink(p):
+                        _truncate(p)
+        settle_io()
+
+    def purge(self) -> None:
+        if self.dir.exists():
+            print(f"deleting {self.dir} ...", flush=True)
+            shutil.rmtree(self.dir)
+            self.stamp.touch()
+
+    def wait_for_inode_reuse(self) -> None:
+        """After a purge (maybe by an earlier invocation), wait out the window."""
+        if not self.window or not self.stamp.exists():
+            return
+        left = self.stamp.stat().st_mtime + self.window - time.time()
+        if left > 0:
+            print(f"waiting {left:.0f} s: ext4 without journal is slow to create files "
+                  "right after many were deleted", flush=True)
+            time.sleep(left)
+
+
+def _truncate(path: str) -> None:
+    try:
+        os.truncate(path, 0)
+    except PermissionError:  # read-only file when not running as root
+        os.chmod(path, 0o600)
+        os.truncate(path, 0)
+
+
+# --------------------------------------------------------------------------
 # data sets
 # --------------------------------------------------------------------------
 
@@ -361,7 +481,12 @@ def tree_stats(root: Path) -> tuple[int, int]:
 
 
 def cached_tree(
-    path: Path, key: dict[str, object], build: Callable[[Path], None], name: str, source: str
+    path: Path,
+    key: dict[str, object],
+    build: Callable[[Path], None],
+    name: str,
+    source: str,
+    trash: Trash,
 ) -> DatasetInfo:
     """Return the tree at `path`, rebuilding it unless its marker matches `key`.
 
@@ -374,8 +499,7 @@ def cached_tree(
         if saved.get("key") == key:
             return DatasetInfo(**saved["info"])
     marker.unlink(missing_ok=True)
-    if path.exists():
-        shutil.rmtree(path)
+    trash.discard(path)
     print(f"building {name} data set in {path} ...", flush=True)
     build(path)
     files, size = tree_stats(path)
@@ -384,7 +508,7 @@ def cached_tree(
     return info
 
 
-def office_dataset(workdir: Path, size: str) -> DatasetInfo:
+def office_dataset(workdir: Path, size: str, trash: Trash) -> DatasetInfo:
     gen_hash = hashlib.sha256(MAKE_DATASET.read_bytes()).hexdigest()
     key: dict[str, object] = {"size": parse_size(size), "seed": SEED, "generator": gen_hash}
 
@@ -393,22 +517,23 @@ def office_dataset(workdir: Path, size: str) -> DatasetInfo:
         subprocess.run(cmd, check=True)
 
     source = f"make_dataset.py --size {size} --seed {SEED}"
-    return cached_tree(workdir / "office-pristine", key, build, "office", source)
+    return cached_tree(workdir / "office-pristine", key, build, "office", source, trash)
 
 
-def small_dataset(workdir: Path, source: Path) -> DatasetInfo:
+def small_dataset(workdir: Path, source: Path, trash: Trash) -> DatasetInfo:
     def build(path: Path) -> None:
         subprocess.run(["cp", "-a", str(source), str(path)], check=True)
 
     key: dict[str, object] = {"source": str(source.resolve())}
-    return cached_tree(workdir / "small-src", key, build, "small-files", f"copy of {source}")
+    desc = f"copy of {source}"
+    return cached_tree(workdir / "small-src", key, build, "small-files", desc, trash)
 
 
 def mutate(tree: Path, log: Path) -> None:
     cmd = [sys.executable, str(MAKE_DATASET), str(tree), "--seed", str(SEED)]
     with open(log, "wb") as out:
         subprocess.run([*cmd, "--mutate", "--round", "1"], stdout=out, check=True)
-    os.sync()
+    settle_io()
 
 
 def warm(tree: Path) -> None:
@@ -422,11 +547,10 @@ def warm(tree: Path) -> None:
                         pass
 
 
-def fresh_copy(pristine: Path, dest: Path) -> None:
-    if dest.exists():
-        shutil.rmtree(dest)
+def fresh_copy(pristine: Path, dest: Path, trash: Trash) -> None:
+    trash.discard(dest)
     subprocess.run(["cp", "-a", "--reflink=auto", str(pristine), str(dest)], check=True)
-    os.sync()
+    settle_io()
 
 
 def repo_size(repo: Path) -> int:
@@ -521,7 +645,7 @@ def step(res: RunResult, tool: Tool, lay: Layout, name: str, argv: list[str], cw
     log = logdir / f"{tool.name}-run{res.run}-{name}"
     result = run_measured(argv, tool.env(lay), cwd, log)
     res.steps[name] = result
-    os.sync()  # flush this step's writes outside any timing
+    settle_io()  # this step's writeback happens outside any timing
     if result.returncode not in tool.ok_codes:
         raise StepFailed(
             f"{tool.name} {name} exited {result.returncode}: {' '.join(argv)}\n"
@@ -531,13 +655,12 @@ def step(res: RunResult, tool: Tool, lay: Layout, name: str, argv: list[str], cw
         res.figures[name] = result.seconds
 
 
-def run_tool(tool: Tool, src: Path, scratch: Path, logdir: Path, run: int,
-             change: bool) -> RunResult:
+def run_tool(tool: Tool, src: Path, scratch: Path, logdir: Path, run: int, change: bool,
+             trash: Trash) -> RunResult:
     """init, backup, no-change backup, [mutate src, backup], restore, verify."""
     res = RunResult(tool.name, run)
     lay = Layout(scratch / tool.name)
-    if lay.root.exists():
-        shutil.rmtree(lay.root)
+    trash.discard(lay.root)
     lay.root.mkdir(parents=True)
     lay.restore.mkdir()
     try:
@@ -561,7 +684,7 @@ def run_tool(tool: Tool, src: Path, scratch: Path, logdir: Path, run: int,
         res.error = str(e)
         print(f"  {tool.name} run {run} FAILED: {e}", file=sys.stderr, flush=True)
     finally:
-        shutil.rmtree(lay.root, ignore_errors=True)  # keeps disk use bounded
+        trash.discard(lay.root)  # keeps disk use bounded
     return res
 
 
@@ -577,7 +700,7 @@ def describe(res: RunResult) -> str:
 
 
 def bench_dataset(
-    info: DatasetInfo, tools: list[Tool], runs: int, workdir: Path, change: bool
+    info: DatasetInfo, tools: list[Tool], runs: int, workdir: Path, change: bool, trash: Trash
 ) -> dict[str, list[RunResult]]:
     """Runs are interleaved across tools so slow drift (thermal, noisy neighbours)
     spreads over all of them."""
@@ -589,16 +712,15 @@ def bench_dataset(
             if change:
                 # Each tool mutates its own copy, always at the same path.
                 src = workdir / "src"
-                fresh_copy(pristine, src)
+                fresh_copy(pristine, src, trash)
             else:
                 src = pristine  # never modified: back it up in place
             warm(src)
             print(f"[{info.name} run {run}/{runs}] {tool.name} ...", flush=True)
-            res = run_tool(tool, src, workdir / "scratch", logdir, run, change)
+            res = run_tool(tool, src, workdir / "scratch", logdir, run, change, trash)
             print(f"  {describe(res)}", flush=True)
             results[tool.name].append(res)
-    shutil.rmtree(workdir / "src", ignore_errors=True)
-    shutil.rmtree(workdir / "scratch", ignore_errors=True)
+    trash.discard(workdir / "src")
     return results
 
 
@@ -732,40 +854,56 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_all(args: argparse.Namespace, tools: list[Tool], workdir: Path,
+            trash: Trash) -> tuple[list[str], dict[str, object], bool]:
+    """Benchmark every data set: (Markdown tables, raw report, any restore failed)."""
+    datasets = [(office_dataset(workdir, args.size, trash), True)]
+    if not args.skip_small:
+        datasets.append((small_dataset(workdir, args.small_files_source, trash), False))
+    trash.wait_for_inode_reuse()
+    tables = []
+    raw: dict[str, object] = {}
+    failed = False
+    for info, change in datasets:
+        results = bench_dataset(info, tools, args.runs, workdir, change, trash)
+        tables.append(table(info, results, change))
+        failed |= any(r.verify_error for rs in results.values() for r in rs)
+        raw[info.name] = {
+            "info": dataclasses.asdict(info),
+            "medians": {t: medians(rs) for t, rs in results.items()},
+            "runs": {t: [dataclasses.asdict(r) for r in rs] for t, rs in results.items()},
+        }
+    return tables, raw, failed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     tools = [TOOL_CLASSES[n]() for n in ensure_installed(args.tools)]
+    trash = Trash(workdir)
+    trash.purge()  # left over by an interrupted invocation
     machine = machine_info(tools, workdir)
+    if trash.window:
+        machine["workdir filesystem"] += (" without journal: trees are truncated, not deleted, "
+                                          "between runs (see INODE_REUSE_WINDOW)")
     print("\n".join(f"{k}: {v}" for k, v in machine.items()), flush=True)
-
-    datasets = [(office_dataset(workdir, args.size), True)]
-    if not args.skip_small:
-        datasets.append((small_dataset(workdir, args.small_files_source), False))
-
-    ds_report: dict[str, object] = {}
-    tables = []
-    verify_failed = False
-    for info, change in datasets:
-        results = bench_dataset(info, tools, args.runs, workdir, change)
-        tables.append(table(info, results, change))
-        verify_failed |= any(r.verify_error for rs in results.values() for r in rs)
-        ds_report[info.name] = {
-            "info": dataclasses.asdict(info),
-            "medians": {t: medians(rs) for t, rs in results.items()},
-            "runs": {t: [dataclasses.asdict(r) for r in rs] for t, rs in results.items()},
-        }
+    try:
+        tables, raw, failed = run_all(args, tools, workdir, trash)
+    finally:
+        trash.purge()
 
     print("\n## Benchmark results\n")
     print("\n".join(f"- {k}: {v}" for k, v in machine.items()))
-    print("- caches: warm (tree read before each tool's sequence, sync between steps)\n")
+    print("- caches: warm (source tree read before each tool's run); sync and wait for idle "
+          "disks between steps, outside the timings\n")
     print("\n\n".join(tables))
     if args.json:
-        report = {"machine": machine, "args": sys.argv[1:], "datasets": ds_report}
+        report = {"machine": machine, "args": sys.argv[1:], "datasets": raw}
         args.json.write_text(json.dumps(report, indent=1))
         print(f"\nraw figures written to {args.json}")
-    return 1 if verify_failed else 0
+    return 1 if failed else 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -164,3 +164,24 @@ def test_restore_refuses_non_empty_target_unless_overwrite(
     stats = Restorer(small_repo, overwrite=True).restore(snap.tree, str(out))
     assert stats.errors == []
     assert snapshot_of(restored_root(out, src)) == snapshot_of(src)
+
+
+def test_restore_of_more_files_than_descriptors(small_repo: Repository, tmp_path: Path) -> None:
+    # A restore must not hold every output file open at once.
+    import resource
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(400):
+        (src / f"f{i:03d}.txt").write_bytes(b"x" * i)
+    snap = Archiver(small_repo).backup([str(src)]).snapshot
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+    try:
+        stats = Restorer(small_repo).restore(snap.tree, str(tmp_path / "out"))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert stats.errors == []
+    assert stats.files == 400
+    out = restored_root(tmp_path / "out", src)
+    assert all((out / f"f{i:03d}.txt").read_bytes() == b"x" * i for i in range(400))
