@@ -81,6 +81,10 @@ class Chunker:
             if filled == 0:
                 return
             data = view[:filled]
+            if eof and filled <= self.params.min_size:
+                # FastCDC never cuts below min_size: a small file is one chunk.
+                yield data
+                return
             cuts = [(c.offset, c.length) for c in self._cdc.cut_buf(data)]
             if not eof and len(cuts) > 1:
                 # The last cut ends at the block's end, not at a content boundary:

@@ -28,6 +28,10 @@ from peerbackup.engine.locks import RepoLock
 from peerbackup.engine.repository import Repository
 from peerbackup.storage.cache import FileCache
 
+# Chunks smaller than this are handed to the workers in batches of about this size.
+_BATCH_BYTES = 1024 * 1024
+_BATCH_COUNT = 256
+
 # Files modified this recently are not trusted to the file cache: a write in
 # the same clock tick after our read would leave size and mtime unchanged.
 _RACY_NS = 2_000_000_000
@@ -105,6 +109,8 @@ class Archiver:
         self._pool: ThreadPoolExecutor | None = None
         self._dirs: deque[_PendingDir] = deque()
         self._fc: FileCache | None = None
+        self._batch: list[tuple[bytes, memoryview, Future[_ChunkResult]]] = []
+        self._batch_bytes = 0
         self._start_ns = 0
 
     # ---- entry point ---------------------------------------------------------
@@ -122,6 +128,7 @@ class Archiver:
                     self._pool = pool
                     try:
                         root = self._backup_roots(paths)
+                        self._flush_batch()
                     finally:
                         self._pool = None
                 tree_id = self._finish_all(root)
@@ -238,7 +245,7 @@ class Archiver:
         self.progress.scanned(path, st.st_size)
         self.summary.bytes_processed += st.st_size
         if self._fc is not None:
-            cached = self._fc.lookup(bpath, st)
+            known, cached = self._fc.check(bpath, st)
             if cached is not None and all(self.repo.index.has(c) for c in cached):
                 node.content = cached
                 self._fc.touch(bpath)
@@ -246,7 +253,7 @@ class Archiver:
                 self.progress.processed(st.st_size)
                 self.progress.file_done(path, st.st_size)
                 return None
-            if cached is not None or self._fc.contains(bpath):
+            if known:
                 self.summary.files_changed += 1
             else:
                 self.summary.files_new += 1
@@ -286,25 +293,46 @@ class Archiver:
         # has time to spare: the workers only see chunks that must be stored.
         repo = self.repo
         blob_id = repo.blob_id(chunk)
+        fut: Future[_ChunkResult] = Future()
         if not repo.claim(blob_id):
             self.progress.processed(len(chunk))
-            done: Future[_ChunkResult] = Future()
-            done.set_result((blob_id, 0, 0))
-            return done
+            fut.set_result((blob_id, 0, 0))
+            return fut
+        # Small chunks (small files) travel to the workers in batches: one hand-off
+        # per chunk costs more GIL ping-pong than storing a 10 KiB chunk.
+        if len(chunk) >= _BATCH_BYTES:
+            self._flush_batch()
+            self._batch.append((blob_id, chunk, fut))
+            self._flush_batch()
+        else:
+            self._batch.append((blob_id, chunk, fut))
+            self._batch_bytes += len(chunk)
+            if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_COUNT:
+                self._flush_batch()
+        return fut
+
+    def _flush_batch(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
         assert self._pool is not None
         self._slots.acquire()
         try:
-            fut = self._pool.submit(self._store_chunk, blob_id, chunk)
+            task = self._pool.submit(self._store_batch, batch)
         except BaseException:
             self._slots.release()
             raise
-        fut.add_done_callback(lambda _f: self._slots.release())
-        return fut
+        task.add_done_callback(lambda _f: self._slots.release())
 
-    def _store_chunk(self, blob_id: bytes, chunk: memoryview) -> _ChunkResult:
-        stored = self.repo.save_blob(Kind.DATA, blob_id, chunk)
-        self.progress.processed(len(chunk))
-        return blob_id, len(chunk), stored
+    def _store_batch(self, batch: list[tuple[bytes, memoryview, Future[_ChunkResult]]]) -> None:
+        for blob_id, chunk, fut in batch:
+            try:
+                stored = self.repo.save_blob(Kind.DATA, blob_id, chunk)
+            except BaseException as exc:
+                fut.set_exception(exc)
+                continue
+            self.progress.processed(len(chunk))
+            fut.set_result((blob_id, len(chunk), stored))
 
     # ---- finishing trees -----------------------------------------------------------
 

@@ -75,10 +75,15 @@ class IndexCache:
     def __init__(self, path: Path) -> None:
         self._db = _open_versioned(path, _INDEX_SCHEMA)
         self._lock = threading.Lock()
+        # Lookups get their own connection: WAL lets them read while the uploader
+        # thread commits new packs, instead of queueing behind its lock.
+        self._reader = _connect(path)
+        self._read_lock = threading.Lock()
         # Packs a prune has condemned: their blobs must not be reused (engine/prune.py).
         self.condemned: set[bytes] = set()
 
     def close(self) -> None:
+        self._reader.close()
         self._db.close()
 
     def known_index_files(self) -> set[str]:
@@ -125,8 +130,8 @@ class IndexCache:
 
     def lookup(self, blob_id: bytes) -> tuple[bytes, BlobEntry] | None:
         """(pack id, entry) of a live copy of the blob, or None."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT pack, kind, off, len, raw FROM blobs WHERE id=?", (blob_id,)
             ).fetchall()
         for pack, kind, off, length, raw in rows:
@@ -177,6 +182,8 @@ class FileCache:
     def __init__(self, path: Path) -> None:
         self._db = _open_versioned(path, _FILES_SCHEMA)
         self._lock = threading.Lock()
+        # A first backup asks about every file: no need when there is nothing to find.
+        self._empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
         row = self._db.execute("SELECT v FROM meta WHERE k='gen'").fetchone()
         self.gen = (row[0] if row else 0) + 1
         self._updates: list[tuple[bytes, int, int, int, int, bytes, int]] = []
@@ -186,14 +193,22 @@ class FileCache:
         self._db.close()
 
     def lookup(self, path: bytes, st: os.stat_result) -> list[bytes] | None:
+        return self.check(path, st)[1]
+
+    def check(self, path: bytes, st: os.stat_result) -> tuple[bool, list[bytes] | None]:
+        """(path seen before, its chunk ids if the file is unchanged) in one query."""
+        if self._empty:
+            return False, None
         with self._lock:
             row = self._db.execute(
                 "SELECT inode, size, mtime, ctime, content FROM files WHERE path=?", (path,)
             ).fetchone()
-        if row is None or row[:4] != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-            return None
+        if row is None:
+            return False, None
+        if row[:4] != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            return True, None
         content: bytes = row[4]
-        return [content[i:i + ID_SIZE] for i in range(0, len(content), ID_SIZE)]
+        return True, [content[i:i + ID_SIZE] for i in range(0, len(content), ID_SIZE)]
 
     def contains(self, path: bytes) -> bool:
         """Whether an earlier backup saw this path (so a miss means 'changed', not 'new')."""
@@ -218,5 +233,6 @@ class FileCache:
             db.execute("DELETE FROM files WHERE gen < ?", (self.gen - FILE_CACHE_TTL,))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('gen', ?)", (self.gen,))
             db.execute("COMMIT")
+            self._empty = db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
             self._updates.clear()
             self._touched.clear()
