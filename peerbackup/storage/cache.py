@@ -69,6 +69,33 @@ CREATE TABLE index_files(name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 
+class _Bloom:
+    """A Bloom filter over blob ids, to answer most 'not stored' questions in memory.
+
+    Ids are keyed hashes, uniformly random: their own bytes serve as the hash
+    functions. At 16 bits per id and 4 probes the false-positive rate is about
+    0.25 %, and a false positive only costs the SQLite lookup it would have made anyway.
+    """
+
+    PROBES = 4
+
+    def __init__(self, expected: int) -> None:
+        bits = 1 << max(23, (max(expected, 1) * 16 - 1).bit_length())
+        self._mask = bits - 1
+        self._bits = bytearray(bits // 8)
+
+    def _positions(self, blob_id: bytes) -> list[int]:
+        return [int.from_bytes(blob_id[i * 8:i * 8 + 8], "little") & self._mask for i in range(self.PROBES)]
+
+    def add(self, blob_id: bytes) -> None:
+        for p in self._positions(blob_id):
+            self._bits[p >> 3] |= 1 << (p & 7)
+
+    def __contains__(self, blob_id: bytes) -> bool:
+        bits = self._bits
+        return all(bits[p >> 3] & (1 << (p & 7)) for p in self._positions(blob_id))
+
+
 class IndexCache:
     """Which blob is in which pack. Thread-safe: one connection behind a lock."""
 
@@ -79,8 +106,18 @@ class IndexCache:
         # thread commits new packs, instead of queueing behind its lock.
         self._reader = _connect(path)
         self._read_lock = threading.Lock()
+        self._load_bloom()
         # Packs a prune has condemned: their blobs must not be reused (engine/prune.py).
         self.condemned: set[bytes] = set()
+
+    def _load_bloom(self) -> None:
+        with self._lock:
+            (count,) = self._db.execute("SELECT count(*) FROM blobs").fetchone()
+            # Room for this many new blobs before the filter fills up: then
+            # lookups just go to SQLite more often.
+            self._bloom = _Bloom(count + 1_000_000)
+            for (blob_id,) in self._db.execute("SELECT id FROM blobs"):
+                self._bloom.add(blob_id)
 
     def close(self) -> None:
         self._reader.close()
@@ -95,6 +132,7 @@ class IndexCache:
             self._db.executescript(
                 "BEGIN; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; COMMIT;"
             )
+            self._bloom = _Bloom(1_000_000)
 
     def add_packs(self, packs: Iterable[tuple[bytes, list[BlobEntry]]], index_file: str | None) -> None:
         """Record packs, in one transaction; index_file None means 'not yet in any index file'."""
@@ -111,6 +149,8 @@ class IndexCache:
                         [(e.id, pack_id, int(e.kind), e.offset, e.length, e.raw_length)
                          for e in entries],
                     )
+                    for e in entries:
+                        self._bloom.add(e.id)
                 if index_file:
                     db.execute("INSERT OR IGNORE INTO index_files VALUES (?)", (index_file,))
                 db.execute("COMMIT")
@@ -130,6 +170,8 @@ class IndexCache:
 
     def lookup(self, blob_id: bytes) -> tuple[bytes, BlobEntry] | None:
         """(pack id, entry) of a live copy of the blob, or None."""
+        if blob_id not in self._bloom:
+            return None
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT pack, kind, off, len, raw FROM blobs WHERE id=?", (blob_id,)
