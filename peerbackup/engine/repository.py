@@ -307,7 +307,7 @@ class Repository:
         self._write_pending_index()
 
     def load_blob(self, kind: Kind, blob_id: bytes) -> bytes | bytearray:
-        found = self.index.lookup(blob_id)
+        found = self.index.lookup(blob_id, for_reading=True)
         what = f"{kind.name.lower()} blob {blob_id.hex()[:8]}"
         if found is None:
             raise NoSuchObject(kind.name.lower() + " blob", blob_id.hex())

@@ -197,7 +197,7 @@ class Restorer:
         offsets, sizes = [], []
         pos = 0
         for blob_id in node.content:
-            found = self.repo.index.lookup(blob_id)
+            found = self.repo.index.lookup(blob_id, for_reading=True)
             size = found[1].raw_length if found else 0
             offsets.append(pos)
             sizes.append(size)

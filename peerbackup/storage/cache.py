@@ -168,16 +168,22 @@ class IndexCache:
             db.execute("INSERT OR IGNORE INTO index_files VALUES (?)", (index_file,))
             db.execute("COMMIT")
 
-    def lookup(self, blob_id: bytes) -> tuple[bytes, BlobEntry] | None:
-        """(pack id, entry) of a live copy of the blob, or None."""
+    def lookup(self, blob_id: bytes, for_reading: bool = False) -> tuple[bytes, BlobEntry] | None:
+        """(pack id, entry) of a live copy of the blob, or None.
+
+        Deduplication must not reuse a copy in a pack that prune condemned; a reader
+        may (the pack exists until the sweep proves no snapshot needs it), but
+        prefers a live copy.
+        """
         if blob_id not in self._bloom:
             return None
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT pack, kind, off, len, raw FROM blobs WHERE id=?", (blob_id,)
             ).fetchall()
+        rows.sort(key=lambda r: r[0] in self.condemned)
         for pack, kind, off, length, raw in rows:
-            if pack not in self.condemned:
+            if for_reading or pack not in self.condemned:
                 return pack, BlobEntry(Kind(kind), blob_id, off, length, raw)
         return None
 
