@@ -308,10 +308,13 @@ class Repository:
 
     def load_blob(self, kind: Kind, blob_id: bytes) -> bytes | bytearray:
         found = self.index.lookup(blob_id, for_reading=True)
-        what = f"{kind.name.lower()} blob {blob_id.hex()[:8]}"
         if found is None:
             raise NoSuchObject(kind.name.lower() + " blob", blob_id.hex())
-        pack_id, e = found
+        return self.read_blob_at(kind, blob_id, *found)
+
+    def read_blob_at(self, kind: Kind, blob_id: bytes, pack_id: bytes, e: BlobEntry) -> bytes | bytearray:
+        """Read a blob whose place the caller already looked up."""
+        what = f"{kind.name.lower()} blob {blob_id.hex()[:8]}"
         sealed = self.store.get(FileType.DATA, pack_id.hex(), e.offset, e.length)
         return self.open_blob(kind, blob_id, sealed, what)
 

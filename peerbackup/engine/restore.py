@@ -14,16 +14,17 @@ import errno
 import os
 import stat
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from peerbackup.core.objects import Kind
+from peerbackup.core.pack import BlobEntry
 from peerbackup.core.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SYMLINK, Node, is_safe_name
 from peerbackup.engine.fsmeta import apply_metadata, make_special
 from peerbackup.engine.repository import Repository
 from peerbackup.engine.walk import find_path, load_tree
-from peerbackup.errors import PeerBackupError, TargetNotEmpty, UnsafePath
+from peerbackup.errors import NoSuchObject, PeerBackupError, TargetNotEmpty, UnsafePath
 
 SEGMENT = 64 * 1024 * 1024  # large files are split into segments of about this size
 
@@ -63,6 +64,7 @@ class _FileJob:
     node: Node
     offsets: list[int]  # start of each chunk in the file
     sizes: list[int]
+    places: list[tuple[bytes, BlobEntry] | None]  # (pack, entry) of each chunk, None if missing
 
 
 def _included(path: str, includes: list[str]) -> tuple[bool, bool]:
@@ -194,15 +196,16 @@ class Restorer:
                 self._link_jobs.append((path, first, node))
                 return
             self._hardlinks[key] = path
-        offsets, sizes = [], []
+        offsets, sizes, places = [], [], []
         pos = 0
         for blob_id in node.content:
             found = self.repo.index.lookup(blob_id, for_reading=True)
             size = found[1].raw_length if found else 0
             offsets.append(pos)
             sizes.append(size)
+            places.append(found)
             pos += size
-        self._files.append(_FileJob(path, node, offsets, sizes))
+        self._files.append(_FileJob(path, node, offsets, sizes, places))
 
     # ---- writing -----------------------------------------------------------------
 
@@ -237,15 +240,21 @@ class Restorer:
 
         # Bounded submission: a future per task for 50,000 files at once is waste.
         slots = threading.BoundedSemaphore(self.workers * 4)
+        failures: list[BaseException] = []
+
+        def done(fut: Future[None]) -> None:
+            slots.release()
+            if fut.exception() is not None:
+                failures.append(fut.exception())  # type: ignore[arg-type]
+
         with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
-            futures = []
             for task in tasks:
                 slots.acquire()
-                fut = pool.submit(run, task)
-                fut.add_done_callback(lambda _f: slots.release())
-                futures.append(fut)
-            for fut in futures:
-                fut.result()
+                if failures:
+                    break
+                pool.submit(run, task).add_done_callback(done)
+        if failures:
+            raise failures[0]
 
     def _create(self, job: _FileJob) -> int | None:
         fd = self._open_out(job.path)
@@ -292,8 +301,11 @@ class Restorer:
     def _write_range(self, job: _FileJob, fd: int, a: int, b: int) -> None:
         for i in range(a, b):
             blob_id = job.node.content[i]
+            place = job.places[i]
             try:
-                data = self.repo.load_blob(Kind.DATA, blob_id)
+                if place is None:
+                    raise NoSuchObject("data blob", blob_id.hex())
+                data = self.repo.read_blob_at(Kind.DATA, blob_id, *place)
             except PeerBackupError as exc:
                 self._fail(job.path, f"chunk {blob_id.hex()[:8]} at offset {job.offsets[i]}: {exc}")
                 continue

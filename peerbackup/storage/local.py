@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,12 +34,70 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _open_ro(path: Path | str) -> int:
+    return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+
+class _FdCache:
+    """Open read-only descriptors of recently read packs, shared by threads (pread)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._busy: dict[str, int] = {}
+        self._doomed: set[str] = set()
+        self._lock = threading.Lock()
+
+    def acquire(self, path: str) -> int:
+        with self._lock:
+            if path in self._doomed:  # deleted while another thread still reads it
+                raise FileNotFoundError(path)
+            fd = self._fds.get(path)
+            if fd is not None:
+                self._fds.move_to_end(path)
+            else:
+                fd = _open_ro(path)  # FileNotFoundError propagates
+                self._fds[path] = fd
+            self._busy[path] = self._busy.get(path, 0) + 1
+            self._evict()
+            return fd
+
+    def release(self, path: str) -> None:
+        with self._lock:
+            n = self._busy.get(path, 0) - 1
+            if n > 0:
+                self._busy[path] = n
+                return
+            self._busy.pop(path, None)
+            if path in self._doomed:
+                self._doomed.discard(path)
+                fd = self._fds.pop(path, None)
+                if fd is not None:
+                    os.close(fd)
+            self._evict()
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            if path in self._busy:
+                self._doomed.add(path)
+            elif path in self._fds:
+                os.close(self._fds.pop(path))
+
+    def _evict(self) -> None:
+        for p in list(self._fds):
+            if len(self._fds) <= self.size:
+                break
+            if p not in self._busy:
+                os.close(self._fds.pop(p))
+
+
 class LocalStore:
     def __init__(self, root: str | os.PathLike[str], fsync: bool = True) -> None:
         self.root = Path(root)
         self.location = str(self.root)
         self.fsync = fsync
         self._made: set[Path] = set()
+        self._fds = _FdCache()
 
     def _path(self, ftype: FileType, name: str) -> Path:
         if not name or "/" in name or "\0" in name or name.startswith("."):
@@ -81,9 +141,9 @@ class LocalStore:
     def get(self, ftype: FileType, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(ftype, name)
         try:
-            # os-level calls: restore reads one blob at a time, and a buffered file
-            # object per read costs more than the read itself.
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            # Restore reads one blob at a time: packs stay open between reads (they
+            # are immutable), and os-level calls avoid a buffered file object per read.
+            fd = self._fds.acquire(str(path)) if ftype == FileType.DATA else _open_ro(path)
             try:
                 if length is None:
                     length = os.fstat(fd).st_size - offset
@@ -97,7 +157,10 @@ class LocalStore:
                     data += more
                 return data
             finally:
-                os.close(fd)
+                if ftype == FileType.DATA:
+                    self._fds.release(str(path))
+                else:
+                    os.close(fd)
         except FileNotFoundError:
             raise NoSuchObject(ftype.value, name) from None
         except OSError as exc:
@@ -136,6 +199,8 @@ class LocalStore:
                 continue
 
     def delete(self, ftype: FileType, name: str) -> None:
+        if ftype == FileType.DATA:
+            self._fds.forget(str(self._path(ftype, name)))
         try:
             self._path(ftype, name).unlink()
         except FileNotFoundError:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -816,6 +817,8 @@ def machine_info(tools: list[Tool], workdir: Path) -> dict[str, str]:
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "workdir filesystem": fs,
+        # Anything else running skews the timings: make it visible.
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
     for t in tools:
         info[t.name] = t.version()
@@ -876,10 +879,23 @@ def run_all(args: argparse.Namespace, tools: list[Tool], workdir: Path,
     return tables, raw, failed
 
 
+def lock_workdir(workdir: Path) -> int:
+    """Serialise invocations sharing a workdir: they share the data sets and
+    scratch trees, and would skew each other's timings anyway."""
+    fd = os.open(workdir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another bench.py is using {workdir}, waiting for it ...", flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd  # held until exit
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    lock_workdir(workdir)
     tools = [TOOL_CLASSES[n]() for n in ensure_installed(args.tools)]
     trash = Trash(workdir)
     trash.purge()  # left over by an interrupted invocation
