@@ -240,8 +240,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     progress = Progress.for_terminal(args.quiet or args.json)
     progress.start()
     try:
+        s = snap.summary
+        total = None if args.include else (s.files_new + s.files_changed + s.files_unmodified, s.bytes_processed)
         stats = Restorer(repo, overwrite=args.overwrite, progress=progress).restore(
-            snap.tree, args.target, includes=args.include
+            snap.tree, args.target, includes=args.include, total=total
         )
     finally:
         progress.stop()

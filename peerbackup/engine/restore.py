@@ -14,6 +14,7 @@ import errno
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -93,14 +94,14 @@ class Restorer:
         self._dirs: list[tuple[str, Node]] = []
         self._links: list[tuple[str, Node]] = []
         self._specials: list[tuple[str, Node]] = []
-        self._files: list[_FileJob] = []
         self._hardlinks: dict[tuple[int, int], str] = {}
         self._link_jobs: list[tuple[str, str, Node]] = []
 
     def restore(
         self, tree_id: bytes, target: str, *, includes: list[str] | None = None,
-        subpath: str = "/",
+        subpath: str = "/", total: tuple[int, int] | None = None,
     ) -> RestoreStats:
+        """total: (files, bytes) expected, for the progress display only."""
         target = os.path.abspath(target)
         self._prepare_target(target)
         incs = ["/" + "/".join(p for p in i.split("/") if p) for i in (includes or [])]
@@ -110,9 +111,11 @@ class Restorer:
             if node is None or node.type != DIR or node.subtree is None:
                 raise PeerBackupError(f"{subpath} is not a directory in the snapshot")
             root = node.subtree
-        self._plan(root, target, "", incs)
-        self.progress.planned(len(self._files), sum(j.node.size for j in self._files))
-        self._write_files()
+        if total is not None:
+            self.progress.planned(*total)
+        # Files are written while the trees are still being walked: a plan of the
+        # whole snapshot held in memory would grow with the number of files.
+        self._write_files(self._plan(root, target, "", incs))
         for path, first, node in self._link_jobs:
             self._hardlink(path, first, node)
         for path, node in self._specials:
@@ -137,7 +140,8 @@ class Restorer:
         if os.listdir(target) and not self.overwrite:
             raise TargetNotEmpty(target)
 
-    def _plan(self, tree_id: bytes, dest: str, snap_path: str, includes: list[str]) -> None:
+    def _plan(self, tree_id: bytes, dest: str, snap_path: str, includes: list[str]) -> Iterator[_FileJob]:
+        """Create directories and yield the files to write, walking the tree."""
         try:
             nodes = load_tree(self.repo, tree_id)
         except PeerBackupError as exc:
@@ -160,11 +164,13 @@ class Restorer:
                 self._dirs.append((out, node))
                 self.stats.dirs += 1
                 if node.subtree is not None:
-                    self._plan(node.subtree, out, path, includes)
+                    yield from self._plan(node.subtree, out, path, includes)
             elif not take:
                 continue
             elif node.type == FILE:
-                self._plan_file(out, node)
+                job = self._plan_file(out, node)
+                if job is not None:
+                    yield job
             elif node.type == SYMLINK:
                 self._links.append((out, node))
             elif node.type in (FIFO, CHARDEV, BLOCKDEV):
@@ -188,13 +194,13 @@ class Restorer:
             self.stats.errors.append(f"{path}: cannot create directory: {exc.strerror}")
             return False
 
-    def _plan_file(self, path: str, node: Node) -> None:
+    def _plan_file(self, path: str, node: Node) -> _FileJob | None:
         if node.links > 1:
             key = (node.dev, node.inode)
             first = self._hardlinks.get(key)
             if first is not None:
                 self._link_jobs.append((path, first, node))
-                return
+                return None
             self._hardlinks[key] = path
         offsets, sizes, places = [], [], []
         pos = 0
@@ -205,25 +211,25 @@ class Restorer:
             sizes.append(size)
             places.append(found)
             pos += size
-        self._files.append(_FileJob(path, node, offsets, sizes, places))
+        return _FileJob(path, node, offsets, sizes, places)
 
     # ---- writing -----------------------------------------------------------------
 
-    def _write_files(self) -> None:
-        """Write every planned file; a file is open only while its segments are written.
+    def _write_files(self, jobs: Iterator[_FileJob]) -> None:
+        """Write every file; a file is open only while its segments are written.
 
         (Opening all files first runs out of descriptors on a tree of 50,000 files.)
         """
-        tasks: list[tuple[int, int, int]] = []  # file number, first chunk, end chunk
-        state: dict[int, _OpenFile] = {}
-        for n, job in enumerate(self._files):
-            segs = self._segments(job) or [(0, 0)]  # an empty file still gets created
-            state[n] = _OpenFile(remaining=len(segs))
-            tasks.extend((n, a, b) for a, b in segs)
 
-        def run(task: tuple[int, int, int]) -> None:
-            n, a, b = task
-            job, st = self._files[n], state[n]
+        def tasks() -> Iterator[tuple[_FileJob, _OpenFile, int, int]]:
+            for job in jobs:
+                segs = self._segments(job) or [(0, 0)]  # an empty file still gets created
+                st = _OpenFile(remaining=len(segs))
+                for a, b in segs:
+                    yield job, st, a, b
+
+        def run(task: tuple[_FileJob, _OpenFile, int, int]) -> None:
+            job, st, a, b = task
             with st.lock:
                 if st.fd is None and not st.failed:
                     st.fd = self._create(job)
@@ -248,7 +254,7 @@ class Restorer:
                 failures.append(fut.exception())  # type: ignore[arg-type]
 
         with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
-            for task in tasks:
+            for task in tasks():
                 slots.acquire()
                 if failures:
                     break
