@@ -781,12 +781,17 @@ def table(info: DatasetInfo, results: dict[str, list[RunResult]], change: bool) 
             cells.append(cell)
         r_restic = ratio(vals["peerbackup"], vals["restic"])
         r_borg = ratio(vals["peerbackup"], vals["borg"])
-        verdict = "n/a" if r_restic is None else ("pass" if r_restic <= target else "miss")
+        if key == "restore" and "peerbackup" in failed:
+            verdict = "**FAIL**"  # a fast wrong restore passes nothing
+        elif r_restic is None:
+            verdict = "n/a"
+        else:
+            verdict = "pass" if r_restic <= target else "miss"
         ratios = [f"{r:.2f}" if r is not None else "—" for r in (r_restic, r_borg)]
         lines.append(f"| {label} | {' | '.join(cells)} | {' | '.join(ratios)} "
                      f"| <= {target:g} | {verdict} |")
     lines.append("")
-    lines.append(f"Median of {max(len(rs) for rs in results.values())} run(s). Targets are "
+    lines.append(f"Median of {max(map(len, results.values()), default=0)} run(s). Targets are "
                  "defined for the 4 GiB office set; elsewhere they are indicative.")
     if multi:
         lines.append("\\* peak of the summed PSS over the tool's process tree (worker "
