@@ -103,8 +103,8 @@ class Archiver:
         self.summary = Summary()
         self.errors: list[str] = []
         self._stats_lock = threading.Lock()
-        # Bounds chunks in flight (and so memory): at most this many chunks of
-        # up to max_size each are read but not yet packed.
+        # Bounds the work in flight (and so memory): at most this many batches
+        # (about 1 MiB of small chunks, or one large chunk) are read but not yet packed.
         self._slots = threading.BoundedSemaphore(self.workers * 6)
         self._pool: ThreadPoolExecutor | None = None
         self._dirs: deque[_PendingDir] = deque()
