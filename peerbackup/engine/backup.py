@@ -32,6 +32,30 @@ from peerbackup.storage.cache import FileCache
 _BATCH_BYTES = 1024 * 1024
 _BATCH_COUNT = 256
 
+# Chunk bytes read but not yet sealed and packed, at most.
+IN_FLIGHT_BYTES = 24 * 1024 * 1024
+
+
+class _ByteBudget:
+    """A semaphore counted in bytes; one item larger than the budget still passes alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._cv = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cv:
+            while self._used and self._used + n > self.limit:
+                self._cv.wait()
+            self._used += n
+
+    def release(self, n: int) -> None:
+        with self._cv:
+            self._used -= n
+            self._cv.notify_all()
+
+
 # Files modified this recently are not trusted to the file cache: a write in
 # the same clock tick after our read would leave size and mtime unchanged.
 _RACY_NS = 2_000_000_000
@@ -103,9 +127,9 @@ class Archiver:
         self.summary = Summary()
         self.errors: list[str] = []
         self._stats_lock = threading.Lock()
-        # Bounds the work in flight (and so memory): at most this many batches
-        # (about 1 MiB of small chunks, or one large chunk) are read but not yet packed.
-        self._slots = threading.BoundedSemaphore(self.workers * 6)
+        # Bounds the work in flight, and so memory, by bytes: zero-filled disk
+        # images make 8 MiB chunks, and a bound by count let those pile up.
+        self._budget = _ByteBudget(IN_FLIGHT_BYTES)
         self._pool: ThreadPoolExecutor | None = None
         self._dirs: deque[_PendingDir] = deque()
         self._fc: FileCache | None = None
@@ -316,13 +340,14 @@ class Archiver:
             return
         batch, self._batch, self._batch_bytes = self._batch, [], 0
         assert self._pool is not None
-        self._slots.acquire()
+        size = sum(len(c) for _, c, _ in batch)
+        self._budget.acquire(size)
         try:
             task = self._pool.submit(self._store_batch, batch)
         except BaseException:
-            self._slots.release()
+            self._budget.release(size)
             raise
-        task.add_done_callback(lambda _f: self._slots.release())
+        task.add_done_callback(lambda _f: self._budget.release(size))
 
     def _store_batch(self, batch: list[tuple[bytes, memoryview, Future[_ChunkResult]]]) -> None:
         for blob_id, chunk, fut in batch:
