@@ -709,7 +709,10 @@ def bench_dataset(
     pristine = Path(info.path)
     logdir = workdir / "logs" / info.name
     for run in range(1, runs + 1):
-        for tool in tools:
+        # Rotate the order: file-system state left by one tool's step (freed inodes,
+        # writeback, discards) otherwise always lands on the same next tool.
+        shift = (run - 1) % len(tools)
+        for tool in [*tools[shift:], *tools[:shift]]:
             if change:
                 # Each tool mutates its own copy, always at the same path.
                 src = workdir / "src"
