@@ -42,7 +42,7 @@ class Readable(Protocol):
 
 
 class Chunker:
-    def __init__(self, params: ChunkerParams, block_size: int = 4 * MiB) -> None:
+    def __init__(self, params: ChunkerParams, block_size: int = 2 * MiB) -> None:
         params.validate()
         self.params = params
         # Any block size gives the same cuts (the last, possibly forced, cut of a

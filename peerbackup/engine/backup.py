@@ -33,7 +33,7 @@ _BATCH_BYTES = 1024 * 1024
 _BATCH_COUNT = 256
 
 # Chunk bytes read but not yet sealed and packed, at most.
-IN_FLIGHT_BYTES = 24 * 1024 * 1024
+IN_FLIGHT_BYTES = 16 * 1024 * 1024
 
 
 class _ByteBudget:
