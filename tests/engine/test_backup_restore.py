@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from peerbackup.core.crypto import KdfParams
 from peerbackup.engine.backup import Archiver
 from peerbackup.engine.check import check
 from peerbackup.engine.excludes import Excluder
@@ -16,19 +15,8 @@ from peerbackup.engine.repository import Repository
 from peerbackup.engine.restore import Restorer
 from peerbackup.engine.walk import walk
 from peerbackup.errors import TargetNotEmpty
-from peerbackup.storage.local import LocalStore
 from peerbackup.storage.store import FileType
-from tests.helpers import SMALL_CHUNKS, make_tree, snapshot_of
-
-PW = b"pw"
-
-
-@pytest.fixture
-def small_repo(tmp_path: Path) -> Repository:
-    store = LocalStore(tmp_path / "repo")
-    Repository.init(store, PW, kdf=KdfParams.weak(), chunker=SMALL_CHUNKS)
-    # Small packs so a test tree spans many packs and index batches.
-    return Repository.open(store, PW, cache_root=tmp_path / "cache", pack_size=64 * 1024)
+from tests.helpers import make_tree, snapshot_of
 
 
 def restored_root(target: Path, src: Path) -> Path:

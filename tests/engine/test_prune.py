@@ -7,25 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from peerbackup.core.crypto import KdfParams
 from peerbackup.engine.backup import Archiver
 from peerbackup.engine.check import check
 from peerbackup.engine.locks import RepoLock
 from peerbackup.engine.prune import forget_snapshots, prune, read_marks
 from peerbackup.engine.repository import Repository
 from peerbackup.engine.restore import Restorer
-from peerbackup.storage.local import LocalStore
 from peerbackup.storage.store import FileType
-from tests.helpers import SMALL_CHUNKS
-
-PW = b"pw"
+from tests.engine.conftest import PW
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    store = LocalStore(tmp_path / "repo")
-    Repository.init(store, PW, kdf=KdfParams.weak(), chunker=SMALL_CHUNKS)
-    return Repository.open(store, PW, cache_root=tmp_path / "cache", pack_size=64 * 1024)
+def repo(small_repo: Repository) -> Repository:
+    return small_repo
 
 
 def _write(path: Path, data: bytes) -> None:
