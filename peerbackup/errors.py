@@ -56,7 +56,7 @@ class NotARepository(RepositoryError):
 
 
 class RepositoryExists(RepositoryError):
-    """{} already contains a repository or other files; refusing to initialise it."""
+    """{} already holds a peerbackup repository; refusing to initialise it again."""
 
 
 class WrongPassword(RepositoryError):
