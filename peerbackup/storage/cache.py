@@ -258,11 +258,6 @@ class FileCache:
         content: bytes = row[4]
         return True, [content[i:i + ID_SIZE] for i in range(0, len(content), ID_SIZE)]
 
-    def contains(self, path: bytes) -> bool:
-        """Whether an earlier backup saw this path (so a miss means 'changed', not 'new')."""
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM files WHERE path=?", (path,)).fetchone() is not None
-
     def touch(self, path: bytes) -> None:
         self._touched.append((self.gen, path))
 
