@@ -66,8 +66,12 @@ class _FileJob:
     path: str
     node: Node
     offsets: list[int]  # start of each chunk in the file
-    sizes: list[int]
     places: list[tuple[bytes, BlobEntry] | None]  # (pack, entry) of each chunk, None if missing
+
+    @property
+    def sizes(self) -> list[int]:
+        """Plaintext size of each chunk; 0 for one the index does not have."""
+        return [p[1].raw_length if p else 0 for p in self.places]
 
 
 def _included(path: str, includes: list[str]) -> tuple[bool, bool]:
@@ -204,16 +208,14 @@ class Restorer:
                 self._link_jobs.append((path, first, node))
                 return None
             self._hardlinks[key] = path
-        offsets, sizes, places = [], [], []
+        offsets, places = [], []
         pos = 0
         for blob_id in node.content:
             found = self.repo.index.lookup(blob_id, for_reading=True)
-            size = found[1].raw_length if found else 0
             offsets.append(pos)
-            sizes.append(size)
             places.append(found)
-            pos += size
-        return _FileJob(path, node, offsets, sizes, places)
+            pos += found[1].raw_length if found else 0
+        return _FileJob(path, node, offsets, places)
 
     # ---- writing -----------------------------------------------------------------
 
@@ -300,13 +302,14 @@ class Restorer:
         segs = []
         start = 0
         acc = 0
-        for i, size in enumerate(job.sizes):
+        sizes = job.sizes
+        for i, size in enumerate(sizes):
             acc += size
             if acc >= SEGMENT:
                 segs.append((start, i + 1))
                 start, acc = i + 1, 0
-        if start < len(job.sizes):
-            segs.append((start, len(job.sizes)))
+        if start < len(sizes):
+            segs.append((start, len(sizes)))
         return segs
 
     def _open_out(self, path: str) -> int | None:
