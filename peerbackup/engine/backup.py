@@ -11,6 +11,7 @@ snapshot is written only after every pack and index it refers to is stored.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -176,7 +177,7 @@ class Archiver:
             snaps = self.repo.snapshots(errors=[])
         except Exception:
             return None
-        same = [s for s in snaps if s.paths == paths and s.host == os.uname().nodename]
+        same = [s for s in snaps if s.paths == paths and s.host == socket.gethostname()]
         return same[-1].id if same else None
 
     # ---- tree walk ---------------------------------------------------------------
