@@ -110,3 +110,151 @@ class PartialBackup(PeerBackupError):
     """Snapshot {} saved, but {} file(s) could not be read or changed while being read."""
 
     exit_code = 3
+
+
+# ---- office, peers and the daemon ------------------------------------------------
+
+
+class HomeError(PeerBackupError):
+    """{}"""
+
+
+class NotInitialised(HomeError):
+    """{} holds no peer identity yet: run `peerbackup init --office NAME` on the office's first machine,
+or `peerbackup join TOKEN` with an invite from an admin."""
+
+
+class AlreadyInitialised(HomeError):
+    """{} already belongs to office {!r} as peer {}; refusing to initialise it again."""
+
+
+class HomeLocked(HomeError):
+    """{} is in use by another peerbackup process (pid {}); two daemons never share a home."""
+
+
+class DaemonNotRunning(HomeError):
+    """No daemon is running for home {}: start it with `peerbackup up`."""
+
+
+class DaemonError(PeerBackupError):
+    """The daemon refused: {}"""
+
+
+class NotAdmin(PeerBackupError):
+    """This peer does not hold the office key: run this on an admin peer."""
+
+
+class InviteError(PeerBackupError):
+    """Joining failed: {}"""
+
+
+class ProtocolError(PeerBackupError):
+    """Peer protocol error: {}
+
+    Subclasses are the refusals a peer sends back: `status` is the HTTP status,
+    `code` the stable machine-readable reason in the refusal message.
+    """
+
+    status = 400
+    code = "error"
+
+    def message(self) -> str:
+        template = (type(self).__doc__ or "{}").strip().split("\n\n")[0]
+        try:
+            return template.format(*self.args)
+        except (IndexError, KeyError):
+            return template
+
+
+class Malformed(ProtocolError):
+    """Malformed request: {}"""
+
+    code = "malformed"
+
+
+class UnsupportedProtocol(ProtocolError):
+    """Unsupported protocol version {}: this peer speaks version {}"""
+
+    code = "version"
+
+
+class TooLarge(ProtocolError):
+    """Request body of {} bytes is over the limit of {} bytes"""
+
+    status = 413
+    code = "too-large"
+
+
+class BadSignature(ProtocolError):
+    """Bad signature: {}"""
+
+    status = 401
+    code = "bad-signature"
+
+
+class ClockSkew(ProtocolError):
+    """Timestamp {:.0f} s away from this peer's clock; at most {:.0f} s is accepted (check the clocks)"""
+
+    status = 401
+    code = "clock-skew"
+
+
+class Replay(ProtocolError):
+    """Nonce seen before: replayed request refused"""
+
+    status = 409
+    code = "replay"
+
+
+class WrongAudience(ProtocolError):
+    """Request addressed to {}, but this is {}"""
+
+    status = 403
+    code = "wrong-audience"
+
+
+class UnknownPeer(ProtocolError):
+    """Unknown peer {}: not a certified member of this office (send a hello first)"""
+
+    status = 401
+    code = "unknown-peer"
+
+
+class ForeignOffice(ProtocolError):
+    """Peer belongs to another office ({})"""
+
+    status = 403
+    code = "foreign-office"
+
+
+class RevokedPeer(ProtocolError):
+    """Peer {} has been removed from the office"""
+
+    status = 403
+    code = "revoked"
+
+
+class Forbidden(ProtocolError):
+    """Forbidden: {}"""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ProtocolError):
+    """No such endpoint: {}"""
+
+    status = 404
+    code = "not-found"
+
+
+class PeerUnreachable(PeerBackupError):
+    """Cannot reach peer at {}: {}"""
+
+
+class PeerRefused(PeerBackupError):
+    """Peer at {} refused: {} ({})"""
+
+    @property
+    def code(self) -> str:
+        return str(self.args[2]) if len(self.args) > 2 else ""

@@ -394,6 +394,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = top.add_parser("demo", help="back up a generated sample tree and show the snapshot")
     demo.add_argument("--dir", default=".demo", help="working directory for the demo (default .demo)")
 
+    from peerbackup.cli.office import add_parsers
+
+    add_parsers(top)
+
     repo = top.add_parser("repo", help="a standalone local repository (USB disk, NAS mount)")
     sub = repo.add_subparsers(dest="repo_cmd", required=True)
 
@@ -456,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from peerbackup.cli.demo import run_demo
 
             return run_demo(args.dir)
-        if args.repo_cmd == "key" and args.key_cmd == "remove" and not args.id:
+        if getattr(args, "repo_cmd", None) == "key" and args.key_cmd == "remove" and not args.id:
             raise UsageError("key remove needs a key id (see `key list`)")
         rc: int = args.func(args)
         return rc

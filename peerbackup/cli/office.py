@@ -1,0 +1,268 @@
+"""Office commands: init, join, up, status, peers, invite, remove-peer, admin recover.
+
+init, join and admin recover work on the home directly; the others talk to the
+running daemon through its local admin API (found through the home).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES
+from peerbackup.core.settings import Settings
+from peerbackup.daemon import logs
+from peerbackup.daemon.admin import TOKEN_HEADER
+from peerbackup.daemon.home import Home, default_home
+from peerbackup.errors import AlreadyInitialised, DaemonError, DaemonNotRunning, NotInitialised, UsageError
+
+EXIT_OK = 0
+
+
+def _home(args: argparse.Namespace) -> Home:
+    return Home(args.home or default_home())
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings().with_overrides(getattr(args, "set", None) or [])
+
+
+def _kit_passphrase(args: argparse.Namespace, confirm: bool) -> bytes:
+    from peerbackup.cli.main import _password
+
+    return _password(args, confirm=confirm, prompt="Recovery kit passphrase: ", env="PEERBACKUP_KIT_PASSWORD",
+                     file_opt="password_file")
+
+
+def _kdf() -> Any:
+    from peerbackup.cli.main import _kdf as kdf
+
+    return kdf()
+
+
+def _print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _api(home: Home, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    base, token = home.admin_endpoint()
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={TOKEN_HEADER: token, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        if exc.code == 400:
+            raise UsageError(message) from None
+        raise DaemonError(message) from None
+    except (urllib.error.URLError, OSError):
+        raise DaemonNotRunning(home.path) from None
+
+
+# ---- commands --------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from peerbackup.office.enrol import init_office
+
+    home = _home(args)
+    if home.initialised():  # before asking for a passphrase
+        ident = home.load()
+        raise AlreadyInitialised(home.path, ident.office.name, ident.peer_id)
+    kit = args.kit or str(home.path / "recovery-kit.pbkit")
+    passphrase = _kit_passphrase(args, confirm=True)
+    ident = init_office(home, args.office, args.name or socket.gethostname()[:64], passphrase, kit, _kdf(),
+                        secrets.token_bytes, int(time.time()))
+    out = {"office": ident.office.name, "office_fingerprint": ident.office.fingerprint, "peer_id": ident.peer_id,
+           "name": ident.certificate.name, "home": str(home.path), "recovery_kit": os.path.abspath(kit)}
+    if args.json:
+        _print_json(out)
+        return EXIT_OK
+    print(f"Created office {out['office']!r} (fingerprint {out['office_fingerprint']}).")
+    print(f"This peer is {out['peer_id']} ({out['name']}), the office's first admin; home {out['home']}.")
+    print(f"Recovery kit for the office key: {out['recovery_kit']}")
+    print("  Copy it off this machine (USB stick, password manager). With it and its passphrase,")
+    print("  `peerbackup admin recover KIT` rebuilds an admin if this machine is lost.")
+    print("Next: `peerbackup up` to start the daemon, then `peerbackup invite` for each other machine.")
+    return EXIT_OK
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from peerbackup.office.enrol import join_office, seed_state
+
+    home = _home(args)
+    joined = join_office(home, args.token, args.name or socket.gethostname()[:64], _settings(args),
+                         secrets.token_bytes)
+    asyncio.run(seed_state(home, joined))
+    ident = joined.ident
+    out = {"office": ident.office.name, "office_fingerprint": ident.office.fingerprint, "peer_id": ident.peer_id,
+           "name": ident.certificate.name, "roles": list(ident.certificate.roles), "rank": ident.certificate.rank,
+           "admin": ident.office_key is not None, "home": str(home.path), "inviter": joined.inviter.peer_id}
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"Joined office {out['office']!r} ({out['office_fingerprint']}) as {out['peer_id']} "
+              f"({out['name']}), roles {','.join(ident.certificate.roles)}, rank {ident.certificate.rank}.")
+        print("Next: `peerbackup up` to start the daemon.")
+    return EXIT_OK
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from peerbackup.office.enrol import recover_admin
+
+    home = _home(args)
+    try:
+        with open(args.kit, "rb") as f:
+            kit = f.read(1024 * 1024)
+    except OSError as exc:
+        raise UsageError(f"cannot read recovery kit {args.kit}: {exc.strerror}") from None
+    ident = recover_admin(home, kit, _kit_passphrase(args, confirm=False), args.name or socket.gethostname()[:64],
+                          secrets.token_bytes, int(time.time()))
+    out = {"office": ident.office.name, "office_fingerprint": ident.office.fingerprint, "peer_id": ident.peer_id,
+           "name": ident.certificate.name, "home": str(home.path)}
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"Recovered admin of office {out['office']!r} ({out['office_fingerprint']}) as new peer "
+              f"{out['peer_id']} ({out['name']}). Start it with `peerbackup up --peer HOST:PORT` or on the LAN.")
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from peerbackup.daemon.service import DaemonOptions, run
+
+    home = _home(args)
+    if not home.initialised():
+        raise NotInitialised(home.path)
+    options = DaemonOptions(listen=args.listen, peers=args.peer or [], mdns=not args.no_mdns,
+                            mdns_interface=args.mdns_interface, settings=_settings(args))
+    log = logs.setup(args.log_json, logging.DEBUG if args.verbose else logging.INFO)
+    with home.locked():
+        ident = home.load()
+        run(home, ident, options, log)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = _api(_home(args), "GET", "/v1/status")
+    if args.json:
+        _print_json(st)
+        return EXIT_OK
+    print(f"peer        {st['peer_id']} ({st['name']})")
+    print(f"office      {st['office']} ({st['office_fingerprint']})")
+    print(f"roles       {','.join(st['roles'])}, rank {st['rank']}{', admin' if st['admin'] else ''}")
+    print(f"listening   {', '.join(st['listen'])}")
+    print(f"coordinator {st['coordinator'] or '-'} (term {st['term'] if st['term'] is not None else '-'})")
+    print(f"uptime      {st['uptime_s']:.0f} s")
+    return EXIT_OK
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    peers = _api(_home(args), "GET", "/v1/peers")
+    if args.json:
+        _print_json(peers)
+        return EXIT_OK
+    rows = [[p["peer_id"] + (" *" if p["self"] else ""), p["name"], p["address"] or "-", p["state"],
+             ",".join(p["roles"]), str(p["rank"])] for p in peers]
+    head = ["PEER", "NAME", "ADDRESS", "STATE", "ROLES", "RANK"]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    out = _api(_home(args), "POST", "/v1/invite", {"roles": roles, "rank": args.rank, "expires": args.expires})
+    if args.json:
+        _print_json(out)
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(out["expires"]))
+        print(out["token"])
+        print(f"# one use, until {when}; roles {','.join(out['roles'])}, rank {out['rank']}; "
+              f"on the new machine: peerbackup join TOKEN", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_remove_peer(args: argparse.Namespace) -> int:
+    home = _home(args)
+    peer = args.peer
+    # Accept a unique name as well as a peer id.
+    matches = [p["peer_id"] for p in _api(home, "GET", "/v1/peers") if p["name"] == peer]
+    if len(matches) == 1:
+        peer = matches[0]
+    out = _api(home, "POST", "/v1/remove-peer", {"peer": peer, "reason": args.reason or ""})
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"removed {out['removed']}: every peer refuses it once the revocation reaches it")
+    return EXIT_OK
+
+
+# ---- parser ------------------------------------------------------------------------
+
+
+def add_parsers(top: Any) -> None:
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument("--home", help="this peer's data directory (or PEERBACKUP_HOME)")
+    home.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = top.add_parser(name, parents=[home], help=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    i = add("init", cmd_init, "create an office with this machine as its first admin")
+    i.add_argument("--office", required=True, help="the office's name")
+    i.add_argument("--name", help="this peer's name (default: the host name)")
+    i.add_argument("--kit", help="where to write the recovery kit (default HOME/recovery-kit.pbkit)")
+    i.add_argument("--password-file", help="read the recovery kit passphrase from this file")
+    j = add("join", cmd_join, "join an office with an invite token")
+    j.add_argument("token")
+    j.add_argument("--name", help="this peer's name (default: the host name)")
+    u = add("up", cmd_up, "run the daemon in the foreground")
+    u.add_argument("--listen", default="0.0.0.0:7420",
+                   help="HOST:PORT for peers (default 0.0.0.0:7420; port 0 picks one)")
+    u.add_argument("--peer", action="append", metavar="HOST:PORT", help="a static peer (repeatable)")
+    u.add_argument("--no-mdns", action="store_true", help="no mDNS: use --peer on networks without multicast")
+    u.add_argument("--mdns-interface", metavar="IP", help="announce and browse only on this address (127.0.0.1 for "
+                   "several instances on one machine)")
+    u.add_argument("--set", action="append", metavar="NAME=DURATION",
+                   help="override a timing: heartbeat, suspect, dead, clock_skew, request_timeout (repeatable)")
+    u.add_argument("--log-json", action="store_true", help="JSON lines on stderr")
+    u.add_argument("-v", "--verbose", action="store_true", help="debug events too")
+    add("status", cmd_status, "this peer and its office")
+    add("peers", cmd_peers, "the office's members and their liveness")
+    inv = add("invite", cmd_invite, "print a one-time token for a new machine (admins)")
+    inv.add_argument("--expires", default="1h", help="how long the token works (default 1h, at most 7d)")
+    inv.add_argument("--roles", default=",".join(DEFAULT_ROLES),
+                     help=f"comma-separated, of {','.join(ROLES)} (default {','.join(DEFAULT_ROLES)})")
+    inv.add_argument("--rank", type=int, default=DEFAULT_RANK,
+                     help=f"coordinator preference, lower first (default {DEFAULT_RANK}; the first admin has 0)")
+    rp = add("remove-peer", cmd_remove_peer, "revoke a member (admins)")
+    rp.add_argument("peer", help="peer id or unique name")
+    rp.add_argument("--reason", help="recorded in the revocation")
+    adm = top.add_parser("admin", help="admin tasks")
+    adm_sub = adm.add_subparsers(dest="admin_cmd", required=True)
+    rec = adm_sub.add_parser("recover", parents=[home], help="rebuild an admin from the recovery kit")
+    rec.add_argument("kit")
+    rec.add_argument("--name", help="this peer's name (default: the host name)")
+    rec.add_argument("--password-file", help="read the recovery kit passphrase from this file")
+    rec.set_defaults(func=cmd_recover)

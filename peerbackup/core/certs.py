@@ -1,0 +1,176 @@
+"""Membership certificates and revocations, both signed by the office key.
+
+The signed bytes travel verbatim (`body` beside `sig`), so verification never
+depends on re-encoding a decoded map the same way twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from peerbackup.core import codec
+from peerbackup.core.identity import (
+    PUBLIC_KEY_SIZE,
+    SigningKey,
+    fingerprint_of,
+    is_fingerprint,
+    is_peer_id,
+    peer_id_of,
+    verify,
+)
+from peerbackup.errors import FormatError, UnsupportedVersion
+
+CERT_VERSION = 1
+ROLES = ("agent", "storage", "coordinator", "admin")
+DEFAULT_ROLES = ("agent", "storage", "coordinator")
+ADMIN_RANK = 0  # the first admin is the preferred coordinator
+DEFAULT_RANK = 100
+DEFAULT_VALIDITY = 5 * 365 * 24 * 3600
+MAX_NAME = 64
+
+
+def check_name(name: str, what: str = "peer name") -> str:
+    if not (1 <= len(name) <= MAX_NAME) or not name.isprintable() or name != name.strip():
+        raise FormatError(what, f"{name!r}: 1 to {MAX_NAME} printable characters, no leading or trailing space")
+    return name
+
+
+def check_roles(roles: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for role in roles:
+        if role not in ROLES:
+            raise FormatError("roles", f"unknown role {role!r} (known: {', '.join(ROLES)})")
+        if role not in out:
+            out.append(role)
+    return tuple(sorted(out, key=ROLES.index))
+
+
+def _signed(body: bytes, sig: bytes) -> bytes:
+    return codec.pack({"body": body, "sig": sig})
+
+
+def _split(data: bytes, what: str) -> tuple[bytes, bytes, dict[Any, Any]]:
+    outer = codec.unpack_map(data, what)
+    body = codec.field(outer, "body", bytes, what)
+    sig = codec.field(outer, "sig", bytes, what)
+    inner = codec.unpack_map(body, what)
+    version = codec.field(inner, "v", int, what)
+    if version > CERT_VERSION:
+        raise UnsupportedVersion(what, version, CERT_VERSION)
+    return body, sig, inner
+
+
+@dataclass(frozen=True)
+class Office:
+    name: str
+    public_key: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.public_key)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name, "key": self.public_key}
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Office:
+        what = "office"
+        if not isinstance(obj, dict):
+            raise FormatError(what, "expected a map")
+        key = codec.field(obj, "key", bytes, what)
+        if len(key) != PUBLIC_KEY_SIZE:
+            raise FormatError(what, "bad office key length")
+        return cls(name=check_name(codec.field(obj, "name", str, what), "office name"), public_key=key)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    office: str  # office fingerprint
+    peer_id: str
+    public_key: bytes
+    name: str
+    roles: tuple[str, ...]
+    rank: int
+    issued: int
+    expires: int
+    raw: bytes = b""  # the signed encoding, as received or issued
+
+    @classmethod
+    def issue(cls, office_key: SigningKey, public_key: bytes, name: str, roles: tuple[str, ...],
+              rank: int, now: int, validity: int = DEFAULT_VALIDITY) -> Certificate:
+        body = codec.pack({
+            "v": CERT_VERSION, "office": fingerprint_of(office_key.public_key), "id": peer_id_of(public_key),
+            "key": public_key, "name": check_name(name), "roles": list(check_roles(roles)), "rank": rank,
+            "issued": now, "expires": now + validity,
+        })
+        return cls.from_bytes(_signed(body, office_key.sign(body)), office_key.public_key)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, office_key: bytes) -> Certificate:
+        """Decode and check a certificate against the office key: FormatError if anything is off."""
+        what = "certificate"
+        body, sig, obj = _split(data, what)
+        key = codec.field(obj, "key", bytes, what)
+        peer_id = codec.field(obj, "id", str, what)
+        office = codec.field(obj, "office", str, what)
+        roles = codec.field(obj, "roles", list, what)
+        rank = codec.field(obj, "rank", int, what)
+        if len(key) != PUBLIC_KEY_SIZE or not is_peer_id(peer_id) or peer_id != peer_id_of(key):
+            raise FormatError(what, "the peer id does not match the public key")
+        if not is_fingerprint(office) or office != fingerprint_of(office_key):
+            raise FormatError(what, f"issued by another office ({office!r})")
+        if not all(isinstance(r, str) for r in roles) or not 0 <= rank < 2**32:
+            raise FormatError(what, "bad roles or rank")
+        if not verify(office_key, body, sig):
+            raise FormatError(what, "the office signature does not verify")
+        return cls(
+            office=office, peer_id=peer_id, public_key=key,
+            name=check_name(codec.field(obj, "name", str, what)), roles=check_roles(roles), rank=rank,
+            issued=codec.field(obj, "issued", int, what), expires=codec.field(obj, "expires", int, what),
+            raw=bytes(data),
+        )
+
+    @staticmethod
+    def office_of(data: bytes) -> str:
+        """The office fingerprint a certificate claims, before it is checked (to say "foreign office")."""
+        _, _, obj = _split(data, "certificate")
+        return str(codec.field(obj, "office", str, "certificate"))
+
+    def valid_at(self, now: float) -> bool:
+        return self.issued - 300 <= now < self.expires
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True)
+class Revocation:
+    office: str
+    peer_id: str
+    at: int
+    reason: str
+    raw: bytes = b""
+
+    @classmethod
+    def issue(cls, office_key: SigningKey, peer_id: str, now: int, reason: str = "") -> Revocation:
+        body = codec.pack({
+            "v": CERT_VERSION, "office": fingerprint_of(office_key.public_key), "revoked": peer_id,
+            "at": now, "reason": reason[:200],
+        })
+        return cls.from_bytes(_signed(body, office_key.sign(body)), office_key.public_key)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, office_key: bytes) -> Revocation:
+        what = "revocation"
+        body, sig, obj = _split(data, what)
+        office = codec.field(obj, "office", str, what)
+        peer_id = codec.field(obj, "revoked", str, what)
+        if office != fingerprint_of(office_key):
+            raise FormatError(what, "issued by another office")
+        if not is_peer_id(peer_id):
+            raise FormatError(what, "bad peer id")
+        if not verify(office_key, body, sig):
+            raise FormatError(what, "the office signature does not verify")
+        return cls(office=office, peer_id=peer_id, at=codec.field(obj, "at", int, what),
+                   reason=codec.field(obj, "reason", str, what), raw=bytes(data))

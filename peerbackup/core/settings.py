@@ -1,0 +1,58 @@
+"""Every timing of the daemon in one place, with the defaults of docs/daemon.md.
+
+Tests start daemons with short timings (`peerbackup up --set heartbeat=0.2 ...`)
+so liveness and election run in seconds; nothing else reads a timing constant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from peerbackup.errors import UsageError
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """'1.5', '500ms', '30s', '15m', '1h', '7d' -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if not m:
+        raise UsageError(f"{text!r} is not a duration (examples: 500ms, 30s, 15m, 1h, 7d)")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    heartbeat: float = 2.0  # seconds between signed heartbeats to each peer
+    suspect: float = 6.0  # silent this long: suspect
+    dead: float = 15.0  # silent this long: dead
+    clock_skew: float = 120.0  # accepted difference between a signed timestamp and our clock
+    request_timeout: float = 5.0  # one peer request, connection included
+    lease: float = 15.0  # coordinator lease (issue 4)
+    renew: float = 5.0  # coordinator lease renewal (issue 4)
+    gc_grace: float = 7 * 86400.0  # deleted packs kept in holders' trash (issue 5)
+
+    @property
+    def nonce_keep(self) -> float:
+        # A timestamp is accepted within ±clock_skew, so a nonce must outlive both edges.
+        return 2 * self.clock_skew
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat < self.suspect < self.dead:
+            raise UsageError("timings must satisfy 0 < heartbeat < suspect < dead")
+        if self.clock_skew <= 0 or self.request_timeout <= 0 or not 0 < self.renew < self.lease:
+            raise UsageError("clock_skew and request_timeout must be positive and renew < lease")
+
+    def with_overrides(self, items: list[str]) -> Settings:
+        """Apply NAME=DURATION items, as given to `peerbackup up --set`."""
+        known = {f.name for f in dataclasses.fields(self)}
+        changes: dict[str, float] = {}
+        for item in items:
+            name, sep, value = item.partition("=")
+            name = name.strip().replace("-", "_")
+            if not sep or name not in known:
+                raise UsageError(f"--set {item!r}: expected NAME=DURATION with NAME one of {', '.join(sorted(known))}")
+            changes[name] = parse_duration(value)
+        return dataclasses.replace(self, **changes)

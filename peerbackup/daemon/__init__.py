@@ -1,0 +1,1 @@
+"""The daemon: builds and supervises every service of a peer, and the local admin API."""

@@ -1,0 +1,108 @@
+"""The local admin API: loopback HTTP for the command line and (later) the dashboard.
+
+Only the home's owner can drive the daemon: the token lives in a 0600 file in
+the home and travels in the X-Peerbackup-Token header, never in a cookie, so
+no web page can make a browser send it. The Host header must name the
+loopback listener, which defeats DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES
+from peerbackup.core.identity import normalise_peer_id
+from peerbackup.core.settings import parse_duration
+from peerbackup.errors import FormatError, PeerBackupError, UsageError
+
+TOKEN_HEADER = "X-Peerbackup-Token"
+MAX_INVITE_VALIDITY = 7 * 86400.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": message, "code": code}, status=status)
+
+
+class AdminApi:
+    def __init__(self, token: str, daemon: Any) -> None:
+        self.token = token
+        self.daemon = daemon  # peerbackup.daemon.service.Daemon; Any to keep imports one-way
+        self.port = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        app.router.add_get("/v1/status", self.status)
+        app.router.add_get("/v1/peers", self.peers)
+        app.router.add_post("/v1/invite", self.invite)
+        app.router.add_post("/v1/remove-peer", self.remove_peer)
+        return app
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.host not in (f"127.0.0.1:{self.port}", f"localhost:{self.port}"):
+            return _error(403, "bad-host", f"Host {request.host!r} refused: the admin API answers only on loopback")
+        given = request.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            return _error(401, "bad-token", f"missing or wrong {TOKEN_HEADER} header (the token is in the home)")
+        try:
+            return await handler(request)
+        except UsageError as exc:
+            return _error(400, "usage", str(exc))
+        except PeerBackupError as exc:
+            return _error(409, type(exc).__name__, str(exc))
+
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        try:
+            obj = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise UsageError("the request body is not JSON") from None
+        if not isinstance(obj, dict):
+            raise UsageError("the request body must be a JSON object")
+        return obj
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.daemon.status())
+
+    async def peers(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.daemon.peers())
+
+    async def invite(self, request: web.Request) -> web.Response:
+        obj = await self._json(request)
+        roles = obj.get("roles", list(DEFAULT_ROLES))
+        rank = obj.get("rank", DEFAULT_RANK)
+        expires = obj.get("expires", "1h")
+        if not isinstance(roles, list) or not all(isinstance(r, str) and r in ROLES for r in roles) or not roles:
+            raise UsageError(f"roles must be a non-empty list of {', '.join(ROLES)}")
+        if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < 2**32:
+            raise UsageError("rank must be an integer from 0 to 4294967295")
+        if not isinstance(expires, str):
+            raise UsageError("expires must be a duration such as 1h")
+        valid_for = parse_duration(expires)
+        if not 0 < valid_for <= MAX_INVITE_VALIDITY:
+            raise UsageError("an invite lasts more than 0 s and at most 7 days")
+        token = await self.daemon.peer_service.create_invite(tuple(roles), rank, valid_for)
+        return web.json_response({"token": token.encode(), "office": token.office, "addresses": list(token.addresses),
+                                  "expires": token.expires, "roles": roles, "rank": rank})
+
+    async def remove_peer(self, request: web.Request) -> web.Response:
+        obj = await self._json(request)
+        peer = obj.get("peer")
+        if not isinstance(peer, str):
+            raise UsageError("give the peer id to remove")
+        try:
+            peer_id = normalise_peer_id(peer)
+        except FormatError as exc:
+            raise UsageError(str(exc)) from None
+        await self.daemon.peer_service.remove_peer(peer_id, str(obj.get("reason", ""))[:200])
+        return web.json_response({"removed": peer_id})
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2)

@@ -1,0 +1,265 @@
+"""The daemon: the one place that builds, starts, supervises and stops every service.
+
+Start order: state -> peer server -> admin API -> mDNS -> loops. Stop is the
+reverse, so the mDNS goodbye goes out while we can still answer, and the
+state database closes last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import ifaddr
+from aiohttp import web
+
+from peerbackup import __version__
+from peerbackup.core.settings import Settings
+from peerbackup.daemon.admin import AdminApi
+from peerbackup.daemon.home import ADMIN_ENDPOINT, ADMIN_TOKEN, STATE_DB, Home, Identity, write_private
+from peerbackup.daemon.logs import event
+from peerbackup.errors import DaemonError, UsageError
+from peerbackup.net.client import PeerClient
+from peerbackup.net.discovery import Discovery, ServiceHint
+from peerbackup.net.server import PeerServer
+from peerbackup.office.liveness import ALIVE
+from peerbackup.office.peers import PeerService
+from peerbackup.office.state import State
+
+DEFAULT_PORT = 7420
+
+
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port)
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def local_ipv4() -> list[str]:
+    """This machine's IPv4 addresses, loopback last: what a 0.0.0.0 listener is reachable on."""
+    ips: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str) and ip.ip not in ips:
+                ips.append(ip.ip)
+    return sorted(ips, key=lambda ip: ip.startswith("127.")) or ["127.0.0.1"]
+
+
+@dataclass
+class DaemonOptions:
+    listen: str = f"0.0.0.0:{DEFAULT_PORT}"
+    peers: list[str] = field(default_factory=list)
+    mdns: bool = True
+    mdns_interface: str | None = None
+    settings: Settings = field(default_factory=Settings)
+
+
+class Daemon:
+    def __init__(self, home: Home, ident: Identity, options: DaemonOptions, log: logging.Logger,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.home = home
+        self.ident = ident
+        self.options = options
+        self.settings = options.settings
+        self.log = log
+        self.clock = clock
+        self.started = clock()
+        self.listen_host, self.listen_port = parse_address(options.listen)
+        self.static = [format_address(*parse_address(p)) for p in options.peers]
+        self.advertised: list[str] = []
+        self._runners: list[web.AppRunner] = []
+        self._loops: list[asyncio.Task[None]] = []
+        self.discovery: Discovery | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.state: State | None = None
+        self.peer_service: PeerService
+        self.stopping = asyncio.Event()
+
+    def _advertised_ips(self) -> list[str]:
+        if self.options.mdns_interface:
+            return [self.options.mdns_interface]
+        if self.listen_host in ("0.0.0.0", ""):
+            return local_ipv4()
+        return [self.listen_host]
+
+    async def start(self) -> None:
+        self.state = await State.open(self.home.file(STATE_DB))
+        os.chmod(self.home.file(STATE_DB), 0o600)
+        self.session = aiohttp.ClientSession()
+        client = PeerClient(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.session)
+        self.peer_service = PeerService(self.ident, self.settings, self.state, client, self.clock,
+                                        secrets.token_bytes, self.log, lambda: self.advertised)
+        await self.peer_service.load()
+
+        server = PeerServer(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.state.spend_nonce,
+                            self.peer_service.whoami, self.log)
+        self.peer_service.register(server)
+        runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, self.listen_host, self.listen_port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise DaemonError(f"cannot listen on {self.options.listen}: {exc.strerror}") from None
+        port = self._bound_port(runner)
+        self.advertised = [format_address(ip, port) for ip in self._advertised_ips()]
+
+        token = secrets.token_urlsafe(32)
+        write_private(self.home.file(ADMIN_TOKEN), token.encode())
+        admin = AdminApi(token, self)
+        admin_runner = web.AppRunner(admin.app(), access_log=None, handle_signals=False)
+        await admin_runner.setup()
+        self._runners.append(admin_runner)
+        await web.TCPSite(admin_runner, "127.0.0.1", 0).start()
+        admin.port = self._bound_port(admin_runner)
+        write_private(self.home.file(ADMIN_ENDPOINT), json.dumps(
+            {"url": f"http://127.0.0.1:{admin.port}", "pid": os.getpid()}).encode())
+
+        if self.options.mdns:
+            self.discovery = Discovery(self.ident.peer_id, self.ident.certificate.name, self.ident.office.fingerprint,
+                                       port, self._advertised_ips(), self.options.mdns_interface, self._on_hint,
+                                       self.log)
+            await self.discovery.start()
+
+        self._loop(self._heartbeats)
+        self._loop(self._housekeeping)
+        event(self.log, "daemon.started", peer=self.ident.peer_id, name=self.ident.certificate.name,
+              office=self.ident.office.name, listen=",".join(self.advertised), mdns=self.options.mdns,
+              admin=f"127.0.0.1:{admin.port}", version=__version__)
+
+    @staticmethod
+    def _bound_port(runner: web.AppRunner) -> int:
+        for addr in runner.addresses:
+            return int(addr[1])
+        raise DaemonError("the listener did not bind")
+
+    def _loop(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._loops.append(asyncio.create_task(self._supervised(fn)))
+
+    async def _supervised(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        # A loop that fails is logged and restarted: one bad peer must not stop the heartbeats.
+        while True:
+            try:
+                await fn()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("daemon.loop_failed", extra={"pb_fields": {"loop": fn.__name__}})
+                await asyncio.sleep(self.settings.heartbeat)
+
+    def _on_hint(self, hint: ServiceHint) -> None:
+        assert self.state is not None
+        self.peer_service.spawn(self.state.add_addresses(hint.peer_id, list(hint.addresses), "mdns"))
+
+    async def _heartbeats(self) -> None:
+        while True:
+            for address in self.static:
+                if address not in self.advertised:
+                    known = await self._static_peer_known(address)
+                    if not known:
+                        self.peer_service.spawn(self.peer_service.contact(address))
+            await self.peer_service.heartbeat_round()
+            self.peer_service.check_liveness()
+            await asyncio.sleep(self.settings.heartbeat)
+
+    async def _static_peer_known(self, address: str) -> bool:
+        assert self.state is not None
+        now = self.clock()
+        for peer_id, addrs in (await self.state.addresses()).items():
+            if address in addrs and self.peer_service.liveness.state(peer_id, now) == ALIVE:
+                return True
+        return False
+
+    async def _housekeeping(self) -> None:
+        assert self.state is not None
+        while True:
+            await self.state.prune_nonces(self.clock())
+            await asyncio.sleep(max(self.settings.clock_skew / 4, 1.0))
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if getattr(self, "peer_service", None) is not None:
+            await self.peer_service.cancel_all()
+        if self.discovery is not None:
+            await self.discovery.stop()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        for name in (ADMIN_ENDPOINT, ADMIN_TOKEN):
+            try:
+                os.unlink(self.home.file(name))
+            except FileNotFoundError:
+                pass
+        if self.session is not None:
+            await self.session.close()
+        if self.state is not None:
+            await self.state.close()
+        event(self.log, "daemon.stopped", peer=self.ident.peer_id)
+
+    # ---- what the admin API reports --------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        c = self.ident.certificate
+        return {
+            "peer_id": self.ident.peer_id, "name": c.name, "office": self.ident.office.name,
+            "office_fingerprint": self.ident.office.fingerprint, "roles": list(c.roles), "rank": c.rank,
+            "admin": self.ident.office_key is not None, "coordinator": None, "term": None,
+            "listen": self.advertised, "mdns": self.options.mdns, "version": __version__,
+            "uptime_s": round(self.clock() - self.started, 1),
+        }
+
+    async def peers(self) -> list[dict[str, Any]]:
+        assert self.state is not None
+        now = self.clock()
+        known = await self.state.addresses()
+        ps = self.peer_service
+        out = []
+        for cert in ps.membership.members():
+            me = cert.peer_id == self.ident.peer_id
+            last = ps.liveness.last_heard.get(cert.peer_id)
+            addrs = self.advertised if me else known.get(cert.peer_id, [])
+            out.append({
+                "peer_id": cert.peer_id, "name": cert.name, "address": addrs[0] if addrs else None,
+                "roles": list(cert.roles), "rank": cert.rank,
+                "state": ALIVE if me else ps.liveness.state(cert.peer_id, now), "coordinator": False, "self": me,
+                "last_heard_s": None if me or last is None else round(now - last, 1),
+            })
+        return out
+
+
+def run(home: Home, ident: Identity, options: DaemonOptions, log: logging.Logger) -> None:
+    """Run in the foreground until SIGTERM or Ctrl-C; stop cleanly either way."""
+
+    async def main() -> None:
+        daemon = Daemon(home, ident, options, log)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stopping.set)
+        try:
+            await daemon.start()
+            await daemon.stopping.wait()
+            event(log, "daemon.stopping", reason="signal")
+        finally:
+            await daemon.stop()
+
+    asyncio.run(main())

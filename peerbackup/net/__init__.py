@@ -1,0 +1,1 @@
+"""The peer protocol: signed envelopes, message families, HTTP server and client, mDNS."""

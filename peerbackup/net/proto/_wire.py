@@ -1,0 +1,49 @@
+"""Shared decoding helpers of the message families."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peerbackup.core import codec
+from peerbackup.errors import FormatError, Malformed, UnsupportedProtocol
+
+MESSAGE_VERSION = 1
+MAX_ITEMS = 1024  # members, revocations or addresses in one message: an office is tens of machines
+MAX_ADDRESS = 300
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    return codec.pack({"v": MESSAGE_VERSION, **obj})
+
+
+def decode(data: bytes, what: str) -> dict[Any, Any]:
+    try:
+        obj = codec.unpack_map(data, what)
+        version = codec.field(obj, "v", int, what)
+    except FormatError as exc:
+        raise Malformed(str(exc)) from None
+    if version != MESSAGE_VERSION:
+        raise UnsupportedProtocol(version, MESSAGE_VERSION)
+    return obj
+
+
+def get(obj: dict[Any, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    try:
+        return codec.field(obj, key, kind, what)
+    except FormatError as exc:
+        raise Malformed(str(exc)) from None
+
+
+def items(obj: dict[Any, Any], key: str, kind: type, what: str) -> list[Any]:
+    values: list[Any] = get(obj, key, list, what)
+    if len(values) > MAX_ITEMS or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+        raise Malformed(f"{what}: field {key!r} must be a list of at most {MAX_ITEMS} {kind.__name__}")
+    return values
+
+
+def addresses(obj: dict[Any, Any], key: str, what: str) -> tuple[str, ...]:
+    values = items(obj, key, str, what)
+    for v in values:
+        if len(v) > MAX_ADDRESS or not v.isprintable():
+            raise Malformed(f"{what}: bad address")
+    return tuple(values)

@@ -1,0 +1,1 @@
+"""The office: membership, liveness, and (later issues) election, logs and jobs."""

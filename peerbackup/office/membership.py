@@ -1,0 +1,75 @@
+"""Who is in the office, as far as this peer knows. Synchronous, no I/O.
+
+Built from certificates (each checked against the office key) and
+revocations; the daemon persists what it learns and feeds it back here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from peerbackup.core.certs import Certificate, Office, Revocation
+from peerbackup.errors import Forbidden, ForeignOffice, FormatError, RevokedPeer, UnknownPeer
+
+
+@dataclass
+class Membership:
+    office: Office
+    certs: dict[str, Certificate] = field(default_factory=dict)
+    revocations: dict[str, Revocation] = field(default_factory=dict)
+
+    def admit(self, raw: bytes, now: float) -> tuple[Certificate, bool]:
+        """Check a certificate received from the network; (cert, whether it was new) or the refusal."""
+        try:
+            cert = Certificate.from_bytes(raw, self.office.public_key)
+        except FormatError as exc:
+            try:
+                claimed = Certificate.office_of(raw)
+            except FormatError:
+                claimed = None
+            if claimed is not None and claimed != self.office.fingerprint:
+                raise ForeignOffice(claimed) from None
+            raise Forbidden(f"certificate refused: {exc}") from None
+        if cert.peer_id in self.revocations:
+            raise RevokedPeer(cert.peer_id)
+        if not cert.valid_at(now):
+            raise Forbidden(f"the certificate of {cert.peer_id} is not valid now")
+        known = self.certs.get(cert.peer_id)
+        # A later certificate (new roles, renewed validity) replaces an earlier one.
+        if known is not None and known.issued >= cert.issued:
+            return known, False
+        self.certs[cert.peer_id] = cert
+        return cert, True
+
+    def add_revocation(self, raw: bytes) -> Revocation | None:
+        """A revocation new to us, or None when known already; FormatError when forged."""
+        rev = Revocation.from_bytes(raw, self.office.public_key)
+        if rev.peer_id in self.revocations:
+            return None
+        self.revocations[rev.peer_id] = rev
+        return rev
+
+    def member(self, peer_id: str, now: float) -> Certificate:
+        """The certificate of a current member, or the refusal that says why not."""
+        if peer_id in self.revocations:
+            raise RevokedPeer(peer_id)
+        cert = self.certs.get(peer_id)
+        if cert is None:
+            raise UnknownPeer(peer_id)
+        if not cert.valid_at(now):
+            raise Forbidden(f"the certificate of {peer_id} is not valid now")
+        return cert
+
+    def members(self) -> list[Certificate]:
+        return sorted((c for c in self.certs.values() if c.peer_id not in self.revocations),
+                      key=lambda c: (c.rank, c.peer_id))
+
+    def revocations_digest(self) -> bytes:
+        h = hashlib.sha256(b"peerbackup revocations\0")
+        for peer_id in sorted(self.revocations):
+            h.update(peer_id.encode())
+        return h.digest()
+
+    def revocation_list(self) -> tuple[bytes, ...]:
+        return tuple(self.revocations[p].raw for p in sorted(self.revocations))

@@ -1,0 +1,319 @@
+"""The membership service: hello, heartbeat and join, served and sent.
+
+It keeps the Membership (who is certified, who is revoked), the Liveness
+table and the address hints, persisting what it learns in State. Address
+hints come from mDNS, static peers, hellos and invites; none is trusted: a
+peer counts as heard only when its signature verifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from peerbackup.core.certs import Certificate, Office, Revocation, check_name, check_roles
+from peerbackup.core.crypto import Random
+from peerbackup.core.identity import is_peer_id, peer_id_of, seal_to
+from peerbackup.core.settings import Settings
+from peerbackup.daemon.home import Identity
+from peerbackup.daemon.logs import event
+from peerbackup.errors import (
+    BadSignature,
+    Forbidden,
+    FormatError,
+    InviteError,
+    Malformed,
+    NotAdmin,
+    PeerBackupError,
+    PeerRefused,
+    PeerUnreachable,
+    ProtocolError,
+    RevokedPeer,
+    UsageError,
+)
+from peerbackup.net import envelope
+from peerbackup.net.client import PeerClient
+from peerbackup.net.proto import heartbeat, hello, join
+from peerbackup.net.server import PeerServer
+from peerbackup.office.liveness import Liveness
+from peerbackup.office.membership import Membership
+from peerbackup.office.state import State
+
+MAX_HINTS = 64
+
+
+class PeerService:
+    def __init__(self, ident: Identity, settings: Settings, state: State, client: PeerClient,
+                 clock: Callable[[], float], rand: Random, log: logging.Logger,
+                 addresses: Callable[[], list[str]]) -> None:
+        self.ident = ident
+        self.me = ident.peer_id
+        self.settings = settings
+        self.state = state
+        self.client = client
+        self.clock = clock
+        self.rand = rand
+        self.log = log
+        self.my_addresses = addresses
+        self.membership = Membership(ident.office)  # filled from State by load()
+        self.liveness = Liveness(settings)
+        self.names: dict[str, str] = {}
+        self._seq = 0
+        self._contacting: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def load(self) -> None:
+        self.membership = await self.state.load_membership(self.ident.office)
+        self.membership.certs[self.me] = self.ident.certificate
+
+    # ---- serving ----------------------------------------------------------------
+
+    def register(self, server: PeerServer) -> None:
+        server.route(hello.PATH, self._auth_hello, self._on_hello)
+        server.route(heartbeat.PATH, self._auth_member, self._on_heartbeat)
+        server.route(join.PATH, self._auth_join, self._on_join)
+
+    def whoami(self) -> bytes:
+        return hello.WhoAmI(self.ident.certificate.raw, self.ident.office.to_wire()).to_wire()
+
+    async def _auth_member(self, env: envelope.Envelope) -> bytes:
+        return self.membership.member(env.header.issuer, self.clock()).public_key
+
+    async def _auth_hello(self, env: envelope.Envelope) -> bytes:
+        msg = hello.Hello.from_wire(env.body)
+        cert = await self._admit(msg.certificate)
+        if cert.peer_id != env.header.issuer:
+            raise BadSignature("the hello carries another peer's certificate")
+        return cert.public_key
+
+    async def _auth_join(self, env: envelope.Envelope) -> bytes:
+        req = join.JoinRequest.from_wire(env.body)
+        if peer_id_of(req.public_key) != env.header.issuer:
+            raise BadSignature("the join request is not signed by the key it asks a certificate for")
+        return req.public_key
+
+    async def _admit(self, raw: bytes) -> Certificate:
+        cert, new = self.membership.admit(raw, self.clock())
+        if new:
+            await self.state.save_cert(cert)
+            event(self.log, "member.learned", peer=cert.peer_id, name=cert.name, roles=",".join(cert.roles))
+        return cert
+
+    async def _learn(self, sender: str, msg: hello.Hello) -> None:
+        """What a verified hello (or hello reply) teaches: revocations, addresses, other members."""
+        for raw in msg.revocations[:MAX_HINTS]:
+            await self.add_revocation(raw)
+        await self.state.add_addresses(sender, list(msg.addresses), "hello")
+        for hint in msg.peers[:MAX_HINTS]:
+            if hint.peer_id == self.me or hint.peer_id in self.membership.revocations:
+                continue
+            await self.state.add_addresses(hint.peer_id, list(hint.addresses), f"via:{sender}")
+            if hint.peer_id not in self.membership.certs:
+                for address in hint.addresses[:4]:
+                    self.spawn(self.contact(address))
+
+    async def add_revocation(self, raw: bytes) -> None:
+        try:
+            rev = self.membership.add_revocation(raw)
+        except FormatError as exc:
+            event(self.log, "member.revocation_refused", logging.WARNING, reason=str(exc))
+            return
+        if rev is None:
+            return
+        await self.state.save_revocation(rev)
+        self.liveness.forget(rev.peer_id)
+        level = logging.ERROR if rev.peer_id == self.me else logging.WARNING
+        event(self.log, "member.revoked", level, peer=rev.peer_id, me=rev.peer_id == self.me)
+
+    def _hello(self) -> hello.Hello:
+        return hello.Hello(certificate=self.ident.certificate.raw, addresses=tuple(self.my_addresses()),
+                           revocations=self.membership.revocation_list(), peers=())
+
+    async def _hello_with_hints(self) -> hello.Hello:
+        known = await self.state.addresses()
+        hints = tuple(hello.PeerHint(c.peer_id, tuple(known[c.peer_id][:4]))
+                      for c in self.membership.members() if c.peer_id != self.me and c.peer_id in known)
+        h = self._hello()
+        return hello.Hello(h.certificate, h.addresses, h.revocations, hints[:MAX_HINTS])
+
+    async def _on_hello(self, issuer: str, body: bytes) -> bytes:
+        msg = hello.Hello.from_wire(body)
+        self.liveness.heard(issuer, self.clock())
+        await self._learn(issuer, msg)
+        return (await self._hello_with_hints()).to_wire()
+
+    async def _on_heartbeat(self, issuer: str, body: bytes) -> bytes:
+        heartbeat.Heartbeat.from_wire(body)
+        self.liveness.heard(issuer, self.clock())
+        self._seq += 1
+        return heartbeat.Heartbeat(self._seq, self.membership.revocations_digest()).to_wire()
+
+    async def _on_join(self, issuer: str, body: bytes) -> bytes:
+        req = join.JoinRequest.from_wire(body)
+        office_key = self.ident.office_key
+        if office_key is None:
+            raise Forbidden("this peer is not an admin and cannot admit members")
+        try:
+            name = check_name(req.name)
+        except FormatError as exc:
+            raise Malformed(str(exc)) from None
+        if issuer in self.membership.revocations:
+            raise RevokedPeer(issuer)
+        now = self.clock()
+        # The token id alone names the invite; the proof shows the joiner holds the secret behind it.
+        try:
+            invite = await self.state.check_invite_proof(req.token_id, req.public_key, name, req.proof, issuer, now)
+        except InviteError as exc:
+            event(self.log, "join.refused", logging.WARNING, peer=issuer, name=name, reason=str(exc))
+            raise Forbidden(exc.args[0]) from None
+        cert = Certificate.issue(office_key, req.public_key, name, invite.roles, invite.rank, int(now))
+        await self._admit(cert.raw)
+        event(self.log, "join.admitted", peer=issuer, name=name, roles=",".join(invite.roles), rank=invite.rank)
+        known = await self.state.addresses()
+        hints = [hello.PeerHint(self.me, tuple(self.my_addresses()))]
+        hints += [hello.PeerHint(c.peer_id, tuple(known[c.peer_id][:4]))
+                  for c in self.membership.members() if c.peer_id not in (self.me, issuer) and c.peer_id in known]
+        box = seal_to(req.public_key, office_key.seed) if "admin" in invite.roles else b""
+        return join.JoinReply(office=self.ident.office.to_wire(), certificate=cert.raw,
+                              inviter_certificate=self.ident.certificate.raw,
+                              revocations=self.membership.revocation_list(), peers=tuple(hints[:MAX_HINTS]),
+                              office_key_box=box).to_wire()
+
+    # ---- sending ----------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def say_hello(self, peer_id: str, address: str) -> None:
+        """Send a hello to a known peer id at address; learn from the verified reply."""
+        box: dict[str, hello.Hello] = {}
+
+        def key_for(env: envelope.Envelope) -> bytes:
+            reply = hello.Hello.from_wire(env.body)
+            cert, _ = self.membership.admit(reply.certificate, self.clock())
+            if cert.peer_id != peer_id:
+                raise BadSignature("the hello reply carries another peer's certificate")
+            box["reply"] = reply
+            return cert.public_key
+
+        body = (await self._hello_with_hints()).to_wire()
+        await self.client.request(address, peer_id, hello.PATH, body, key_for)
+        reply = box["reply"]
+        await self._admit(reply.certificate)
+        now = self.clock()
+        self.liveness.heard(peer_id, now)
+        await self.state.address_ok(peer_id, address, now)
+        await self._learn(peer_id, reply)
+
+    async def contact(self, address: str, expected: str | None = None) -> str | None:
+        """Introduce ourselves to whoever listens at address (a static peer, an mDNS hint)."""
+        if address in self._contacting:
+            return None
+        self._contacting.add(address)
+        try:
+            who = await self.client.whoami(address)
+            office = Office.from_wire(who.office)
+            if office.fingerprint != self.ident.office.fingerprint:
+                event(self.log, "peer.foreign_office", logging.DEBUG, address=address, office=office.fingerprint)
+                return None
+            cert, _ = self.membership.admit(who.certificate, self.clock())
+            if cert.peer_id == self.me or (expected is not None and cert.peer_id != expected):
+                return None
+            await self.say_hello(cert.peer_id, address)
+            return cert.peer_id
+        except (PeerBackupError, FormatError) as exc:
+            event(self.log, "peer.contact_failed", logging.DEBUG, address=address, reason=str(exc))
+            return None
+        finally:
+            self._contacting.discard(address)
+
+    async def _beat(self, peer_id: str, addresses: list[str]) -> None:
+        cert = self.membership.certs[peer_id]
+        self._seq += 1
+        body = heartbeat.Heartbeat(self._seq, self.membership.revocations_digest()).to_wire()
+        for address in addresses:
+            try:
+                raw = await self.client.request(address, peer_id, heartbeat.PATH, body, lambda _e: cert.public_key)
+            except PeerUnreachable:
+                continue
+            except PeerRefused as exc:
+                if exc.code in ("unknown-peer", "revoked"):
+                    await self._try_hello(peer_id, address)
+                else:
+                    event(self.log, "peer.heartbeat_refused", logging.WARNING, peer=peer_id, address=address,
+                          reason=str(exc))
+                return
+            now = self.clock()
+            self.liveness.heard(peer_id, now)
+            await self.state.address_ok(peer_id, address, now)
+            try:
+                reply = heartbeat.Heartbeat.from_wire(raw)
+            except ProtocolError:
+                return
+            if reply.revocations_digest != self.membership.revocations_digest():
+                await self._try_hello(peer_id, address)
+            return
+
+    async def _try_hello(self, peer_id: str, address: str) -> None:
+        try:
+            await self.say_hello(peer_id, address)
+        except PeerBackupError as exc:
+            event(self.log, "peer.hello_failed", logging.WARNING, peer=peer_id, address=address, reason=str(exc))
+
+    async def heartbeat_round(self) -> None:
+        known = await self.state.addresses()
+        beats = [self._beat(c.peer_id, known[c.peer_id][:4]) for c in self.membership.members()
+                 if c.peer_id != self.me and c.peer_id in known]
+        # Hints for peer ids we hold no certificate for yet (mDNS, hello hints): introduce ourselves.
+        for peer_id, addrs in known.items():
+            if is_peer_id(peer_id) and peer_id not in self.membership.certs \
+                    and peer_id not in self.membership.revocations:
+                for address in addrs[:2]:
+                    self.spawn(self.contact(address, expected=peer_id))
+        await asyncio.gather(*beats)
+
+    def check_liveness(self) -> None:
+        now = self.clock()
+        ids = [c.peer_id for c in self.membership.members() if c.peer_id != self.me]
+        for ch in self.liveness.changes(ids, now):
+            cert = self.membership.certs.get(ch.peer_id)
+            level = logging.WARNING if ch.new == "dead" else logging.INFO
+            event(self.log, f"peer.{ch.new}", level, peer=ch.peer_id, name=cert.name if cert else "?",
+                  was=ch.old, silent_s=None if ch.silent_for is None else round(ch.silent_for, 1))
+
+    # ---- admin operations ----------------------------------------------------------
+
+    async def create_invite(self, roles: tuple[str, ...], rank: int, valid_for: float) -> join.InviteToken:
+        if self.ident.office_key is None:
+            raise NotAdmin()
+        now = self.clock()
+        secret = self.rand(join.SECRET_SIZE)
+        await self.state.add_invite(secret, check_roles(roles), rank, now, now + valid_for)
+        token = join.InviteToken(office=self.ident.office.fingerprint, addresses=tuple(self.my_addresses()),
+                                 secret=secret, expires=int(now + valid_for))
+        event(self.log, "invite.created", roles=",".join(roles), rank=rank, expires=token.expires)
+        return token
+
+    async def remove_peer(self, peer_id: str, reason: str = "") -> None:
+        if self.ident.office_key is None:
+            raise NotAdmin()
+        if peer_id == self.me:
+            raise UsageError("an admin cannot remove itself: remove it from another admin")
+        if peer_id not in self.membership.certs and peer_id not in self.membership.revocations:
+            raise UsageError(f"{peer_id} is not a member this peer knows")
+        rev = Revocation.issue(self.ident.office_key, peer_id, int(self.clock()), reason)
+        await self.add_revocation(rev.raw)
+        # Tell every live member now rather than at the next heartbeat's digest mismatch.
+        known = await self.state.addresses()
+        for cert in self.membership.members():
+            if cert.peer_id != self.me and cert.peer_id in known:
+                self.spawn(self._try_hello(cert.peer_id, known[cert.peer_id][0]))
