@@ -101,7 +101,7 @@ class Daemon:
 
     async def start(self) -> None:
         self.state = await State.open(self.home.file(STATE_DB))
-        os.chmod(self.home.file(STATE_DB), 0o600)
+        await asyncio.to_thread(os.chmod, self.home.file(STATE_DB), 0o600)
         self.session = aiohttp.ClientSession()
         client = PeerClient(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.session)
         self.peer_service = PeerService(self.ident, self.settings, self.state, client, self.clock,
@@ -123,14 +123,14 @@ class Daemon:
         self.advertised = [format_address(ip, port) for ip in self._advertised_ips()]
 
         token = secrets.token_urlsafe(32)
-        write_private(self.home.file(ADMIN_TOKEN), token.encode())
+        await asyncio.to_thread(write_private, self.home.file(ADMIN_TOKEN), token.encode())
         admin = AdminApi(token, self)
         admin_runner = web.AppRunner(admin.app(), access_log=None, handle_signals=False)
         await admin_runner.setup()
         self._runners.append(admin_runner)
         await web.TCPSite(admin_runner, "127.0.0.1", 0).start()
         admin.port = self._bound_port(admin_runner)
-        write_private(self.home.file(ADMIN_ENDPOINT), json.dumps(
+        await asyncio.to_thread(write_private, self.home.file(ADMIN_ENDPOINT), json.dumps(
             {"url": f"http://127.0.0.1:{admin.port}", "pid": os.getpid()}).encode())
 
         if self.options.mdns:
@@ -206,10 +206,7 @@ class Daemon:
         for runner in reversed(self._runners):
             await runner.cleanup()
         for name in (ADMIN_ENDPOINT, ADMIN_TOKEN):
-            try:
-                os.unlink(self.home.file(name))
-            except FileNotFoundError:
-                pass
+            await asyncio.to_thread(self.home.file(name).unlink, missing_ok=True)
         if self.session is not None:
             await self.session.close()
         if self.state is not None:

@@ -62,6 +62,7 @@ class PeerService:
         self.names: dict[str, str] = {}
         self._seq = 0
         self._contacting: set[str] = set()
+        self._greeted: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def load(self) -> None:
@@ -186,7 +187,14 @@ class PeerService:
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug of ours, not a peer's fault: say so instead of losing it in a finished task.
+            exc = task.exception()
+            self.log.error("daemon.task_failed", exc_info=exc, extra={"pb_fields": {"task": repr(task.get_coro())}})
 
     async def cancel_all(self) -> None:
         for task in list(self._tasks):
@@ -211,6 +219,7 @@ class PeerService:
         await self._admit(reply.certificate)
         now = self.clock()
         self.liveness.heard(peer_id, now)
+        self._greeted.add(peer_id)
         await self.state.address_ok(peer_id, address, now)
         await self._learn(peer_id, reply)
 
@@ -237,6 +246,20 @@ class PeerService:
             self._contacting.discard(address)
 
     async def _beat(self, peer_id: str, addresses: list[str]) -> None:
+        if peer_id not in self._greeted:
+            # The first contact of a run is a hello, so the other side learns our current addresses.
+            for address in addresses:
+                try:
+                    await self.say_hello(peer_id, address)
+                except PeerUnreachable:
+                    continue
+                except PeerBackupError as exc:
+                    event(self.log, "peer.hello_failed", logging.WARNING, peer=peer_id, address=address,
+                          reason=str(exc))
+                    return
+                self._greeted.add(peer_id)
+                return
+            return
         cert = self.membership.certs[peer_id]
         self._seq += 1
         body = heartbeat.Heartbeat(self._seq, self.membership.revocations_digest()).to_wire()
@@ -270,6 +293,8 @@ class PeerService:
             event(self.log, "peer.hello_failed", logging.WARNING, peer=peer_id, address=address, reason=str(exc))
 
     async def heartbeat_round(self) -> None:
+        if self.me in self.membership.revocations:
+            return  # removed from the office: every member refuses us, so stop knocking
         known = await self.state.addresses()
         beats = [self._beat(c.peer_id, known[c.peer_id][:4]) for c in self.membership.members()
                  if c.peer_id != self.me and c.peer_id in known]
@@ -285,6 +310,8 @@ class PeerService:
         now = self.clock()
         ids = [c.peer_id for c in self.membership.members() if c.peer_id != self.me]
         for ch in self.liveness.changes(ids, now):
+            if ch.new == "dead":
+                self._greeted.discard(ch.peer_id)  # it may come back on another address: greet it again
             cert = self.membership.certs.get(ch.peer_id)
             level = logging.WARNING if ch.new == "dead" else logging.INFO
             event(self.log, f"peer.{ch.new}", level, peer=ch.peer_id, name=cert.name if cert else "?",
@@ -311,9 +338,18 @@ class PeerService:
         if peer_id not in self.membership.certs and peer_id not in self.membership.revocations:
             raise UsageError(f"{peer_id} is not a member this peer knows")
         rev = Revocation.issue(self.ident.office_key, peer_id, int(self.clock()), reason)
+        known = await self.state.addresses()  # before the revocation drops the removed peer's addresses
         await self.add_revocation(rev.raw)
         # Tell every live member now rather than at the next heartbeat's digest mismatch.
-        known = await self.state.addresses()
         for cert in self.membership.members():
             if cert.peer_id != self.me and cert.peer_id in known:
                 self.spawn(self._try_hello(cert.peer_id, known[cert.peer_id][0]))
+        for address in known.get(peer_id, [])[:1]:
+            # The removed peer learns it too, from the hello's revocations; its reply is refused.
+            self.spawn(self._notify_removed(peer_id, address))
+
+    async def _notify_removed(self, peer_id: str, address: str) -> None:
+        try:
+            await self.say_hello(peer_id, address)
+        except PeerBackupError as exc:
+            event(self.log, "member.removed_notified", logging.DEBUG, peer=peer_id, answer=str(exc))

@@ -1,0 +1,180 @@
+"""Several real daemons on loopback: join, discovery (mDNS and static), liveness, removal."""
+
+from __future__ import annotations
+
+import signal
+import stat
+import time
+
+from tests.daemon.harness import Office, wait_for
+
+
+def all_alive(p, names: set[str]) -> bool:  # type: ignore[no-untyped-def]
+    peers = p.peers()
+    return names <= set(peers) and all(peers[n]["state"] == "alive" for n in names)
+
+
+def test_three_daemons_join_and_see_each_other(office: Office) -> None:
+    a = office.start(office.init("alpha"))
+    b = office.join("beta", office.invite(a))
+    c = office.join("gamma", office.invite(a))
+    office.start(b)
+    office.start(c)
+    for p in (a, b, c):
+        wait_for(lambda p=p: all_alive(p, {"alpha", "beta", "gamma"}), 20, f"{p.name} to see all three alive")
+    out = office.cli("peers", "--home", str(a.home), "--json").json()
+    assert sorted(x["name"] for x in out) == ["alpha", "beta", "gamma"]
+    me = [x for x in out if x["self"]]
+    assert [x["name"] for x in me] == ["alpha"]
+    for x in out:
+        assert set(x) >= {"peer_id", "name", "address", "roles", "state", "coordinator", "self"}
+        assert x["coordinator"] is False
+    st = office.cli("status", "--home", str(b.home), "--json").json()
+    assert st["name"] == "beta" and st["office"] == "Acme" and st["roles"] == ["agent", "storage", "coordinator"]
+    assert st["coordinator"] is None and st["term"] is None and st["peer_id"] == b.peer_id
+
+
+def test_discovery_by_mdns_alone(office: Office) -> None:
+    a = office.start(office.init("alpha"))
+    b = office.join("beta", office.invite(a))
+    c = office.join("gamma", office.invite(a))
+    office.kill(a, signal.SIGTERM)
+    # Forget every hint the join left behind: beta and gamma know neither each other nor any address.
+    for p in (b, c):
+        (p.home / "state.db").unlink()
+    office.start(b)
+    office.start(c)
+    t0 = time.monotonic()
+    wait_for(lambda: all_alive(b, {"beta", "gamma"}) and all_alive(c, {"beta", "gamma"}), 20,
+             "beta and gamma to find each other by mDNS")
+    print(f"mDNS discovery to alive on both sides: {time.monotonic() - t0:.2f} s")
+    # One side hears the other's announcement; its hello then teaches the other side its address.
+    assert "mdns.hint" in b.log.read_text() + c.log.read_text()
+
+
+def test_discovery_by_static_peer_without_mdns(office: Office) -> None:
+    a = office.start(office.init("alpha"), mdns=False)
+    b = office.join("beta", office.invite(a))
+    (b.home / "state.db").unlink()
+    office.kill(a, signal.SIGTERM)
+    a = office.start(a, mdns=False)
+    office.start(b, "--peer", a.address, mdns=False)
+    wait_for(lambda: all_alive(a, {"alpha", "beta"}) and all_alive(b, {"alpha", "beta"}), 20,
+             "alpha and beta to meet through --peer")
+
+
+def test_killed_peer_goes_suspect_then_dead_and_comes_back(office: Office) -> None:
+    a = office.start(office.init("alpha"))
+    b = office.start(office.join("beta", office.invite(a)))
+    wait_for(lambda: all_alive(a, {"alpha", "beta"}), 20, "beta alive")
+    office.kill(b)  # SIGKILL: no goodbye
+    t0 = time.monotonic()
+    wait_for(lambda: a.peers()["beta"]["state"] == "suspect", 10, "beta suspect")
+    t_suspect = time.monotonic() - t0
+    wait_for(lambda: a.peers()["beta"]["state"] == "dead", 10, "beta dead")
+    t_dead = time.monotonic() - t0
+    print(f"failure detection with dead=2.5 s: suspect after {t_suspect:.2f} s, dead after {t_dead:.2f} s")
+    assert t_suspect < t_dead
+    office.start(b)
+    wait_for(lambda: a.peers()["beta"]["state"] == "alive", 20, "beta alive again after restart")
+    log = a.log.read_text()
+    assert "peer.suspect" in log and "peer.dead" in log
+
+
+def test_removed_peer_is_refused_by_every_peer(office: Office) -> None:
+    a = office.start(office.init("alpha"))
+    b = office.start(office.join("beta", office.invite(a)))
+    c = office.start(office.join("gamma", office.invite(a)))
+    for p in (a, b, c):
+        wait_for(lambda p=p: all_alive(p, {"alpha", "beta", "gamma"}), 20, f"{p.name} sees all")
+    gamma_id = c.peer_id
+    office.cli("remove-peer", "--home", str(a.home), "gamma")
+    for p in (a, b):
+        wait_for(lambda p=p: "gamma" not in p.peers(), 10, f"{p.name} to drop gamma")
+    # gamma hears of its own removal (from alpha's hello) and stops knocking.
+    wait_for(lambda: "member.revoked" in c.log.read_text() and "me=True" in c.log.read_text(), 10,
+             "gamma to learn it was removed")
+    # A revocation survives a restart of the peer that learned it second-hand.
+    office.kill(b, signal.SIGTERM)
+    office.start(b)
+    time.sleep(1)
+    assert "gamma" not in b.peers()
+    assert gamma_id not in {p["peer_id"] for p in b.peers().values()}
+
+
+def test_admin_api_token_and_host_are_checked(office: Office) -> None:
+    a = office.start(office.init("alpha"))
+    mode = stat.S_IMODE((a.home / "admin.token").stat().st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE((a.home / "identity.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((a.home / "office.key").stat().st_mode) == 0o600
+    code, body = a.api("GET", "/v1/status", token="")
+    assert code == 401 and "token" in body["error"]
+    code, body = a.api("GET", "/v1/status", token="wrong")
+    assert code == 401
+    code, body = a.api("GET", "/v1/status", headers={"Host": "evil.example:80"})
+    assert code == 403 and "Host" in body["error"]
+    code, body = a.api("GET", "/v1/status")
+    assert code == 200 and body["name"] == "alpha"
+    # The token is never accepted from a cookie.
+    tok = (a.home / "admin.token").read_text().strip()
+    code, _ = a.api("GET", "/v1/status", token="", headers={"Cookie": f"X-Peerbackup-Token={tok}"})
+    assert code == 401
+
+
+def test_up_refuses_uninitialised_and_shared_home(office: Office) -> None:
+    res = office.cli("up", "--home", str(office.tmp / "empty"), check=False)
+    assert res.rc == 1 and "peerbackup init" in res.err and "peerbackup join" in res.err
+    a = office.start(office.init("alpha"))
+    res = office.cli("up", "--home", str(a.home), "--listen", "127.0.0.1:0", "--no-mdns", check=False)
+    assert res.rc == 1 and "in use by another peerbackup process" in res.err
+    res = office.cli("init", "--home", str(a.home), "--office", "Other", check=False)
+    assert res.rc == 1 and "already belongs to office 'Acme'" in res.err
+
+
+def test_sigterm_stops_cleanly(office: Office) -> None:
+    a = office.start(office.init("alpha"))
+    rc = office.kill(a, signal.SIGTERM)
+    assert rc == 0
+    assert not (a.home / "admin.json").exists() and not (a.home / "admin.token").exists()
+    log = a.log.read_text()
+    assert "daemon.stopping" in log and "daemon.stopped" in log
+    res = office.cli("status", "--home", str(a.home), check=False)
+    assert res.rc == 1 and "No daemon is running" in res.err
+
+
+def test_invite_token_works_once(office: Office) -> None:
+    a = office.start(office.init("alpha"))
+    token = office.invite(a)
+    office.join("beta", token)
+    res = office.cli("join", "--home", str(office.tmp / "gamma"), "--name", "gamma", token, check=False)
+    assert res.rc == 1 and "used already" in res.err
+    assert not (office.tmp / "gamma" / "certificate").exists()
+
+
+def test_invite_token_expires(office: Office) -> None:
+    a = office.start(office.init("alpha"))
+    token = office.invite(a, "--expires", "1s")
+    time.sleep(1.5)
+    res = office.cli("join", "--home", str(office.tmp / "beta"), "--name", "beta", token, check=False)
+    assert res.rc == 1 and "expired" in res.err
+
+
+def test_admin_invite_carries_office_key_and_recovery_kit_rebuilds_admin(office: Office) -> None:
+    a = office.start(office.init("alpha"))
+    b = office.join("beta", office.invite(a, "--roles", "admin,coordinator", "--rank", "5"))
+    assert (b.home / "office.key").exists()
+    assert (b.home / "office.key").read_bytes() == (a.home / "office.key").read_bytes()
+    st = office.cli("join", "--home", str(office.tmp / "x"), "bad-token", check=False)
+    assert st.rc == 1 and "not an invite token" in st.err
+    # The recovery kit rebuilds an admin on a new machine, with a new peer key.
+    kit = a.home / "recovery-kit.pbkit"
+    r = office.cli("admin", "recover", "--home", str(office.tmp / "delta"), "--name", "delta", str(kit), "--json")
+    assert r.json()["office"] == "Acme"
+    wrong = office.cli("admin", "recover", "--home", str(office.tmp / "eps"), str(kit), check=False,
+                       env={"PEERBACKUP_KIT_PASSWORD": "wrong"})
+    assert wrong.rc == 1 and "Wrong passphrase" in wrong.err
+    d = office.start(office.peer("delta"))
+    wait_for(lambda: all_alive(d, {"alpha", "delta"}), 20, "recovered admin to join its office")
+    token = office.invite(d)
+    office.join("zeta", token)
