@@ -142,7 +142,7 @@ class Office:
             raise AssertionError(f"daemon {p.name} exited {p.proc.returncode}:\n{p.log.read_text()}")
         if not (p.home / "admin.json").exists():
             return False
-        return p.status()["peer_id"] != ""
+        return bool(p.status()["peer_id"])
 
     def kill(self, p: Peer, sig: int = signal.SIGKILL) -> int:
         assert p.proc is not None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import signal
 import stat
 import time
+from functools import partial
 
-from tests.daemon.harness import Office, wait_for
+from tests.daemon.harness import Office, Peer, wait_for
 
 
-def all_alive(p, names: set[str]) -> bool:  # type: ignore[no-untyped-def]
+def all_alive(p: Peer, names: set[str]) -> bool:
     peers = p.peers()
     return names <= set(peers) and all(peers[n]["state"] == "alive" for n in names)
 
@@ -21,7 +22,7 @@ def test_three_daemons_join_and_see_each_other(office: Office) -> None:
     office.start(b)
     office.start(c)
     for p in (a, b, c):
-        wait_for(lambda p=p: all_alive(p, {"alpha", "beta", "gamma"}), 20, f"{p.name} to see all three alive")
+        wait_for(partial(all_alive, p, {"alpha", "beta", "gamma"}), 20, f"{p.name} to see all three alive")
     out = office.cli("peers", "--home", str(a.home), "--json").json()
     assert sorted(x["name"] for x in out) == ["alpha", "beta", "gamma"]
     me = [x for x in out if x["self"]]
@@ -86,11 +87,11 @@ def test_removed_peer_is_refused_by_every_peer(office: Office) -> None:
     b = office.start(office.join("beta", office.invite(a)))
     c = office.start(office.join("gamma", office.invite(a)))
     for p in (a, b, c):
-        wait_for(lambda p=p: all_alive(p, {"alpha", "beta", "gamma"}), 20, f"{p.name} sees all")
+        wait_for(partial(all_alive, p, {"alpha", "beta", "gamma"}), 20, f"{p.name} sees all")
     gamma_id = c.peer_id
     office.cli("remove-peer", "--home", str(a.home), "gamma")
     for p in (a, b):
-        wait_for(lambda p=p: "gamma" not in p.peers(), 10, f"{p.name} to drop gamma")
+        wait_for(partial(lambda q: "gamma" not in q.peers(), p), 10, f"{p.name} to drop gamma")
     # gamma hears of its own removal (from alpha's hello) and stops knocking.
     wait_for(lambda: "member.revoked" in c.log.read_text() and "me=True" in c.log.read_text(), 10,
              "gamma to learn it was removed")
