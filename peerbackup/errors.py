@@ -136,6 +136,11 @@ class DaemonNotRunning(HomeError):
     """No daemon is running for home {}: start it with `peerbackup up`."""
 
 
+class DuplicatePeer(HomeError):
+    """Another daemon already announces {} on this network: is a copy of this home running elsewhere?
+Each machine needs its own home: `peerbackup join` with an invite gives it one."""
+
+
 class DaemonError(PeerBackupError):
     """The daemon refused: {}"""
 

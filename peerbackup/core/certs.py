@@ -58,6 +58,8 @@ def _split(data: bytes, what: str) -> tuple[bytes, bytes, dict[Any, Any]]:
     version = codec.field(inner, "v", int, what)
     if version > CERT_VERSION:
         raise UnsupportedVersion(what, version, CERT_VERSION)
+    if version < 1:
+        raise FormatError(what, f"bad version {version}")
     return body, sig, inner
 
 

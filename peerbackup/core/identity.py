@@ -25,8 +25,8 @@ PUBLIC_KEY_SIZE = 32
 SEED_SIZE = 32
 SIGNATURE_SIZE = 64
 
-_ID_RE = re.compile(r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){3}$")
-_FP_RE = re.compile(r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){7}$")
+_ID_RE = re.compile(r"[A-Z2-7]{4}(-[A-Z2-7]{4}){3}")
+_FP_RE = re.compile(r"[A-Z2-7]{4}(-[A-Z2-7]{4}){7}")
 
 
 def _b32(data: bytes, chars: int) -> str:
@@ -48,17 +48,17 @@ def normalise_peer_id(text: str) -> str:
     """Accept a peer id typed in lower case or without dashes; FormatError otherwise."""
     raw = text.strip().upper().replace("-", "").replace(" ", "")
     candidate = "-".join(raw[i:i + 4] for i in range(0, len(raw), 4))
-    if not _ID_RE.match(candidate):
+    if not _ID_RE.fullmatch(candidate):
         raise FormatError("peer id", f"{text!r} is not a peer id (16 letters A-Z and digits 2-7)")
     return candidate
 
 
 def is_peer_id(text: object) -> bool:
-    return isinstance(text, str) and bool(_ID_RE.match(text))
+    return isinstance(text, str) and bool(_ID_RE.fullmatch(text))
 
 
 def is_fingerprint(text: object) -> bool:
-    return isinstance(text, str) and bool(_FP_RE.match(text))
+    return isinstance(text, str) and bool(_FP_RE.fullmatch(text))
 
 
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:

@@ -27,7 +27,7 @@ from peerbackup.core.settings import Settings
 from peerbackup.daemon.admin import AdminApi
 from peerbackup.daemon.home import ADMIN_ENDPOINT, ADMIN_TOKEN, STATE_DB, Home, Identity, write_private
 from peerbackup.daemon.logs import event
-from peerbackup.errors import DaemonError, UsageError
+from peerbackup.errors import DaemonError, DuplicatePeer, PeerBackupError, UsageError
 from peerbackup.net.client import PeerClient
 from peerbackup.net.discovery import Discovery, ServiceHint
 from peerbackup.net.server import PeerServer
@@ -91,6 +91,7 @@ class Daemon:
         self.state: State | None = None
         self.peer_service: PeerService
         self.stopping = asyncio.Event()
+        self.fatal: PeerBackupError | None = None
 
     def _advertised_ips(self) -> list[str]:
         if self.options.mdns_interface:
@@ -136,7 +137,7 @@ class Daemon:
         if self.options.mdns:
             self.discovery = Discovery(self.ident.peer_id, self.ident.certificate.name, self.ident.office.fingerprint,
                                        port, self._advertised_ips(), self.options.mdns_interface, self._on_hint,
-                                       self.log)
+                                       self._on_duplicate, self.log)
             await self.discovery.start()
 
         self._loop(self._heartbeats)
@@ -165,6 +166,11 @@ class Daemon:
             except Exception:
                 self.log.exception("daemon.loop_failed", extra={"pb_fields": {"loop": fn.__name__}})
                 await asyncio.sleep(self.settings.heartbeat)
+
+    def _on_duplicate(self, message: str) -> None:
+        event(self.log, "mdns.duplicate", logging.ERROR, reason=message)
+        self.fatal = DuplicatePeer(message)
+        self.stopping.set()
 
     def _on_hint(self, hint: ServiceHint) -> None:
         assert self.state is not None
@@ -255,8 +261,10 @@ def run(home: Home, ident: Identity, options: DaemonOptions, log: logging.Logger
         try:
             await daemon.start()
             await daemon.stopping.wait()
-            event(log, "daemon.stopping", reason="signal")
+            event(log, "daemon.stopping", reason="fatal" if daemon.fatal else "signal")
         finally:
             await daemon.stop()
+        if daemon.fatal is not None:
+            raise daemon.fatal
 
     asyncio.run(main())

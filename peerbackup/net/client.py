@@ -24,6 +24,17 @@ CONTENT_TYPE = "application/x-msgpack"
 KeyFor = Callable[[envelope.Envelope], bytes]
 
 
+async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body up to limit + 1 bytes: one read() returns only what is buffered so far."""
+    buf = bytearray()
+    while len(buf) <= limit:
+        chunk = await stream.read(limit + 1 - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
 def url(address: str, path: str) -> str:
     return f"http://{address}{path}"
 
@@ -42,7 +53,7 @@ class PeerClient:
         try:
             async with self.session.post(url(address, path), data=data, timeout=timeout,
                                          headers={"Content-Type": CONTENT_TYPE}) as resp:
-                return resp.status, await resp.content.read(envelope.MAX_ENVELOPE + 1)
+                return resp.status, await read_capped(resp.content, envelope.MAX_ENVELOPE)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             raise PeerUnreachable(address, str(exc) or type(exc).__name__) from None
 
@@ -50,7 +61,7 @@ class PeerClient:
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
         try:
             async with self.session.get(url(address, WHOAMI_PATH), timeout=timeout) as resp:
-                data = await resp.content.read(64 * 1024)
+                data = await read_capped(resp.content, 64 * 1024)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             raise PeerUnreachable(address, str(exc) or type(exc).__name__) from None
         try:

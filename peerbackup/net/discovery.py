@@ -20,15 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zeroconf import InterfaceChoice, IPVersion, NonUniqueNameException, ServiceStateChange, Zeroconf
+from zeroconf import DNSQuestionType, InterfaceChoice, IPVersion, NonUniqueNameException, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from peerbackup.core.identity import is_peer_id
 from peerbackup.daemon.logs import event
-from peerbackup.errors import DaemonError
+from peerbackup.errors import DuplicatePeer
 from peerbackup.net.envelope import PROTOCOL_VERSION
 
 SERVICE_TYPE = "_peerbackup._tcp.local."
+DUPLICATE_PROBE_MS = 1500
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ def parse_service(properties: dict[bytes, bytes | None], ips: list[str], port: i
     except (UnicodeDecodeError, AttributeError):
         return None
     peer_id, their_office, version = props.get("id", ""), props.get("office", ""), props.get("v", "")
-    if their_office != office or not is_peer_id(peer_id) or not version.isdigit():
+    if their_office != office or not is_peer_id(peer_id) or version != str(PROTOCOL_VERSION):
         return None
-    if int(version) != PROTOCOL_VERSION or not port or not 0 < port < 65536:
+    if not port or not 0 < port < 65536:
         return None
     addrs = []
     for ip in ips:
@@ -75,7 +76,8 @@ class Discovery:
     """Announce this peer and report hints for the others of our office."""
 
     def __init__(self, peer_id: str, name: str, office: str, port: int, ips: list[str], interface: str | None,
-                 on_hint: Callable[[ServiceHint], None], log: logging.Logger) -> None:
+                 on_hint: Callable[[ServiceHint], None], on_duplicate: Callable[[str], None],
+                 log: logging.Logger) -> None:
         self.peer_id = peer_id
         self.name = name
         self.office = office
@@ -83,6 +85,7 @@ class Discovery:
         self.ips = ips
         self.interface = interface
         self.on_hint = on_hint
+        self.on_duplicate = on_duplicate
         self.log = log
         self.aiozc: AsyncZeroconf | None = None
         self.browser: AsyncServiceBrowser | None = None
@@ -97,18 +100,25 @@ class Discovery:
             addresses=[socket.inet_aton(ip) for ip in self.ips],
             properties={"id": self.peer_id, "office": self.office, "v": str(PROTOCOL_VERSION), "name": self.name},
         )
+        # zeroconf refuses a name only when it is already in its cache, which a fresh instance's
+        # is not: ask for our own name first, so a copied home fails loudly instead of both
+        # daemons answering for one name.
+        # QM: a unicast answer could be delivered to another instance's socket on this machine.
+        taken = await AsyncServiceInfo(SERVICE_TYPE, instance_name(self.peer_id)).async_request(
+            self.aiozc.zeroconf, DUPLICATE_PROBE_MS, question_type=DNSQuestionType.QM)
         try:
+            if taken:
+                raise NonUniqueNameException(instance_name(self.peer_id))
             await (await self.aiozc.async_register_service(self.info, allow_name_change=False))
         except NonUniqueNameException:
             await self.aiozc.async_close()
-            raise DaemonError(f"another daemon already announces {instance_name(self.peer_id)} on this network: "
-                              "is a copy of this home running elsewhere?") from None
+            raise DuplicatePeer(instance_name(self.peer_id)) from None
         self.browser = AsyncServiceBrowser(self.aiozc.zeroconf, SERVICE_TYPE, handlers=[self._on_change])
         event(self.log, "mdns.started", interface=self.interface or "all", instance=instance_name(self.peer_id),
               host=host_name(self.peer_id))
 
     def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
-        if state_change is ServiceStateChange.Removed or name == instance_name(self.peer_id):
+        if state_change is ServiceStateChange.Removed:
             return
         task = asyncio.ensure_future(self._resolve(zeroconf, service_type, name))
         self._tasks.add(task)
@@ -117,13 +127,19 @@ class Discovery:
     async def _resolve(self, zeroconf: Zeroconf, service_type: str, name: str) -> None:
         try:
             info = AsyncServiceInfo(service_type, name)
-            if not await info.async_request(zeroconf, 3000):
+            if not await info.async_request(zeroconf, 3000, question_type=DNSQuestionType.QM):
                 return
             hint = parse_service(dict(info.properties), info.parsed_addresses(IPVersion.V4Only), info.port, self.office)
         except Exception as exc:  # a malformed record must never reach the loop
             event(self.log, "mdns.bad_record", logging.DEBUG, name=name, reason=repr(exc))
             return
-        if hint is not None and hint.peer_id != self.peer_id:
+        if hint is not None and hint.peer_id == self.peer_id:
+            mine = {f"{ip}:{self.port}" for ip in self.ips}
+            if not set(hint.addresses) <= mine:
+                # The start-up probe can miss a copy that was still announcing; this catches it later.
+                self.on_duplicate(f"{instance_name(self.peer_id)} (at {', '.join(hint.addresses)})")
+            return
+        if hint is not None:
             event(self.log, "mdns.hint", logging.DEBUG, peer=hint.peer_id, addresses=",".join(hint.addresses))
             self.on_hint(hint)
 

@@ -21,7 +21,7 @@ from peerbackup.core.settings import Settings
 from peerbackup.daemon.logs import event
 from peerbackup.errors import NotFound, ProtocolError, Replay, TooLarge
 from peerbackup.net import envelope
-from peerbackup.net.client import CONTENT_TYPE
+from peerbackup.net.client import CONTENT_TYPE, read_capped
 from peerbackup.net.proto.hello import WHOAMI_PATH
 from peerbackup.net.proto.refusal import Refusal
 
@@ -75,7 +75,7 @@ class PeerServer:
                 raise NotFound(f"{request.method} {request.path}")
             if request.content_length is not None and request.content_length > envelope.MAX_ENVELOPE:
                 raise TooLarge(request.content_length, envelope.MAX_ENVELOPE)
-            data = await request.content.read(envelope.MAX_ENVELOPE + 1)
+            data = await read_capped(request.content, envelope.MAX_ENVELOPE)
             env = envelope.open_envelope(data)
             route = self.routes.get(request.path)
             if route is None:

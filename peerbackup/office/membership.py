@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from peerbackup.core.certs import Certificate, Office, Revocation
-from peerbackup.errors import Forbidden, ForeignOffice, FormatError, RevokedPeer, UnknownPeer
+from peerbackup.errors import Forbidden, ForeignOffice, FormatError, RevokedPeer, UnknownPeer, UnsupportedVersion
 
 
 @dataclass
@@ -19,14 +19,15 @@ class Membership:
     certs: dict[str, Certificate] = field(default_factory=dict)
     revocations: dict[str, Revocation] = field(default_factory=dict)
 
-    def admit(self, raw: bytes, now: float) -> tuple[Certificate, bool]:
-        """Check a certificate received from the network; (cert, whether it was new) or the refusal."""
+    def admit(self, raw: bytes, now: float, remember: bool = True) -> tuple[Certificate, bool]:
+        """Check a certificate received from the network; (cert, whether it was new) or the refusal.
+        With remember=False it is only checked, not added."""
         try:
             cert = Certificate.from_bytes(raw, self.office.public_key)
-        except FormatError as exc:
+        except (FormatError, UnsupportedVersion) as exc:
             try:
                 claimed = Certificate.office_of(raw)
-            except FormatError:
+            except (FormatError, UnsupportedVersion):
                 claimed = None
             if claimed is not None and claimed != self.office.fingerprint:
                 raise ForeignOffice(claimed) from None
@@ -39,12 +40,16 @@ class Membership:
         # A later certificate (new roles, renewed validity) replaces an earlier one.
         if known is not None and known.issued >= cert.issued:
             return known, False
-        self.certs[cert.peer_id] = cert
+        if remember:
+            self.certs[cert.peer_id] = cert
         return cert, True
 
     def add_revocation(self, raw: bytes) -> Revocation | None:
         """A revocation new to us, or None when known already; FormatError when forged."""
-        rev = Revocation.from_bytes(raw, self.office.public_key)
+        try:
+            rev = Revocation.from_bytes(raw, self.office.public_key)
+        except UnsupportedVersion as exc:
+            raise FormatError("revocation", str(exc)) from None
         if rev.peer_id in self.revocations:
             return None
         self.revocations[rev.peer_id] = rev

@@ -84,7 +84,8 @@ class PeerService:
 
     async def _auth_hello(self, env: envelope.Envelope) -> bytes:
         msg = hello.Hello.from_wire(env.body)
-        cert = await self._admit(msg.certificate)
+        # Only checked here; it is stored by _on_hello, once the envelope's signature verified.
+        cert, _ = self.membership.admit(msg.certificate, self.clock(), remember=False)
         if cert.peer_id != env.header.issuer:
             raise BadSignature("the hello carries another peer's certificate")
         return cert.public_key
@@ -141,6 +142,7 @@ class PeerService:
 
     async def _on_hello(self, issuer: str, body: bytes) -> bytes:
         msg = hello.Hello.from_wire(body)
+        await self._admit(msg.certificate)
         self.liveness.heard(issuer, self.clock())
         await self._learn(issuer, msg)
         return (await self._hello_with_hints()).to_wire()

@@ -179,3 +179,14 @@ def test_admin_invite_carries_office_key_and_recovery_kit_rebuilds_admin(office:
     wait_for(lambda: all_alive(d, {"alpha", "delta"}), 20, "recovered admin to join its office")
     token = office.invite(d)
     office.join("zeta", token)
+
+
+def test_copied_home_fails_loudly(office: Office) -> None:
+    import shutil
+
+    a = office.start(office.init("alpha"))
+    copy = office.peer("copy")
+    shutil.copytree(a.home, copy.home, ignore=shutil.ignore_patterns("lock", "admin.*"))
+    res = office.cli("up", "--home", str(copy.home), "--listen", "127.0.0.1:0", "--mdns-interface", "127.0.0.1",
+                     check=False, timeout=30)
+    assert res.rc == 1 and "is a copy of this home running elsewhere" in res.err, res.err

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from peerbackup.core import codec
+from peerbackup.core.identity import is_peer_id
 from peerbackup.errors import FormatError, Malformed, UnsupportedProtocol
 
 MESSAGE_VERSION = 1
@@ -39,6 +40,17 @@ def items(obj: dict[Any, Any], key: str, kind: type, what: str) -> list[Any]:
     if len(values) > MAX_ITEMS or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
         raise Malformed(f"{what}: field {key!r} must be a list of at most {MAX_ITEMS} {kind.__name__}")
     return values
+
+
+def hints(obj: dict[Any, Any], key: str, what: str) -> list[tuple[str, tuple[str, ...]]]:
+    """[(peer id, addresses)] of a message's "peers" list, every id checked."""
+    out = []
+    for item in items(obj, key, dict, what):
+        peer_id = get(item, "id", str, what)
+        if not is_peer_id(peer_id):
+            raise Malformed(f"{what}: bad peer id in hints")
+        out.append((peer_id, addresses(item, "addrs", what)))
+    return out
 
 
 def addresses(obj: dict[Any, Any], key: str, what: str) -> tuple[str, ...]:

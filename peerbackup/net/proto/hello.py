@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from peerbackup.core.identity import is_peer_id
-from peerbackup.errors import Malformed
 from peerbackup.net.proto import _wire
 
 PATH = "/v1/hello"
@@ -41,12 +39,7 @@ class Hello:
     def from_wire(cls, data: bytes) -> Hello:
         what = "hello"
         obj = _wire.decode(data, what)
-        hints = []
-        for item in _wire.items(obj, "peers", dict, what):
-            peer_id = _wire.get(item, "id", str, what)
-            if not is_peer_id(peer_id):
-                raise Malformed(f"{what}: bad peer id in hints")
-            hints.append(PeerHint(peer_id, _wire.addresses(item, "addrs", what)))
+        hints = [PeerHint(p, a) for p, a in _wire.hints(obj, "peers", what)]
         return cls(
             certificate=_wire.get(obj, "cert", bytes, what),
             addresses=_wire.addresses(obj, "addrs", what),

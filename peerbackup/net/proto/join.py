@@ -61,7 +61,8 @@ class InviteToken:
             expires = codec.field(obj, "e", int, "invite token")
         except (ValueError, FormatError) as exc:
             raise InviteError(f"the invite token is damaged ({exc}); copy it again") from None
-        if not is_fingerprint(office) or len(secret) != SECRET_SIZE or not all(isinstance(a, str) for a in addrs):
+        if not is_fingerprint(office) or len(secret) != SECRET_SIZE or len(addrs) > 64 or \
+                not all(isinstance(a, str) and len(a) <= 300 and a.isprintable() for a in addrs):
             raise InviteError("the invite token is damaged; copy it again")
         return cls(office=office, addresses=tuple(addrs), secret=secret, expires=expires)
 
@@ -109,8 +110,7 @@ class JoinReply:
     def from_wire(cls, data: bytes) -> JoinReply:
         what = "join reply"
         obj = _wire.decode(data, what)
-        hints = tuple(PeerHint(_wire.get(p, "id", str, what), _wire.addresses(p, "addrs", what))
-                      for p in _wire.items(obj, "peers", dict, what))
+        hints = tuple(PeerHint(p, a) for p, a in _wire.hints(obj, "peers", what))
         return cls(office=_wire.get(obj, "office", dict, what), certificate=_wire.get(obj, "cert", bytes, what),
                    inviter_certificate=_wire.get(obj, "inviter", bytes, what),
                    revocations=tuple(_wire.items(obj, "revoked", bytes, what)), peers=hints,
