@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# A one-peer office in ./.run (initialised once), daemon in the foreground: Ctrl-C stops it.
 run: $(STAMP)
+	$(PY) -m peerbackup.cli.quickstart .run
+
+# The backup engine alone on a generated tree: backup, change, backup, diff, restore, check.
+demo: $(STAMP)
 	$(PY) -m peerbackup demo
 
 lint: $(STAMP)

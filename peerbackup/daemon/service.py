@@ -138,7 +138,13 @@ class Daemon:
             self.discovery = Discovery(self.ident.peer_id, self.ident.certificate.name, self.ident.office.fingerprint,
                                        port, self._advertised_ips(), self.options.mdns_interface, self._on_hint,
                                        self._on_duplicate, self.log)
-            await self.discovery.start()
+            try:
+                await self.discovery.start()
+            except OSError as exc:
+                # No multicast here (no route, no interface): static peers still work.
+                event(self.log, "mdns.unavailable", logging.ERROR, reason=str(exc),
+                      hint="use --peer HOST:PORT, or --mdns-interface IP")
+                self.discovery = None
 
         self._loop(self._heartbeats)
         self._loop(self._housekeeping)
@@ -173,8 +179,7 @@ class Daemon:
         self.stopping.set()
 
     def _on_hint(self, hint: ServiceHint) -> None:
-        assert self.state is not None
-        self.peer_service.spawn(self.state.add_addresses(hint.peer_id, list(hint.addresses), "mdns"))
+        self.peer_service.spawn(self.peer_service.hint(hint.peer_id, hint.addresses, "mdns"))
 
     async def _heartbeats(self) -> None:
         while True:

@@ -247,6 +247,17 @@ class PeerService:
         finally:
             self._contacting.discard(address)
 
+    async def hint(self, peer_id: str, addresses: tuple[str, ...], source: str) -> None:
+        """An unauthenticated address hint (mDNS): remember it, and greet a stranger right away
+        rather than at the next heartbeat."""
+        if peer_id == self.me or peer_id in self.membership.revocations:
+            return
+        await self.state.add_addresses(peer_id, list(addresses), source)
+        if peer_id not in self._greeted:
+            for address in addresses[:2]:
+                if await self.contact(address, expected=peer_id):
+                    return
+
     async def _beat(self, peer_id: str, addresses: list[str]) -> None:
         if peer_id not in self._greeted:
             # The first contact of a run is a hello, so the other side learns our current addresses.

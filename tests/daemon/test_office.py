@@ -190,3 +190,28 @@ def test_copied_home_fails_loudly(office: Office) -> None:
     res = office.cli("up", "--home", str(copy.home), "--listen", "127.0.0.1:0", "--mdns-interface", "127.0.0.1",
                      check=False, timeout=30)
     assert res.rc == 1 and "is a copy of this home running elsewhere" in res.err, res.err
+
+
+def test_attack_tool_sees_replay_and_forgery_refused(office: Office) -> None:
+    import subprocess
+    import sys
+
+    a = office.start(office.init("alpha"), mdns=False)
+    b = office.join("beta", office.invite(a))
+    out = subprocess.run([sys.executable, "-m", "tests.tools.attack", "--home", str(b.home), a.address],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "valid   : 200 accepted" in out
+    assert "replayed: 409 replay" in out
+    assert "forged  : 401 bad-signature" in out
+
+
+def test_log_json_is_one_object_per_line(office: Office) -> None:
+    import json
+
+    a = office.start(office.init("alpha"), "--log-json", mdns=False)
+    office.kill(a, signal.SIGTERM)
+    lines = [json.loads(line) for line in a.log.read_text().splitlines() if line.strip()]
+    events = [x["event"] for x in lines]
+    assert "daemon.started" in events and "daemon.stopped" in events
+    started = lines[events.index("daemon.started")]
+    assert started["name"] == "alpha" and started["level"] == "info" and "ts" in started
