@@ -180,11 +180,26 @@ def cmd_peers(args: argparse.Namespace) -> int:
         _print_json(peers)
         return EXIT_OK
     rows = [[p["peer_id"] + (" *" if p["self"] else ""), p["name"], p["address"] or "-", p["state"],
-             ",".join(p["roles"]), str(p["rank"])] for p in peers]
-    head = ["PEER", "NAME", "ADDRESS", "STATE", "ROLES", "RANK"]
+             "yes" if p["coordinator"] else "", ",".join(p["roles"]), str(p["rank"])] for p in peers]
+    head = ["PEER", "NAME", "ADDRESS", "STATE", "COORD", "ROLES", "RANK"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def cmd_office_log(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    events = _api(_home(args), "GET", f"/v1/log?log={quote(args.log)}")
+    if args.json:
+        _print_json(events)
+        return EXIT_OK
+    for e in events:
+        fields = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                          for k, v in e["fields"].items() if v is not None)
+        who = e["writer_name"] or e["writer"]
+        print(f"{e['time']}  {who:<12} #{e['seq']:<4} {e['kind']:<18} {fields}")
     return EXIT_OK
 
 
@@ -259,6 +274,11 @@ def add_parsers(top: Any) -> None:
     rp = add("remove-peer", cmd_remove_peer, "revoke a member (admins)")
     rp.add_argument("peer", help="peer id or unique name")
     rp.add_argument("--reason", help="recorded in the revocation")
+    off = top.add_parser("office", help="the office's replicated state")
+    off_sub = off.add_subparsers(dest="office_cmd", required=True)
+    ol = off_sub.add_parser("log", parents=[home], help="the office control log, in order")
+    ol.add_argument("--log", default="office", help=argparse.SUPPRESS)
+    ol.set_defaults(func=cmd_office_log)
     adm = top.add_parser("admin", help="admin tasks")
     adm_sub = adm.add_subparsers(dest="admin_cmd", required=True)
     rec = adm_sub.add_parser("recover", parents=[home], help="rebuild an admin from the recovery kit")

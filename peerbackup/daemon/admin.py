@@ -40,6 +40,7 @@ class AdminApi:
         app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
         app.router.add_get("/v1/status", self.status)
         app.router.add_get("/v1/peers", self.peers)
+        app.router.add_get("/v1/log", self.office_log)
         app.router.add_post("/v1/invite", self.invite)
         app.router.add_post("/v1/remove-peer", self.remove_peer)
         return app
@@ -72,6 +73,10 @@ class AdminApi:
 
     async def peers(self, request: web.Request) -> web.Response:
         return web.json_response(await self.daemon.peers())
+
+    async def office_log(self, request: web.Request) -> web.Response:
+        log = request.query.get("log", "office")
+        return web.json_response(self.daemon.logs.listing(log))
 
     async def invite(self, request: web.Request) -> web.Response:
         obj = await self._json(request)

@@ -5,7 +5,8 @@ Layout (all files 0600, the directory 0700):
     office            office name and public key
     certificate       this peer's certificate, signed by the office key
     office.key        the office key's seed: admins only
-    state.db          SQLite: members, revocations, addresses, nonces, invites
+    state.db          SQLite: members, revocations, addresses, nonces, invites, election
+    events.db         SQLite: the replicated logs (events, fork proofs, HLC)
     admin.token       secret the local admin API wants in X-Peerbackup-Token
     admin.json        where the running daemon's admin API listens
     lock              flock'ed by whoever runs on this home
@@ -29,6 +30,7 @@ from peerbackup.errors import FormatError, HomeError, HomeLocked, NotInitialised
 
 IDENTITY, OFFICE, CERTIFICATE, OFFICE_KEY = "identity.key", "office", "certificate", "office.key"
 STATE_DB, ADMIN_TOKEN, ADMIN_ENDPOINT, LOCK = "state.db", "admin.token", "admin.json", "lock"
+EVENTS_DB = "events.db"
 
 
 def default_home() -> Path:

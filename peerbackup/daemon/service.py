@@ -23,17 +23,21 @@ import ifaddr
 from aiohttp import web
 
 from peerbackup import __version__
+from peerbackup.core.logstate import MEMBER_ADD
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.admin import AdminApi
-from peerbackup.daemon.home import ADMIN_ENDPOINT, ADMIN_TOKEN, STATE_DB, Home, Identity, write_private
+from peerbackup.daemon.home import ADMIN_ENDPOINT, ADMIN_TOKEN, EVENTS_DB, STATE_DB, Home, Identity, write_private
 from peerbackup.daemon.logs import event
 from peerbackup.errors import DaemonError, DuplicatePeer, PeerBackupError, UsageError
 from peerbackup.net.client import PeerClient
 from peerbackup.net.discovery import Discovery, ServiceHint
 from peerbackup.net.server import PeerServer
+from peerbackup.office.coordination import CoordinatorService
 from peerbackup.office.liveness import ALIVE
 from peerbackup.office.peers import PeerService
+from peerbackup.office.replication import LogService
 from peerbackup.office.state import State
+from peerbackup.storage.eventlog import EventStore
 
 DEFAULT_PORT = 7420
 
@@ -89,6 +93,9 @@ class Daemon:
         self.discovery: Discovery | None = None
         self.session: aiohttp.ClientSession | None = None
         self.state: State | None = None
+        self.events: EventStore | None = None
+        self.logs: LogService
+        self.coordination: CoordinatorService
         self.peer_service: PeerService
         self.stopping = asyncio.Event()
         self.fatal: PeerBackupError | None = None
@@ -108,10 +115,22 @@ class Daemon:
         self.peer_service = PeerService(self.ident, self.settings, self.state, client, self.clock,
                                         secrets.token_bytes, self.log, lambda: self.advertised)
         await self.peer_service.load()
+        self.events = await EventStore.open(self.home.file(EVENTS_DB))
+        await asyncio.to_thread(os.chmod, self.home.file(EVENTS_DB), 0o600)
+        self.logs = LogService(self.peer_service, self.events, self.clock, self.log)
+        self.peer_service.logs = self.logs
+        await self.logs.load()
+        self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
+        await self.coordination.load()
+        if self.ident.office_key is not None and self.ident.peer_id not in self.logs.state.config().members:
+            # An admin's own membership is written by itself (init, recover); others' by their inviter.
+            await self.logs.append(MEMBER_ADD, {"cert": self.ident.certificate.raw})
 
         server = PeerServer(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.state.spend_nonce,
                             self.peer_service.whoami, self.log)
         self.peer_service.register(server)
+        self.logs.register(server)
+        self.coordination.register(server)
         runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
         await runner.setup()
         self._runners.append(runner)
@@ -147,6 +166,7 @@ class Daemon:
                 self.discovery = None
 
         self._loop(self._heartbeats)
+        self._loop(self._coordinator)
         self._loop(self._housekeeping)
         event(self.log, "daemon.started", peer=self.ident.peer_id, name=self.ident.certificate.name,
               office=self.ident.office.name, listen=",".join(self.advertised), mdns=self.options.mdns,
@@ -192,6 +212,11 @@ class Daemon:
             self.peer_service.check_liveness()
             await asyncio.sleep(self.settings.heartbeat)
 
+    async def _coordinator(self) -> None:
+        while True:
+            await self.coordination.tick()
+            await asyncio.sleep(min(self.settings.heartbeat, self.settings.renew / 2))
+
     async def _static_peer_known(self, address: str) -> bool:
         assert self.state is not None
         now = self.clock()
@@ -220,6 +245,8 @@ class Daemon:
             await asyncio.to_thread(self.home.file(name).unlink, missing_ok=True)
         if self.session is not None:
             await self.session.close()
+        if self.events is not None:
+            await self.events.close()
         if self.state is not None:
             await self.state.close()
         event(self.log, "daemon.stopped", peer=self.ident.peer_id)
@@ -228,10 +255,14 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         c = self.ident.certificate
+        coordinator, term = self.coordination.status()
         return {
             "peer_id": self.ident.peer_id, "name": c.name, "office": self.ident.office.name,
             "office_fingerprint": self.ident.office.fingerprint, "roles": list(c.roles), "rank": c.rank,
-            "admin": self.ident.office_key is not None, "coordinator": None, "term": None,
+            "admin": self.ident.office_key is not None, "coordinator": coordinator, "term": term,
+            "highest_token": list(self.coordination.election.highest),
+            "logs_digest": self.logs.state.digest().hex(), "config_digest": self.logs.state.config().digest().hex(),
+            "log_alerts": self.logs.alerts[-10:],
             "listen": self.advertised, "mdns": self.options.mdns, "version": __version__,
             "uptime_s": round(self.clock() - self.started, 1),
         }
@@ -241,6 +272,7 @@ class Daemon:
         now = self.clock()
         known = await self.state.addresses()
         ps = self.peer_service
+        coordinator, _ = self.coordination.status()
         out = []
         for cert in ps.membership.members():
             me = cert.peer_id == self.ident.peer_id
@@ -249,7 +281,8 @@ class Daemon:
             out.append({
                 "peer_id": cert.peer_id, "name": cert.name, "address": addrs[0] if addrs else None,
                 "roles": list(cert.roles), "rank": cert.rank,
-                "state": ALIVE if me else ps.liveness.state(cert.peer_id, now), "coordinator": False, "self": me,
+                "state": ALIVE if me else ps.liveness.state(cert.peer_id, now),
+                "coordinator": cert.peer_id == coordinator, "self": me,
                 "last_heard_s": None if me or last is None else round(now - last, 1),
             })
         return out

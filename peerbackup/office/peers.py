@@ -63,6 +63,8 @@ class PeerService:
         self._seq = 0
         self._contacting: set[str] = set()
         self._greeted: set[str] = set()
+        # Set by the daemon: the replicated logs (digest on heartbeats, certificates, control events).
+        self.logs: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def load(self) -> None:
@@ -73,13 +75,13 @@ class PeerService:
 
     def register(self, server: PeerServer) -> None:
         server.route(hello.PATH, self._auth_hello, self._on_hello)
-        server.route(heartbeat.PATH, self._auth_member, self._on_heartbeat)
+        server.route(heartbeat.PATH, self.auth_member, self._on_heartbeat)
         server.route(join.PATH, self._auth_join, self._on_join)
 
     def whoami(self) -> bytes:
         return hello.WhoAmI(self.ident.certificate.raw, self.ident.office.to_wire()).to_wire()
 
-    async def _auth_member(self, env: envelope.Envelope) -> bytes:
+    async def auth_member(self, env: envelope.Envelope) -> bytes:
         return self.membership.member(env.header.issuer, self.clock()).public_key
 
     async def _auth_hello(self, env: envelope.Envelope) -> bytes:
@@ -100,6 +102,8 @@ class PeerService:
         cert, new = self.membership.admit(raw, self.clock())
         if new:
             await self.state.save_cert(cert)
+            if self.logs is not None:
+                self.logs.state.add_cert(cert)
             event(self.log, "member.learned", peer=cert.peer_id, name=cert.name, roles=",".join(cert.roles))
         return cert
 
@@ -147,11 +151,20 @@ class PeerService:
         await self._learn(issuer, msg)
         return (await self._hello_with_hints()).to_wire()
 
-    async def _on_heartbeat(self, issuer: str, body: bytes) -> bytes:
-        heartbeat.Heartbeat.from_wire(body)
-        self.liveness.heard(issuer, self.clock())
+    def _heartbeat(self) -> heartbeat.Heartbeat:
         self._seq += 1
-        return heartbeat.Heartbeat(self._seq, self.membership.revocations_digest()).to_wire()
+        logs = self.logs.state.digest() if self.logs is not None else bytes(32)
+        return heartbeat.Heartbeat(self._seq, self.membership.revocations_digest(), logs)
+
+    def _compare_logs(self, peer_id: str, theirs: bytes) -> None:
+        if self.logs is not None and theirs != self.logs.state.digest():
+            self.logs.sync_soon(peer_id)
+
+    async def _on_heartbeat(self, issuer: str, body: bytes) -> bytes:
+        msg = heartbeat.Heartbeat.from_wire(body)
+        self.liveness.heard(issuer, self.clock())
+        self._compare_logs(issuer, msg.logs_digest)
+        return self._heartbeat().to_wire()
 
     async def _on_join(self, issuer: str, body: bytes) -> bytes:
         req = join.JoinRequest.from_wire(body)
@@ -173,6 +186,8 @@ class PeerService:
             raise Forbidden(exc.args[0]) from None
         cert = Certificate.issue(office_key, req.public_key, name, invite.roles, invite.rank, int(now))
         await self._admit(cert.raw)
+        if self.logs is not None:
+            await self.logs.append("member.add", {"cert": cert.raw})
         event(self.log, "join.admitted", peer=issuer, name=name, roles=",".join(invite.roles), rank=invite.rank)
         known = await self.state.addresses()
         hints = [hello.PeerHint(self.me, tuple(self.my_addresses()))]
@@ -274,8 +289,7 @@ class PeerService:
                 return
             return
         cert = self.membership.certs[peer_id]
-        self._seq += 1
-        body = heartbeat.Heartbeat(self._seq, self.membership.revocations_digest()).to_wire()
+        body = self._heartbeat().to_wire()
         for address in addresses:
             try:
                 raw = await self.client.request(address, peer_id, heartbeat.PATH, body, lambda _e: cert.public_key)
@@ -297,6 +311,7 @@ class PeerService:
                 return
             if reply.revocations_digest != self.membership.revocations_digest():
                 await self._try_hello(peer_id, address)
+            self._compare_logs(peer_id, reply.logs_digest)
             return
 
     async def _try_hello(self, peer_id: str, address: str) -> None:
@@ -352,6 +367,10 @@ class PeerService:
             raise UsageError(f"{peer_id} is not a member this peer knows")
         rev = Revocation.issue(self.ident.office_key, peer_id, int(self.clock()), reason)
         known = await self.state.addresses()  # before the revocation drops the removed peer's addresses
+        if self.logs is not None:
+            # The removed writer's last accepted seq in every log we hold: later events are refused.
+            cutoff = {log: seq for (log, feed), seq in self.logs.state.heads.items() if feed == peer_id}
+            await self.logs.append("member.revoke", {"revocation": rev.raw, "cutoff": cutoff})
         await self.add_revocation(rev.raw)
         # Tell every live member now rather than at the next heartbeat's digest mismatch.
         for cert in self.membership.members():

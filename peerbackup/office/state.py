@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS addresses (
 CREATE TABLE IF NOT EXISTS nonces (issuer TEXT NOT NULL, nonce BLOB NOT NULL, expires REAL NOT NULL,
     PRIMARY KEY (issuer, nonce)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nonces_expires ON nonces (expires);
+CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS invites (
     token_id BLOB PRIMARY KEY, secret BLOB NOT NULL, roles TEXT NOT NULL, rank INTEGER NOT NULL, created REAL NOT NULL,
     expires REAL NOT NULL, used_by TEXT, used_at REAL);
@@ -126,6 +127,17 @@ class State:
         cur = await self.db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
         await self.db.commit()
         return cur.rowcount
+
+    # ---- small values (the election's highest token) ------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        async with self.db.execute("SELECT v FROM kv WHERE k = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        return bytes(row[0]) if row else None
+
+    async def put(self, key: str, value: bytes) -> None:
+        await self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, value))
+        await self.db.commit()
 
     # ---- invites ------------------------------------------------------------------
 

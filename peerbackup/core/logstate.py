@@ -1,0 +1,265 @@
+"""The merge rules of the replicated logs, in memory, free of I/O.
+
+`LogState.add` decides what one received event does; the daemon persists the
+outcome. The rules make the final state a function of the *set* of events
+seen, whatever order they arrive in (tested with Hypothesis):
+
+- an event is accepted only when its writer's signature verifies, it extends
+  the writer's feed by one (seq = head + 1, prev = head's id), its HLC time is
+  not too far ahead, and the writer had the authority for its kind;
+- a second, different event at a (log, feed, seq) already held is a **fork**:
+  both are kept as proof, the feed is frozen just before the fork, and every
+  event from the fork on is dropped; proofs travel so every peer freezes the
+  feed at the lowest fork point it learns of;
+- a **revocation** event (carrying the office-signed revocation) records the
+  revoked writer's last accepted seq per log; the writer's later events are
+  dropped and refused. Several revocations of one peer: the lowest cutoff wins.
+  (Known limit: a revocation event written by an admin who is then removed with
+  a cutoff before that event is dropped with the admin's later events, and its
+  own cutoff stays applied only where it had already arrived.)
+
+Verdicts: accepted, duplicate, pending (a predecessor or the writer's
+certificate is missing: fetch and retry), refused (with the reason), fork.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from peerbackup.core import hlc as hlcmod
+from peerbackup.core.certs import Certificate, Revocation
+from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, decode_event, make_event, signed_by
+from peerbackup.core.identity import SigningKey, is_peer_id
+from peerbackup.errors import FormatError, UnsupportedVersion
+
+ACCEPTED, DUPLICATE, PENDING, REFUSED, FORK = "accepted", "duplicate", "pending", "refused", "fork"
+
+MEMBER_ADD, MEMBER_REVOKE, COORDINATOR_CLAIM = "member.add", "member.revoke", "coordinator.claim"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: str
+    reason: str = ""
+    event: Event | None = None
+    removed: tuple[Event, ...] = ()
+    proof: tuple[bytes, bytes] | None = None  # a new fork proof to persist and spread
+
+
+@dataclass(frozen=True)
+class OfficeConfig:
+    """What every peer derives from the control log."""
+
+    members: dict[str, Certificate]
+    revoked: dict[str, dict[str, int]]  # peer id -> {log: last accepted seq}
+    coordinator_terms: list[tuple[int, str]]  # (term, peer id) claimed, in log order
+
+    def digest(self) -> bytes:
+        h = hashlib.sha256(b"peerbackup office config\0")
+        for peer_id in sorted(self.members):
+            h.update(peer_id.encode() + self.members[peer_id].raw)
+        for peer_id in sorted(self.revoked):
+            h.update(peer_id.encode() + repr(sorted(self.revoked[peer_id].items())).encode())
+        return h.digest()
+
+
+@dataclass
+class LogState:
+    office_key: bytes
+    max_ahead_ms: int
+    events: dict[tuple[str, str, int], Event] = field(default_factory=dict)
+    heads: dict[tuple[str, str], int] = field(default_factory=dict)
+    certs: dict[str, Certificate] = field(default_factory=dict)
+    cutoffs: dict[str, dict[str, int]] = field(default_factory=dict)
+    frozen: dict[tuple[str, str], tuple[int, bytes, bytes]] = field(default_factory=dict)
+    hlc: int = 0
+    known_logs: Callable[[str], bool] = field(default=lambda log: log == CONTROL_LOG)
+
+    # ---- certificates (from hellos and joins, and from member.add events) -----------------
+
+    def add_cert(self, cert: Certificate) -> None:
+        known = self.certs.get(cert.peer_id)
+        if known is None or known.issued < cert.issued:
+            self.certs[cert.peer_id] = cert
+
+    # ---- receiving ---------------------------------------------------------------------
+
+    def add(self, raw: bytes, now_ms: int) -> Outcome:
+        try:
+            ev = decode_event(raw)
+        except (FormatError, UnsupportedVersion) as exc:
+            return Outcome(REFUSED, f"malformed event: {exc}")
+        if not self.known_logs(ev.log):
+            return Outcome(REFUSED, f"unknown log {ev.log!r}", ev)
+        frozen = self.frozen.get((ev.log, ev.feed))
+        cert = self.certs.get(ev.feed)
+        if cert is None:
+            return Outcome(PENDING, f"writer {ev.feed} is not known yet", ev)
+        if not signed_by(ev, cert.public_key):
+            return Outcome(REFUSED, f"forged or tampered: the signature of {ev.feed} does not verify", ev)
+        held = self.events.get(ev.key)
+        if held is not None:
+            if held.id == ev.id:
+                return Outcome(DUPLICATE, "", ev)
+            return self._fork(held, ev)
+        if frozen is not None and ev.seq >= frozen[0]:
+            return Outcome(REFUSED, f"feed {ev.feed} of {ev.log} is frozen at seq {frozen[0] - 1} after a fork", ev)
+        # A removed writer's feeds end at the recorded seq; a log the revocation did not list, at 0.
+        cutoff = self.cutoffs[ev.feed].get(ev.log, 0) if ev.feed in self.cutoffs else None
+        if cutoff is not None and ev.seq > cutoff:
+            return Outcome(REFUSED, f"written by {ev.feed} after its removal (last accepted seq {cutoff})", ev)
+        head = self.heads.get((ev.log, ev.feed), 0)
+        if ev.seq > head + 1:
+            return Outcome(PENDING, f"seq {ev.seq} follows a gap (have up to {head})", ev)
+        if ev.seq <= head:
+            # Below our head but not held: an older event dropped by a cutoff or a freeze.
+            return Outcome(REFUSED, f"seq {ev.seq} of {ev.feed} was dropped", ev)
+        expected = GENESIS if head == 0 else self.events[(ev.log, ev.feed, head)].id
+        if ev.prev != expected:
+            return Outcome(REFUSED, f"broken chain: seq {ev.seq} does not follow the held seq {head}", ev)
+        try:
+            new_hlc = hlcmod.receive(self.hlc, ev.hlc, now_ms, self.max_ahead_ms)
+        except FormatError as exc:
+            return Outcome(REFUSED, str(exc), ev)
+        reason = self._authority(ev, cert)
+        if reason:
+            return Outcome(REFUSED, reason, ev)
+        self.hlc = new_hlc
+        self.events[ev.key] = ev
+        self.heads[(ev.log, ev.feed)] = ev.seq
+        removed: tuple[Event, ...] = ()
+        if ev.kind == MEMBER_ADD and ev.log == CONTROL_LOG:
+            self.add_cert(Certificate.from_bytes(ev.fields["cert"], self.office_key))
+        if ev.kind == MEMBER_REVOKE and ev.log == CONTROL_LOG:
+            removed = self._apply_revocation(ev)
+        return Outcome(ACCEPTED, "", ev, removed)
+
+    def _authority(self, ev: Event, cert: Certificate) -> str:
+        if ev.log != CONTROL_LOG:
+            return ""
+        try:
+            if ev.kind == MEMBER_ADD:
+                if not cert.has_role("admin"):
+                    return f"{ev.feed} is not an admin and cannot add members"
+                raw = ev.fields.get("cert")
+                if not isinstance(raw, bytes):
+                    return "member.add without a certificate"
+                Certificate.from_bytes(raw, self.office_key)
+            elif ev.kind == MEMBER_REVOKE:
+                # The office key's signature inside is the authority, whoever relays it.
+                raw = ev.fields.get("revocation")
+                cutoff = ev.fields.get("cutoff")
+                if not isinstance(raw, bytes) or not isinstance(cutoff, dict):
+                    return "member.revoke without a revocation or cutoff"
+                if not all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in cutoff.items()):
+                    return "member.revoke with a bad cutoff"
+                Revocation.from_bytes(raw, self.office_key)
+            elif ev.kind == COORDINATOR_CLAIM:
+                if not cert.has_role("coordinator"):
+                    return f"{ev.feed} is not coordinator-eligible"
+                if not isinstance(ev.fields.get("term"), int):
+                    return "coordinator.claim without a term"
+            elif not cert.has_role("admin"):
+                return f"unknown control event {ev.kind!r} from a non-admin"
+        except (FormatError, UnsupportedVersion) as exc:
+            return f"{ev.kind}: {exc}"
+        return ""
+
+    def _apply_revocation(self, ev: Event) -> tuple[Event, ...]:
+        rev = Revocation.from_bytes(ev.fields["revocation"], self.office_key)
+        cutoff: dict[str, int] = ev.fields["cutoff"]
+        current = self.cutoffs.get(rev.peer_id)
+        logs = {log for (log, feed) in self.heads if feed == rev.peer_id} | set(cutoff) | set(current or {})
+        merged = {}
+        for log in logs:
+            values = [cutoff.get(log, 0)] + ([current.get(log, 0)] if current is not None else [])
+            merged[log] = min(values)
+        self.cutoffs[rev.peer_id] = merged
+        return self._drop(rev.peer_id, lambda log, seq: seq > merged.get(log, 0))
+
+    def _drop(self, feed: str, doomed: Callable[[str, int], bool], log_only: str | None = None) -> tuple[Event, ...]:
+        removed = []
+        for key in sorted(k for k in self.events if k[1] == feed and (log_only is None or k[0] == log_only)):
+            ev = self.events[key]
+            if doomed(ev.log, ev.seq):
+                removed.append(self.events.pop(key))
+        for ev in removed:
+            remaining = [s for (lg, fd, s) in self.events if lg == ev.log and fd == feed]
+            self.heads[(ev.log, feed)] = max(remaining, default=0)
+        return tuple(removed)
+
+    def _fork(self, held: Event, ev: Event) -> Outcome:
+        point = ev.seq
+        current = self.frozen.get((ev.log, ev.feed))
+        if current is not None and current[0] <= point:
+            return Outcome(FORK, f"fork of {ev.feed} at seq {point}; already frozen at {current[0] - 1}", ev)
+        self.frozen[(ev.log, ev.feed)] = (point, held.raw, ev.raw)
+        removed = self._drop(ev.feed, lambda log, seq: seq >= point, log_only=ev.log)
+        return Outcome(FORK, f"fork: {ev.feed} signed two events at seq {point} of {ev.log}; feed frozen at "
+                             f"seq {point - 1}", ev, removed, (held.raw, ev.raw))
+
+    def add_fork_proof(self, raw_a: bytes, raw_b: bytes) -> Outcome:
+        """A fork proof from a peer: two different events signed by one writer at one position."""
+        try:
+            a, b = decode_event(raw_a), decode_event(raw_b)
+        except (FormatError, UnsupportedVersion) as exc:
+            return Outcome(REFUSED, f"malformed fork proof: {exc}")
+        cert = self.certs.get(a.feed)
+        if a.key != b.key or a.id == b.id:
+            return Outcome(REFUSED, "not a fork proof: the events are not two versions of one position")
+        if cert is None:
+            return Outcome(PENDING, f"writer {a.feed} is not known yet")
+        if not (signed_by(a, cert.public_key) and signed_by(b, cert.public_key)):
+            return Outcome(REFUSED, "fork proof with a forged event")
+        held = self.events.get(a.key)
+        return self._fork(held if held is not None else a, b if held is None or held.id != b.id else a)
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def append(self, key: SigningKey, log: str, kind: str, fields: dict[str, Any], now_ms: int) -> Outcome:
+        head = self.heads.get((log, key.peer_id), 0)
+        prev = GENESIS if head == 0 else self.events[(log, key.peer_id, head)].id
+        ev = make_event(key, log, head + 1, prev, hlcmod.tick(self.hlc, now_ms), kind, fields)
+        return self.add(ev.raw, now_ms)
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def ordered(self, log: str = CONTROL_LOG) -> list[Event]:
+        return sorted((e for e in self.events.values() if e.log == log), key=Event.order)
+
+    def head_list(self) -> list[tuple[str, str, int, bytes]]:
+        return sorted((log, feed, seq, self.events[(log, feed, seq)].id)
+                      for (log, feed), seq in self.heads.items() if seq > 0)
+
+    def proofs(self) -> list[tuple[bytes, bytes]]:
+        return [(a, b) for (_, a, b) in (self.frozen[k] for k in sorted(self.frozen))]
+
+    def digest(self) -> bytes:
+        h = hashlib.sha256(b"peerbackup logs\0")
+        for log, feed, seq, eid in self.head_list():
+            h.update(f"{log}\0{feed}\0{seq}\0".encode() + eid)
+        for (log, feed) in sorted(self.frozen):
+            h.update(f"frozen\0{log}\0{feed}\0{self.frozen[(log, feed)][0]}\0".encode())
+        return h.digest()
+
+    def config(self) -> OfficeConfig:
+        members: dict[str, tuple[int, Certificate]] = {}
+        terms = []
+        for ev in self.ordered(CONTROL_LOG):
+            if ev.kind == MEMBER_ADD:
+                cert = Certificate.from_bytes(ev.fields["cert"], self.office_key)
+                members[cert.peer_id] = (ev.hlc, cert)
+            elif ev.kind == COORDINATOR_CLAIM:
+                terms.append((int(ev.fields["term"]), ev.feed))
+        return OfficeConfig(
+            members={p: c for p, (_, c) in members.items() if p not in self.cutoffs},
+            revoked={p: dict(c) for p, c in self.cutoffs.items()},
+            coordinator_terms=terms,
+        )
+
+
+def valid_log_name(log: str) -> bool:
+    return log == CONTROL_LOG or (log.startswith("node:") and is_peer_id(log[5:]))

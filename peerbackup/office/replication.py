@@ -1,0 +1,260 @@
+"""The replicated logs as a service: persistence, anti-entropy, and what events mean for membership.
+
+LogState (core/logstate.py) decides; this service commits each outcome to the
+EventStore before anyone hears of it, serves heads and pulls, pulls from
+peers whose log digest differs from ours (the digest rides on heartbeats),
+and turns accepted control events into membership changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from peerbackup.core import hlc as hlcmod
+from peerbackup.core.certs import Certificate, Revocation
+from peerbackup.core.events import CONTROL_LOG, Event
+from peerbackup.core.logstate import (
+    ACCEPTED,
+    COORDINATOR_CLAIM,
+    FORK,
+    MEMBER_ADD,
+    MEMBER_REVOKE,
+    PENDING,
+    REFUSED,
+    LogState,
+    Outcome,
+)
+from peerbackup.daemon.logs import event
+from peerbackup.errors import FormatError, PeerBackupError, ProtocolError, UnsupportedVersion
+from peerbackup.net.proto import logsync
+from peerbackup.net.server import PeerServer
+from peerbackup.office.peers import PeerService
+from peerbackup.storage.eventlog import EventStore
+
+MAX_ALERTS = 50
+
+
+class LogService:
+    def __init__(self, peers: PeerService, store: EventStore, clock: Callable[[], float], log: logging.Logger) -> None:
+        self.peers = peers
+        self.store = store
+        self.clock = clock
+        self.log = log
+        office = peers.ident.office
+        self.state = LogState(office_key=office.public_key, max_ahead_ms=int(peers.settings.clock_skew * 1000))
+        self.alerts: list[dict[str, Any]] = []
+        self._syncing: set[str] = set()
+        self._lock = asyncio.Lock()  # one writer of LogState and the store at a time
+        self.listeners: list[Callable[[Event], None]] = []  # told of every accepted event
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def load(self) -> None:
+        for cert in self.peers.membership.certs.values():
+            self.state.add_cert(cert)
+        events, forks, hlc = await self.store.load()
+        self.state.hlc = hlc
+        # Replay what we accepted before; our clock may have gone back since, so no HLC limit here.
+        saved, self.state.max_ahead_ms = self.state.max_ahead_ms, 2**62
+        try:
+            todo = events
+            while todo:
+                pending = []
+                for raw in todo:
+                    out = self.state.add(raw, self.now_ms())
+                    if out.verdict == PENDING:
+                        pending.append(raw)
+                    elif out.verdict == ACCEPTED and out.event is not None:
+                        await self._effects(out.event)
+                if len(pending) == len(todo):
+                    break
+                todo = pending
+            for a, b in forks:
+                self.state.add_fork_proof(a, b)
+        finally:
+            self.state.max_ahead_ms = saved
+
+    # ---- applying --------------------------------------------------------------------
+
+    async def apply(self, raw: bytes, source: str) -> Outcome:
+        async with self._lock:
+            out = self.state.add(raw, self.now_ms())
+            if out.verdict in (ACCEPTED, FORK):
+                await self.store.commit(out, self.state.hlc)
+        await self._report(out, source)
+        if out.verdict == ACCEPTED and out.event is not None:
+            await self._effects(out.event)
+        return out
+
+    async def apply_proof(self, a: bytes, b: bytes, source: str) -> Outcome:
+        async with self._lock:
+            out = self.state.add_fork_proof(a, b)
+            if out.verdict == FORK and out.proof is not None:
+                await self.store.commit(out, self.state.hlc)
+        await self._report(out, source)
+        return out
+
+    async def append(self, kind: str, fields: dict[str, Any], log: str = CONTROL_LOG) -> Event:
+        async with self._lock:
+            out = self.state.append(self.peers.ident.key, log, kind, fields, self.now_ms())
+            if out.verdict != ACCEPTED or out.event is None:
+                raise PeerBackupError(f"cannot append {kind} to {log}: {out.reason}")
+            await self.store.commit(out, self.state.hlc)
+        event(self.log, "log.appended", log=log, kind=kind, seq=out.event.seq)
+        await self._effects(out.event)
+        return out.event
+
+    async def _report(self, out: Outcome, source: str) -> None:
+        ev = out.event
+        where = {"log": ev.log, "feed": ev.feed, "seq": ev.seq, "kind": ev.kind} if ev else {}
+        if out.verdict == REFUSED or out.verdict == FORK:
+            level = logging.ERROR if out.verdict == FORK else logging.WARNING
+            event(self.log, f"log.{out.verdict}", level, source=source, reason=out.reason, **where)
+            self.alerts.append({"at": self.clock(), "verdict": out.verdict, "reason": out.reason, "source": source,
+                                **where})
+            del self.alerts[:-MAX_ALERTS]
+        for removed in out.removed:
+            event(self.log, "log.dropped", logging.WARNING, log=removed.log, feed=removed.feed, seq=removed.seq,
+                  kind=removed.kind)
+
+    async def _effects(self, ev: Event) -> None:
+        """What an accepted control event changes in membership (certificates, revocations)."""
+        for listener in self.listeners:
+            listener(ev)
+        if ev.log != CONTROL_LOG:
+            return
+        ps = self.peers
+        if ev.kind == MEMBER_ADD:
+            try:
+                cert, new = ps.membership.admit(ev.fields["cert"], self.clock())
+            except ProtocolError:
+                return  # revoked or expired: the log keeps it, membership does not
+            if new:
+                await ps.state.save_cert(cert)
+        elif ev.kind == MEMBER_REVOKE:
+            await ps.add_revocation(ev.fields["revocation"])
+
+    # ---- serving ---------------------------------------------------------------------
+
+    def register(self, server: PeerServer) -> None:
+        server.route(logsync.HEADS_PATH, self.peers.auth_member, self._on_heads)
+        server.route(logsync.PULL_PATH, self.peers.auth_member, self._on_pull)
+
+    def heads(self) -> logsync.Heads:
+        return logsync.Heads(tuple(logsync.Head(*h) for h in self.state.head_list()), tuple(self.state.proofs()))
+
+    async def _on_heads(self, issuer: str, body: bytes) -> bytes:
+        theirs = logsync.Heads.from_wire(body)
+        if self._behind(theirs):
+            self.sync_soon(issuer)
+        return self.heads().to_wire()
+
+    async def _on_pull(self, issuer: str, body: bytes) -> bytes:
+        req = logsync.Pull.from_wire(body)
+        events = await self.store.pull(req.log, req.feed, req.start, req.limit)
+        cert = self.state.certs.get(req.feed)
+        return logsync.PullReply(tuple(events), cert.raw if cert else b"").to_wire()
+
+    # ---- anti-entropy ----------------------------------------------------------------
+
+    def _behind(self, theirs: logsync.Heads) -> bool:
+        mine = {(h[0], h[1]): (h[2], h[3]) for h in self.state.head_list()}
+        return any(mine.get((h.log, h.feed)) != (h.seq, h.id) for h in theirs.heads) or \
+            bool(set(theirs.forks) - set(self.state.proofs()))
+
+    def sync_soon(self, peer_id: str) -> None:
+        if peer_id not in self._syncing:
+            self.peers.spawn(self.sync_with(peer_id))
+
+    async def sync_with(self, peer_id: str) -> None:
+        if peer_id in self._syncing:
+            return
+        self._syncing.add(peer_id)
+        try:
+            addresses = (await self.peers.state.addresses()).get(peer_id, [])
+            for address in addresses[:2]:
+                try:
+                    await self._sync(peer_id, address)
+                    return
+                except PeerBackupError as exc:
+                    event(self.log, "log.sync_failed", logging.DEBUG, peer=peer_id, address=address, reason=str(exc))
+        finally:
+            self._syncing.discard(peer_id)
+
+    async def _sync(self, peer_id: str, address: str) -> None:
+        key = self.peers.membership.member(peer_id, self.clock()).public_key
+        raw = await self.peers.client.request(address, peer_id, logsync.HEADS_PATH, self.heads().to_wire(),
+                                              lambda _e: key)
+        theirs = logsync.Heads.from_wire(raw)
+        source = f"{peer_id}@{address}"
+        for a, b in theirs.forks:
+            await self.apply_proof(a, b, source)
+        for head in theirs.heads:
+            if not self.state.known_logs(head.log):
+                continue
+            frozen = self.state.frozen.get((head.log, head.feed))
+            mine = self.state.heads.get((head.log, head.feed), 0)
+            if head.seq > mine:
+                await self._pull(peer_id, address, key, head, mine + 1, source, frozen[0] if frozen else None)
+            else:
+                held = self.state.events.get((head.log, head.feed, head.seq))
+                if held is not None and held.id != head.id:
+                    # Same position, another event: fetch it, and the fork shows.
+                    await self._pull(peer_id, address, key, head, head.seq, source, None, limit=1)
+
+    async def _pull(self, peer_id: str, address: str, key: bytes, head: logsync.Head, start: int, source: str,
+                    frozen_at: int | None, limit: int = logsync.MAX_PULL) -> None:
+        while start <= head.seq and (frozen_at is None or start < frozen_at):
+            req = logsync.Pull(head.log, head.feed, start, min(limit, logsync.MAX_PULL))
+            raw = await self.peers.client.request(address, peer_id, logsync.PULL_PATH, req.to_wire(), lambda _e: key)
+            reply = logsync.PullReply.from_wire(raw)
+            if reply.certificate and head.feed not in self.state.certs:
+                try:
+                    cert, _ = self.peers.membership.admit(reply.certificate, self.clock())
+                    self.state.add_cert(cert)
+                except ProtocolError:
+                    pass  # then its events stay pending, and that is reported
+            if not reply.events:
+                return
+            for raw_ev in reply.events:
+                out = await self.apply(raw_ev, source)
+                if out.verdict in (REFUSED, PENDING, FORK):
+                    if out.verdict == PENDING:
+                        event(self.log, "log.pending", logging.DEBUG, source=source, reason=out.reason)
+                    return
+            if limit == 1:
+                return
+            start += len(reply.events)
+
+    # ---- reading for operators ---------------------------------------------------------
+
+    def describe(self, ev: Event) -> dict[str, Any]:
+        names = {p: c.name for p, c in self.state.certs.items()}
+        fields: dict[str, Any] = {}
+        try:
+            if ev.kind == MEMBER_ADD:
+                cert = Certificate.from_bytes(ev.fields["cert"], self.state.office_key)
+                fields = {"peer_id": cert.peer_id, "name": cert.name, "roles": list(cert.roles), "rank": cert.rank}
+            elif ev.kind == MEMBER_REVOKE:
+                rev = Revocation.from_bytes(ev.fields["revocation"], self.state.office_key)
+                fields = {"peer_id": rev.peer_id, "name": names.get(rev.peer_id), "reason": rev.reason,
+                          "cutoff": ev.fields["cutoff"]}
+            elif ev.kind == COORDINATOR_CLAIM:
+                fields = {"term": ev.fields["term"]}
+            else:
+                fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.fields.items()}
+        except (FormatError, UnsupportedVersion, KeyError):
+            fields = {"undecodable": True}
+        when = dt.datetime.fromtimestamp(hlcmod.wall_ms(ev.hlc) / 1000, dt.UTC)
+        return {"time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "hlc": ev.hlc,
+                "writer": ev.feed, "writer_name": names.get(ev.feed), "seq": ev.seq, "kind": ev.kind,
+                "fields": fields, "id": ev.id.hex()}
+
+    def listing(self, log: str = CONTROL_LOG) -> list[dict[str, Any]]:
+        return [self.describe(ev) for ev in self.state.ordered(log)]
+

@@ -1,0 +1,82 @@
+"""Durable storage of the replicated logs in SQLite (WAL, synchronous=FULL).
+
+Only the bytes are stored (each event's wire form, each fork proof) plus the
+columns needed to answer a pull; the merge rules live in core/logstate.py and
+the daemon replays the stored events through them at start. Each outcome is
+committed in one transaction before any peer is told about it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import aiosqlite
+
+from peerbackup.core.logstate import Outcome
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    log TEXT NOT NULL, feed TEXT NOT NULL, seq INTEGER NOT NULL, id BLOB NOT NULL, hlc INTEGER NOT NULL,
+    raw BLOB NOT NULL, PRIMARY KEY (log, feed, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS forks (
+    log TEXT NOT NULL, feed TEXT NOT NULL, seq INTEGER NOT NULL, a BLOB NOT NULL, b BLOB NOT NULL,
+    PRIMARY KEY (log, feed));
+CREATE TABLE IF NOT EXISTS clock (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+"""
+
+
+class EventStore:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> EventStore:
+        db = await aiosqlite.connect(os.fspath(path))
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.executescript(_SCHEMA)
+        await db.commit()
+        return cls(db)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def load(self) -> tuple[list[bytes], list[tuple[bytes, bytes]], int]:
+        """(events in feed order, fork proofs, persisted HLC) to replay at start."""
+        async with self.db.execute("SELECT raw FROM events ORDER BY log, feed, seq") as cur:
+            events = [r[0] for r in await cur.fetchall()]
+        async with self.db.execute("SELECT a, b FROM forks ORDER BY log, feed") as cur:
+            forks = [(r[0], r[1]) for r in await cur.fetchall()]
+        async with self.db.execute("SELECT v FROM clock WHERE k = 'hlc'") as cur:
+            row = await cur.fetchone()
+        return events, forks, int(row[0]) if row else 0
+
+    async def commit(self, outcome: Outcome, hlc: int) -> None:
+        """Persist what an accepted event or a fork changed, atomically."""
+        rows = []
+        if outcome.verdict == "accepted" and outcome.event is not None:
+            rows.append(outcome.event)
+        await self.db.execute("BEGIN")
+        try:
+            for ev in rows:
+                await self.db.execute("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                                      (ev.log, ev.feed, ev.seq, ev.id, ev.hlc, ev.raw))
+            for ev in outcome.removed:
+                await self.db.execute("DELETE FROM events WHERE log = ? AND feed = ? AND seq = ?",
+                                      (ev.log, ev.feed, ev.seq))
+            if outcome.proof is not None and outcome.event is not None:
+                ev = outcome.event
+                await self.db.execute("INSERT OR REPLACE INTO forks VALUES (?, ?, ?, ?, ?)",
+                                      (ev.log, ev.feed, ev.seq, outcome.proof[0], outcome.proof[1]))
+            await self.db.execute("INSERT OR REPLACE INTO clock VALUES ('hlc', ?)", (hlc,))
+            await self.db.commit()
+        except BaseException:
+            await self.db.rollback()
+            raise
+
+    async def pull(self, log: str, feed: str, start: int, limit: int) -> list[bytes]:
+        async with self.db.execute(
+                "SELECT raw FROM events WHERE log = ? AND feed = ? AND seq >= ? ORDER BY seq LIMIT ?",
+                (log, feed, start, limit)) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
