@@ -17,7 +17,7 @@ from typing import Any
 
 KIT_PASSWORD = "kit passphrase for tests"
 # Fast but not flaky on a loaded 2-core machine: a heartbeat every 0.25 s, dead after 2.5 s.
-FAST = {"heartbeat": "0.25", "suspect": "1", "dead": "2.5", "request_timeout": "1"}
+FAST = {"heartbeat": "0.25", "suspect": "1", "dead": "2.5", "request_timeout": "1", "lease": "3", "renew": "1"}
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
