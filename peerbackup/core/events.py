@@ -68,6 +68,10 @@ def decode_event(raw: bytes) -> Event:
     outer = codec.unpack_map(raw, what)
     body = codec.field(outer, "e", bytes, what)
     sig = codec.field(outer, "s", bytes, what)
+    # The id hashes the wire bytes: another encoding of the same signed event would get another
+    # id and pass for a fork, letting any relay freeze any writer's feed.
+    if codec.pack({"e": body, "s": sig}) != bytes(raw):
+        raise FormatError(what, "not in its canonical encoding")
     obj = codec.unpack_map(body, what)
     version = codec.field(obj, "v", int, what)
     if version > EVENT_VERSION:

@@ -16,7 +16,7 @@ from typing import Any
 
 from peerbackup.core import hlc as hlcmod
 from peerbackup.core.certs import Certificate, Revocation
-from peerbackup.core.events import CONTROL_LOG, Event
+from peerbackup.core.events import CONTROL_LOG, Event, decode_event
 from peerbackup.core.logstate import (
     ACCEPTED,
     COORDINATOR_CLAIM,
@@ -162,10 +162,20 @@ class LogService:
 
     # ---- anti-entropy ----------------------------------------------------------------
 
+    def _new_proof(self, raw: bytes) -> bool:
+        """Whether a fork proof names a position before any freeze we already hold (pairs are
+        stored in either order by different peers, so compare positions, not bytes)."""
+        try:
+            ev = decode_event(raw)
+        except (FormatError, UnsupportedVersion):
+            return False
+        frozen = self.state.frozen.get((ev.log, ev.feed))
+        return frozen is None or ev.seq < frozen[0]
+
     def _behind(self, theirs: logsync.Heads) -> bool:
         mine = {(h[0], h[1]): (h[2], h[3]) for h in self.state.head_list()}
         return any(mine.get((h.log, h.feed)) != (h.seq, h.id) for h in theirs.heads) or \
-            bool(set(theirs.forks) - set(self.state.proofs()))
+            any(self._new_proof(a) for a, _ in theirs.forks)
 
     def sync_soon(self, peer_id: str) -> None:
         if peer_id not in self._syncing:
@@ -193,7 +203,8 @@ class LogService:
         theirs = logsync.Heads.from_wire(raw)
         source = f"{peer_id}@{address}"
         for a, b in theirs.forks:
-            await self.apply_proof(a, b, source)
+            if self._new_proof(a):
+                await self.apply_proof(a, b, source)
         for head in theirs.heads:
             if not self.state.known_logs(head.log):
                 continue
