@@ -172,9 +172,10 @@ class LogState:
         rev = Revocation.from_bytes(ev.fields["revocation"], self.office_key)
         cutoff: dict[str, int] = ev.fields["cutoff"]
         current = self.cutoffs.get(rev.peer_id)
-        logs = {log for (log, feed) in self.heads if feed == rev.peer_id} | set(cutoff) | set(current or {})
+        # Only the logs the revocations list: an unlisted log means 0 wherever it is read, and an
+        # entry made from what happened to have arrived would differ between replicas.
         merged = {}
-        for log in logs:
+        for log in set(cutoff) | set(current or {}):
             values = [cutoff.get(log, 0)] + ([current.get(log, 0)] if current is not None else [])
             merged[log] = min(values)
         self.cutoffs[rev.peer_id] = merged
