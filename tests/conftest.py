@@ -47,3 +47,12 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
         p.write_bytes(data)
         # Old enough that the file cache trusts it (see engine/backup.py _RACY_NS).
         os.utime(p, (1_600_000_000, 1_600_000_000))
+
+
+# Fixtures that start daemons print their logs when the test itself failed (rep_call).
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    if rep.when == "call":
+        item.rep_call = rep  # type: ignore[attr-defined]

@@ -14,9 +14,9 @@ seen, whatever order they arrive in (tested with Hypothesis):
 - a **revocation** event (carrying the office-signed revocation) records the
   revoked writer's last accepted seq per log; the writer's later events are
   dropped and refused. Several revocations of one peer: the lowest cutoff wins.
-  (Known limit: a revocation event written by an admin who is then removed with
-  a cutoff before that event is dropped with the admin's later events, and its
-  own cutoff stays applied only where it had already arrived.)
+  A valid revocation event is kept as evidence and travels with the heads even
+  when its own feed later drops it (a fork, its writer's removal), so its
+  cutoff applies everywhere whatever the order of arrival.
 
 Verdicts: accepted, duplicate, pending (a predecessor or the writer's
 certificate is missing: fetch and retry), refused (with the reason), fork.
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from peerbackup.core import hlc as hlcmod
@@ -47,6 +47,7 @@ class Outcome:
     event: Event | None = None
     removed: tuple[Event, ...] = ()
     proof: tuple[bytes, bytes] | None = None  # a new fork proof to persist and spread
+    evidence: bytes | None = None  # a new revocation event to keep as evidence and spread
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class LogState:
     certs: dict[str, Certificate] = field(default_factory=dict)
     cutoffs: dict[str, dict[str, int]] = field(default_factory=dict)
     frozen: dict[tuple[str, str], tuple[int, bytes, bytes]] = field(default_factory=dict)
+    revocation_evidence: dict[bytes, bytes] = field(default_factory=dict)  # event id -> raw
     hlc: int = 0
     known_logs: Callable[[str], bool] = field(default=lambda log: log == CONTROL_LOG)
 
@@ -94,12 +96,47 @@ class LogState:
             return Outcome(REFUSED, f"malformed event: {exc}")
         if not self.known_logs(ev.log):
             return Outcome(REFUSED, f"unknown log {ev.log!r}", ev)
-        frozen = self.frozen.get((ev.log, ev.feed))
         cert = self.certs.get(ev.feed)
         if cert is None:
             return Outcome(PENDING, f"writer {ev.feed} is not known yet", ev)
         if not signed_by(ev, cert.public_key):
             return Outcome(REFUSED, f"forged or tampered: the signature of {ev.feed} does not verify", ev)
+        evidence = self._evidence(ev, cert)
+        out = self._place(ev, cert, now_ms)
+        if evidence is not None:
+            out = replace(out, removed=evidence + out.removed, evidence=ev.raw)
+        return out
+
+    def _evidence(self, ev: Event, cert: Certificate) -> tuple[Event, ...] | None:
+        """A valid member.revoke counts wherever its event ends up (accepted, or dropped by a fork or
+        a cutoff of the feed that carries it): the removed events, or None when not new evidence."""
+        if ev.log != CONTROL_LOG or ev.kind != MEMBER_REVOKE or ev.id in self.revocation_evidence:
+            return None
+        if self._authority(ev, cert):
+            return None
+        self.revocation_evidence[ev.id] = ev.raw
+        return self._apply_revocation(ev)
+
+    def add_evidence(self, raw: bytes) -> Outcome:
+        """A revocation event a peer holds as evidence (its feed may have dropped it)."""
+        try:
+            ev = decode_event(raw)
+        except (FormatError, UnsupportedVersion) as exc:
+            return Outcome(REFUSED, f"malformed revocation evidence: {exc}")
+        cert = self.certs.get(ev.feed)
+        if cert is None:
+            return Outcome(PENDING, f"writer {ev.feed} is not known yet", ev)
+        if ev.log != CONTROL_LOG or ev.kind != MEMBER_REVOKE or not signed_by(ev, cert.public_key):
+            return Outcome(REFUSED, "not a signed revocation event", ev)
+        if ev.id in self.revocation_evidence:
+            return Outcome(DUPLICATE, "", ev)
+        removed = self._evidence(ev, cert)
+        if removed is None:
+            return Outcome(REFUSED, "revocation evidence without authority", ev)
+        return Outcome(ACCEPTED, "", ev, removed, evidence=ev.raw)
+
+    def _place(self, ev: Event, cert: Certificate, now_ms: int) -> Outcome:
+        frozen = self.frozen.get((ev.log, ev.feed))
         held = self.events.get(ev.key)
         if held is not None:
             if held.id == ev.id:
@@ -197,10 +234,11 @@ class LogState:
         current = self.frozen.get((ev.log, ev.feed))
         if current is not None and current[0] <= point:
             return Outcome(FORK, f"fork of {ev.feed} at seq {point}; already frozen at {current[0] - 1}", ev)
-        self.frozen[(ev.log, ev.feed)] = (point, held.raw, ev.raw)
+        first, second = sorted((held.raw, ev.raw))  # the same pair, in the same order, on every peer
+        self.frozen[(ev.log, ev.feed)] = (point, first, second)
         removed = self._drop(ev.feed, lambda log, seq: seq >= point, log_only=ev.log)
         return Outcome(FORK, f"fork: {ev.feed} signed two events at seq {point} of {ev.log}; feed frozen at "
-                             f"seq {point - 1}", ev, removed, (held.raw, ev.raw))
+                             f"seq {point - 1}", ev, removed, (first, second))
 
     def add_fork_proof(self, raw_a: bytes, raw_b: bytes) -> Outcome:
         """A fork proof from a peer: two different events signed by one writer at one position."""
@@ -209,6 +247,8 @@ class LogState:
         except (FormatError, UnsupportedVersion) as exc:
             return Outcome(REFUSED, f"malformed fork proof: {exc}")
         cert = self.certs.get(a.feed)
+        if not self.known_logs(a.log):
+            return Outcome(REFUSED, f"fork proof in unknown log {a.log!r}")
         if a.key != b.key or a.id == b.id:
             return Outcome(REFUSED, "not a fork proof: the events are not two versions of one position")
         if cert is None:
@@ -244,6 +284,8 @@ class LogState:
             h.update(f"{log}\0{feed}\0{seq}\0".encode() + eid)
         for (log, feed) in sorted(self.frozen):
             h.update(f"frozen\0{log}\0{feed}\0{self.frozen[(log, feed)][0]}\0".encode())
+        for eid in sorted(self.revocation_evidence):
+            h.update(b"revocation\0" + eid)
         return h.digest()
 
     def config(self) -> OfficeConfig:

@@ -165,6 +165,9 @@ class Daemon:
                       hint="use --peer HOST:PORT, or --mdns-interface IP")
                 self.discovery = None
 
+        # The start-up wait counts from here: discovery (its duplicate probe included) is over,
+        # so the wait is spent hearing the current coordinator.
+        self.coordination.election.started = self.clock()
         self._loop(self._heartbeats)
         self._loop(self._coordinator)
         self._loop(self._housekeeping)

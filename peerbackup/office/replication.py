@@ -16,7 +16,7 @@ from typing import Any
 
 from peerbackup.core import hlc as hlcmod
 from peerbackup.core.certs import Certificate, Revocation
-from peerbackup.core.events import CONTROL_LOG, Event, decode_event
+from peerbackup.core.events import CONTROL_LOG, Event, decode_event, event_id
 from peerbackup.core.logstate import (
     ACCEPTED,
     COORDINATOR_CLAIM,
@@ -57,7 +57,7 @@ class LogService:
     async def load(self) -> None:
         for cert in self.peers.membership.certs.values():
             self.state.add_cert(cert)
-        events, forks, hlc = await self.store.load()
+        events, forks, evidence, hlc = await self.store.load()
         self.state.hlc = hlc
         # Replay what we accepted before; our clock may have gone back since, so no HLC limit here.
         saved, self.state.max_ahead_ms = self.state.max_ahead_ms, 2**62
@@ -76,6 +76,8 @@ class LogService:
                 todo = pending
             for a, b in forks:
                 self.state.add_fork_proof(a, b)
+            for raw in evidence:
+                self.state.add_evidence(raw)
         finally:
             self.state.max_ahead_ms = saved
 
@@ -84,7 +86,7 @@ class LogService:
     async def apply(self, raw: bytes, source: str) -> Outcome:
         async with self._lock:
             out = self.state.add(raw, self.now_ms())
-            if out.verdict in (ACCEPTED, FORK):
+            if out.verdict in (ACCEPTED, FORK) or out.removed or out.evidence:
                 await self.store.commit(out, self.state.hlc)
         await self._report(out, source)
         if out.verdict == ACCEPTED and out.event is not None:
@@ -97,6 +99,18 @@ class LogService:
             if out.verdict == FORK and out.proof is not None:
                 await self.store.commit(out, self.state.hlc)
         await self._report(out, source)
+        return out
+
+    async def apply_evidence(self, raw: bytes, source: str) -> Outcome:
+        async with self._lock:
+            out = self.state.add_evidence(raw)
+            if out.evidence is not None:
+                await self.store.commit(out, self.state.hlc)
+        if out.verdict == REFUSED:
+            await self._report(out, source)
+        for removed in out.removed:
+            event(self.log, "log.dropped", logging.WARNING, log=removed.log, feed=removed.feed, seq=removed.seq,
+                  kind=removed.kind)
         return out
 
     async def append(self, kind: str, fields: dict[str, Any], log: str = CONTROL_LOG) -> Event:
@@ -146,7 +160,8 @@ class LogService:
         server.route(logsync.PULL_PATH, self.peers.auth_member, self._on_pull)
 
     def heads(self) -> logsync.Heads:
-        return logsync.Heads(tuple(logsync.Head(*h) for h in self.state.head_list()), tuple(self.state.proofs()))
+        return logsync.Heads(tuple(logsync.Head(*h) for h in self.state.head_list()), tuple(self.state.proofs()),
+                             tuple(self.state.revocation_evidence[k] for k in sorted(self.state.revocation_evidence)))
 
     async def _on_heads(self, issuer: str, body: bytes) -> bytes:
         theirs = logsync.Heads.from_wire(body)
@@ -175,7 +190,8 @@ class LogService:
     def _behind(self, theirs: logsync.Heads) -> bool:
         mine = {(h[0], h[1]): (h[2], h[3]) for h in self.state.head_list()}
         return any(mine.get((h.log, h.feed)) != (h.seq, h.id) for h in theirs.heads) or \
-            any(self._new_proof(a) for a, _ in theirs.forks)
+            any(self._new_proof(a) for a, _ in theirs.forks) or \
+            any(event_id(raw) not in self.state.revocation_evidence for raw in theirs.revocations)
 
     def sync_soon(self, peer_id: str) -> None:
         if peer_id not in self._syncing:
@@ -202,6 +218,9 @@ class LogService:
                                               lambda _e: key)
         theirs = logsync.Heads.from_wire(raw)
         source = f"{peer_id}@{address}"
+        for raw_rev in theirs.revocations:
+            if event_id(raw_rev) not in self.state.revocation_evidence:
+                await self.apply_evidence(raw_rev, source)
         for a, b in theirs.forks:
             if self._new_proof(a):
                 await self.apply_proof(a, b, source)

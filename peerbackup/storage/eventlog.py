@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS forks (
     log TEXT NOT NULL, feed TEXT NOT NULL, seq INTEGER NOT NULL, a BLOB NOT NULL, b BLOB NOT NULL,
     PRIMARY KEY (log, feed));
+CREATE TABLE IF NOT EXISTS evidence (id BLOB PRIMARY KEY, raw BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS clock (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 """
 
@@ -41,15 +42,17 @@ class EventStore:
     async def close(self) -> None:
         await self.db.close()
 
-    async def load(self) -> tuple[list[bytes], list[tuple[bytes, bytes]], int]:
-        """(events in feed order, fork proofs, persisted HLC) to replay at start."""
+    async def load(self) -> tuple[list[bytes], list[tuple[bytes, bytes]], list[bytes], int]:
+        """(events in feed order, fork proofs, revocation evidence, persisted HLC) to replay at start."""
         async with self.db.execute("SELECT raw FROM events ORDER BY log, feed, seq") as cur:
             events = [r[0] for r in await cur.fetchall()]
         async with self.db.execute("SELECT a, b FROM forks ORDER BY log, feed") as cur:
             forks = [(r[0], r[1]) for r in await cur.fetchall()]
+        async with self.db.execute("SELECT raw FROM evidence ORDER BY id") as cur:
+            evidence = [r[0] for r in await cur.fetchall()]
         async with self.db.execute("SELECT v FROM clock WHERE k = 'hlc'") as cur:
             row = await cur.fetchone()
-        return events, forks, int(row[0]) if row else 0
+        return events, forks, evidence, int(row[0]) if row else 0
 
     async def commit(self, outcome: Outcome, hlc: int) -> None:
         """Persist what an accepted event or a fork changed, atomically."""
@@ -68,6 +71,9 @@ class EventStore:
                 ev = outcome.event
                 await self.db.execute("INSERT OR REPLACE INTO forks VALUES (?, ?, ?, ?, ?)",
                                       (ev.log, ev.feed, ev.seq, outcome.proof[0], outcome.proof[1]))
+            if outcome.evidence is not None and outcome.event is not None:
+                await self.db.execute("INSERT OR IGNORE INTO evidence VALUES (?, ?)",
+                                      (outcome.event.id, outcome.evidence))
             await self.db.execute("INSERT OR REPLACE INTO clock VALUES ('hlc', ?)", (hlc,))
             await self.db.commit()
         except BaseException:

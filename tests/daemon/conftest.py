@@ -18,11 +18,3 @@ def office(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Office]:
         rep = getattr(request.node, "rep_call", None)
         if rep is not None and rep.failed:
             print(o.logs())
-
-
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    rep = outcome.get_result()  # type: ignore[attr-defined]
-    if rep.when == "call":
-        item.rep_call = rep  # type: ignore[attr-defined]

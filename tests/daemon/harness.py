@@ -35,6 +35,21 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
 
 
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group (a clean stop), SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=5)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=5)
+
+
 @dataclass
 class Result:
     rc: int
@@ -155,16 +170,8 @@ class Office:
 
     def close(self) -> None:
         for p in self.peers.values():
-            if p.proc is not None and p.proc.poll() is None:
-                try:
-                    os.killpg(p.proc.pid, signal.SIGTERM)
-                    p.proc.wait(timeout=5)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    try:
-                        os.killpg(p.proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    p.proc.wait(timeout=5)
+            if p.proc is not None:
+                stop_group(p.proc)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log.read_text() if p.log.exists() else ''}"

@@ -69,6 +69,9 @@ HINTS = (PeerHint(BOB.peer_id, ("10.0.0.2:7000", "[fe80::1]:7000")),)
 ENVELOPE, ENVELOPE_NONCE = seal(ALICE, BOB.peer_id, "POST", PATH, b"hello body", NOW, random.Random(1).randbytes)
 TOKEN = InviteToken(FP, ("10.0.0.1:7000", "[fe80::1]:7000"), SECRET, NOW + 86400)
 
+from peerbackup.net.proto.coordinator import Announce, AnnounceReply  # noqa: E402
+from peerbackup.net.proto.logsync import Head, Heads, Pull, PullReply  # noqa: E402
+
 ProtoDecoder = Callable[[bytes], Any]
 PROTO_SAMPLES: dict[str, tuple[ProtoDecoder, bytes]] = {
     "hello": (Hello.from_wire, Hello(CERT.raw, ("10.0.0.1:7000",), (REV.raw,), HINTS).to_wire()),
@@ -80,6 +83,12 @@ PROTO_SAMPLES: dict[str, tuple[ProtoDecoder, bytes]] = {
         OFFICE.to_wire(), CERT.raw, BOB_CERT.raw, (REV.raw,), HINTS,
         seal_to(ALICE.public_key, OFFICE_KEY.seed)).to_wire()),
     "refusal": (Refusal.from_wire, Refusal("forbidden", "not an admin").to_wire()),
+    "log-heads": (Heads.from_wire, Heads((Head("office", ALICE.peer_id, 3, bytes(32)),),
+                                         ((b"a" * 40, b"b" * 40),), (b"r" * 50,)).to_wire()),
+    "log-pull": (Pull.from_wire, Pull("office", ALICE.peer_id, 1, 256).to_wire()),
+    "log-pull-reply": (PullReply.from_wire, PullReply((b"e" * 80,), CERT.raw).to_wire()),
+    "coordinator": (Announce.from_wire, Announce((3, ALICE.peer_id), 15000).to_wire()),
+    "coordinator-reply": (AnnounceReply.from_wire, AnnounceReply(False, (4, BOB.peer_id)).to_wire()),
 }
 PROTO_ERRORS = (Malformed, UnsupportedProtocol)
 ENVELOPE_ERRORS = (Malformed, TooLarge, UnsupportedProtocol)
@@ -178,6 +187,18 @@ def well_formed(kind: str, msg: Any) -> None:
     elif kind == "refusal":
         assert isinstance(msg.code, str) and len(msg.code) <= 64
         assert isinstance(msg.message, str) and len(msg.message) <= 1000
+    elif kind == "log-heads":
+        assert all(is_peer_id(h.feed) and 0 < h.seq < 2**63 and len(h.id) == 32 for h in msg.heads)
+        assert all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in msg.forks)
+        assert all(isinstance(r, bytes) for r in msg.revocations)
+    elif kind == "log-pull":
+        assert is_peer_id(msg.feed) and 0 < msg.limit <= 256 and msg.start > 0
+    elif kind == "log-pull-reply":
+        assert len(msg.events) <= 256 and all(isinstance(e, bytes) for e in msg.events)
+    elif kind in ("coordinator", "coordinator-reply"):
+        token = msg.token if kind == "coordinator" else msg.highest
+        assert isinstance(token[0], int) and not isinstance(token[0], bool) and token[0] >= 0
+        assert token[1] == "" or is_peer_id(token[1])
     else:  # pragma: no cover
         raise AssertionError(kind)
 

@@ -33,10 +33,11 @@ class Head:
 class Heads:
     heads: tuple[Head, ...]
     forks: tuple[tuple[bytes, bytes], ...]
+    revocations: tuple[bytes, ...] = ()  # revocation events kept as evidence
 
     def to_wire(self) -> bytes:
         return _wire.encode({"heads": [[h.log, h.feed, h.seq, h.id] for h in self.heads],
-                             "forks": [[a, b] for a, b in self.forks]})
+                             "forks": [[a, b] for a, b in self.forks], "revs": list(self.revocations)})
 
     @classmethod
     def from_wire(cls, data: bytes) -> Heads:
@@ -61,7 +62,8 @@ class Heads:
             if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, bytes) for x in item)):
                 raise Malformed(f"{what}: a fork proof is [event, event]")
             forks.append((item[0], item[1]))
-        return cls(tuple(heads), tuple(forks))
+        revs = _wire.items(obj, "revs", bytes, what)
+        return cls(tuple(heads), tuple(forks), tuple(revs))
 
 
 @dataclass(frozen=True)
