@@ -145,6 +145,18 @@ class DaemonError(PeerBackupError):
     """The daemon refused: {}"""
 
 
+class StartError(HomeError):
+    """Cannot start the daemon: {}"""
+
+
+class WrongKitPassphrase(PeerBackupError):
+    """Wrong passphrase for this recovery kit."""
+
+
+class BadToken(UsageError):
+    """{}"""
+
+
 class NotAdmin(PeerBackupError):
     """This peer does not hold the office key: run this on an admin peer."""
 
@@ -255,6 +267,10 @@ class NotFound(ProtocolError):
 
 class PeerUnreachable(PeerBackupError):
     """Cannot reach peer at {}: {}"""
+
+
+class LogError(PeerBackupError):
+    """Cannot append {} to the {} log: {}"""
 
 
 class PeerRefused(PeerBackupError):

@@ -47,9 +47,12 @@ def _password(args: argparse.Namespace, confirm: bool = False, prompt: str = "Pa
     if path:
         try:
             with open(path, "rb") as f:
-                return f.read().rstrip(b"\r\n")
+                from_file = f.read().rstrip(b"\r\n")
         except OSError as exc:
             raise UsageError(f"cannot read password file {path}: {exc.strerror}") from None
+        if not from_file:
+            raise UsageError(f"the password file {path} is empty")
+        return from_file
     value = os.environ.get(env)
     if value:
         return value.encode()

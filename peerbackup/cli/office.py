@@ -7,6 +7,7 @@ running daemon through its local admin API (found through the home).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -18,18 +19,35 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES
+from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES, check_name
+from peerbackup.core.identity import normalise_peer_id
 from peerbackup.core.settings import Settings
 from peerbackup.daemon import logs
 from peerbackup.daemon.admin import TOKEN_HEADER
 from peerbackup.daemon.home import Home, default_home
-from peerbackup.errors import AlreadyInitialised, DaemonError, DaemonNotRunning, NotInitialised, UsageError
+from peerbackup.errors import (
+    AlreadyInitialised,
+    DaemonError,
+    DaemonNotRunning,
+    FormatError,
+    NotInitialised,
+    UsageError,
+)
 
 EXIT_OK = 0
 
 
 def _home(args: argparse.Namespace) -> Home:
     return Home(args.home or default_home())
+
+
+def _name(args: argparse.Namespace) -> str:
+    """--name, or the host name; a bad name is a usage error, caught before anything is written."""
+    name = args.name or socket.gethostname()[:64] or "peer"
+    try:
+        return check_name(name)
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -86,7 +104,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise AlreadyInitialised(home.path, ident.office.name, ident.peer_id)
     kit = args.kit or str(home.path / "recovery-kit.pbkit")
     passphrase = _kit_passphrase(args, confirm=True)
-    ident = init_office(home, args.office, args.name or socket.gethostname()[:64], passphrase, kit, _kdf(),
+    ident = init_office(home, args.office, _name(args), passphrase, kit, _kdf(),
                         secrets.token_bytes, int(time.time()))
     out = {"office": ident.office.name, "office_fingerprint": ident.office.fingerprint, "peer_id": ident.peer_id,
            "name": ident.certificate.name, "home": str(home.path), "recovery_kit": os.path.abspath(kit)}
@@ -108,7 +126,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     from peerbackup.office.enrol import join_office, seed_state
 
     home = _home(args)
-    joined = join_office(home, args.token, args.name or socket.gethostname()[:64], _settings(args),
+    joined = join_office(home, args.token, _name(args), _settings(args),
                          secrets.token_bytes)
     asyncio.run(seed_state(home, joined))
     ident = joined.ident
@@ -133,7 +151,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             kit = f.read(1024 * 1024)
     except OSError as exc:
         raise UsageError(f"cannot read recovery kit {args.kit}: {exc.strerror}") from None
-    ident = recover_admin(home, kit, _kit_passphrase(args, confirm=False), args.name or socket.gethostname()[:64],
+    ident = recover_admin(home, kit, _kit_passphrase(args, confirm=False), _name(args),
                           secrets.token_bytes, int(time.time()))
     out = {"office": ident.office.name, "office_fingerprint": ident.office.fingerprint, "peer_id": ident.peer_id,
            "name": ident.certificate.name, "home": str(home.path)}
@@ -171,6 +189,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"listening   {', '.join(st['listen'])}")
     print(f"coordinator {st['coordinator'] or '-'} (term {st['term'] if st['term'] is not None else '-'})")
     print(f"uptime      {st['uptime_s']:.0f} s")
+    if st.get("removed"):
+        print("REMOVED     this peer has been removed from the office; every member refuses it")
     return EXIT_OK
 
 
@@ -219,9 +239,15 @@ def cmd_invite(args: argparse.Namespace) -> int:
 def cmd_remove_peer(args: argparse.Namespace) -> int:
     home = _home(args)
     peer = args.peer
-    # Accept a unique name as well as a peer id.
-    matches = [p["peer_id"] for p in _api(home, "GET", "/v1/peers") if p["name"] == peer]
-    if len(matches) == 1:
+    try:
+        peer = normalise_peer_id(peer)
+    except FormatError:
+        # Not a peer id: a member's name, which must name exactly one member.
+        matches = [p["peer_id"] for p in _api(home, "GET", "/v1/peers") if p["name"] == peer]
+        if not matches:
+            raise UsageError(f"no member is named {peer!r} (see `peerbackup peers`)") from None
+        if len(matches) > 1:
+            raise UsageError(f"{len(matches)} members are named {peer!r}: give the peer id") from None
         peer = matches[0]
     out = _api(home, "POST", "/v1/remove-peer", {"peer": peer, "reason": args.reason or ""})
     if args.json:
@@ -260,7 +286,7 @@ def add_parsers(top: Any) -> None:
     u.add_argument("--mdns-interface", metavar="IP", help="announce and browse only on this address (127.0.0.1 for "
                    "several instances on one machine)")
     u.add_argument("--set", action="append", metavar="NAME=DURATION",
-                   help="override a timing: heartbeat, suspect, dead, clock_skew, request_timeout (repeatable)")
+                   help="override a timing (repeatable): " + ", ".join(f.name for f in dataclasses.fields(Settings)))
     u.add_argument("--log-json", action="store_true", help="JSON lines on stderr")
     u.add_argument("-v", "--verbose", action="store_true", help="debug events too")
     add("status", cmd_status, "this peer and its office")

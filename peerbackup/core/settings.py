@@ -41,9 +41,12 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat < self.suspect < self.dead:
-            raise UsageError("timings must satisfy 0 < heartbeat < suspect < dead")
-        if self.clock_skew <= 0 or self.request_timeout <= 0 or not 0 < self.renew < self.lease:
-            raise UsageError("clock_skew and request_timeout must be positive and renew < lease")
+            raise UsageError(f"timings must satisfy 0 < heartbeat < suspect < dead (got {self.heartbeat:g} s, "
+                             f"{self.suspect:g} s, {self.dead:g} s)")
+        if not 0 < self.renew < self.lease:
+            raise UsageError(f"timings must satisfy 0 < renew < lease (got {self.renew:g} s, {self.lease:g} s)")
+        if self.clock_skew <= 0 or self.request_timeout <= 0 or self.gc_grace < 0:
+            raise UsageError("clock_skew and request_timeout must be positive, gc_grace not negative")
 
     def with_overrides(self, items: list[str]) -> Settings:
         """Apply NAME=DURATION items, as given to `peerbackup up --set`."""

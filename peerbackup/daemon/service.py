@@ -28,7 +28,7 @@ from peerbackup.core.settings import Settings
 from peerbackup.daemon.admin import AdminApi
 from peerbackup.daemon.home import ADMIN_ENDPOINT, ADMIN_TOKEN, EVENTS_DB, STATE_DB, Home, Identity, write_private
 from peerbackup.daemon.logs import event
-from peerbackup.errors import DaemonError, DuplicatePeer, PeerBackupError, UsageError
+from peerbackup.errors import DuplicatePeer, PeerBackupError, StartError, UsageError
 from peerbackup.net.client import PeerClient
 from peerbackup.net.discovery import Discovery, ServiceHint
 from peerbackup.net.server import PeerServer
@@ -88,6 +88,7 @@ class Daemon:
         self.listen_host, self.listen_port = parse_address(options.listen)
         self.static = [format_address(*parse_address(p)) for p in options.peers]
         self.advertised: list[str] = []
+        self._static_failed: set[str] = set()
         self._runners: list[web.AppRunner] = []
         self._loops: list[asyncio.Task[None]] = []
         self.discovery: Discovery | None = None
@@ -124,7 +125,8 @@ class Daemon:
         await self.coordination.load()
         if self.ident.office_key is not None and self.ident.peer_id not in self.logs.state.config().members:
             # An admin's own membership is written by itself (init, recover); others' by their inviter.
-            await self.logs.append(MEMBER_ADD, {"cert": self.ident.certificate.raw})
+            # Spawned: the log waits until it is in step with a peer before it appends anything.
+            self.peer_service.spawn(self._log_own_membership())
 
         server = PeerServer(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.state.spend_nonce,
                             self.peer_service.whoami, self.log)
@@ -138,7 +140,7 @@ class Daemon:
         try:
             await site.start()
         except OSError as exc:
-            raise DaemonError(f"cannot listen on {self.options.listen}: {exc.strerror}") from None
+            raise StartError(f"cannot listen on {self.options.listen}: {exc.strerror}") from None
         port = self._bound_port(runner)
         self.advertised = [format_address(ip, port) for ip in self._advertised_ips()]
 
@@ -171,6 +173,10 @@ class Daemon:
         self._loop(self._heartbeats)
         self._loop(self._coordinator)
         self._loop(self._housekeeping)
+        if self.ident.peer_id in self.peer_service.membership.revocations:
+            event(self.log, "daemon.removed", logging.ERROR,
+                  reason="this peer has been removed from the office: every member refuses it; "
+                         "ask an admin for a new invite and join again with a new home")
         event(self.log, "daemon.started", peer=self.ident.peer_id, name=self.ident.certificate.name,
               office=self.ident.office.name, listen=",".join(self.advertised), mdns=self.options.mdns,
               admin=f"127.0.0.1:{admin.port}", version=__version__)
@@ -179,7 +185,7 @@ class Daemon:
     def _bound_port(runner: web.AppRunner) -> int:
         for addr in runner.addresses:
             return int(addr[1])
-        raise DaemonError("the listener did not bind")
+        raise StartError("the listener did not bind")
 
     def _loop(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._loops.append(asyncio.create_task(self._supervised(fn)))
@@ -210,15 +216,33 @@ class Daemon:
                 if address not in self.advertised:
                     known = await self._static_peer_known(address)
                     if not known:
-                        self.peer_service.spawn(self.peer_service.contact(address))
+                        self.peer_service.spawn(self._contact_static(address))
             await self.peer_service.heartbeat_round()
             self.peer_service.check_liveness()
             await asyncio.sleep(self.settings.heartbeat)
+
+    async def _log_own_membership(self) -> None:
+        try:
+            await self.logs.wait_ready()
+            if self.ident.peer_id not in self.logs.state.config().members:
+                await self.logs.append(MEMBER_ADD, {"cert": self.ident.certificate.raw})
+        except PeerBackupError as exc:
+            event(self.log, "member.log_failed", logging.ERROR, peer=self.ident.peer_id, reason=str(exc))
 
     async def _coordinator(self) -> None:
         while True:
             await self.coordination.tick()
             await asyncio.sleep(min(self.settings.heartbeat, self.settings.renew / 2))
+
+    async def _contact_static(self, address: str) -> None:
+        peer_id = await self.peer_service.contact(address)
+        if peer_id is None and address not in self._static_failed:
+            # Said once at the default level (a typo in --peer must not go unnoticed), then only with -v.
+            self._static_failed.add(address)
+            event(self.log, "peer.static_unreachable", logging.WARNING, address=address,
+                  hint="no member of this office answers there yet; retrying every heartbeat")
+        elif peer_id is not None:
+            self._static_failed.discard(address)
 
     async def _static_peer_known(self, address: str) -> bool:
         assert self.state is not None
@@ -263,6 +287,7 @@ class Daemon:
             "peer_id": self.ident.peer_id, "name": c.name, "office": self.ident.office.name,
             "office_fingerprint": self.ident.office.fingerprint, "roles": list(c.roles), "rank": c.rank,
             "admin": self.ident.office_key is not None, "coordinator": coordinator, "term": term,
+            "removed": self.ident.peer_id in self.peer_service.membership.revocations,
             "highest_token": list(self.coordination.election.highest),
             "logs_digest": self.logs.state.digest().hex(), "config_digest": self.logs.state.config().digest().hex(),
             "log_alerts": self.logs.alerts[-10:],

@@ -92,6 +92,13 @@ class CoordinatorService:
     async def tick(self) -> None:
         now = self.clock()
         ps = self.peers
+        if ps.me in ps.membership.revocations:
+            # Removed from the office: never coordinate (every member would refuse it anyway).
+            if self.election.i_am:
+                self.election.coordinator = None
+                event(self.log, "coordinator.stepped_down", logging.WARNING, term=self.election.token[0],
+                      reason="this peer has been removed from the office")
+            return
         alive, rank_of = [], {}
         for cert in ps.membership.members():
             rank_of[cert.peer_id] = cert.rank

@@ -4,7 +4,7 @@ Most laptops are off at night, so a majority is often impossible; the office
 must still run its schedule. The rule: the live coordinator-eligible peer with
 the lowest (rank, peer id) claims a term greater than any it has seen and holds
 a lease it renews every `renew` seconds. A peer that just started waits one
-lease first (it may hear the current coordinator). Fencing tokens are
+lease first (it may hear the current coordinator), unless it knows no other member. Fencing tokens are
 (term, peer id), ordered lexicographically; every peer refuses a token lower
 than the highest it has seen, and a coordinator that sees a higher token steps
 down. A coordinator also steps down when its own lease ran out before it
@@ -76,7 +76,8 @@ class Election:
                 return [Claim(self.token, new_term=False)]
             else:
                 return []
-        if not self.eligible or now < self.started + self.settings.lease:
+        alone = all(p == self.me for p in rank_of)  # no other member known: nobody to wait for
+        if not self.eligible or (now < self.started + self.settings.lease and not alone):
             return actions
         mine = (self.rank, self.me)
         if alive and min(alive) < mine:

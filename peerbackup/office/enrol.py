@@ -25,8 +25,10 @@ from peerbackup.errors import (
     InviteError,
     PeerBackupError,
     PeerRefused,
+    PeerUnreachable,
     UnsupportedVersion,
-    WrongPassword,
+    UsageError,
+    WrongKitPassphrase,
 )
 from peerbackup.net.client import PeerClient
 from peerbackup.net.proto import join
@@ -60,7 +62,7 @@ class RecoveryKit:
         try:
             seed = unseal(derive_key(passphrase, self.salt, self.kdf), self.sealed, _KIT_AAD, self.nonce, "kit")
         except DecryptError:
-            raise WrongPassword() from None
+            raise WrongKitPassphrase() from None
         key = SigningKey(bytes(seed))
         if key.public_key != self.office.public_key:
             raise FormatError("recovery kit", "the key inside is not the office's key")
@@ -108,7 +110,10 @@ def init_office(home: Home, office_name: str, peer_name: str, passphrase: bytes,
 
 def write_private_path(path: str, data: bytes) -> None:
     from pathlib import Path
-    write_private(Path(path).absolute(), data)
+    try:
+        write_private(Path(path).absolute(), data)
+    except OSError as exc:
+        raise UsageError(f"cannot write the recovery kit to {path}: {exc.strerror}") from None
 
 
 def _become_admin(home: Home, office: Office, office_key: SigningKey, peer_name: str, rand: Random,
@@ -177,6 +182,9 @@ async def _redeem(token: join.InviteToken, key: SigningKey, name: str, settings:
                 errors.append(f"{address} refused: {exc.args[1]}")
                 if exc.code == "forbidden":
                     break  # the inviter said no; another address of the same inviter will say the same
+            except PeerUnreachable:
+                errors.append(f"cannot reach the inviter at {address} (is its daemon running? the invite works "
+                              "only while `peerbackup up` runs on the machine that made it)")
             except (PeerBackupError, FormatError) as exc:
                 errors.append(f"{address}: {exc}")
                 if isinstance(exc, InviteError):

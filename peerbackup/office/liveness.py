@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from peerbackup.core.settings import Settings
 
-ALIVE, SUSPECT, DEAD = "alive", "suspect", "dead"
+ALIVE, SUSPECT, DEAD, UNKNOWN = "alive", "suspect", "dead", "unknown"
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,15 @@ class Liveness:
         return DEAD
 
     def changes(self, peer_ids: list[str], now: float) -> list[StateChange]:
-        """State changes since the last call, for the log; peers start out dead."""
+        """State changes since the last call, for the log; a peer first heard comes from "unknown"."""
         out = []
         for peer_id in peer_ids:
             new = self.state(peer_id, now)
-            old = self._reported.get(peer_id, DEAD)
+            old = self._reported.get(peer_id)
+            if old is None:
+                if new == DEAD:
+                    continue  # never heard in this run: nothing to report yet
+                old = UNKNOWN
             if new != old:
                 last = self.last_heard.get(peer_id)
                 out.append(StateChange(peer_id, old, new, None if last is None else now - last))

@@ -157,8 +157,12 @@ class PeerService:
         return heartbeat.Heartbeat(self._seq, self.membership.revocations_digest(), logs)
 
     def _compare_logs(self, peer_id: str, theirs: bytes) -> None:
-        if self.logs is not None and theirs != self.logs.state.digest():
+        if self.logs is None:
+            return
+        if theirs != self.logs.state.digest():
             self.logs.sync_soon(peer_id)
+        else:
+            self.logs.mark_ready(f"in step with {peer_id}")
 
     async def _on_heartbeat(self, issuer: str, body: bytes) -> bytes:
         msg = heartbeat.Heartbeat.from_wire(body)
@@ -187,7 +191,8 @@ class PeerService:
         cert = Certificate.issue(office_key, req.public_key, name, invite.roles, invite.rank, int(now))
         await self._admit(cert.raw)
         if self.logs is not None:
-            await self.logs.append("member.add", {"cert": cert.raw})
+            # Not awaited: the certificate is the membership; the event follows once the log is ready.
+            self.spawn(self._log_member(cert))
         event(self.log, "join.admitted", peer=issuer, name=name, roles=",".join(invite.roles), rank=invite.rank)
         known = await self.state.addresses()
         hints = [hello.PeerHint(self.me, tuple(self.my_addresses()))]
@@ -198,6 +203,12 @@ class PeerService:
                               inviter_certificate=self.ident.certificate.raw,
                               revocations=self.membership.revocation_list(), peers=tuple(hints[:MAX_HINTS]),
                               office_key_box=box).to_wire()
+
+    async def _log_member(self, cert: Certificate) -> None:
+        try:
+            await self.logs.append("member.add", {"cert": cert.raw})
+        except PeerBackupError as exc:
+            event(self.log, "member.log_failed", logging.ERROR, peer=cert.peer_id, reason=str(exc))
 
     # ---- sending ----------------------------------------------------------------
 
@@ -363,7 +374,9 @@ class PeerService:
             raise NotAdmin()
         if peer_id == self.me:
             raise UsageError("an admin cannot remove itself: remove it from another admin")
-        if peer_id not in self.membership.certs and peer_id not in self.membership.revocations:
+        if peer_id in self.membership.revocations:
+            raise UsageError(f"{peer_id} has been removed already")
+        if peer_id not in self.membership.certs:
             raise UsageError(f"{peer_id} is not a member this peer knows")
         rev = Revocation.issue(self.ident.office_key, peer_id, int(self.clock()), reason)
         known = await self.state.addresses()  # before the revocation drops the removed peer's addresses

@@ -29,7 +29,7 @@ from peerbackup.core.logstate import (
     Outcome,
 )
 from peerbackup.daemon.logs import event
-from peerbackup.errors import FormatError, PeerBackupError, ProtocolError, UnsupportedVersion
+from peerbackup.errors import FormatError, LogError, PeerBackupError, ProtocolError, UnsupportedVersion
 from peerbackup.net.proto import logsync
 from peerbackup.net.server import PeerServer
 from peerbackup.office.peers import PeerService
@@ -50,6 +50,22 @@ class LogService:
         self._syncing: set[str] = set()
         self._lock = asyncio.Lock()  # one writer of LogState and the store at a time
         self.listeners: list[Callable[[Event], None]] = []  # told of every accepted event
+        # Nothing is appended before we are in step with some peer (or none answers within a lease):
+        # a peer whose events.db was lost must learn its own feed's head before writing seq 1 again.
+        self._ready = asyncio.Event()
+
+    def mark_ready(self, why: str) -> None:
+        if not self._ready.is_set():
+            self._ready.set()
+            event(self.log, "log.ready", reason=why)
+
+    async def wait_ready(self) -> None:
+        if self._ready.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout=self.peers.settings.lease)
+        except TimeoutError:
+            self.mark_ready("no peer answered within one lease")
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -80,6 +96,8 @@ class LogService:
                 self.state.add_evidence(raw)
         finally:
             self.state.max_ahead_ms = saved
+        if all(c.peer_id == self.peers.me for c in self.peers.membership.members()):
+            self.mark_ready("no other member known")
 
     # ---- applying --------------------------------------------------------------------
 
@@ -114,10 +132,11 @@ class LogService:
         return out
 
     async def append(self, kind: str, fields: dict[str, Any], log: str = CONTROL_LOG) -> Event:
+        await self.wait_ready()
         async with self._lock:
             out = self.state.append(self.peers.ident.key, log, kind, fields, self.now_ms())
             if out.verdict != ACCEPTED or out.event is None:
-                raise PeerBackupError(f"cannot append {kind} to {log}: {out.reason}")
+                raise LogError(kind, log, out.reason)
             await self.store.commit(out, self.state.hlc)
         event(self.log, "log.appended", log=log, kind=kind, seq=out.event.seq)
         await self._effects(out.event)
@@ -206,6 +225,7 @@ class LogService:
             for address in addresses[:2]:
                 try:
                     await self._sync(peer_id, address)
+                    self.mark_ready(f"synchronised with {peer_id}")
                     return
                 except PeerBackupError as exc:
                     event(self.log, "log.sync_failed", logging.DEBUG, peer=peer_id, address=address, reason=str(exc))

@@ -18,6 +18,7 @@ from peerbackup.core.certs import Certificate, Office, Revocation
 from peerbackup.errors import FormatError, InviteError
 from peerbackup.net.proto.join import join_proof, token_id
 from peerbackup.office.membership import Membership
+from peerbackup.storage.sqlite import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS certs (peer_id TEXT PRIMARY KEY, raw BLOB NOT NULL);
@@ -37,6 +38,8 @@ CREATE TABLE IF NOT EXISTS invites (
 MAX_ADDRESSES_PER_PEER = 16
 
 
+
+
 @dataclass(frozen=True)
 class Invite:
     roles: tuple[str, ...]
@@ -49,11 +52,8 @@ class State:
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> State:
-        db = await aiosqlite.connect(os.fspath(path))
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.executescript(_SCHEMA)
-        await db.commit()
+        db = await open_db(path, _SCHEMA, "it holds caches (members, addresses, nonces, invites) that are "
+                                            "rebuilt from events.db and the peers")
         return cls(db)
 
     async def close(self) -> None:

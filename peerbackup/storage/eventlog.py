@@ -13,6 +13,7 @@ import os
 import aiosqlite
 
 from peerbackup.core.logstate import Outcome
+from peerbackup.storage.sqlite import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -32,11 +33,8 @@ class EventStore:
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> EventStore:
-        db = await aiosqlite.connect(os.fspath(path))
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.executescript(_SCHEMA)
-        await db.commit()
+        db = await open_db(path, _SCHEMA, "the logs are fetched again from the other peers (on an admin, "
+                                          "let it sync before changing the office)")
         return cls(db)
 
     async def close(self) -> None:

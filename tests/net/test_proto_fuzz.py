@@ -22,8 +22,8 @@ from peerbackup.core import codec
 from peerbackup.core.certs import DEFAULT_ROLES, ROLES, Certificate, Office, Revocation, check_name
 from peerbackup.core.identity import SigningKey, fingerprint_of, is_fingerprint, is_peer_id, peer_id_of, seal_to
 from peerbackup.errors import (
+    BadToken,
     FormatError,
-    InviteError,
     Malformed,
     ProtocolError,
     TooLarge,
@@ -264,7 +264,7 @@ def test_envelope_random_msgpack(obj: Any) -> None:
 @FUZZ
 @given(text=st.text(max_size=200) | st.text(max_size=200).map(lambda t: TOKEN_PREFIX + t))
 def test_invite_token_random_text(text: str) -> None:
-    token = raises_only((InviteError,), lambda: InviteToken.decode(text))
+    token = raises_only((BadToken,), lambda: InviteToken.decode(text))
     if token is not None:
         assert is_fingerprint(token.office) and len(token.secret) == SECRET_SIZE
 
@@ -273,7 +273,7 @@ def test_invite_token_random_text(text: str) -> None:
 @given(raw=st.binary(max_size=200) | values.map(codec.pack))
 def test_invite_token_random_payload(raw: bytes) -> None:
     text = TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
-    token = raises_only((InviteError,), lambda: InviteToken.decode(text))
+    token = raises_only((BadToken,), lambda: InviteToken.decode(text))
     if token is not None:
         assert is_fingerprint(token.office) and len(token.secret) == SECRET_SIZE
         assert all(isinstance(a, str) for a in token.addresses)
@@ -467,7 +467,7 @@ def test_revocation_near_valid_signed_body(data: st.DataObject) -> None:
 def test_invite_token_mutated(ops: list[tuple[str, int, int]]) -> None:
     text = TOKEN.encode()
     mutated = mutate(text.encode(), ops).decode("latin-1")
-    token = raises_only((InviteError,), lambda: InviteToken.decode(mutated))
+    token = raises_only((BadToken,), lambda: InviteToken.decode(mutated))
     if token is not None:
         assert is_fingerprint(token.office) and len(token.secret) == SECRET_SIZE
 
@@ -478,7 +478,7 @@ def test_invite_token_near_valid_fields(data: st.DataObject) -> None:
     valid = {"o": FP, "a": ["10.0.0.1:7000"], "s": SECRET, "e": NOW}
     raw = codec.pack(data.draw(near_valid_maps(valid)))
     text = TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
-    token = raises_only((InviteError,), lambda: InviteToken.decode(text))
+    token = raises_only((BadToken,), lambda: InviteToken.decode(text))
     if token is not None:
         assert is_fingerprint(token.office) and len(token.secret) == SECRET_SIZE
         assert isinstance(token.expires, int) and not isinstance(token.expires, bool)
@@ -659,7 +659,7 @@ def test_join_request_bad_fields(field: str, value: Any) -> None:
     "pbinvite1-" + base64.urlsafe_b64encode(codec.pack({"o": FP, "a": [], "s": SECRET, "e": True})).decode(),
 ])
 def test_invite_token_refusals(text: str) -> None:
-    with pytest.raises(InviteError):
+    with pytest.raises(BadToken):
         InviteToken.decode(text)
 
 

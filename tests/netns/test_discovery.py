@@ -39,8 +39,13 @@ def test_mdns_discovery_across_hosts(make_lan: Callable[[int], Lan], office: Net
 
     # From the daemons' own log timestamps (one machine, one clock): gamma's spawn, the first mDNS
     # hint either side got, and the moment the second side marked the other alive.
-    first_alive = [min((t for t, line in n.events("peer.alive", since_last_start=True) if f"name={other.name}" in line),
-                       default=None) for n, other in ((b, c), (c, b))]
+    def alive_lines() -> list[float | None]:
+        return [min((t for t, line in n.events("peer.alive", since_last_start=True) if f"name={other.name}" in line),
+                    default=None) for n, other in ((b, c), (c, b))]
+
+    # The state the poll saw is logged at the end of the daemon's next heartbeat round: wait for the line.
+    first_alive = wait_for(lambda: (lambda v: v if None not in v else None)(alive_lines()), 10,
+                           "both peer.alive log lines")
     hints = [t for n in (b, c) for t, _ in n.events("mdns.hint", since_last_start=True)]
     assert None not in first_alive and hints, (b.log_text(), c.log_text())
     both_alive = max(t for t in first_alive if t is not None)

@@ -37,14 +37,21 @@ def claims(actions: list[Action]) -> list[Claim]:
 
 def test_a_lone_peer_claims_after_its_start_up_wait() -> None:
     e = election()
+    others = {"PEER-B": e.rank, "PEER-Z": e.rank + 50}  # another member is known, but silent
     for t in (0.0, 1.0, 2.0, S.lease - 0.01):
-        assert e.tick(T0 + t, [], {}) == []
+        assert e.tick(T0 + t, [], others) == []
         assert e.current(T0 + t) is None and not e.i_am
-    assert e.tick(T0 + S.lease, [], {}) == [Claim((1, "PEER-B"), new_term=True)]
+    assert e.tick(T0 + S.lease, [], others) == [Claim((1, "PEER-B"), new_term=True)]
     assert e.i_am and e.coordinator == "PEER-B" and e.token == e.highest == (1, "PEER-B")
     assert e.lease_until == T0 + 2 * S.lease
     assert e.current(T0 + S.lease) == "PEER-B"
     assert e.history == [((1, "PEER-B"), T0 + S.lease)]
+
+
+def test_a_peer_that_knows_no_other_member_claims_at_once() -> None:
+    e = election()
+    assert e.tick(T0, [], {"PEER-B": e.rank}) == [Claim((1, "PEER-B"), new_term=True)]
+    assert e.i_am
 
 
 def test_the_claimed_term_is_one_above_the_highest_seen() -> None:

@@ -19,7 +19,7 @@ from peerbackup.errors import (
     RevokedPeer,
     UnknownPeer,
 )
-from peerbackup.office.liveness import ALIVE, DEAD, SUSPECT, Liveness, StateChange
+from peerbackup.office.liveness import ALIVE, DEAD, SUSPECT, UNKNOWN, Liveness, StateChange
 from peerbackup.office.membership import Membership
 
 OFFICE_KEY = SigningKey(b"\x21" * 32)
@@ -278,7 +278,7 @@ def test_changes_reports_each_transition_exactly_once() -> None:
     clock = Clock()
     live = Liveness(SETTINGS)
     live.heard(P, clock.now)
-    assert live.changes([P], clock.now) == [StateChange(P, DEAD, ALIVE, 0.0)]
+    assert live.changes([P], clock.now) == [StateChange(P, UNKNOWN, ALIVE, 0.0)]
     assert live.changes([P], clock.now) == []
     for _ in range(5):  # heartbeats each second keep it alive, silently
         live.heard(P, clock.advance(1))
@@ -334,14 +334,14 @@ def test_heard_never_moves_backwards() -> None:
 def test_forget_resets_a_peer() -> None:
     live = Liveness(SETTINGS)
     live.heard(P, 100.0)
-    assert live.changes([P], 100.0) == [StateChange(P, DEAD, ALIVE, 0.0)]
+    assert live.changes([P], 100.0) == [StateChange(P, UNKNOWN, ALIVE, 0.0)]
     live.forget(P)
     assert live.state(P, 100.0) == DEAD
     # Forgotten means starting over as never heard: dead, and nothing reported.
     assert live.changes([P], 100.0) == []
     live.forget(P)  # forgetting twice is harmless
     live.heard(P, 101.0)
-    assert live.changes([P], 101.0) == [StateChange(P, DEAD, ALIVE, 0.0)]
+    assert live.changes([P], 101.0) == [StateChange(P, UNKNOWN, ALIVE, 0.0)]
 
 
 def test_silent_for_is_none_when_never_heard() -> None:

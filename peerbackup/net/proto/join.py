@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from peerbackup.core import codec
 from peerbackup.core.identity import PUBLIC_KEY_SIZE, is_fingerprint
-from peerbackup.errors import FormatError, InviteError, Malformed
+from peerbackup.errors import BadToken, FormatError, Malformed
 from peerbackup.net.proto import _wire
 from peerbackup.net.proto.hello import PeerHint
 
@@ -50,7 +50,7 @@ class InviteToken:
     def decode(cls, text: str) -> InviteToken:
         text = "".join(text.split())
         if not text.startswith(TOKEN_PREFIX):
-            raise InviteError(f"not an invite token (it starts with {TOKEN_PREFIX!r})")
+            raise BadToken(f"not an invite token (an invite token starts with {TOKEN_PREFIX!r})")
         body = text[len(TOKEN_PREFIX):]
         try:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
@@ -59,11 +59,11 @@ class InviteToken:
             addrs = codec.field(obj, "a", list, "invite token")
             secret = codec.field(obj, "s", bytes, "invite token")
             expires = codec.field(obj, "e", int, "invite token")
-        except (ValueError, FormatError) as exc:
-            raise InviteError(f"the invite token is damaged ({exc}); copy it again") from None
+        except (ValueError, FormatError):
+            raise BadToken("the invite token is damaged or cut short: copy it again, in full") from None
         if not is_fingerprint(office) or len(secret) != SECRET_SIZE or len(addrs) > 64 or \
                 not all(isinstance(a, str) and len(a) <= 300 and a.isprintable() for a in addrs):
-            raise InviteError("the invite token is damaged; copy it again")
+            raise BadToken("the invite token is damaged or cut short: copy it again, in full")
         return cls(office=office, addresses=tuple(addrs), secret=secret, expires=expires)
 
 
