@@ -167,7 +167,7 @@ def test_admin_invite_carries_office_key_and_recovery_kit_rebuilds_admin(office:
     assert (b.home / "office.key").exists()
     assert (b.home / "office.key").read_bytes() == (a.home / "office.key").read_bytes()
     st = office.cli("join", "--home", str(office.tmp / "x"), "bad-token", check=False)
-    assert st.rc == 1 and "not an invite token" in st.err
+    assert st.rc == 2 and "not an invite token" in st.err
     # The recovery kit rebuilds an admin on a new machine, with a new peer key.
     kit = a.home / "recovery-kit.pbkit"
     r = office.cli("admin", "recover", "--home", str(office.tmp / "delta"), "--name", "delta", str(kit), "--json")
