@@ -269,6 +269,10 @@ class PeerUnreachable(PeerBackupError):
     """Cannot reach peer at {}: {}"""
 
 
+class NotAHolder(PeerBackupError):
+    """This peer does not hold the keys of backup node {}: only its admins and granted agents do ({})."""
+
+
 class LogError(PeerBackupError):
     """Cannot append {} to the {} log: {}"""
 

@@ -236,19 +236,91 @@ def cmd_invite(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_remove_peer(args: argparse.Namespace) -> int:
-    home = _home(args)
-    peer = args.peer
+def _resolve_peer(home: Home, peer: str) -> str:
+    """A peer id, or the unique name of a member."""
     try:
-        peer = normalise_peer_id(peer)
+        return normalise_peer_id(peer)
     except FormatError:
-        # Not a peer id: a member's name, which must name exactly one member.
         matches = [p["peer_id"] for p in _api(home, "GET", "/v1/peers") if p["name"] == peer]
         if not matches:
             raise UsageError(f"no member is named {peer!r} (see `peerbackup peers`)") from None
         if len(matches) > 1:
             raise UsageError(f"{len(matches)} members are named {peer!r}: give the peer id") from None
-        peer = matches[0]
+        return str(matches[0])
+
+
+def _print_node(n: dict[str, Any]) -> None:
+    print(f"node      {n['node']}")
+    print(f"replicas  {n['replicas']}")
+    print(f"key epoch {n['epoch']}")
+    print(f"agents    {', '.join(n['agent_names']) or '-'}")
+    print(f"holders   {', '.join(n['holder_names'])}{' (this peer among them)' if n['i_hold_keys'] else ''}")
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    home = _home(args)
+    if args.node_cmd == "add":
+        out = _api(home, "POST", "/v1/nodes", {"node": args.node, "replicas": args.replicas})
+        if args.json:
+            _print_json(out)
+        else:
+            print(f"added backup node {out['node']}: {out['replicas']} replicas, keys held by "
+                  f"{', '.join(out['holder_names'])}")
+        return EXIT_OK
+    nodes = _api(home, "GET", "/v1/nodes")
+    if args.node_cmd == "show":
+        match = [n for n in nodes if n["node"] == args.node]
+        if not match:
+            raise UsageError(f"no backup node named {args.node!r} (see `peerbackup node list`)")
+        if args.json:
+            _print_json(match[0])
+        else:
+            _print_node(match[0])
+        return EXIT_OK
+    if args.json:
+        _print_json(nodes)
+        return EXIT_OK
+    for n in nodes:
+        agents = ", ".join(n["agent_names"]) or "-"
+        print(f"{n['node']:<24} replicas {n['replicas']}  epoch {n['epoch']}  agents {agents}")
+    return EXIT_OK
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    home = _home(args)
+    agents = [_resolve_peer(home, a) for a in args.agents]
+    revoking = args.func is cmd_revoke
+    path = "/v1/grants/revoke" if revoking else "/v1/grants"
+    out = _api(home, "POST", path, {"node": args.node, "agents": agents})
+    if args.json:
+        _print_json(out)
+    else:
+        verb = f"revoked (new key epoch {out['epoch']})" if revoking else "granted"
+        print(f"{args.node}: {verb}; agents now {', '.join(out['agent_names']) or '-'}")
+    return EXIT_OK
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    return cmd_grant(args)
+
+
+def cmd_grants(args: argparse.Namespace) -> int:
+    nodes = _api(_home(args), "GET", "/v1/nodes")
+    rows = [{"node": n["node"], "agents": n["agents"], "agent_names": n["agent_names"]} for n in nodes
+            if args.node is None or n["node"] == args.node]
+    if args.node is not None and not rows:
+        raise UsageError(f"no backup node named {args.node!r}")
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['node']:<24} {', '.join(r['agent_names']) or '-'}")
+    return EXIT_OK
+
+
+def cmd_remove_peer(args: argparse.Namespace) -> int:
+    home = _home(args)
+    peer = _resolve_peer(home, args.peer)
     out = _api(home, "POST", "/v1/remove-peer", {"peer": peer, "reason": args.reason or ""})
     if args.json:
         _print_json(out)
@@ -300,6 +372,18 @@ def add_parsers(top: Any) -> None:
     rp = add("remove-peer", cmd_remove_peer, "revoke a member (admins)")
     rp.add_argument("peer", help="peer id or unique name")
     rp.add_argument("--reason", help="recorded in the revocation")
+    node = add("node", cmd_node, "backup nodes (add on an admin)")
+    node.add_argument("node_cmd", choices=["add", "list", "show"])
+    node.add_argument("node", nargs="?", help="the node's name (add, show)")
+    node.add_argument("--replicas", type=int, default=2, help="copies of each pack on other peers (default 2)")
+    g = add("grant", cmd_grant, "let agents act for a backup node (admins)")
+    g.add_argument("node")
+    g.add_argument("agents", nargs="+", metavar="AGENT", help="peer id or unique name")
+    rv = add("revoke", cmd_revoke, "withdraw agents from a backup node: new data-key epoch (admins)")
+    rv.add_argument("node")
+    rv.add_argument("agents", nargs="+", metavar="AGENT", help="peer id or unique name")
+    gs = add("grants", cmd_grants, "agents of each backup node")
+    gs.add_argument("node", nargs="?")
     off = top.add_parser("office", help="the office's replicated state")
     off_sub = off.add_subparsers(dest="office_cmd", required=True)
     ol = off_sub.add_parser("log", parents=[home], help="the office control log, in order")

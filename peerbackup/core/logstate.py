@@ -33,6 +33,7 @@ from peerbackup.core import hlc as hlcmod
 from peerbackup.core.certs import Certificate, Revocation
 from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, decode_event, make_event, signed_by
 from peerbackup.core.identity import SigningKey, is_peer_id
+from peerbackup.core.nodes import NODE_KINDS, Node, check_fields, derive_nodes
 from peerbackup.errors import FormatError, UnsupportedVersion
 
 ACCEPTED, DUPLICATE, PENDING, REFUSED, FORK = "accepted", "duplicate", "pending", "refused", "fork"
@@ -57,6 +58,7 @@ class OfficeConfig:
     members: dict[str, Certificate]
     revoked: dict[str, dict[str, int]]  # peer id -> {log: last accepted seq}
     coordinator_terms: list[tuple[int, str]]  # (term, peer id) claimed, in log order
+    nodes: dict[str, Node] = field(default_factory=dict)
 
     def digest(self) -> bytes:
         h = hashlib.sha256(b"peerbackup office config\0")
@@ -64,6 +66,8 @@ class OfficeConfig:
             h.update(peer_id.encode() + self.members[peer_id].raw)
         for peer_id in sorted(self.revoked):
             h.update(peer_id.encode() + repr(sorted(self.revoked[peer_id].items())).encode())
+        for name in sorted(self.nodes):
+            h.update(repr(self.nodes[name].describe()).encode())
         return h.digest()
 
 
@@ -199,6 +203,10 @@ class LogState:
                     return f"{ev.feed} is not coordinator-eligible"
                 if not isinstance(ev.fields.get("term"), int):
                     return "coordinator.claim without a term"
+            elif ev.kind in NODE_KINDS:
+                if not cert.has_role("admin"):
+                    return f"{ev.feed} is not an admin and cannot change backup nodes"
+                return check_fields(ev.kind, ev.fields)
             elif not cert.has_role("admin"):
                 return f"unknown control event {ev.kind!r} from a non-admin"
         except (FormatError, UnsupportedVersion) as exc:
@@ -301,6 +309,7 @@ class LogState:
             members={p: c for p, (_, c) in members.items() if p not in self.cutoffs},
             revoked={p: dict(c) for p, c in self.cutoffs.items()},
             coordinator_terms=terms,
+            nodes=derive_nodes(self.ordered(CONTROL_LOG)),
         )
 
 

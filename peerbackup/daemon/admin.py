@@ -41,6 +41,10 @@ class AdminApi:
         app.router.add_get("/v1/status", self.status)
         app.router.add_get("/v1/peers", self.peers)
         app.router.add_get("/v1/log", self.office_log)
+        app.router.add_get("/v1/nodes", self.node_list)
+        app.router.add_post("/v1/nodes", self.node_add)
+        app.router.add_post("/v1/grants", self.grant)
+        app.router.add_post("/v1/grants/revoke", self.revoke)
         app.router.add_post("/v1/invite", self.invite)
         app.router.add_post("/v1/remove-peer", self.remove_peer)
         return app
@@ -77,6 +81,42 @@ class AdminApi:
     async def office_log(self, request: web.Request) -> web.Response:
         log = request.query.get("log", "office")
         return web.json_response(self.daemon.logs.listing(log))
+
+    async def node_list(self, request: web.Request) -> web.Response:
+        nodes = self.daemon.nodes
+        return web.json_response([nodes.describe(n) for _, n in sorted(nodes.nodes().items())])
+
+    async def node_add(self, request: web.Request) -> web.Response:
+        obj = await self._json(request)
+        name, replicas = obj.get("node"), obj.get("replicas", 2)
+        if not isinstance(name, str) or not isinstance(replicas, int) or isinstance(replicas, bool):
+            raise UsageError("give the node name and an integer replicas")
+        node = await self.daemon.nodes.add(name, replicas)
+        return web.json_response(self.daemon.nodes.describe(node))
+
+    async def _node_agents(self, request: web.Request) -> tuple[str, list[str]]:
+        obj = await self._json(request)
+        name, agents = obj.get("node"), obj.get("agents")
+        if not isinstance(name, str) or not isinstance(agents, list) or not agents \
+                or not all(isinstance(a, str) for a in agents):
+            raise UsageError("give the node name and a list of agent peer ids")
+        try:
+            return name, [normalise_peer_id(a) for a in agents]
+        except FormatError as exc:
+            raise UsageError(str(exc)) from None
+
+    async def grant(self, request: web.Request) -> web.Response:
+        return await self._each_agent(request, self.daemon.nodes.grant)
+
+    async def revoke(self, request: web.Request) -> web.Response:
+        return await self._each_agent(request, self.daemon.nodes.revoke)
+
+    async def _each_agent(self, request: web.Request, change: Callable[[str, str], Awaitable[Any]]) -> web.Response:
+        name, agents = await self._node_agents(request)
+        node = None
+        for agent in agents:
+            node = await change(name, agent)
+        return web.json_response(self.daemon.nodes.describe(node))
 
     async def invite(self, request: web.Request) -> web.Response:
         obj = await self._json(request)

@@ -34,6 +34,7 @@ from peerbackup.net.discovery import Discovery, ServiceHint
 from peerbackup.net.server import PeerServer
 from peerbackup.office.coordination import CoordinatorService
 from peerbackup.office.liveness import ALIVE
+from peerbackup.office.nodes import NodeService
 from peerbackup.office.peers import PeerService
 from peerbackup.office.replication import LogService
 from peerbackup.office.state import State
@@ -97,6 +98,7 @@ class Daemon:
         self.events: EventStore | None = None
         self.logs: LogService
         self.coordination: CoordinatorService
+        self.nodes: NodeService
         self.peer_service: PeerService
         self.stopping = asyncio.Event()
         self.fatal: PeerBackupError | None = None
@@ -121,6 +123,7 @@ class Daemon:
         self.logs = LogService(self.peer_service, self.events, self.clock, self.log)
         self.peer_service.logs = self.logs
         await self.logs.load()
+        self.nodes = NodeService(self.logs, self.log)
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
         await self.coordination.load()
         if self.ident.office_key is not None and self.ident.peer_id not in self.logs.state.config().members:

@@ -28,6 +28,7 @@ from peerbackup.core.logstate import (
     LogState,
     Outcome,
 )
+from peerbackup.core.nodes import NODE_KINDS
 from peerbackup.daemon.logs import event
 from peerbackup.errors import FormatError, LogError, PeerBackupError, ProtocolError, UnsupportedVersion
 from peerbackup.net.proto import logsync
@@ -296,9 +297,16 @@ class LogService:
                           "cutoff": ev.fields["cutoff"]}
             elif ev.kind == COORDINATOR_CLAIM:
                 fields = {"term": ev.fields["term"]}
+            elif ev.kind in NODE_KINDS:
+                f = ev.fields
+                fields = {"node": f["node"], "replicas": f.get("replicas"), "agent": names.get(f.get("agent", ""),
+                          f.get("agent")), "epoch": f.get("epoch"),
+                          "keys_for": sorted(names.get(p, p) for p in f["keys"])}
+                fields = {k: v for k, v in fields.items() if v is not None}
             else:
-                fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.fields.items()}
-        except (FormatError, UnsupportedVersion, KeyError):
+                fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.fields.items()
+                          if isinstance(v, (bytes, str, int, float, bool))}
+        except (FormatError, UnsupportedVersion, KeyError, TypeError):
             fields = {"undecodable": True}
         when = dt.datetime.fromtimestamp(hlcmod.wall_ms(ev.hlc) / 1000, dt.UTC)
         return {"time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "hlc": ev.hlc,

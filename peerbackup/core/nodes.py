@@ -1,0 +1,107 @@
+"""Backup nodes as the office control log defines them. Synchronous, no I/O.
+
+A backup node is a logical owner of data (a shared folder, a team). `node.add`
+(by an admin) creates its KeySet and seals it to every admin; `node.grant`
+seals it to an agent; `node.revoke` removes an agent and starts a new data-key
+epoch sealed to the remaining holders only. The sealed copies live in the log,
+so any holder can open its own on any machine it runs on, and nobody else can.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from peerbackup.core import codec
+from peerbackup.core.events import Event
+from peerbackup.core.identity import SigningKey, is_peer_id, seal_to
+from peerbackup.core.keys import KeySet
+from peerbackup.errors import FormatError
+
+NODE_ADD, NODE_GRANT, NODE_REVOKE = "node.add", "node.grant", "node.revoke"
+NODE_KINDS = (NODE_ADD, NODE_GRANT, NODE_REVOKE)
+DEFAULT_REPLICAS = 2
+MAX_REPLICAS = 16
+
+# Lower-case letters, digits, dot, dash, underscore; no leading dot: a node name becomes a
+# directory name on storage peers, so nothing in it may climb out or hide.
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+def check_node_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise FormatError("node name", f"{name!r}: 1 to 63 of a-z 0-9 . _ -, starting with a letter or digit")
+    return name
+
+
+def seal_keys(keys: KeySet, recipients: dict[str, bytes]) -> dict[str, bytes]:
+    """The KeySet sealed to each recipient's Ed25519 public key, by peer id."""
+    plain = codec.pack(keys.to_wire())
+    return {peer_id: seal_to(public_key, plain) for peer_id, public_key in sorted(recipients.items())}
+
+
+def open_keys(box: bytes, key: SigningKey) -> KeySet:
+    return KeySet.from_wire(codec.unpack(key.open_sealed(box), "node keys"))
+
+
+@dataclass
+class Node:
+    name: str
+    replicas: int
+    created_by: str
+    epoch: int = 0
+    agents: set[str] = field(default_factory=set)
+    boxes: dict[str, bytes] = field(default_factory=dict)  # holder peer id -> sealed KeySet (current epoch)
+
+    @property
+    def holders(self) -> set[str]:
+        return set(self.boxes)
+
+    def describe(self) -> dict[str, Any]:
+        return {"node": self.name, "replicas": self.replicas, "epoch": self.epoch,
+                "agents": sorted(self.agents), "holders": sorted(self.holders), "created_by": self.created_by}
+
+
+def check_fields(kind: str, fields: dict[str, Any]) -> str:
+    """'' when a node event's fields are well formed, else the reason."""
+    try:
+        check_node_name(fields.get("node", ""))
+    except FormatError as exc:
+        return str(exc)
+    boxes = fields.get("keys")
+    if not isinstance(boxes, dict) or not all(is_peer_id(p) and isinstance(b, bytes) for p, b in boxes.items()):
+        return f"{kind} needs keys sealed to peers"
+    if kind == NODE_ADD:
+        replicas = fields.get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= MAX_REPLICAS:
+            return f"replicas must be 1 to {MAX_REPLICAS}"
+    elif kind in (NODE_GRANT, NODE_REVOKE):
+        if not is_peer_id(fields.get("agent")):
+            return f"{kind} needs an agent peer id"
+        if kind == NODE_REVOKE and not isinstance(fields.get("epoch"), int):
+            return "node.revoke needs the new epoch"
+    return ""
+
+
+def derive_nodes(events: list[Event]) -> dict[str, Node]:
+    """The nodes, from node events in log order (HLC, feed, seq): the same on every peer."""
+    nodes: dict[str, Node] = {}
+    for ev in events:
+        if ev.kind not in NODE_KINDS or check_fields(ev.kind, ev.fields):
+            continue
+        f = ev.fields
+        node = nodes.get(f["node"])
+        if ev.kind == NODE_ADD:
+            if node is None:  # the first add wins; a second add of the name changes nothing
+                nodes[f["node"]] = Node(f["node"], f["replicas"], ev.feed, 0, set(), dict(f["keys"]))
+        elif node is None:
+            continue
+        elif ev.kind == NODE_GRANT:
+            node.agents.add(f["agent"])
+            node.boxes.update(f["keys"])
+        elif ev.kind == NODE_REVOKE and f["epoch"] > node.epoch:
+            node.agents.discard(f["agent"])
+            node.epoch = f["epoch"]
+            node.boxes = {p: b for p, b in f["keys"].items() if p != f["agent"]}
+    return nodes

@@ -1,0 +1,117 @@
+"""Backup nodes, their keys and their grants, as a service over the office control log.
+
+Only admins change nodes (the log refuses node events from anyone else); any
+holder of a node's keys (its admins and granted agents) can open them here.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from peerbackup.core.keys import KeySet
+from peerbackup.core.nodes import (
+    DEFAULT_REPLICAS,
+    MAX_REPLICAS,
+    NODE_ADD,
+    NODE_GRANT,
+    NODE_REVOKE,
+    Node,
+    check_node_name,
+    open_keys,
+    seal_keys,
+)
+from peerbackup.daemon.logs import event
+from peerbackup.errors import FormatError, NotAdmin, NotAHolder, UsageError
+from peerbackup.office.replication import LogService
+
+
+class NodeService:
+    def __init__(self, logs: LogService, log: logging.Logger) -> None:
+        self.logs = logs
+        self.peers = logs.peers
+        self.log = log
+
+    def nodes(self) -> dict[str, Node]:
+        return self.logs.state.config().nodes
+
+    def _node(self, name: str) -> Node:
+        try:
+            check_node_name(name)
+        except FormatError as exc:
+            raise UsageError(str(exc)) from None
+        node = self.nodes().get(name)
+        if node is None:
+            raise UsageError(f"no backup node named {name!r} (see `peerbackup node list`)")
+        return node
+
+    def _admin(self) -> None:
+        if not self.peers.ident.certificate.has_role("admin"):
+            raise NotAdmin()
+
+    def _names(self) -> dict[str, str]:
+        return {p: c.name for p, c in self.peers.membership.certs.items()}
+
+    def describe(self, node: Node) -> dict[str, Any]:
+        names = self._names()
+        out = node.describe()
+        out["agent_names"] = [names.get(p, p) for p in out["agents"]]
+        out["holder_names"] = [names.get(p, p) for p in out["holders"]]
+        out["i_hold_keys"] = self.peers.me in node.boxes
+        return out
+
+    def keys(self, name: str) -> KeySet:
+        """This peer's copy of the node's keys, or NotAHolder naming who holds them."""
+        node = self._node(name)
+        box = node.boxes.get(self.peers.me)
+        if box is None:
+            names = self._names()
+            raise NotAHolder(name, ", ".join(sorted(names.get(p, p) for p in node.holders)) or "nobody")
+        return open_keys(box, self.peers.ident.key)
+
+    async def add(self, name: str, replicas: int = DEFAULT_REPLICAS) -> Node:
+        self._admin()
+        try:
+            check_node_name(name)
+        except FormatError as exc:
+            raise UsageError(str(exc)) from None
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise UsageError(f"--replicas must be 1 to {MAX_REPLICAS}")
+        if name in self.nodes():
+            raise UsageError(f"a backup node named {name!r} exists already")
+        admins = {c.peer_id: c.public_key for c in self.peers.membership.members() if c.has_role("admin")}
+        keys = KeySet.generate(secrets.token_bytes)
+        await self.logs.append(NODE_ADD, {"node": name, "replicas": replicas, "keys": seal_keys(keys, admins)})
+        event(self.log, "node.added", node=name, replicas=replicas, holders=len(admins))
+        return self._node(name)
+
+    async def grant(self, name: str, agent: str) -> Node:
+        self._admin()
+        node = self._node(name)
+        cert = self.peers.membership.member(agent, self.peers.clock())
+        if not cert.has_role("agent"):
+            raise UsageError(f"{cert.name} ({agent}) does not have the agent role")
+        if agent in node.agents:
+            raise UsageError(f"{cert.name} is an agent of {name} already")
+        keys = self.keys(name)
+        await self.logs.append(NODE_GRANT, {"node": name, "agent": agent,
+                                            "keys": seal_keys(keys, {agent: cert.public_key})})
+        event(self.log, "node.granted", node=name, agent=agent, name=cert.name)
+        return self._node(name)
+
+    async def revoke(self, name: str, agent: str) -> Node:
+        self._admin()
+        node = self._node(name)
+        if agent not in node.agents:
+            raise UsageError(f"{agent} is not an agent of {name}")
+        keys = self.keys(name).rotated(secrets.token_bytes)
+        remaining = {}
+        for holder in node.holders - {agent}:
+            cert = self.peers.membership.certs.get(holder)
+            if cert is not None and holder not in self.peers.membership.revocations:
+                remaining[holder] = cert.public_key
+        await self.logs.append(NODE_REVOKE, {"node": name, "agent": agent, "epoch": keys.epoch,
+                                             "keys": seal_keys(keys, remaining)})
+        event(self.log, "node.revoked", node=name, agent=agent, epoch=keys.epoch)
+        return self._node(name)
