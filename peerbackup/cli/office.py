@@ -23,8 +23,7 @@ from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES, check_name
 from peerbackup.core.identity import normalise_peer_id
 from peerbackup.core.settings import Settings
 from peerbackup.daemon import logs
-from peerbackup.daemon.admin import TOKEN_HEADER
-from peerbackup.daemon.home import Home, default_home
+from peerbackup.daemon.home import TOKEN_HEADER, Home, default_home
 from peerbackup.errors import (
     AlreadyInitialised,
     DaemonError,

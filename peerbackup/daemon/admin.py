@@ -18,9 +18,9 @@ from aiohttp import web
 from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES
 from peerbackup.core.identity import normalise_peer_id
 from peerbackup.core.settings import parse_duration
+from peerbackup.daemon.home import TOKEN_HEADER
 from peerbackup.errors import FormatError, PeerBackupError, UsageError
 
-TOKEN_HEADER = "X-Peerbackup-Token"
 MAX_INVITE_VALIDITY = 7 * 86400.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

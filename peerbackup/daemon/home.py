@@ -31,6 +31,7 @@ from peerbackup.errors import FormatError, HomeError, HomeLocked, NotInitialised
 IDENTITY, OFFICE, CERTIFICATE, OFFICE_KEY = "identity.key", "office", "certificate", "office.key"
 STATE_DB, ADMIN_TOKEN, ADMIN_ENDPOINT, LOCK = "state.db", "admin.token", "admin.json", "lock"
 EVENTS_DB = "events.db"
+TOKEN_HEADER = "X-Peerbackup-Token"  # the admin API's token travels in this header, never in a cookie
 
 
 def default_home() -> Path:
