@@ -84,6 +84,10 @@ class StoreFull(StoreError):
 The repository is still valid: free some space and run the command again."""
 
 
+class QuotaExceeded(StoreError):
+    """Storage quota reached: {} bytes do not fit in the {} bytes left; the writer picks another holder."""
+
+
 class ObjectExists(StoreError):
     """{} {} already exists and stored objects are immutable."""
 

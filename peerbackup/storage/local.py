@@ -22,7 +22,7 @@ _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 TMP_PREFIX = ".tmp-"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -109,6 +109,10 @@ class LocalStore:
             return self.root / "data" / name[:2] / name
         return self.root / ftype.value / name
 
+    def path(self, ftype: FileType, name: str) -> Path:
+        """Where a file lives (checked name): for a holder moving it to its trash."""
+        return self._path(ftype, name)
+
     def _ensure_dir(self, d: Path) -> None:
         if d not in self._made:
             d.mkdir(parents=True, exist_ok=True)
@@ -131,7 +135,7 @@ class LocalStore:
                     os.fsync(f.fileno())
             os.replace(tmp, path)
             if self.fsync:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             if exc.errno in _FULL:

@@ -1,0 +1,139 @@
+"""What a storage peer keeps for the office: other machines' ciphertext, per backup node.
+
+The holder side of the peer store (issue 5). Each node's files live in their
+own LocalStore under `nodes/<node>/` (temp -> fsync -> rename -> fsync dir;
+immutable), within the peer's quota. Packs and index files are named by the
+hash of their bytes, so a holder refuses an upload whose bytes do not match
+its name, and a scrub needs no key to find a damaged copy. Deleting never
+frees space at once: files go to `trash/` and are purged after a grace time,
+so a prune that went wrong can still be undone. Holders never see keys or
+plaintext. Synchronous: the daemon calls it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import blake3
+
+from peerbackup.core.crypto import content_hash
+from peerbackup.core.nodes import check_node_name
+from peerbackup.errors import FormatError, IntegrityError, ObjectExists, QuotaExceeded, StoreError
+from peerbackup.storage.local import LocalStore, fsync_dir
+from peerbackup.storage.store import MUTABLE, FileType
+
+CONTENT_NAMED = frozenset({FileType.DATA, FileType.INDEX})
+MAX_CHALLENGE = 1024 * 1024
+
+
+class Holder:
+    def __init__(self, root: str | os.PathLike[str], quota: int | None, clock: Callable[[], float],
+                 fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.quota = quota
+        self.clock = clock
+        self.fsync = fsync
+        self._stores: dict[str, LocalStore] = {}
+        self._lock = threading.Lock()  # quota accounting across worker threads
+        self.used = self._scan()
+
+    def _scan(self) -> int:
+        total = 0
+        for base in (self.root / "nodes", self.root / "trash"):
+            for dirpath, _, files in os.walk(base):
+                total += sum(os.stat(os.path.join(dirpath, f)).st_size for f in files)
+        return total
+
+    def store(self, node: str) -> LocalStore:
+        try:
+            check_node_name(node)
+        except FormatError as exc:
+            raise StoreError(str(exc)) from None
+        st = self._stores.get(node)
+        if st is None:
+            st = self._stores[node] = LocalStore(self.root / "nodes" / node, fsync=self.fsync)
+        return st
+
+    def put(self, node: str, ftype: FileType, name: str, data: bytes) -> bool:
+        """Store a file; False when the very same bytes were there already (a retried upload)."""
+        st = self.store(node)
+        if ftype in CONTENT_NAMED and content_hash(data).hex() != name:
+            raise IntegrityError(f"{ftype.value}/{name[:12]}: the bytes do not match their name")
+        if ftype not in MUTABLE and st.exists(ftype, name):
+            if st.size(ftype, name) == len(data) and st.get(ftype, name) == data:
+                return False
+            raise ObjectExists(ftype.value, name)
+        with self._lock:
+            if self.quota is not None and self.used + len(data) > self.quota:
+                raise QuotaExceeded(len(data), self.quota - self.used)
+            self.used += len(data)
+        try:
+            st.put(ftype, name, data)
+        except BaseException:
+            with self._lock:
+                self.used -= len(data)
+            raise
+        return True
+
+    def get(self, node: str, ftype: FileType, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        return self.store(node).get(ftype, name, offset, length)
+
+    def has(self, node: str, ftype: FileType, name: str) -> bool:
+        return self.store(node).exists(ftype, name)
+
+    def listing(self, node: str, ftype: FileType) -> list[tuple[str, int]]:
+        return sorted(self.store(node).list(ftype))
+
+    def challenge(self, node: str, ftype: FileType, name: str, nonce: bytes, offset: int, length: int) -> bytes:
+        """Proof of holding: BLAKE3 of nonce + a byte range the asker chose, which it can check
+        against its own copy (or the pack's known hash) and a holder cannot precompute."""
+        if not 0 < length <= MAX_CHALLENGE or offset < 0 or not 16 <= len(nonce) <= 64:
+            raise StoreError("bad challenge")
+        data = self.get(node, ftype, name, offset, length)
+        return bytes(blake3.blake3(nonce + data).digest())
+
+    def scrub(self, node: str, ftype: FileType = FileType.DATA) -> list[str]:
+        """Names of content-named files whose bytes no longer match their name."""
+        st = self.store(node)
+        return [name for name, _ in self.listing(node, ftype) if content_hash(st.get(ftype, name)).hex() != name]
+
+    def trash(self, node: str, ftype: FileType, name: str) -> None:
+        """Move a file to the trash (kept for the grace time); a missing file is not an error."""
+        st = self.store(node)
+        src = st.path(ftype, name)
+        if not src.exists():
+            return
+        dest_dir = self.root / "trash" / node / ftype.value
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / f"{name}.{int(self.clock())}"
+        os.replace(src, dest)
+        if self.fsync:
+            fsync_dir(src.parent)
+            fsync_dir(dest_dir)
+
+    def purge(self, grace: float) -> int:
+        """Free the trash older than grace seconds; the bytes freed."""
+        freed = 0
+        cutoff = self.clock() - grace
+        for dirpath, _, files in os.walk(self.root / "trash"):
+            for f in files:
+                stamp = f.rsplit(".", 1)[-1]
+                if stamp.isdigit() and int(stamp) <= cutoff:
+                    path = os.path.join(dirpath, f)
+                    size = os.stat(path).st_size
+                    os.unlink(path)
+                    freed += size
+        with self._lock:
+            self.used -= freed
+        return freed
+
+    def usage(self) -> dict[str, object]:
+        nodes = {}
+        base = self.root / "nodes"
+        if base.exists():
+            for entry in sorted(base.iterdir()):
+                nodes[entry.name] = sum(1 for _ in self.store(entry.name).list(FileType.DATA))
+        return {"used": self.used, "quota": self.quota, "packs": nodes}
