@@ -269,6 +269,20 @@ class NotFound(ProtocolError):
     code = "not-found"
 
 
+class StoreRefused(ProtocolError):
+    """Storage refused: {}"""
+
+    status = 403
+    code = "store-refused"
+
+
+class NoSuchFile(ProtocolError):
+    """No such file here: {}"""
+
+    status = 404
+    code = "no-such-file"
+
+
 class PeerUnreachable(PeerBackupError):
     """Cannot reach peer at {}: {}"""
 

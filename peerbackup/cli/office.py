@@ -21,7 +21,7 @@ from typing import Any
 
 from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES, check_name
 from peerbackup.core.identity import normalise_peer_id
-from peerbackup.core.settings import Settings
+from peerbackup.core.settings import Settings, parse_size
 from peerbackup.daemon import logs
 from peerbackup.daemon.home import TOKEN_HEADER, Home, default_home
 from peerbackup.errors import (
@@ -169,7 +169,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not home.initialised():
         raise NotInitialised(home.path)
     options = DaemonOptions(listen=args.listen, peers=args.peer or [], mdns=not args.no_mdns,
-                            mdns_interface=args.mdns_interface, settings=_settings(args))
+                            mdns_interface=args.mdns_interface, settings=_settings(args),
+                            storage_quota=parse_size(args.storage_quota) if args.storage_quota else None)
     log = logs.setup(args.log_json, logging.DEBUG if args.verbose else logging.INFO)
     with home.locked():
         ident = home.load()
@@ -358,6 +359,8 @@ def add_parsers(top: Any) -> None:
                    "several instances on one machine)")
     u.add_argument("--set", action="append", metavar="NAME=DURATION",
                    help="override a timing (repeatable): " + ", ".join(f.name for f in dataclasses.fields(Settings)))
+    u.add_argument("--storage-quota", metavar="SIZE",
+                   help="most this peer keeps for the office's backup nodes (e.g. 200G; default: the disk)")
     u.add_argument("--log-json", action="store_true", help="JSON lines on stderr")
     u.add_argument("-v", "--verbose", action="store_true", help="debug events too")
     add("status", cmd_status, "this peer and its office")

@@ -15,6 +15,17 @@ from peerbackup.errors import UsageError
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+_SIZES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """'500M', '200G', '1.5T', '1048576' -> bytes (binary units)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", text)
+    if not m:
+        raise UsageError(f"{text!r} is not a size (examples: 500M, 200G, 1T)")
+    return int(float(m.group(1)) * _SIZES[m.group(2).lower()])
+
+
 def parse_duration(text: str) -> float:
     """'1.5', '500ms', '30s', '15m', '1h', '7d' -> seconds."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)

@@ -7,6 +7,7 @@ Layout (all files 0600, the directory 0700):
     office.key        the office key's seed: admins only
     state.db          SQLite: members, revocations, addresses, nonces, invites, election
     events.db         SQLite: the replicated logs (events, fork proofs, HLC)
+    held/             files this peer stores for backup nodes (ciphertext only)
     admin.token       secret the local admin API wants in X-Peerbackup-Token
     admin.json        where the running daemon's admin API listens
     lock              flock'ed by whoever runs on this home
@@ -31,6 +32,7 @@ from peerbackup.errors import FormatError, HomeError, HomeLocked, NotInitialised
 IDENTITY, OFFICE, CERTIFICATE, OFFICE_KEY = "identity.key", "office", "certificate", "office.key"
 STATE_DB, ADMIN_TOKEN, ADMIN_ENDPOINT, LOCK = "state.db", "admin.token", "admin.json", "lock"
 EVENTS_DB = "events.db"
+HELD = "held"  # what this peer stores for the office's backup nodes
 TOKEN_HEADER = "X-Peerbackup-Token"  # the admin API's token travels in this header, never in a cookie
 
 

@@ -26,7 +26,16 @@ from peerbackup import __version__
 from peerbackup.core.logstate import MEMBER_ADD
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.admin import AdminApi
-from peerbackup.daemon.home import ADMIN_ENDPOINT, ADMIN_TOKEN, EVENTS_DB, STATE_DB, Home, Identity, write_private
+from peerbackup.daemon.home import (
+    ADMIN_ENDPOINT,
+    ADMIN_TOKEN,
+    EVENTS_DB,
+    HELD,
+    STATE_DB,
+    Home,
+    Identity,
+    write_private,
+)
 from peerbackup.daemon.logs import event
 from peerbackup.errors import DuplicatePeer, PeerBackupError, StartError, UsageError
 from peerbackup.net.client import PeerClient
@@ -38,7 +47,9 @@ from peerbackup.office.nodes import NodeService
 from peerbackup.office.peers import PeerService
 from peerbackup.office.replication import LogService
 from peerbackup.office.state import State
+from peerbackup.office.storage import StorageService
 from peerbackup.storage.eventlog import EventStore
+from peerbackup.storage.holder import Holder
 
 DEFAULT_PORT = 7420
 
@@ -73,6 +84,7 @@ class DaemonOptions:
     peers: list[str] = field(default_factory=list)
     mdns: bool = True
     mdns_interface: str | None = None
+    storage_quota: int | None = None  # bytes this peer keeps for others; None: no limit but the disk
     settings: Settings = field(default_factory=Settings)
 
 
@@ -99,6 +111,7 @@ class Daemon:
         self.logs: LogService
         self.coordination: CoordinatorService
         self.nodes: NodeService
+        self.storage: StorageService
         self.peer_service: PeerService
         self.stopping = asyncio.Event()
         self.fatal: PeerBackupError | None = None
@@ -124,6 +137,8 @@ class Daemon:
         self.peer_service.logs = self.logs
         await self.logs.load()
         self.nodes = NodeService(self.logs, self.log)
+        holder = await asyncio.to_thread(Holder, self.home.file(HELD), self.options.storage_quota, self.clock)
+        self.storage = StorageService(self.logs, holder, self.log)
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
         await self.coordination.load()
         if self.ident.office_key is not None and self.ident.peer_id not in self.logs.state.config().members:
@@ -136,6 +151,7 @@ class Daemon:
         self.peer_service.register(server)
         self.logs.register(server)
         self.coordination.register(server)
+        self.storage.register(server)
         runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
         await runner.setup()
         self._runners.append(runner)

@@ -48,12 +48,13 @@ class PeerClient:
         self.rand = rand
         self.session = session
 
-    async def _post(self, address: str, path: str, data: bytes) -> tuple[int, bytes]:
+    async def _post(self, address: str, path: str, data: bytes,
+                    max_reply: int = envelope.MAX_BODY) -> tuple[int, bytes]:
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
         try:
             async with self.session.post(url(address, path), data=data, timeout=timeout,
                                          headers={"Content-Type": CONTENT_TYPE}) as resp:
-                return resp.status, await read_capped(resp.content, envelope.MAX_ENVELOPE)
+                return resp.status, await read_capped(resp.content, max_reply + 4096)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             raise PeerUnreachable(address, str(exc) or type(exc).__name__) from None
 
@@ -69,7 +70,8 @@ class PeerClient:
         except ProtocolError as exc:
             raise PeerUnreachable(address, f"not a peerbackup peer ({exc})") from None
 
-    async def request(self, address: str, audience: str, path: str, body: bytes, key_for: KeyFor) -> bytes:
+    async def request(self, address: str, audience: str, path: str, body: bytes, key_for: KeyFor,
+                      max_reply: int = envelope.MAX_BODY) -> bytes:
         """POST a signed request; the verified reply body, or PeerRefused / PeerUnreachable.
 
         key_for(reply) gives the public key the reply must be signed with; it may
@@ -77,9 +79,9 @@ class PeerClient:
         and raise ProtocolError when it does not like what it sees.
         """
         data, nonce = envelope.seal(self.key, audience, "POST", path, body, self.clock(), self.rand)
-        status, raw = await self._post(address, path, data)
+        status, raw = await self._post(address, path, data, max_reply)
         try:
-            env = envelope.open_envelope(raw)
+            env = envelope.open_envelope(raw, max_reply)
         except ProtocolError as exc:
             raise PeerUnreachable(address, f"unreadable answer with HTTP status {status} ({exc})") from None
         if status != 200:

@@ -28,8 +28,9 @@ from peerbackup.errors import (
 
 PROTOCOL_VERSION = 1
 NONCE_SIZE = 16
-MAX_BODY = 1024 * 1024  # control messages only; bulk data has its own endpoints (issue 5)
+MAX_BODY = 1024 * 1024  # control messages; a route may allow more (packs: BULK_BODY)
 MAX_ENVELOPE = MAX_BODY + 4096
+BULK_BODY = 40 * 1024 * 1024  # a pack (about 16 MiB, at most 32 MiB) with its message around it
 RESPONSE = "RESPONSE"
 _MAX_PATH = 256
 
@@ -70,10 +71,10 @@ def seal(key: SigningKey, audience: str, method: str, path: str, body: bytes, no
     return codec.pack({"h": header, "s": key.sign(header), "b": body}), nonce
 
 
-def open_envelope(data: bytes) -> Envelope:
+def open_envelope(data: bytes, max_body: int = MAX_BODY) -> Envelope:
     """Parse without trusting: Malformed, TooLarge or UnsupportedProtocol on bad input."""
-    if len(data) > MAX_ENVELOPE:
-        raise TooLarge(len(data), MAX_ENVELOPE)
+    if len(data) > max_body + 4096:
+        raise TooLarge(len(data), max_body + 4096)
     what = "envelope"
     try:
         outer = codec.unpack_map(data, what)
@@ -98,8 +99,8 @@ def open_envelope(data: bytes) -> Envelope:
         raise Malformed("bad nonce length")
     if len(signature) != SIGNATURE_SIZE or len(header.path) > _MAX_PATH or len(header.method) > 16:
         raise Malformed("bad signature length, method or path")
-    if len(body) > MAX_BODY:
-        raise TooLarge(len(body), MAX_BODY)
+    if len(body) > max_body:
+        raise TooLarge(len(body), max_body)
     return Envelope(header=header, header_bytes=header_bytes, signature=signature, body=body)
 
 

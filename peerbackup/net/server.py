@@ -36,6 +36,7 @@ SpendNonce = Callable[[str, bytes, float], Awaitable[bool]]
 class Route:
     authenticate: Authenticate
     handle: Handle
+    max_body: int = envelope.MAX_BODY
 
 
 class PeerServer:
@@ -50,11 +51,11 @@ class PeerServer:
         self.log = log
         self.routes: dict[str, Route] = {}
 
-    def route(self, path: str, authenticate: Authenticate, handle: Handle) -> None:
-        self.routes[path] = Route(authenticate, handle)
+    def route(self, path: str, authenticate: Authenticate, handle: Handle, max_body: int = envelope.MAX_BODY) -> None:
+        self.routes[path] = Route(authenticate, handle, max_body)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=envelope.MAX_ENVELOPE + 1)
+        app = web.Application(client_max_size=envelope.BULK_BODY + 4096 + 1)
         app.router.add_get(WHOAMI_PATH, self._whoami)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
@@ -73,11 +74,12 @@ class PeerServer:
         try:
             if request.method != "POST":
                 raise NotFound(f"{request.method} {request.path}")
-            if request.content_length is not None and request.content_length > envelope.MAX_ENVELOPE:
-                raise TooLarge(request.content_length, envelope.MAX_ENVELOPE)
-            data = await read_capped(request.content, envelope.MAX_ENVELOPE)
-            env = envelope.open_envelope(data)
             route = self.routes.get(request.path)
+            limit = (route.max_body if route is not None else envelope.MAX_BODY) + 4096
+            if request.content_length is not None and request.content_length > limit:
+                raise TooLarge(request.content_length, limit)
+            data = await read_capped(request.content, limit)
+            env = envelope.open_envelope(data, route.max_body if route is not None else envelope.MAX_BODY)
             if route is None:
                 raise NotFound(request.path)
             public_key = await route.authenticate(env)

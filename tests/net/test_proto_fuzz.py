@@ -71,6 +71,11 @@ TOKEN = InviteToken(FP, ("10.0.0.1:7000", "[fe80::1]:7000"), SECRET, NOW + 86400
 
 from peerbackup.net.proto.coordinator import Announce, AnnounceReply  # noqa: E402
 from peerbackup.net.proto.logsync import Head, Heads, Pull, PullReply  # noqa: E402
+from peerbackup.net.proto.store import Challenge, FileRef, Listing  # noqa: E402
+from peerbackup.net.proto.store import Get as StoreGet  # noqa: E402
+from peerbackup.net.proto.store import Put as StorePut  # noqa: E402
+from peerbackup.net.proto.store import Reply as StoreReply  # noqa: E402
+from peerbackup.storage.store import FileType  # noqa: E402
 
 ProtoDecoder = Callable[[bytes], Any]
 PROTO_SAMPLES: dict[str, tuple[ProtoDecoder, bytes]] = {
@@ -89,6 +94,12 @@ PROTO_SAMPLES: dict[str, tuple[ProtoDecoder, bytes]] = {
     "log-pull-reply": (PullReply.from_wire, PullReply((b"e" * 80,), CERT.raw).to_wire()),
     "coordinator": (Announce.from_wire, Announce((3, ALICE.peer_id), 15000).to_wire()),
     "coordinator-reply": (AnnounceReply.from_wire, AnnounceReply(False, (4, BOB.peer_id)).to_wire()),
+    "store-put": (StorePut.from_wire, StorePut(FileRef("accounts", FileType.DATA, "ab" * 32), b"x" * 64).to_wire()),
+    "store-get": (StoreGet.from_wire, StoreGet(FileRef("accounts", FileType.INDEX, "cd" * 32), 5, 10).to_wire()),
+    "store-list": (Listing.from_wire, Listing("accounts", FileType.SNAPSHOT).to_wire()),
+    "store-challenge": (Challenge.from_wire, Challenge(FileRef("a", FileType.DATA, "ef" * 32), b"n" * 32, 0,
+                                                       100).to_wire()),
+    "store-reply": (StoreReply.from_wire, StoreReply(b"data", True, (("x", 1),)).to_wire()),
 }
 PROTO_ERRORS = (Malformed, UnsupportedProtocol)
 ENVELOPE_ERRORS = (Malformed, TooLarge, UnsupportedProtocol)
@@ -199,6 +210,14 @@ def well_formed(kind: str, msg: Any) -> None:
         token = msg.token if kind == "coordinator" else msg.highest
         assert isinstance(token[0], int) and not isinstance(token[0], bool) and token[0] >= 0
         assert token[1] == "" or is_peer_id(token[1])
+    elif kind in ("store-put", "store-get", "store-challenge"):
+        assert isinstance(msg.ref.node, str) and 0 < len(msg.ref.node) <= 64 and isinstance(msg.ref.ftype, FileType)
+        assert isinstance(msg.ref.name, str) and 0 < len(msg.ref.name) <= 128
+    elif kind == "store-list":
+        assert isinstance(msg.node, str) and isinstance(msg.ftype, FileType)
+    elif kind == "store-reply":
+        assert isinstance(msg.data, bytes) and isinstance(msg.stored, bool)
+        assert all(isinstance(n, str) and isinstance(z, int) for n, z in msg.items)
     else:  # pragma: no cover
         raise AssertionError(kind)
 

@@ -1,0 +1,99 @@
+"""The holder served by real daemons: who may write into a node's namespace, and what is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import aiohttp
+import blake3
+
+from peerbackup.core.crypto import content_hash
+from peerbackup.core.settings import Settings
+from peerbackup.daemon.home import Home
+from peerbackup.errors import PeerRefused
+from peerbackup.net import envelope
+from peerbackup.net.client import PeerClient
+from peerbackup.net.proto import store as proto
+from peerbackup.storage.store import FileType
+from tests.daemon.harness import Office, Peer, wait_for
+
+RNG = random.Random(11)
+
+
+def call(as_peer: Peer, target: Peer, path: str, body: bytes) -> proto.Reply | tuple[str, str]:
+    """One signed store request from as_peer's key to target: the reply, or (code, message) if refused."""
+    key = Home(as_peer.home).load().key
+    target_id, target_key = target.peer_id, Home(target.home).load().key.public_key
+
+    async def run() -> proto.Reply | tuple[str, str]:
+        async with aiohttp.ClientSession() as session:
+            client = PeerClient(key, Settings(request_timeout=10), time.time, RNG.randbytes, session)
+            try:
+                raw = await client.request(target.address, target_id, path, body, lambda _e: target_key,
+                                           max_reply=envelope.BULK_BODY)
+            except PeerRefused as exc:
+                return exc.code, str(exc)
+            return proto.Reply.from_wire(raw)
+
+    return asyncio.run(run())
+
+
+def put(as_peer: Peer, target: Peer, node: str, name: str, data: bytes, ftype: FileType = FileType.DATA) -> Any:
+    return call(as_peer, target, proto.PUT_PATH, proto.Put(proto.FileRef(node, ftype, name), data).to_wire())
+
+
+def test_store_capabilities_and_refusals(office: Office) -> None:
+    a = office.start(office.init("alpha"), mdns=False)
+    b = office.start(office.join("beta", office.invite(a)), mdns=False)
+    g = office.start(office.join("gamma", office.invite(a, "--roles", "storage")), "--storage-quota", "300K",
+                     mdns=False)
+    eve = office.join("eve", office.invite(a))  # a member, never granted
+    office.cli("node", "add", "accounts", "--home", str(a.home))
+    office.cli("grant", "accounts", "beta", "--home", str(a.home))
+    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, g)}) == 1, 20, "the grant everywhere")
+
+    data = RNG.randbytes(100_000)
+    name = content_hash(data).hex()
+    reply = put(b, g, "accounts", name, data)
+    assert isinstance(reply, proto.Reply) and reply.stored
+    again = put(b, g, "accounts", name, data)
+    assert isinstance(again, proto.Reply) and not again.stored  # a retried upload
+    got = call(b, g, proto.GET_PATH, proto.Get(proto.FileRef("accounts", FileType.DATA, name), 10, 100).to_wire())
+    assert isinstance(got, proto.Reply) and got.data == data[10:110]
+    listed = call(a, g, proto.LIST_PATH, proto.Listing("accounts", FileType.DATA).to_wire())
+    assert isinstance(listed, proto.Reply) and listed.items == ((name, len(data)),)
+    nonce = RNG.randbytes(32)
+    proof = call(b, g, proto.CHALLENGE_PATH,
+                 proto.Challenge(proto.FileRef("accounts", FileType.DATA, name), nonce, 500, 4000).to_wire())
+    assert isinstance(proof, proto.Reply) and proof.data == blake3.blake3(nonce + data[500:4500]).digest()
+
+    # Refused: a member without the node's keys, bytes that do not match their name, a node name that
+    # escapes, a file that is not there, the quota, an unknown node.
+    code, msg = put(eve, g, "accounts", name, data)
+    assert code == "forbidden" and "only its admins and granted agents" in msg
+    tampered = bytearray(data)
+    tampered[0] ^= 1
+    code, msg = put(b, g, "accounts", name, bytes(tampered))
+    assert code == "store-refused" and "do not match their name" in msg
+    code, msg = put(b, g, "../../etc", name, data)
+    assert code == "forbidden" and "no backup node" in msg
+    missing = call(b, g, proto.GET_PATH, proto.Get(proto.FileRef("accounts", FileType.DATA, "ab" * 32)).to_wire())
+    assert isinstance(missing, tuple) and missing[0] == "no-such-file"
+    big = RNG.randbytes(250_000)
+    code, msg = put(b, g, "accounts", content_hash(big).hex(), big)
+    assert code == "store-refused" and "quota" in msg.lower()
+    code, msg = put(b, g, "nosuch", name, data)
+    assert code == "forbidden"
+
+    # After revoke, beta may no longer write for the node.
+    office.cli("revoke", "accounts", "beta", "--home", str(a.home))
+    wait_for(lambda: len({p.status()["config_digest"] for p in (a, g)}) == 1, 20, "the revocation on gamma")
+    other = RNG.randbytes(1000)
+    code, _ = put(b, g, "accounts", content_hash(other).hex(), other)
+    assert code == "forbidden"
+    for p in (g,):
+        assert p.proc is not None and p.proc.poll() is None
+        assert "peer.handler_failed" not in p.log.read_text()
