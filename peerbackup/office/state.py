@@ -8,6 +8,7 @@ that checks it is unused and unexpired.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from peerbackup.core.certs import Certificate, Office, Revocation
 from peerbackup.errors import FormatError, InviteError
 from peerbackup.net.proto.join import join_proof, token_id
 from peerbackup.office.membership import Membership
-from peerbackup.storage.sqlite import open_db
+from peerbackup.storage.sqlite import open_db, serialized
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS certs (peer_id TEXT PRIMARY KEY, raw BLOB NOT NULL);
@@ -49,6 +50,7 @@ class Invite:
 class State:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
+        self.db_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> State:
@@ -61,6 +63,7 @@ class State:
 
     # ---- members ---------------------------------------------------------------
 
+    @serialized
     async def load_membership(self, office: Office) -> Membership:
         m = Membership(office)
         async with self.db.execute("SELECT raw FROM revocations") as cur:
@@ -78,10 +81,12 @@ class State:
                 m.certs[cert.peer_id] = cert
         return m
 
+    @serialized
     async def save_cert(self, cert: Certificate) -> None:
         await self.db.execute("INSERT OR REPLACE INTO certs VALUES (?, ?)", (cert.peer_id, cert.raw))
         await self.db.commit()
 
+    @serialized
     async def save_revocation(self, rev: Revocation) -> None:
         await self.db.execute("INSERT OR IGNORE INTO revocations VALUES (?, ?)", (rev.peer_id, rev.raw))
         await self.db.execute("DELETE FROM addresses WHERE peer_id = ?", (rev.peer_id,))
@@ -89,6 +94,7 @@ class State:
 
     # ---- addresses (hints: mDNS, static, hello, join) ---------------------------------
 
+    @serialized
     async def add_addresses(self, peer_id: str, addresses: tuple[str, ...] | list[str], source: str) -> None:
         if not addresses:
             return
@@ -101,12 +107,14 @@ class State:
             "WHERE peer_id = ? ORDER BY last_ok DESC, rowid DESC LIMIT ?)", (peer_id, peer_id, MAX_ADDRESSES_PER_PEER))
         await self.db.commit()
 
+    @serialized
     async def address_ok(self, peer_id: str, address: str, now: float) -> None:
         await self.db.execute(
             "INSERT INTO addresses (peer_id, address, source, last_ok) VALUES (?, ?, 'contact', ?) "
             "ON CONFLICT (peer_id, address) DO UPDATE SET last_ok = excluded.last_ok", (peer_id, address, now))
         await self.db.commit()
 
+    @serialized
     async def addresses(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         async with self.db.execute(
@@ -117,12 +125,14 @@ class State:
 
     # ---- nonces -----------------------------------------------------------------
 
+    @serialized
     async def spend_nonce(self, issuer: str, nonce: bytes, expires: float) -> bool:
         """True when the nonce is fresh (and is now spent), False when it was seen before."""
         cur = await self.db.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (issuer, nonce, expires))
         await self.db.commit()
         return cur.rowcount == 1
 
+    @serialized
     async def prune_nonces(self, now: float) -> int:
         cur = await self.db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
         await self.db.commit()
@@ -130,23 +140,27 @@ class State:
 
     # ---- small values (the election's highest token) ------------------------------------
 
+    @serialized
     async def get(self, key: str) -> bytes | None:
         async with self.db.execute("SELECT v FROM kv WHERE k = ?", (key,)) as cur:
             row = await cur.fetchone()
         return bytes(row[0]) if row else None
 
+    @serialized
     async def put(self, key: str, value: bytes) -> None:
         await self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, value))
         await self.db.commit()
 
     # ---- invites ------------------------------------------------------------------
 
+    @serialized
     async def add_invite(self, secret: bytes, roles: tuple[str, ...], rank: int, now: float, expires: float) -> None:
         await self.db.execute(
             "INSERT INTO invites (token_id, secret, roles, rank, created, expires) VALUES (?, ?, ?, ?, ?, ?)",
             (token_id(secret), secret, ",".join(roles), rank, now, expires))
         await self.db.commit()
 
+    @serialized
     async def check_invite_proof(self, tid: bytes, public_key: bytes, name: str, proof: bytes, peer_id: str,
                                  now: float) -> Invite:
         """Check the joiner's proof of the secret, then mark the invite used by peer_id in one

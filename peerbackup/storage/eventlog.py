@@ -8,12 +8,13 @@ committed in one transaction before any peer is told about it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import aiosqlite
 
 from peerbackup.core.logstate import Outcome
-from peerbackup.storage.sqlite import open_db
+from peerbackup.storage.sqlite import open_db, serialized
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -30,6 +31,7 @@ CREATE TABLE IF NOT EXISTS clock (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 class EventStore:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
+        self.db_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> EventStore:
@@ -40,6 +42,7 @@ class EventStore:
     async def close(self) -> None:
         await self.db.close()
 
+    @serialized
     async def load(self) -> tuple[list[bytes], list[tuple[bytes, bytes]], list[bytes], int]:
         """(events in feed order, fork proofs, revocation evidence, persisted HLC) to replay at start."""
         async with self.db.execute("SELECT raw FROM events ORDER BY log, feed, seq") as cur:
@@ -52,6 +55,7 @@ class EventStore:
             row = await cur.fetchone()
         return events, forks, evidence, int(row[0]) if row else 0
 
+    @serialized
     async def commit(self, outcome: Outcome, hlc: int) -> None:
         """Persist what an accepted event or a fork changed, atomically."""
         rows = []
@@ -78,6 +82,7 @@ class EventStore:
             await self.db.rollback()
             raise
 
+    @serialized
     async def pull(self, log: str, feed: str, start: int, limit: int) -> list[bytes]:
         async with self.db.execute(
                 "SELECT raw FROM events WHERE log = ? AND feed = ? AND seq >= ? ORDER BY seq LIMIT ?",

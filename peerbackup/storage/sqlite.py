@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import sqlite3
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import aiosqlite
 
@@ -23,3 +27,24 @@ async def open_db(path: str | os.PathLike[str], schema: str, what_to_do: str) ->
         raise HomeError(f"{path} is damaged ({exc}). Stop the daemon, move the file aside and start again: "
                         f"{what_to_do}.") from None
     return db
+
+
+class _Locked(Protocol):
+    db_lock: asyncio.Lock
+
+
+S = TypeVar("S", bound=_Locked)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def serialized(fn: Callable[Concatenate[S, P], Awaitable[R]]) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    """One statement sequence at a time on a connection: sqlite3 refuses a statement run while the same
+    cached statement is still open in another task's cursor ("bad parameter or other API misuse")."""
+
+    async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        async with self.db_lock:
+            return await fn(self, *args, **kwargs)
+
+    functools.update_wrapper(wrapper, fn)
+    return wrapper
