@@ -81,6 +81,16 @@ class KeySet:
         return cls(id_key=id_key, data_keys=keys, epoch=epoch)
 
 
+def kdf_from_wire(kdf: dict[Any, Any], what: str) -> KdfParams:
+    """The Argon2id cost stored beside a sealed secret ({"ops", "mem"}), within bounds."""
+    params = KdfParams(opslimit=codec.field(kdf, "ops", int, what), memlimit=codec.field(kdf, "mem", int, what))
+    # Bounds keep a tampered file from making derivation fail oddly or allocate without limit.
+    if not (KdfParams.weak().opslimit <= params.opslimit <= MAX_OPSLIMIT
+            and KdfParams.weak().memlimit <= params.memlimit <= MAX_MEMLIMIT):
+        raise FormatError(what, "key derivation cost out of range")
+    return params
+
+
 @dataclass(frozen=True)
 class KeyFile:
     """A KeySet sealed under a key derived from one passphrase."""
@@ -129,11 +139,7 @@ class KeyFile:
         kdf = codec.field(obj, "kdf", dict, what)
         if kdf.get("alg") != "argon2id":
             raise FormatError(what, f"unknown key derivation {kdf.get('alg')!r}")
-        params = KdfParams(opslimit=codec.field(kdf, "ops", int, what), memlimit=codec.field(kdf, "mem", int, what))
-        # Bounds keep a tampered key file from making open() fail oddly or allocate without limit.
-        if not (KdfParams.weak().opslimit <= params.opslimit <= MAX_OPSLIMIT
-                and KdfParams.weak().memlimit <= params.memlimit <= MAX_MEMLIMIT):
-            raise FormatError(what, "key derivation cost out of range")
+        params = kdf_from_wire(kdf, what)
         salt = codec.field(obj, "salt", bytes, what)
         nonce = codec.field(obj, "nonce", bytes, what)
         if len(salt) != SALT_SIZE or len(nonce) != NONCE_SIZE:

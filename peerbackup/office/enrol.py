@@ -16,6 +16,7 @@ from peerbackup.core import codec
 from peerbackup.core.certs import ADMIN_RANK, ROLES, Certificate, Office, Revocation, check_name
 from peerbackup.core.crypto import NONCE_SIZE, SALT_SIZE, KdfParams, Random, derive_key, seal, unseal
 from peerbackup.core.identity import SigningKey, fingerprint_of
+from peerbackup.core.keys import kdf_from_wire
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.home import Home, Identity, write_private
 from peerbackup.errors import (
@@ -82,11 +83,7 @@ class RecoveryKit:
         version = codec.field(obj, "v", int, what)
         if version > KIT_VERSION:
             raise UnsupportedVersion(what, version, KIT_VERSION)
-        kdf = codec.field(obj, "kdf", dict, what)
-        params = KdfParams(codec.field(kdf, "ops", int, what), codec.field(kdf, "mem", int, what))
-        if not (KdfParams.weak().opslimit <= params.opslimit <= 64
-                and KdfParams.weak().memlimit <= params.memlimit <= 4 * 1024**3):
-            raise FormatError(what, "key derivation cost out of range")
+        params = kdf_from_wire(codec.field(obj, "kdf", dict, what), what)
         salt, nonce = codec.field(obj, "salt", bytes, what), codec.field(obj, "nonce", bytes, what)
         if len(salt) != SALT_SIZE or len(nonce) != NONCE_SIZE:
             raise FormatError(what, "bad salt or nonce")
