@@ -83,6 +83,9 @@ class LogState:
     revocation_evidence: dict[bytes, bytes] = field(default_factory=dict)  # event id -> raw
     hlc: int = 0
     known_logs: Callable[[str], bool] = field(default=lambda log: log == CONTROL_LOG)
+    # config() derived from events and cutoffs; dropped whenever either changes. Every storage
+    # request and every status asks for it, so it is not rebuilt from the whole log each time.
+    _config: OfficeConfig | None = field(default=None, repr=False, compare=False)
 
     # ---- certificates (from hellos and joins, and from member.add events) -----------------
 
@@ -170,6 +173,7 @@ class LogState:
             return Outcome(REFUSED, reason, ev)
         self.hlc = new_hlc
         self.events[ev.key] = ev
+        self._config = None
         self.heads[(ev.log, ev.feed)] = ev.seq
         removed: tuple[Event, ...] = ()
         if ev.kind == MEMBER_ADD and ev.log == CONTROL_LOG:
@@ -224,6 +228,7 @@ class LogState:
             values = [cutoff.get(log, 0)] + ([current.get(log, 0)] if current is not None else [])
             merged[log] = min(values)
         self.cutoffs[rev.peer_id] = merged
+        self._config = None
         return self._drop(rev.peer_id, lambda log, seq: seq > merged.get(log, 0))
 
     def _drop(self, feed: str, doomed: Callable[[str, int], bool], log_only: str | None = None) -> tuple[Event, ...]:
@@ -232,6 +237,7 @@ class LogState:
             ev = self.events[key]
             if doomed(ev.log, ev.seq):
                 removed.append(self.events.pop(key))
+                self._config = None
         for ev in removed:
             remaining = [s for (lg, fd, s) in self.events if lg == ev.log and fd == feed]
             self.heads[(ev.log, feed)] = max(remaining, default=0)
@@ -297,9 +303,15 @@ class LogState:
         return h.digest()
 
     def config(self) -> OfficeConfig:
+        if self._config is None:
+            self._config = self._derive_config()
+        return self._config
+
+    def _derive_config(self) -> OfficeConfig:
         members: dict[str, tuple[int, Certificate]] = {}
         terms = []
-        for ev in self.ordered(CONTROL_LOG):
+        ordered = self.ordered(CONTROL_LOG)
+        for ev in ordered:
             if ev.kind == MEMBER_ADD:
                 cert = Certificate.from_bytes(ev.fields["cert"], self.office_key)
                 members[cert.peer_id] = (ev.hlc, cert)
@@ -309,7 +321,7 @@ class LogState:
             members={p: c for p, (_, c) in members.items() if p not in self.cutoffs},
             revoked={p: dict(c) for p, c in self.cutoffs.items()},
             coordinator_terms=terms,
-            nodes=derive_nodes(self.ordered(CONTROL_LOG)),
+            nodes=derive_nodes(ordered),
         )
 
 
