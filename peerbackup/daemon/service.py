@@ -231,10 +231,10 @@ class Daemon:
 
     async def _heartbeats(self) -> None:
         while True:
-            for address in self.static:
-                if address not in self.advertised:
-                    known = await self._static_peer_known(address)
-                    if not known:
+            if self.static:
+                answering = await self._addresses_alive()
+                for address in self.static:
+                    if address not in self.advertised and address not in answering:
                         self.peer_service.spawn(self._contact_static(address))
             await self.peer_service.heartbeat_round()
             self.peer_service.check_liveness()
@@ -263,13 +263,12 @@ class Daemon:
         elif peer_id is not None:
             self._static_failed.discard(address)
 
-    async def _static_peer_known(self, address: str) -> bool:
+    async def _addresses_alive(self) -> set[str]:
+        """Every address known for a peer that is alive: static peers there need no introduction."""
         assert self.state is not None
         now = self.clock()
-        for peer_id, addrs in (await self.state.addresses()).items():
-            if address in addrs and self.peer_service.liveness.state(peer_id, now) == ALIVE:
-                return True
-        return False
+        return {a for peer_id, addrs in (await self.state.addresses()).items()
+                if self.peer_service.liveness.state(peer_id, now) == ALIVE for a in addrs}
 
     async def _housekeeping(self) -> None:
         assert self.state is not None

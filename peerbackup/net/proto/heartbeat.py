@@ -35,5 +35,3 @@ class Heartbeat:
             raise Malformed(f"{what}: bad sequence number or digest")
         return cls(seq=seq, revocations_digest=digest, logs_digest=logs)
 
-
-HeartbeatReply = Heartbeat
