@@ -1,11 +1,14 @@
-"""Helpers shared by the engine and CLI tests."""
+"""Helpers shared by the engine, CLI and daemon tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from peerbackup.core.chunker import ChunkerParams
 
@@ -79,3 +82,15 @@ def snapshot_of(root: Path) -> dict[str, tuple[object, ...]]:
             out[rel] = (kind, stat.S_IMODE(st.st_mode) if not stat.S_ISLNK(st.st_mode) else None,
                         st.st_uid, st.st_gid, mtime, content, link_group is not None, xattrs)
     return out
+
+
+@dataclass
+class Result:
+    """What a command run as a subprocess gave back."""
+
+    rc: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)

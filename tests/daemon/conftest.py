@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.harness import Office
+from tests.daemon.harness import Office, print_logs_if_failed
 
 
 @pytest.fixture
@@ -15,6 +15,4 @@ def office(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Office]:
         yield o
     finally:
         o.close()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(o.logs())
+        print_logs_if_failed(request, o.logs)

@@ -15,15 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from peerbackup.net.client import CONTENT_TYPE
+from tests.helpers import Result
+
 KIT_PASSWORD = "kit passphrase for tests"
 # Fast but not flaky on a loaded 2-core machine: a heartbeat every 0.25 s, dead after 2.5 s.
 FAST = {"heartbeat": "0.25", "suspect": "1", "dead": "2.5", "request_timeout": "1", "lease": "3", "renew": "1"}
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll pred until it returns something truthy; fail with what was awaited and the last answer."""
     deadline = time.monotonic() + timeout
     last: Any = None
-    while time.monotonic() < deadline:
+    while True:
         try:
             last = pred()
         except Exception as exc:  # the last failure goes into the message
@@ -31,8 +37,34 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float
         else:
             if last:
                 return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+
+
+def daemon_env(kit_password: str = KIT_PASSWORD) -> dict[str, str]:
+    """The environment daemons and CLI calls run with: weak KDF, a kit passphrase, no inherited home."""
+    env = {**os.environ, "PEERBACKUP_INSECURE_TEST_KDF": "1", "PEERBACKUP_KIT_PASSWORD": kit_password}
+    env.pop("PEERBACKUP_HOME", None)
+    return env
+
+
+def post_raw(address: str, path: str, data: bytes | None, method: str = "POST") -> tuple[int, bytes]:
+    """Raw bytes to a daemon's peer port, as any client could send them: (HTTP status, body)."""
+    req = urllib.request.Request(f"http://{address}{path}", data=data, method=method,
+                                 headers={"Content-Type": CONTENT_TYPE})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def print_logs_if_failed(request: pytest.FixtureRequest, logs: Callable[[], str]) -> None:
+    """At fixture teardown: the daemons' logs go into the report of a test that failed."""
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(logs())
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -48,16 +80,6 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
         except ProcessLookupError:
             pass
         proc.wait(timeout=5)
-
-
-@dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 @dataclass
@@ -106,8 +128,7 @@ class Office:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.peers: dict[str, Peer] = {}
-        self.env = {**os.environ, "PEERBACKUP_INSECURE_TEST_KDF": "1", "PEERBACKUP_KIT_PASSWORD": KIT_PASSWORD}
-        self.env.pop("PEERBACKUP_HOME", None)
+        self.env = daemon_env()
 
     def cli(self, *args: str, check: bool = True, timeout: float = 60, env: dict[str, str] | None = None) -> Result:
         proc = subprocess.run([sys.executable, "-m", "peerbackup", *args], capture_output=True, text=True,

@@ -39,8 +39,6 @@ import re
 import secrets
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -62,7 +60,7 @@ from peerbackup.net import envelope
 from peerbackup.net.client import CONTENT_TYPE
 from peerbackup.net.proto import heartbeat, hello, logsync
 from peerbackup.net.proto.refusal import Refusal
-from tests.daemon.harness import Office, Peer, wait_for
+from tests.daemon.harness import Office, Peer, post_raw, print_logs_if_failed, wait_for
 
 SKEW = 120.0  # the default clock_skew (the harness does not change it)
 # No coordinator is elected while a test runs (a peer waits one lease after starting), so the
@@ -73,16 +71,6 @@ WAIT = 20.0
 
 
 # ---- small helpers -----------------------------------------------------------------------------
-
-
-def post(address: str, path: str, data: bytes | None, method: str = "POST") -> tuple[int, bytes]:
-    req = urllib.request.Request(f"http://{address}{path}", data=data, method=method,
-                                 headers={"Content-Type": CONTENT_TYPE})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def eventually(pred: Callable[[], bool], timeout: float) -> bool:
@@ -219,12 +207,6 @@ def start_office(office: Office, members: tuple[str, ...]) -> Acme:
     return acme
 
 
-def print_logs_on_failure(request: pytest.FixtureRequest, office: Office) -> None:
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        print(office.logs())
-
-
 @pytest.fixture(scope="module")
 def acme_office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Acme]:
     office = Office(Path(tmp_path_factory.mktemp("acme")))
@@ -237,7 +219,7 @@ def acme_office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Acme]:
 @pytest.fixture
 def acme(acme_office: Acme, request: pytest.FixtureRequest) -> Iterator[Acme]:
     yield acme_office
-    print_logs_on_failure(request, acme_office.office)
+    print_logs_if_failed(request, acme_office.office.logs)
 
 
 # ---- the evil peer -------------------------------------------------------------------------------
@@ -392,7 +374,7 @@ class EvilPeer:
     def call(self, node: Node, path: str, body: bytes) -> tuple[int, bytes]:
         """A signed request to a daemon; (status, body) of its answer, which must verify when it is a 200."""
         data, nonce = envelope.seal(self.ident.key, node.id, "POST", path, body, time.time(), secrets.token_bytes)
-        status, raw = post(node.address, path, data)
+        status, raw = post_raw(node.address, path, data)
         env = envelope.open_envelope(raw)
         if status == 200:
             envelope.check(env, node.ident.certificate.public_key, self.id, envelope.RESPONSE, path, time.time(),
@@ -650,7 +632,7 @@ def forked_office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forked]:
 @pytest.fixture
 def forked(forked_office: Forked, request: pytest.FixtureRequest) -> Iterator[Forked]:
     yield forked_office
-    print_logs_on_failure(request, forked_office.acme.office)
+    print_logs_if_failed(request, forked_office.acme.office.logs)
 
 
 def test_fork_shown_to_two_peers_is_detected_everywhere_and_the_feed_frozen_alike(forked: Forked) -> None:

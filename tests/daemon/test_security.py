@@ -20,8 +20,6 @@ import secrets
 import select
 import signal
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
@@ -35,7 +33,7 @@ from peerbackup.net.client import CONTENT_TYPE
 from peerbackup.net.proto import heartbeat, hello, join
 from peerbackup.net.proto.hello import WHOAMI_PATH, WhoAmI
 from peerbackup.net.proto.refusal import Refusal
-from tests.daemon.harness import Office, Peer, wait_for
+from tests.daemon.harness import Office, Peer, post_raw, wait_for
 
 SKEW = 120.0  # the default clock_skew: the harness does not override it
 
@@ -54,16 +52,6 @@ STATUS_OF_CODE = _all_protocol_errors()  # code -> the HTTP status the server mu
 
 
 # ---- a tiny synchronous peer client ------------------------------------------------------
-
-
-def post(address: str, path: str, data: bytes | None, method: str = "POST") -> tuple[int, bytes]:
-    req = urllib.request.Request(f"http://{address}{path}", data=data, method=method,
-                                 headers={"Content-Type": CONTENT_TYPE})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def sealed(key: SigningKey, audience: str, path: str, body: bytes, now: float | None = None,
@@ -112,7 +100,7 @@ class Target:
 
     def send(self, path: str, data: bytes | None, method: str = "POST") -> tuple[int, envelope.Envelope]:
         """POST (or GET) raw bytes; the answer, checked to be signed by this daemon and bound to the request."""
-        status, raw = post(self.address, path, data, method)
+        status, raw = post_raw(self.address, path, data, method)
         env = envelope.open_envelope(raw)
         h = env.header
         assert h.issuer == self.id, f"answer issued by {h.issuer}, not {self.id}"
@@ -154,7 +142,7 @@ class Target:
         """Still running, still answering its admin API and the peer port."""
         assert self.peer.proc is not None and self.peer.proc.poll() is None, "the daemon died"
         assert self.peer.status()["peer_id"] == self.id
-        status, raw = post(self.address, WHOAMI_PATH, None, "GET")
+        status, raw = post_raw(self.address, WHOAMI_PATH, None, "GET")
         assert status == 200
         assert WhoAmI.from_wire(raw).certificate == self.ident.certificate.raw
         assert "peer.handler_failed" not in self.peer.log.read_text()
@@ -214,7 +202,7 @@ def test_forged_signatures_tampering_wrong_audience_and_skew_are_refused(office:
     r = alpha.refused(path, to_gamma, 403, "wrong-audience")
     assert gamma.peer_id in r.message and alpha.id in r.message
     # alpha's own signed answer to beta, reflected back at alpha, is addressed to beta.
-    status, reply = post(alpha.address, path, sealed(beta.key, alpha.id, path, heartbeat_body())[0])
+    status, reply = post_raw(alpha.address, path, sealed(beta.key, alpha.id, path, heartbeat_body())[0])
     assert status == 200
     alpha.refused(path, reply, 403, "wrong-audience")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.daemon.harness import print_logs_if_failed
 from tests.netns.lan import Lan, NetnsDenied, NetOffice, namespaces, remove_stale
 
 
@@ -52,6 +53,4 @@ def office(make_lan: Callable[[int], Lan], tmp_path: Path, request: pytest.Fixtu
         yield o
     finally:
         o.close()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(o.logs())
+        print_logs_if_failed(request, o.logs)

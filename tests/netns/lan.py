@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.daemon.harness import Result, stop_group
+from tests.daemon.harness import FAST, daemon_env, stop_group, wait_for
+from tests.helpers import Result
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -48,7 +49,7 @@ SUBNET = "10.77.0"
 PORT = 7420
 KIT_PASSWORD = "kit passphrase for the netns tests"
 # The tests/daemon timings: a heartbeat every 0.25 s, suspect after 1 s, dead after 2.5 s, lease 3 s.
-TIMINGS = {"heartbeat": "0.25", "suspect": "1", "dead": "2.5", "lease": "3", "renew": "1", "request_timeout": "1"}
+TIMINGS = FAST
 LEASE = float(TIMINGS["lease"])
 HEARTBEAT = float(TIMINGS["heartbeat"])
 
@@ -72,23 +73,6 @@ def sh(*cmd: str, check: bool = True, timeout: float = 30) -> Result:
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()}")
     return res
-
-
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll pred until it returns something truthy; fail with what was awaited and the last answer."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = pred()
-        except Exception as exc:  # the last failure goes into the message
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
 
 
 def holds_for(pred: Callable[[], Any], duration: float, what: str, interval: float = 0.2) -> None:
@@ -258,8 +242,7 @@ class NetOffice:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.nodes: dict[str, Node] = {}
-        self.env = {**os.environ, "PEERBACKUP_INSECURE_TEST_KDF": "1", "PEERBACKUP_KIT_PASSWORD": KIT_PASSWORD}
-        self.env.pop("PEERBACKUP_HOME", None)
+        self.env = daemon_env(KIT_PASSWORD)
         self._pool = ThreadPoolExecutor(max_workers=8)
 
     def _argv(self, host: Host, *args: str) -> list[str]:

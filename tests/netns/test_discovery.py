@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.netns.lan import Lan, NetOffice, Node, wait_for
+from tests.daemon.harness import wait_for
+from tests.netns.lan import Lan, NetOffice, Node
 
 # Real daemons on several network namespaces: seconds, not milliseconds; bounded well below 300 s.
 pytestmark = pytest.mark.timeout(180)

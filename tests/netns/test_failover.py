@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.netns.lan import HEARTBEAT, LEASE, Lan, NetOffice, Node, agreed, claims, wait_for
+from tests.daemon.harness import wait_for
+from tests.netns.lan import HEARTBEAT, LEASE, Lan, NetOffice, Node, agreed, claims
 
 # Real daemons on several network namespaces: seconds, not milliseconds; bounded well below 300 s.
 pytestmark = pytest.mark.timeout(180)

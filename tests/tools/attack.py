@@ -19,19 +19,10 @@ import urllib.request
 from peerbackup.core import codec
 from peerbackup.daemon.home import Home
 from peerbackup.net import envelope
-from peerbackup.net.client import CONTENT_TYPE
 from peerbackup.net.proto import heartbeat
 from peerbackup.net.proto.hello import WHOAMI_PATH, WhoAmI
 from peerbackup.net.proto.refusal import Refusal
-
-
-def post(address: str, path: str, data: bytes) -> tuple[int, bytes]:
-    req = urllib.request.Request(f"http://{address}{path}", data=data, headers={"Content-Type": CONTENT_TYPE})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+from tests.daemon.harness import post_raw
 
 
 def describe(status: int, raw: bytes) -> str:
@@ -53,14 +44,14 @@ def main() -> int:
     target = codec.unpack_map(codec.unpack_map(who.certificate, "cert")["body"], "cert")["id"]
     body = heartbeat.Heartbeat(1, bytes(32)).to_wire()
     data, _ = envelope.seal(key, target, "POST", heartbeat.PATH, body, time.time(), secrets.token_bytes)
-    print("valid   :", describe(*post(args.address, heartbeat.PATH, data)))
-    print("replayed:", describe(*post(args.address, heartbeat.PATH, data)))
+    print("valid   :", describe(*post_raw(args.address, heartbeat.PATH, data)))
+    print("replayed:", describe(*post_raw(args.address, heartbeat.PATH, data)))
     fresh, _ = envelope.seal(key, target, "POST", heartbeat.PATH, body, time.time(), secrets.token_bytes)
     outer = codec.unpack_map(fresh, "envelope")
     sig = bytearray(outer["s"])
     sig[0] ^= 1
     outer["s"] = bytes(sig)
-    print("forged  :", describe(*post(args.address, heartbeat.PATH, codec.pack(outer))))
+    print("forged  :", describe(*post_raw(args.address, heartbeat.PATH, codec.pack(outer))))
     return 0
 
 
