@@ -284,8 +284,8 @@ class LogService:
 
     # ---- reading for operators ---------------------------------------------------------
 
-    def describe(self, ev: Event) -> dict[str, Any]:
-        names = {p: c.name for p, c in self.state.certs.items()}
+    def describe(self, ev: Event, names: dict[str, str]) -> dict[str, Any]:
+        """One event for operators; names maps peer ids to names."""
         fields: dict[str, Any] = {}
         try:
             if ev.kind == MEMBER_ADD:
@@ -314,5 +314,6 @@ class LogService:
                 "fields": fields, "id": ev.id.hex()}
 
     def listing(self, log: str = CONTROL_LOG) -> list[dict[str, Any]]:
-        return [self.describe(ev) for ev in self.state.ordered(log)]
+        names = {p: c.name for p, c in self.state.certs.items()}
+        return [self.describe(ev, names) for ev in self.state.ordered(log)]
 
