@@ -276,6 +276,13 @@ class StoreRefused(ProtocolError):
     code = "store-refused"
 
 
+class FileExists(ProtocolError):
+    """Stored already, with other bytes, and stored files are immutable: {}"""
+
+    status = 409
+    code = "exists"
+
+
 class NoSuchFile(ProtocolError):
     """No such file here: {}"""
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from peerbackup import __version__
+from peerbackup.cli.officerepo import is_office, open_office
 from peerbackup.cli.progress import Progress, human_bytes
 from peerbackup.core.crypto import KdfParams
 from peerbackup.core.retention import Policy, apply_policy
@@ -66,14 +67,32 @@ def _password(args: argparse.Namespace, confirm: bool = False, prompt: str = "Pa
     return pw.encode()
 
 
-def _store(args: argparse.Namespace) -> LocalStore:
-    repo = args.repo or os.environ.get("PEERBACKUP_REPO")
+_closers: list[Callable[[], None]] = []  # office repositories' connections, closed when the command ends
+
+
+def _repo_arg(args: argparse.Namespace) -> str:
+    repo: str | None = args.repo or os.environ.get("PEERBACKUP_REPO")
     if not repo:
-        raise UsageError("no repository: give --repo PATH or set PEERBACKUP_REPO")
+        raise UsageError("no repository: give --repo PATH (or office:NODE) or set PEERBACKUP_REPO")
+    return repo
+
+
+def _store(args: argparse.Namespace) -> LocalStore:
+    repo = _repo_arg(args)
+    if is_office(repo):
+        raise UsageError(f"`repo {args.repo_cmd}` is for a local repository: a backup node's repository "
+                         "is created with `peerbackup node add` and needs no passphrase")
     return LocalStore(repo)
 
 
-def _open(args: argparse.Namespace) -> Repository:
+def _open(args: argparse.Namespace, delete: bool = False) -> Repository:
+    repo = _repo_arg(args)
+    if is_office(repo):
+        from peerbackup.cli.office import _home
+
+        office = open_office(_home(args), repo, delete=delete)
+        _closers.append(office.close)
+        return Repository(office.store, office.keys, office.config, cache_root=args.cache_dir)
     store = _store(args)
     read_config(store)  # "not a repository" before asking for a passphrase
     return Repository.open(store, _password(args), cache_root=args.cache_dir)
@@ -301,7 +320,7 @@ def _policy(args: argparse.Namespace) -> Policy:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    repo = _open(args)
+    repo = _open(args, delete=not args.dry_run)
     snaps = repo.snapshots()
     policy = _policy(args)
     if args.snapshots:
@@ -345,7 +364,7 @@ def _print_prune(p: dict[str, Any]) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    repo = _open(args)
+    repo = _open(args, delete=not args.dry_run)
     p = _do_prune(repo, args)
     if args.json:
         _print_json(p)
@@ -405,7 +424,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = repo.add_subparsers(dest="repo_cmd", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--repo", help="repository directory (or PEERBACKUP_REPO)")
+    common.add_argument("--repo", help="repository directory, or office:NODE for a backup node's repository "
+                        "in the peer store (or PEERBACKUP_REPO)")
+    common.add_argument("--home", help="peer home, for office:NODE (default: PEERBACKUP_HOME or the user data dir)")
     common.add_argument("--password-file", help="read the passphrase from this file")
     common.add_argument("--cache-dir", help="local cache directory (default ~/.cache/peerbackup)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -465,7 +486,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.dir)
         if getattr(args, "repo_cmd", None) == "key" and args.key_cmd == "remove" and not args.id:
             raise UsageError("key remove needs a key id (see `key list`)")
-        rc: int = args.func(args)
+        try:
+            rc: int = args.func(args)
+        finally:
+            while _closers:
+                _closers.pop()()
         return rc
     except PeerBackupError as exc:
         print(f"peerbackup: {exc.message()}", file=sys.stderr)

@@ -208,6 +208,43 @@ def cmd_peers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_storage(args: argparse.Namespace) -> int:
+    from peerbackup.cli.progress import human_bytes
+
+    home = _home(args)
+    ran: dict[str, Any] = {}
+    if args.scrub_now:
+        ran["scrub"] = _api(home, "POST", "/v1/storage/scrub", {})
+    if args.repair_now:
+        ran["repair"] = _api(home, "POST", "/v1/storage/repair", {})
+    out = _api(home, "GET", "/v1/storage")
+    if args.json:
+        _print_json({**out, **ran})
+        return EXIT_OK
+    rows = [[p["peer_id"], p["name"], p["state"], "-" if p["used"] is None else human_bytes(p["used"]),
+             "-" if p["quota"] is None else human_bytes(p["quota"]), "-" if p["packs"] is None else str(p["packs"])]
+            for p in out["peers"]]
+    head = ["PEER", "NAME", "STATE", "USED", "QUOTA", "PACKS"]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print(f"under-replicated files: {out['under_replicated']}")
+    for what, result in ran.items():
+        print(f"{what}: " + ", ".join(f"{k} {v}" for k, v in sorted(_flat(result).items())))
+    return EXIT_OK
+
+
+def _flat(result: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in result.items():
+        if isinstance(v, dict):
+            for k2, v2 in _flat(v).items():
+                flat[f"{k}.{k2}"] = v2
+        else:
+            flat[k] = v
+    return flat
+
+
 def cmd_office_log(args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
@@ -386,6 +423,10 @@ def add_parsers(top: Any) -> None:
     rv.add_argument("agents", nargs="+", metavar="AGENT", help="peer id or unique name")
     gs = add("grants", cmd_grants, "agents of each backup node")
     gs.add_argument("node", nargs="?")
+    st = add("storage", cmd_storage, "what each storage peer keeps, and files short of their copies")
+    st.add_argument("--repair-now", action="store_true", help="run a repair round here now (normally the "
+                    "coordinator's, every repair_interval)")
+    st.add_argument("--scrub-now", action="store_true", help="re-verify what this peer holds now")
     off = top.add_parser("office", help="the office's replicated state")
     off_sub = off.add_subparsers(dest="office_cmd", required=True)
     ol = off_sub.add_parser("log", parents=[home], help="the office control log, in order")

@@ -176,3 +176,47 @@ class Revocation:
             raise FormatError(what, "the office signature does not verify")
         return cls(office=office, peer_id=peer_id, at=codec.field(obj, "at", int, what),
                    reason=codec.field(obj, "reason", str, what), raw=bytes(data))
+
+
+@dataclass(frozen=True)
+class DeleteGrant:
+    """The separate, logged capability to delete from a backup node's store (prune, forget).
+
+    Signed by the office key for one holder of the node's keys and a short time: a
+    storage peer deletes only for the peer it names (the request's signer), so the
+    ordinary write capability stays append-only and a copied grant is useless to others.
+    """
+
+    office: str
+    node: str
+    holder: str
+    issued: int
+    expires: int
+    raw: bytes = b""
+
+    @classmethod
+    def issue(cls, office_key: SigningKey, node: str, holder: str, now: int, valid_for: int) -> DeleteGrant:
+        body = codec.pack({
+            "v": CERT_VERSION, "office": fingerprint_of(office_key.public_key), "delete-node": node,
+            "holder": holder, "issued": now, "expires": now + valid_for,
+        })
+        return cls.from_bytes(_signed(body, office_key.sign(body)), office_key.public_key)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, office_key: bytes) -> DeleteGrant:
+        what = "delete grant"
+        body, sig, obj = _split(data, what)
+        office = codec.field(obj, "office", str, what)
+        holder = codec.field(obj, "holder", str, what)
+        if office != fingerprint_of(office_key):
+            raise FormatError(what, "issued by another office")
+        if not is_peer_id(holder):
+            raise FormatError(what, "bad peer id")
+        if not verify(office_key, body, sig):
+            raise FormatError(what, "the office signature does not verify")
+        return cls(office=office, node=codec.field(obj, "delete-node", str, what), holder=holder,
+                   issued=codec.field(obj, "issued", int, what), expires=codec.field(obj, "expires", int, what),
+                   raw=bytes(data))
+
+    def allows(self, node: str, peer_id: str, now: float) -> bool:
+        return self.node == node and self.holder == peer_id and self.issued - 120 <= now <= self.expires

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from peerbackup.core import codec
+from peerbackup.core import codec, hlc
 from peerbackup.core.events import Event
 from peerbackup.core.identity import SigningKey, is_peer_id, seal_to
 from peerbackup.core.keys import KeySet
@@ -53,13 +53,14 @@ class Node:
     epoch: int = 0
     agents: set[str] = field(default_factory=set)
     boxes: dict[str, bytes] = field(default_factory=dict)  # holder peer id -> sealed KeySet (current epoch)
+    created: int = 0  # unix seconds of the node.add event (its HLC wall time)
 
     @property
     def holders(self) -> set[str]:
         return set(self.boxes)
 
     def describe(self) -> dict[str, Any]:
-        return {"node": self.name, "replicas": self.replicas, "epoch": self.epoch,
+        return {"node": self.name, "replicas": self.replicas, "epoch": self.epoch, "created": self.created,
                 "agents": sorted(self.agents), "holders": sorted(self.holders), "created_by": self.created_by}
 
 
@@ -94,7 +95,8 @@ def derive_nodes(events: list[Event]) -> dict[str, Node]:
         node = nodes.get(f["node"])
         if ev.kind == NODE_ADD:
             if node is None:  # the first add wins; a second add of the name changes nothing
-                nodes[f["node"]] = Node(f["node"], f["replicas"], ev.feed, 0, set(), dict(f["keys"]))
+                nodes[f["node"]] = Node(f["node"], f["replicas"], ev.feed, 0, set(), dict(f["keys"]),
+                                        hlc.wall_ms(ev.hlc) // 1000)
         elif node is None:
             continue
         elif ev.kind == NODE_GRANT:

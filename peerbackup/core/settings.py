@@ -44,6 +44,9 @@ class Settings:
     lease: float = 15.0  # coordinator lease (issue 4)
     renew: float = 5.0  # coordinator lease renewal (issue 4)
     gc_grace: float = 7 * 86400.0  # deleted packs kept in holders' trash (issue 5)
+    repair_interval: float = 600.0  # the coordinator looks for under-replicated files this often
+    repair_grace: float = 3600.0  # a holder silent this long no longer counts as keeping its copies
+    scrub_interval: float = 86400.0  # each storage peer re-verifies every file it holds this often
 
     @property
     def nonce_keep(self) -> float:
@@ -58,6 +61,8 @@ class Settings:
             raise UsageError(f"timings must satisfy 0 < renew < lease (got {self.renew:g} s, {self.lease:g} s)")
         if self.clock_skew <= 0 or self.request_timeout <= 0 or self.gc_grace < 0:
             raise UsageError("clock_skew and request_timeout must be positive, gc_grace not negative")
+        if self.repair_interval <= 0 or self.scrub_interval <= 0 or self.repair_grace < 0:
+            raise UsageError("repair_interval and scrub_interval must be positive, repair_grace not negative")
 
     def with_overrides(self, items: list[str]) -> Settings:
         """Apply NAME=DURATION items, as given to `peerbackup up --set`."""

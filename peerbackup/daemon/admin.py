@@ -47,6 +47,11 @@ class AdminApi:
         app.router.add_post("/v1/grants/revoke", self.revoke)
         app.router.add_post("/v1/invite", self.invite)
         app.router.add_post("/v1/remove-peer", self.remove_peer)
+        app.router.add_get("/v1/store/access", self.store_access)
+        app.router.add_post("/v1/store/delete-grant", self.delete_grant)
+        app.router.add_get("/v1/storage", self.storage)
+        app.router.add_post("/v1/storage/repair", self.repair_now)
+        app.router.add_post("/v1/storage/scrub", self.scrub_now)
         return app
 
     @web.middleware
@@ -147,6 +152,27 @@ class AdminApi:
             raise UsageError(str(exc)) from None
         await self.daemon.peer_service.remove_peer(peer_id, str(obj.get("reason", ""))[:200])
         return web.json_response({"removed": peer_id})
+
+
+    async def store_access(self, request: web.Request) -> web.Response:
+        # The node's keys go to the home's owner only (token), who can read identity.key anyway.
+        return web.json_response(await self.daemon.store_access(request.query.get("node", "")))
+
+    async def delete_grant(self, request: web.Request) -> web.Response:
+        obj = await self._json(request)
+        node = obj.get("node")
+        if not isinstance(node, str):
+            raise UsageError("give the node name")
+        return web.json_response({"grant": (await self.daemon.delete_grant(node)).hex()})
+
+    async def storage(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.daemon.storage_report())
+
+    async def repair_now(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.daemon.repair.run_once())
+
+    async def scrub_now(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.daemon.repair.scrub_once())
 
 
 def dumps(obj: Any) -> str:

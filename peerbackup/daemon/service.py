@@ -23,6 +23,8 @@ import ifaddr
 from aiohttp import web
 
 from peerbackup import __version__
+from peerbackup.core import codec
+from peerbackup.core.certs import DeleteGrant
 from peerbackup.core.logstate import MEMBER_ADD
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.admin import AdminApi
@@ -37,14 +39,17 @@ from peerbackup.daemon.home import (
     write_private,
 )
 from peerbackup.daemon.logs import event
-from peerbackup.errors import DuplicatePeer, PeerBackupError, StartError, UsageError
+from peerbackup.errors import DuplicatePeer, NotAdmin, PeerBackupError, StartError, UsageError
 from peerbackup.net.client import PeerClient
 from peerbackup.net.discovery import Discovery, ServiceHint
+from peerbackup.net.proto import store as proto_store
 from peerbackup.net.server import PeerServer
 from peerbackup.office.coordination import CoordinatorService
 from peerbackup.office.liveness import ALIVE
 from peerbackup.office.nodes import NodeService
 from peerbackup.office.peers import PeerService
+from peerbackup.office.peerstore import StoragePeer, StoreClient
+from peerbackup.office.repair import RepairService
 from peerbackup.office.replication import LogService
 from peerbackup.office.state import State
 from peerbackup.office.storage import StorageService
@@ -76,6 +81,10 @@ def local_ipv4() -> list[str]:
             if isinstance(ip.ip, str) and ip.ip not in ips:
                 ips.append(ip.ip)
     return sorted(ips, key=lambda ip: ip.startswith("127.")) or ["127.0.0.1"]
+
+
+NODE_DELETE_GRANT = "node.delete_grant"  # logged: who was allowed to delete from which node, until when
+DELETE_GRANT_VALIDITY = 6 * 3600
 
 
 @dataclass
@@ -138,7 +147,9 @@ class Daemon:
         await self.logs.load()
         self.nodes = NodeService(self.logs, self.log)
         holder = await asyncio.to_thread(Holder, self.home.file(HELD), self.options.storage_quota, self.clock)
-        self.storage = StorageService(self.logs, holder, self.log)
+        self.storage = StorageService(self.logs, holder, self.log, lambda: self.coordination.status()[0])
+        self.repair = RepairService(self.nodes.nodes, self.storage_peers, client, holder, self.ident.peer_id,
+                                    self.settings, self.clock, self.peer_service.liveness.last_heard.get, self.log)
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
         await self.coordination.load()
         if self.ident.office_key is not None and self.ident.peer_id not in self.logs.state.config().members:
@@ -192,6 +203,9 @@ class Daemon:
         self._loop(self._heartbeats)
         self._loop(self._coordinator)
         self._loop(self._housekeeping)
+        self._loop(self._repair)
+        if self.ident.certificate.has_role("storage"):
+            self._loop(self._scrub)
         if self.ident.peer_id in self.peer_service.membership.revocations:
             event(self.log, "daemon.removed", logging.ERROR,
                   reason="this peer has been removed from the office: every member refuses it; "
@@ -276,6 +290,21 @@ class Daemon:
             await self.state.prune_nonces(self.clock())
             await asyncio.sleep(max(self.settings.clock_skew / 4, 1.0))
 
+    async def _repair(self) -> None:
+        # The coordinator repairs (one peer, not all of them copying the same files); a second
+        # coordinator under a partition only adds copies that are harmless.
+        while True:
+            await asyncio.sleep(self.settings.repair_interval)
+            if self.coordination.status()[0] == self.ident.peer_id:
+                summary = await self.repair.run_once()
+                event(self.log, "repair.round", logging.DEBUG, **{k: v["under_replicated"] for k, v in summary.items()})
+
+    async def _scrub(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.scrub_interval)
+            result = await self.repair.scrub_once()
+            event(self.log, "scrub.done", logging.INFO if result["damaged"] else logging.DEBUG, **result)
+
     async def stop(self) -> None:
         for task in self._loops:
             task.cancel()
@@ -332,6 +361,64 @@ class Daemon:
                 "last_heard_s": None if me or last is None else round(now - last, 1),
             })
         return out
+
+
+    # ---- the peer store ----------------------------------------------------------------
+
+    async def storage_peers(self) -> list[StoragePeer]:
+        """Every storage peer of the office with its addresses and liveness, as a writer sees them."""
+        assert self.state is not None
+        now = self.clock()
+        known = await self.state.addresses()
+        ps = self.peer_service
+        out = []
+        for cert in ps.membership.members():
+            if not cert.has_role("storage") or cert.peer_id in ps.membership.revocations:
+                continue
+            me = cert.peer_id == self.ident.peer_id
+            addrs = self.advertised if me else known.get(cert.peer_id, [])
+            alive = me or ps.liveness.state(cert.peer_id, now) == ALIVE
+            out.append(StoragePeer(cert.peer_id, cert.name, tuple(addrs), cert.public_key, alive, cert.rank))
+        return out
+
+    async def store_access(self, node: str) -> dict[str, Any]:
+        """What a key holder's process needs to use a node's repository in the peer store."""
+        keys = self.nodes.keys(node)  # NotAHolder, naming who holds them, for anyone else
+        info = self.nodes.nodes()[node]
+        return {"node": node, "replicas": info.replicas, "created": info.created, "me": self.ident.peer_id,
+                "office": self.ident.office.fingerprint, "keys": codec.pack(keys.to_wire()).hex(),
+                "peers": [p.to_json() for p in await self.storage_peers()]}
+
+    async def storage_report(self) -> dict[str, Any]:
+        """`peerbackup storage`: what each storage peer keeps, and how many files lack copies."""
+        peers = await self.storage_peers()
+        client = self.peer_service.client
+        usages = await asyncio.gather(*(StoreClient(client, "").usage(p) for p in peers if p.alive),
+                                      return_exceptions=True)
+        by_id = dict(zip([p.peer_id for p in peers if p.alive], usages, strict=True))
+        rows: list[dict[str, Any]] = []
+        for p in peers:
+            row: dict[str, Any] = {"peer_id": p.peer_id, "name": p.name, "state": "alive" if p.alive else "down",
+                                   "used": None, "quota": None, "packs": None}
+            u = by_id.get(p.peer_id)
+            if isinstance(u, proto_store.Usage):
+                row.update(used=u.used, quota=None if u.quota < 0 else u.quota, packs=sum(n for _, n in u.packs))
+            elif u is not None:
+                row["error"] = str(u)
+            rows.append(row)
+        return {"peers": rows, "under_replicated": await self.repair.under_replicated(),
+                "last_repair": self.repair.last_round}
+
+    async def delete_grant(self, node: str, valid_for: int = DELETE_GRANT_VALIDITY) -> bytes:
+        """An admin's delete capability for its own prune of a node, logged in the control log."""
+        if self.ident.office_key is None:
+            raise NotAdmin()
+        self.nodes.keys(node)
+        grant = DeleteGrant.issue(self.ident.office_key, node, self.ident.peer_id, int(self.clock()), valid_for)
+        await self.logs.append(NODE_DELETE_GRANT, {"node": node, "holder": self.ident.peer_id,
+                                                   "expires": grant.expires, "grant": grant.raw})
+        event(self.log, "node.delete_grant", node=node, holder=self.ident.peer_id, expires=grant.expires)
+        return grant.raw
 
 
 def run(home: Home, ident: Identity, options: DaemonOptions, log: logging.Logger) -> None:

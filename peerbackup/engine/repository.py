@@ -315,8 +315,14 @@ class Repository:
     def read_blob_at(self, kind: Kind, blob_id: bytes, pack_id: bytes, e: BlobEntry) -> bytes | bytearray:
         """Read a blob whose place the caller already looked up."""
         what = f"{kind.name.lower()} blob {blob_id.hex()[:8]}"
-        sealed = self.store.get(FileType.DATA, pack_id.hex(), e.offset, e.length)
-        return self.open_blob(kind, blob_id, sealed, what)
+        while True:
+            sealed = self.store.get(FileType.DATA, pack_id.hex(), e.offset, e.length)
+            try:
+                return self.open_blob(kind, blob_id, sealed, what)
+            except IntegrityError:
+                # A damaged copy: a store with replicas reads another one (each copy at most once).
+                if not self.store.damaged(FileType.DATA, pack_id.hex()):
+                    raise
 
     def open_blob(self, kind: Kind, blob_id: bytes, sealed: bytes | memoryview, what: str) -> bytes | bytearray:
         if len(sealed) == 0:

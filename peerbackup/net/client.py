@@ -7,7 +7,7 @@ recording of an earlier answer can stand in for it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 import aiohttp
 
@@ -48,9 +48,14 @@ class PeerClient:
         self.rand = rand
         self.session = session
 
-    async def _post(self, address: str, path: str, data: bytes,
-                    max_reply: int = envelope.MAX_BODY) -> tuple[int, bytes]:
-        timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
+    def _timeout(self, nbytes: int) -> aiohttp.ClientTimeout:
+        # Bulk transfers get the control timeout plus time at a floor of 1 MiB/s (slow Wi-Fi):
+        # a peer that stops reading mid-upload still ends in PeerUnreachable, not a hang.
+        return aiohttp.ClientTimeout(total=self.settings.request_timeout + nbytes / (1024 * 1024))
+
+    async def _post(self, address: str, path: str, data: bytes | AsyncIterable[bytes | memoryview],
+                    max_reply: int = envelope.MAX_BODY, nbytes: int = 0) -> tuple[int, bytes]:
+        timeout = self._timeout(nbytes)
         try:
             async with self.session.post(url(address, path), data=data, timeout=timeout,
                                          headers={"Content-Type": CONTENT_TYPE}) as resp:
@@ -78,9 +83,25 @@ class PeerClient:
         look inside the reply (a hello reply carries the certificate naming the key)
         and raise ProtocolError when it does not like what it sees.
         """
+        reply, _ = await self.exchange(address, audience, path, body, key_for, max_reply)
+        return reply
+
+    async def exchange(self, address: str, audience: str, path: str, body: bytes, key_for: KeyFor,
+                       max_reply: int = envelope.MAX_BODY, upload: bytes | memoryview | None = None,
+                       framed_reply: bool = False) -> tuple[bytes, memoryview]:
+        """request() for bulk data: `upload` goes after the envelope as a frame (envelope.frame),
+        and with framed_reply the raw bytes after the reply's envelope come back too. Whoever
+        reads them checks them against the size and hash that the signed body names."""
         data, nonce = envelope.seal(self.key, audience, "POST", path, body, self.clock(), self.rand)
-        status, raw = await self._post(address, path, data, max_reply)
+        if upload is None:
+            status, raw = await self._post(address, path, data, max_reply)
+        else:
+            status, raw = await self._post(address, path, _chunks(envelope.frame(data), upload), max_reply,
+                                           len(upload) + (max_reply if framed_reply else 0))
+        rest = memoryview(b"")
         try:
+            if framed_reply and status == 200:
+                raw, rest = envelope.unframe(raw, envelope.MAX_BODY)
             env = envelope.open_envelope(raw, max_reply)
         except ProtocolError as exc:
             raise PeerUnreachable(address, f"unreadable answer with HTTP status {status} ({exc})") from None
@@ -99,4 +120,12 @@ class PeerClient:
                            self.settings.clock_skew, reply_to=nonce)
         except (ProtocolError, FormatError) as exc:
             raise PeerRefused(address, f"its answer was refused: {exc}", "bad-reply") from None
-        return env.body
+        return env.body, rest
+
+
+async def _chunks(head: bytes, payload: bytes | memoryview,
+                  size: int = 1024 * 1024) -> AsyncIterator[bytes | memoryview]:
+    yield head
+    view = memoryview(payload)
+    for i in range(0, len(view), size):
+        yield view[i:i + size]

@@ -35,6 +35,34 @@ RESPONSE = "RESPONSE"
 _MAX_PATH = 256
 
 
+FRAME_PREFIX = 4
+
+
+def frame(envelope_bytes: bytes) -> bytes:
+    """A bulk message: the envelope behind its 4-byte length, then raw bytes (a pack) that the
+    signed body names by size and BLAKE3 hash, so they are hashed once and never copied into
+    msgpack, and a receiver checks the signature before it reads them."""
+    return len(envelope_bytes).to_bytes(FRAME_PREFIX, "big") + envelope_bytes
+
+
+def frame_length(prefix: bytes, max_body: int = MAX_BODY) -> int:
+    if len(prefix) != FRAME_PREFIX:
+        raise Malformed("truncated frame")
+    n = int.from_bytes(prefix, "big")
+    if n > max_body + 4096:
+        raise TooLarge(n, max_body + 4096)
+    return n
+
+
+def unframe(data: bytes, max_body: int = MAX_BODY) -> tuple[bytes, memoryview]:
+    """(envelope bytes, the raw bytes after it) of a bulk message held whole."""
+    n = frame_length(data[:FRAME_PREFIX], max_body)
+    if len(data) < FRAME_PREFIX + n:
+        raise Malformed("truncated frame")
+    view = memoryview(data)
+    return bytes(view[FRAME_PREFIX:FRAME_PREFIX + n]), view[FRAME_PREFIX + n:]
+
+
 def body_hash(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 

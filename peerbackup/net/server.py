@@ -9,17 +9,18 @@ nothing a peer sends can raise into the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from peerbackup.core.crypto import Random
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.logs import event
-from peerbackup.errors import NotFound, ProtocolError, Replay, TooLarge
+from peerbackup.errors import Malformed, NotFound, ProtocolError, Replay, TooLarge
 from peerbackup.net import envelope
 from peerbackup.net.client import CONTENT_TYPE, read_capped
 from peerbackup.net.proto.hello import WHOAMI_PATH
@@ -27,16 +28,21 @@ from peerbackup.net.proto.refusal import Refusal
 
 # (envelope) -> the public key the issuer must have signed with, or a ProtocolError
 Authenticate = Callable[[envelope.Envelope], Awaitable[bytes]]
-# (issuer peer id, body) -> reply body
-Handle = Callable[[str, bytes], Awaitable[bytes]]
+# A reply body, or (body, raw bytes) sent as a bulk frame (see envelope.frame).
+Answer = bytes | tuple[bytes, bytes | memoryview]
+# (issuer peer id, body) -> answer
+Handle = Callable[[str, bytes], Awaitable[Answer]]
+# (issuer peer id, body, the raw bytes still to read) -> answer; for bulk uploads
+StreamHandle = Callable[[str, bytes, StreamReader | None], Awaitable[Answer]]
 SpendNonce = Callable[[str, bytes, float], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
 class Route:
     authenticate: Authenticate
-    handle: Handle
+    handle: StreamHandle
     max_body: int = envelope.MAX_BODY
+    framed: bool = False  # the request is a bulk frame: envelope first, raw bytes read by the handler
 
 
 class PeerServer:
@@ -52,7 +58,14 @@ class PeerServer:
         self.routes: dict[str, Route] = {}
 
     def route(self, path: str, authenticate: Authenticate, handle: Handle, max_body: int = envelope.MAX_BODY) -> None:
-        self.routes[path] = Route(authenticate, handle, max_body)
+        async def unframed(issuer: str, body: bytes, _stream: StreamReader | None) -> Answer:
+            return await handle(issuer, body)
+
+        self.routes[path] = Route(authenticate, unframed, max_body)
+
+    def route_framed(self, path: str, authenticate: Authenticate, handle: StreamHandle) -> None:
+        """A bulk upload route: the signature is checked before a byte of the payload is read."""
+        self.routes[path] = Route(authenticate, handle, envelope.MAX_BODY, framed=True)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=envelope.BULK_BODY + 4096 + 1)
@@ -63,10 +76,13 @@ class PeerServer:
     async def _whoami(self, request: web.Request) -> web.Response:
         return web.Response(body=self.whoami(), content_type=CONTENT_TYPE)
 
-    def _reply(self, status: int, body: bytes, env: envelope.Envelope | None) -> web.Response:
+    def _reply(self, status: int, answer: Answer, env: envelope.Envelope | None) -> web.Response:
         audience = env.header.issuer if env is not None else self.key.peer_id
+        body, raw = (answer, None) if isinstance(answer, bytes) else answer
         data, _ = envelope.seal(self.key, audience, envelope.RESPONSE, env.header.path if env else "", body,
                                 self.clock(), self.rand, reply_to=env.header.nonce if env else b"")
+        if raw is not None:
+            data = b"".join((envelope.frame(data), raw))
         return web.Response(status=status, body=data, content_type=CONTENT_TYPE)
 
     async def _dispatch(self, request: web.Request) -> web.Response:
@@ -75,10 +91,19 @@ class PeerServer:
             if request.method != "POST":
                 raise NotFound(f"{request.method} {request.path}")
             route = self.routes.get(request.path)
-            limit = (route.max_body if route is not None else envelope.MAX_BODY) + 4096
-            if request.content_length is not None and request.content_length > limit:
-                raise TooLarge(request.content_length, limit)
-            data = await read_capped(request.content, limit)
+            stream: StreamReader | None = None
+            if route is not None and route.framed:
+                try:
+                    n = envelope.frame_length(await request.content.readexactly(envelope.FRAME_PREFIX))
+                    data = await request.content.readexactly(n)
+                except asyncio.IncompleteReadError:
+                    raise Malformed("truncated frame") from None
+                stream = request.content
+            else:
+                limit = (route.max_body if route is not None else envelope.MAX_BODY) + 4096
+                if request.content_length is not None and request.content_length > limit:
+                    raise TooLarge(request.content_length, limit)
+                data = await read_capped(request.content, limit)
             env = envelope.open_envelope(data, route.max_body if route is not None else envelope.MAX_BODY)
             if route is None:
                 raise NotFound(request.path)
@@ -89,10 +114,12 @@ class PeerServer:
             expires = max(now, env.header.ts_ms / 1000) + self.settings.nonce_keep
             if not await self.spend_nonce(env.header.issuer, env.header.nonce, expires):
                 raise Replay()
-            body = await route.handle(env.header.issuer, env.body)
-            return self._reply(200, body, env)
+            answer = await route.handle(env.header.issuer, env.body, stream)
+            return self._reply(200, answer, env)
         except ProtocolError as exc:
-            event(self.log, "peer.refused", logging.WARNING, code=exc.code, status=exc.status,
+            # A file asked of a holder that lacks it is routine (readers try holders in turn).
+            level = logging.DEBUG if exc.code == "no-such-file" else logging.WARNING
+            event(self.log, "peer.refused", level, code=exc.code, status=exc.status,
                   peer=env.header.issuer if env else "?", remote=request.remote or "?", path=request.path,
                   reason=str(exc))
             return self._reply(exc.status, Refusal(exc.code, str(exc)).to_wire(), env)

@@ -3,34 +3,47 @@
 For now (issue 5) the write capability is derived from the grant in the control
 log and bound to the signer: only a peer holding the node's keys (its admins
 and granted agents) may write into its namespace or read it back; a storage
-peer may also read, to repair copies. Nobody may delete or overwrite through
-this service: the ordinary capability is append-only.
+peer may also read, and the coordinator copies content-named files, to repair. The ordinary
+capability is append-only: nothing is overwritten (but a lock), and deleting
+takes a DeleteGrant signed by the office key for the signer, which an admin
+issues (and logs) for a prune. Deleted files go to the holder's trash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
+from aiohttp import StreamReader
+
+from peerbackup.core.certs import DeleteGrant
+from peerbackup.core.crypto import content_hash
+from peerbackup.core.nodes import Node
 from peerbackup.daemon.logs import event
 from peerbackup.errors import (
+    FileExists,
     Forbidden,
+    FormatError,
     Malformed,
     NoSuchFile,
     NoSuchObject,
+    ObjectExists,
     PeerBackupError,
     StoreError,
     StoreRefused,
 )
-from peerbackup.net import envelope
 from peerbackup.net.proto import store as proto
 from peerbackup.net.server import PeerServer
 from peerbackup.office.replication import LogService
-from peerbackup.storage.holder import Holder
+from peerbackup.storage.holder import CONTENT_NAMED, Holder
+from peerbackup.storage.store import MUTABLE
 
 
 class StorageService:
-    def __init__(self, logs: LogService, holder: Holder, log: logging.Logger) -> None:
+    def __init__(self, logs: LogService, holder: Holder, log: logging.Logger,
+                 coordinator: Callable[[], str | None] = lambda: None) -> None:
+        self.coordinator = coordinator  # the peer this one follows as coordinator, if any
         self.logs = logs
         self.peers = logs.peers
         self.holder = holder
@@ -38,24 +51,36 @@ class StorageService:
 
     def register(self, server: PeerServer) -> None:
         auth = self.peers.auth_member
-        server.route(proto.PUT_PATH, auth, self._on_put, max_body=envelope.BULK_BODY)
+        server.route_framed(proto.PUT_PATH, auth, self._on_put)
         server.route(proto.GET_PATH, auth, self._on_get)
         server.route(proto.LIST_PATH, auth, self._on_list)
         server.route(proto.CHALLENGE_PATH, auth, self._on_challenge)
+        server.route(proto.DELETE_PATH, auth, self._on_delete)
+        server.route(proto.USAGE_PATH, auth, self._on_usage)
 
-    def _check(self, issuer: str, node: str, write: bool) -> None:
+    def _node(self, node: str) -> Node:
         if not self.peers.ident.certificate.has_role("storage"):
             raise Forbidden("this peer does not have the storage role")
         info = self.logs.state.config().nodes.get(node)
         if info is None:
             raise Forbidden(f"no backup node {node!r} in the office configuration")
+        return info
+
+    def _is_storage_peer(self, issuer: str) -> bool:
+        cert = self.peers.membership.certs.get(issuer)
+        return cert is not None and cert.has_role("storage")
+
+    def _check(self, issuer: str, ref: proto.FileRef, write: bool) -> None:
+        info = self._node(ref.node)
         if issuer in info.holders:
             return
-        if not write:
-            cert = self.peers.membership.certs.get(issuer)
-            if cert is not None and cert.has_role("storage"):
-                return  # storage peers read to repair copies
-        raise Forbidden(f"{issuer} may not {'write into' if write else 'read'} backup node {node}: only its "
+        if self._is_storage_peer(issuer) and not write:
+            return  # storage peers read, to repair and to scrub
+        if write and ref.ftype in CONTENT_NAMED and issuer == self.coordinator():
+            # The coordinator repairs: it copies files checked against their names, which adds
+            # copies of what exists and never changes or removes anything.
+            return
+        raise Forbidden(f"{issuer} may not {'write into' if write else 'read'} backup node {ref.node}: only its "
                         "admins and granted agents may")
 
     async def _run(self, fn: object, *args: object) -> object:
@@ -63,39 +88,65 @@ class StorageService:
             return await asyncio.to_thread(fn, *args)  # type: ignore[arg-type]
         except NoSuchObject as exc:
             raise NoSuchFile(str(exc)) from None
+        except ObjectExists as exc:
+            raise FileExists(str(exc)) from None
         except PeerBackupError as exc:
             # A full disk, a quota, bytes that do not match their name, a name that escapes: refused, logged.
             raise StoreRefused(str(exc)) from None
         except OSError as exc:
             raise StoreRefused(f"storage error: {exc.strerror or exc}") from None
 
-    async def _on_put(self, issuer: str, body: bytes) -> bytes:
+    async def _on_put(self, issuer: str, body: bytes, stream: StreamReader | None) -> bytes:
         msg = proto.Put.from_wire(body)
-        self._check(issuer, msg.ref.node, write=True)
-        stored = await self._run(self.holder.put, msg.ref.node, msg.ref.ftype, msg.ref.name, msg.data)
+        self._check(issuer, msg.ref, write=True)
+        assert stream is not None
+        data = bytearray(msg.size)
+        view = memoryview(data)
+        got = 0
+        while got < msg.size:
+            chunk = await stream.read(min(msg.size - got, 1024 * 1024))
+            if not chunk:
+                raise Malformed(f"store put: {got} of {msg.size} bytes arrived")
+            view[got:got + len(chunk)] = chunk
+            got += len(chunk)
+        stored = await self._run(self.holder.put, msg.ref.node, msg.ref.ftype, msg.ref.name, data, msg.hash)
         if stored:
             event(self.log, "store.put", logging.DEBUG, node=msg.ref.node, kind=msg.ref.ftype.value,
-                  name=msg.ref.name[:16], size=len(msg.data), peer=issuer)
+                  name=msg.ref.name[:16], size=msg.size, peer=issuer)
         return proto.Reply(stored=bool(stored)).to_wire()
 
-    async def _on_get(self, issuer: str, body: bytes) -> bytes:
+    async def _on_get(self, issuer: str, body: bytes) -> tuple[bytes, bytes]:
         msg = proto.Get.from_wire(body)
-        self._check(issuer, msg.ref.node, write=False)
+        self._check(issuer, msg.ref, write=False)
         data = await self._run(self.holder.get, msg.ref.node, msg.ref.ftype, msg.ref.name, msg.offset,
                                None if msg.length < 0 else msg.length)
         assert isinstance(data, bytes)
-        return proto.Reply(data=data).to_wire()
+        if len(data) > proto.MAX_FILE:
+            raise StoreRefused(f"{msg.ref.name[:12]} is larger than a stored file may be")
+        return proto.Reply(size=len(data), hash=content_hash(data)).to_wire(), data
 
     async def _on_list(self, issuer: str, body: bytes) -> bytes:
         msg = proto.Listing.from_wire(body)
-        self._check(issuer, msg.node, write=False)
+        self._node(msg.node)  # names and sizes of ciphertext: any member may see them (storage reports)
         items = await self._run(self.holder.listing, msg.node, msg.ftype)
         assert isinstance(items, list)
         return proto.Reply(items=tuple(items)).to_wire()
 
+    async def _on_usage(self, issuer: str, body: bytes) -> bytes:
+        self._node_free()
+        usage = await self._run(self.holder.usage)
+        assert isinstance(usage, dict)
+        quota = usage["quota"]
+        return proto.Usage(int(usage["used"]), -1 if quota is None else int(quota),
+                           tuple(sorted(usage["packs"].items()))).to_wire()
+
+    def _node_free(self) -> None:
+        if not self.peers.ident.certificate.has_role("storage"):
+            raise Forbidden("this peer does not have the storage role")
+
     async def _on_challenge(self, issuer: str, body: bytes) -> bytes:
         msg = proto.Challenge.from_wire(body)
-        self._check(issuer, msg.ref.node, write=False)
+        self._check(issuer, msg.ref, write=False)
         try:
             proof = await self._run(self.holder.challenge, msg.ref.node, msg.ref.ftype, msg.ref.name, msg.nonce,
                                     msg.offset, msg.length)
@@ -103,3 +154,22 @@ class StorageService:
             raise Malformed(str(exc)) from None
         assert isinstance(proof, bytes)
         return proto.Reply(data=proof).to_wire()
+
+    async def _on_delete(self, issuer: str, body: bytes) -> bytes:
+        msg = proto.Delete.from_wire(body)
+        info = self._node(msg.ref.node)
+        if issuer not in info.holders:
+            raise Forbidden(f"{issuer} holds no keys of backup node {msg.ref.node} and may not delete from it")
+        if msg.ref.ftype not in MUTABLE:
+            # Append-only: the ordinary capability adds; deleting takes the office's delete grant.
+            try:
+                grant = DeleteGrant.from_bytes(msg.grant, self.peers.ident.office.public_key)
+            except FormatError as exc:
+                raise Forbidden(f"deleting from backup node {msg.ref.node} needs a delete grant "
+                                f"(an admin's prune): {exc}") from None
+            if not grant.allows(msg.ref.node, issuer, self.peers.clock()):
+                raise Forbidden(f"the delete grant does not cover {issuer} on backup node {msg.ref.node} now")
+        await self._run(self.holder.delete, msg.ref.node, msg.ref.ftype, msg.ref.name)
+        event(self.log, "store.delete", logging.INFO if msg.ref.ftype not in MUTABLE else logging.DEBUG,
+              node=msg.ref.node, kind=msg.ref.ftype.value, name=msg.ref.name[:16], peer=issuer)
+        return proto.Reply(stored=True).to_wire()

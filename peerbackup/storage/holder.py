@@ -25,7 +25,8 @@ from peerbackup.errors import FormatError, IntegrityError, ObjectExists, QuotaEx
 from peerbackup.storage.local import LocalStore, fsync_dir
 from peerbackup.storage.store import MUTABLE, FileType
 
-CONTENT_NAMED = frozenset({FileType.DATA, FileType.INDEX})
+# Every immutable kind but the config is named by the BLAKE3 hash of its bytes.
+CONTENT_NAMED = frozenset({FileType.DATA, FileType.INDEX, FileType.SNAPSHOT, FileType.MARK, FileType.KEY})
 MAX_CHALLENGE = 1024 * 1024
 
 
@@ -57,13 +58,21 @@ class Holder:
             st = self._stores[node] = LocalStore(self.root / "nodes" / node, fsync=self.fsync)
         return st
 
-    def put(self, node: str, ftype: FileType, name: str, data: bytes) -> bool:
-        """Store a file; False when the very same bytes were there already (a retried upload)."""
+    def put(self, node: str, ftype: FileType, name: str, data: bytes | bytearray,
+            digest: bytes | None = None) -> bool:
+        """Store a file; False when the very same bytes were there already (a retried upload).
+
+        digest: the BLAKE3 hash the signed request named for the bytes (one hash pass
+        checks both the sender's claim and a content-named file's name)."""
         st = self.store(node)
-        if ftype in CONTENT_NAMED and content_hash(data).hex() != name:
+        actual = content_hash(data)
+        if digest is not None and actual != digest:
+            raise IntegrityError(f"{ftype.value}/{name[:12]}: the bytes do not match the signed hash "
+                                 "(damaged in transit)")
+        if ftype in CONTENT_NAMED and actual.hex() != name:
             raise IntegrityError(f"{ftype.value}/{name[:12]}: the bytes do not match their name")
         if ftype not in MUTABLE and st.exists(ftype, name):
-            if st.size(ftype, name) == len(data) and st.get(ftype, name) == data:
+            if st.size(ftype, name) == len(data) and content_hash(st.get(ftype, name)) == actual:
                 return False
             raise ObjectExists(ftype.value, name)
         with self._lock:
@@ -99,6 +108,13 @@ class Holder:
         """Names of content-named files whose bytes no longer match their name."""
         st = self.store(node)
         return [name for name, _ in self.listing(node, ftype) if content_hash(st.get(ftype, name)).hex() != name]
+
+    def delete(self, node: str, ftype: FileType, name: str) -> None:
+        """A lock is removed at once (it holds no backup data); anything else goes to the trash."""
+        if ftype in MUTABLE:
+            self.store(node).delete(ftype, name)
+        else:
+            self.trash(node, ftype, name)
 
     def trash(self, node: str, ftype: FileType, name: str) -> None:
         """Move a file to the trash (kept for the grace time); a missing file is not an error."""

@@ -58,3 +58,9 @@ class Store(Protocol):
         """Remove a file; removing a missing file is not an error."""
 
     def exists(self, ftype: FileType, name: str) -> bool: ...
+
+    def damaged(self, ftype: FileType, name: str) -> bool:
+        """The bytes last read of a file failed the reader's checks (a flipped bit).
+
+        True when the store has another copy that the next get() will return instead
+        (the peer store); False when there is no other copy to try (a directory)."""

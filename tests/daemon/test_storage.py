@@ -23,8 +23,10 @@ from tests.daemon.harness import Office, Peer, wait_for
 RNG = random.Random(11)
 
 
-def call(as_peer: Peer, target: Peer, path: str, body: bytes) -> proto.Reply | tuple[str, str]:
-    """One signed store request from as_peer's key to target: the reply, or (code, message) if refused."""
+def call(as_peer: Peer, target: Peer, path: str, body: bytes, upload: bytes | None = None,
+         framed: bool = False) -> proto.Reply | tuple[str, str]:
+    """One signed store request from as_peer's key to target: the reply (with the bytes a framed
+    answer carries in .data), or (code, message) if refused."""
     key = Home(as_peer.home).load().key
     target_id, target_key = target.peer_id, Home(target.home).load().key.public_key
 
@@ -32,17 +34,26 @@ def call(as_peer: Peer, target: Peer, path: str, body: bytes) -> proto.Reply | t
         async with aiohttp.ClientSession() as session:
             client = PeerClient(key, Settings(request_timeout=10), time.time, RNG.randbytes, session)
             try:
-                raw = await client.request(target.address, target_id, path, body, lambda _e: target_key,
-                                           max_reply=envelope.BULK_BODY)
+                raw, rest = await client.exchange(target.address, target_id, path, body, lambda _e: target_key,
+                                                  envelope.BULK_BODY, upload, framed)
             except PeerRefused as exc:
                 return exc.code, str(exc)
-            return proto.Reply.from_wire(raw)
+            reply = proto.Reply.from_wire(raw)
+            if framed:
+                assert len(rest) == reply.size and content_hash(rest) == reply.hash
+                return proto.Reply(data=bytes(rest), size=reply.size, hash=reply.hash)
+            return reply
 
     return asyncio.run(run())
 
 
 def put(as_peer: Peer, target: Peer, node: str, name: str, data: bytes, ftype: FileType = FileType.DATA) -> Any:
-    return call(as_peer, target, proto.PUT_PATH, proto.Put(proto.FileRef(node, ftype, name), data).to_wire())
+    head = proto.Put(proto.FileRef(node, ftype, name), len(data), content_hash(data)).to_wire()
+    return call(as_peer, target, proto.PUT_PATH, head, upload=data)
+
+
+def get(as_peer: Peer, target: Peer, ref: proto.FileRef, offset: int = 0, length: int = -1) -> Any:
+    return call(as_peer, target, proto.GET_PATH, proto.Get(ref, offset, length).to_wire(), framed=True)
 
 
 def test_store_capabilities_and_refusals(office: Office) -> None:
@@ -61,7 +72,7 @@ def test_store_capabilities_and_refusals(office: Office) -> None:
     assert isinstance(reply, proto.Reply) and reply.stored
     again = put(b, g, "accounts", name, data)
     assert isinstance(again, proto.Reply) and not again.stored  # a retried upload
-    got = call(b, g, proto.GET_PATH, proto.Get(proto.FileRef("accounts", FileType.DATA, name), 10, 100).to_wire())
+    got = get(b, g, proto.FileRef("accounts", FileType.DATA, name), 10, 100)
     assert isinstance(got, proto.Reply) and got.data == data[10:110]
     listed = call(a, g, proto.LIST_PATH, proto.Listing("accounts", FileType.DATA).to_wire())
     assert isinstance(listed, proto.Reply) and listed.items == ((name, len(data)),)
@@ -80,7 +91,7 @@ def test_store_capabilities_and_refusals(office: Office) -> None:
     assert code == "store-refused" and "do not match their name" in msg
     code, msg = put(b, g, "../../etc", name, data)
     assert code == "forbidden" and "no backup node" in msg
-    missing = call(b, g, proto.GET_PATH, proto.Get(proto.FileRef("accounts", FileType.DATA, "ab" * 32)).to_wire())
+    missing = get(b, g, proto.FileRef("accounts", FileType.DATA, "ab" * 32))
     assert isinstance(missing, tuple) and missing[0] == "no-such-file"
     big = RNG.randbytes(250_000)
     code, msg = put(b, g, "accounts", content_hash(big).hex(), big)

@@ -72,9 +72,11 @@ TOKEN = InviteToken(FP, ("10.0.0.1:7000", "[fe80::1]:7000"), SECRET, NOW + 86400
 from peerbackup.net.proto.coordinator import Announce, AnnounceReply  # noqa: E402
 from peerbackup.net.proto.logsync import Head, Heads, Pull, PullReply  # noqa: E402
 from peerbackup.net.proto.store import Challenge, FileRef, Listing  # noqa: E402
+from peerbackup.net.proto.store import Delete as StoreDelete  # noqa: E402
 from peerbackup.net.proto.store import Get as StoreGet  # noqa: E402
 from peerbackup.net.proto.store import Put as StorePut  # noqa: E402
 from peerbackup.net.proto.store import Reply as StoreReply  # noqa: E402
+from peerbackup.net.proto.store import Usage as StoreUsage  # noqa: E402
 from peerbackup.storage.store import FileType  # noqa: E402
 
 ProtoDecoder = Callable[[bytes], Any]
@@ -94,12 +96,16 @@ PROTO_SAMPLES: dict[str, tuple[ProtoDecoder, bytes]] = {
     "log-pull-reply": (PullReply.from_wire, PullReply((b"e" * 80,), CERT.raw).to_wire()),
     "coordinator": (Announce.from_wire, Announce((3, ALICE.peer_id), 15000).to_wire()),
     "coordinator-reply": (AnnounceReply.from_wire, AnnounceReply(False, (4, BOB.peer_id)).to_wire()),
-    "store-put": (StorePut.from_wire, StorePut(FileRef("accounts", FileType.DATA, "ab" * 32), b"x" * 64).to_wire()),
+    "store-put": (StorePut.from_wire, StorePut(FileRef("accounts", FileType.DATA, "ab" * 32), 64,
+                                               b"h" * 32).to_wire()),
+    "store-delete": (StoreDelete.from_wire, StoreDelete(FileRef("accounts", FileType.DATA, "ab" * 32),
+                                                        b"g" * 100).to_wire()),
+    "store-usage": (StoreUsage.from_wire, StoreUsage(1000, -1, (("accounts", 3),)).to_wire()),
     "store-get": (StoreGet.from_wire, StoreGet(FileRef("accounts", FileType.INDEX, "cd" * 32), 5, 10).to_wire()),
     "store-list": (Listing.from_wire, Listing("accounts", FileType.SNAPSHOT).to_wire()),
     "store-challenge": (Challenge.from_wire, Challenge(FileRef("a", FileType.DATA, "ef" * 32), b"n" * 32, 0,
                                                        100).to_wire()),
-    "store-reply": (StoreReply.from_wire, StoreReply(b"data", True, (("x", 1),)).to_wire()),
+    "store-reply": (StoreReply.from_wire, StoreReply(b"data", True, (("x", 1),), 5, b"h" * 32).to_wire()),
 }
 PROTO_ERRORS = (Malformed, UnsupportedProtocol)
 ENVELOPE_ERRORS = (Malformed, TooLarge, UnsupportedProtocol)
@@ -210,14 +216,22 @@ def well_formed(kind: str, msg: Any) -> None:
         token = msg.token if kind == "coordinator" else msg.highest
         assert isinstance(token[0], int) and not isinstance(token[0], bool) and token[0] >= 0
         assert token[1] == "" or is_peer_id(token[1])
-    elif kind in ("store-put", "store-get", "store-challenge"):
+    elif kind in ("store-put", "store-get", "store-challenge", "store-delete"):
         assert isinstance(msg.ref.node, str) and 0 < len(msg.ref.node) <= 64 and isinstance(msg.ref.ftype, FileType)
         assert isinstance(msg.ref.name, str) and 0 < len(msg.ref.name) <= 128
+        if kind == "store-put":
+            assert 0 <= msg.size <= 32 * 1024 * 1024 and len(msg.hash) == 32
+        if kind == "store-delete":
+            assert isinstance(msg.grant, bytes) and len(msg.grant) <= 4096
+    elif kind == "store-usage":
+        assert all(isinstance(v, int) for v in (msg.used, msg.quota))
+        assert all(isinstance(n, str) and isinstance(c, int) for n, c in msg.packs)
     elif kind == "store-list":
         assert isinstance(msg.node, str) and isinstance(msg.ftype, FileType)
     elif kind == "store-reply":
-        assert isinstance(msg.data, bytes) and isinstance(msg.stored, bool)
+        assert isinstance(msg.data, bytes) and isinstance(msg.stored, bool) and len(msg.data) <= 1024
         assert all(isinstance(n, str) and isinstance(z, int) for n, z in msg.items)
+        assert 0 <= msg.size <= 32 * 1024 * 1024 and len(msg.hash) == 32
     else:  # pragma: no cover
         raise AssertionError(kind)
 

@@ -54,10 +54,27 @@ def test_retried_upload_is_idempotent_and_files_are_immutable(holder: Holder) ->
     holder.put("n", FileType.DATA, name, data)
     assert holder.put("n", FileType.DATA, name, data) is False
     assert holder.used == len(data)
-    holder.put("n", FileType.SNAPSHOT, "s1", b"one")
+    # The config is the one immutable file not named by its content: other bytes are refused.
+    holder.put("n", FileType.CONFIG, "config", b"one")
     with pytest.raises(ObjectExists):
-        holder.put("n", FileType.SNAPSHOT, "s1", b"two")
-    assert holder.get("n", FileType.SNAPSHOT, "s1") == b"one"
+        holder.put("n", FileType.CONFIG, "config", b"two")
+    assert holder.get("n", FileType.CONFIG, "config") == b"one"
+    # A lock is rewritten in place by its owner, and removed at once.
+    holder.put("n", FileType.LOCK, "l1", b"t=0")
+    holder.put("n", FileType.LOCK, "l1", b"t=30")
+    assert holder.get("n", FileType.LOCK, "l1") == b"t=30"
+    holder.delete("n", FileType.LOCK, "l1")
+    assert not holder.has("n", FileType.LOCK, "l1")
+
+
+def test_signed_hash_must_match(holder: Holder) -> None:
+    name, data = pack()
+    with pytest.raises(IntegrityError, match="signed hash"):
+        holder.put("n", FileType.DATA, name, data, digest=bytes(32))
+    assert holder.put("n", FileType.DATA, name, data, digest=bytes.fromhex(name)) is True
+    # Deleting a pack moves it to the trash: it still counts until purged.
+    holder.delete("n", FileType.DATA, name)
+    assert not holder.has("n", FileType.DATA, name) and holder.used == len(data)
 
 
 def test_bytes_must_match_a_content_name(holder: Holder) -> None:
@@ -79,7 +96,9 @@ def test_path_tricks_in_node_names_are_refused(holder: Holder, node: str) -> Non
 @pytest.mark.parametrize("name", ["../../etc/passwd", "a/b", ".x", ""])
 def test_path_tricks_in_file_names_are_refused(holder: Holder, name: str) -> None:
     with pytest.raises(StoreError):
-        holder.put("n", FileType.SNAPSHOT, name, b"x")
+        holder.put("n", FileType.LOCK, name, b"x")  # the one kind with free names
+    with pytest.raises(IntegrityError):
+        holder.put("n", FileType.SNAPSHOT, name, b"x")  # the others must be the hash of their bytes
 
 
 def test_quota_is_enforced_and_survives_a_restart(tmp_path: Path) -> None:

@@ -1,7 +1,10 @@
 """store: files of a backup node's repository, kept by storage peers (the holder side).
 
 Writes and reads name the node, the kind of file and its name; the holder
-checks who may do what from the control log (see office/storage.py).
+checks who may do what from the control log (see office/storage.py). File bytes
+never travel inside msgpack: a put is a bulk frame (envelope.frame) whose signed
+body names the size and BLAKE3 hash of the bytes that follow, and a get's answer
+is framed the same way, so each side hashes a pack once and copies it little.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ PUT_PATH = "/v1/store/put"
 GET_PATH = "/v1/store/get"
 LIST_PATH = "/v1/store/list"
 CHALLENGE_PATH = "/v1/store/challenge"
+DELETE_PATH = "/v1/store/delete"
+USAGE_PATH = "/v1/store/usage"
 MAX_FILE = 32 * 1024 * 1024
+HASH_SIZE = 32
 
 
 def _ftype(value: object, what: str) -> FileType:
@@ -44,22 +50,80 @@ class FileRef:
         return cls(node, _ftype(obj.get("kind"), what), name)
 
 
+def _size_hash(obj: dict[object, object], what: str) -> tuple[int, bytes]:
+    size, digest = _wire.get(obj, "size", int, what), _wire.get(obj, "hash", bytes, what)
+    if not 0 <= size <= MAX_FILE:
+        raise Malformed(f"{what}: a file is at most {MAX_FILE} bytes")
+    if len(digest) != HASH_SIZE:
+        raise Malformed(f"{what}: bad hash length")
+    return size, digest
+
+
 @dataclass(frozen=True)
 class Put:
+    """The signed head of an upload: the file's bytes follow it in the frame."""
+
     ref: FileRef
-    data: bytes
+    size: int
+    hash: bytes  # BLAKE3 of the bytes that follow
 
     def to_wire(self) -> bytes:
-        return _wire.encode({**self.ref.fields(), "data": self.data})
+        return _wire.encode({**self.ref.fields(), "size": self.size, "hash": self.hash})
 
     @classmethod
     def from_wire(cls, data: bytes) -> Put:
         what = "store put"
         obj = _wire.decode(data, what)
-        payload = _wire.get(obj, "data", bytes, what)
-        if len(payload) > MAX_FILE:
-            raise Malformed(f"{what}: a file is at most {MAX_FILE} bytes")
-        return cls(FileRef.parse(obj, what), payload)
+        return cls(FileRef.parse(obj, what), *_size_hash(obj, what))
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Move a file to the holder's trash; `grant` is the office-signed delete capability."""
+
+    ref: FileRef
+    grant: bytes = b""
+
+    def to_wire(self) -> bytes:
+        return _wire.encode({**self.ref.fields(), "grant": self.grant})
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> Delete:
+        what = "store delete"
+        obj = _wire.decode(data, what)
+        grant = _wire.get(obj, "grant", bytes, what)
+        if len(grant) > 4096:
+            raise Malformed(f"{what}: oversized grant")
+        return cls(FileRef.parse(obj, what), grant)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a holder keeps: bytes used, its quota (-1: none) and packs per node."""
+
+    used: int
+    quota: int
+    packs: tuple[tuple[str, int], ...]
+
+    def to_wire(self) -> bytes:
+        return _wire.encode({"used": self.used, "quota": self.quota, "packs": [list(p) for p in self.packs]})
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> Usage:
+        what = "store usage"
+        obj = _wire.decode(data, what)
+        return cls(_wire.get(obj, "used", int, what), _wire.get(obj, "quota", int, what),
+                   _pairs(_wire.get(obj, "packs", list, what), what))
+
+
+def _pairs(raw: list[object], what: str) -> tuple[tuple[str, int], ...]:
+    out = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], int) and not isinstance(item[1], bool)):
+            raise Malformed(f"{what}: bad listing item")
+        out.append((item[0], item[1]))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -116,23 +180,24 @@ class Challenge:
 
 @dataclass(frozen=True)
 class Reply:
-    """The answer to every store request: data read, a proof, a listing, or whether a put stored."""
+    """The answer to every store request: a proof, a listing, whether a put stored, or the
+    size and hash of the bytes a get's framed answer carries after it."""
 
     data: bytes = b""
     stored: bool = False
     items: tuple[tuple[str, int], ...] = ()
+    size: int = 0
+    hash: bytes = bytes(HASH_SIZE)
 
     def to_wire(self) -> bytes:
-        return _wire.encode({"data": self.data, "stored": self.stored, "items": [list(i) for i in self.items]})
+        return _wire.encode({"data": self.data, "stored": self.stored, "items": [list(i) for i in self.items],
+                             "size": self.size, "hash": self.hash})
 
     @classmethod
     def from_wire(cls, data: bytes) -> Reply:
         what = "store reply"
         obj = _wire.decode(data, what)
-        items = []
-        for item in _wire.get(obj, "items", list, what):
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
-                    and isinstance(item[1], int)):
-                raise Malformed(f"{what}: bad listing item")
-            items.append((item[0], item[1]))
-        return cls(_wire.get(obj, "data", bytes, what), _wire.get(obj, "stored", bool, what), tuple(items))
+        if len(_wire.get(obj, "data", bytes, what)) > 1024:
+            raise Malformed(f"{what}: oversized proof")
+        return cls(_wire.get(obj, "data", bytes, what), _wire.get(obj, "stored", bool, what),
+                   _pairs(_wire.get(obj, "items", list, what), what), *_size_hash(obj, what))

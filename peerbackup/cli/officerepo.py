@@ -1,0 +1,105 @@
+"""`peerbackup repo ... --repo office:NODE`: a backup node's repository in the peer store.
+
+The running daemon of this home says who the storage peers are and hands over
+this peer's copy of the node's keys (only to the home's owner: the admin token);
+the transfers then go straight from this process to the storage peers, signed
+with the home's identity key. No passphrase: holding the keys is the right to
+read. A machine that does not hold them is refused with the names of those who do.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import blake3
+
+from peerbackup.cli.office import _api
+from peerbackup.core import codec
+from peerbackup.core.chunker import ChunkerParams
+from peerbackup.core.keys import KeySet
+from peerbackup.core.settings import Settings
+from peerbackup.daemon.home import Home
+from peerbackup.engine.config import RepoConfig
+from peerbackup.engine.repository import read_config
+from peerbackup.errors import NotARepository, ObjectExists, UsageError
+from peerbackup.net.client import PeerClient
+from peerbackup.office.peerstore import LoopThread, PeerStore, StoragePeer, StoreClient
+from peerbackup.storage.store import FileType
+
+PREFIX = "office:"
+
+
+def is_office(repo: str | None) -> bool:
+    return bool(repo) and str(repo).startswith(PREFIX)
+
+
+def node_config(office: str, node: str, created: int) -> RepoConfig:
+    """A node's repository config is the same whoever writes it first: agents racing to
+    create it write identical bytes, and a config that differs is not ours."""
+    repo_id = blake3.blake3(f"peerbackup node {office}/{node}".encode()).hexdigest()[:32]
+    return RepoConfig(id=repo_id, chunker=ChunkerParams(), created=created)
+
+
+@dataclass
+class OfficeRepo:
+    store: PeerStore
+    keys: KeySet
+    config: RepoConfig
+    close: Callable[[], None]
+
+
+def open_office(home: Home, repo: str, delete: bool = False, create: bool = True,
+                warn: Callable[[str], None] | None = None) -> OfficeRepo:
+    node = repo[len(PREFIX):]
+    if not node:
+        raise UsageError("give the backup node: --repo office:NODE")
+    access: dict[str, Any] = _api(home, "GET", f"/v1/store/access?node={node}")
+    grant = b""
+    if delete:
+        grant = bytes.fromhex(_api(home, "POST", "/v1/store/delete-grant", {"node": node})["grant"])
+    keys = KeySet.from_wire(codec.unpack(bytes.fromhex(access["keys"]), "node keys"))
+    ident = home.load()
+    peers = [StoragePeer.from_json(p) for p in access["peers"]]
+    loop = LoopThread()
+
+    async def make_session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession()
+
+    session = loop.call(make_session)
+    client = PeerClient(ident.key, Settings(), time.time, os.urandom, session)
+    store = PeerStore(node, int(access["replicas"]), peers, StoreClient(client, node), loop.run, ident.peer_id,
+                      grant, warn or _warn)
+
+    def close() -> None:
+        loop.call(session.close)
+        loop.close()
+
+    try:
+        expected = node_config(access["office"], node, int(access["created"]))
+        try:
+            config = read_config(store)
+        except NotARepository:
+            if not create:
+                raise
+            try:
+                store.put(FileType.CONFIG, "config", expected.to_bytes())
+            except ObjectExists:
+                pass  # another agent wrote the same bytes first
+            config = read_config(store)
+        if config.id != expected.id:
+            raise UsageError(f"the repository config held for backup node {node} is not this node's "
+                             f"(id {config.id[:12]}, expected {expected.id[:12]})")
+    except BaseException:
+        close()
+        raise
+    return OfficeRepo(store, keys, config, close)
+
+
+def _warn(message: str) -> None:
+    print(f"peerbackup: warning: {message}", file=sys.stderr)

@@ -1,0 +1,390 @@
+"""The peer store: the engine's Store protocol over the office's storage peers.
+
+A backup node's repository lives on the other machines. Each file goes to R
+distinct storage peers chosen by weighted rendezvous hashing (core/placement),
+not counting this machine while others can take it, so any key holder finds a
+file without asking everyone; a holder that is unreachable, full or over its
+quota is passed over for the next one in the ranking, and the write succeeds
+once R holders (or every reachable one, at least one) have it. Reads try the
+holders that listed the file, then the ranking, and a copy whose bytes do not
+match its name (or that the engine finds damaged: `damaged()`) is passed over
+for the next. Deleting anything but a lock takes the office's DeleteGrant.
+
+The engine is synchronous and runs in threads; the transfers are asyncio. A
+`Runner` carries each call to the event loop (the daemon's, or a LoopThread's
+in a command-line process) and waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from peerbackup.core.certs import DEFAULT_RANK
+from peerbackup.core.crypto import content_hash
+from peerbackup.core.placement import Candidate, place
+from peerbackup.errors import (
+    NoSuchObject,
+    ObjectExists,
+    PeerBackupError,
+    PeerRefused,
+    PeerUnreachable,
+    StoreError,
+)
+from peerbackup.net import envelope
+from peerbackup.net.client import PeerClient
+from peerbackup.net.proto import store as proto
+from peerbackup.storage.holder import CONTENT_NAMED
+from peerbackup.storage.store import MUTABLE, FileType, Payload, payload_bytes
+
+T = TypeVar("T")
+Runner = Callable[[Coroutine[Any, Any, T]], T]
+LIST_REPLY = 64 * 1024 * 1024  # a listing of a very large node: ~75 bytes a file
+
+
+@dataclass(frozen=True)
+class StoragePeer:
+    peer_id: str
+    name: str
+    addresses: tuple[str, ...]
+    public_key: bytes
+    alive: bool = True
+    rank: int = DEFAULT_RANK
+
+    @property
+    def weight(self) -> float:
+        # Machines given a low rank (the first admin's desktop) are the ones left on at night.
+        return 2.0 if self.rank < DEFAULT_RANK else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"peer_id": self.peer_id, "name": self.name, "addresses": list(self.addresses),
+                "public_key": self.public_key.hex(), "alive": self.alive, "rank": self.rank}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> StoragePeer:
+        return cls(str(obj["peer_id"]), str(obj["name"]), tuple(obj["addresses"]), bytes.fromhex(obj["public_key"]),
+                   bool(obj["alive"]), int(obj["rank"]))
+
+
+class StoreClient:
+    """One node's files on one peer, over the signed protocol (async)."""
+
+    def __init__(self, client: PeerClient, node: str) -> None:
+        self.client = client
+        self.node = node
+
+    async def _call(self, peer: StoragePeer, path: str, body: bytes, max_reply: int = envelope.MAX_BODY,
+                    upload: bytes | memoryview | None = None, framed: bool = False) -> tuple[bytes, memoryview]:
+        last: PeerBackupError = PeerUnreachable(peer.name, "no known address")
+        for address in peer.addresses:
+            try:
+                return await self.client.exchange(address, peer.peer_id, path, body, lambda _e: peer.public_key,
+                                                  max_reply, upload, framed)
+            except PeerUnreachable as exc:
+                last = exc
+        raise last
+
+    def _ref(self, ftype: FileType, name: str) -> proto.FileRef:
+        return proto.FileRef(self.node, ftype, name)
+
+    async def put(self, peer: StoragePeer, ftype: FileType, name: str, data: bytes, digest: bytes) -> bool:
+        body = proto.Put(self._ref(ftype, name), len(data), digest).to_wire()
+        raw, _ = await self._call(peer, proto.PUT_PATH, body, upload=data)
+        return proto.Reply.from_wire(raw).stored
+
+    async def get(self, peer: StoragePeer, ftype: FileType, name: str, offset: int = 0,
+                  length: int | None = None) -> bytes:
+        body = proto.Get(self._ref(ftype, name), offset, -1 if length is None else length).to_wire()
+        raw, rest = await self._call(peer, proto.GET_PATH, body, proto.MAX_FILE + envelope.MAX_BODY, framed=True)
+        reply = proto.Reply.from_wire(raw)
+        if len(rest) != reply.size or content_hash(rest) != reply.hash:
+            raise PeerRefused(peer.name, "the bytes sent do not match the signed size and hash", "bad-reply")
+        return bytes(rest)
+
+    async def listing(self, peer: StoragePeer, ftype: FileType) -> list[tuple[str, int]]:
+        raw, _ = await self._call(peer, proto.LIST_PATH, proto.Listing(self.node, ftype).to_wire(), LIST_REPLY)
+        return list(proto.Reply.from_wire(raw).items)
+
+    async def delete(self, peer: StoragePeer, ftype: FileType, name: str, grant: bytes) -> None:
+        await self._call(peer, proto.DELETE_PATH, proto.Delete(self._ref(ftype, name), grant).to_wire())
+
+    async def challenge(self, peer: StoragePeer, ftype: FileType, name: str, nonce: bytes, offset: int,
+                        length: int) -> bytes:
+        body = proto.Challenge(self._ref(ftype, name), nonce, offset, length).to_wire()
+        raw, _ = await self._call(peer, proto.CHALLENGE_PATH, body)
+        return proto.Reply.from_wire(raw).data
+
+    async def usage(self, peer: StoragePeer) -> proto.Usage:
+        raw, _ = await self._call(peer, proto.USAGE_PATH, b"")
+        return proto.Usage.from_wire(raw)
+
+
+def _missing(exc: PeerBackupError) -> bool:
+    return isinstance(exc, PeerRefused) and exc.code == "no-such-file"
+
+
+def _full(exc: PeerBackupError) -> bool:
+    return isinstance(exc, PeerRefused) and exc.code == "store-refused"
+
+
+class PeerStore:
+    """Store over the office's storage peers for one backup node (sync; see the module doc)."""
+
+    def __init__(self, node: str, replicas: int, peers: list[StoragePeer], client: StoreClient, run: Runner[Any],
+                 me: str, grant: bytes = b"", warn: Callable[[str], None] | None = None) -> None:
+        self.node = node
+        self.replicas = replicas
+        self.peers = {p.peer_id: p for p in peers}
+        self.client = client
+        self.run = run
+        self.me = me
+        self.grant = grant
+        self.warn = warn or (lambda _m: None)
+        self.location = f"office:{node}"
+        self._lock = threading.Lock()
+        self._down: set[str] = {p.peer_id for p in peers if not p.alive}
+        self._where: dict[tuple[FileType, str], set[str]] = {}  # who listed or took a file
+        self._sizes: dict[tuple[FileType, str], int] = {}
+        self._bad: dict[tuple[FileType, str], set[str]] = {}  # copies found damaged in this session
+        self._last_read: dict[tuple[FileType, str], str] = {}
+        self.under_replicated = 0  # files written to fewer than R holders in this session
+
+    # ---- whom to ask -----------------------------------------------------------------
+
+    def _candidates(self, size: int = 0) -> list[Candidate]:
+        with self._lock:
+            return [Candidate(p.peer_id, p.weight) for p in self.peers.values() if p.peer_id not in self._down]
+
+    def ranking(self, ftype: FileType, name: str) -> list[str]:
+        """Every storage peer, best holder first (the first R are where the file belongs)."""
+        cands = [Candidate(p.peer_id, p.weight) for p in self.peers.values()]
+        return place(place_key(ftype, name), cands, len(cands), self.me)
+
+    def _read_order(self, ftype: FileType, name: str) -> list[str]:
+        key = (ftype, name)
+        with self._lock:
+            listed = self._where.get(key, set())
+            bad = self._bad.get(key, set())
+            down = set(self._down)
+        ranked = self.ranking(ftype, name)
+        order = [p for p in ranked if p in listed] + [p for p in ranked if p not in listed]
+        # Live holders first, then those believed down (they may be back), damaged copies never.
+        return [p for p in order if p not in bad and p not in down] + [p for p in order if p not in bad and p in down]
+
+    def _mark_down(self, peer_id: str) -> None:
+        with self._lock:
+            self._down.add(peer_id)
+
+    def _noted(self, ftype: FileType, name: str, peer_id: str, size: int | None) -> None:
+        with self._lock:
+            self._where.setdefault((ftype, name), set()).add(peer_id)
+            if size is not None:
+                self._sizes[(ftype, name)] = size
+
+    # ---- Store ---------------------------------------------------------------------------
+
+    def put(self, ftype: FileType, name: str, data: Payload) -> None:
+        blob = payload_bytes(data)
+        if len(blob) > proto.MAX_FILE:
+            raise StoreError(f"{ftype.value}/{name[:12]}: larger than a stored file may be ({proto.MAX_FILE} bytes)")
+        self.run(self._put(ftype, name, blob))
+
+    async def _put(self, ftype: FileType, name: str, data: bytes) -> None:
+        digest = await asyncio.to_thread(content_hash, data) if len(data) > 65536 else content_hash(data)
+        if ftype in CONTENT_NAMED and digest.hex() != name:
+            raise StoreError(f"{ftype.value}/{name[:12]}: the name is not the hash of the bytes")
+        ranked = place(place_key(ftype, name), self._candidates(), len(self.peers), self.me)
+        # The config is tiny and read first by everyone: every storage peer keeps one.
+        want = len(ranked) if ftype == FileType.CONFIG else min(self.replicas, len(ranked))
+        if want == 0:
+            raise StoreError(f"no storage peer is reachable for backup node {self.node} "
+                             "(see `peerbackup peers`)")
+        queue = list(ranked)
+        stored: list[str] = []
+        existed: list[str] = []
+        errors: list[str] = []
+        running: dict[asyncio.Task[bool], str] = {}
+
+        def start() -> None:
+            while len(running) + len(stored) + len(existed) < want and queue:
+                pid = queue.pop(0)
+                running[asyncio.ensure_future(self.client.put(self.peers[pid], ftype, name, data, digest))] = pid
+
+        start()
+        while running:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                pid = running.pop(task)
+                exc = task.exception()
+                if exc is None:
+                    (stored if task.result() else existed).append(pid)
+                    self._noted(ftype, name, pid, len(data))
+                elif isinstance(exc, PeerRefused) and exc.code == "exists":
+                    if ftype not in MUTABLE:
+                        for t in running:
+                            t.cancel()
+                        raise ObjectExists(ftype.value, name)
+                elif isinstance(exc, PeerUnreachable):
+                    self._mark_down(pid)
+                    errors.append(str(exc))
+                elif isinstance(exc, PeerBackupError):
+                    errors.append(f"{self.peers[pid].name}: {exc}")
+                else:
+                    for t in running:
+                        t.cancel()
+                    raise exc
+            start()
+        if existed and not stored and ftype not in MUTABLE:
+            raise ObjectExists(ftype.value, name)
+        copies = len(stored) + len(existed)
+        if copies == 0:
+            raise StoreError(f"{ftype.value}/{name[:12]} could not be stored on any peer: " + "; ".join(errors))
+        if copies < self.replicas and ftype != FileType.CONFIG:
+            self.under_replicated += 1
+            self.warn(f"{ftype.value}/{name[:12]} is on {copies} of {self.replicas} peers for now "
+                      "(the repair task adds copies when peers are back)")
+
+    def get(self, ftype: FileType, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        data: bytes = self.run(self._get(ftype, name, offset, length))
+        return data
+
+    async def _get(self, ftype: FileType, name: str, offset: int, length: int | None) -> bytes:
+        whole = offset == 0 and length is None
+        for pid in self._read_order(ftype, name):
+            peer = self.peers[pid]
+            try:
+                data = await self.client.get(peer, ftype, name, offset, length)
+            except PeerUnreachable:
+                self._mark_down(pid)
+                continue
+            except PeerBackupError as exc:
+                if not _missing(exc):
+                    self.warn(f"{peer.name}: {exc}")
+                continue
+            if whole and ftype in CONTENT_NAMED and content_hash(data).hex() != name:
+                self.warn(f"{peer.name} holds a damaged copy of {ftype.value}/{name[:12]}: reading another")
+                with self._lock:
+                    self._bad.setdefault((ftype, name), set()).add(pid)
+                continue
+            with self._lock:
+                self._last_read[(ftype, name)] = pid
+            if whole:
+                self._noted(ftype, name, pid, len(data))
+            return data
+        raise NoSuchObject(ftype.value, name)
+
+    def damaged(self, ftype: FileType, name: str) -> bool:
+        """The last copy read of a file failed the engine's checks: read others from now on.
+        True when another copy may be tried."""
+        key = (ftype, name)
+        with self._lock:
+            pid = self._last_read.pop(key, None)
+            if pid is None and not self._bad.get(key):
+                return False  # another thread already moved on from a copy nobody flagged
+            if pid is not None:
+                self._bad.setdefault(key, set()).add(pid)
+        if pid is not None:
+            self.warn(f"{self.peers[pid].name} holds a damaged copy of {ftype.value}/{name[:12]}: reading another")
+        return bool(self._read_order(ftype, name))
+
+    def size(self, ftype: FileType, name: str) -> int:
+        with self._lock:
+            known = self._sizes.get((ftype, name))
+        if known is None:
+            for listed, size in self.list(ftype):
+                if listed == name:
+                    known = size
+        if known is None:
+            raise NoSuchObject(ftype.value, name)
+        return known
+
+    def list(self, ftype: FileType) -> Iterator[tuple[str, int]]:
+        return iter(self.run(self._list(ftype)))
+
+    async def _list(self, ftype: FileType) -> builtins.list[tuple[str, int]]:
+        peers = list(self.peers.values())
+        results = await asyncio.gather(*(self.client.listing(p, ftype) for p in peers), return_exceptions=True)
+        merged: dict[str, int] = {}
+        answered = 0
+        where: dict[str, set[str]] = {}
+        for peer, res in zip(peers, results, strict=True):
+            if isinstance(res, PeerUnreachable):
+                self._mark_down(peer.peer_id)
+                continue
+            if isinstance(res, BaseException):
+                if not isinstance(res, PeerBackupError):
+                    raise res
+                self.warn(f"{peer.name}: {res}")
+                continue
+            answered += 1
+            with self._lock:
+                self._down.discard(peer.peer_id)
+            for name, size in res:
+                merged.setdefault(name, size)
+                where.setdefault(name, set()).add(peer.peer_id)
+        if answered == 0 and peers:
+            raise StoreError(f"no storage peer answered for backup node {self.node} (see `peerbackup peers`)")
+        with self._lock:
+            for key in [k for k in self._where if k[0] == ftype]:
+                del self._where[key]
+            for name, holders in where.items():
+                self._where[(ftype, name)] = holders
+                self._sizes[(ftype, name)] = merged[name]
+        return sorted(merged.items())
+
+    def exists(self, ftype: FileType, name: str) -> bool:
+        return any(n == name for n, _ in self.list(ftype))
+
+    def delete(self, ftype: FileType, name: str) -> None:
+        self.run(self._delete(ftype, name))
+
+    async def _delete(self, ftype: FileType, name: str) -> None:
+        peers = list(self.peers.values())
+        results = await asyncio.gather(*(self.client.delete(p, ftype, name, self.grant) for p in peers),
+                                       return_exceptions=True)
+        refused = []
+        for peer, res in zip(peers, results, strict=True):
+            if isinstance(res, BaseException) and not isinstance(res, PeerBackupError):
+                raise res
+            if isinstance(res, PeerRefused) and not _missing(res):
+                refused.append(f"{peer.name}: {res}")
+            elif isinstance(res, PeerUnreachable):
+                self.warn(f"{peer.name} is unreachable: it keeps {ftype.value}/{name[:12]} until the next prune")
+        with self._lock:
+            self._where.pop((ftype, name), None)
+            self._sizes.pop((ftype, name), None)
+        if refused:
+            raise StoreError(f"deleting {ftype.value}/{name[:12]} was refused: " + "; ".join(refused))
+
+
+def place_key(ftype: FileType, name: str) -> bytes:
+    return f"{ftype.value}/{name}".encode()
+
+
+class LoopThread:
+    """An event loop in a thread of its own, for synchronous code (the engine in a command-line
+    process) that calls async transfers: run(coro) waits for the result in the calling thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="peer-io")
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result()
+
+    def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        async def wrapper() -> T:
+            return await fn()
+        return self.run(wrapper())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
