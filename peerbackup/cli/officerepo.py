@@ -54,11 +54,16 @@ class OfficeRepo:
     close: Callable[[], None]
 
 
-def open_office(home: Home, repo: str, delete: bool = False, create: bool = True,
-                warn: Callable[[str], None] | None = None) -> OfficeRepo:
-    node = repo[len(PREFIX):]
-    if not node:
-        raise UsageError("give the backup node: --repo office:NODE")
+@dataclass
+class Connection:
+    store: PeerStore
+    keys: KeySet
+    access: dict[str, Any]
+    close: Callable[[], None]
+
+
+def connect(home: Home, node: str, delete: bool = False, warn: Callable[[str], None] | None = None) -> Connection:
+    """A PeerStore for a node, from what this home's daemon knows (keys, storage peers)."""
     access: dict[str, Any] = _api(home, "GET", f"/v1/store/access?node={node}")
     grant = b""
     if delete:
@@ -80,13 +85,20 @@ def open_office(home: Home, repo: str, delete: bool = False, create: bool = True
         loop.call(session.close)
         loop.close()
 
+    return Connection(store, keys, access, close)
+
+
+def open_office(home: Home, repo: str, delete: bool = False, warn: Callable[[str], None] | None = None) -> OfficeRepo:
+    node = repo[len(PREFIX):]
+    if not node:
+        raise UsageError("give the backup node: --repo office:NODE")
+    conn = connect(home, node, delete, warn)
+    store = conn.store
     try:
-        expected = node_config(access["office"], node, int(access["created"]))
+        expected = node_config(conn.access["office"], node, int(conn.access["created"]))
         try:
             config = read_config(store)
         except NotARepository:
-            if not create:
-                raise
             try:
                 store.put(FileType.CONFIG, "config", expected.to_bytes())
             except ObjectExists:
@@ -96,9 +108,9 @@ def open_office(home: Home, repo: str, delete: bool = False, create: bool = True
             raise UsageError(f"the repository config held for backup node {node} is not this node's "
                              f"(id {config.id[:12]}, expected {expected.id[:12]})")
     except BaseException:
-        close()
+        conn.close()
         raise
-    return OfficeRepo(store, keys, config, close)
+    return OfficeRepo(store, conn.keys, config, conn.close)
 
 
 def _warn(message: str) -> None:

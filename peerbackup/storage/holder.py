@@ -120,12 +120,10 @@ class Holder:
         """Move a file to the trash (kept for the grace time); a missing file is not an error."""
         st = self.store(node)
         src = st.path(ftype, name)
-        if not src.exists():
-            return
         dest_dir = self.root / "trash" / node / ftype.value
         dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / f"{name}.{int(self.clock())}"
-        os.replace(src, dest)
+        if not st.move_out(ftype, name, dest_dir / f"{name}.{int(self.clock())}"):
+            return
         if self.fsync:
             fsync_dir(src.parent)
             fsync_dir(dest_dir)

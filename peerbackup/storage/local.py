@@ -213,6 +213,17 @@ class LocalStore:
     def exists(self, ftype: FileType, name: str) -> bool:
         return self._path(ftype, name).exists()
 
+    def move_out(self, ftype: FileType, name: str, dest: Path) -> bool:
+        """Rename a file out of the store (a holder's trash); False if it was not there.
+        An open descriptor kept for reads must not go on serving the moved file."""
+        if ftype == FileType.DATA:
+            self._fds.forget(str(self._path(ftype, name)))
+        try:
+            os.replace(self._path(ftype, name), dest)
+        except FileNotFoundError:
+            return False
+        return True
+
     def remove_temp_files(self) -> int:
         """Delete temp files left by writers that died mid-write."""
         count = 0

@@ -174,3 +174,13 @@ def test_full_disk_is_a_clean_refusal(tiny_fs: Path) -> None:
         h.put("n", FileType.DATA, *big)
     assert h.used == 100_000 and h.listing("n", FileType.DATA) == [(small[0], 100_000)]
     assert h.get("n", FileType.DATA, small[0]) == small[1]
+
+
+def test_a_trashed_pack_is_not_served_from_a_cached_descriptor(holder: Holder) -> None:
+    # Regression: reads keep pack descriptors open; a pack moved to the trash was still served.
+    name, data = pack()
+    holder.put("n", FileType.DATA, name, data)
+    assert holder.get("n", FileType.DATA, name, 0, 10) == data[:10]
+    holder.trash("n", FileType.DATA, name)
+    with pytest.raises(NoSuchObject):
+        holder.get("n", FileType.DATA, name, 0, 10)

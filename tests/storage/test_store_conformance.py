@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from peerbackup.core.crypto import content_hash
 from peerbackup.errors import NoSuchObject, ObjectExists, StoreError, StoreFull
 from peerbackup.storage import local as local_module
 from peerbackup.storage.local import TMP_PREFIX, LocalStore
@@ -24,18 +25,29 @@ from peerbackup.storage.memory import MemoryStore
 from peerbackup.storage.store import MUTABLE, FileType, Store
 
 IMMUTABLE = [t for t in FileType if t not in MUTABLE]
-NAME = "ab" + "0" * 62  # object names are hex digests
 DATA = bytes(range(256)) * 4
+NAME = content_hash(DATA).hex()
 
 
-def name_for(ftype: FileType, name: str = NAME) -> str:
-    # A repository has exactly one config file, and it is called "config".
-    return "config" if ftype == FileType.CONFIG else name
+def named(ftype: FileType, data: bytes = DATA) -> str:
+    """The name a writer gives a file: "config" for the one config file, the BLAKE3 hash of
+    the bytes for every other immutable kind (the peer store checks it), anything for a lock."""
+    if ftype == FileType.CONFIG:
+        return "config"
+    return "lock-1" if ftype == FileType.LOCK else content_hash(data).hex()
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(params=["memory", "local", "peer"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    # The annotation makes mypy check both backends against the protocol.
+    # The annotation makes mypy check every backend against the protocol.
+    if request.param == "peer":
+        office = request.getfixturevalue("peer_office")
+        conn = office.store()
+        try:
+            yield conn.store
+        finally:
+            conn.close()
+        return
     s: Store = MemoryStore() if request.param == "memory" else LocalStore(tmp_path / "repo")
     yield s
 
@@ -49,7 +61,7 @@ def temp_files(root: Path) -> list[Path]:
 
 @pytest.mark.parametrize("ftype", list(FileType))
 def test_put_get_size_exists_delete(store: Store, ftype: FileType) -> None:
-    name = name_for(ftype)
+    name = named(ftype)
     assert not store.exists(ftype, name)
     store.put(ftype, name, DATA)
     assert store.exists(ftype, name)
@@ -64,31 +76,34 @@ def test_put_get_size_exists_delete(store: Store, ftype: FileType) -> None:
 
 
 def test_empty_file(store: Store) -> None:
-    store.put(FileType.INDEX, NAME, b"")
-    assert store.get(FileType.INDEX, NAME) == b""
-    assert store.size(FileType.INDEX, NAME) == 0
-    assert list(store.list(FileType.INDEX)) == [(NAME, 0)]
+    name = named(FileType.INDEX, b"")
+    store.put(FileType.INDEX, name, b"")
+    assert store.get(FileType.INDEX, name) == b""
+    assert store.size(FileType.INDEX, name) == 0
+    assert list(store.list(FileType.INDEX)) == [(name, 0)]
 
 
 def test_put_accepts_bytearray_and_keeps_a_copy(store: Store) -> None:
     buf = bytearray(b"pack bytes")
-    store.put(FileType.DATA, NAME, buf)
+    name = named(FileType.DATA, bytes(buf))
+    store.put(FileType.DATA, name, buf)
     buf[:] = b"XXXXXXXXXX"  # the caller reuses its buffer
-    assert store.get(FileType.DATA, NAME) == b"pack bytes"
+    assert store.get(FileType.DATA, name) == b"pack bytes"
 
 
 def test_put_accepts_list_of_pieces(store: Store) -> None:
     # A pack is handed over as its pieces; the store keeps their concatenation.
     pieces = [b"blob one|", b"", b"blob two|", b"header|", b"\x00\x00\x00\x07PBK1"]
-    store.put(FileType.DATA, NAME, pieces)
     joined = b"".join(pieces)
-    assert store.get(FileType.DATA, NAME) == joined
-    assert store.size(FileType.DATA, NAME) == len(joined)
-    assert store.get(FileType.DATA, NAME, 9, 9) == b"blob two|"
-    store.put(FileType.INDEX, "empty", [])
-    assert store.get(FileType.INDEX, "empty") == b""
+    name = named(FileType.DATA, joined)
+    store.put(FileType.DATA, name, pieces)
+    assert store.get(FileType.DATA, name) == joined
+    assert store.size(FileType.DATA, name) == len(joined)
+    assert store.get(FileType.DATA, name, 9, 9) == b"blob two|"
+    store.put(FileType.INDEX, named(FileType.INDEX, b""), [])
+    assert store.get(FileType.INDEX, named(FileType.INDEX, b"")) == b""
     with pytest.raises(ObjectExists):
-        store.put(FileType.DATA, NAME, [b"other"])
+        store.put(FileType.DATA, name, [joined[:5], joined[5:]])
 
 
 @pytest.mark.parametrize(
@@ -108,16 +123,19 @@ def test_ranged_get(store: Store, offset: int, length: int | None) -> None:
 
 @pytest.mark.parametrize("ftype", IMMUTABLE)
 def test_immutable_kinds(store: Store, ftype: FileType) -> None:
-    name = name_for(ftype)
+    name = named(ftype, b"first")
     store.put(ftype, name, b"first")
-    for data in (b"second", b"first"):  # even identical content is refused
+    # Even identical content is refused; the config (the one name not made from the bytes)
+    # refuses other bytes too.
+    for data in ([b"second", b"first"] if ftype == FileType.CONFIG else [b"first"]):
         with pytest.raises(ObjectExists):
             store.put(ftype, name, data)
     assert store.get(ftype, name) == b"first"
     # Deleting frees the name.
     store.delete(ftype, name)
-    store.put(ftype, name, b"third")
-    assert store.get(ftype, name) == b"third"
+    again = b"third" if ftype == FileType.CONFIG else b"first"
+    store.put(ftype, name, again)
+    assert store.get(ftype, name) == again
 
 
 def test_lock_is_replaceable(store: Store) -> None:
@@ -130,7 +148,7 @@ def test_lock_is_replaceable(store: Store) -> None:
 
 @pytest.mark.parametrize("ftype", list(FileType))
 def test_missing_file(store: Store, ftype: FileType) -> None:
-    name = name_for(ftype)
+    name = named(ftype)
     with pytest.raises(NoSuchObject):
         store.get(ftype, name)
     with pytest.raises(NoSuchObject):
@@ -143,18 +161,19 @@ def test_missing_file(store: Store, ftype: FileType) -> None:
 
 
 def test_list_returns_exactly_the_files_of_a_kind(store: Store) -> None:
-    # Names sharing a two-character prefix land in the same fan-out directory.
-    data_files = {"aa11": b"1", "aa22": b"22", "bb33": b"333", "c": b""}
-    for name, data in data_files.items():
-        store.put(FileType.DATA, name, data)
-    store.put(FileType.INDEX, "aa11", b"index with the same name as a pack")
-    store.put(FileType.SNAPSHOT, "s1", b"snap")
-    store.put(FileType.SNAPSHOT, "s2", b"snap2")
+    contents = [b"1", b"22", b"333", b""]
+    for data in contents:
+        store.put(FileType.DATA, named(FileType.DATA, data), data)
+    index = b"index with the same name as a pack"
+    store.put(FileType.INDEX, named(FileType.INDEX, index), index)
+    store.put(FileType.SNAPSHOT, named(FileType.SNAPSHOT, b"snap"), b"snap")
+    store.put(FileType.SNAPSHOT, named(FileType.SNAPSHOT, b"snap2"), b"snap2")
     store.put(FileType.CONFIG, "config", b"cfg")
 
-    assert sorted(store.list(FileType.DATA)) == sorted((n, len(d)) for n, d in data_files.items())
-    assert sorted(store.list(FileType.INDEX)) == [("aa11", 34)]
-    assert sorted(store.list(FileType.SNAPSHOT)) == [("s1", 4), ("s2", 5)]
+    assert sorted(store.list(FileType.DATA)) == sorted((named(FileType.DATA, d), len(d)) for d in contents)
+    assert sorted(store.list(FileType.INDEX)) == [(named(FileType.INDEX, index), 34)]
+    assert sorted(store.list(FileType.SNAPSHOT)) == sorted([(named(FileType.SNAPSHOT, b"snap"), 4),
+                                                            (named(FileType.SNAPSHOT, b"snap2"), 5)])
     assert list(store.list(FileType.CONFIG)) == [("config", 3)]
     for empty in (FileType.KEY, FileType.LOCK, FileType.MARK):
         assert list(store.list(empty)) == []
@@ -166,17 +185,18 @@ def test_fresh_store_lists_nothing(store: Store) -> None:
 
 
 def test_kinds_are_separate_namespaces(store: Store) -> None:
-    store.put(FileType.INDEX, "same", b"index")
-    store.put(FileType.SNAPSHOT, "same", b"snapshot")
-    assert store.get(FileType.INDEX, "same") == b"index"
-    store.delete(FileType.INDEX, "same")
-    assert store.get(FileType.SNAPSHOT, "same") == b"snapshot"
+    same = named(FileType.INDEX, b"same bytes")
+    store.put(FileType.INDEX, same, b"same bytes")
+    store.put(FileType.SNAPSHOT, same, b"same bytes")
+    store.delete(FileType.INDEX, same)
+    assert store.get(FileType.SNAPSHOT, same) == b"same bytes"
+    assert list(store.list(FileType.INDEX)) == []
 
 
 def test_delete_during_list(store: Store) -> None:
     # prune deletes while it walks a listing.
     for i in range(10):
-        store.put(FileType.DATA, f"{i:02x}ff", b"x")
+        store.put(FileType.DATA, named(FileType.DATA, bytes([i])), bytes([i]))
     for name, _ in store.list(FileType.DATA):
         store.delete(FileType.DATA, name)
     assert list(store.list(FileType.DATA)) == []
