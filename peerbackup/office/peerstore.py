@@ -353,7 +353,7 @@ class PeerStore:
                 raise res
             if isinstance(res, PeerRefused) and not _missing(res):
                 refused.append(f"{peer.name}: {res}")
-            elif isinstance(res, PeerUnreachable):
+            elif isinstance(res, PeerUnreachable) and ftype not in MUTABLE:
                 self.warn(f"{peer.name} is unreachable: it keeps {ftype.value}/{name[:12]} until the next prune")
         with self._lock:
             self._where.pop((ftype, name), None)

@@ -35,7 +35,7 @@ from peerbackup.core.nodes import Node
 from peerbackup.core.placement import Candidate, place
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.logs import event
-from peerbackup.errors import PeerBackupError
+from peerbackup.errors import PeerBackupError, PeerUnreachable
 from peerbackup.net.client import PeerClient
 from peerbackup.office.peerstore import StoragePeer, StoreClient, place_key
 from peerbackup.storage.holder import CONTENT_NAMED, MAX_CHALLENGE, Holder
@@ -144,6 +144,9 @@ class RepairService:
                 expected = bytes(blake3.blake3(nonce + ref[offset:offset + length]).digest())
                 try:
                     proof = await sc.challenge(peer, c.ftype, c.name, nonce, offset, length)
+                except PeerUnreachable:
+                    c.holders.discard(peer.peer_id)  # gone since the listing: no claim to judge
+                    continue
                 except PeerBackupError as exc:
                     proof, reason = b"", str(exc)
                 else:
