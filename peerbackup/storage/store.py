@@ -1,7 +1,7 @@
 """The Store protocol: what the engine needs from any place that keeps a repository.
 
 It is owned by its consumer (the engine) and deliberately small. Every backend
-(local directory, memory, and later the office's peers) passes the same
+(local directory, memory, and the office's peers: office/peerstore.py) passes the same
 conformance suite in tests/storage.
 """
 

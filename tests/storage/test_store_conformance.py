@@ -1,7 +1,7 @@
 """The Store contract, held against every backend; then LocalStore's own promises.
 
 The engine only relies on what the Store protocol documents, so every backend
-(today MemoryStore and LocalStore, later the office's peers) must pass the same
+(MemoryStore, LocalStore and the peer store over three real daemons, see conftest.py) must pass the same
 suite: add a backend to the `store` fixture's params and it is covered.
 """
 
