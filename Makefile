@@ -27,8 +27,10 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -q
 
+# BENCH_ARGS for bench.py (against restic and borg), PEER_BENCH_ARGS for peer_bench.py (the peer store).
 bench: $(STAMP)
 	$(PY) tests/bench/bench.py $(BENCH_ARGS)
+	$(PY) tests/bench/peer_bench.py $(PEER_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -703,4 +703,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: daemons stopped, scratch removed", file=sys.stderr)
+        sys.exit(130)

@@ -98,6 +98,19 @@ def test_store_capabilities_and_refusals(office: Office) -> None:
     assert code == "store-refused" and "quota" in msg.lower()
     code, msg = put(b, g, "nosuch", name, data)
     assert code == "forbidden"
+    # Bulk frames that lie: fewer bytes than the signed size, bytes that are not the signed hash, a size
+    # over the limit. Nothing is stored and the holder keeps serving.
+    other = RNG.randbytes(5000)
+    ref = proto.FileRef("accounts", FileType.DATA, content_hash(other).hex())
+    short = call(b, g, proto.PUT_PATH, proto.Put(ref, 6000, content_hash(other)).to_wire(), upload=other)
+    assert isinstance(short, tuple) and short[0] == "malformed" and "5000 of 6000 bytes" in short[1]
+    code, msg = call(b, g, proto.PUT_PATH, proto.Put(ref, 5000, bytes(32)).to_wire(), upload=other)  # type: ignore[misc]
+    assert code == "store-refused" and "signed hash" in msg
+    code, msg = call(b, g, proto.PUT_PATH, proto.Put(ref, 64 * 1024 * 1024, content_hash(other)).to_wire(),  # type: ignore[misc]
+                     upload=other)
+    assert code == "malformed" and "at most" in msg
+    listed = call(a, g, proto.LIST_PATH, proto.Listing("accounts", FileType.DATA).to_wire())
+    assert isinstance(listed, proto.Reply) and [n for n, _ in listed.items] == [name]
 
     # After revoke, beta may no longer write for the node.
     office.cli("revoke", "accounts", "beta", "--home", str(a.home))
