@@ -163,14 +163,19 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from peerbackup.daemon.config import load_config
     from peerbackup.daemon.service import DaemonOptions, run
 
     home = _home(args)
     if not home.initialised():
         raise NotInitialised(home.path)
-    options = DaemonOptions(listen=args.listen, peers=args.peer or [], mdns=not args.no_mdns,
-                            mdns_interface=args.mdns_interface, settings=_settings(args),
-                            storage_quota=parse_size(args.storage_quota) if args.storage_quota else None)
+    conf = load_config(home.path)  # the home's config.toml; the command line wins
+    quota = args.storage_quota or conf.storage_quota
+    settings = Settings().with_overrides(conf.settings + (args.set or []))
+    options = DaemonOptions(listen=args.listen or conf.listen or "0.0.0.0:7420", peers=(args.peer or []) + conf.peers,
+                            mdns=not args.no_mdns and conf.mdns is not False,
+                            mdns_interface=args.mdns_interface or conf.mdns_interface, settings=settings,
+                            storage_quota=parse_size(quota) if quota else None)
     log = logs.setup(args.log_json, logging.DEBUG if args.verbose else logging.INFO)
     with home.locked():
         ident = home.load()
@@ -388,8 +393,8 @@ def add_parsers(top: Any) -> None:
     j.add_argument("token")
     j.add_argument("--name", help="this peer's name (default: the host name)")
     u = add("up", cmd_up, "run the daemon in the foreground")
-    u.add_argument("--listen", default="0.0.0.0:7420",
-                   help="HOST:PORT for peers (default 0.0.0.0:7420; port 0 picks one)")
+    u.add_argument("--listen", help="HOST:PORT for peers (default 0.0.0.0:7420; port 0 picks one). `up` also "
+                   "reads HOME/config.toml (see docs/daemon.md); options given here win")
     u.add_argument("--peer", action="append", metavar="HOST:PORT", help="a static peer (repeatable)")
     u.add_argument("--no-mdns", action="store_true", help="no mDNS: use --peer on networks without multicast")
     u.add_argument("--mdns-interface", metavar="IP", help="announce and browse only on this address (127.0.0.1 for "

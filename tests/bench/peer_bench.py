@@ -26,8 +26,8 @@ daemons run only during the peer-store steps, and their CPU time (from
 Every daemon is stopped (SIGTERM to its process group, then SIGKILL) and the
 scratch directory removed whatever happens, Ctrl-C and SIGTERM included.
 
---profile DIR adds one untimed peer-store first backup under py-spy (client and the
-three daemons, raw collapsed stacks in DIR) and prints where their CPU time goes.
+--profile DIR adds an untimed peer-store first backup and restore under py-spy (client
+and the three daemons, raw collapsed stacks in DIR) and prints where their time goes.
 
 Usage:
   python tests/bench/peer_bench.py [--size 1G] [--runs 3] [--workdir DIR]
@@ -94,14 +94,14 @@ class StepFailed(Exception):
 # --------------------------------------------------------------------------
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a live process (all its threads), from /proc/PID/stat."""
+def proc_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a live process (all its threads), from /proc/PID/stat."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 @dataclass
@@ -121,8 +121,8 @@ class Daemon:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
-    def cpu_seconds(self) -> float:
-        return proc_cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
+    def cpu_seconds(self) -> tuple[float, float]:
+        return proc_cpu_seconds(self.proc.pid) if self.proc is not None else (0.0, 0.0)
 
     def held(self, ftype: str) -> set[str]:
         """Names of the node's files of one type on this peer's disk (its holder directory)."""
@@ -200,8 +200,17 @@ class Office:
         # The peer store uses every storage peer the daemon believes alive, with its known addresses.
         wait_for(alive, SETUP_TIMEOUT, "beta and gamma still alive on alpha", interval=0.5)
 
-    def cpu_seconds(self) -> dict[str, float]:
+    def cpu_seconds(self) -> dict[str, tuple[float, float]]:
         return {n: d.cpu_seconds() for n, d in self.daemons.items()}
+
+    def cpu_since(self, before: dict[str, tuple[float, float]]) -> dict[str, float]:
+        """CPU seconds of each daemon since `before`: cpu_s_NAME (user + system) and sys_s_NAME."""
+        out: dict[str, float] = {}
+        for n, (user, sys_) in self.cpu_seconds().items():
+            user0, sys0 = before.get(n, (0.0, 0.0))
+            out[f"cpu_s_{n}"] = user - user0 + sys_ - sys0
+            out[f"sys_s_{n}"] = sys_ - sys0
+        return out
 
     def check_daemons(self) -> None:
         for d in self.daemons.values():
@@ -287,11 +296,10 @@ class Runner:
         log = self.logdir / f"{self.res.system}-run{self.res.run}-{name}"
         before = self.office.cpu_seconds() if self.office else {}
         result = bench.run_measured(argv, self.env, cwd, log)
-        after = self.office.cpu_seconds() if self.office else {}
         raw: dict[str, float] = {"seconds": result.seconds, "cpu_s": result.cpu_seconds,
                                  "peak_rss_mib": result.peak_bytes / bench.MiB}
-        for n in after:
-            raw[f"cpu_s_{n}"] = after[n] - before.get(n, 0.0)
+        if self.office:
+            raw.update(self.office.cpu_since(before))
         self.res.steps[name] = raw
         bench.settle_io()  # this step's writeback happens outside any timing
         if result.returncode not in ok:
@@ -426,9 +434,11 @@ def run_system(system: str, run: int, position: int, info: bench.DatasetInfo, sc
 def describe(res: RunResult) -> str:
     parts = [f"{FIGURES[k]} {v:.2f}" for k, v in res.figures.items() if k in FIGURES]
     for step in ("first", "restore"):
-        daemons = {k[len("cpu_s_"):]: v for k, v in res.steps.get(step, {}).items() if k.startswith("cpu_s_")}
+        raw = res.steps.get(step, {})
+        daemons = {k[len("cpu_s_"):]: v for k, v in raw.items() if k.startswith("cpu_s_")}
         if daemons:
-            parts.append(f"{step} CPU s by daemon: " + ", ".join(f"{n} {v:.2f}" for n, v in daemons.items()))
+            parts.append(f"{step} CPU s by daemon: " + ", ".join(f"{n} {v:.2f} (sys {raw[f'sys_s_{n}']:.2f})"
+                                                                  for n, v in daemons.items()))
     parts += [c for c in res.checks if c.startswith("setup")]
     return "; ".join(parts) if parts else "no figures"
 
@@ -443,8 +453,11 @@ def py_spy() -> str | None:
     return str(exe) if exe.exists() else shutil.which("py-spy")
 
 
-def summarize_profile(path: Path, top: int = 18) -> str:
-    """Self and inclusive sample counts per function from py-spy's raw (collapsed) stacks."""
+def summarize_profile(path: Path, top: int = 15) -> str:
+    """Self and inclusive sample shares per function from py-spy's raw (collapsed) stacks.
+
+    py-spy counts a thread as busy unless it sees it waiting, so the shares are of busy
+    samples, not of CPU time: set them against the CPU seconds from /proc."""
     own: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     threads: collections.Counter[str] = collections.Counter()
@@ -460,71 +473,84 @@ def summarize_profile(path: Path, top: int = 18) -> str:
         body = frames[1:] or frames
         own[body[-1]] += n
         for fr in set(body):
-            incl[fr] += n
+            if "peerbackup/" in fr:
+                incl[fr] += n
     if not total:
         return f"{path.name}: no samples"
-    out = [f"{path.name}: {total} on-CPU samples"]
-    out += [f"  thread {t}: {n / total:.0%}" for t, n in threads.most_common(6)]
-    out.append("  self time:")
+    out = [f"{path.name}: {total} busy samples; by thread: "
+           + ", ".join(f"{t} {n / total:.0%}" for t, n in threads.most_common(6))]
+    out.append("  self:")
     out += [f"    {n / total:6.1%}  {fr}" for fr, n in own.most_common(top)]
-    out.append("  inclusive (top):")
+    out.append("  inclusive, peerbackup functions:")
     out += [f"    {n / total:6.1%}  {fr}" for fr, n in incl.most_common(top)]
     return "\n".join(out)
 
 
-def profile_peer_backup(info: bench.DatasetInfo, scratch: Path, outdir: Path, trash: bench.Trash) -> str:
+def profiled_step(office: Office, spy: str, outdir: Path, label: str, argv: list[str], env: dict[str, str]) -> str:
+    """Run one CLI command under py-spy while py-spy also samples the three daemons."""
+    rate = "97"
+    common = ["--format", "raw", "--threads", "--nonblocking", "--rate", rate]
+    spies: list[subprocess.Popen[bytes]] = []
+    try:
+        for d in office.daemons.values():
+            assert d.proc is not None
+            spies.append(subprocess.Popen([spy, "record", "--pid", str(d.proc.pid), *common,
+                                           "-o", str(outdir / f"{label}-{d.name}.txt")],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1.0)  # py-spy attached
+        before = office.cpu_seconds()
+        result = bench.run_measured([spy, "record", *common, "-o", str(outdir / f"{label}-client.txt"), "--",
+                                     *argv], env, REPO_ROOT, outdir / f"{label}-client-run")
+        cpu = office.cpu_since(before)
+        for p in spies:
+            p.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        for p in spies:
+            p.wait(timeout=60)
+    finally:
+        for p in spies:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    bench.settle_io()
+    if result.returncode != 0:
+        raise StepFailed(f"profiled {label} failed: {bench.tail(str(outdir / f'{label}-client-run.err'))}")
+    lines = [f"### {label}: {result.seconds:.2f} s wall with py-spy attached; CPU s: client "
+             f"{result.cpu_seconds:.2f} (py-spy's own included), "
+             + ", ".join(f"{n} {cpu[f'cpu_s_{n}']:.2f} (sys {cpu[f'sys_s_{n}']:.2f})" for n in office.daemons)]
+    for name in ("client", *office.daemons):
+        path = outdir / f"{label}-{name}.txt"
+        lines.append(summarize_profile(path) if path.exists() else f"{path.name}: not written")
+    return "\n\n".join(lines)
+
+
+def profile_peer_store(info: bench.DatasetInfo, scratch: Path, outdir: Path, trash: bench.Trash) -> str:
+    """A peer-store first backup and a restore, each under py-spy (client and daemons)."""
     spy = py_spy()
     if spy is None:
         return "py-spy not found: `.venv/bin/pip install py-spy` to profile"
     outdir.mkdir(parents=True, exist_ok=True)
     src = Path(info.path)
     base = scratch / "profile"
-    base.mkdir(parents=True)
+    (base / "restore").mkdir(parents=True)
     office = Office(base / "office")
     office.root.mkdir()
-    spies: list[subprocess.Popen[bytes]] = []
-    lines = []
+    env = dict(os.environ, PEERBACKUP_CACHE_DIR=str(base / "cache"))
+    env.pop("PEERBACKUP_HOME", None)
+    repo = ["--repo", f"office:{NODE}", "--home", str(office.alpha.home)]
     try:
         office.setup()
         bench.warm(src)
         bench.settle_io()
-        rate = "97"
-        for d in office.daemons.values():
-            assert d.proc is not None
-            out = outdir / f"{d.name}.txt"
-            spies.append(subprocess.Popen([spy, "record", "--pid", str(d.proc.pid), "--format", "raw", "--threads",
-                                           "--nonblocking", "--rate", rate, "-o", str(out)],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(1.0)  # py-spy attached
-        env = dict(os.environ, PEERBACKUP_CACHE_DIR=str(base / "cache"))
-        env.pop("PEERBACKUP_HOME", None)
-        argv = [spy, "record", "--format", "raw", "--threads", "--nonblocking", "--rate", rate,
-                "-o", str(outdir / "client.txt"), "--",
-                *pb_cli("repo", "backup", "--repo", f"office:{NODE}", "--home", str(office.alpha.home), str(src))]
-        before = office.cpu_seconds()
-        result = bench.run_measured(argv, env, REPO_ROOT, outdir / "client-run")
-        after = office.cpu_seconds()
-        for p in spies:
-            p.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-        for p in spies:
-            p.wait(timeout=60)
-        if result.returncode != 0:
-            return f"profiled backup failed: {bench.tail(str(outdir / 'client-run.err'))}"
-        lines.append(f"profiled peer-store first backup: {result.seconds:.2f} s wall (py-spy attached), CPU: "
-                     f"client {result.cpu_seconds:.2f} s (py-spy's own share included), "
-                     + ", ".join(f"{n} {after[n] - before[n]:.2f} s" for n in after))
-        for name in ("client", "beta", "gamma", "alpha"):
-            path = outdir / f"{name}.txt"
-            lines.append(summarize_profile(path) if path.exists() else f"{name}: no profile written")
+        backup = profiled_step(office, spy, outdir, "backup", pb_cli("repo", "backup", *repo, str(src)), env)
+        restore = profiled_step(office, spy, outdir, "restore",
+                                pb_cli("repo", "restore", *repo, "latest", "--target", str(base / "restore")), env)
+        return f"{backup}\n\n{restore}"
+    except (StepFailed, AssertionError, subprocess.SubprocessError, OSError) as exc:
+        return f"profiling failed: {exc}"
     finally:
         with no_interrupts():
-            for p in spies:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
             office.close()
         trash.discard(base)
-    return "\n\n".join(lines)
 
 
 # --------------------------------------------------------------------------
@@ -580,11 +606,13 @@ def table(results: dict[str, list[RunResult]], info: bench.DatasetInfo) -> str:
         by_daemon: dict[str, list[float]] = {}
         for res in results.get("peer", []):
             for k, v in res.steps.get(step, {}).items():
-                if k.startswith("cpu_s_") and res.error is None:
-                    by_daemon.setdefault(k[len("cpu_s_"):], []).append(v)
-        if by_daemon:
-            lines.append(f"Daemons' CPU during the peer-store {step} (median s): "
-                         + ", ".join(f"{n} {statistics.median(v):.2f}" for n, v in by_daemon.items()) + ".")
+                if k.startswith(("cpu_s_", "sys_s_")) and res.error is None:
+                    by_daemon.setdefault(k, []).append(v)
+        names = [k[len("cpu_s_"):] for k in by_daemon if k.startswith("cpu_s_")]
+        if names:
+            med_d = {k: statistics.median(v) for k, v in by_daemon.items()}
+            lines.append(f"Daemons' CPU during the peer-store {step} (median s, of which system): "
+                         + ", ".join(f"{n} {med_d[f'cpu_s_{n}']:.2f} ({med_d[f'sys_s_{n}']:.2f})" for n in names) + ".")
     lines += ["", "Each run (seconds: first / no-change / restore; [position in its run]):", ""]
     for s in systems:
         for res in results[s]:
@@ -621,21 +649,22 @@ def default_workdir() -> Path:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--size", default="1G", help="office data set size (default 1G)")
-    ap.add_argument("--runs", type=int, default=3, help="runs per system; medians reported (default 3)")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="runs per system; medians reported (default 3; 0 with --profile: profile only)")
     ap.add_argument("--workdir", type=Path, default=default_workdir(),
                     help="data set cache and scratch (default $TMPDIR/peerbackup-peer-bench)")
     ap.add_argument("--systems", default=",".join(ALL_SYSTEMS), help="comma-separated subset of "
                     + ",".join(ALL_SYSTEMS))
     ap.add_argument("--json", type=Path, help="write all raw figures here")
     ap.add_argument("--profile", type=Path, metavar="DIR",
-                    help="after the runs, profile one peer-store first backup with py-spy into DIR")
+                    help="after the runs, profile a peer-store first backup and restore with py-spy into DIR")
     args = ap.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.systems) - set(ALL_SYSTEMS)
     if unknown:
         ap.error(f"unknown systems: {', '.join(sorted(unknown))}")
-    if args.runs < 1:
-        ap.error("--runs must be >= 1")
+    if args.runs < 1 and not (args.runs == 0 and args.profile):
+        ap.error("--runs must be >= 1 (0 only with --profile)")
     return args
 
 
@@ -677,8 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {describe(res)}", flush=True)
                 results[system].append(res)
         if args.profile:
-            print("profiling one peer-store first backup with py-spy ...", flush=True)
-            profile = profile_peer_backup(info, scratch, args.profile.resolve(), trash)
+            print("profiling a peer-store first backup and restore with py-spy ...", flush=True)
+            profile = profile_peer_store(info, scratch, args.profile.resolve(), trash)
     finally:
         with no_interrupts():
             shutil.rmtree(scratch, ignore_errors=True)
@@ -688,9 +717,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(f"- {k}: {v}" for k, v in machine.items()))
     print("- caches: warm (source read before each system's run); sync and wait for idle disks between steps, "
           "outside the timings; daemons' CPU from /proc/PID/stat\n")
-    print(table(results, info))
+    if args.runs:
+        print(table(results, info))
     if profile:
-        print("\n## Profile of one peer-store first backup (py-spy, on-CPU samples)\n")
+        print(f"\n## Profile of a peer-store first backup and restore (py-spy; raw stacks in {args.profile})\n")
         print(profile)
     if args.json:
         report = {"machine": machine, "args": sys.argv[1:], "dataset": dataclasses.asdict(info),
