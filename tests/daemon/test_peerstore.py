@@ -226,6 +226,11 @@ def test_only_the_delete_grant_deletes(office: Office, tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_tree(src, 4, 1_000_000)
     repo(office, b, "backup", str(src))  # the agent writes with its ordinary capability
+    # Both key holders read it: ls and check on the agent, restore on the admin.
+    assert "file0.bin" in repo(office, b, "ls", "latest").out
+    assert "no errors found" in repo(office, b, "check", "--read-data").out
+    repo(office, a, "restore", "latest", "--target", str(tmp_path / "out"))
+    assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
     snaps = held(c, FileType.SNAPSHOT)
     assert len(snaps) == 1
     # The agent cannot delete: not through the command line...
