@@ -301,6 +301,17 @@ def _print_node(n: dict[str, Any]) -> None:
 
 def cmd_node(args: argparse.Namespace) -> int:
     home = _home(args)
+    if args.node_cmd in ("add", "policy", "show") and not args.node:
+        raise UsageError(f"node {args.node_cmd} needs the node's name")
+    if args.node_cmd == "policy":
+        from peerbackup.cli.jobs import cmd_policy
+
+        pol = cmd_policy(args)
+        if args.json:
+            _print_json(pol)
+        else:
+            print(f"backup node {pol['node']} keeps " + ", ".join(f"{v} {k}" for k, v in pol["policy"].items()))
+        return EXIT_OK
     if args.node_cmd == "add":
         out = _api(home, "POST", "/v1/nodes", {"node": args.node, "replicas": args.replicas})
         if args.json:
@@ -417,9 +428,14 @@ def add_parsers(top: Any) -> None:
     rp.add_argument("peer", help="peer id or unique name")
     rp.add_argument("--reason", help="recorded in the revocation")
     node = add("node", cmd_node, "backup nodes (add on an admin)")
-    node.add_argument("node_cmd", choices=["add", "list", "show"])
-    node.add_argument("node", nargs="?", help="the node's name (add, show)")
+    node.add_argument("node_cmd", choices=["add", "list", "show", "policy"])
+    node.add_argument("node", nargs="?", help="the node's name (add, show, policy)")
     node.add_argument("--replicas", type=int, default=2, help="copies of each pack on other peers (default 2)")
+    for unit in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        node.add_argument(f"--keep-{unit}", type=int, default=0, metavar="N", help=f"(policy) keep {unit} snapshots")
+    from peerbackup.cli.jobs import add_parsers as add_job_parsers
+
+    add_job_parsers(add)
     g = add("grant", cmd_grant, "let agents act for a backup node (admins)")
     g.add_argument("node")
     g.add_argument("agents", nargs="+", metavar="AGENT", help="peer id or unique name")

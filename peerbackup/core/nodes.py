@@ -9,6 +9,7 @@ so any holder can open its own on any machine it runs on, and nobody else can.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +18,17 @@ from peerbackup.core import codec, hlc
 from peerbackup.core.events import Event
 from peerbackup.core.identity import SigningKey, is_peer_id, seal_to
 from peerbackup.core.keys import KeySet
-from peerbackup.errors import FormatError
+from peerbackup.core.schedule import Schedule
+from peerbackup.errors import FormatError, UsageError
 
 NODE_ADD, NODE_GRANT, NODE_REVOKE = "node.add", "node.grant", "node.revoke"
-NODE_KINDS = (NODE_ADD, NODE_GRANT, NODE_REVOKE)
+# What to back up, when, and what to keep (issue 6): changed by admins like the rest.
+NODE_DATASET, NODE_SCHEDULE, NODE_POLICY = "node.dataset", "node.schedule", "node.policy"
+KEY_KINDS = (NODE_ADD, NODE_GRANT, NODE_REVOKE)
+CONFIG_KINDS = (NODE_DATASET, NODE_SCHEDULE, NODE_POLICY)
+NODE_KINDS = KEY_KINDS + CONFIG_KINDS
+POLICY_UNITS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+MAX_PATTERNS = 256
 DEFAULT_REPLICAS = 2
 MAX_REPLICAS = 16
 
@@ -54,6 +62,9 @@ class Node:
     agents: set[str] = field(default_factory=set)
     boxes: dict[str, bytes] = field(default_factory=dict)  # holder peer id -> sealed KeySet (current epoch)
     created: int = 0  # unix seconds of the node.add event (its HLC wall time)
+    datasets: dict[str, Dataset] = field(default_factory=dict)  # by path
+    schedules: dict[str, Schedule] = field(default_factory=dict)  # by schedule id
+    policy: dict[str, int] = field(default_factory=dict)  # keep-* counts, by unit
 
     @property
     def holders(self) -> set[str]:
@@ -61,7 +72,67 @@ class Node:
 
     def describe(self) -> dict[str, Any]:
         return {"node": self.name, "replicas": self.replicas, "epoch": self.epoch, "created": self.created,
-                "agents": sorted(self.agents), "holders": sorted(self.holders), "created_by": self.created_by}
+                "agents": sorted(self.agents), "holders": sorted(self.holders), "created_by": self.created_by,
+                "datasets": [d.describe() for _, d in sorted(self.datasets.items())],
+                "schedules": [dataclasses.asdict(sc) for _, sc in sorted(self.schedules.items())],
+                "policy": dict(self.policy)}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A path as the agents see it; `on` limits which peers may back it up (empty: any agent)."""
+
+    path: str
+    on: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": self.path, "on": list(self.on), "exclude": list(self.exclude)}
+
+    def to_fields(self, node: str) -> dict[str, Any]:
+        return {"node": node, "path": self.path, "on": list(self.on), "exclude": list(self.exclude)}
+
+
+def check_dataset(fields: dict[str, Any]) -> str:
+    path, on, exclude = fields.get("path"), fields.get("on"), fields.get("exclude")
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path or len(path) > 4096:
+        return "a data set's path is absolute (as the agents see it)"
+    if not isinstance(on, list) or not all(is_peer_id(p) for p in on):
+        return "a data set's `on` is a list of peer ids"
+    if not isinstance(exclude, list) or len(exclude) > MAX_PATTERNS or not all(
+            isinstance(x, str) and 0 < len(x) <= 1024 for x in exclude):
+        return "a data set's excludes are patterns"
+    return ""
+
+
+def schedule_from_fields(fields: dict[str, Any]) -> Schedule:
+    """Raises UsageError (a bad cron, zone, window) or KeyError/TypeError (a malformed event)."""
+    return Schedule(id=str(fields["id"]), node=str(fields["node"]), cron=str(fields["cron"]),
+                    every=float(fields["every"]), tz=str(fields["tz"]), window=float(fields["window"]),
+                    catch_up=bool(fields["catch_up"]), retries=int(fields["retries"]),
+                    retry_delay=float(fields["retry_delay"])).check()
+
+
+def schedule_fields(sc: Schedule) -> dict[str, Any]:
+    return dataclasses.asdict(sc)
+
+
+def check_config(kind: str, fields: dict[str, Any]) -> str:
+    if kind == NODE_DATASET:
+        return check_dataset(fields)
+    if kind == NODE_SCHEDULE:
+        if not isinstance(fields.get("id"), str) or not re.fullmatch(r"[a-z0-9]{1,16}", fields["id"]):
+            return "a schedule id is 1 to 16 of a-z 0-9"
+        try:
+            schedule_from_fields(fields)
+        except (UsageError, KeyError, TypeError, ValueError) as exc:
+            return f"bad schedule: {exc}"
+        return ""
+    keep = fields.get("keep")
+    if not isinstance(keep, dict) or not all(k in POLICY_UNITS and isinstance(v, int) and not isinstance(v, bool)
+                                             and 0 <= v <= 100_000 for k, v in keep.items()):
+        return f"a policy keeps 0 or more of {', '.join(POLICY_UNITS)}"
+    return ""
 
 
 def check_fields(kind: str, fields: dict[str, Any]) -> str:
@@ -70,6 +141,8 @@ def check_fields(kind: str, fields: dict[str, Any]) -> str:
         check_node_name(fields.get("node", ""))
     except FormatError as exc:
         return str(exc)
+    if kind in CONFIG_KINDS:
+        return check_config(kind, fields)
     boxes = fields.get("keys")
     if not isinstance(boxes, dict) or not all(is_peer_id(p) and isinstance(b, bytes) for p, b in boxes.items()):
         return f"{kind} needs keys sealed to peers"
@@ -106,4 +179,10 @@ def derive_nodes(events: list[Event]) -> dict[str, Node]:
             node.agents.discard(f["agent"])
             node.epoch = f["epoch"]
             node.boxes = {p: b for p, b in f["keys"].items() if p != f["agent"]}
+        elif ev.kind == NODE_DATASET:  # the latest word on a path wins
+            node.datasets[f["path"]] = Dataset(f["path"], tuple(f["on"]), tuple(f["exclude"]))
+        elif ev.kind == NODE_SCHEDULE:
+            node.schedules[f["id"]] = schedule_from_fields(f)
+        elif ev.kind == NODE_POLICY:
+            node.policy = {k: v for k, v in f["keep"].items() if v}
     return nodes

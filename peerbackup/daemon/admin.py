@@ -8,6 +8,7 @@ loopback listener, which defeats DNS rebinding.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,8 @@ from aiohttp import web
 
 from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES
 from peerbackup.core.identity import normalise_peer_id
+from peerbackup.core.nodes import Dataset
+from peerbackup.core.schedule import Schedule
 from peerbackup.core.settings import parse_duration
 from peerbackup.daemon.home import TOKEN_HEADER
 from peerbackup.errors import FormatError, PeerBackupError, UsageError
@@ -47,6 +50,9 @@ class AdminApi:
         app.router.add_post("/v1/grants/revoke", self.revoke)
         app.router.add_post("/v1/invite", self.invite)
         app.router.add_post("/v1/remove-peer", self.remove_peer)
+        app.router.add_post("/v1/datasets", self.dataset_add)
+        app.router.add_post("/v1/schedules", self.schedule_add)
+        app.router.add_post("/v1/policy", self.policy)
         app.router.add_get("/v1/store/access", self.store_access)
         app.router.add_post("/v1/store/delete-grant", self.delete_grant)
         app.router.add_get("/v1/storage", self.storage)
@@ -153,6 +159,39 @@ class AdminApi:
         await self.daemon.peer_service.remove_peer(peer_id, str(obj.get("reason", ""))[:200])
         return web.json_response({"removed": peer_id})
 
+
+    async def dataset_add(self, request: web.Request) -> web.Response:
+        obj = await self._json(request)
+        node, path, on, exclude = obj.get("node"), obj.get("path"), obj.get("on", []), obj.get("exclude", [])
+        if not isinstance(node, str) or not isinstance(path, str) or not isinstance(on, list) \
+                or not isinstance(exclude, list):
+            raise UsageError("give node, path, and lists on and exclude")
+        try:
+            peers = tuple(normalise_peer_id(p) for p in on if isinstance(p, str))
+        except FormatError as exc:
+            raise UsageError(str(exc)) from None
+        out = await self.daemon.nodes.add_dataset(node, Dataset(path, peers, tuple(str(x) for x in exclude)))
+        return web.json_response(self.daemon.nodes.describe(out))
+
+    async def schedule_add(self, request: web.Request) -> web.Response:
+        obj = await self._json(request)
+        try:
+            sc = Schedule(id="", node=str(obj["node"]), cron=str(obj.get("cron", "")),
+                          every=float(obj.get("every", 0)), tz=str(obj.get("tz", "UTC")),
+                          window=float(obj.get("window", 4 * 3600)), catch_up=bool(obj.get("catch_up", True)),
+                          retries=int(obj.get("retries", 3)), retry_delay=float(obj.get("retry_delay", 600)))
+        except (KeyError, TypeError, ValueError):
+            raise UsageError("give node and cron or every, with numbers in seconds") from None
+        node, added = await self.daemon.nodes.add_schedule(sc.node, sc)
+        return web.json_response({"node": node.name, "schedule": dataclasses.asdict(added)})
+
+    async def policy(self, request: web.Request) -> web.Response:
+        obj = await self._json(request)
+        node, keep = obj.get("node"), obj.get("keep")
+        if not isinstance(node, str) or not isinstance(keep, dict):
+            raise UsageError("give node and keep")
+        out = await self.daemon.nodes.set_policy(node, keep)
+        return web.json_response({"node": out.name, "policy": out.policy})
 
     async def store_access(self, request: web.Request) -> web.Response:
         # The node's keys go to the home's owner only (token), who can read identity.key anyway.

@@ -6,6 +6,7 @@ holder of a node's keys (its admins and granted agents) can open them here.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from typing import Any
@@ -15,13 +16,20 @@ from peerbackup.core.nodes import (
     DEFAULT_REPLICAS,
     MAX_REPLICAS,
     NODE_ADD,
+    NODE_DATASET,
     NODE_GRANT,
+    NODE_POLICY,
     NODE_REVOKE,
+    NODE_SCHEDULE,
+    Dataset,
     Node,
+    check_fields,
     check_node_name,
     open_keys,
+    schedule_fields,
     seal_keys,
 )
+from peerbackup.core.schedule import Schedule
 from peerbackup.daemon.logs import event
 from peerbackup.errors import FormatError, NotAdmin, NotAHolder, UsageError
 from peerbackup.office.replication import LogService
@@ -84,6 +92,38 @@ class NodeService:
         keys = KeySet.generate(secrets.token_bytes)
         await self.logs.append(NODE_ADD, {"node": name, "replicas": replicas, "keys": seal_keys(keys, admins)})
         event(self.log, "node.added", node=name, replicas=replicas, holders=len(admins))
+        return self._node(name)
+
+    async def add_dataset(self, name: str, dataset: Dataset) -> Node:
+        self._admin()
+        self._node(name)
+        fields = dataset.to_fields(name)
+        reason = check_fields(NODE_DATASET, fields)
+        if reason:
+            raise UsageError(reason)
+        for peer in dataset.on:
+            self.peers.membership.member(peer, self.peers.clock())
+        await self.logs.append(NODE_DATASET, fields)
+        event(self.log, "node.dataset", node=name, path=dataset.path)
+        return self._node(name)
+
+    async def add_schedule(self, name: str, schedule: Schedule) -> tuple[Node, Schedule]:
+        self._admin()
+        self._node(name)
+        schedule = dataclasses.replace(schedule, node=name, id=schedule.id or secrets.token_hex(3)).check()
+        await self.logs.append(NODE_SCHEDULE, schedule_fields(schedule))
+        event(self.log, "node.schedule", node=name, schedule=schedule.id, cron=schedule.cron, every=schedule.every)
+        return self._node(name), schedule
+
+    async def set_policy(self, name: str, keep: dict[str, int]) -> Node:
+        self._admin()
+        self._node(name)
+        fields = {"node": name, "keep": keep}
+        reason = check_fields(NODE_POLICY, fields)
+        if reason:
+            raise UsageError(reason)
+        await self.logs.append(NODE_POLICY, fields)
+        event(self.log, "node.policy", node=name, **{f"keep_{k}": v for k, v in keep.items() if v})
         return self._node(name)
 
     async def grant(self, name: str, agent: str) -> Node:

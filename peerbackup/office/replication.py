@@ -28,7 +28,7 @@ from peerbackup.core.logstate import (
     LogState,
     Outcome,
 )
-from peerbackup.core.nodes import NODE_KINDS
+from peerbackup.core.nodes import CONFIG_KINDS, NODE_KINDS
 from peerbackup.daemon.logs import event
 from peerbackup.errors import FormatError, LogError, PeerBackupError, ProtocolError, UnsupportedVersion
 from peerbackup.net.proto import logsync
@@ -297,6 +297,8 @@ class LogService:
                           "cutoff": ev.fields["cutoff"]}
             elif ev.kind == COORDINATOR_CLAIM:
                 fields = {"term": ev.fields["term"]}
+            elif ev.kind in CONFIG_KINDS:
+                fields = {k: v for k, v in ev.fields.items() if isinstance(v, (str, int, float, bool, list, dict))}
             elif ev.kind in NODE_KINDS:
                 f = ev.fields
                 fields = {"node": f["node"], "replicas": f.get("replicas"), "agent": names.get(f.get("agent", ""),

@@ -13,13 +13,19 @@ from peerbackup.core.keys import KeySet
 from peerbackup.core.logstate import ACCEPTED, REFUSED, LogState
 from peerbackup.core.nodes import (
     NODE_ADD,
+    NODE_DATASET,
     NODE_GRANT,
+    NODE_POLICY,
     NODE_REVOKE,
+    NODE_SCHEDULE,
+    Dataset,
     check_node_name,
     derive_nodes,
     open_keys,
+    schedule_fields,
     seal_keys,
 )
+from peerbackup.core.schedule import Schedule
 from peerbackup.errors import FormatError
 
 NOW = 1_800_000_000
@@ -104,3 +110,56 @@ def test_derivation_ignores_a_second_add_and_grants_for_unknown_nodes() -> None:
     s.append(ADMIN, CONTROL_LOG, NODE_GRANT, {"node": "b", "agent": AGENT.peer_id, "keys": box}, now + 2)
     nodes = derive_nodes(s.ordered())
     assert list(nodes) == ["a"] and nodes["a"].replicas == 2
+
+
+def _with_node(s: LogState) -> None:
+    box = seal_keys(KeySet.generate(RNG.randbytes), {ADMIN.peer_id: ADMIN.public_key})
+    assert s.append(ADMIN, CONTROL_LOG, NODE_ADD, {"node": "accounts", "replicas": 2, "keys": box},
+                    NOW * 1000).verdict == ACCEPTED
+
+
+def test_datasets_schedules_and_policy_through_the_log() -> None:
+    s = state()
+    _with_node(s)
+    now = NOW * 1000 + 10
+    ds = {"node": "accounts", "path": "/srv/accounts", "on": [AGENT.peer_id], "exclude": ["*.tmp"]}
+    assert s.append(ADMIN, CONTROL_LOG, NODE_DATASET, ds, now).verdict == ACCEPTED
+    # The latest word on a path wins.
+    assert s.append(ADMIN, CONTROL_LOG, NODE_DATASET, {**ds, "on": []}, now + 1).verdict == ACCEPTED
+    sc = schedule_fields(Schedule(id="n1", node="accounts", every=30).check())
+    assert s.append(ADMIN, CONTROL_LOG, NODE_SCHEDULE, sc, now + 2).verdict == ACCEPTED
+    keep = {"node": "accounts", "keep": {"last": 3, "daily": 7, "weekly": 0}}
+    assert s.append(ADMIN, CONTROL_LOG, NODE_POLICY, keep, now + 3).verdict == ACCEPTED
+    node = s.config().nodes["accounts"]
+    assert node.datasets == {"/srv/accounts": Dataset("/srv/accounts", (), ("*.tmp",))}
+    assert node.schedules["n1"].every == 30 and node.schedules["n1"].tz == "UTC"
+    assert node.policy == {"last": 3, "daily": 7}
+    assert node.describe()["schedules"][0]["id"] == "n1"
+
+
+@pytest.mark.parametrize(("kind", "fields", "reason"), [
+    (NODE_DATASET, {"path": "relative/path", "on": [], "exclude": []}, "absolute"),
+    (NODE_DATASET, {"path": "/x", "on": ["not-a-peer"], "exclude": []}, "peer ids"),
+    (NODE_DATASET, {"path": "/x", "on": [], "exclude": [""]}, "patterns"),
+    (NODE_SCHEDULE, {**schedule_fields(Schedule(id="s", node="accounts", every=30)), "cron": "99 * * * *"},
+     "bad schedule"),
+    (NODE_SCHEDULE, {**schedule_fields(Schedule(id="S/..", node="accounts", every=30))}, "schedule id"),
+    (NODE_SCHEDULE, {**schedule_fields(Schedule(id="s", node="accounts", every=30)), "tz": "Nowhere/City"},
+     "time zone"),
+    (NODE_POLICY, {"keep": {"forever": 1}}, "policy"),
+    (NODE_POLICY, {"keep": {"last": -1}}, "policy"),
+])
+def test_bad_configuration_events_are_refused(kind: str, fields: dict[str, object], reason: str) -> None:
+    s = state()
+    _with_node(s)
+    out = s.append(ADMIN, CONTROL_LOG, kind, {"node": "accounts", **fields}, NOW * 1000 + 10)
+    assert out.verdict == REFUSED and reason in out.reason
+    node = s.config().nodes["accounts"]
+    assert not node.datasets and not node.schedules and not node.policy
+
+
+def test_configuration_needs_an_admin() -> None:
+    s = state()
+    _with_node(s)
+    out = s.append(AGENT, CONTROL_LOG, NODE_POLICY, {"node": "accounts", "keep": {"last": 1}}, NOW * 1000 + 10)
+    assert out.verdict == REFUSED and "not an admin" in out.reason
