@@ -7,7 +7,7 @@ recording of an earlier answer can stand in for it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 import aiohttp
 
@@ -87,7 +87,7 @@ class PeerClient:
         return reply
 
     async def exchange(self, address: str, audience: str, path: str, body: bytes, key_for: KeyFor,
-                       max_reply: int = envelope.MAX_BODY, upload: bytes | memoryview | None = None,
+                       max_reply: int = envelope.MAX_BODY, upload: Sequence[bytes | bytearray] | None = None,
                        framed_reply: bool = False) -> tuple[bytes, memoryview]:
         """request() for bulk data: `upload` goes after the envelope as a frame (envelope.frame),
         and with framed_reply the raw bytes after the reply's envelope come back too. Whoever
@@ -96,8 +96,9 @@ class PeerClient:
         if upload is None:
             status, raw = await self._post(address, path, data, max_reply)
         else:
+            nbytes = sum(len(p) for p in upload)
             status, raw = await self._post(address, path, _chunks(envelope.frame(data), upload), max_reply,
-                                           len(upload) + (max_reply if framed_reply else 0))
+                                           nbytes + (max_reply if framed_reply else 0))
         rest = memoryview(b"")
         try:
             if framed_reply and status == 200:
@@ -123,9 +124,10 @@ class PeerClient:
         return env.body, rest
 
 
-async def _chunks(head: bytes, payload: bytes | memoryview,
+async def _chunks(head: bytes, pieces: Sequence[bytes | bytearray],
                   size: int = 1024 * 1024) -> AsyncIterator[bytes | memoryview]:
     yield head
-    view = memoryview(payload)
-    for i in range(0, len(view), size):
-        yield view[i:i + size]
+    for piece in pieces:
+        view = memoryview(piece)
+        for i in range(0, len(view), size):
+            yield view[i:i + size]

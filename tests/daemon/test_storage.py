@@ -35,7 +35,8 @@ def call(as_peer: Peer, target: Peer, path: str, body: bytes, upload: bytes | No
             client = PeerClient(key, Settings(request_timeout=10), time.time, RNG.randbytes, session)
             try:
                 raw, rest = await client.exchange(target.address, target_id, path, body, lambda _e: target_key,
-                                                  envelope.BULK_BODY, upload, framed)
+                                                  envelope.BULK_BODY, None if upload is None else [upload],
+                                                  framed)
             except PeerRefused as exc:
                 return exc.code, str(exc)
             reply = proto.Reply.from_wire(raw)
