@@ -24,7 +24,9 @@ daemons run only during the peer-store steps, and their CPU time (from
 /proc/PID/stat) is reported beside the client's.
 
 Every daemon is stopped (SIGTERM to its process group, then SIGKILL) and the
-scratch directory removed whatever happens, Ctrl-C and SIGTERM included.
+scratch directory removed whatever happens, Ctrl-C and SIGTERM included. The data
+set is cached in --workdir (default $TMPDIR/peerbackup-peer-bench, apart from
+bench.py's, so that neither rebuilds the other's set of a different size).
 
 --profile DIR adds an untimed peer-store first backup and restore under py-spy (client
 and the three daemons, raw collapsed stacks in DIR) and prints where their time goes.
@@ -49,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +72,7 @@ MB = 1_000_000  # throughput in MB/s (10^6 bytes of source per second)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SETUP_TIMEOUT = 120.0  # office start-up, liveness and the node reaching every peer (default timings)
 
-# Figure key -> table label. The "_s" figures are wall-clock seconds.
+# Figure key -> table label (first_s, nochange_s, restore_s: wall-clock seconds).
 FIGURES: dict[str, str] = {
     "first_s": "first backup s",
     "first_mbps": "first backup MB/s",
@@ -113,8 +116,6 @@ class Daemon:
 
     def api(self, path: str) -> Any:
         """GET on the daemon's admin API (what `peerbackup status|peers --json` print)."""
-        import urllib.request
-
         info = json.loads((self.home / "admin.json").read_text())
         token = (self.home / "admin.token").read_text().strip()
         req = urllib.request.Request(info["url"] + path, headers={"X-Peerbackup-Token": token})
@@ -499,11 +500,22 @@ def profiled_step(office: Office, spy: str, outdir: Path, label: str, argv: list
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1.0)  # py-spy attached
         before = office.cpu_seconds()
-        result = bench.run_measured([spy, "record", *common, "-o", str(outdir / f"{label}-client.txt"), "--",
-                                     *argv], env, REPO_ROOT, outdir / f"{label}-client-run")
+        log = outdir / f"{label}-client-run"
+        start = time.perf_counter()
+        with open(f"{log}.out", "wb") as out, open(f"{log}.err", "wb") as err:
+            client = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        # Attached by pid rather than as py-spy's child: wait4 then measures the client's own CPU (the
+        # first milliseconds of its start-up go unsampled).
+        spies.append(subprocess.Popen([spy, "record", "--pid", str(client.pid), *common,
+                                       "-o", str(outdir / f"{label}-client.txt")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _, status, usage = os.wait4(client.pid, 0)
+        seconds = time.perf_counter() - start
+        client.returncode = os.waitstatus_to_exitcode(status)
         cpu = office.cpu_since(before)
         for p in spies:
-            p.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT (or when its process ends)
         for p in spies:
             p.wait(timeout=60)
     finally:
@@ -512,10 +524,10 @@ def profiled_step(office: Office, spy: str, outdir: Path, label: str, argv: list
                 p.kill()
                 p.wait()
     bench.settle_io()
-    if result.returncode != 0:
-        raise StepFailed(f"profiled {label} failed: {bench.tail(str(outdir / f'{label}-client-run.err'))}")
-    lines = [f"### {label}: {result.seconds:.2f} s wall with py-spy attached; CPU s: client "
-             f"{result.cpu_seconds:.2f} (py-spy's own included), "
+    if client.returncode != 0:
+        raise StepFailed(f"profiled {label} failed: {bench.tail(f'{log}.err')}")
+    lines = [f"### {label}: {seconds:.2f} s wall with py-spy attached; CPU s: client "
+             f"{usage.ru_utime + usage.ru_stime:.2f} (sys {usage.ru_stime:.2f}), "
              + ", ".join(f"{n} {cpu[f'cpu_s_{n}']:.2f} (sys {cpu[f'sys_s_{n}']:.2f})" for n in office.daemons)]
     for name in ("client", *office.daemons):
         path = outdir / f"{label}-{name}.txt"
