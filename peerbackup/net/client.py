@@ -7,6 +7,7 @@ recording of an earlier answer can stand in for it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 import aiohttp
@@ -24,8 +25,15 @@ CONTENT_TYPE = "application/x-msgpack"
 KeyFor = Callable[[envelope.Envelope], bytes]
 
 
-async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """The whole body up to limit + 1 bytes: one read() returns only what is buffered so far."""
+async def read_capped(stream: aiohttp.StreamReader, limit: int, length: int | None = None) -> bytes:
+    """The whole body up to limit + 1 bytes: one read() returns only what is buffered so far.
+    With a declared length within the limit the body is read into one buffer (a 16 MiB pack
+    is not copied chunk by chunk twice)."""
+    if length is not None and length <= limit:
+        try:
+            return await stream.readexactly(length)
+        except asyncio.IncompleteReadError as exc:
+            return bytes(exc.partial)
     buf = bytearray()
     while len(buf) <= limit:
         chunk = await stream.read(limit + 1 - len(buf))
@@ -59,7 +67,7 @@ class PeerClient:
         try:
             async with self.session.post(url(address, path), data=data, timeout=timeout,
                                          headers={"Content-Type": CONTENT_TYPE}) as resp:
-                return resp.status, await read_capped(resp.content, max_reply + 4096)
+                return resp.status, await read_capped(resp.content, max_reply + 4096, resp.content_length)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             raise PeerUnreachable(address, str(exc) or type(exc).__name__) from None
 
@@ -94,7 +102,7 @@ class PeerClient:
         reads them checks them against the size and hash that the signed body names."""
         data, nonce = envelope.seal(self.key, audience, "POST", path, body, self.clock(), self.rand)
         if upload is None:
-            status, raw = await self._post(address, path, data, max_reply)
+            status, raw = await self._post(address, path, data, max_reply, max_reply if framed_reply else 0)
         else:
             nbytes = sum(len(p) for p in upload)
             status, raw = await self._post(address, path, _chunks(envelope.frame(data), upload), max_reply,

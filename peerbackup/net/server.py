@@ -103,7 +103,7 @@ class PeerServer:
                 limit = (route.max_body if route is not None else envelope.MAX_BODY) + 4096
                 if request.content_length is not None and request.content_length > limit:
                     raise TooLarge(request.content_length, limit)
-                data = await read_capped(request.content, limit)
+                data = await read_capped(request.content, limit, request.content_length)
             env = envelope.open_envelope(data, route.max_body if route is not None else envelope.MAX_BODY)
             if route is None:
                 raise NotFound(request.path)
