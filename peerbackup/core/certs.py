@@ -165,17 +165,23 @@ class Revocation:
     @classmethod
     def from_bytes(cls, data: bytes, office_key: bytes) -> Revocation:
         what = "revocation"
-        body, sig, obj = _split(data, what)
-        office = codec.field(obj, "office", str, what)
-        peer_id = codec.field(obj, "revoked", str, what)
-        if office != fingerprint_of(office_key):
-            raise FormatError(what, "issued by another office")
-        if not is_peer_id(peer_id):
-            raise FormatError(what, "bad peer id")
-        if not verify(office_key, body, sig):
-            raise FormatError(what, "the office signature does not verify")
+        obj, office, peer_id = _office_signed(data, office_key, what, "revoked")
         return cls(office=office, peer_id=peer_id, at=codec.field(obj, "at", int, what),
                    reason=codec.field(obj, "reason", str, what), raw=bytes(data))
+
+
+def _office_signed(data: bytes, office_key: bytes, what: str, peer_field: str) -> tuple[dict[Any, Any], str, str]:
+    """(fields, office fingerprint, the peer id it names) of a statement signed by this office's key."""
+    body, sig, obj = _split(data, what)
+    office = codec.field(obj, "office", str, what)
+    peer_id = codec.field(obj, peer_field, str, what)
+    if office != fingerprint_of(office_key):
+        raise FormatError(what, "issued by another office")
+    if not is_peer_id(peer_id):
+        raise FormatError(what, "bad peer id")
+    if not verify(office_key, body, sig):
+        raise FormatError(what, "the office signature does not verify")
+    return obj, office, peer_id
 
 
 @dataclass(frozen=True)
@@ -205,15 +211,7 @@ class DeleteGrant:
     @classmethod
     def from_bytes(cls, data: bytes, office_key: bytes) -> DeleteGrant:
         what = "delete grant"
-        body, sig, obj = _split(data, what)
-        office = codec.field(obj, "office", str, what)
-        holder = codec.field(obj, "holder", str, what)
-        if office != fingerprint_of(office_key):
-            raise FormatError(what, "issued by another office")
-        if not is_peer_id(holder):
-            raise FormatError(what, "bad peer id")
-        if not verify(office_key, body, sig):
-            raise FormatError(what, "the office signature does not verify")
+        obj, office, holder = _office_signed(data, office_key, what, "holder")
         return cls(office=office, node=codec.field(obj, "delete-node", str, what), holder=holder,
                    issued=codec.field(obj, "issued", int, what), expires=codec.field(obj, "expires", int, what),
                    raw=bytes(data))

@@ -483,3 +483,22 @@ def test_with_overrides_checks_the_invariants() -> None:
     with pytest.raises(UsageError, match="heartbeat < suspect < dead"):
         Settings().with_overrides(["heartbeat=10s"])
     assert Settings(heartbeat=1, suspect=3, dead=6).dead == 6
+
+
+def test_delete_grant_is_the_office_s_word_for_one_peer_node_and_time() -> None:
+    from peerbackup.core.certs import DeleteGrant
+
+    g = DeleteGrant.issue(OFFICE_KEY, "accounts", PEER_KEY.peer_id, NOW, 3600)
+    again = DeleteGrant.from_bytes(g.raw, OFFICE_KEY.public_key)
+    assert again.allows("accounts", PEER_KEY.peer_id, NOW + 10)
+    assert not again.allows("design", PEER_KEY.peer_id, NOW + 10)
+    assert not again.allows("accounts", OTHER_PEER_KEY.peer_id, NOW + 10)
+    assert not again.allows("accounts", PEER_KEY.peer_id, NOW + 3601)
+    with pytest.raises(FormatError, match="another office"):
+        DeleteGrant.from_bytes(g.raw, OTHER_OFFICE_KEY.public_key)
+    forged = DeleteGrant.issue(OTHER_OFFICE_KEY, "accounts", PEER_KEY.peer_id, NOW, 3600)
+    outer = codec.unpack_map(forged.raw, "g")
+    body = codec.unpack_map(outer["body"], "g")
+    body["office"] = again.office  # claims to be ours, signed by another key
+    with pytest.raises(FormatError, match="does not verify"):
+        DeleteGrant.from_bytes(codec.pack({"body": codec.pack(body), "sig": outer["sig"]}), OFFICE_KEY.public_key)
