@@ -40,6 +40,10 @@ In another terminal, from this checkout:
 Add a second peer on this machine:
   .venv/bin/peerbackup join --home {base}/peer2 --name peer2 "$(.venv/bin/peerbackup invite --home {home.path})"
   .venv/bin/peerbackup up   --home {base}/peer2 --listen 127.0.0.1:0 --mdns-interface 127.0.0.1
+Back a folder up into the office (each pack on the other peers once there are some):
+  .venv/bin/peerbackup node add docs --replicas 1 --home {home.path}
+  .venv/bin/peerbackup repo backup --repo office:docs --home {home.path} DIR
+  .venv/bin/peerbackup storage --home {home.path}
 The recovery kit is {base}/recovery-kit.pbkit, its passphrase in {pw_file}.
 """, flush=True)
     os.execv(sys.executable, [sys.executable, "-m", "peerbackup", "up", "--home", str(home.path),
