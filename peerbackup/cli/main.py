@@ -111,7 +111,7 @@ def _snap_json(s: Snapshot) -> dict[str, Any]:
     return {
         "id": s.id, "short_id": s.short_id, "time": s.time.isoformat(), "host": s.host,
         "user": s.user, "paths": s.paths, "tags": s.tags, "tree": s.tree.hex(),
-        "parent": s.parent, "program": s.program, "summary": s.summary.to_wire(),
+        "parent": s.parent, "program": s.program, "summary": s.summary.to_wire(), "extra": s.extra,
     }
 
 

@@ -17,33 +17,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import blake3
 
 from peerbackup.cli.office import _api
 from peerbackup.core import codec
-from peerbackup.core.chunker import ChunkerParams
 from peerbackup.core.keys import KeySet
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.home import Home
 from peerbackup.engine.config import RepoConfig
-from peerbackup.engine.repository import read_config
-from peerbackup.errors import NotARepository, ObjectExists, UsageError
+from peerbackup.errors import UsageError
 from peerbackup.net.client import PeerClient
-from peerbackup.office.peerstore import LoopThread, PeerStore, StoragePeer, StoreClient
-from peerbackup.storage.store import FileType
+from peerbackup.office.peerstore import LoopThread, PeerStore, StoragePeer, StoreClient, open_config
 
 PREFIX = "office:"
 
 
 def is_office(repo: str | None) -> bool:
     return bool(repo) and str(repo).startswith(PREFIX)
-
-
-def node_config(office: str, node: str, created: int) -> RepoConfig:
-    """A node's repository config is the same whoever writes it first: agents racing to
-    create it write identical bytes, and a config that differs is not ours."""
-    repo_id = blake3.blake3(f"peerbackup node {office}/{node}".encode()).hexdigest()[:32]
-    return RepoConfig(id=repo_id, chunker=ChunkerParams(), created=created)
 
 
 @dataclass
@@ -95,18 +84,7 @@ def open_office(home: Home, repo: str, delete: bool = False, warn: Callable[[str
     conn = connect(home, node, delete, warn)
     store = conn.store
     try:
-        expected = node_config(conn.access["office"], node, int(conn.access["created"]))
-        try:
-            config = read_config(store)
-        except NotARepository:
-            try:
-                store.put(FileType.CONFIG, "config", expected.to_bytes())
-            except ObjectExists:
-                pass  # another agent wrote the same bytes first
-            config = read_config(store)
-        if config.id != expected.id:
-            raise UsageError(f"the repository config held for backup node {node} is not this node's "
-                             f"(id {config.id[:12]}, expected {expected.id[:12]})")
+        config = open_config(store, conn.access["office"], node, int(conn.access["created"]))
     except BaseException:
         conn.close()
         raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -53,6 +54,8 @@ class AdminApi:
         app.router.add_post("/v1/datasets", self.dataset_add)
         app.router.add_post("/v1/schedules", self.schedule_add)
         app.router.add_post("/v1/policy", self.policy)
+        app.router.add_post("/v1/agent/run", self.agent_run)
+        app.router.add_get("/v1/jobs", self.jobs)
         app.router.add_get("/v1/store/access", self.store_access)
         app.router.add_post("/v1/store/delete-grant", self.delete_grant)
         app.router.add_get("/v1/storage", self.storage)
@@ -192,6 +195,17 @@ class AdminApi:
             raise UsageError("give node and keep")
         out = await self.daemon.nodes.set_policy(node, keep)
         return web.json_response({"node": out.name, "policy": out.policy})
+
+    async def agent_run(self, request: web.Request) -> web.Response:
+        obj = await self._json(request)
+        node = obj.get("node")
+        if not isinstance(node, str):
+            raise UsageError("give the node name")
+        rec = await self.daemon.agent.run(node, f"here-{secrets.token_hex(6)}")
+        return web.json_response(dataclasses.asdict(rec))
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        return web.json_response([dataclasses.asdict(r) for r in self.daemon.agent.jobs.values()])
 
     async def store_access(self, request: web.Request) -> web.Response:
         # The node's keys go to the home's owner only (token), who can read identity.key anyway.

@@ -33,6 +33,7 @@ IDENTITY, OFFICE, CERTIFICATE, OFFICE_KEY = "identity.key", "office", "certifica
 STATE_DB, ADMIN_TOKEN, ADMIN_ENDPOINT, LOCK = "state.db", "admin.token", "admin.json", "lock"
 EVENTS_DB = "events.db"
 HELD = "held"  # what this peer stores for the office's backup nodes
+CACHE = "cache"  # the engine's index and file caches of the node repositories this peer backs up
 TOKEN_HEADER = "X-Peerbackup-Token"  # the admin API's token travels in this header, never in a cookie
 
 

@@ -31,6 +31,7 @@ from peerbackup.daemon.admin import AdminApi
 from peerbackup.daemon.home import (
     ADMIN_ENDPOINT,
     ADMIN_TOKEN,
+    CACHE,
     EVENTS_DB,
     HELD,
     STATE_DB,
@@ -44,6 +45,7 @@ from peerbackup.net.client import PeerClient
 from peerbackup.net.discovery import Discovery, ServiceHint
 from peerbackup.net.proto import store as proto_store
 from peerbackup.net.server import PeerServer
+from peerbackup.office.agent import AgentService
 from peerbackup.office.coordination import CoordinatorService
 from peerbackup.office.liveness import ALIVE
 from peerbackup.office.nodes import NodeService
@@ -148,6 +150,9 @@ class Daemon:
         self.nodes = NodeService(self.logs, self.log)
         holder = await asyncio.to_thread(Holder, self.home.file(HELD), self.options.storage_quota, self.clock)
         self.storage = StorageService(self.logs, holder, self.log, lambda: self.coordination.status()[0])
+        self.agent = AgentService(self.nodes.nodes, self.nodes.keys, self.storage_peers, client, self.ident.peer_id,
+                                  self.ident.certificate.name, self.ident.office.fingerprint, self.home.file(CACHE),
+                                  self.log, self.clock)
         self.repair = RepairService(self.nodes.nodes, self.storage_peers, client, holder, self.ident.peer_id,
                                     self.settings, self.clock, self.peer_service.liveness.last_heard.get, self.log)
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)

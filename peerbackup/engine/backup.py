@@ -118,8 +118,13 @@ class Archiver:
         self, repo: Repository, *, excludes: Excluder | None = None,
         progress: BackupProgress | None = None, workers: int | None = None,
         now: Callable[[], float] = time.time, use_file_cache: bool = True,
+        host: str | None = None, extra: dict[str, str] | None = None,
     ) -> None:
         self.repo = repo
+        # A backup node's snapshots name the node as their host, so the parent is found per
+        # (node, paths) whichever agent made the last one; extra records the agent and job.
+        self.host = host or socket.gethostname()
+        self.extra = dict(extra or {})
         self.excludes = excludes or Excluder([])
         self.progress = progress or NoProgress()
         self.workers = workers or max(2, (os.cpu_count() or 2))
@@ -159,7 +164,7 @@ class Archiver:
                 tree_id = self._finish_all(root)
                 self.repo.flush()
                 parent = self._parent(paths)
-                snap = self.repo.new_snapshot(paths, tree_id, tags or [], started)
+                snap = self.repo.new_snapshot(paths, tree_id, tags or [], started, self.host, self.extra)
                 snap.parent = parent
                 self.summary.errors = len(self.errors)
                 self.summary.duration = self.now() - started
@@ -177,7 +182,7 @@ class Archiver:
             snaps = self.repo.snapshots(errors=[])
         except Exception:
             return None
-        same = [s for s in snaps if s.paths == paths and s.host == socket.gethostname()]
+        same = [s for s in snaps if s.paths == paths and s.host == self.host]
         return same[-1].id if same else None
 
     # ---- tree walk ---------------------------------------------------------------

@@ -375,10 +375,11 @@ class Repository:
             raise AmbiguousId(ref)
         return self.load_snapshot(matches[0])
 
-    def new_snapshot(self, paths: list[str], tree: bytes, tags: list[str], now: float) -> Snapshot:
+    def new_snapshot(self, paths: list[str], tree: bytes, tags: list[str], now: float,
+                     host: str | None = None, extra: dict[str, str] | None = None) -> Snapshot:
         return Snapshot(
-            time_ns=int(now * 1e9), host=socket.gethostname(), user=_user(), paths=paths,
-            tree=tree, tags=tags, program=f"peerbackup {__version__}",
+            time_ns=int(now * 1e9), host=host or socket.gethostname(), user=_user(), paths=paths,
+            tree=tree, tags=tags, program=f"peerbackup {__version__}", extra=dict(extra or {}),
         )
 
 

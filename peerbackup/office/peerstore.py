@@ -27,11 +27,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import blake3
+
 from peerbackup.core.certs import DEFAULT_RANK
+from peerbackup.core.chunker import ChunkerParams
 from peerbackup.core.crypto import content_hash, content_hash_of
 from peerbackup.core.placement import Candidate, place
+from peerbackup.engine.config import RepoConfig
+from peerbackup.engine.repository import read_config
 from peerbackup.errors import (
     NoSuchObject,
+    NotARepository,
     ObjectExists,
     PeerBackupError,
     PeerRefused,
@@ -441,3 +447,27 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()
+
+
+def node_config(office: str, node: str, created: int) -> RepoConfig:
+    """A node's repository config is the same whoever writes it first: agents racing to
+    create it write identical bytes, and a config that differs is not ours."""
+    repo_id = blake3.blake3(f"peerbackup node {office}/{node}".encode()).hexdigest()[:32]
+    return RepoConfig(id=repo_id, chunker=ChunkerParams(), created=created)
+
+
+def open_config(store: PeerStore, office: str, node: str, created: int) -> RepoConfig:
+    """The node's repository config, created by the first key holder that uses the node."""
+    expected = node_config(office, node, created)
+    try:
+        config = read_config(store)
+    except NotARepository:
+        try:
+            store.put(FileType.CONFIG, "config", expected.to_bytes())
+        except ObjectExists:
+            pass  # another agent wrote the same bytes first
+        config = read_config(store)
+    if config.id != expected.id:
+        raise StoreError(f"the repository config held for backup node {node} is not this node's "
+                         f"(id {config.id[:12]}, expected {expected.id[:12]})")
+    return config
