@@ -108,7 +108,75 @@ def cmd_policy(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def node_events(home: Any, node: str) -> list[dict[str, Any]]:
+    """The node's log, merged in order, one flat object per event."""
+    from urllib.parse import quote
+
+    from peerbackup.cli.office import _api
+
+    out = []
+    for e in _api(home, "GET", f"/v1/log?log={quote('node:' + node)}"):
+        f = e["fields"]
+        out.append({"id": e["id"], "time": e["time"], "kind": e["kind"], "node": f.get("node", node),
+                    "writer": e["writer"], "writer_name": e["writer_name"], "agent": f.get("agent"),
+                    "term": f.get("term"), "job": f.get("job"),
+                    **{k: v for k, v in f.items() if k not in ("node", "agent", "term", "job")}})
+    return out
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from peerbackup.cli.office import _api, _home, _print_json
+
+    home = _home(args)
+    out = _api(home, "POST", "/v1/backup", {"node": args.node})
+    if not args.json:
+        print(f"job {out['job']}: {out['node']} dispatched to {out['agent_name'] or out['agent']} "
+              f"by coordinator {out['coordinator']} (term {out['term']})", flush=True)
+    if not args.wait:
+        if args.json:
+            _print_json(out)
+        return EXIT_OK
+    deadline = time.monotonic() + parse_duration(args.timeout)
+    while time.monotonic() < deadline:
+        ends = [e for e in node_events(home, args.node) if e["job"] == out["job"]
+                and e["kind"] in ("job.done", "job.failed")]
+        if ends:
+            end = ends[-1]
+            out.update(state=end["kind"].split(".")[1], snapshots=end.get("snapshots", []),
+                       reason=end.get("reason"))
+            if args.json:
+                _print_json(out)
+            elif end["kind"] == "job.done":
+                print(f"done: snapshot {', '.join(s[:8] for s in end.get('snapshots', []))} by "
+                      f"{end['writer_name']}")
+            else:
+                print(f"failed on {end['writer_name']}: {end.get('reason')}")
+            return EXIT_OK if end["kind"] == "job.done" else 1
+        time.sleep(0.5)
+    raise UsageError(f"job {out['job']} did not finish within {args.timeout} (see `peerbackup log {args.node}`)")
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from peerbackup.cli.office import _home, _print_json
+
+    events = node_events(_home(args), args.node)
+    if args.json:
+        _print_json(events)
+        return EXIT_OK
+    for e in events:
+        rest = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in e.items()
+                        if k not in ("id", "time", "kind", "node", "writer", "writer_name") and v is not None)
+        print(f"{e['time']}  {e['writer_name'] or e['writer']:<12} {e['kind']:<16} {rest}")
+    return EXIT_OK
+
+
 def add_parsers(add: Any) -> None:
+    b = add("backup", cmd_backup, "back a node up now: the coordinator dispatches it to an agent")
+    b.add_argument("node")
+    b.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 if it failed")
+    b.add_argument("--timeout", default="4h", help="how long --wait waits (default 4h)")
+    lg = add("log", cmd_log, "a backup node's event log, merged in order")
+    lg.add_argument("node")
     d = add("dataset", cmd_dataset, "what a backup node backs up (admins)")
     d.add_argument("dataset_cmd", choices=["add"])
     d.add_argument("node")

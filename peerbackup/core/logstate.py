@@ -32,8 +32,8 @@ from typing import Any
 from peerbackup.core import hlc as hlcmod
 from peerbackup.core.certs import Certificate, Revocation
 from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, decode_event, make_event, signed_by
-from peerbackup.core.identity import SigningKey, is_peer_id
-from peerbackup.core.nodes import NODE_KINDS, Node, check_fields, derive_nodes
+from peerbackup.core.identity import SigningKey
+from peerbackup.core.nodes import NODE_KINDS, Node, check_fields, check_node_name, derive_nodes
 from peerbackup.errors import FormatError, UnsupportedVersion
 
 ACCEPTED, DUPLICATE, PENDING, REFUSED, FORK = "accepted", "duplicate", "pending", "refused", "fork"
@@ -326,4 +326,14 @@ class LogState:
 
 
 def valid_log_name(log: str) -> bool:
-    return log == CONTROL_LOG or (log.startswith("node:") and is_peer_id(log[5:]))
+    """The control log, or a backup node's event log `node:NAME` (any well-formed node name: its
+    events may arrive before the node.add that creates it)."""
+    if log == CONTROL_LOG:
+        return True
+    if not log.startswith("node:"):
+        return False
+    try:
+        check_node_name(log[5:])
+    except FormatError:
+        return False
+    return True

@@ -55,6 +55,7 @@ class AdminApi:
         app.router.add_post("/v1/schedules", self.schedule_add)
         app.router.add_post("/v1/policy", self.policy)
         app.router.add_post("/v1/agent/run", self.agent_run)
+        app.router.add_post("/v1/backup", self.backup_now)
         app.router.add_get("/v1/jobs", self.jobs)
         app.router.add_get("/v1/store/access", self.store_access)
         app.router.add_post("/v1/store/delete-grant", self.delete_grant)
@@ -203,6 +204,13 @@ class AdminApi:
             raise UsageError("give the node name")
         rec = await self.daemon.agent.run(node, f"here-{secrets.token_hex(6)}")
         return web.json_response(dataclasses.asdict(rec))
+
+    async def backup_now(self, request: web.Request) -> web.Response:
+        obj = await self._json(request)
+        node = obj.get("node")
+        if not isinstance(node, str):
+            raise UsageError("give the node name")
+        return web.json_response(await self.daemon.jobs.request(node))
 
     async def jobs(self, request: web.Request) -> web.Response:
         return web.json_response([dataclasses.asdict(r) for r in self.daemon.agent.jobs.values()])

@@ -47,6 +47,7 @@ from peerbackup.net.proto import store as proto_store
 from peerbackup.net.server import PeerServer
 from peerbackup.office.agent import AgentService
 from peerbackup.office.coordination import CoordinatorService
+from peerbackup.office.jobs import JobService
 from peerbackup.office.liveness import ALIVE
 from peerbackup.office.nodes import NodeService
 from peerbackup.office.peers import PeerService
@@ -157,6 +158,7 @@ class Daemon:
                                     self.settings, self.clock, self.peer_service.liveness.last_heard.get, self.log)
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
         await self.coordination.load()
+        self.jobs = JobService(self.nodes, self.coordination, self.agent, self.clock, self.log)
         if self.ident.office_key is not None and self.ident.peer_id not in self.logs.state.config().members:
             # An admin's own membership is written by itself (init, recover); others' by their inviter.
             # Spawned: the log waits until it is in step with a peer before it appends anything.
@@ -168,6 +170,7 @@ class Daemon:
         self.logs.register(server)
         self.coordination.register(server)
         self.storage.register(server)
+        self.jobs.register(server)
         runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
         await runner.setup()
         self._runners.append(runner)
@@ -209,6 +212,7 @@ class Daemon:
         self._loop(self._coordinator)
         self._loop(self._housekeeping)
         self._loop(self._repair)
+        self._loop(self._schedules)
         if self.ident.certificate.has_role("storage"):
             self._loop(self._scrub)
         if self.ident.peer_id in self.peer_service.membership.revocations:
@@ -294,6 +298,12 @@ class Daemon:
         while True:
             await self.state.prune_nonces(self.clock())
             await asyncio.sleep(max(self.settings.clock_skew / 4, 1.0))
+
+    async def _schedules(self) -> None:
+        # Its own loop: a dispatch waits for an agent's answer, and the lease renewal must not.
+        while True:
+            await self.jobs.tick()
+            await asyncio.sleep(self.settings.heartbeat)
 
     async def _repair(self) -> None:
         # The coordinator repairs (one peer, not all of them copying the same files); a second

@@ -54,6 +54,10 @@ class NodeService:
             raise UsageError(f"no backup node named {name!r} (see `peerbackup node list`)")
         return node
 
+    def node(self, name: str) -> Node:
+        """The node, or a UsageError naming the mistake."""
+        return self._node(name)
+
     def _admin(self) -> None:
         if not self.peers.ident.certificate.has_role("admin"):
             raise NotAdmin()

@@ -27,6 +27,7 @@ from peerbackup.core.logstate import (
     REFUSED,
     LogState,
     Outcome,
+    valid_log_name,
 )
 from peerbackup.core.nodes import CONFIG_KINDS, NODE_KINDS
 from peerbackup.daemon.logs import event
@@ -46,7 +47,8 @@ class LogService:
         self.clock = clock
         self.log = log
         office = peers.ident.office
-        self.state = LogState(office_key=office.public_key, max_ahead_ms=int(peers.settings.clock_skew * 1000))
+        self.state = LogState(office_key=office.public_key, max_ahead_ms=int(peers.settings.clock_skew * 1000),
+                              known_logs=valid_log_name)
         self.alerts: list[dict[str, Any]] = []
         self._syncing: set[str] = set()
         self._lock = asyncio.Lock()  # one writer of LogState and the store at a time
@@ -307,7 +309,8 @@ class LogService:
                 fields = {k: v for k, v in fields.items() if v is not None}
             else:
                 fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.fields.items()
-                          if isinstance(v, (bytes, str, int, float, bool))}
+                          if isinstance(v, (bytes, str, int, float, bool))
+                          or (isinstance(v, list) and all(isinstance(x, str) for x in v))}
         except (FormatError, UnsupportedVersion, KeyError, TypeError):
             fields = {"undecodable": True}
         when = dt.datetime.fromtimestamp(hlcmod.wall_ms(ev.hlc) / 1000, dt.UTC)

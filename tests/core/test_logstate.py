@@ -55,7 +55,7 @@ CERT_D = Certificate.issue(OFFICE_KEY, DAVE.public_key, "delta", DEFAULT_ROLES, 
 CERT_PLAIN = Certificate.issue(OFFICE_KEY, PLAIN.public_key, "plain", ("agent",), 100, NOW)
 FOREIGN_CERT = Certificate.issue(OTHER_OFFICE_KEY, BOB.public_key, "bravo", DEFAULT_ROLES, 100, NOW)
 ALL_CERTS = (CERT_A, CERT_B, CERT_C, CERT_D, CERT_PLAIN)
-NODE_D = "node:" + DAVE.peer_id
+NODE_D = "node:dave-files"
 
 
 def hlc_at(ms: int, counter: int = 0) -> int:
@@ -316,12 +316,16 @@ def test_an_hlc_time_too_far_ahead_is_refused() -> None:
 
 
 def test_an_unknown_log_is_refused() -> None:
-    ev = Feed(BOB, log="node:" + BOB.peer_id).next()
+    ev = Feed(BOB, log="node:bob-files").next()
     out = add(new_state(*ALL_CERTS), ev)
     assert out.verdict == REFUSED and "unknown log" in out.reason
     # Refused before the writer is even looked up.
     assert add(new_state(), ev).verdict == REFUSED
     assert add(new_state(*ALL_CERTS, node_logs=True), ev).verdict == ACCEPTED
+    # A node log is named by a well-formed node name; nothing else is a log.
+    for bad in ("node:", "node:../x", "node:Bob", "nodes:bob", "other"):
+        out = add(new_state(*ALL_CERTS, node_logs=True), Feed(BOB, log=bad).next())
+        assert out.verdict == REFUSED and "unknown log" in out.reason, bad
 
 
 @pytest.mark.parametrize(("writer", "kind", "fields", "reason"), [
@@ -358,7 +362,7 @@ def test_what_authority_allows() -> None:
     assert out.verdict == ACCEPTED
     assert s.cutoffs == {DAVE.peer_id: {CONTROL_LOG: 0}}
     # Outside the control log, kinds carry no authority rule.
-    node = Feed(PLAIN, log="node:" + PLAIN.peer_id)
+    node = Feed(PLAIN, log="node:plain-files")
     n = new_state(*ALL_CERTS, node_logs=True)
     assert add(n, node.next(MEMBER_ADD, {"anything": 1})).verdict == ACCEPTED
     assert add(n, node.next(COORDINATOR_CLAIM, {})).verdict == ACCEPTED
@@ -630,7 +634,7 @@ def test_ordered_is_by_hlc_then_feed_then_seq() -> None:
     assert s.ordered() == expected
     assert s.ordered()[0].hlc == s.ordered()[1].hlc == t
     assert [e.feed for e in s.ordered()[:2]] == sorted([BOB.peer_id, CAROL.peer_id])
-    assert s.ordered("node:" + BOB.peer_id) == []
+    assert s.ordered("node:bob-files") == []
 
 
 def test_append_builds_the_next_event() -> None:

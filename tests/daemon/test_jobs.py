@@ -1,0 +1,104 @@
+"""backup NODE: asked anywhere, dispatched by the coordinator to one agent, logged in the node's log."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from peerbackup.net.proto import jobs as proto
+from tests.daemon.harness import Office, Peer, wait_for
+from tests.daemon.test_peerstore import NODE, make_tree, repo, start_office, tree_hashes
+from tests.daemon.test_storage import call
+
+
+def test_backup_now_runs_once_on_one_agent_and_every_peer_logs_it(office: Office, tmp_path: Path) -> None:
+    a, b, c = start_office(office, ["beta", "gamma"])
+    src = tmp_path / "shared"
+    make_tree(src, 5, 500_000)
+    home = {p.name: ["--home", str(p.home)] for p in (a, b, c)}
+    office.cli("grant", NODE, "beta", "gamma", *home["alpha"])
+    office.cli("dataset", "add", NODE, str(src), *home["alpha"])
+    peers = (a, b, c)
+    wait_for(lambda: len({p.status()["config_digest"] for p in peers}) == 1
+             and all(p.status()["coordinator"] for p in peers), 20, "configuration and a coordinator everywhere")
+    coordinator = a.status()["coordinator"]
+
+    # Asked on gamma (not the coordinator): forwarded, dispatched to one agent, waited for.
+    out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home["gamma"], timeout=120).out)
+    assert out["state"] == "done" and len(out["snapshots"]) == 1
+    assert out["coordinator"] == coordinator and out["agent_name"] in ("beta", "gamma")
+    job = out["job"]
+
+    def events(p: Peer) -> list[dict[str, object]]:
+        return [e for e in json.loads(office.cli("log", NODE, "--json", *home[p.name]).out) if e["job"] == job]
+
+    wait_for(lambda: all(len(events(p)) == 3 for p in peers), 20, "the job's events on every peer")
+    logs = [events(p) for p in peers]
+    assert logs[0] == logs[1] == logs[2]  # the same events, in the same order, everywhere
+    kinds = [e["kind"] for e in logs[0]]
+    assert kinds == ["job.dispatched", "job.started", "job.done"]
+    for e in logs[0]:
+        assert e["node"] == NODE and e["agent"] == out["agent"] and e["term"] == out["term"]
+    assert logs[0][0]["writer"] == coordinator and logs[0][2]["writer"] == out["agent"]
+    assert logs[0][2]["snapshots"] == out["snapshots"]
+    # Exactly one snapshot, made as the node by that agent; it restores.
+    snaps = json.loads(repo(office, a, "snapshots", "--json").out)
+    assert [s["id"] for s in snaps] == out["snapshots"] and snaps[0]["extra"]["agent"] == out["agent"]
+    repo(office, a, "restore", "latest", "--target", str(tmp_path / "out"))
+    assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
+
+    # The next backup goes to the agent that succeeded last (its file cache is warm).
+    again = json.loads(office.cli("backup", NODE, "--wait", "--json", *home["alpha"], timeout=120).out)
+    assert again["agent"] == out["agent"] and again["state"] == "done"
+
+
+def test_agents_refuse_stale_or_foreign_dispatches(office: Office, tmp_path: Path) -> None:
+    a, b = start_office(office, ["beta"], replicas=1)
+    src = tmp_path / "shared"
+    make_tree(src, 1, 10_000)
+    office.cli("dataset", "add", NODE, str(src), "--home", str(a.home))
+    wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"] and b.status()["coordinator"],
+             20, "configuration and coordinator on beta")
+    # A dispatch under a token older than the one beta knows: refused (fencing).
+    stale = proto.Dispatch("manual-1", NODE, (0, a.peer_id), 0).to_wire()
+    code, msg = call(a, b, proto.DISPATCH_PATH, stale)  # type: ignore[misc]
+    assert code == "forbidden" and "stale fencing token" in msg
+    # One that names another peer as its coordinator: refused.
+    term = b.status()["term"]
+    foreign = proto.Dispatch("manual-2", NODE, (term, b.peer_id), 0).to_wire()
+    code, msg = call(a, b, proto.DISPATCH_PATH, foreign)  # type: ignore[misc]
+    assert code == "forbidden" and "fencing token names" in msg
+    # A current one, but beta holds no keys of the node (not granted): refused, and nothing ran.
+    current = proto.Dispatch("manual-3", NODE, (term, a.peer_id), 0).to_wire()
+    code, msg = call(a, b, proto.DISPATCH_PATH, current)  # type: ignore[misc]
+    assert code == "forbidden" and "only its admins and granted agents" in msg
+    # And the coordinator does not pick an agent that cannot do it: a clear error, nothing dispatched.
+    res = office.cli("backup", NODE, "--home", str(b.home), check=False)
+    assert res.rc != 0 and "no agent of accounts can take the backup now" in res.err
+
+
+def test_a_schedule_fires_and_each_slot_runs_once(office: Office, tmp_path: Path) -> None:
+    a, b, c = start_office(office, ["beta", "gamma"])
+    src = tmp_path / "shared"
+    make_tree(src, 3, 200_000)
+    home = ["--home", str(a.home)]
+    office.cli("grant", NODE, "beta", "gamma", *home)
+    office.cli("dataset", "add", NODE, str(src), *home)
+    office.cli("schedule", "add", NODE, "--every", "4s", "--window", "1m", *home)
+
+    def done_slots() -> list[dict[str, object]]:
+        evs = json.loads(office.cli("log", NODE, "--json", "--home", str(b.home)).out)
+        return [e for e in evs if e["kind"] == "job.done"]
+
+    wait_for(lambda: len(done_slots()) >= 2, 60, "two scheduled slots done")
+    evs = json.loads(office.cli("log", NODE, "--json", "--home", str(c.home)).out)
+    dispatched = [e for e in evs if e["kind"] == "job.dispatched"]
+    started = [e for e in evs if e["kind"] == "job.started"]
+    # Every slot is dispatched once, to one agent, and started once: job ids never repeat.
+    assert len({e["job"] for e in dispatched}) == len(dispatched)
+    assert len({e["job"] for e in started}) == len(started)
+    assert all(e["schedule"] and isinstance(e["slot"], int) for e in dispatched)
+    assert all(e["writer"] == a.peer_id for e in dispatched)  # the coordinator
+    slots = sorted(int(e["slot"]) for e in dispatched)
+    assert all(y - x >= 4 and (y - x) % 4 == 0 for x, y in itertools.pairwise(slots))
