@@ -170,7 +170,53 @@ def cmd_log(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _node_repo_args(args: argparse.Namespace) -> argparse.Namespace:
+    args.repo = f"office:{args.node}"
+    args.repo_cmd = "restore"
+    return args
+
+
+def cmd_node_snapshots(args: argparse.Namespace) -> int:
+    from peerbackup.cli.main import _local_time, _open, _print_json, _snap_json
+
+    repo = _open(_node_repo_args(args))
+    snaps = repo.snapshots(errors=[])
+    if args.json:
+        _print_json([{**_snap_json(s), "agent": s.extra.get("agent"), "agent_name": s.extra.get("agent_name"),
+                      "job": s.extra.get("job")} for s in snaps])
+        return EXIT_OK
+    for s in snaps:
+        print(f"{s.short_id}  {_local_time(s.time_ns)}  {s.extra.get('agent_name', s.host):<12} "
+              f"{', '.join(s.paths)}")
+    print(f"{len(snaps)} snapshot(s) of {args.node}")
+    return EXIT_OK
+
+
+def cmd_node_restore(args: argparse.Namespace) -> int:
+    from peerbackup.cli.main import cmd_restore
+    from peerbackup.cli.office import _api, _home
+
+    def logged(snap: Any, stats: Any) -> None:
+        _api(_home(args), "POST", "/v1/nodes/restored", {
+            "node": args.node, "snapshot": snap.id, "target": os.path.abspath(args.target),
+            "files": stats.files, "bytes": stats.bytes, "errors": len(stats.errors)})
+
+    args.on_restored = logged
+    return cmd_restore(_node_repo_args(args))
+
+
 def add_parsers(add: Any) -> None:
+    sn = add("snapshots", cmd_node_snapshots, "a backup node's snapshots (on a holder of its keys)")
+    sn.add_argument("node")
+    sn.add_argument("--cache-dir", help="local cache directory")
+    rs = add("restore", cmd_node_restore, "restore a backup node's snapshot (on a holder of its keys); logged")
+    rs.add_argument("node")
+    rs.add_argument("snapshot", help="id, unique prefix, or latest")
+    rs.add_argument("--target", required=True)
+    rs.add_argument("--include", action="append", metavar="PATH")
+    rs.add_argument("--overwrite", action="store_true")
+    rs.add_argument("--cache-dir", help="local cache directory")
+    rs.add_argument("-q", "--quiet", action="store_true")
     b = add("backup", cmd_backup, "back a node up now: the coordinator dispatches it to an agent")
     b.add_argument("node")
     b.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 if it failed")

@@ -278,6 +278,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
             print(f"error: {e}", file=sys.stderr)
         print(f"restored snapshot {snap.short_id}: {stats.files} files, {stats.dirs} dirs, "
               f"{human_bytes(stats.bytes)} to {os.path.abspath(args.target)}")
+    on_restored = getattr(args, "on_restored", None)  # `peerbackup restore NODE` logs it in the node's log
+    if on_restored is not None:
+        on_restored(snap, stats)
     return EXIT_PARTIAL if stats.errors else EXIT_OK
 
 

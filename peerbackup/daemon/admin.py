@@ -56,6 +56,7 @@ class AdminApi:
         app.router.add_post("/v1/policy", self.policy)
         app.router.add_post("/v1/agent/run", self.agent_run)
         app.router.add_post("/v1/backup", self.backup_now)
+        app.router.add_post("/v1/nodes/restored", self.restored)
         app.router.add_get("/v1/jobs", self.jobs)
         app.router.add_get("/v1/store/access", self.store_access)
         app.router.add_post("/v1/store/delete-grant", self.delete_grant)
@@ -211,6 +212,16 @@ class AdminApi:
         if not isinstance(node, str):
             raise UsageError("give the node name")
         return web.json_response(await self.daemon.jobs.request(node))
+
+    async def restored(self, request: web.Request) -> web.Response:
+        obj = await self._json(request)
+        node = obj.get("node")
+        if not isinstance(node, str):
+            raise UsageError("give the node name")
+        fields = {k: obj[k] for k in ("snapshot", "target", "files", "bytes", "errors")
+                  if isinstance(obj.get(k), (str, int)) and not isinstance(obj.get(k), bool)}
+        await self.daemon.jobs.log_restore(node, fields)
+        return web.json_response({"logged": True})
 
     async def jobs(self, request: web.Request) -> web.Response:
         return web.json_response([dataclasses.asdict(r) for r in self.daemon.agent.jobs.values()])

@@ -14,8 +14,10 @@ names the node, the agent and the coordinator's term, and is signed by its write
 Schedules: the coordinator evaluates them every heartbeat (core/schedule.py);
 a due slot's job id is a hash of node, schedule and slot, and a slot whose job
 the node's log shows dispatched (by this coordinator or a previous one) is not
-started again. Not yet: retries after a failure, act-as tokens required by
-storage peers, re-dispatch when an agent dies mid-job, progress heartbeats.
+started again. A job whose agent is dead (liveness) before the job ended is
+dispatched again, same job id, to another agent inside its deadline. Not yet:
+retries after a failure, act-as tokens required by storage peers, progress
+heartbeats.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ from peerbackup.net.proto import jobs as proto
 from peerbackup.net.server import PeerServer
 from peerbackup.office.agent import AgentService, readable
 from peerbackup.office.coordination import CoordinatorService
-from peerbackup.office.liveness import ALIVE
+from peerbackup.office.liveness import ALIVE, DEAD
 from peerbackup.office.nodes import NodeService
 
 JOB_DISPATCHED, JOB_STARTED, JOB_DONE, JOB_FAILED = "job.dispatched", "job.started", "job.done", "job.failed"
+RESTORE_DONE = "restore.done"
 DEADLINE = 4 * 3600.0  # a manual backup's window
 
 
@@ -122,13 +125,43 @@ class JobService:
         return {str(ev.fields.get("job")) for ev in self.logs.state.ordered(node_log(node))
                 if ev.kind == JOB_DISPATCHED}
 
+    def open_jobs(self, node: str) -> dict[str, dict[str, Any]]:
+        """Jobs of the node dispatched and not ended, with their latest dispatch's fields."""
+        jobs: dict[str, dict[str, Any]] = {}
+        for ev in self.logs.state.ordered(node_log(node)):
+            job = str(ev.fields.get("job"))
+            if ev.kind == JOB_DISPATCHED:
+                jobs[job] = dict(ev.fields)
+            elif ev.kind in (JOB_DONE, JOB_FAILED):
+                jobs.pop(job, None)
+        return jobs
+
+    async def _redispatch(self, name: str, now: float) -> None:
+        """A job whose agent died mid-way goes to another agent inside its window; the second agent
+        reuses the packs the first one stored (the engine indexes packs found without an index)."""
+        for job, f in self.open_jobs(name).items():
+            agent = str(f.get("agent"))
+            deadline = float(f.get("deadline", 0))
+            if agent == self.peers.me or self.peers.liveness.state(agent, now) != DEAD or now >= deadline:
+                continue
+            why = {k: v for k, v in f.items() if k in ("schedule", "slot")}
+            why.update(attempt=int(f.get("attempt", 1)) + 1, replaces=agent)
+            event(self.log, "job.redispatch", logging.WARNING, job=job, node=name, dead_agent=agent)
+            try:
+                await self.start(name, job, deadline=deadline, why=why)
+            except UsageError as exc:
+                event(self.log, "job.not_started", logging.WARNING, node=name, job=job, reason=str(exc))
+
     async def tick(self) -> None:
-        """On the coordinator: start every scheduled slot that is due and not dispatched yet."""
+        """On the coordinator: start every scheduled slot that is due and not dispatched yet, and
+        give the jobs of dead agents to live ones."""
         coordinator, _ = self.coordination.status()
         if coordinator != self.peers.me:
             self.evaluated.clear()  # a coordinator that comes back re-reads the log, not its memory
             return
         now = self.clock()
+        for name in sorted(self.nodes.nodes()):
+            await self._redispatch(name, now)
         for name, node in sorted(self.nodes.nodes().items()):
             for sc in node.schedules.values():
                 key = f"{name}/{sc.id}"
@@ -163,8 +196,8 @@ class JobService:
         tried = []
         for agent in self.candidates(node):
             await self.logs.append(JOB_DISPATCHED, {"job": job, "node": node, "agent": agent, "term": token[0],
-                                                    "coordinator": self.peers.me, **(why or {})},
-                                   log=node_log(node))
+                                                    "coordinator": self.peers.me, "deadline": int(until),
+                                                    **(why or {})}, log=node_log(node))
             body = proto.Dispatch(job, node, token, int(until * 1000)).to_wire()
             try:
                 if agent == self.peers.me:
@@ -190,6 +223,11 @@ class JobService:
             self.last_ok[msg.node] = issuer
         event(self.log, "job.reported", job=msg.job, node=msg.node, agent=issuer, state=msg.state)
         return b""
+
+    async def log_restore(self, node: str, fields: dict[str, Any]) -> None:
+        """A restore made on this peer, in the node's log (the audit trail names who read what)."""
+        self.nodes.keys(node)  # only a holder of the keys can have restored it
+        await self.logs.append(RESTORE_DONE, {"node": node, "agent": self.peers.me, **fields}, log=node_log(node))
 
     # ---- the agent ---------------------------------------------------------------------
 

@@ -42,11 +42,19 @@ def test_backup_now_runs_once_on_one_agent_and_every_peer_logs_it(office: Office
         assert e["node"] == NODE and e["agent"] == out["agent"] and e["term"] == out["term"]
     assert logs[0][0]["writer"] == coordinator and logs[0][2]["writer"] == out["agent"]
     assert logs[0][2]["snapshots"] == out["snapshots"]
-    # Exactly one snapshot, made as the node by that agent; it restores.
+    # Exactly one snapshot, made as the node by that agent.
     snaps = json.loads(repo(office, a, "snapshots", "--json").out)
     assert [s["id"] for s in snaps] == out["snapshots"] and snaps[0]["extra"]["agent"] == out["agent"]
-    repo(office, a, "restore", "latest", "--target", str(tmp_path / "out"))
+    # The node-level commands: snapshots name their agent; a restore is logged in the node's log.
+    listed = json.loads(office.cli("snapshots", NODE, "--json", *home["alpha"]).out)
+    assert [(s["id"], s["agent"], s["job"]) for s in listed] == [(out["snapshots"][0], out["agent"], job)]
+    office.cli("restore", NODE, "latest", "--target", str(tmp_path / "out"), *home["alpha"])
     assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
+    wait_for(lambda: [e for e in json.loads(office.cli("log", NODE, "--json", *home["beta"]).out)
+                      if e["kind"] == "restore.done"], 20, "the restore in beta's copy of the log")
+    restores = [e for e in json.loads(office.cli("log", NODE, "--json", *home["beta"]).out)
+                if e["kind"] == "restore.done"]
+    assert restores[0]["agent"] == a.peer_id and restores[0]["snapshot"] == out["snapshots"][0]
 
     # The next backup goes to the agent that succeeded last (its file cache is warm).
     again = json.loads(office.cli("backup", NODE, "--wait", "--json", *home["alpha"], timeout=120).out)
@@ -102,3 +110,33 @@ def test_a_schedule_fires_and_each_slot_runs_once(office: Office, tmp_path: Path
     assert all(e["writer"] == a.peer_id for e in dispatched)  # the coordinator
     slots = sorted(int(e["slot"]) for e in dispatched)
     assert all(y - x >= 4 and (y - x) % 4 == 0 for x, y in itertools.pairwise(slots))
+
+
+def test_kill_9_the_agent_mid_backup_and_another_finishes(office: Office, tmp_path: Path) -> None:
+    a, b, c, d = start_office(office, ["beta", "gamma", "delta"])
+    src = tmp_path / "shared"
+    make_tree(src, 50, 4_000_000)  # ~220 MB: a few seconds of backup
+    home = ["--home", str(a.home)]
+    office.cli("grant", NODE, "beta", "gamma", *home)
+    office.cli("dataset", "add", NODE, str(src), *home)
+    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c, d)}) == 1, 20, "configuration everywhere")
+    out = json.loads(office.cli("backup", NODE, "--json", *home).out)
+    job = out["job"]
+    victim = b if out["agent_name"] == "beta" else c
+    other = c if victim is b else b
+    victim_id, other_id = victim.peer_id, other.peer_id  # asked of their daemons, so before the kill
+
+    def kinds() -> list[tuple[str, str]]:
+        _code, evs = a.api("GET", f"/v1/log?log=node:{NODE}")
+        return [(e["kind"], e["writer"]) for e in evs if e["fields"].get("job") == job]
+
+    wait_for(lambda: ("job.started", victim_id) in kinds(), 30, "the agent to start", interval=0.05)
+    office.kill(victim)
+    assert ("job.done", victim_id) not in kinds()  # killed mid-backup
+    wait_for(lambda: ("job.done", other_id) in kinds(), 120, "the other agent to finish the job")
+    evs = [e for e in a.api("GET", f"/v1/log?log=node:{NODE}")[1] if e["fields"].get("job") == job]
+    redispatch = [e for e in evs if e["kind"] == "job.dispatched" and e["fields"]["agent"] == other_id]
+    assert redispatch and redispatch[0]["fields"]["replaces"] == victim_id
+    assert sum(1 for e in evs if e["kind"] == "job.done") == 1  # completed exactly once
+    repo(office, a, "restore", "latest", "--target", str(tmp_path / "out"))
+    assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
