@@ -121,9 +121,9 @@ class JobService:
         return sorted(out, key=lambda a: (a != self.last_ok.get(node), self.running[a], a))
 
     def known_jobs(self, node: str) -> set[str]:
-        """Jobs the node's log shows dispatched, by any coordinator (a slot is never run twice)."""
+        """Jobs the node's log shows dispatched or started, under any coordinator (a slot never runs twice)."""
         return {str(ev.fields.get("job")) for ev in self.logs.state.ordered(node_log(node))
-                if ev.kind == JOB_DISPATCHED}
+                if ev.kind in (JOB_DISPATCHED, JOB_STARTED)}
 
     def open_jobs(self, node: str) -> dict[str, dict[str, Any]]:
         """Jobs of the node dispatched and not ended, with their latest dispatch's fields."""
@@ -131,6 +131,10 @@ class JobService:
         for ev in self.logs.state.ordered(node_log(node)):
             job = str(ev.fields.get("job"))
             if ev.kind == JOB_DISPATCHED:
+                jobs[job] = dict(ev.fields)
+            elif ev.kind == JOB_STARTED and job not in jobs:
+                # The coordinator that dispatched it may have died before its event spread: the
+                # agent's job.started carries what a successor needs.
                 jobs[job] = dict(ev.fields)
             elif ev.kind in (JOB_DONE, JOB_FAILED):
                 jobs.pop(job, None)
@@ -251,7 +255,7 @@ class JobService:
 
     async def _run(self, msg: proto.Dispatch, coordinator: str) -> None:
         where = {"job": msg.job, "node": msg.node, "agent": self.peers.me, "term": msg.token[0],
-                 "coordinator": coordinator}
+                 "coordinator": coordinator, "deadline": msg.deadline_ms // 1000}
         await self.logs.append(JOB_STARTED, where, log=node_log(msg.node))
         try:
             rec = await self.agent.run(msg.node, msg.job)

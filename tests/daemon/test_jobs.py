@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from pathlib import Path
 
 from peerbackup.net.proto import jobs as proto
@@ -140,3 +141,54 @@ def test_kill_9_the_agent_mid_backup_and_another_finishes(office: Office, tmp_pa
     assert sum(1 for e in evs if e["kind"] == "job.done") == 1  # completed exactly once
     repo(office, a, "restore", "latest", "--target", str(tmp_path / "out"))
     assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
+
+
+def test_kill_the_coordinator_right_after_dispatch_the_job_completes_once(office: Office, tmp_path: Path) -> None:
+    a, b, c = start_office(office, ["beta", "gamma"])
+    src = tmp_path / "shared"
+    make_tree(src, 20, 4_000_000)
+    home = ["--home", str(a.home)]
+    office.cli("grant", NODE, "beta", "gamma", *home)
+    office.cli("dataset", "add", NODE, str(src), *home)
+    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
+             and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
+    out = json.loads(office.cli("backup", NODE, "--json", *home).out)
+    office.kill(a)  # the coordinator dies right after the dispatch
+    survivor = c if out["agent_name"] == "beta" else b
+
+    def job_events() -> list[dict[str, object]]:
+        _code, evs = survivor.api("GET", f"/v1/log?log=node:{NODE}")
+        return [e for e in evs if e["fields"].get("job") == out["job"]]
+
+    wait_for(lambda: any(e["kind"] == "job.done" for e in job_events()), 120, "the job to finish")
+    wait_for(lambda: survivor.status()["coordinator"] not in (None, out["coordinator"]), 30, "a new coordinator")
+    # Exactly once: one job.done, and the new coordinator, which finds the job ended in the log (the
+    # agent's job.started names the job and its coordinator, even if alpha's job.dispatched did not
+    # reach anyone before it died), dispatches it to nobody else.
+    time.sleep(2)
+    events = job_events()
+    assert [e["kind"] for e in events].count("job.done") == 1
+    assert all(e["writer"] == out["coordinator"] for e in events if e["kind"] == "job.dispatched")
+
+
+def test_a_revoked_agent_is_not_dispatched_to_and_refuses(office: Office, tmp_path: Path) -> None:
+    a, b, c = start_office(office, ["beta", "gamma"])
+    src = tmp_path / "shared"
+    make_tree(src, 2, 100_000)
+    home = ["--home", str(a.home)]
+    office.cli("grant", NODE, "beta", "gamma", *home)
+    office.cli("dataset", "add", NODE, str(src), *home)
+    office.cli("revoke", NODE, "beta", *home)
+    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
+             and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
+    for _ in range(2):
+        out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)
+        assert out["agent_name"] == "gamma" and out["state"] == "done"
+    # Dispatched by hand to beta anyway: beta no longer holds the node's current keys.
+    term = a.status()["term"]
+    code, msg = call(a, b, proto.DISPATCH_PATH,  # type: ignore[misc]
+                     proto.Dispatch("manual-9", NODE, (term, a.peer_id), 0).to_wire())
+    assert code == "forbidden" and "only its admins and granted agents" in msg
+    # And its own daemon refuses to back the node up.
+    code, err = b.api("POST", "/v1/agent/run", {"node": NODE})
+    assert code == 409 and "does not hold the keys" in err["error"]
