@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint bench clean
+.PHONY: run one-peer demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,13 +12,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# A one-peer office in ./.run (initialised once), daemon in the foreground: Ctrl-C stops it.
+# The demo office: three daemons under ./.run/demo backing up a sample folder every minute; Ctrl-C stops them.
 run: $(STAMP)
+	$(PY) -m peerbackup demo --dir .run/demo
+
+# A one-peer office in ./.run/home (initialised once), its daemon in the foreground.
+one-peer: $(STAMP)
 	$(PY) -m peerbackup.cli.quickstart .run
 
 # The backup engine alone on a generated tree: backup, change, backup, diff, restore, check.
 demo: $(STAMP)
-	$(PY) -m peerbackup demo
+	$(PY) -m peerbackup.cli.demo .demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check peerbackup tests

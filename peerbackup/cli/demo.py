@@ -117,3 +117,9 @@ def _same_tree(a: Path, b: Path) -> bool:
     return all(_same_tree(a / d, b / d) for d in cmp.common_dirs)
 
 
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(run_demo(sys.argv[1] if len(sys.argv) > 1 else ".demo"))

@@ -416,8 +416,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"peerbackup {__version__}")
     top = p.add_subparsers(dest="cmd", required=True)
 
-    demo = top.add_parser("demo", help="back up a generated sample tree and show the snapshot")
-    demo.add_argument("--dir", default=".demo", help="working directory for the demo (default .demo)")
+    demo = top.add_parser("demo", help="an office of three daemons on this machine backing up a sample folder")
+    demo.add_argument("--dir", default=".run/demo", help="where the three homes live (default ./.run/demo)")
 
     from peerbackup.cli.office import add_parsers
 
@@ -484,9 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "demo":
-            from peerbackup.cli.demo import run_demo
+            from peerbackup.cli.officedemo import run_office_demo
 
-            return run_demo(args.dir)
+            return run_office_demo(args.dir)
         if getattr(args, "repo_cmd", None) == "key" and args.key_cmd == "remove" and not args.id:
             raise UsageError("key remove needs a key id (see `key list`)")
         try:
