@@ -156,17 +156,54 @@ def cmd_backup(args: argparse.Namespace) -> int:
     raise UsageError(f"job {out['job']} did not finish within {args.timeout} (see `peerbackup log {args.node}`)")
 
 
+def _since(text: str | None) -> str:
+    """--since as the ISO time events carry (UTC, "Z"): a duration ago (2h) or a date/time."""
+    if not text:
+        return ""
+    try:
+        when = time.time() - parse_duration(text)
+        return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except UsageError:
+        pass
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--since {text!r}: give a duration (2h, 1d) or a date/time (2026-11-26T02:00)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()  # local time, as a person types it
+    return parsed.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _print_event(e: dict[str, Any], as_json: bool) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps(e), flush=True)
+        return
+    rest = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in e.items()
+                    if k not in ("id", "time", "kind", "node", "writer", "writer_name") and v is not None)
+    print(f"{e['time']}  {e['writer_name'] or e['writer']:<12} {e['kind']:<16} {rest}", flush=True)
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     from peerbackup.cli.office import _home, _print_json
 
-    events = node_events(_home(args), args.node)
-    if args.json:
+    home = _home(args)
+    since = _since(args.since)
+    events = [e for e in node_events(home, args.node) if e["time"] >= since]
+    if args.json and not args.follow:
         _print_json(events)
         return EXIT_OK
+    seen: set[str] = set()
     for e in events:
-        rest = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in e.items()
-                        if k not in ("id", "time", "kind", "node", "writer", "writer_name") and v is not None)
-        print(f"{e['time']}  {e['writer_name'] or e['writer']:<12} {e['kind']:<16} {rest}")
+        seen.add(e["id"])
+        _print_event(e, args.json)
+    while args.follow:  # one JSON object per line with --json; Ctrl-C ends it
+        time.sleep(1.0)
+        for e in node_events(home, args.node):
+            if e["id"] not in seen and e["time"] >= since:
+                seen.add(e["id"])
+                _print_event(e, args.json)
     return EXIT_OK
 
 
@@ -223,6 +260,8 @@ def add_parsers(add: Any) -> None:
     b.add_argument("--timeout", default="4h", help="how long --wait waits (default 4h)")
     lg = add("log", cmd_log, "a backup node's event log, merged in order")
     lg.add_argument("node")
+    lg.add_argument("--follow", action="store_true", help="keep printing new events (--json: one per line)")
+    lg.add_argument("--since", metavar="TIME", help="only events after TIME: a duration ago (2h) or a date/time")
     d = add("dataset", cmd_dataset, "what a backup node backs up (admins)")
     d.add_argument("dataset_cmd", choices=["add"])
     d.add_argument("node")

@@ -192,3 +192,37 @@ def test_a_revoked_agent_is_not_dispatched_to_and_refuses(office: Office, tmp_pa
     # And its own daemon refuses to back the node up.
     code, err = b.api("POST", "/v1/agent/run", {"node": NODE})
     assert code == 409 and "does not hold the keys" in err["error"]
+
+
+def test_log_follow_and_since(office: Office, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import threading
+
+    from tests.daemon.harness import daemon_env, stop_group
+
+    a, b = start_office(office, ["beta"], replicas=1)
+    src = tmp_path / "shared"
+    make_tree(src, 1, 10_000)
+    home = ["--home", str(a.home)]
+    office.cli("grant", NODE, "beta", *home)
+    office.cli("dataset", "add", NODE, str(src), *home)
+    wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"] and a.status()["coordinator"],
+             20, "configuration and a coordinator")
+    follow = subprocess.Popen([sys.executable, "-m", "peerbackup", "log", NODE, "--follow", "--json", *home],
+                              stdout=subprocess.PIPE, env=daemon_env(), start_new_session=True)
+    lines: list[bytes] = []
+    assert follow.stdout is not None
+    threading.Thread(target=lambda: lines.extend(iter(follow.stdout.readline, b"")),  # type: ignore[union-attr]
+                     daemon=True).start()
+    try:
+        out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)
+        wait_for(lambda: any(json.loads(x)["kind"] == "job.done" for x in lines), 20, "job.done followed")
+        kinds = [json.loads(x)["kind"] for x in lines if json.loads(x)["job"] == out["job"]]
+        assert kinds == ["job.dispatched", "job.started", "job.done"]  # one object per line, as they come
+    finally:
+        stop_group(follow)
+    assert len(json.loads(office.cli("log", NODE, "--json", "--since", "1h", *home).out)) >= 3
+    assert json.loads(office.cli("log", NODE, "--json", "--since", "2099-01-01T00:00", *home).out) == []
+    res = office.cli("log", NODE, "--since", "yesterday-ish", *home, check=False)
+    assert res.rc == 2 and "--since" in res.err
