@@ -15,9 +15,9 @@ Schedules: the coordinator evaluates them every heartbeat (core/schedule.py);
 a due slot's job id is a hash of node, schedule and slot, and a slot whose job
 the node's log shows dispatched (by this coordinator or a previous one) is not
 started again. A job whose agent is dead (liveness) before the job ended is
-dispatched again, same job id, to another agent inside its deadline. Not yet:
-retries after a failure, act-as tokens required by storage peers, progress
-heartbeats.
+dispatched again, same job id, to another agent inside its deadline; a scheduled
+job that failed is retried with back-off while its retries and window last. Not
+yet: act-as tokens required by storage peers, progress heartbeats.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from peerbackup.core.schedule import due
+from peerbackup.core.schedule import due, retry_at
 from peerbackup.daemon.logs import event
 from peerbackup.errors import Forbidden, NotAHolder, PeerBackupError, ProtocolError, UsageError
 from peerbackup.net.proto import jobs as proto
@@ -140,6 +140,40 @@ class JobService:
                 jobs.pop(job, None)
         return jobs
 
+    def failed_jobs(self, node: str) -> dict[str, dict[str, Any]]:
+        """Jobs whose latest outcome is job.failed, with the fields of their latest dispatch."""
+        last: dict[str, dict[str, Any]] = {}
+        failed: set[str] = set()
+        for ev in self.logs.state.ordered(node_log(node)):
+            job = str(ev.fields.get("job"))
+            if ev.kind in (JOB_DISPATCHED, JOB_STARTED):
+                last[job] = {**last.get(job, {}), **ev.fields} if ev.kind == JOB_STARTED else dict(ev.fields)
+                failed.discard(job)
+            elif ev.kind == JOB_DONE:
+                failed.discard(job)
+            elif ev.kind == JOB_FAILED:
+                failed.add(job)
+        return {job: last[job] for job in failed if job in last}
+
+    async def _retry(self, name: str, now: float) -> None:
+        """A scheduled job that failed is tried again with back-off (retry_delay doubling), while the
+        schedule's retries and the slot's window last."""
+        schedules = self.nodes.nodes()[name].schedules
+        for job, f in self.failed_jobs(name).items():
+            sc = schedules.get(str(f.get("schedule")))
+            if sc is None or "slot" not in f:
+                continue  # a manual backup is not retried: whoever asked sees it failed
+            attempt = int(f.get("attempt", 1))
+            at = retry_at(sc, float(f["slot"]), attempt)
+            if at is None or now < at:
+                continue
+            event(self.log, "job.retry", job=job, node=name, attempt=attempt + 1)
+            try:
+                await self.start(name, job, deadline=float(f["slot"]) + sc.window,
+                                 why={"schedule": sc.id, "slot": int(f["slot"]), "attempt": attempt + 1})
+            except UsageError as exc:
+                event(self.log, "job.not_started", logging.WARNING, node=name, job=job, reason=str(exc))
+
     async def _redispatch(self, name: str, now: float) -> None:
         """A job whose agent died mid-way goes to another agent inside its window; the second agent
         reuses the packs the first one stored (the engine indexes packs found without an index)."""
@@ -166,6 +200,7 @@ class JobService:
         now = self.clock()
         for name in sorted(self.nodes.nodes()):
             await self._redispatch(name, now)
+            await self._retry(name, now)
         for name, node in sorted(self.nodes.nodes().items()):
             for sc in node.schedules.values():
                 key = f"{name}/{sc.id}"

@@ -226,3 +226,30 @@ def test_log_follow_and_since(office: Office, tmp_path: Path) -> None:
     assert json.loads(office.cli("log", NODE, "--json", "--since", "2099-01-01T00:00", *home).out) == []
     res = office.cli("log", NODE, "--since", "yesterday-ish", *home, check=False)
     assert res.rc == 2 and "--since" in res.err
+
+
+def test_a_failed_scheduled_job_is_retried_with_back_off_then_given_up(office: Office, tmp_path: Path) -> None:
+    # Storage peers with almost no room: every backup fails to store its pack, a real failure.
+    tiny = ["--storage-quota", "2K"]
+    a, _ = start_office(office, ["beta"], replicas=1, extra={"alpha": tiny, "beta": tiny})
+    src = tmp_path / "shared"
+    make_tree(src, 1, 100_000)
+    home = ["--home", str(a.home)]
+    office.cli("grant", NODE, "beta", *home)
+    office.cli("dataset", "add", NODE, str(src), *home)
+    office.cli("schedule", "add", NODE, "--every", "1h", "--window", "2h", "--retries", "2", "--retry-delay", "1s",
+               *home)
+    # The hourly slot that has just passed is caught up (inside its window); it fails, is retried after
+    # 1 s and after 3 s more, and then left failed.
+
+    def attempts() -> list[tuple[str, object]]:
+        evs = json.loads(office.cli("log", NODE, "--json", *home).out)
+        return [(e["kind"], e.get("attempt")) for e in evs if e["kind"] in ("job.dispatched", "job.failed")]
+
+    wait_for(lambda: attempts().count(("job.failed", None)) >= 3, 60, "three failed attempts")
+    time.sleep(3)  # no fourth attempt comes
+    got = attempts()
+    dispatched = [att for kind, att in got if kind == "job.dispatched"]
+    assert dispatched == [None, 2, 3] and got.count(("job.failed", None)) == 3, got
+    jobs = {e["job"] for e in json.loads(office.cli("log", NODE, "--json", *home).out)}
+    assert len(jobs) == 1  # one slot, one job id, three attempts
