@@ -68,7 +68,7 @@ def connect(home: Home, node: str, delete: bool = False, warn: Callable[[str], N
     session = loop.call(make_session)
     client = PeerClient(ident.key, Settings(), time.time, os.urandom, session)
     store = PeerStore(node, int(access["replicas"]), peers, StoreClient(client, node), loop.run, ident.peer_id,
-                      grant, warn or _warn)
+                      grant, warn or _warn, bytes.fromhex(access.get("act_as", "")))
 
     def close() -> None:
         loop.call(session.close)

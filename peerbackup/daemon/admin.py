@@ -203,7 +203,9 @@ class AdminApi:
         node = obj.get("node")
         if not isinstance(node, str):
             raise UsageError("give the node name")
-        rec = await self.daemon.agent.run(node, f"here-{secrets.token_hex(6)}")
+        job = f"here-{secrets.token_hex(6)}"
+        token = await self.daemon.jobs.act_as(node, job) if self.daemon.needs_act_as(node) else b""
+        rec = await self.daemon.agent.run(node, job, token)
         return web.json_response(dataclasses.asdict(rec))
 
     async def backup_now(self, request: web.Request) -> web.Response:

@@ -396,13 +396,24 @@ class Daemon:
             out.append(StoragePeer(cert.peer_id, cert.name, tuple(addrs), cert.public_key, alive, cert.rank))
         return out
 
+    def needs_act_as(self, node: str) -> bool:
+        """An agent (not an admin) writes as a node only with the coordinator's act-as token."""
+        info = self.nodes.node(node)
+        return self.ident.peer_id in info.agents and not self.ident.certificate.has_role("admin")
+
     async def store_access(self, node: str) -> dict[str, Any]:
         """What a key holder's process needs to use a node's repository in the peer store."""
         keys = self.nodes.keys(node)  # NotAHolder, naming who holds them, for anyone else
         info = self.nodes.nodes()[node]
+        act_as = b""
+        if self.needs_act_as(node):
+            try:
+                act_as = await self.jobs.act_as(node, f"cli-{secrets.token_hex(6)}")
+            except PeerBackupError as exc:  # reads still work; a write will be refused, saying why
+                event(self.log, "act_as.unavailable", logging.WARNING, node=node, reason=str(exc))
         return {"node": node, "replicas": info.replicas, "created": info.created, "me": self.ident.peer_id,
                 "office": self.ident.office.fingerprint, "keys": codec.pack(keys.to_wire()).hex(),
-                "peers": [p.to_json() for p in await self.storage_peers()]}
+                "peers": [p.to_json() for p in await self.storage_peers()], "act_as": act_as.hex()}
 
     async def storage_report(self) -> dict[str, Any]:
         """`peerbackup storage`: what each storage peer keeps, and how many files lack copies."""

@@ -75,7 +75,7 @@ class AgentService:
         self.jobs: dict[str, JobRecord] = {}
         self._busy = threading.Lock()  # one backup at a time on a machine
 
-    async def run(self, node_name: str, job: str) -> JobRecord:
+    async def run(self, node_name: str, job: str, act_as: bytes = b"") -> JobRecord:
         keys = self.keys(node_name)  # NotAHolder (naming who holds them) for anyone else
         node = self.nodes()[node_name]
         datasets, skipped = readable(sorted(node.datasets.values(), key=lambda d: d.path), self.me)
@@ -90,7 +90,8 @@ class AgentService:
 
         store = PeerStore(node_name, node.replicas, await self.peers(), StoreClient(self.client, node_name),
                           on_loop, self.me, warn=lambda m: event(self.log, "agent.store_warning", logging.WARNING,
-                                                                 node=node_name, job=job, message=m))
+                                                                 node=node_name, job=job, message=m),
+                          act_as=act_as)
         event(self.log, "agent.backup_started", node=node_name, job=job, datasets=len(datasets))
         try:
             await asyncio.to_thread(self._backup, store, keys, node, datasets, job, rec)

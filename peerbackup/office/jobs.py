@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from peerbackup.core.actas import ActAs
 from peerbackup.core.schedule import due, retry_at
 from peerbackup.daemon.logs import event
 from peerbackup.errors import Forbidden, NotAHolder, PeerBackupError, ProtocolError, UsageError
@@ -40,6 +41,8 @@ from peerbackup.office.liveness import ALIVE, DEAD
 from peerbackup.office.nodes import NodeService
 
 JOB_DISPATCHED, JOB_STARTED, JOB_DONE, JOB_FAILED = "job.dispatched", "job.started", "job.done", "job.failed"
+ACT_AS_ISSUED = "act_as.issued"
+ACT_AS_VALIDITY = 6 * 3600
 RESTORE_DONE = "restore.done"
 DEADLINE = 4 * 3600.0  # a manual backup's window
 
@@ -67,6 +70,7 @@ class JobService:
         server.route(proto.REQUEST_PATH, auth, self._on_request)
         server.route(proto.DISPATCH_PATH, auth, self._on_dispatch)
         server.route(proto.REPORT_PATH, auth, self._on_report)
+        server.route(proto.ACT_AS_PATH, auth, self._on_act_as)
 
     async def _send(self, peer_id: str, path: str, body: bytes) -> bytes:
         cert = self.peers.membership.member(peer_id, self.clock())
@@ -268,6 +272,31 @@ class JobService:
         self.nodes.keys(node)  # only a holder of the keys can have restored it
         await self.logs.append(RESTORE_DONE, {"node": node, "agent": self.peers.me, **fields}, log=node_log(node))
 
+    async def _on_act_as(self, issuer: str, body: bytes) -> bytes:
+        """The coordinator lets a granted agent act as the node for a job: a token it signs, logged."""
+        msg = proto.ActAsRequest.from_wire(body)
+        coordinator, term = self.coordination.status()
+        if coordinator != self.peers.me or term is None:
+            raise Forbidden("this peer is not the coordinator")
+        info = self.nodes.nodes().get(msg.node)
+        if info is None or issuer not in info.agents or issuer in self.peers.membership.revocations:
+            raise Forbidden(f"{issuer} is not a granted agent of backup node {msg.node}")
+        now = self.clock()
+        token = ActAs.issue(self.peers.ident.key, term, issuer, msg.node, msg.job, int(now), ACT_AS_VALIDITY)
+        await self.logs.append(ACT_AS_ISSUED, {"job": msg.job, "node": msg.node, "agent": issuer, "term": term,
+                                               "expires": token.expires}, log=node_log(msg.node))
+        return proto.ActAsReply(token.raw).to_wire()
+
+    async def act_as(self, node: str, job: str, coordinator: str | None = None) -> bytes:
+        """An act-as token for this peer, from the given (or the current) coordinator."""
+        coordinator = coordinator or self.coordination.status()[0]
+        if coordinator is None:
+            raise UsageError("there is no coordinator to let this agent act as the node; try again shortly")
+        body = proto.ActAsRequest(node, job).to_wire()
+        raw = await (self._on_act_as(self.peers.me, body) if coordinator == self.peers.me
+                     else self._send(coordinator, proto.ACT_AS_PATH, body))
+        return proto.ActAsReply.from_wire(raw).token
+
     # ---- the agent ---------------------------------------------------------------------
 
     async def _on_dispatch(self, issuer: str, body: bytes) -> bytes:
@@ -291,9 +320,11 @@ class JobService:
     async def _run(self, msg: proto.Dispatch, coordinator: str) -> None:
         where = {"job": msg.job, "node": msg.node, "agent": self.peers.me, "term": msg.token[0],
                  "coordinator": coordinator, "deadline": msg.deadline_ms // 1000}
-        await self.logs.append(JOB_STARTED, where, log=node_log(msg.node))
         try:
-            rec = await self.agent.run(msg.node, msg.job)
+            # Log on as the node: the coordinator that dispatched the job checks the grant and signs.
+            token = await self.act_as(msg.node, msg.job, coordinator)
+            await self.logs.append(JOB_STARTED, where, log=node_log(msg.node))
+            rec = await self.agent.run(msg.node, msg.job, token)
         except PeerBackupError as exc:
             await self.logs.append(JOB_FAILED, {**where, "reason": str(exc)[:500]}, log=node_log(msg.node))
             report = proto.JobReport(msg.job, msg.node, "failed", (), str(exc))

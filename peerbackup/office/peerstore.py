@@ -106,9 +106,9 @@ class StoreClient:
         return proto.FileRef(self.node, ftype, name)
 
     async def put(self, peer: StoragePeer, ftype: FileType, name: str, data: bytes | Sequence[bytes | bytearray],
-                  digest: bytes) -> bool:
+                  digest: bytes, act_as: bytes = b"") -> bool:
         pieces = [data] if isinstance(data, bytes) else list(data)
-        body = proto.Put(self._ref(ftype, name), sum(len(p) for p in pieces), digest).to_wire()
+        body = proto.Put(self._ref(ftype, name), sum(len(p) for p in pieces), digest, act_as).to_wire()
         raw, _ = await self._call(peer, proto.PUT_PATH, body, upload=pieces)
         return proto.Reply.from_wire(raw).stored
 
@@ -157,8 +157,10 @@ class PeerStore:
     """Store over the office's storage peers for one backup node (sync; see the module doc)."""
 
     def __init__(self, node: str, replicas: int, peers: list[StoragePeer], client: StoreClient, run: Runner[Any],
-                 me: str, grant: bytes = b"", warn: Callable[[str], None] | None = None) -> None:
+                 me: str, grant: bytes = b"", warn: Callable[[str], None] | None = None,
+                 act_as: bytes = b"") -> None:
         self.node = node
+        self.act_as = act_as  # an agent's token from the coordinator: storage peers require it of agents
         self.replicas = replicas
         self.peers = {p.peer_id: p for p in peers}
         self.client = client
@@ -243,7 +245,8 @@ class PeerStore:
         def start() -> None:
             while len(running) + len(stored) + len(existed) < want and queue:
                 pid = queue.pop(0)
-                running[asyncio.ensure_future(self.client.put(self.peers[pid], ftype, name, data, digest))] = pid
+                running[asyncio.ensure_future(
+                    self.client.put(self.peers[pid], ftype, name, data, digest, self.act_as))] = pid
 
         start()
         while running:

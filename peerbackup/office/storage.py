@@ -1,9 +1,9 @@
 """The holder, served over the signed peer protocol, with who-may-do-what from the control log.
 
-For now (issue 5) the write capability is derived from the grant in the control
-log and bound to the signer: only a peer holding the node's keys (its admins
-and granted agents) may write into its namespace or read it back; a storage
-peer may also read, and the coordinator copies content-named files, to repair. The ordinary
+Who writes into a node's namespace, bound to the request's signer: an admin
+holding the node's keys (its grant), a granted agent with the coordinator's
+act-as token naming it (core/actas.py), and the coordinator copying
+content-named files to repair. Holders of the keys and storage peers read. The ordinary
 capability is append-only: nothing is overwritten (but a lock), and deleting
 takes a DeleteGrant signed by the office key for the signer, which an admin
 issues (and logs) for a prune. Deleted files go to the holder's trash.
@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from aiohttp import StreamReader
 
+from peerbackup.core.actas import ActAs, coordinator_of
 from peerbackup.core.certs import DeleteGrant
 from peerbackup.core.crypto import content_hash
 from peerbackup.core.nodes import Node
@@ -70,9 +71,11 @@ class StorageService:
         cert = self.peers.membership.certs.get(issuer)
         return cert is not None and cert.has_role("storage")
 
-    def _check(self, issuer: str, ref: proto.FileRef, write: bool) -> None:
+    def _check(self, issuer: str, ref: proto.FileRef, write: bool, act_as: bytes = b"") -> None:
         info = self._node(ref.node)
         if issuer in info.holders:
+            if write and issuer in info.agents and not self._is_admin(issuer):
+                self._check_act_as(issuer, ref.node, act_as)
             return
         if self._is_storage_peer(issuer) and not write:
             return  # storage peers read, to repair and to scrub
@@ -82,6 +85,28 @@ class StorageService:
             return
         raise Forbidden(f"{issuer} may not {'write into' if write else 'read'} backup node {ref.node}: only its "
                         "admins and granted agents may")
+
+    def _is_admin(self, issuer: str) -> bool:
+        cert = self.peers.membership.certs.get(issuer)
+        return cert is not None and cert.has_role("admin")
+
+    def _check_act_as(self, issuer: str, node: str, raw: bytes) -> None:
+        """An agent writes as the node only with the coordinator's act-as token naming it, this node,
+        a job, and a term that coordinator claimed in the log (admins write with their grant)."""
+        if not raw:
+            raise Forbidden(f"{issuer} is an agent of {node}: writing as the node takes the coordinator's act-as "
+                            "token (peerbackup backup NODE, or repo commands through the daemon)")
+        try:
+            cert = self.peers.membership.certs.get(coordinator_of(raw))
+            if cert is None:
+                raise FormatError("act-as token", "signed by an unknown peer")
+            token = ActAs.from_bytes(raw, cert.public_key)
+        except FormatError as exc:
+            raise Forbidden(f"act-as token refused: {exc}") from None
+        why = token.refusal(node, issuer, self.peers.clock(), self.logs.state.config().coordinator_terms,
+                            self.peers.settings.clock_skew)
+        if why:
+            raise Forbidden(f"act-as token refused: {why}")
 
     async def _run(self, fn: object, *args: object) -> object:
         try:
@@ -98,7 +123,7 @@ class StorageService:
 
     async def _on_put(self, issuer: str, body: bytes, stream: StreamReader | None) -> bytes:
         msg = proto.Put.from_wire(body)
-        self._check(issuer, msg.ref, write=True)
+        self._check(issuer, msg.ref, write=True, act_as=msg.act_as)
         assert stream is not None
         data = bytearray(msg.size)
         view = memoryview(data)

@@ -32,7 +32,8 @@ def test_backup_now_runs_once_on_one_agent_and_every_peer_logs_it(office: Office
     job = out["job"]
 
     def events(p: Peer) -> list[dict[str, object]]:
-        return [e for e in json.loads(office.cli("log", NODE, "--json", *home[p.name]).out) if e["job"] == job]
+        return [e for e in json.loads(office.cli("log", NODE, "--json", *home[p.name]).out)
+                if e["job"] == job and str(e["kind"]).startswith("job.")]
 
     wait_for(lambda: all(len(events(p)) == 3 for p in peers), 20, "the job's events on every peer")
     logs = [events(p) for p in peers]
@@ -43,6 +44,10 @@ def test_backup_now_runs_once_on_one_agent_and_every_peer_logs_it(office: Office
         assert e["node"] == NODE and e["agent"] == out["agent"] and e["term"] == out["term"]
     assert logs[0][0]["writer"] == coordinator and logs[0][2]["writer"] == out["agent"]
     assert logs[0][2]["snapshots"] == out["snapshots"]
+    # The agent acted as the node with the coordinator's token, and the coordinator logged giving it.
+    issued = [e for e in json.loads(office.cli("log", NODE, "--json", *home["beta"]).out)
+              if e["kind"] == "act_as.issued" and e["job"] == job]
+    assert [(e["writer"], e["agent"], e["term"]) for e in issued] == [(coordinator, out["agent"], out["term"])]
     # Exactly one snapshot, made as the node by that agent.
     snaps = json.loads(repo(office, a, "snapshots", "--json").out)
     assert [s["id"] for s in snaps] == out["snapshots"] and snaps[0]["extra"]["agent"] == out["agent"]
@@ -218,8 +223,9 @@ def test_log_follow_and_since(office: Office, tmp_path: Path) -> None:
     try:
         out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)
         wait_for(lambda: any(json.loads(x)["kind"] == "job.done" for x in lines), 20, "job.done followed")
+        # One object per line, as they come.
         kinds = [json.loads(x)["kind"] for x in lines if json.loads(x)["job"] == out["job"]]
-        assert kinds == ["job.dispatched", "job.started", "job.done"]  # one object per line, as they come
+        assert kinds == ["job.dispatched", "act_as.issued", "job.started", "job.done"]
     finally:
         stop_group(follow)
     assert len(json.loads(office.cli("log", NODE, "--json", "--since", "1h", *home).out)) >= 3

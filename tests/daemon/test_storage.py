@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import blake3
 
+from peerbackup.core.actas import ActAs
 from peerbackup.core.crypto import content_hash
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.home import Home
@@ -48,8 +49,9 @@ def call(as_peer: Peer, target: Peer, path: str, body: bytes, upload: bytes | No
     return asyncio.run(run())
 
 
-def put(as_peer: Peer, target: Peer, node: str, name: str, data: bytes, ftype: FileType = FileType.DATA) -> Any:
-    head = proto.Put(proto.FileRef(node, ftype, name), len(data), content_hash(data)).to_wire()
+def put(as_peer: Peer, target: Peer, node: str, name: str, data: bytes, ftype: FileType = FileType.DATA,
+        act_as: bytes = b"") -> Any:
+    head = proto.Put(proto.FileRef(node, ftype, name), len(data), content_hash(data), act_as).to_wire()
     return call(as_peer, target, proto.PUT_PATH, head, upload=data)
 
 
@@ -65,13 +67,34 @@ def test_store_capabilities_and_refusals(office: Office) -> None:
     eve = office.join("eve", office.invite(a))  # a member, never granted
     office.cli("node", "add", "accounts", "--home", str(a.home))
     office.cli("grant", "accounts", "beta", "--home", str(a.home))
-    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, g)}) == 1, 20, "the grant everywhere")
+    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, g)}) == 1
+             and {p.status()["coordinator"] for p in (a, b, g)} == {a.peer_id}, 20, "the grant and alpha everywhere")
+    term = int(a.status()["term"])
+    a_key, b_key = Home(a.home).load().key, Home(b.home).load().key
 
+    def token(signer: Any = a_key, agent: str = b.peer_id, node: str = "accounts", valid: int = 3600,
+              t: int = term) -> bytes:
+        return ActAs.issue(signer, t, agent, node, "job-1", int(time.time()), valid).raw
+
+    tok = token()
     data = RNG.randbytes(100_000)
     name = content_hash(data).hex()
-    reply = put(b, g, "accounts", name, data)
+    # An agent writes as the node only with the coordinator's act-as token naming it: not without one, not
+    # with one for another agent or node, signed by a peer that is not the term's coordinator, or expired.
+    for bad, why in ((b"", "takes the coordinator's act-as token"),
+                     (token(agent=a.peer_id), "not the peer that sent it"),
+                     (token(node="design"), "not accounts"),
+                     (token(signer=b_key), "was not the coordinator of term"),
+                     (token(t=term + 5), "was not the coordinator of term"),
+                     (b"\x81\xa1x\x01", "act-as token refused")):
+        code, msg = put(b, g, "accounts", name, data, act_as=bad)
+        assert code == "forbidden" and why in msg, (why, msg)
+    expired = ActAs.issue(a_key, term, b.peer_id, "accounts", "job-0", int(time.time()) - 7200, 60).raw
+    code, msg = put(b, g, "accounts", name, data, act_as=expired)
+    assert code == "forbidden" and "expired" in msg
+    reply = put(b, g, "accounts", name, data, act_as=tok)
     assert isinstance(reply, proto.Reply) and reply.stored
-    again = put(b, g, "accounts", name, data)
+    again = put(b, g, "accounts", name, data, act_as=tok)
     assert isinstance(again, proto.Reply) and not again.stored  # a retried upload
     got = get(b, g, proto.FileRef("accounts", FileType.DATA, name), 10, 100)
     assert isinstance(got, proto.Reply) and got.data == data[10:110]
@@ -88,14 +111,14 @@ def test_store_capabilities_and_refusals(office: Office) -> None:
     assert code == "forbidden" and "only its admins and granted agents" in msg
     tampered = bytearray(data)
     tampered[0] ^= 1
-    code, msg = put(b, g, "accounts", name, bytes(tampered))
+    code, msg = put(b, g, "accounts", name, bytes(tampered), act_as=tok)
     assert code == "store-refused" and "do not match their name" in msg
     code, msg = put(b, g, "../../etc", name, data)
     assert code == "forbidden" and "no backup node" in msg
     missing = get(b, g, proto.FileRef("accounts", FileType.DATA, "ab" * 32))
     assert isinstance(missing, tuple) and missing[0] == "no-such-file"
     big = RNG.randbytes(250_000)
-    code, msg = put(b, g, "accounts", content_hash(big).hex(), big)
+    code, msg = put(b, g, "accounts", content_hash(big).hex(), big, act_as=tok)
     assert code == "store-refused" and "quota" in msg.lower()
     code, msg = put(b, g, "nosuch", name, data)
     assert code == "forbidden"
@@ -103,9 +126,10 @@ def test_store_capabilities_and_refusals(office: Office) -> None:
     # over the limit. Nothing is stored and the holder keeps serving.
     other = RNG.randbytes(5000)
     ref = proto.FileRef("accounts", FileType.DATA, content_hash(other).hex())
-    short = call(b, g, proto.PUT_PATH, proto.Put(ref, 6000, content_hash(other)).to_wire(), upload=other)
+    short = call(b, g, proto.PUT_PATH, proto.Put(ref, 6000, content_hash(other), tok).to_wire(), upload=other)
     assert isinstance(short, tuple) and short[0] == "malformed" and "5000 of 6000 bytes" in short[1]
-    code, msg = call(b, g, proto.PUT_PATH, proto.Put(ref, 5000, bytes(32)).to_wire(), upload=other)  # type: ignore[misc]
+    code, msg = call(b, g, proto.PUT_PATH, proto.Put(ref, 5000, bytes(32), tok).to_wire(),  # type: ignore[misc]
+                     upload=other)
     assert code == "store-refused" and "signed hash" in msg
     code, msg = call(b, g, proto.PUT_PATH, proto.Put(ref, 64 * 1024 * 1024, content_hash(other)).to_wire(),  # type: ignore[misc]
                      upload=other)
@@ -117,8 +141,8 @@ def test_store_capabilities_and_refusals(office: Office) -> None:
     office.cli("revoke", "accounts", "beta", "--home", str(a.home))
     wait_for(lambda: len({p.status()["config_digest"] for p in (a, g)}) == 1, 20, "the revocation on gamma")
     other = RNG.randbytes(1000)
-    code, _ = put(b, g, "accounts", content_hash(other).hex(), other)
-    assert code == "forbidden"
+    code, _ = put(b, g, "accounts", content_hash(other).hex(), other, act_as=tok)
+    assert code == "forbidden"  # its token does not help: it holds no keys of the node any more
     for p in (g,):
         assert p.proc is not None and p.proc.poll() is None
         assert "peer.handler_failed" not in p.log.read_text()

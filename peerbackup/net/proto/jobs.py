@@ -17,6 +17,7 @@ from peerbackup.net.proto.coordinator import Token, _token
 REQUEST_PATH = "/v1/jobs/request"
 DISPATCH_PATH = "/v1/jobs/dispatch"
 REPORT_PATH = "/v1/jobs/report"
+ACT_AS_PATH = "/v1/jobs/act-as"
 STATES = ("done", "failed")
 _JOB = re.compile(r"[a-z0-9-]{1,64}")
 
@@ -104,3 +105,36 @@ class JobReport:
             raise Malformed(f"{what}: unknown state {state!r}")
         return cls(_job(obj, what), _node(obj, what), state, tuple(_wire.items(obj, "snapshots", str, what)),
                    _wire.get(obj, "message", str, what)[:2000])
+
+
+@dataclass(frozen=True)
+class ActAsRequest:
+    """Agent -> coordinator: let me act as this node for this job (answered with a signed ActAs token)."""
+
+    node: str
+    job: str
+
+    def to_wire(self) -> bytes:
+        return _wire.encode({"node": self.node, "job": self.job})
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> ActAsRequest:
+        what = "act-as request"
+        obj = _wire.decode(data, what)
+        return cls(_node(obj, what), _job(obj, what))
+
+
+@dataclass(frozen=True)
+class ActAsReply:
+    token: bytes
+
+    def to_wire(self) -> bytes:
+        return _wire.encode({"token": self.token})
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> ActAsReply:
+        what = "act-as reply"
+        token = _wire.get(_wire.decode(data, what), "token", bytes, what)
+        if len(token) > 4096:
+            raise Malformed(f"{what}: oversized token")
+        return cls(token)

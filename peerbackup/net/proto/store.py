@@ -66,15 +66,19 @@ class Put:
     ref: FileRef
     size: int
     hash: bytes  # BLAKE3 of the bytes that follow
+    act_as: bytes = b""  # the coordinator's act-as token, for an agent writing as the node
 
     def to_wire(self) -> bytes:
-        return _wire.encode({**self.ref.fields(), "size": self.size, "hash": self.hash})
+        return _wire.encode({**self.ref.fields(), "size": self.size, "hash": self.hash, "actas": self.act_as})
 
     @classmethod
     def from_wire(cls, data: bytes) -> Put:
         what = "store put"
         obj = _wire.decode(data, what)
-        return cls(FileRef.parse(obj, what), *_size_hash(obj, what))
+        act_as = obj.get("actas", b"")
+        if not isinstance(act_as, bytes) or len(act_as) > 4096:
+            raise Malformed(f"{what}: bad act-as token")
+        return cls(FileRef.parse(obj, what), *_size_hash(obj, what), act_as)
 
 
 @dataclass(frozen=True)
