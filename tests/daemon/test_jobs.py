@@ -6,11 +6,25 @@ import itertools
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from peerbackup.net.proto import jobs as proto
 from tests.daemon.harness import Office, Peer, wait_for
 from tests.daemon.test_peerstore import NODE, make_tree, repo, start_office, tree_hashes
 from tests.daemon.test_storage import call
+
+
+def node_office(office: Office, tmp_path: Path, agents: list[str], files: int, size: int,
+                extra_peers: tuple[str, ...] | list[str] = (), **kw: Any) -> tuple[list[Peer], Path, list[str]]:
+    """alpha (admin), the agents and extra peers; node `accounts` granted to the agents, backing up a fresh
+    tree."""
+    peers = start_office(office, [*agents, *extra_peers], **kw)
+    src = tmp_path / "shared"
+    make_tree(src, files, size)
+    home = ["--home", str(peers[0].home)]
+    office.cli("grant", NODE, *agents, *home)
+    office.cli("dataset", "add", NODE, str(src), *home)
+    return peers, src, home
 
 
 def test_backup_now_runs_once_on_one_agent_and_every_peer_logs_it(office: Office, tmp_path: Path) -> None:
@@ -93,12 +107,7 @@ def test_agents_refuse_stale_or_foreign_dispatches(office: Office, tmp_path: Pat
 
 
 def test_a_schedule_fires_and_each_slot_runs_once(office: Office, tmp_path: Path) -> None:
-    a, b, c = start_office(office, ["beta", "gamma"])
-    src = tmp_path / "shared"
-    make_tree(src, 3, 200_000)
-    home = ["--home", str(a.home)]
-    office.cli("grant", NODE, "beta", "gamma", *home)
-    office.cli("dataset", "add", NODE, str(src), *home)
+    (a, b, c), _src, home = node_office(office, tmp_path, ["beta", "gamma"], 3, 200_000)
     office.cli("schedule", "add", NODE, "--every", "4s", "--window", "1m", *home)
 
     def done_slots() -> list[dict[str, object]]:
@@ -119,12 +128,9 @@ def test_a_schedule_fires_and_each_slot_runs_once(office: Office, tmp_path: Path
 
 
 def test_kill_9_the_agent_mid_backup_and_another_finishes(office: Office, tmp_path: Path) -> None:
-    a, b, c, d = start_office(office, ["beta", "gamma", "delta"])
-    src = tmp_path / "shared"
-    make_tree(src, 50, 4_000_000)  # ~220 MB: a few seconds of backup
-    home = ["--home", str(a.home)]
-    office.cli("grant", NODE, "beta", "gamma", *home)
-    office.cli("dataset", "add", NODE, str(src), *home)
+    # ~220 MB: a few seconds of backup. delta is a storage peer only: beta and gamma are the agents.
+    (a, b, c, d), src, home = node_office(office, tmp_path, ["beta", "gamma"], 50, 4_000_000,
+                                          extra_peers=["delta"])
     wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c, d)}) == 1, 20, "configuration everywhere")
     out = json.loads(office.cli("backup", NODE, "--json", *home).out)
     job = out["job"]
@@ -149,12 +155,7 @@ def test_kill_9_the_agent_mid_backup_and_another_finishes(office: Office, tmp_pa
 
 
 def test_kill_the_coordinator_right_after_dispatch_the_job_completes_once(office: Office, tmp_path: Path) -> None:
-    a, b, c = start_office(office, ["beta", "gamma"])
-    src = tmp_path / "shared"
-    make_tree(src, 20, 4_000_000)
-    home = ["--home", str(a.home)]
-    office.cli("grant", NODE, "beta", "gamma", *home)
-    office.cli("dataset", "add", NODE, str(src), *home)
+    (a, b, c), _src, home = node_office(office, tmp_path, ["beta", "gamma"], 20, 4_000_000)
     wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
              and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
     out = json.loads(office.cli("backup", NODE, "--json", *home).out)
@@ -177,12 +178,7 @@ def test_kill_the_coordinator_right_after_dispatch_the_job_completes_once(office
 
 
 def test_a_revoked_agent_is_not_dispatched_to_and_refuses(office: Office, tmp_path: Path) -> None:
-    a, b, c = start_office(office, ["beta", "gamma"])
-    src = tmp_path / "shared"
-    make_tree(src, 2, 100_000)
-    home = ["--home", str(a.home)]
-    office.cli("grant", NODE, "beta", "gamma", *home)
-    office.cli("dataset", "add", NODE, str(src), *home)
+    (a, b, c), _src, home = node_office(office, tmp_path, ["beta", "gamma"], 2, 100_000)
     office.cli("revoke", NODE, "beta", *home)
     wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
              and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
@@ -206,12 +202,7 @@ def test_log_follow_and_since(office: Office, tmp_path: Path) -> None:
 
     from tests.daemon.harness import daemon_env, stop_group
 
-    a, b = start_office(office, ["beta"], replicas=1)
-    src = tmp_path / "shared"
-    make_tree(src, 1, 10_000)
-    home = ["--home", str(a.home)]
-    office.cli("grant", NODE, "beta", *home)
-    office.cli("dataset", "add", NODE, str(src), *home)
+    (a, b), _src, home = node_office(office, tmp_path, ["beta"], 1, 10_000, replicas=1)
     wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"] and a.status()["coordinator"],
              20, "configuration and a coordinator")
     follow = subprocess.Popen([sys.executable, "-m", "peerbackup", "log", NODE, "--follow", "--json", *home],
@@ -237,12 +228,8 @@ def test_log_follow_and_since(office: Office, tmp_path: Path) -> None:
 def test_a_failed_scheduled_job_is_retried_with_back_off_then_given_up(office: Office, tmp_path: Path) -> None:
     # Storage peers with almost no room: every backup fails to store its pack, a real failure.
     tiny = ["--storage-quota", "2K"]
-    a, _ = start_office(office, ["beta"], replicas=1, extra={"alpha": tiny, "beta": tiny})
-    src = tmp_path / "shared"
-    make_tree(src, 1, 100_000)
-    home = ["--home", str(a.home)]
-    office.cli("grant", NODE, "beta", *home)
-    office.cli("dataset", "add", NODE, str(src), *home)
+    _, _, home = node_office(office, tmp_path, ["beta"], 1, 100_000, replicas=1,
+                             extra={"alpha": tiny, "beta": tiny})
     office.cli("schedule", "add", NODE, "--every", "1h", "--window", "2h", "--retries", "2", "--retry-delay", "1s",
                *home)
     # The hourly slot that has just passed is caught up (inside its window); it fails, is retried after
