@@ -124,40 +124,31 @@ class JobService:
                 out.append(agent)
         return sorted(out, key=lambda a: (a != self.last_ok.get(node), self.running[a], a))
 
-    def known_jobs(self, node: str) -> set[str]:
-        """Jobs the node's log shows dispatched or started, under any coordinator (a slot never runs twice)."""
-        return {str(ev.fields.get("job")) for ev in self.logs.state.ordered(node_log(node))
-                if ev.kind in (JOB_DISPATCHED, JOB_STARTED)}
-
-    def open_jobs(self, node: str) -> dict[str, dict[str, Any]]:
-        """Jobs of the node dispatched and not ended, with their latest dispatch's fields."""
-        jobs: dict[str, dict[str, Any]] = {}
+    def job_states(self, node: str) -> dict[str, tuple[dict[str, Any], str]]:
+        """Every job in the node's log: the fields of its latest dispatch, with what its agent's
+        job.started adds, and how it stands: "open", "done" or "failed". The coordinator that dispatched
+        a job may have died before its event spread: then the job.started alone carries what a
+        successor needs."""
+        jobs: dict[str, tuple[dict[str, Any], str]] = {}
         for ev in self.logs.state.ordered(node_log(node)):
             job = str(ev.fields.get("job"))
             if ev.kind == JOB_DISPATCHED:
-                jobs[job] = dict(ev.fields)
-            elif ev.kind == JOB_STARTED and job not in jobs:
-                # The coordinator that dispatched it may have died before its event spread: the
-                # agent's job.started carries what a successor needs.
-                jobs[job] = dict(ev.fields)
-            elif ev.kind in (JOB_DONE, JOB_FAILED):
-                jobs.pop(job, None)
+                jobs[job] = (dict(ev.fields), "open")
+            elif ev.kind == JOB_STARTED:
+                jobs[job] = ({**jobs.get(job, ({}, ""))[0], **ev.fields}, "open")
+            elif ev.kind in (JOB_DONE, JOB_FAILED) and job in jobs:
+                jobs[job] = (jobs[job][0], "done" if ev.kind == JOB_DONE else "failed")
         return jobs
 
+    def known_jobs(self, node: str) -> set[str]:
+        """Jobs the node's log shows dispatched or started, under any coordinator (a slot never runs twice)."""
+        return set(self.job_states(node))
+
+    def open_jobs(self, node: str) -> dict[str, dict[str, Any]]:
+        return {job: f for job, (f, state) in self.job_states(node).items() if state == "open"}
+
     def failed_jobs(self, node: str) -> dict[str, dict[str, Any]]:
-        """Jobs whose latest outcome is job.failed, with the fields of their latest dispatch."""
-        last: dict[str, dict[str, Any]] = {}
-        failed: set[str] = set()
-        for ev in self.logs.state.ordered(node_log(node)):
-            job = str(ev.fields.get("job"))
-            if ev.kind in (JOB_DISPATCHED, JOB_STARTED):
-                last[job] = {**last.get(job, {}), **ev.fields} if ev.kind == JOB_STARTED else dict(ev.fields)
-                failed.discard(job)
-            elif ev.kind == JOB_DONE:
-                failed.discard(job)
-            elif ev.kind == JOB_FAILED:
-                failed.add(job)
-        return {job: last[job] for job in failed if job in last}
+        return {job: f for job, (f, state) in self.job_states(node).items() if state == "failed"}
 
     async def _retry(self, name: str, now: float) -> None:
         """A scheduled job that failed is tried again with back-off (retry_delay doubling), while the

@@ -181,7 +181,7 @@ class PeerStore:
 
     # ---- whom to ask -----------------------------------------------------------------
 
-    def _candidates(self, size: int = 0) -> list[Candidate]:
+    def _candidates(self) -> list[Candidate]:
         with self._lock:
             return [Candidate(p.peer_id, p.weight) for p in self.peers.values() if p.peer_id not in self._down]
 

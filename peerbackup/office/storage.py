@@ -59,9 +59,12 @@ class StorageService:
         server.route(proto.DELETE_PATH, auth, self._on_delete)
         server.route(proto.USAGE_PATH, auth, self._on_usage)
 
-    def _node(self, node: str) -> Node:
+    def _storage_role(self) -> None:
         if not self.peers.ident.certificate.has_role("storage"):
             raise Forbidden("this peer does not have the storage role")
+
+    def _node(self, node: str) -> Node:
+        self._storage_role()
         info = self.logs.state.config().nodes.get(node)
         if info is None:
             raise Forbidden(f"no backup node {node!r} in the office configuration")
@@ -158,16 +161,12 @@ class StorageService:
         return proto.Reply(items=tuple(items)).to_wire()
 
     async def _on_usage(self, issuer: str, body: bytes) -> bytes:
-        self._node_free()
+        self._storage_role()
         usage = await self._run(self.holder.usage)
         assert isinstance(usage, dict)
         quota = usage["quota"]
         return proto.Usage(int(usage["used"]), -1 if quota is None else int(quota),
                            tuple(sorted(usage["packs"].items()))).to_wire()
-
-    def _node_free(self) -> None:
-        if not self.peers.ident.certificate.has_role("storage"):
-            raise Forbidden("this peer does not have the storage role")
 
     async def _on_challenge(self, issuer: str, body: bytes) -> bytes:
         msg = proto.Challenge.from_wire(body)

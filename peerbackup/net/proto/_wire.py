@@ -59,3 +59,11 @@ def addresses(obj: dict[Any, Any], key: str, what: str) -> tuple[str, ...]:
         if len(v) > MAX_ADDRESS or not v.isprintable():
             raise Malformed(f"{what}: bad address")
     return tuple(values)
+
+
+def small_bytes(obj: dict[Any, Any], key: str, what: str, limit: int = 4096, default: bytes | None = None) -> bytes:
+    """A signed token or grant carried in a message: bytes of at most `limit`."""
+    value: bytes = get(obj, key, bytes, what) if default is None else obj.get(key, default)
+    if not isinstance(value, bytes) or len(value) > limit:
+        raise Malformed(f"{what}: field {key!r} must be at most {limit} bytes")
+    return value

@@ -134,7 +134,4 @@ class ActAsReply:
     @classmethod
     def from_wire(cls, data: bytes) -> ActAsReply:
         what = "act-as reply"
-        token = _wire.get(_wire.decode(data, what), "token", bytes, what)
-        if len(token) > 4096:
-            raise Malformed(f"{what}: oversized token")
-        return cls(token)
+        return cls(_wire.small_bytes(_wire.decode(data, what), "token", what))

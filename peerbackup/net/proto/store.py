@@ -75,10 +75,7 @@ class Put:
     def from_wire(cls, data: bytes) -> Put:
         what = "store put"
         obj = _wire.decode(data, what)
-        act_as = obj.get("actas", b"")
-        if not isinstance(act_as, bytes) or len(act_as) > 4096:
-            raise Malformed(f"{what}: bad act-as token")
-        return cls(FileRef.parse(obj, what), *_size_hash(obj, what), act_as)
+        return cls(FileRef.parse(obj, what), *_size_hash(obj, what), _wire.small_bytes(obj, "actas", what, default=b""))
 
 
 @dataclass(frozen=True)
@@ -95,10 +92,7 @@ class Delete:
     def from_wire(cls, data: bytes) -> Delete:
         what = "store delete"
         obj = _wire.decode(data, what)
-        grant = _wire.get(obj, "grant", bytes, what)
-        if len(grant) > 4096:
-            raise Malformed(f"{what}: oversized grant")
-        return cls(FileRef.parse(obj, what), grant)
+        return cls(FileRef.parse(obj, what), _wire.small_bytes(obj, "grant", what))
 
 
 @dataclass(frozen=True)
