@@ -196,6 +196,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"uptime      {st['uptime_s']:.0f} s")
     if st.get("removed"):
         print("REMOVED     this peer has been removed from the office; every member refuses it")
+    clock = st.get("clock") or {}
+    if clock.get("refused_by"):
+        who = ", ".join(sorted(clock["refused_by"]))
+        print(f"CLOCK       {who} refuse this peer's messages: {next(iter(clock['refused_by'].values()))}")
+        print("            set this machine's clock right (NTP); until then the office cannot hear it")
+    for name, off in sorted((clock.get("peers_off") or {}).items()):
+        print(f"CLOCK       {name}'s clock is {abs(off)} s {'ahead of' if off > 0 else 'behind'} this peer's "
+              f"(at most {clock['skew_limit']:.0f} s is accepted): its messages are refused")
     return EXIT_OK
 
 

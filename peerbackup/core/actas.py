@@ -2,11 +2,13 @@
 
 When a backup is due, the coordinator dispatches it to an agent; the agent asks to
 act as the node, and the coordinator, after checking the grant, answers with this
-token: (agent, node, job, term, expiry), signed with the coordinator's own key. A
+token: (agent, node, job, term, expiry, scope), signed with the coordinator's own key. A
 storage peer accepts writes for the node with it only when the request's signer is
 the agent it names, the signer of the token held the coordinator role for that
 term (the control log's coordinator claims say who), and it has not expired: a copied
-token is useless to anyone else, for another node, or later. Pure: no clock, no I/O.
+token is useless to anyone else, for another node, or later. A backup job's token
+("backup" scope) only adds files; deleting (forget and prune) takes a token of a
+retention job the coordinator dispatched ("prune" scope). Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from peerbackup.errors import FormatError, UnsupportedVersion
 
 TOKEN_VERSION = 1
 MAX_VALIDITY = 24 * 3600  # a job's window is at most 7 days, but a token is renewed, not long-lived
+BACKUP, PRUNE = "backup", "prune"
+SCOPES = (BACKUP, PRUNE)
 
 
 @dataclass(frozen=True)
@@ -30,15 +34,16 @@ class ActAs:
     job: str
     issued: int
     expires: int
+    scope: str = BACKUP
     raw: bytes = b""
 
     @classmethod
     def issue(cls, key: SigningKey, term: int, agent: str, node: str, job: str, now: int,
-              valid_for: int) -> ActAs:
+              valid_for: int, scope: str = BACKUP) -> ActAs:
         if not 0 < valid_for <= MAX_VALIDITY:
             raise FormatError("act-as token", f"validity must be 1 s to {MAX_VALIDITY} s")
         body = codec.pack({"v": TOKEN_VERSION, "coordinator": key.peer_id, "term": term, "agent": agent,
-                           "node": node, "job": job, "issued": now, "expires": now + valid_for})
+                           "node": node, "job": job, "issued": now, "expires": now + valid_for, "scope": scope})
         return cls.from_bytes(codec.pack({"body": body, "sig": key.sign(body)}), key.public_key)
 
     @classmethod
@@ -55,17 +60,22 @@ class ActAs:
         token = cls(coordinator=codec.field(obj, "coordinator", str, what), term=codec.field(obj, "term", int, what),
                     agent=codec.field(obj, "agent", str, what), node=codec.field(obj, "node", str, what),
                     job=codec.field(obj, "job", str, what), issued=codec.field(obj, "issued", int, what),
-                    expires=codec.field(obj, "expires", int, what), raw=bytes(data))
+                    expires=codec.field(obj, "expires", int, what),
+                    scope=obj.get("scope", BACKUP),  # tokens before scopes were backup tokens
+                    raw=bytes(data))
         if not is_peer_id(token.coordinator) or not is_peer_id(token.agent):
             raise FormatError(what, "bad peer id")
         if token.term < 1 or not 0 < token.expires - token.issued <= MAX_VALIDITY or len(token.job) > 64:
             raise FormatError(what, "bad term, validity or job")
+        if token.scope not in SCOPES:
+            raise FormatError(what, "unknown scope")
         if not verify(coordinator_key, body, sig):
             raise FormatError(what, "the coordinator's signature does not verify")
         return token
 
-    def refusal(self, node: str, signer: str, now: float, claims: list[tuple[int, str]], skew: float) -> str:
-        """'' when the token lets `signer` write for `node` now, else why not."""
+    def refusal(self, node: str, signer: str, now: float, claims: list[tuple[int, str]], skew: float,
+                delete: bool = False) -> str:
+        """'' when the token lets `signer` write (or, with `delete`, delete) for `node` now, else why not."""
         if self.node != node:
             return f"the act-as token is for backup node {self.node}, not {node}"
         if self.agent != signer:
@@ -74,6 +84,9 @@ class ActAs:
             return "the act-as token has expired" if now > self.expires else "the act-as token is not valid yet"
         if (self.term, self.coordinator) not in claims:
             return f"{self.coordinator} was not the coordinator of term {self.term}"
+        if delete and self.scope != PRUNE:
+            return ("the act-as token is a backup job's, which only adds: deleting takes the token of a retention "
+                    "job the coordinator dispatched")
         return ""
 
 

@@ -47,6 +47,9 @@ class Settings:
     repair_interval: float = 600.0  # the coordinator looks for under-replicated files this often
     repair_grace: float = 3600.0  # a holder silent this long no longer counts as keeping its copies
     scrub_interval: float = 86400.0  # each storage peer re-verifies every file it holds this often
+    progress_interval: float = 5.0  # a running job's heartbeat to the coordinator
+    stall_after: float = 600.0  # a job silent or without progress this long goes to another agent
+    prune_interval: float = 86400.0  # a node's retention job prunes when the last prune is this old
 
     @property
     def nonce_keep(self) -> float:
@@ -63,6 +66,9 @@ class Settings:
             raise UsageError("clock_skew and request_timeout must be positive, gc_grace not negative")
         if self.repair_interval <= 0 or self.scrub_interval <= 0 or self.repair_grace < 0:
             raise UsageError("repair_interval and scrub_interval must be positive, repair_grace not negative")
+        if not 0 < self.progress_interval < self.stall_after or self.prune_interval < 0:
+            raise UsageError(f"timings must satisfy 0 < progress_interval < stall_after (got "
+                             f"{self.progress_interval:g} s, {self.stall_after:g} s), prune_interval not negative")
 
     def with_overrides(self, items: list[str]) -> Settings:
         """Apply NAME=DURATION items, as given to `peerbackup up --set`."""

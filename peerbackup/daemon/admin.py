@@ -226,7 +226,9 @@ class AdminApi:
         return web.json_response({"logged": True})
 
     async def jobs(self, request: web.Request) -> web.Response:
-        return web.json_response([dataclasses.asdict(r) for r in self.daemon.agent.jobs.values()])
+        # What this peer runs as an agent, and, on the coordinator, every running job as its heartbeats say.
+        return web.json_response({"here": [dataclasses.asdict(r) for r in self.daemon.agent.jobs.values()],
+                                  "running": self.daemon.jobs.running_jobs()})
 
     async def store_access(self, request: web.Request) -> web.Response:
         # The node's keys go to the home's owner only (token), who can read identity.key anyway.

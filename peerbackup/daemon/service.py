@@ -166,6 +166,7 @@ class Daemon:
 
         server = PeerServer(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.state.spend_nonce,
                             self.peer_service.whoami, self.log)
+        server.clocks = self.clocks = client.clocks  # both halves of what clock skew looks like, for status
         self.peer_service.register(server)
         self.logs.register(server)
         self.coordination.register(server)
@@ -355,7 +356,16 @@ class Daemon:
             "log_alerts": self.logs.alerts[-10:],
             "listen": self.advertised, "mdns": self.options.mdns, "version": __version__,
             "uptime_s": round(self.clock() - self.started, 1),
+            "clock": self._clock_report(),
         }
+
+    def _clock_report(self) -> dict[str, Any]:
+        """Peers whose clocks are too far from ours (by name), and whether they refuse our messages for it."""
+        names = {c.peer_id: c.name for c in self.peer_service.membership.members()}
+        report = self.clocks.report(self.clock())
+        return {"skew_limit": self.settings.clock_skew,
+                "peers_off": {names.get(p, p): off for p, off in report["peers_off"].items()},
+                "refused_by": {names.get(p, p): msg for p, msg in report["refused_by"].items()}}
 
     async def peers(self) -> list[dict[str, Any]]:
         assert self.state is not None

@@ -17,6 +17,7 @@ from peerbackup.core.identity import SigningKey
 from peerbackup.core.settings import Settings
 from peerbackup.errors import FormatError, PeerRefused, PeerUnreachable, ProtocolError
 from peerbackup.net import envelope
+from peerbackup.net.clockwatch import ClockWatch
 from peerbackup.net.proto.hello import WHOAMI_PATH, WhoAmI
 from peerbackup.net.proto.refusal import Refusal
 
@@ -55,6 +56,7 @@ class PeerClient:
         self.clock = clock
         self.rand = rand
         self.session = session
+        self.clocks = ClockWatch()  # the peers that refused our timestamps (status shows them)
 
     def _timeout(self, nbytes: int) -> aiohttp.ClientTimeout:
         # Bulk transfers get the control timeout plus time at a floor of 1 MiB/s (slow Wi-Fi):
@@ -120,6 +122,8 @@ class PeerClient:
             except ProtocolError:
                 refusal = Refusal("error", f"HTTP status {status}")
             # A refusal is reported but never trusted to change state: it need not verify.
+            if refusal.code == "clock-skew":
+                self.clocks.refused(audience, refusal.message, self.clock())
             raise PeerRefused(address, refusal.message, refusal.code)
         if env.header.issuer != audience:
             raise PeerRefused(address, f"answered as {env.header.issuer}, expected {audience}", "wrong-peer")

@@ -20,9 +20,10 @@ from peerbackup.core.crypto import Random
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.logs import event
-from peerbackup.errors import Malformed, NotFound, ProtocolError, Replay, TooLarge
+from peerbackup.errors import ClockSkew, Malformed, NotFound, ProtocolError, Replay, TooLarge
 from peerbackup.net import envelope
 from peerbackup.net.client import CONTENT_TYPE, read_capped
+from peerbackup.net.clockwatch import ClockWatch
 from peerbackup.net.proto.hello import WHOAMI_PATH
 from peerbackup.net.proto.refusal import Refusal
 
@@ -56,6 +57,7 @@ class PeerServer:
         self.whoami = whoami
         self.log = log
         self.routes: dict[str, Route] = {}
+        self.clocks = ClockWatch()  # the peers whose timestamps we refused (status shows them)
 
     def route(self, path: str, authenticate: Authenticate, handle: Handle, max_body: int = envelope.MAX_BODY) -> None:
         async def unframed(issuer: str, body: bytes, _stream: StreamReader | None) -> Answer:
@@ -109,8 +111,12 @@ class PeerServer:
                 raise NotFound(request.path)
             public_key = await route.authenticate(env)
             now = self.clock()
-            envelope.check(env, public_key, self.key.peer_id, request.method, request.path, now,
-                           self.settings.clock_skew)
+            try:
+                envelope.check(env, public_key, self.key.peer_id, request.method, request.path, now,
+                               self.settings.clock_skew)
+            except ClockSkew:
+                self.clocks.saw(env.header.issuer, env.header.ts_ms / 1000 - now, now)  # the signature verified
+                raise
             expires = max(now, env.header.ts_ms / 1000) + self.settings.nonce_keep
             if not await self.spend_nonce(env.header.issuer, env.header.nonce, expires):
                 raise Replay()

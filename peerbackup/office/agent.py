@@ -1,12 +1,11 @@
-"""The agent's side of a node backup (issue 6, begun): back up a node's data sets, as the node.
+"""The agent's side of a node's jobs: back up its data sets, or apply its retention policy, as the node.
 
 The daemon runs the engine in a worker thread, writing into the peer store through
 the daemon's own event loop. Snapshots name the node as their host, so the parent
 snapshot is found per (node, data set) whichever agent made the last one, and they
 record the agent and the job in `extra`. Which data sets: those of the node this
-peer may reach (`on` empty or naming it) and can read. Coordinator dispatch and
-act-as tokens (issue 6) will call `run`; for now an agent's own daemon does,
-through the admin API.
+peer may reach (`on` empty or naming it) and can read. The job's counters live in
+its JobRecord, which the heartbeats (office/jobs.py) read.
 """
 
 from __future__ import annotations
@@ -23,26 +22,56 @@ from typing import Any, TypeVar
 
 from peerbackup.core.keys import KeySet
 from peerbackup.core.nodes import Dataset, Node
+from peerbackup.core.retention import Policy, apply_policy
 from peerbackup.daemon.logs import event
 from peerbackup.engine.backup import Archiver
 from peerbackup.engine.excludes import Excluder
+from peerbackup.engine.prune import forget_snapshots, prune
 from peerbackup.engine.repository import Repository
 from peerbackup.errors import PeerBackupError, UsageError
 from peerbackup.net.client import PeerClient
 from peerbackup.office.peerstore import PeerStore, StoragePeer, StoreClient, open_config
 
 T = TypeVar("T")
+WAIT = 3600.0  # a job run by hand waits this long for the machine's running job
 
 
 @dataclass
 class JobRecord:
     job: str
     node: str
-    state: str = "running"  # running, done, failed
+    state: str = "waiting"  # waiting (for the machine's other job), running, done, failed
     started: float = 0.0
     finished: float | None = None
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    files: int = 0  # done
+    nbytes: int = 0
+    files_seen: int = 0  # found by the scan so far
+    nbytes_seen: int = 0
+    outcome: dict[str, Any] = field(default_factory=dict)  # what a retention job did
+    deadline: float = 0.0  # how long it may wait for another job of this machine's to end
+
+
+class RecordProgress:
+    """The engine's progress callbacks, counted into the job's record (read by the heartbeats; plain int
+    updates from the engine's thread, read whole on the loop)."""
+
+    def __init__(self, rec: JobRecord) -> None:
+        self.rec = rec
+
+    def scanned(self, path: str, size: int) -> None:
+        self.rec.files_seen += 1
+        self.rec.nbytes_seen += size
+
+    def processed(self, nbytes: int) -> None:
+        self.rec.nbytes += nbytes
+
+    def file_done(self, path: str, size: int) -> None:
+        self.rec.files += 1
+
+    def error(self, path: str, message: str) -> None:
+        pass  # the backup's result lists them
 
 
 def readable(datasets: list[Dataset], me: str) -> tuple[list[Dataset], list[str]]:
@@ -73,56 +102,103 @@ class AgentService:
         self.log = log
         self.clock = clock
         self.jobs: dict[str, JobRecord] = {}
-        self._busy = threading.Lock()  # one backup at a time on a machine
+        self._busy = threading.Lock()  # one job at a time on a machine
+        self.prune_grace = 0.0  # marked packs swept at once when no backup runs (engine/prune.py)
 
-    async def run(self, node_name: str, job: str, act_as: bytes = b"") -> JobRecord:
-        keys = self.keys(node_name)  # NotAHolder (naming who holds them) for anyone else
-        node = self.nodes()[node_name]
-        datasets, skipped = readable(sorted(node.datasets.values(), key=lambda d: d.path), self.me)
-        if not datasets:
-            reasons = "; ".join(skipped) or "the node has no data set (peerbackup dataset add)"
-            raise UsageError(f"nothing of backup node {node_name} can be backed up here: {reasons}")
-        rec = self.jobs[job] = JobRecord(job, node_name, started=self.clock())
+    async def _store(self, node: Node, job: str, act_as: bytes) -> PeerStore:
         loop = asyncio.get_running_loop()
 
         def on_loop(coro: Coroutine[Any, Any, T]) -> T:
             return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
-        store = PeerStore(node_name, node.replicas, await self.peers(), StoreClient(self.client, node_name),
-                          on_loop, self.me, warn=lambda m: event(self.log, "agent.store_warning", logging.WARNING,
-                                                                 node=node_name, job=job, message=m),
-                          act_as=act_as)
-        event(self.log, "agent.backup_started", node=node_name, job=job, datasets=len(datasets))
+        return PeerStore(node.name, node.replicas, await self.peers(), StoreClient(self.client, node.name), on_loop,
+                         self.me, warn=lambda m: event(self.log, "agent.store_warning", logging.WARNING,
+                                                       node=node.name, job=job, message=m), act_as=act_as)
+
+    async def _job(self, what: str, rec: JobRecord, work: Callable[[], None]) -> JobRecord:
+        """Run one job's engine work in a thread, one at a time on this machine, recording how it ended."""
+        self.jobs[rec.job] = rec
+        event(self.log, f"agent.{what}_started", node=rec.node, job=rec.job)
+
+        def locked() -> None:
+            # One job at a time per machine: a job dispatched while another runs waits its turn.
+            if not self._busy.acquire(timeout=max(rec.deadline - self.clock(), 0.0)):
+                raise UsageError("another job of this peer's ran until this job's deadline")
+            rec.state = "running"
+            try:
+                work()
+            finally:
+                self._busy.release()
+
         try:
-            await asyncio.to_thread(self._backup, store, keys, node, datasets, job, rec)
+            await asyncio.to_thread(locked)
         except PeerBackupError as exc:
             rec.state, rec.finished = "failed", self.clock()
             rec.errors.append(str(exc))
-            event(self.log, "agent.backup_failed", logging.ERROR, node=node_name, job=job, reason=str(exc))
+            event(self.log, f"agent.{what}_failed", logging.ERROR, node=rec.node, job=rec.job, reason=str(exc))
             raise
         rec.state, rec.finished = "done", self.clock()
-        rec.errors += skipped
-        event(self.log, "agent.backup_done", node=node_name, job=job, snapshots=len(rec.snapshots),
-              errors=len(rec.errors))
+        event(self.log, f"agent.{what}_done", node=rec.node, job=rec.job, snapshots=len(rec.snapshots),
+              errors=len(rec.errors), **rec.outcome)
         return rec
 
-    def _backup(self, store: PeerStore, keys: KeySet, node: Node, datasets: list[Dataset], job: str,
-                rec: JobRecord) -> None:
-        if not self._busy.acquire(blocking=False):
-            raise UsageError("a backup is already running on this peer")
-        try:
-            config = open_config(store, self.office, node.name, node.created)
-            repo = Repository(store, keys, config, cache_root=self.cache_root)
+    def _open(self, store: PeerStore, node: Node) -> Repository:
+        keys = self.keys(node.name)
+        return Repository(store, keys, open_config(store, self.office, node.name, node.created),
+                          cache_root=self.cache_root)
+
+    async def run(self, node_name: str, job: str, act_as: bytes = b"", deadline: float | None = None) -> JobRecord:
+        """Back up the node's data sets that this peer can read, as the node."""
+        self.keys(node_name)  # NotAHolder (naming who holds them) for anyone else
+        node = self.nodes()[node_name]
+        datasets, skipped = readable(sorted(node.datasets.values(), key=lambda d: d.path), self.me)
+        if not datasets:
+            reasons = "; ".join(skipped) or "the node has no data set (peerbackup dataset add)"
+            raise UsageError(f"nothing of backup node {node_name} can be backed up here: {reasons}")
+        rec = JobRecord(job, node_name, started=self.clock(), errors=list(skipped),
+                        deadline=deadline or self.clock() + WAIT)
+        store = await self._store(node, job, act_as)
+
+        def work() -> None:
+            repo = self._open(store, node)
             try:
                 for d in datasets:
                     extra = {"node": node.name, "agent": self.me, "agent_name": self.name, "job": job}
-                    result = Archiver(repo, excludes=Excluder(list(d.exclude)), host=node.name,
-                                      extra=extra).backup([d.path])
+                    result = Archiver(repo, excludes=Excluder(list(d.exclude)), host=node.name, extra=extra,
+                                      progress=RecordProgress(rec)).backup([d.path])
                     s = result.snapshot
                     rec.snapshots.append({"id": s.id, "path": d.path, "parent": s.parent,
                                           "summary": s.summary.to_wire()})
                     rec.errors += result.errors
             finally:
                 repo.close()
-        finally:
-            self._busy.release()
+
+        return await self._job("backup", rec, work)
+
+    async def retention(self, node_name: str, job: str, act_as: bytes, prune_too: bool,
+                        deadline: float | None = None) -> JobRecord:
+        """Forget the node's snapshots its policy does not keep (buckets in this machine's local time, as
+        `repo forget` does), then prune when asked: with a retention job's act-as token, which may delete."""
+        self.keys(node_name)
+        node = self.nodes()[node_name]
+        policy = Policy(**{k: int(v) for k, v in node.policy.items()})
+        if policy.empty():
+            raise UsageError(f"backup node {node_name} has no retention policy (peerbackup node policy)")
+        rec = JobRecord(job, node_name, started=self.clock(), deadline=deadline or self.clock() + WAIT)
+        store = await self._store(node, job, act_as)
+
+        def work() -> None:
+            repo = self._open(store, node)
+            try:
+                snaps = repo.snapshots()
+                keep, remove, _ = apply_policy([(s.id, s.time.astimezone()) for s in snaps], policy)
+                forget_snapshots(repo, remove)
+                rec.outcome.update(kept=len(keep), forgotten=[sid[:16] for sid in remove], pruned=prune_too)
+                if prune_too:
+                    st = prune(repo, grace=self.prune_grace)
+                    rec.outcome.update(packs_deleted=st.packs_deleted, packs_repacked=st.packs_repacked,
+                                       bytes_freed=st.bytes_freed, prune_deferred=st.deferred)
+            finally:
+                repo.close()
+
+        return await self._job("retention", rec, work)

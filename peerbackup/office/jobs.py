@@ -1,4 +1,4 @@
-"""Backups of a backup node, asked of the coordinator and dispatched to an agent (issue 6, begun).
+"""Jobs of a backup node, asked of the coordinator and dispatched to an agent.
 
 Any peer may ask for a node to be backed up now (`peerbackup backup NODE`); the
 request goes to the coordinator. The coordinator picks an agent (alive, granted,
@@ -6,33 +6,58 @@ able to reach a data set; the one that last succeeded for the node first, its
 file cache is warm; then the least loaded), writes `job.dispatched` to the node's
 log (`node:NAME`, replicated like the control log), and sends the agent a signed
 Dispatch under its fencing token. The agent refuses a token below the highest it
-has seen and anything for a node whose keys it does not hold; it writes
-`job.started`, runs the backup as the node (office/agent.py), writes `job.done`
-or `job.failed` with the snapshots, and reports to the coordinator. Every event
-names the node, the agent and the coordinator's term, and is signed by its writer.
+has seen and anything for a node whose keys it does not hold; it logs on (a
+fresh challenge of the coordinator's, answered under its own key) and asks to act
+as the node; the coordinator checks the grant, signs an act-as token and logs
+`agent.logon` and `act_as.issued`. The agent writes `job.started`, runs the job as
+the node (office/agent.py), sends progress heartbeats (and a `job.progress`
+summary to the log now and then), writes `job.done` or `job.failed`, and reports.
+Every event names the node, the agent and the coordinator's term, and is signed
+by its writer.
 
 Schedules: the coordinator evaluates them every heartbeat (core/schedule.py);
 a due slot's job id is a hash of node, schedule and slot, and a slot whose job
 the node's log shows dispatched (by this coordinator or a previous one) is not
-started again. A job whose agent is dead (liveness) before the job ended is
-dispatched again, same job id, to another agent inside its deadline; a scheduled
-job that failed is retried with back-off while its retries and window last. Not
-yet: act-as tokens required by storage peers, progress heartbeats.
+started again. A job whose agent is dead (liveness), or alive but silent or
+making no progress for `stall_after`, is dispatched again, same job id, to another
+agent inside its deadline; a scheduled job that failed is retried with back-off
+while its retries and window last. After a successful backup of a node with a
+retention policy, a retention job (forget by the policy, prune now and then) is
+dispatched the same way, with an act-as token that may delete (core/jobs.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from peerbackup.core.actas import ActAs
+from peerbackup.core.actas import BACKUP as BACKUP_SCOPE
+from peerbackup.core.actas import PRUNE, ActAs
+from peerbackup.core.jobs import (
+    BACKUP,
+    FAILED,
+    JOB_DISPATCHED,
+    JOB_DONE,
+    JOB_FAILED,
+    JOB_PROGRESS,
+    JOB_STALLED,
+    JOB_STARTED,
+    JOB_UNSENT,
+    OPEN,
+    RETENTION,
+    JobState,
+    fold,
+    retention_due,
+)
 from peerbackup.core.schedule import due, retry_at
 from peerbackup.daemon.logs import event
-from peerbackup.errors import Forbidden, NotAHolder, PeerBackupError, ProtocolError, UsageError
+from peerbackup.errors import Forbidden, NotAHolder, PeerBackupError, PeerRefused, ProtocolError, UsageError
 from peerbackup.net.proto import jobs as proto
 from peerbackup.net.server import PeerServer
 from peerbackup.office.agent import AgentService, readable
@@ -40,15 +65,37 @@ from peerbackup.office.coordination import CoordinatorService
 from peerbackup.office.liveness import ALIVE, DEAD
 from peerbackup.office.nodes import NodeService
 
-JOB_DISPATCHED, JOB_STARTED, JOB_DONE, JOB_FAILED = "job.dispatched", "job.started", "job.done", "job.failed"
-ACT_AS_ISSUED = "act_as.issued"
+ACT_AS_ISSUED, ACT_AS_REFUSED, LOGON = "act_as.issued", "act_as.refused", "agent.logon"
 ACT_AS_VALIDITY = 6 * 3600
 RESTORE_DONE = "restore.done"
 DEADLINE = 4 * 3600.0  # a manual backup's window
+RETENTION_DEADLINE = 2 * 3600.0
+LOGON_VALIDITY = 60.0  # a logon challenge must be answered this soon
+PROGRESS_LOG_EVERY = 12  # heartbeats between two job.progress events in the node's log
 
 
 def node_log(node: str) -> str:
     return f"node:{node}"
+
+
+@dataclass
+class Live:
+    """What the coordinator hears of a running job: to show its progress and to see it stall."""
+
+    agent: str
+    node: str
+    since: float
+    heard: float  # last heartbeat (or the dispatch)
+    moved: float  # last time the counters changed
+    progress: proto.JobProgress | None = None
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        p = self.progress
+        elapsed = max(now - self.since, 1e-3)
+        return {"agent": self.agent, "node": self.node, "elapsed": round(elapsed, 1),
+                "heard": round(now - self.heard, 1),
+                **({"files": p.files, "bytes": p.nbytes, "files_seen": p.files_seen, "bytes_seen": p.nbytes_seen,
+                    "errors": p.errors, "rate": round(p.nbytes / elapsed)} if p else {})}
 
 
 class JobService:
@@ -64,6 +111,8 @@ class JobService:
         self.last_ok: dict[str, str] = {}  # node -> the agent that last succeeded for it
         self.running: Counter[str] = Counter()  # agent -> jobs dispatched and not reported
         self.evaluated: dict[str, float] = {}  # node/schedule -> slots up to here were considered
+        self.live: dict[str, Live] = {}  # job -> what its agent last said (on the coordinator)
+        self.challenges: dict[bytes, tuple[str, str, str, float]] = {}  # -> agent, node, job, until
 
     def register(self, server: PeerServer) -> None:
         auth = self.peers.auth_member
@@ -71,6 +120,12 @@ class JobService:
         server.route(proto.DISPATCH_PATH, auth, self._on_dispatch)
         server.route(proto.REPORT_PATH, auth, self._on_report)
         server.route(proto.ACT_AS_PATH, auth, self._on_act_as)
+        server.route(proto.LOGON_PATH, auth, self._on_logon)
+        server.route(proto.PROGRESS_PATH, auth, self._on_progress)
+
+    @property
+    def settings(self) -> Any:
+        return self.peers.settings
 
     async def _send(self, peer_id: str, path: str, body: bytes) -> bytes:
         cert = self.peers.membership.member(peer_id, self.clock())
@@ -88,6 +143,7 @@ class JobService:
     async def request(self, node: str) -> dict[str, Any]:
         """Back a node up now: the coordinator dispatches it, wherever it is asked."""
         self.nodes.node(node)  # a clear error for an unknown node, here
+        self._check_clock()
         coordinator, _ = self.coordination.status()
         if coordinator is None:
             raise UsageError("there is no coordinator yet (see `peerbackup status`): try again in a few seconds")
@@ -107,48 +163,44 @@ class JobService:
         except UsageError as exc:
             raise Forbidden(str(exc)) from None
 
+    def _check_clock(self) -> None:
+        """A peer whose messages the others refuse for its clock can neither coordinate nor run a job
+        for the office: say so rather than fail later with a lesser reason."""
+        refused = self.peers.client.clocks.report(self.clock())["refused_by"]
+        if refused:
+            raise UsageError(f"{len(refused)} peer(s) refuse this peer's messages because of its clock "
+                             f"({next(iter(refused.values()))}): set this machine's clock right (NTP) first")
+
     # ---- the coordinator ----------------------------------------------------------------
 
-    def candidates(self, node: str) -> list[str]:
-        """Agents that could run a backup of the node now, best first."""
+    def candidates(self, node: str, kind: str = BACKUP, exclude: frozenset[str] = frozenset()) -> list[str]:
+        """Agents that could run a job of the node now, best first (a retention job reads no data set)."""
         info = self.nodes.nodes()[node]
         now = self.clock()
         ps = self.peers
         out = []
         for agent in sorted(info.agents):
-            if agent in ps.membership.revocations:
+            if agent in ps.membership.revocations or agent in exclude:
                 continue
             alive = agent == ps.me or ps.liveness.state(agent, now) == ALIVE
-            reachable = any(not d.on or agent in d.on for d in info.datasets.values())
+            reachable = kind == RETENTION or any(not d.on or agent in d.on for d in info.datasets.values())
             if alive and reachable:
                 out.append(agent)
         return sorted(out, key=lambda a: (a != self.last_ok.get(node), self.running[a], a))
 
-    def job_states(self, node: str) -> dict[str, tuple[dict[str, Any], str]]:
-        """Every job in the node's log: the fields of its latest dispatch, with what its agent's
-        job.started adds, and how it stands: "open", "done" or "failed". The coordinator that dispatched
-        a job may have died before its event spread: then the job.started alone carries what a
-        successor needs."""
-        jobs: dict[str, tuple[dict[str, Any], str]] = {}
-        for ev in self.logs.state.ordered(node_log(node)):
-            job = str(ev.fields.get("job"))
-            if ev.kind == JOB_DISPATCHED:
-                jobs[job] = (dict(ev.fields), "open")
-            elif ev.kind == JOB_STARTED:
-                jobs[job] = ({**jobs.get(job, ({}, ""))[0], **ev.fields}, "open")
-            elif ev.kind in (JOB_DONE, JOB_FAILED) and job in jobs:
-                jobs[job] = (jobs[job][0], "done" if ev.kind == JOB_DONE else "failed")
-        return jobs
+    def job_states(self, node: str) -> dict[str, JobState]:
+        """Every job in the node's log and how it stands (core/jobs.py)."""
+        return fold(self.logs.state.ordered(node_log(node)))
 
     def known_jobs(self, node: str) -> set[str]:
         """Jobs the node's log shows dispatched or started, under any coordinator (a slot never runs twice)."""
         return set(self.job_states(node))
 
     def open_jobs(self, node: str) -> dict[str, dict[str, Any]]:
-        return {job: f for job, (f, state) in self.job_states(node).items() if state == "open"}
+        return {job: st.fields for job, st in self.job_states(node).items() if st.state == OPEN}
 
     def failed_jobs(self, node: str) -> dict[str, dict[str, Any]]:
-        return {job: f for job, (f, state) in self.job_states(node).items() if state == "failed"}
+        return {job: st.fields for job, st in self.job_states(node).items() if st.state == FAILED}
 
     async def _retry(self, name: str, now: float) -> None:
         """A scheduled job that failed is tried again with back-off (retry_delay doubling), while the
@@ -170,20 +222,54 @@ class JobService:
                 event(self.log, "job.not_started", logging.WARNING, node=name, job=job, reason=str(exc))
 
     async def _redispatch(self, name: str, now: float) -> None:
-        """A job whose agent died mid-way goes to another agent inside its window; the second agent
-        reuses the packs the first one stored (the engine indexes packs found without an index)."""
+        """A job whose agent died mid-way, or stalled (alive, but silent or with counters that have not
+        moved for stall_after), goes to another agent inside its window; the second agent reuses the packs
+        the first one stored (the engine indexes packs found without an index). A stalled agent that
+        wakes up may still finish: at most one extra snapshot, never a lost one."""
         for job, f in self.open_jobs(name).items():
             agent = str(f.get("agent"))
             deadline = float(f.get("deadline", 0))
-            if agent == self.peers.me or self.peers.liveness.state(agent, now) != DEAD or now >= deadline:
+            if now >= deadline:
+                self.live.pop(job, None)
                 continue
-            why = {k: v for k, v in f.items() if k in ("schedule", "slot")}
+            live = self.live.get(job)
+            if live is None or live.agent != agent:
+                # A job dispatched before this peer was coordinator (or to another agent): watched from now.
+                live = self.live[job] = Live(agent, name, now, now, now)
+            dead = agent != self.peers.me and self.peers.liveness.state(agent, now) == DEAD
+            # A backup's counters must move; a retention job's (a prune reads for long) need only be heard.
+            counted = live.progress is not None and f.get("job_kind", BACKUP) == BACKUP
+            quiet = now - max(live.moved if counted else live.heard, live.since)
+            stalled = not dead and quiet >= self.settings.stall_after
+            if not dead and not stalled:
+                continue
+            why = {k: v for k, v in f.items() if k in ("schedule", "slot", "job_kind", "prune")}
             why.update(attempt=int(f.get("attempt", 1)) + 1, replaces=agent)
-            event(self.log, "job.redispatch", logging.WARNING, job=job, node=name, dead_agent=agent)
+            if stalled:
+                await self.logs.append(JOB_STALLED, {"job": job, "node": name, "agent": agent,
+                                                     "term": self.coordination.election.token[0],
+                                                     "quiet": round(quiet)}, log=node_log(name))
+                why["stalled"] = True
+            event(self.log, "job.redispatch", logging.WARNING, job=job, node=name, agent=agent,
+                  why="stalled" if stalled else "dead")
+            self.live.pop(job, None)
             try:
-                await self.start(name, job, deadline=deadline, why=why)
+                await self.start(name, job, deadline=deadline, why=why, exclude=frozenset({agent}))
             except UsageError as exc:
                 event(self.log, "job.not_started", logging.WARNING, node=name, job=job, reason=str(exc))
+
+    async def _retention(self, name: str, now: float) -> None:
+        """After a successful backup of a node with a retention policy: forget by it, prune now and then."""
+        if not any(self.nodes.nodes()[name].policy.values()):
+            return
+        due_now = retention_due(name, self.job_states(name), now, self.settings.prune_interval)
+        if due_now is None:
+            return
+        job, prune = due_now
+        try:
+            await self.start(name, job, deadline=now + RETENTION_DEADLINE, kind=RETENTION, why={"prune": prune})
+        except UsageError as exc:
+            event(self.log, "job.not_started", logging.WARNING, node=name, job=job, reason=str(exc))
 
     async def tick(self) -> None:
         """On the coordinator: start every scheduled slot that is due and not dispatched yet, and
@@ -196,6 +282,7 @@ class JobService:
         for name in sorted(self.nodes.nodes()):
             await self._redispatch(name, now)
             await self._retry(name, now)
+            await self._retention(name, now)
         for name, node in sorted(self.nodes.nodes().items()):
             for sc in node.schedules.values():
                 key = f"{name}/{sc.id}"
@@ -214,25 +301,28 @@ class JobService:
                               slot=int(d.slot), reason=str(exc))
 
     async def start(self, node: str, job: str | None = None, deadline: float | None = None,
-                    why: dict[str, Any] | None = None) -> proto.JobAccepted:
+                    why: dict[str, Any] | None = None, kind: str | None = None,
+                    exclude: frozenset[str] = frozenset()) -> proto.JobAccepted:
         coordinator, term = self.coordination.status()
         if coordinator != self.peers.me or term is None:
             raise UsageError("this peer is not the coordinator")
         info = self.nodes.nodes().get(node)
         if info is None:
             raise UsageError(f"no backup node named {node!r}")
-        if not info.datasets:
+        why = dict(why or {})
+        kind = kind or str(why.pop("job_kind", BACKUP))
+        if kind == BACKUP and not info.datasets:
             raise UsageError(f"backup node {node} has no data set (peerbackup dataset add)")
         token = self.coordination.election.token
         job = job or "manual-" + hashlib.blake2b(f"{node}\0{self.clock()}\0{secrets.token_hex(8)}".encode(),
                                                  digest_size=8).hexdigest()
         until = deadline if deadline is not None else self.clock() + DEADLINE
         tried = []
-        for agent in self.candidates(node):
+        for agent in self.candidates(node, kind, exclude):
             await self.logs.append(JOB_DISPATCHED, {"job": job, "node": node, "agent": agent, "term": token[0],
                                                     "coordinator": self.peers.me, "deadline": int(until),
-                                                    **(why or {})}, log=node_log(node))
-            body = proto.Dispatch(job, node, token, int(until * 1000)).to_wire()
+                                                    "job_kind": kind, **why}, log=node_log(node))
+            body = proto.Dispatch(job, node, token, int(until * 1000), kind, bool(why.get("prune"))).to_wire()
             try:
                 if agent == self.peers.me:
                     await self._on_dispatch(agent, body)
@@ -240,13 +330,19 @@ class JobService:
                     await self._send(agent, proto.DISPATCH_PATH, body)
             except (PeerBackupError, ProtocolError) as exc:
                 tried.append(f"{agent}: {exc}")
+                # In the log too: the dispatch above did not happen (core/jobs.py undoes it), and the
+                # audit trail says why this agent was passed over.
+                await self.logs.append(JOB_UNSENT, {"job": job, "node": node, "agent": agent, "term": token[0],
+                                                    "reason": str(exc)[:300]}, log=node_log(node))
                 event(self.log, "job.dispatch_failed", logging.WARNING, job=job, node=node, agent=agent,
                       reason=str(exc))
                 continue
             self.running[agent] += 1
-            event(self.log, "job.dispatched", job=job, node=node, agent=agent, term=token[0])
+            now = self.clock()
+            self.live[job] = Live(agent, node, now, now, now)
+            event(self.log, "job.dispatched", job=job, node=node, agent=agent, term=token[0], kind=kind)
             return proto.JobAccepted(job, agent, token)
-        raise UsageError(f"no agent of {node} can take the backup now: "
+        raise UsageError(f"no agent of {node} can take the {'backup' if kind == BACKUP else 'retention job'} now: "
                          + ("; ".join(tried) or "none alive, granted and able to reach a data set"))
 
     async def _on_report(self, issuer: str, body: bytes) -> bytes:
@@ -255,37 +351,92 @@ class JobService:
             self.running[issuer] -= 1
         if msg.state == "done":
             self.last_ok[msg.node] = issuer
+        live = self.live.get(msg.job)
+        if live is not None and live.agent == issuer:
+            del self.live[msg.job]
         event(self.log, "job.reported", job=msg.job, node=msg.node, agent=issuer, state=msg.state)
         return b""
+
+    async def _on_progress(self, issuer: str, body: bytes) -> bytes:
+        msg = proto.JobProgress.from_wire(body)
+        live = self.live.get(msg.job)
+        if live is None or live.agent != issuer:
+            st = self.job_states(msg.node).get(msg.job)
+            if st is None or st.state != OPEN or st.agent != issuer:
+                raise Forbidden(f"job {msg.job} is not running on {issuer}")
+            now = self.clock()
+            live = self.live[msg.job] = Live(issuer, msg.node, now, now, now)
+        now = self.clock()
+        if msg.waiting or live.progress is None or (msg.files, msg.nbytes, msg.files_seen) != \
+                (live.progress.files, live.progress.nbytes, live.progress.files_seen):
+            live.moved = now
+        live.heard, live.progress = now, msg
+        return b""
+
+    def running_jobs(self) -> dict[str, dict[str, Any]]:
+        """Jobs running now as the coordinator hears them: agent, counters, rate (for `jobs` and the UI)."""
+        now = self.clock()
+        return {job: live.to_json(now) for job, live in self.live.items()}
 
     async def log_restore(self, node: str, fields: dict[str, Any]) -> None:
         """A restore made on this peer, in the node's log (the audit trail names who read what)."""
         self.nodes.keys(node)  # only a holder of the keys can have restored it
         await self.logs.append(RESTORE_DONE, {"node": node, "agent": self.peers.me, **fields}, log=node_log(node))
 
+    async def _on_logon(self, issuer: str, body: bytes) -> bytes:
+        """An agent about to act as a node asks for a challenge: its act-as request must carry it back,
+        signed by its own key, within LOGON_VALIDITY. Freshness that rests on the coordinator's clock only."""
+        msg = proto.Logon.from_wire(body)
+        now = self.clock()
+        self.challenges = {c: v for c, v in self.challenges.items() if v[3] > now}
+        challenge = secrets.token_bytes(proto.CHALLENGE_SIZE)
+        self.challenges[challenge] = (issuer, msg.node, msg.job, now + LOGON_VALIDITY)
+        return proto.Logon(msg.node, msg.job, challenge).to_wire()
+
     async def _on_act_as(self, issuer: str, body: bytes) -> bytes:
-        """The coordinator lets a granted agent act as the node for a job: a token it signs, logged."""
+        """The coordinator lets a granted agent act as the node for a job: a token it signs, logged.
+        Deleting is allowed ("prune" scope) only for a retention job this coordinator gave that agent."""
         msg = proto.ActAsRequest.from_wire(body)
         coordinator, term = self.coordination.status()
         if coordinator != self.peers.me or term is None:
             raise Forbidden("this peer is not the coordinator")
         info = self.nodes.nodes().get(msg.node)
         if info is None or issuer not in info.agents or issuer in self.peers.membership.revocations:
+            if info is not None:  # the audit trail shows who tried
+                await self.logs.append(ACT_AS_REFUSED, {"job": msg.job, "node": msg.node, "agent": issuer,
+                                                        "term": term, "reason": "not a granted agent"},
+                                       log=node_log(msg.node))
             raise Forbidden(f"{issuer} is not a granted agent of backup node {msg.node}")
         now = self.clock()
-        token = ActAs.issue(self.peers.ident.key, term, issuer, msg.node, msg.job, int(now), ACT_AS_VALIDITY)
+        issued = self.challenges.pop(msg.challenge, None)
+        if issued is None or issued[:3] != (issuer, msg.node, msg.job) or issued[3] < now:
+            raise Forbidden("log on first: the act-as request must carry a fresh challenge from this coordinator, "
+                            "issued to this agent for this node and job")
+        st = self.job_states(msg.node).get(msg.job)
+        scope = PRUNE if (st is not None and st.kind == RETENTION and st.state == OPEN and st.agent == issuer
+                          and st.fields.get("coordinator") == self.peers.me) else BACKUP_SCOPE
+        token = ActAs.issue(self.peers.ident.key, term, issuer, msg.node, msg.job, int(now), ACT_AS_VALIDITY, scope)
+        await self.logs.append(LOGON, {"job": msg.job, "node": msg.node, "agent": issuer, "term": term},
+                               log=node_log(msg.node))
         await self.logs.append(ACT_AS_ISSUED, {"job": msg.job, "node": msg.node, "agent": issuer, "term": term,
-                                               "expires": token.expires}, log=node_log(msg.node))
+                                               "expires": token.expires, "scope": scope}, log=node_log(msg.node))
         return proto.ActAsReply(token.raw).to_wire()
 
     async def act_as(self, node: str, job: str, coordinator: str | None = None) -> bytes:
-        """An act-as token for this peer, from the given (or the current) coordinator."""
+        """Log on to the given (or the current) coordinator and get an act-as token for this peer."""
         coordinator = coordinator or self.coordination.status()[0]
         if coordinator is None:
             raise UsageError("there is no coordinator to let this agent act as the node; try again shortly")
-        body = proto.ActAsRequest(node, job).to_wire()
-        raw = await (self._on_act_as(self.peers.me, body) if coordinator == self.peers.me
-                     else self._send(coordinator, proto.ACT_AS_PATH, body))
+
+        async def ask(path: str, body: bytes) -> bytes:
+            if coordinator == self.peers.me:
+                handler = self._on_logon if path == proto.LOGON_PATH else self._on_act_as
+                return await handler(self.peers.me, body)
+            return await self._send(coordinator, path, body)
+
+        challenge = proto.Logon.from_wire(await ask(proto.LOGON_PATH, proto.Logon(node, job).to_wire()),
+                                          answer=True).challenge
+        raw = await ask(proto.ACT_AS_PATH, proto.ActAsRequest(node, job, challenge).to_wire())
         return proto.ActAsReply.from_wire(raw).token
 
     # ---- the agent ---------------------------------------------------------------------
@@ -301,34 +452,71 @@ class JobService:
             self.nodes.keys(msg.node)
         except (NotAHolder, UsageError) as exc:
             raise Forbidden(str(exc)) from None
-        info = self.nodes.nodes()[msg.node]
-        ok, why = readable(list(info.datasets.values()), self.peers.me)
-        if not ok:
-            raise Forbidden(f"nothing of {msg.node} can be backed up here: {'; '.join(why)}")
+        if msg.kind == BACKUP:
+            info = self.nodes.nodes()[msg.node]
+            ok, why = readable(list(info.datasets.values()), self.peers.me)
+            if not ok:
+                raise Forbidden(f"nothing of {msg.node} can be backed up here: {'; '.join(why)}")
         self.peers.spawn(self._run(msg, issuer))
         return b""
 
+    async def _tell(self, coordinator: str, path: str, body: bytes) -> None:
+        local = {proto.REPORT_PATH: self._on_report, proto.PROGRESS_PATH: self._on_progress}
+        if coordinator == self.peers.me:
+            await local[path](self.peers.me, body)
+        else:
+            await self._send(coordinator, path, body)
+
+    async def _heartbeat(self, msg: proto.Dispatch, coordinator: str, where: dict[str, Any]) -> None:
+        """While the job runs: its counters to the coordinator every progress_interval, and a summary
+        into the node's log every PROGRESS_LOG_EVERY of them."""
+        beats = 0
+        while True:
+            await asyncio.sleep(self.settings.progress_interval)
+            rec = self.agent.jobs.get(msg.job)
+            if rec is None or rec.state not in ("waiting", "running"):
+                continue
+            beats += 1
+            p = proto.JobProgress(msg.job, msg.node, rec.files, rec.nbytes, rec.files_seen, rec.nbytes_seen,
+                                  len(rec.errors), waiting=rec.state == "waiting")
+            try:
+                await self._tell(coordinator, proto.PROGRESS_PATH, p.to_wire())
+            except (PeerBackupError, ProtocolError) as exc:
+                if isinstance(exc, Forbidden) or (isinstance(exc, PeerRefused) and exc.code == "forbidden"):
+                    # The coordinator gave the job to another agent (this one stalled): nothing more to say.
+                    event(self.log, "job.taken_over", logging.WARNING, job=msg.job, reason=str(exc))
+                    return
+                event(self.log, "job.heartbeat_failed", logging.WARNING, job=msg.job, reason=str(exc))
+            if beats % PROGRESS_LOG_EVERY == 0 and not p.waiting:
+                await self.logs.append(JOB_PROGRESS, {**where, "files": rec.files, "bytes": rec.nbytes,
+                                                      "files_seen": rec.files_seen, "bytes_seen": rec.nbytes_seen,
+                                                      "errors": len(rec.errors)}, log=node_log(msg.node))
+
     async def _run(self, msg: proto.Dispatch, coordinator: str) -> None:
         where = {"job": msg.job, "node": msg.node, "agent": self.peers.me, "term": msg.token[0],
-                 "coordinator": coordinator, "deadline": msg.deadline_ms // 1000}
+                 "coordinator": coordinator, "deadline": msg.deadline_ms // 1000, "job_kind": msg.kind}
+        beat = asyncio.ensure_future(self._heartbeat(msg, coordinator, where))
         try:
+            self._check_clock()
             # Log on as the node: the coordinator that dispatched the job checks the grant and signs.
             token = await self.act_as(msg.node, msg.job, coordinator)
             await self.logs.append(JOB_STARTED, where, log=node_log(msg.node))
-            rec = await self.agent.run(msg.node, msg.job, token)
+            if msg.kind == RETENTION:
+                rec = await self.agent.retention(msg.node, msg.job, token, msg.prune, msg.deadline_ms / 1000)
+            else:
+                rec = await self.agent.run(msg.node, msg.job, token, msg.deadline_ms / 1000)
         except PeerBackupError as exc:
             await self.logs.append(JOB_FAILED, {**where, "reason": str(exc)[:500]}, log=node_log(msg.node))
             report = proto.JobReport(msg.job, msg.node, "failed", (), str(exc))
         else:
             snaps = [s["id"] for s in rec.snapshots]
-            await self.logs.append(JOB_DONE, {**where, "snapshots": snaps, "errors": len(rec.errors),
-                                              "added": sum(s["summary"].get("bytes_added", 0)
-                                                           for s in rec.snapshots)}, log=node_log(msg.node))
+            done = {**where, "snapshots": snaps, "errors": len(rec.errors),
+                    "added": sum(s["summary"].get("bytes_added", 0) for s in rec.snapshots), **rec.outcome}
+            await self.logs.append(JOB_DONE, done, log=node_log(msg.node))
             report = proto.JobReport(msg.job, msg.node, "done", tuple(snaps))
+        finally:
+            beat.cancel()
         try:
-            if coordinator == self.peers.me:
-                await self._on_report(self.peers.me, report.to_wire())
-            else:
-                await self._send(coordinator, proto.REPORT_PATH, report.to_wire())
+            await self._tell(coordinator, proto.REPORT_PATH, report.to_wire())
         except PeerBackupError as exc:
             event(self.log, "job.report_failed", logging.WARNING, job=msg.job, reason=str(exc))

@@ -131,8 +131,8 @@ class StoreClient:
         raw, _ = await self._call(peer, proto.LIST_PATH, proto.Listing(self.node, ftype).to_wire(), LIST_REPLY)
         return list(proto.Reply.from_wire(raw).items)
 
-    async def delete(self, peer: StoragePeer, ftype: FileType, name: str, grant: bytes) -> None:
-        await self._call(peer, proto.DELETE_PATH, proto.Delete(self._ref(ftype, name), grant).to_wire())
+    async def delete(self, peer: StoragePeer, ftype: FileType, name: str, grant: bytes, act_as: bytes = b"") -> None:
+        await self._call(peer, proto.DELETE_PATH, proto.Delete(self._ref(ftype, name), grant, act_as).to_wire())
 
     async def challenge(self, peer: StoragePeer, ftype: FileType, name: str, nonce: bytes, offset: int,
                         length: int) -> bytes:
@@ -407,7 +407,7 @@ class PeerStore:
 
     async def _delete(self, ftype: FileType, name: str) -> None:
         peers = list(self.peers.values())
-        results = await asyncio.gather(*(self.client.delete(p, ftype, name, self.grant) for p in peers),
+        results = await asyncio.gather(*(self.client.delete(p, ftype, name, self.grant, self.act_as) for p in peers),
                                        return_exceptions=True)
         refused = []
         for peer, res in zip(peers, results, strict=True):

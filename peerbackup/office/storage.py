@@ -5,8 +5,10 @@ holding the node's keys (its grant), a granted agent with the coordinator's
 act-as token naming it (core/actas.py), and the coordinator copying
 content-named files to repair. Holders of the keys and storage peers read. The ordinary
 capability is append-only: nothing is overwritten (but a lock), and deleting
-takes a DeleteGrant signed by the office key for the signer, which an admin
-issues (and logs) for a prune. Deleted files go to the holder's trash.
+takes either a DeleteGrant signed by the office key for the signer, which an
+admin issues (and logs) for a prune by hand, or an agent's act-as token of
+"prune" scope, which the coordinator issues only for a retention job it
+dispatched to that agent. Deleted files go to the holder's trash.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class StorageService:
         cert = self.peers.membership.certs.get(issuer)
         return cert is not None and cert.has_role("admin")
 
-    def _check_act_as(self, issuer: str, node: str, raw: bytes) -> None:
+    def _check_act_as(self, issuer: str, node: str, raw: bytes, delete: bool = False) -> None:
         """An agent writes as the node only with the coordinator's act-as token naming it, this node,
         a job, and a term that coordinator claimed in the log (admins write with their grant)."""
         if not raw:
@@ -107,7 +109,7 @@ class StorageService:
         except FormatError as exc:
             raise Forbidden(f"act-as token refused: {exc}") from None
         why = token.refusal(node, issuer, self.peers.clock(), self.logs.state.config().coordinator_terms,
-                            self.peers.settings.clock_skew)
+                            self.peers.settings.clock_skew, delete=delete)
         if why:
             raise Forbidden(f"act-as token refused: {why}")
 
@@ -184,7 +186,9 @@ class StorageService:
         info = self._node(msg.ref.node)
         if issuer not in info.holders:
             raise Forbidden(f"{issuer} holds no keys of backup node {msg.ref.node} and may not delete from it")
-        if msg.ref.ftype not in MUTABLE:
+        if msg.ref.ftype not in MUTABLE and msg.act_as and not msg.grant:
+            self._check_act_as(issuer, msg.ref.node, msg.act_as, delete=True)  # a retention job's agent
+        elif msg.ref.ftype not in MUTABLE:
             # Append-only: the ordinary capability adds; deleting takes the office's delete grant.
             try:
                 grant = DeleteGrant.from_bytes(msg.grant, self.peers.ident.office.public_key)

@@ -54,3 +54,18 @@ def test_forged_or_altered_tokens_do_not_verify() -> None:
             token(**bad)
     with pytest.raises(FormatError):
         ActAs.from_bytes(b"\x81\xa1x\x01", COORD.public_key)
+
+
+def test_only_a_prune_token_deletes() -> None:
+    backup = ActAs.from_bytes(token().raw, COORD.public_key)
+    assert backup.scope == "backup"
+    assert "only adds" in backup.refusal("accounts", AGENT.peer_id, NOW, CLAIMS, 120, delete=True)
+    prune = ActAs.from_bytes(token(scope="prune").raw, COORD.public_key)
+    assert prune.scope == "prune"
+    assert prune.refusal("accounts", AGENT.peer_id, NOW, CLAIMS, 120, delete=True) == ""
+    assert prune.refusal("accounts", AGENT.peer_id, NOW, CLAIMS, 120) == ""  # a prune also writes (repacks)
+    # A scope the reader does not know is refused, not taken for less.
+    body = codec.pack({"v": 1, "coordinator": COORD.peer_id, "term": 2, "agent": AGENT.peer_id, "node": "a",
+                       "job": "j", "issued": NOW, "expires": NOW + 60, "scope": "everything"})
+    with pytest.raises(FormatError, match="unknown scope"):
+        ActAs.from_bytes(codec.pack({"body": body, "sig": COORD.sign(body)}), COORD.public_key)

@@ -73,6 +73,7 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGCONT)  # a daemon a test stopped (SIGSTOP) must see its SIGTERM
         proc.wait(timeout=5)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         try:
@@ -156,7 +157,8 @@ class Office:
         self.cli("join", "--home", str(p.home), "--name", name, token)
         return p
 
-    def start(self, p: Peer, *extra: str, mdns: bool = True, timings: dict[str, str] | None = None) -> Peer:
+    def start(self, p: Peer, *extra: str, mdns: bool = True, timings: dict[str, str] | None = None,
+              env: dict[str, str] | None = None) -> Peer:
         args = ["up", "--home", str(p.home), "--listen", "127.0.0.1:0", "-v"]
         args += ["--mdns-interface", "127.0.0.1"] if mdns else ["--no-mdns"]
         for k, v in {**FAST, **(timings or {})}.items():
@@ -168,7 +170,7 @@ class Office:
             (p.home / stale).unlink(missing_ok=True)
         with open(p.log, "ab") as log:
             p.proc = subprocess.Popen([sys.executable, "-m", "peerbackup", *args], stdout=log, stderr=log,
-                                      env=self.env, start_new_session=True)
+                                      env={**self.env, **(env or {})}, start_new_session=True)
         wait_for(lambda: self._up(p), 20, f"daemon {p.name} to start (log {p.log})")
         return p
 

@@ -90,16 +90,16 @@ def test_agents_refuse_stale_or_foreign_dispatches(office: Office, tmp_path: Pat
              20, "configuration and coordinator on beta")
     # A dispatch under a token older than the one beta knows: refused (fencing).
     stale = proto.Dispatch("manual-1", NODE, (0, a.peer_id), 0).to_wire()
-    code, msg = call(a, b, proto.DISPATCH_PATH, stale)  # type: ignore[misc]
+    code, msg = call(a, b, proto.DISPATCH_PATH, stale)
     assert code == "forbidden" and "stale fencing token" in msg
     # One that names another peer as its coordinator: refused.
     term = b.status()["term"]
     foreign = proto.Dispatch("manual-2", NODE, (term, b.peer_id), 0).to_wire()
-    code, msg = call(a, b, proto.DISPATCH_PATH, foreign)  # type: ignore[misc]
+    code, msg = call(a, b, proto.DISPATCH_PATH, foreign)
     assert code == "forbidden" and "fencing token names" in msg
     # A current one, but beta holds no keys of the node (not granted): refused, and nothing ran.
     current = proto.Dispatch("manual-3", NODE, (term, a.peer_id), 0).to_wire()
-    code, msg = call(a, b, proto.DISPATCH_PATH, current)  # type: ignore[misc]
+    code, msg = call(a, b, proto.DISPATCH_PATH, current)
     assert code == "forbidden" and "only its admins and granted agents" in msg
     # And the coordinator does not pick an agent that cannot do it: a clear error, nothing dispatched.
     res = office.cli("backup", NODE, "--home", str(b.home), check=False)
@@ -187,7 +187,7 @@ def test_a_revoked_agent_is_not_dispatched_to_and_refuses(office: Office, tmp_pa
         assert out["agent_name"] == "gamma" and out["state"] == "done"
     # Dispatched by hand to beta anyway: beta no longer holds the node's current keys.
     term = a.status()["term"]
-    code, msg = call(a, b, proto.DISPATCH_PATH,  # type: ignore[misc]
+    code, msg = call(a, b, proto.DISPATCH_PATH,
                      proto.Dispatch("manual-9", NODE, (term, a.peer_id), 0).to_wire())
     assert code == "forbidden" and "only its admins and granted agents" in msg
     # And its own daemon refuses to back the node up.
@@ -216,7 +216,7 @@ def test_log_follow_and_since(office: Office, tmp_path: Path) -> None:
         wait_for(lambda: any(json.loads(x)["kind"] == "job.done" for x in lines), 20, "job.done followed")
         # One object per line, as they come.
         kinds = [json.loads(x)["kind"] for x in lines if json.loads(x)["job"] == out["job"]]
-        assert kinds == ["job.dispatched", "act_as.issued", "job.started", "job.done"]
+        assert kinds == ["job.dispatched", "agent.logon", "act_as.issued", "job.started", "job.done"]
     finally:
         stop_group(follow)
     assert len(json.loads(office.cli("log", NODE, "--json", "--since", "1h", *home).out)) >= 3

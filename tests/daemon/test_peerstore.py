@@ -239,7 +239,7 @@ def test_only_the_delete_grant_deletes(office: Office, tmp_path: Path) -> None:
     # ...nor by asking a holder directly, without a grant or with the admin's grant copied from the log.
     name = next(iter(snaps))
     ref = proto.FileRef(NODE, FileType.SNAPSHOT, name)
-    code, msg = call(b, c, proto.DELETE_PATH, proto.Delete(ref).to_wire())  # type: ignore[misc]
+    code, msg = call(b, c, proto.DELETE_PATH, proto.Delete(ref).to_wire())
     assert code == "forbidden" and "delete grant" in msg
     repo(office, a, "snapshots")  # (an admin's read needs no grant)
     repo(office, a, "forget", "--keep-last", "1", "--dry-run")
@@ -250,7 +250,7 @@ def test_only_the_delete_grant_deletes(office: Office, tmp_path: Path) -> None:
     grants = [e for e in log if e["kind"] == "node.delete_grant"]
     assert len(grants) == 1 and grants[0]["fields"]["node"] == NODE
     raw = bytes.fromhex(grants[0]["fields"]["grant"])
-    code, msg = call(b, c, proto.DELETE_PATH, proto.Delete(ref, raw).to_wire())  # type: ignore[misc]
+    code, msg = call(b, c, proto.DELETE_PATH, proto.Delete(ref, raw).to_wire())
     assert code == "forbidden" and "does not cover" in msg
     assert not held(c, FileType.SNAPSHOT)
     # Deleted files wait in the holder's trash for the grace time.
@@ -271,6 +271,6 @@ def test_a_machine_without_the_keys_cannot_restore(office: Office, tmp_path: Pat
     assert not (tmp_path / "out").exists()
     # Nor can it fetch the ciphertext itself from a holder.
     pack = next(iter(held(b)))
-    code, _msg = call(eve, b, proto.GET_PATH,  # type: ignore[misc]
+    code, _msg = call(eve, b, proto.GET_PATH,
                      proto.Get(proto.FileRef(NODE, FileType.DATA, pack)).to_wire())
     assert code == "forbidden"

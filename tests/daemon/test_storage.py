@@ -25,13 +25,14 @@ RNG = random.Random(11)
 
 
 def call(as_peer: Peer, target: Peer, path: str, body: bytes, upload: bytes | None = None,
-         framed: bool = False) -> proto.Reply | tuple[str, str]:
-    """One signed store request from as_peer's key to target: the reply (with the bytes a framed
-    answer carries in .data), or (code, message) if refused."""
+         framed: bool = False, raw: bool = False) -> Any:
+    """One signed request from as_peer's key to target: the store reply (with the bytes a framed
+    answer carries in .data) or, with `raw`, the reply's bytes; (code, message) if refused."""
     key = Home(as_peer.home).load().key
+    as_bytes = raw
     target_id, target_key = target.peer_id, Home(target.home).load().key.public_key
 
-    async def run() -> proto.Reply | tuple[str, str]:
+    async def run() -> Any:
         async with aiohttp.ClientSession() as session:
             client = PeerClient(key, Settings(request_timeout=10), time.time, RNG.randbytes, session)
             try:
@@ -40,6 +41,8 @@ def call(as_peer: Peer, target: Peer, path: str, body: bytes, upload: bytes | No
                                                   framed)
             except PeerRefused as exc:
                 return exc.code, str(exc)
+            if as_bytes:
+                return bytes(raw)
             reply = proto.Reply.from_wire(raw)
             if framed:
                 assert len(rest) == reply.size and content_hash(rest) == reply.hash
@@ -128,14 +131,30 @@ def test_store_capabilities_and_refusals(office: Office) -> None:
     ref = proto.FileRef("accounts", FileType.DATA, content_hash(other).hex())
     short = call(b, g, proto.PUT_PATH, proto.Put(ref, 6000, content_hash(other), tok).to_wire(), upload=other)
     assert isinstance(short, tuple) and short[0] == "malformed" and "5000 of 6000 bytes" in short[1]
-    code, msg = call(b, g, proto.PUT_PATH, proto.Put(ref, 5000, bytes(32), tok).to_wire(),  # type: ignore[misc]
+    code, msg = call(b, g, proto.PUT_PATH, proto.Put(ref, 5000, bytes(32), tok).to_wire(),
                      upload=other)
     assert code == "store-refused" and "signed hash" in msg
-    code, msg = call(b, g, proto.PUT_PATH, proto.Put(ref, 64 * 1024 * 1024, content_hash(other)).to_wire(),  # type: ignore[misc]
+    code, msg = call(b, g, proto.PUT_PATH, proto.Put(ref, 64 * 1024 * 1024, content_hash(other)).to_wire(),
                      upload=other)
     assert code == "malformed" and "at most" in msg
     listed = call(a, g, proto.LIST_PATH, proto.Listing("accounts", FileType.DATA).to_wire())
     assert isinstance(listed, proto.Reply) and [n for n, _ in listed.items] == [name]
+
+    # Deleting: a backup job's token only adds; a retention job's ("prune" scope) deletes, for its agent only.
+    def delete(peer: Any, ref: proto.FileRef, act_as: bytes) -> Any:
+        return call(peer, g, proto.DELETE_PATH, proto.Delete(ref, act_as=act_as).to_wire())
+
+    ref = proto.FileRef("accounts", FileType.DATA, name)
+    code, msg = delete(b, ref, tok)
+    assert code == "forbidden" and "only adds" in msg
+    pruner = ActAs.issue(a_key, term, b.peer_id, "accounts", "retention-1", int(time.time()), 600, "prune").raw
+    code, msg = delete(a, ref, pruner)
+    assert code == "forbidden" and "not the peer that sent it" in msg
+    done = delete(b, ref, pruner)
+    assert isinstance(done, proto.Reply) and done.stored
+    listed = call(a, g, proto.LIST_PATH, proto.Listing("accounts", FileType.DATA).to_wire())
+    assert isinstance(listed, proto.Reply) and listed.items == ()
+    assert "store.delete" in g.log.read_text()
 
     # After revoke, beta may no longer write for the node.
     office.cli("revoke", "accounts", "beta", "--home", str(a.home))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import random
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +71,16 @@ ENVELOPE, ENVELOPE_NONCE = seal(ALICE, BOB.peer_id, "POST", PATH, b"hello body",
 TOKEN = InviteToken(FP, ("10.0.0.1:7000", "[fe80::1]:7000"), SECRET, NOW + 86400)
 
 from peerbackup.net.proto.coordinator import Announce, AnnounceReply  # noqa: E402
+from peerbackup.net.proto.jobs import (  # noqa: E402
+    ActAsReply,
+    ActAsRequest,
+    Dispatch,
+    JobAccepted,
+    JobProgress,
+    JobReport,
+    JobRequest,
+    Logon,
+)
 from peerbackup.net.proto.logsync import Head, Heads, Pull, PullReply  # noqa: E402
 from peerbackup.net.proto.store import Challenge, FileRef, Listing  # noqa: E402
 from peerbackup.net.proto.store import Delete as StoreDelete  # noqa: E402
@@ -99,7 +110,16 @@ PROTO_SAMPLES: dict[str, tuple[ProtoDecoder, bytes]] = {
     "store-put": (StorePut.from_wire, StorePut(FileRef("accounts", FileType.DATA, "ab" * 32), 64,
                                                b"h" * 32).to_wire()),
     "store-delete": (StoreDelete.from_wire, StoreDelete(FileRef("accounts", FileType.DATA, "ab" * 32),
-                                                        b"g" * 100).to_wire()),
+                                                        b"g" * 100, b"t" * 90).to_wire()),
+    "job-request": (JobRequest.from_wire, JobRequest("accounts").to_wire()),
+    "job-accepted": (JobAccepted.from_wire, JobAccepted("manual-1", BOB.peer_id, (3, ALICE.peer_id)).to_wire()),
+    "job-dispatch": (Dispatch.from_wire, Dispatch("retention-ab", "accounts", (3, ALICE.peer_id), 10**12,
+                                                  "retention", True).to_wire()),
+    "job-report": (JobReport.from_wire, JobReport("j-1", "accounts", "done", ("s" * 64,)).to_wire()),
+    "job-progress": (JobProgress.from_wire, JobProgress("j-1", "accounts", 3, 4000, 9, 9000, 1).to_wire()),
+    "job-logon": (lambda raw: Logon.from_wire(raw, answer=True), Logon("accounts", "j-1", b"c" * 32).to_wire()),
+    "act-as-request": (ActAsRequest.from_wire, ActAsRequest("accounts", "j-1", b"c" * 32).to_wire()),
+    "act-as-reply": (ActAsReply.from_wire, ActAsReply(b"t" * 200).to_wire()),
     "store-usage": (StoreUsage.from_wire, StoreUsage(1000, -1, (("accounts", 3),)).to_wire()),
     "store-get": (StoreGet.from_wire, StoreGet(FileRef("accounts", FileType.INDEX, "cd" * 32), 5, 10).to_wire()),
     "store-list": (Listing.from_wire, Listing("accounts", FileType.SNAPSHOT).to_wire()),
@@ -232,8 +252,34 @@ def well_formed(kind: str, msg: Any) -> None:
         assert isinstance(msg.data, bytes) and isinstance(msg.stored, bool) and len(msg.data) <= 1024
         assert all(isinstance(n, str) and isinstance(z, int) for n, z in msg.items)
         assert 0 <= msg.size <= 32 * 1024 * 1024 and len(msg.hash) == 32
+    elif kind.startswith(("job-", "act-as-")):
+        well_formed_job(kind, msg)
     else:  # pragma: no cover
         raise AssertionError(kind)
+
+
+def well_formed_job(kind: str, msg: Any) -> None:
+    job_id = re.compile(r"[a-z0-9-]{1,64}")
+    if hasattr(msg, "node"):
+        assert isinstance(msg.node, str) and 0 < len(msg.node) <= 64
+    if hasattr(msg, "job"):
+        assert isinstance(msg.job, str) and job_id.fullmatch(msg.job)
+    if kind in ("job-accepted", "job-dispatch"):
+        term, coordinator = msg.token
+        assert isinstance(term, int) and isinstance(coordinator, str)
+    if kind == "job-dispatch":
+        assert msg.kind in ("backup", "retention") and isinstance(msg.prune, bool)
+        assert isinstance(msg.deadline_ms, int) and not isinstance(msg.deadline_ms, bool)
+    elif kind == "job-report":
+        assert msg.state in ("done", "failed") and all(isinstance(x, str) for x in msg.snapshots)
+    elif kind == "job-progress":
+        counters = (msg.files, msg.nbytes, msg.files_seen, msg.nbytes_seen, msg.errors)
+        assert all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counters)
+        assert isinstance(msg.waiting, bool)
+    elif kind in ("job-logon", "act-as-request"):
+        assert isinstance(msg.challenge, bytes) and len(msg.challenge) == 32
+    elif kind == "act-as-reply":
+        assert isinstance(msg.token, bytes) and len(msg.token) <= 4096
 
 
 def well_formed_cert(cert: Certificate) -> None:

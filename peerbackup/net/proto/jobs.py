@@ -1,7 +1,12 @@
 """jobs: backups of a backup node, asked of the coordinator and dispatched by it to an agent.
 
 - JobRequest (any member -> coordinator): back this node up now.
-- Dispatch (coordinator -> agent): run this job, under this fencing token, before the deadline.
+- Dispatch (coordinator -> agent): run this job (a backup, or a retention job: forget by the
+  node's policy, then prune), under this fencing token, before the deadline.
+- Logon (agent -> coordinator): a fresh challenge, which the agent's ActAsRequest carries back
+  under its own signature: logging on proves the key now, whatever the clocks say.
+- ActAsRequest / ActAsReply: the coordinator's signed act-as token for the job.
+- JobProgress (agent -> coordinator): a heartbeat with the job's counters.
 - JobReport (agent -> coordinator): how the job ended.
 """
 
@@ -18,7 +23,12 @@ REQUEST_PATH = "/v1/jobs/request"
 DISPATCH_PATH = "/v1/jobs/dispatch"
 REPORT_PATH = "/v1/jobs/report"
 ACT_AS_PATH = "/v1/jobs/act-as"
+LOGON_PATH = "/v1/jobs/logon"
+PROGRESS_PATH = "/v1/jobs/progress"
 STATES = ("done", "failed")
+BACKUP, RETENTION = "backup", "retention"
+KINDS = (BACKUP, RETENTION)
+CHALLENGE_SIZE = 32
 _JOB = re.compile(r"[a-z0-9-]{1,64}")
 
 
@@ -71,17 +81,25 @@ class Dispatch:
     node: str
     token: Token  # the coordinator's fencing token: agents refuse one below the highest they know
     deadline_ms: int
+    kind: str = BACKUP
+    prune: bool = False  # a retention job: prune after forgetting
 
     def to_wire(self) -> bytes:
         return _wire.encode({"job": self.job, "node": self.node, "token": list(self.token),
-                             "deadline": self.deadline_ms})
+                             "deadline": self.deadline_ms, "kind": self.kind, "prune": self.prune})
 
     @classmethod
     def from_wire(cls, data: bytes) -> Dispatch:
         what = "dispatch"
         obj = _wire.decode(data, what)
+        kind = obj.get("kind", BACKUP)
+        if kind not in KINDS:
+            raise Malformed(f"{what}: unknown job kind {kind!r}")
+        prune = obj.get("prune", False)
+        if not isinstance(prune, bool):
+            raise Malformed(f"{what}: field 'prune' must be true or false")
         return cls(_job(obj, what), _node(obj, what), _token(obj.get("token"), what),
-                   _wire.get(obj, "deadline", int, what))
+                   _wire.get(obj, "deadline", int, what), kind, prune)
 
 
 @dataclass(frozen=True)
@@ -113,15 +131,71 @@ class ActAsRequest:
 
     node: str
     job: str
+    challenge: bytes = b""  # from Logon: the request's signature over it is the agent's response
 
     def to_wire(self) -> bytes:
-        return _wire.encode({"node": self.node, "job": self.job})
+        return _wire.encode({"node": self.node, "job": self.job, "challenge": self.challenge})
 
     @classmethod
     def from_wire(cls, data: bytes) -> ActAsRequest:
         what = "act-as request"
         obj = _wire.decode(data, what)
-        return cls(_node(obj, what), _job(obj, what))
+        return cls(_node(obj, what), _job(obj, what), _challenge(obj, what))
+
+
+def _challenge(obj: dict[object, object], what: str) -> bytes:
+    value = obj.get("challenge")
+    if not isinstance(value, bytes) or len(value) != CHALLENGE_SIZE:
+        raise Malformed(f"{what}: field 'challenge' must be {CHALLENGE_SIZE} bytes (log on first)")
+    return value
+
+
+@dataclass(frozen=True)
+class Logon:
+    """Agent -> coordinator: I will act as this node for this job; the answer carries a challenge."""
+
+    node: str
+    job: str
+    challenge: bytes = b""  # set in the coordinator's answer
+
+    def to_wire(self) -> bytes:
+        return _wire.encode({"node": self.node, "job": self.job, "challenge": self.challenge})
+
+    @classmethod
+    def from_wire(cls, data: bytes, answer: bool = False) -> Logon:
+        what = "logon"
+        obj = _wire.decode(data, what)
+        return cls(_node(obj, what), _job(obj, what), _challenge(obj, what) if answer else b"")
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Agent -> coordinator, every progress_interval: how far the job is (a stalled job is re-dispatched)."""
+
+    job: str
+    node: str
+    files: int  # files done
+    nbytes: int  # bytes read (or found unchanged)
+    files_seen: int  # found so far by the scan: the totals grow until the scan ends
+    nbytes_seen: int
+    errors: int = 0
+    waiting: bool = False  # for another job of the agent's to end: alive, not stalled
+
+    def to_wire(self) -> bytes:
+        return _wire.encode({"job": self.job, "node": self.node, "files": self.files, "bytes": self.nbytes,
+                             "files_seen": self.files_seen, "bytes_seen": self.nbytes_seen, "errors": self.errors,
+                             "waiting": self.waiting})
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> JobProgress:
+        what = "job progress"
+        obj = _wire.decode(data, what)
+        counts = [_wire.get(obj, k, int, what) for k in ("files", "bytes", "files_seen", "bytes_seen", "errors")]
+        if any(c < 0 for c in counts):
+            raise Malformed(f"{what}: negative counter")
+        files, nbytes, files_seen, nbytes_seen, errors = counts
+        return cls(_job(obj, what), _node(obj, what), files, nbytes, files_seen, nbytes_seen, errors,
+                   _wire.get(obj, "waiting", bool, what))
 
 
 @dataclass(frozen=True)

@@ -80,19 +80,22 @@ class Put:
 
 @dataclass(frozen=True)
 class Delete:
-    """Move a file to the holder's trash; `grant` is the office-signed delete capability."""
+    """Move a file to the holder's trash; `grant` is the office-signed delete capability of an admin,
+    `act_as` the coordinator's token for an agent's retention job (one of them is needed)."""
 
     ref: FileRef
     grant: bytes = b""
+    act_as: bytes = b""
 
     def to_wire(self) -> bytes:
-        return _wire.encode({**self.ref.fields(), "grant": self.grant})
+        return _wire.encode({**self.ref.fields(), "grant": self.grant, "act_as": self.act_as})
 
     @classmethod
     def from_wire(cls, data: bytes) -> Delete:
         what = "store delete"
         obj = _wire.decode(data, what)
-        return cls(FileRef.parse(obj, what), _wire.small_bytes(obj, "grant", what))
+        return cls(FileRef.parse(obj, what), _wire.small_bytes(obj, "grant", what),
+                   _wire.small_bytes(obj, "act_as", what, default=b""))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,105 @@
+"""How a node's jobs stand, folded from its event log, and when its retention job is due. Pure.
+
+The node's log (`node:NAME`) is the only memory a coordinator has of jobs: a new
+coordinator reads it to know which slots ran, which jobs are still open, which
+failed and may be retried, and when the node was last pruned. Folding it here,
+with no I/O, gives every coordinator (and the tests) the same answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from peerbackup.core import hlc
+from peerbackup.core.events import Event
+
+JOB_DISPATCHED, JOB_STARTED, JOB_DONE, JOB_FAILED = "job.dispatched", "job.started", "job.done", "job.failed"
+JOB_PROGRESS, JOB_STALLED, JOB_UNSENT = "job.progress", "job.stalled", "job.dispatch_failed"
+BACKUP, RETENTION = "backup", "retention"
+OPEN, DONE, FAILED = "open", "done", "failed"
+
+
+@dataclass
+class JobState:
+    job: str
+    fields: dict[str, Any]  # the latest dispatch's fields, with what its agent's job.started adds
+    state: str = OPEN
+    ended_ms: int = 0  # wall time of the event that ended it
+    result: dict[str, Any] = field(default_factory=dict)  # the job.done or job.failed fields
+    prior: tuple[dict[str, Any], str, dict[str, Any]] | None = None  # before the latest dispatch
+
+    @property
+    def kind(self) -> str:
+        return str(self.fields.get("job_kind", BACKUP))  # jobs logged before retention were backups
+
+    @property
+    def agent(self) -> str:
+        return str(self.fields.get("agent", ""))
+
+    @property
+    def deadline(self) -> float:
+        return float(self.fields.get("deadline", 0))
+
+
+def fold(events: Iterable[Event]) -> dict[str, JobState]:
+    """Every job in a node's log (events in log order), in the order first dispatched. A coordinator
+    that dispatched a job may have died before its event spread: then the job.started alone carries
+    what a successor needs. A re-dispatch reopens a job; the first end after it closes it. A dispatch
+    the agent never took (job.dispatch_failed, written by the coordinator when sending failed) is undone:
+    the job stands as before it, or, if it was the first, failed (a schedule retries it)."""
+    jobs: dict[str, JobState] = {}
+    for ev in events:
+        job = str(ev.fields.get("job"))
+        st = jobs.get(job)
+        if ev.kind == JOB_DISPATCHED:
+            if st is None:
+                jobs[job] = JobState(job, dict(ev.fields))
+            else:
+                st.prior = (st.fields, st.state, st.result)
+                st.fields, st.state, st.result = dict(ev.fields), OPEN, {}
+        elif ev.kind == JOB_UNSENT and st is not None and st.state == OPEN and st.agent == ev.fields.get("agent"):
+            if st.prior is None:
+                st.state, st.result, st.ended_ms = FAILED, dict(ev.fields), hlc.wall_ms(ev.hlc)
+            else:
+                st.fields, st.state, st.result = st.prior
+                st.prior = None
+        elif ev.kind == JOB_STARTED:
+            if st is None:
+                jobs[job] = JobState(job, dict(ev.fields))
+            else:
+                st.fields.update(ev.fields)
+                st.state = OPEN if st.state == FAILED else st.state
+        elif ev.kind in (JOB_DONE, JOB_FAILED) and st is not None and st.state == OPEN:
+            st.state = DONE if ev.kind == JOB_DONE else FAILED
+            st.ended_ms = hlc.wall_ms(ev.hlc)
+            st.result = dict(ev.fields)
+    return jobs
+
+
+def retention_job_id(node: str, after: str) -> str:
+    """The retention job that follows backup job `after`: one per backup, whichever coordinator starts it."""
+    return "retention-" + hashlib.blake2b(f"{node}\0{after}".encode(), digest_size=10).hexdigest()
+
+
+def retention_due(node: str, jobs: dict[str, JobState], now: float, prune_interval: float) -> tuple[str, bool] | None:
+    """(job id, prune too?) when the node's retention job should start now, else None.
+
+    After each successful backup, once: forget by the node's policy, and prune when the last prune
+    that succeeded is older than `prune_interval` (a prune reads every index and tree: not after every
+    backup of a large node). Never while another job of the node is open: a prune beside a backup is
+    safe (engine/prune.py) but slower for both, and the next round comes soon."""
+    if any(st.state == OPEN and st.deadline > now for st in jobs.values()):
+        return None
+    backups = [st for st in jobs.values() if st.kind == BACKUP and st.state == DONE]
+    if not backups:
+        return None
+    last = max(backups, key=lambda st: st.ended_ms)
+    job = retention_job_id(node, last.job)
+    if job in jobs:
+        return None
+    pruned = [st.ended_ms for st in jobs.values()
+              if st.kind == RETENTION and st.state == DONE and st.result.get("pruned")]
+    return job, not pruned or now - max(pruned) / 1000 >= prune_interval

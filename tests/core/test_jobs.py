@@ -1,0 +1,90 @@
+"""The fold of a node's log into job states, and when the node's retention job is due."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peerbackup.core import hlc
+from peerbackup.core.events import GENESIS, Event, make_event
+from peerbackup.core.identity import SigningKey
+from peerbackup.core.jobs import DONE, FAILED, OPEN, RETENTION, fold, retention_due, retention_job_id
+
+KEY = SigningKey(bytes(range(32)))
+T0 = 1_800_000_000.0
+
+
+class Log:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def add(self, kind: str, at: float, **fields: Any) -> None:
+        prev = self.events[-1].id if self.events else GENESIS
+        self.events.append(make_event(KEY, "node:a", len(self.events) + 1, prev, hlc.pack(int(at * 1000), 0),
+                                      kind, fields))
+
+    def backup(self, job: str, at: float, end: str = "job.done") -> None:
+        self.add("job.dispatched", at, job=job, agent="B", deadline=int(at + 3600))
+        self.add("job.started", at + 1, job=job, agent="B", coordinator="C")
+        self.add(end, at + 60, job=job, agent="B")
+
+
+def test_fold_follows_a_job_through_retries_and_ignores_late_ends() -> None:
+    log = Log()
+    log.backup("j1", T0, end="job.failed")
+    assert fold(log.events)["j1"].state == FAILED
+    log.add("job.dispatched", T0 + 600, job="j1", agent="G", attempt=2, deadline=int(T0 + 3600))
+    st = fold(log.events)["j1"]
+    assert (st.state, st.agent, st.fields["attempt"]) == (OPEN, "G", 2)
+    log.add("job.done", T0 + 700, job="j1", agent="G", snapshots=["s1"])
+    log.add("job.failed", T0 + 800, job="j1", agent="B")  # a stalled first agent that woke up too late
+    st = fold(log.events)["j1"]
+    assert (st.state, st.result["snapshots"], st.ended_ms) == (DONE, ["s1"], int((T0 + 700) * 1000))
+    # A successor coordinator that only saw the agent's job.started still knows the job.
+    log2 = Log()
+    log2.add("job.started", T0, job="j2", agent="B", deadline=int(T0 + 60))
+    assert fold(log2.events)["j2"].state == OPEN
+    assert fold(log.events)["j1"].kind == "backup"  # events before job kinds were backups
+
+
+def test_retention_follows_each_successful_backup_once_and_prunes_by_interval() -> None:
+    log = Log()
+    assert retention_due("a", fold(log.events), T0, 86400) is None  # nothing backed up yet
+    log.backup("j1", T0)
+    due = retention_due("a", fold(log.events), T0 + 100, 86400)
+    assert due == (retention_job_id("a", "j1"), True)  # never pruned: prune now
+    # While a job of the node is open (inside its deadline), nothing starts.
+    log.add("job.dispatched", T0 + 90, job="j2", agent="B", deadline=int(T0 + 3600))
+    assert retention_due("a", fold(log.events), T0 + 100, 86400) is None
+    assert retention_due("a", fold(log.events), T0 + 3700, 86400) is not None  # its deadline passed
+    log.add("job.done", T0 + 120, job="j2", agent="B")
+    job, prune = retention_due("a", fold(log.events), T0 + 130, 86400) or ("", False)
+    assert job == retention_job_id("a", "j2") and prune
+    log.add("job.dispatched", T0 + 130, job=job, agent="B", job_kind=RETENTION, prune=True, deadline=int(T0 + 999))
+    log.add("job.done", T0 + 140, job=job, agent="B", pruned=True)
+    assert retention_due("a", fold(log.events), T0 + 150, 86400) is None  # once per backup
+    log.backup("j3", T0 + 200)
+    job, prune = retention_due("a", fold(log.events), T0 + 300, 86400) or ("", True)
+    assert job == retention_job_id("a", "j3") and not prune  # pruned 160 s ago: forget only
+    assert retention_due("a", fold(log.events), T0 + 140 + 86400, 86400) == (job, True)
+    # A failed backup is not followed by a retention job of its own.
+    log.backup("j4", T0 + 400, end="job.failed")
+    assert retention_due("a", fold(log.events), T0 + 500, 86400) == (job, False)
+
+
+def test_a_dispatch_the_agent_never_took_is_undone() -> None:
+    log = Log()
+    log.add("job.dispatched", T0, job="j1", agent="B", deadline=int(T0 + 3600))
+    log.add("job.started", T0 + 1, job="j1", agent="B")
+    # B stalls; the coordinator gives the job to G, but G cannot be reached: the job is still B's.
+    log.add("job.dispatched", T0 + 600, job="j1", agent="G", deadline=int(T0 + 3600), replaces="B")
+    log.add("job.dispatch_failed", T0 + 601, job="j1", agent="G", reason="unreachable")
+    st = fold(log.events)["j1"]
+    assert (st.state, st.agent) == (OPEN, "B")
+    # A first dispatch that no agent took leaves the job failed (a schedule's retry takes it up).
+    log.add("job.dispatched", T0, job="j2", agent="G", deadline=int(T0 + 3600), schedule="s", slot=int(T0))
+    log.add("job.dispatch_failed", T0 + 1, job="j2", agent="G", reason="nothing of accounts can be backed up here")
+    st = fold(log.events)["j2"]
+    assert st.state == FAILED and "backed up here" in st.result["reason"]
+    # A late failure report for an agent that is no longer the job's changes nothing.
+    log.add("job.dispatch_failed", T0 + 700, job="j1", agent="G", reason="again")
+    assert fold(log.events)["j1"].agent == "B"
