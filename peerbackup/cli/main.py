@@ -498,6 +498,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PeerBackupError as exc:
         print(f"peerbackup: {exc.message()}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`peerbackup log NODE | head`): not an error. Point stdout at /dev/null
+        # so the interpreter's final flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:
         # Anything the engine did not wrap (a path we may not read, a vanished mount).
         where = f" {exc.filename}" if exc.filename else ""
@@ -506,8 +511,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("peerbackup: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return EXIT_OK
 
 
 if __name__ == "__main__":

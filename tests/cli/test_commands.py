@@ -118,3 +118,24 @@ def test_version_and_usage_errors(cli: CLI, tmp_path: Path) -> None:
     assert res.rc in (1, 2)
     no_pw = cli("repo", "snapshots", check=False, env={"PEERBACKUP_PASSWORD": ""})
     assert no_pw.rc != 0
+
+
+def test_a_reader_that_goes_away_is_not_an_error(cli: CLI, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    for i in range(3000):  # a listing far larger than a pipe's buffer
+        (src / f"d{i % 10}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 10}" / f"f{i}").write_bytes(b"x")
+    cli("repo", "init")
+    _backup(cli, src)
+    # `repo ls latest | head -1`: the reader closes the pipe after one line.
+    proc = subprocess.Popen([sys.executable, "-m", "peerbackup", "repo", "ls", "latest", "--repo", str(cli.repo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli.env)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and first, err
+    assert "Broken pipe" not in err and "Traceback" not in err, err
