@@ -114,7 +114,9 @@ def schedule_from_fields(fields: dict[str, Any]) -> Schedule:
 
 
 def schedule_fields(sc: Schedule) -> dict[str, Any]:
-    return dataclasses.asdict(sc)
+    out = dataclasses.asdict(sc)
+    del out["since"]  # the event's own time says it
+    return out
 
 
 def check_config(kind: str, fields: dict[str, Any]) -> str:
@@ -182,7 +184,7 @@ def derive_nodes(events: list[Event]) -> dict[str, Node]:
         elif ev.kind == NODE_DATASET:  # the latest word on a path wins
             node.datasets[f["path"]] = Dataset(f["path"], tuple(f["on"]), tuple(f["exclude"]))
         elif ev.kind == NODE_SCHEDULE:
-            node.schedules[f["id"]] = schedule_from_fields(f)
+            node.schedules[f["id"]] = dataclasses.replace(schedule_from_fields(f), since=hlc.wall_ms(ev.hlc) / 1000)
         elif ev.kind == NODE_POLICY:
             node.policy = {k: v for k, v in f["keep"].items() if v}
     return nodes

@@ -35,6 +35,7 @@ class Schedule:
     catch_up: bool = True
     retries: int = 3
     retry_delay: float = 600.0
+    since: float = 0.0  # when it was added (its event's time): no slot before it is due
 
     def check(self) -> Schedule:
         if bool(self.cron) == bool(self.every):

@@ -288,7 +288,7 @@ class JobService:
                 key = f"{name}/{sc.id}"
                 # A new coordinator looks back one window: a slot its predecessor missed is caught up,
                 # one it dispatched is in the log.
-                since = self.evaluated.get(key, now - sc.window)
+                since = max(self.evaluated.get(key, now - sc.window), sc.since)  # nothing before it existed
                 self.evaluated[key] = now
                 for d in due(sc, since, now):
                     if d.job_id in self.known_jobs(name):

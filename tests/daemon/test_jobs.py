@@ -108,6 +108,7 @@ def test_agents_refuse_stale_or_foreign_dispatches(office: Office, tmp_path: Pat
 
 def test_a_schedule_fires_and_each_slot_runs_once(office: Office, tmp_path: Path) -> None:
     (a, b, c), _src, home = node_office(office, tmp_path, ["beta", "gamma"], 3, 200_000)
+    added = time.time()
     office.cli("schedule", "add", NODE, "--every", "4s", "--window", "1m", *home)
 
     def done_slots() -> list[dict[str, object]]:
@@ -125,6 +126,8 @@ def test_a_schedule_fires_and_each_slot_runs_once(office: Office, tmp_path: Path
     assert all(e["writer"] == a.peer_id for e in dispatched)  # the coordinator
     slots = sorted(int(e["slot"]) for e in dispatched)
     assert all(y - x >= 4 and (y - x) % 4 == 0 for x, y in itertools.pairwise(slots))
+    # No slot from before the schedule existed, though its window would allow catching one up.
+    assert slots[0] >= int(added)
 
 
 def test_kill_9_the_agent_mid_backup_and_another_finishes(office: Office, tmp_path: Path) -> None:
