@@ -49,6 +49,12 @@ def seal_keys(keys: KeySet, recipients: dict[str, bytes]) -> dict[str, bytes]:
     return {peer_id: seal_to(public_key, plain) for peer_id, public_key in sorted(recipients.items())}
 
 
+def seal_office(keys: KeySet, office_public_key: bytes) -> bytes:
+    """The KeySet sealed to the office key too: whoever holds the office key (any admin, an admin rebuilt
+    from the recovery kit) can always open the node's keys, even after every holder is lost."""
+    return seal_to(office_public_key, codec.pack(keys.to_wire()))
+
+
 def open_keys(box: bytes, key: SigningKey) -> KeySet:
     return KeySet.from_wire(codec.unpack(key.open_sealed(box), "node keys"))
 
@@ -61,6 +67,7 @@ class Node:
     epoch: int = 0
     agents: set[str] = field(default_factory=set)
     boxes: dict[str, bytes] = field(default_factory=dict)  # holder peer id -> sealed KeySet (current epoch)
+    office_box: bytes = b""  # the KeySet sealed to the office key (nodes added before it have none)
     created: int = 0  # unix seconds of the node.add event (its HLC wall time)
     datasets: dict[str, Dataset] = field(default_factory=dict)  # by path
     schedules: dict[str, Schedule] = field(default_factory=dict)  # by schedule id
@@ -148,6 +155,8 @@ def check_fields(kind: str, fields: dict[str, Any]) -> str:
     boxes = fields.get("keys")
     if not isinstance(boxes, dict) or not all(is_peer_id(p) and isinstance(b, bytes) for p, b in boxes.items()):
         return f"{kind} needs keys sealed to peers"
+    if not isinstance(fields.get("office_keys", b""), bytes):
+        return f"{kind}: office_keys must be bytes"
     if kind == NODE_ADD:
         replicas = fields.get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= MAX_REPLICAS:
@@ -171,7 +180,7 @@ def derive_nodes(events: list[Event]) -> dict[str, Node]:
         if ev.kind == NODE_ADD:
             if node is None:  # the first add wins; a second add of the name changes nothing
                 nodes[f["node"]] = Node(f["node"], f["replicas"], ev.feed, 0, set(), dict(f["keys"]),
-                                        hlc.wall_ms(ev.hlc) // 1000)
+                                        f.get("office_keys", b""), hlc.wall_ms(ev.hlc) // 1000)
         elif node is None:
             continue
         elif ev.kind == NODE_GRANT:
@@ -181,6 +190,7 @@ def derive_nodes(events: list[Event]) -> dict[str, Node]:
             node.agents.discard(f["agent"])
             node.epoch = f["epoch"]
             node.boxes = {p: b for p, b in f["keys"].items() if p != f["agent"]}
+            node.office_box = f.get("office_keys", b"")
         elif ev.kind == NODE_DATASET:  # the latest word on a path wins
             node.datasets[f["path"]] = Dataset(f["path"], tuple(f["on"]), tuple(f["exclude"]))
         elif ev.kind == NODE_SCHEDULE:

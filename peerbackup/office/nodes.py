@@ -28,6 +28,7 @@ from peerbackup.core.nodes import (
     open_keys,
     schedule_fields,
     seal_keys,
+    seal_office,
 )
 from peerbackup.core.schedule import Schedule
 from peerbackup.daemon.logs import event
@@ -77,6 +78,9 @@ class NodeService:
         """This peer's copy of the node's keys, or NotAHolder naming who holds them."""
         node = self._node(name)
         box = node.boxes.get(self.peers.me)
+        office_key = self.peers.ident.office_key
+        if box is None and office_key is not None and node.office_box:
+            return open_keys(node.office_box, office_key)  # an admin added later, or rebuilt from the kit
         if box is None:
             names = self._names()
             raise NotAHolder(name, ", ".join(sorted(names.get(p, p) for p in node.holders)) or "nobody")
@@ -94,7 +98,8 @@ class NodeService:
             raise UsageError(f"a backup node named {name!r} exists already")
         admins = {c.peer_id: c.public_key for c in self.peers.membership.members() if c.has_role("admin")}
         keys = KeySet.generate(secrets.token_bytes)
-        await self.logs.append(NODE_ADD, {"node": name, "replicas": replicas, "keys": seal_keys(keys, admins)})
+        await self.logs.append(NODE_ADD, {"node": name, "replicas": replicas, "keys": seal_keys(keys, admins),
+                                          "office_keys": seal_office(keys, self.peers.ident.office.public_key)})
         event(self.log, "node.added", node=name, replicas=replicas, holders=len(admins))
         return self._node(name)
 
@@ -156,6 +161,7 @@ class NodeService:
             if cert is not None and holder not in self.peers.membership.revocations:
                 remaining[holder] = cert.public_key
         await self.logs.append(NODE_REVOKE, {"node": name, "agent": agent, "epoch": keys.epoch,
-                                             "keys": seal_keys(keys, remaining)})
+                                             "keys": seal_keys(keys, remaining),
+                                             "office_keys": seal_office(keys, self.peers.ident.office.public_key)})
         event(self.log, "node.revoked", node=name, agent=agent, epoch=keys.epoch)
         return self._node(name)

@@ -24,6 +24,7 @@ from peerbackup.core.nodes import (
     open_keys,
     schedule_fields,
     seal_keys,
+    seal_office,
 )
 from peerbackup.core.schedule import Schedule
 from peerbackup.errors import FormatError
@@ -163,3 +164,24 @@ def test_configuration_needs_an_admin() -> None:
     _with_node(s)
     out = s.append(AGENT, CONTROL_LOG, NODE_POLICY, {"node": "accounts", "keep": {"last": 1}}, NOW * 1000 + 10)
     assert out.verdict == REFUSED and "not an admin" in out.reason
+
+
+def test_the_office_key_opens_every_epoch_of_a_nodes_keys() -> None:
+    s = state()
+    now = NOW * 1000
+    keys = KeySet.generate(RNG.randbytes)
+    assert s.append(ADMIN, CONTROL_LOG, NODE_ADD, {"node": "accounts", "replicas": 2,
+                    "keys": seal_keys(keys, {ADMIN.peer_id: ADMIN.public_key}),
+                    "office_keys": seal_office(keys, OFFICE.public_key)}, now).verdict == ACCEPTED
+    node = s.config().nodes["accounts"]
+    assert open_keys(node.office_box, OFFICE) == keys
+    with pytest.raises(FormatError):
+        open_keys(node.office_box, ADMIN)  # the office key's box, not a peer's
+    rotated = keys.rotated(RNG.randbytes)
+    assert s.append(ADMIN, CONTROL_LOG, NODE_REVOKE, {"node": "accounts", "agent": AGENT.peer_id, "epoch": 1,
+                    "keys": seal_keys(rotated, {ADMIN.peer_id: ADMIN.public_key}),
+                    "office_keys": seal_office(rotated, OFFICE.public_key)}, now + 1).verdict == ACCEPTED
+    assert open_keys(s.config().nodes["accounts"].office_box, OFFICE).epoch == 1
+    bad = s.append(ADMIN, CONTROL_LOG, NODE_ADD, {"node": "other", "replicas": 2, "keys": {}, "office_keys": "x"},
+                   now + 2)
+    assert bad.verdict == REFUSED and "office_keys" in bad.reason

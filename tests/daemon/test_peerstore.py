@@ -274,3 +274,25 @@ def test_a_machine_without_the_keys_cannot_restore(office: Office, tmp_path: Pat
     code, _msg = call(eve, b, proto.GET_PATH,
                      proto.Get(proto.FileRef(NODE, FileType.DATA, pack)).to_wire())
     assert code == "forbidden"
+
+
+def test_an_admin_rebuilt_from_the_kit_opens_the_nodes_keys(office: Office, tmp_path: Path) -> None:
+    # alpha, the only holder of the node's keys, is lost; an admin rebuilt from the recovery kit on a new
+    # machine (new peer key, no box of its own) opens them through the office key and restores everything.
+    a, b, c = start_office(office, ["beta", "gamma"])
+    src = tmp_path / "src"
+    make_tree(src, 3, 400_000)
+    repo(office, a, "backup", str(src))
+    kit = a.home / "recovery-kit.pbkit"
+    office.kill(a)
+    office.cli("admin", "recover", "--home", str(office.tmp / "delta"), "--name", "delta", str(kit))
+    d = office.start(office.peer("delta"), "--peer", b.address, mdns=False)
+    wait_for(lambda: d.status()["config_digest"] == b.status()["config_digest"], 30, "delta in step")
+    listed = repo(office, d, "snapshots", "--json").json()
+    assert len(listed) == 1
+    repo(office, d, "restore", "latest", "--target", str(tmp_path / "out"))
+    assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
+    # And it can grant the node to an agent, which needs the keys to seal them to it.
+    office.cli("grant", NODE, "gamma", "--home", str(d.home))
+    wait_for(lambda: c.status()["config_digest"] == d.status()["config_digest"], 20, "the grant on gamma")
+    assert len(repo(office, c, "snapshots", "--json").json()) == 1
