@@ -114,13 +114,16 @@ def node_events(home: Any, node: str) -> list[dict[str, Any]]:
 
     from peerbackup.cli.office import _api
 
+    events = _api(home, "GET", f"/v1/log?log={quote('node:' + node)}")
+    names = {e["writer"]: e["writer_name"] for e in events if e["writer_name"]}
     out = []
-    for e in _api(home, "GET", f"/v1/log?log={quote('node:' + node)}"):
+    for e in events:
         f = e["fields"]
-        out.append({"id": e["id"], "time": e["time"], "kind": e["kind"], "node": f.get("node", node),
-                    "writer": e["writer"], "writer_name": e["writer_name"], "agent": f.get("agent"),
-                    "term": f.get("term"), "job": f.get("job"),
-                    **{k: v for k, v in f.items() if k not in ("node", "agent", "term", "job")}})
+        head = {"id": e["id"], "time": e["time"], "kind": e["kind"], "node": f.get("node", node),
+                "writer": e["writer"], "writer_name": e["writer_name"], "agent": f.get("agent"),
+                "agent_name": names.get(f.get("agent")), "term": f.get("term"), "job": f.get("job")}
+        # An event's own fields never replace what names it (a field called "kind" stays a field).
+        out.append({**head, **{k: v for k, v in f.items() if k not in head}})
     return out
 
 
@@ -180,8 +183,12 @@ def _print_event(e: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(e), flush=True)
         return
-    rest = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in e.items()
-                    if k not in ("id", "time", "kind", "node", "writer", "writer_name") and v is not None)
+    shown = dict(e)
+    if e.get("agent_name"):
+        shown["agent"] = f"{e['agent_name']}({e['agent']})"
+    rest = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in shown.items()
+                    if k not in ("id", "time", "kind", "node", "writer", "writer_name", "agent_name")
+                    and v is not None)
     print(f"{e['time']}  {e['writer_name'] or e['writer']:<12} {e['kind']:<16} {rest}", flush=True)
 
 

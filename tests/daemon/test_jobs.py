@@ -56,6 +56,7 @@ def test_backup_now_runs_once_on_one_agent_and_every_peer_logs_it(office: Office
     assert kinds == ["job.dispatched", "job.started", "job.done"]
     for e in logs[0]:
         assert e["node"] == NODE and e["agent"] == out["agent"] and e["term"] == out["term"]
+        assert e["agent_name"] == out["agent_name"]  # the agent by name, which the human listing shows
     assert logs[0][0]["writer"] == coordinator and logs[0][2]["writer"] == out["agent"]
     assert logs[0][2]["snapshots"] == out["snapshots"]
     # The agent acted as the node with the coordinator's token, and the coordinator logged giving it.
@@ -233,19 +234,19 @@ def test_a_failed_scheduled_job_is_retried_with_back_off_then_given_up(office: O
     tiny = ["--storage-quota", "2K"]
     _, _, home = node_office(office, tmp_path, ["beta"], 1, 100_000, replicas=1,
                              extra={"alpha": tiny, "beta": tiny})
-    office.cli("schedule", "add", NODE, "--every", "1h", "--window", "2h", "--retries", "2", "--retry-delay", "1s",
+    office.cli("schedule", "add", NODE, "--every", "30s", "--window", "2h", "--retries", "2", "--retry-delay", "1s",
                *home)
-    # The hourly slot that has just passed is caught up (inside its window); it fails, is retried after
-    # 1 s and after 3 s more, and then left failed.
+    # The first slot (within 30 s) fails, is retried after 1 s and after 2 s more, and is then left failed;
+    # the next slot, 30 s later, is a job of its own.
 
     def attempts() -> list[tuple[str, object]]:
         evs = json.loads(office.cli("log", NODE, "--json", *home).out)
-        return [(e["kind"], e.get("attempt")) for e in evs if e["kind"] in ("job.dispatched", "job.failed")]
+        first = next((e["job"] for e in evs if e["kind"] == "job.dispatched"), None)
+        return [(e["kind"], e.get("attempt")) for e in evs
+                if e["kind"] in ("job.dispatched", "job.failed") and e["job"] == first]
 
     wait_for(lambda: attempts().count(("job.failed", None)) >= 3, 60, "three failed attempts")
     time.sleep(3)  # no fourth attempt comes
     got = attempts()
     dispatched = [att for kind, att in got if kind == "job.dispatched"]
     assert dispatched == [None, 2, 3] and got.count(("job.failed", None)) == 3, got
-    jobs = {e["job"] for e in json.loads(office.cli("log", NODE, "--json", *home).out)}
-    assert len(jobs) == 1  # one slot, one job id, three attempts
