@@ -30,6 +30,7 @@ class JobState:
     ended_ms: int = 0  # wall time of the event that ended it
     result: dict[str, Any] = field(default_factory=dict)  # the job.done or job.failed fields
     prior: tuple[dict[str, Any], str, dict[str, Any]] | None = None  # before the latest dispatch
+    dispatcher: str = ""  # who wrote the latest job.dispatched (the fields say who it claims to be)
 
     @property
     def kind(self) -> str:
@@ -56,10 +57,11 @@ def fold(events: Iterable[Event]) -> dict[str, JobState]:
         st = jobs.get(job)
         if ev.kind == JOB_DISPATCHED:
             if st is None:
-                jobs[job] = JobState(job, dict(ev.fields))
+                st = jobs[job] = JobState(job, dict(ev.fields))
             else:
                 st.prior = (st.fields, st.state, st.result)
                 st.fields, st.state, st.result = dict(ev.fields), OPEN, {}
+            st.dispatcher = ev.feed
         elif ev.kind == JOB_UNSENT and st is not None and st.state == OPEN and st.agent == ev.fields.get("agent"):
             if st.prior is None:
                 st.state, st.result, st.ended_ms = FAILED, dict(ev.fields), hlc.wall_ms(ev.hlc)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 import aiohttp
 
 from peerbackup.core.crypto import Random
-from peerbackup.core.identity import SigningKey
+from peerbackup.core.identity import SigningKey, verify
 from peerbackup.core.settings import Settings
 from peerbackup.errors import FormatError, PeerRefused, PeerUnreachable, ProtocolError
 from peerbackup.net import envelope
@@ -57,6 +57,16 @@ class PeerClient:
         self.rand = rand
         self.session = session
         self.clocks = ClockWatch()  # the peers that refused our timestamps (status shows them)
+
+    def _signed_reply(self, env: envelope.Envelope, audience: str, key_for: KeyFor, nonce: bytes) -> bool:
+        """Signed by the peer we asked, to us, in answer to this request (timestamp aside)."""
+        h = env.header
+        try:
+            key = key_for(env)
+        except (ProtocolError, FormatError):
+            return False
+        return (h.issuer == audience and h.audience == self.key.peer_id and h.reply_to == nonce
+                and envelope.body_hash(env.body) == h.body_hash and verify(key, env.header_bytes, env.signature))
 
     def _timeout(self, nbytes: int) -> aiohttp.ClientTimeout:
         # Bulk transfers get the control timeout plus time at a floor of 1 MiB/s (slow Wi-Fi):
@@ -121,8 +131,10 @@ class PeerClient:
                 refusal = Refusal.from_wire(env.body)
             except ProtocolError:
                 refusal = Refusal("error", f"HTTP status {status}")
-            # A refusal is reported but never trusted to change state: it need not verify.
-            if refusal.code == "clock-skew":
+            # A refusal is reported but never trusted to change state, except a clock refusal, which
+            # `status` and job starts heed: that one must be signed by the peer we asked, for our request.
+            # (Its timestamp is the refuser's clock, which by then disagrees with ours: not checked.)
+            if refusal.code == "clock-skew" and self._signed_reply(env, audience, key_for, nonce):
                 self.clocks.refused(audience, refusal.message, self.clock())
             raise PeerRefused(address, refusal.message, refusal.code)
         if env.header.issuer != audience:

@@ -27,6 +27,12 @@ class ClockWatch:
         """`peer` refused our message for its timestamp."""
         self.refused_by[peer] = (message[:300], now)
 
+    def suspect(self, now: float, others: int) -> bool:
+        """Is it our clock that is off? Only when most of the other members refuse us for it: one peer
+        with a wrong clock refuses everyone, and must not make the healthy ones doubt their own."""
+        recent = sum(1 for _, at in self.refused_by.values() if now - at < RECENT)
+        return others > 0 and recent * 2 > others
+
     def report(self, now: float) -> dict[str, dict[str, object]]:
         return {"peers_off": {p: round(off) for p, (off, at) in sorted(self.theirs.items()) if now - at < RECENT},
                 "refused_by": {p: msg for p, (msg, at) in sorted(self.refused_by.items()) if now - at < RECENT}}

@@ -149,6 +149,12 @@ def _missing(exc: PeerBackupError) -> bool:
     return isinstance(exc, PeerRefused) and exc.code == "no-such-file"
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """Cannot be talked to now: down, or its clock so far off that it refuses every message (its copies
+    are dealt with when it is back, as for a peer that is off)."""
+    return isinstance(exc, PeerUnreachable) or (isinstance(exc, PeerRefused) and exc.code == "clock-skew")
+
+
 def _full(exc: PeerBackupError) -> bool:
     return isinstance(exc, PeerRefused) and exc.code == "store-refused"
 
@@ -262,7 +268,7 @@ class PeerStore:
                         for t in running:
                             t.cancel()
                         raise ObjectExists(ftype.value, name)
-                elif isinstance(exc, PeerUnreachable):
+                elif _unreachable(exc):
                     self._mark_down(pid)
                     errors.append(str(exc))
                 elif isinstance(exc, PeerBackupError):
@@ -320,10 +326,10 @@ class PeerStore:
             peer = self.peers[pid]
             try:
                 data = await self.client.get(peer, ftype, name, offset, length)
-            except PeerUnreachable:
-                self._mark_down(pid)
-                continue
             except PeerBackupError as exc:
+                if _unreachable(exc):
+                    self._mark_down(pid)
+                    continue
                 if not _missing(exc):
                     self.warn(f"{peer.name}: {exc}")
                 continue
@@ -375,7 +381,7 @@ class PeerStore:
         answered = 0
         where: dict[str, set[str]] = {}
         for peer, res in zip(peers, results, strict=True):
-            if isinstance(res, PeerUnreachable):
+            if isinstance(res, BaseException) and _unreachable(res):
                 self._mark_down(peer.peer_id)
                 continue
             if isinstance(res, BaseException):
@@ -413,9 +419,9 @@ class PeerStore:
         for peer, res in zip(peers, results, strict=True):
             if isinstance(res, BaseException) and not isinstance(res, PeerBackupError):
                 raise res
-            if isinstance(res, PeerRefused) and not _missing(res):
+            if isinstance(res, PeerRefused) and not _missing(res) and not _unreachable(res):
                 refused.append(f"{peer.name}: {res}")
-            elif isinstance(res, PeerUnreachable) and ftype not in MUTABLE:
+            elif res is not None and _unreachable(res) and ftype not in MUTABLE:
                 self.warn(f"{peer.name} is unreachable: it keeps {ftype.value}/{name[:12]} until the next prune")
         with self._lock:
             self._where.pop((ftype, name), None)

@@ -88,3 +88,11 @@ def test_a_dispatch_the_agent_never_took_is_undone() -> None:
     # A late failure report for an agent that is no longer the job's changes nothing.
     log.add("job.dispatch_failed", T0 + 700, job="j1", agent="G", reason="again")
     assert fold(log.events)["j1"].agent == "B"
+
+
+def test_the_fold_says_who_wrote_a_dispatch() -> None:
+    # The coordinator lets an agent delete only for a retention job it dispatched itself: a look-alike
+    # event written by someone else (any member can append to a node's log) names its real writer.
+    log = Log()
+    log.add("job.dispatched", T0, job="r1", agent="B", coordinator="C", job_kind=RETENTION, deadline=int(T0 + 60))
+    assert fold(log.events)["r1"].dispatcher == KEY.peer_id

@@ -162,8 +162,10 @@ def test_an_agent_with_a_wrong_clock_is_refused_and_told_why(office: Office, tmp
     (a, b, c), _src, home = node_office(office, tmp_path, ["beta", "gamma"], 2, 50_000)
     wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
              and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
+    address = c.address  # gamma comes back where the others know it is, so they keep knocking
     office.kill(c, signal.SIGTERM)
-    office.start(c, "--peer", a.address, mdns=False, env=faketime("+10m"))  # gamma's clock: 10 minutes fast
+    office.start(c, "--peer", a.address, "--listen", address, mdns=False,
+                 env=faketime("+10m"))  # gamma's clock: 10 minutes fast
     # Each side says so in `status`: alpha names gamma's clock, gamma learns that the others refuse it.
     wait_for(lambda: "gamma" in a.status()["clock"]["peers_off"], 30, "alpha to see gamma's clock")
     assert 590 <= a.status()["clock"]["peers_off"]["gamma"] <= 610
@@ -171,6 +173,12 @@ def test_an_agent_with_a_wrong_clock_is_refused_and_told_why(office: Office, tmp
     assert "away from this peer's clock" in next(iter(c.status()["clock"]["refused_by"].values()))
     out = office.cli("status", "--home", str(c.home)).out
     assert "refuse this peer's messages" in out and "NTP" in out
+    # gamma refuses the others too (signed refusals of their requests), but that makes no one else doubt
+    # its own clock, nor stops its jobs.
+    wait_for(lambda: "gamma" in a.status()["clock"]["refused_by"], 30, "alpha to hear gamma refuse it")
+    assert "probably the wrong one" in office.cli("status", "--home", str(a.home)).out
+    assert c.status()["clock"]["this_clock_suspect"] is True
+    assert a.status()["clock"]["this_clock_suspect"] is False and b.status()["clock"]["this_clock_suspect"] is False
     assert "gamma's clock is 6" in office.cli("status", "--home", str(a.home)).out
     # The coordinator never gives gamma a job: it cannot be heard. beta does the backups.
     wait_for(lambda: a.peers()["gamma"]["state"] == "dead", 20, "gamma dead to alpha")
