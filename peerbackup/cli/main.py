@@ -23,6 +23,7 @@ from peerbackup.engine.check import check
 from peerbackup.engine.diff import diff_trees
 from peerbackup.engine.excludes import Excluder, read_exclude_file
 from peerbackup.engine.memory import tune_allocator
+from peerbackup.engine.prescan import count
 from peerbackup.engine.prune import forget_snapshots, prune
 from peerbackup.engine.repository import Repository, add_key, key_files, read_config, unlock
 from peerbackup.engine.restore import Restorer
@@ -140,27 +141,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def _prescan(paths: list[str], excluder: Excluder, progress: Progress) -> None:
     """Count files and bytes ahead of the backup so the display can show an ETA."""
-    files = size = 0
-    stack = list(paths)
-    while stack:
-        p = stack.pop()
-        try:
-            st = os.lstat(p)
-        except OSError:
-            continue
-        if os.path.isdir(p) and not os.path.islink(p):
-            try:
-                with os.scandir(p) as it:
-                    for e in it:
-                        if not (excluder and excluder.excluded(e.path, e.name)):
-                            stack.append(e.path)
-            except OSError:
-                continue
-        elif os.path.isfile(p):
-            files += 1
-            size += st.st_size
-            progress.total_files, progress.total_bytes = files, size
-    progress.total_files, progress.total_bytes = files, size
+
+    def update(files: int, size: int) -> None:
+        progress.total_files, progress.total_bytes = files, size
+
+    update(*count(paths, excluder, update))
 
 
 def cmd_backup(args: argparse.Namespace) -> int:

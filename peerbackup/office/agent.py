@@ -26,6 +26,7 @@ from peerbackup.core.retention import Policy, apply_policy
 from peerbackup.daemon.logs import event
 from peerbackup.engine.backup import Archiver
 from peerbackup.engine.excludes import Excluder
+from peerbackup.engine.prescan import count
 from peerbackup.engine.prune import forget_snapshots, prune
 from peerbackup.engine.repository import Repository
 from peerbackup.errors import PeerBackupError, UsageError
@@ -49,6 +50,8 @@ class JobRecord:
     nbytes: int = 0
     files_seen: int = 0  # found by the scan so far
     nbytes_seen: int = 0
+    files_total: int = -1  # counted before the backup starts (-1: not counted)
+    nbytes_total: int = -1
     outcome: dict[str, Any] = field(default_factory=dict)  # what a retention job did
     deadline: float = 0.0  # how long it may wait for another job of this machine's to end
 
@@ -80,7 +83,7 @@ def readable(datasets: list[Dataset], me: str) -> tuple[list[Dataset], list[str]
     for d in datasets:
         if d.on and me not in d.on:
             why.append(f"{d.path}: only on {', '.join(d.on)}")
-        elif not os.access(d.path, os.R_OK):
+        elif not os.access(d.path, os.R_OK, effective_ids=True):  # capabilities count (the systemd unit's)
             why.append(f"{d.path}: not readable here")
         else:
             ok.append(d)
@@ -142,6 +145,13 @@ class AgentService:
               errors=len(rec.errors), **rec.outcome)
         return rec
 
+    async def open_repo(self, node_name: str) -> Repository:
+        """The node's repository, to read (snapshots, trees, restores): no act-as token, so no writes."""
+        self.keys(node_name)
+        node = self.nodes()[node_name]
+        store = await self._store(node, f"read-{node_name}", b"")
+        return await asyncio.to_thread(self._open, store, node)
+
     def _open(self, store: PeerStore, node: Node) -> Repository:
         keys = self.keys(node.name)
         return Repository(store, keys, open_config(store, self.office, node.name, node.created),
@@ -160,6 +170,12 @@ class AgentService:
         store = await self._store(node, job, act_as)
 
         def work() -> None:
+            # Counted first (a walk of stat calls), so progress is a share of a known whole, with an ETA.
+            rec.files_total, rec.nbytes_total = 0, 0
+            for d in datasets:
+                files, size = count([d.path], Excluder(list(d.exclude)))
+                rec.files_total += files
+                rec.nbytes_total += size
             repo = self._open(store, node)
             try:
                 for d in datasets:
