@@ -175,11 +175,27 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = DaemonOptions(listen=args.listen or conf.listen or "0.0.0.0:7420", peers=(args.peer or []) + conf.peers,
                             mdns=not args.no_mdns and conf.mdns is not False,
                             mdns_interface=args.mdns_interface or conf.mdns_interface, settings=settings,
-                            storage_quota=parse_size(quota) if quota else None)
+                            storage_quota=parse_size(quota) if quota else None, restore_root=conf.restore_root)
     log = logs.setup(args.log_json, logging.DEBUG if args.verbose else logging.INFO)
     with home.locked():
         ident = home.load()
         run(home, ident, options, log)
+    return EXIT_OK
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The dashboard's address. The token rides in the fragment (#…), which the browser never sends to a
+    server; the page moves it to its session storage and takes it out of the address bar."""
+    home = _home(args)
+    base, token = home.admin_endpoint()
+    st = _api(home, "GET", "/v1/status")  # the daemon runs and answers to this token
+    url = f"{base}/ui/#token={token}"
+    if args.json:
+        _print_json({"url": url, "peer": st["name"], "office": st["office"]})
+    else:
+        print(url)
+        print(f"# the dashboard of {st['name']} ({st['office']}); the address opens it with this home's admin "
+              "token: keep it to yourself", file=sys.stderr)
     return EXIT_OK
 
 
@@ -200,7 +216,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if clock.get("refused_by"):
         who = ", ".join(sorted(clock["refused_by"]))
         print(f"CLOCK       {who} refuse this peer's messages: {next(iter(clock['refused_by'].values()))}")
-        print("            set this machine's clock right (NTP); until then the office cannot hear it")
+        if clock.get("this_clock_suspect"):
+            print("            most peers do: set this machine's clock right (NTP); until then the office cannot "
+                  "hear it")
+        else:
+            print(f"            the other peers accept this one: {who}'s clock is probably the wrong one")
     for name, off in sorted((clock.get("peers_off") or {}).items()):
         print(f"CLOCK       {name}'s clock is {abs(off)} s {'ahead of' if off > 0 else 'behind'} this peer's "
               f"(at most {clock['skew_limit']:.0f} s is accepted): its messages are refused")
@@ -425,6 +445,7 @@ def add_parsers(top: Any) -> None:
     u.add_argument("--log-json", action="store_true", help="JSON lines on stderr")
     u.add_argument("-v", "--verbose", action="store_true", help="debug events too")
     add("status", cmd_status, "this peer and its office")
+    add("ui", cmd_ui, "print the address of this peer's dashboard (it carries the admin token once)")
     add("peers", cmd_peers, "the office's members and their liveness")
     inv = add("invite", cmd_invite, "print a one-time token for a new machine (admins)")
     inv.add_argument("--expires", default="1h", help="how long the token works (default 1h, at most 7d)")

@@ -119,10 +119,13 @@ def run_office_demo(root: str) -> int:
         _wait("the configuration on every peer", lambda: len({str((_status(h) or {}).get("config_digest"))
                                                                for h in homes.values()}) == 1)
         job = json.loads(_cli("backup", NODE, "--json", *a))
+        ui = json.loads(_cli("ui", "--json", *a))["url"]
         pb = f"{sys.executable} -m peerbackup" if not Path(".venv/bin/peerbackup").exists() else ".venv/bin/peerbackup"
         print(f"""
 Demo office running: alpha (admin), beta and gamma (agents, storage) with homes under {base}.
 Backup node `{NODE}` backs up {sample} every minute; a first backup ({job['job']}) went to {job['agent_name']}.
+Dashboard (alpha's; the address carries its admin token once, keep it to yourself):
+  {ui}
 Watch it, in another terminal:
   {pb} log {NODE} --home {homes['alpha']}          # who backed up what, under which coordinator
   {pb} snapshots {NODE} --home {homes['alpha']}

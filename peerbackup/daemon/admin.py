@@ -1,4 +1,4 @@
-"""The local admin API: loopback HTTP for the command line and (later) the dashboard.
+"""The local admin API: loopback HTTP for the command line and the dashboard (daemon/dashboard.py).
 
 Only the home's owner can drive the daemon: the token lives in a 0600 file in
 the home and travels in the X-Peerbackup-Token header, never in a cookie, so
@@ -22,6 +22,7 @@ from peerbackup.core.identity import normalise_peer_id
 from peerbackup.core.nodes import Dataset
 from peerbackup.core.schedule import Schedule
 from peerbackup.core.settings import parse_duration
+from peerbackup.daemon.dashboard import Dashboard
 from peerbackup.daemon.home import TOKEN_HEADER
 from peerbackup.errors import FormatError, PeerBackupError, UsageError
 
@@ -63,6 +64,7 @@ class AdminApi:
         app.router.add_get("/v1/storage", self.storage)
         app.router.add_post("/v1/storage/repair", self.repair_now)
         app.router.add_post("/v1/storage/scrub", self.scrub_now)
+        Dashboard(self.daemon).register(app)
         return app
 
     @web.middleware
@@ -70,7 +72,8 @@ class AdminApi:
         if request.host not in (f"127.0.0.1:{self.port}", f"localhost:{self.port}"):
             return _error(403, "bad-host", f"Host {request.host!r} refused: the admin API answers only on loopback")
         given = request.headers.get(TOKEN_HEADER, "")
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
+        public = request.method == "GET" and (request.path == "/" or request.path.startswith("/ui/"))
+        if not public and not hmac.compare_digest(given.encode(), self.token.encode()):
             return _error(401, "bad-token", f"missing or wrong {TOKEN_HEADER} header (the token is in the home)")
         try:
             return await handler(request)

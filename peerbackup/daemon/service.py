@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -40,6 +41,7 @@ from peerbackup.daemon.home import (
     write_private,
 )
 from peerbackup.daemon.logs import event
+from peerbackup.engine.repository import Repository
 from peerbackup.errors import DuplicatePeer, NotAdmin, PeerBackupError, StartError, UsageError
 from peerbackup.net.client import PeerClient
 from peerbackup.net.discovery import Discovery, ServiceHint
@@ -98,6 +100,7 @@ class DaemonOptions:
     mdns_interface: str | None = None
     storage_quota: int | None = None  # bytes this peer keeps for others; None: no limit but the disk
     settings: Settings = field(default_factory=Settings)
+    restore_root: str | None = None  # where the dashboard may restore to; None: HOME/restores
 
 
 class Daemon:
@@ -363,7 +366,8 @@ class Daemon:
         """Peers whose clocks are too far from ours (by name), and whether they refuse our messages for it."""
         names = {c.peer_id: c.name for c in self.peer_service.membership.members()}
         report = self.clocks.report(self.clock())
-        return {"skew_limit": self.settings.clock_skew,
+        others = sum(1 for c in self.peer_service.membership.members() if c.peer_id != self.ident.peer_id)
+        return {"skew_limit": self.settings.clock_skew, "this_clock_suspect": self.clocks.suspect(self.clock(), others),
                 "peers_off": {names.get(p, p): off for p, off in report["peers_off"].items()},
                 "refused_by": {names.get(p, p): msg for p, msg in report["refused_by"].items()}}
 
@@ -410,6 +414,13 @@ class Daemon:
         """An agent (not an admin) writes as a node only with the coordinator's act-as token."""
         info = self.nodes.node(node)
         return self.ident.peer_id in info.agents and not self.ident.certificate.has_role("admin")
+
+    def restore_root(self) -> Path:
+        return Path(self.options.restore_root) if self.options.restore_root else self.home.file("restores")
+
+    async def open_node_repo(self, node: str) -> Repository:
+        """The node's repository in the peer store, for reading here (the dashboard)."""
+        return await self.agent.open_repo(node)
 
     async def store_access(self, node: str) -> dict[str, Any]:
         """What a key holder's process needs to use a node's repository in the peer store."""

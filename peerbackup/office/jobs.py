@@ -94,8 +94,7 @@ class Live:
         elapsed = max(now - self.since, 1e-3)
         return {"agent": self.agent, "node": self.node, "elapsed": round(elapsed, 1),
                 "heard": round(now - self.heard, 1),
-                **({"files": p.files, "bytes": p.nbytes, "files_seen": p.files_seen, "bytes_seen": p.nbytes_seen,
-                    "errors": p.errors, "rate": round(p.nbytes / elapsed)} if p else {})}
+                **({**p.fields(), "rate": round(p.nbytes / elapsed)} if p else {})}
 
 
 class JobService:
@@ -122,6 +121,7 @@ class JobService:
         server.route(proto.ACT_AS_PATH, auth, self._on_act_as)
         server.route(proto.LOGON_PATH, auth, self._on_logon)
         server.route(proto.PROGRESS_PATH, auth, self._on_progress)
+        server.route(proto.RUNNING_PATH, auth, self._on_running)
 
     @property
     def settings(self) -> Any:
@@ -166,8 +166,10 @@ class JobService:
     def _check_clock(self) -> None:
         """A peer whose messages the others refuse for its clock can neither coordinate nor run a job
         for the office: say so rather than fail later with a lesser reason."""
-        refused = self.peers.client.clocks.report(self.clock())["refused_by"]
-        if refused:
+        now = self.clock()
+        others = sum(1 for c in self.peers.membership.members() if c.peer_id != self.peers.me)
+        refused = self.peers.client.clocks.report(now)["refused_by"]
+        if self.peers.client.clocks.suspect(now, others):
             raise UsageError(f"{len(refused)} peer(s) refuse this peer's messages because of its clock "
                              f"({next(iter(refused.values()))}): set this machine's clock right (NTP) first")
 
@@ -373,6 +375,24 @@ class JobService:
         live.heard, live.progress = now, msg
         return b""
 
+    async def _on_running(self, issuer: str, body: bytes) -> bytes:
+        now = self.clock()
+        return proto.Running(tuple(proto.RunningJob(live.agent, int((now - live.since) * 1000), live.progress)
+                                   for live in self.live.values() if live.progress is not None)).to_wire()
+
+    async def running_anywhere(self) -> dict[str, dict[str, Any]]:
+        """The running jobs as the coordinator hears them, asked of it when this peer is not it."""
+        coordinator, _ = self.coordination.status()
+        if coordinator is None or coordinator == self.peers.me:
+            return self.running_jobs()
+        reply = proto.Running.from_wire(await self._send(coordinator, proto.RUNNING_PATH, b"\x80"))
+        out = {}
+        for r in reply.jobs:
+            elapsed = max(r.elapsed_ms / 1000, 1e-3)
+            out[r.progress.job] = {"agent": r.agent, "node": r.progress.node, "elapsed": round(elapsed, 1),
+                                   **r.progress.fields(), "rate": round(r.progress.nbytes / elapsed)}
+        return out
+
     def running_jobs(self) -> dict[str, dict[str, Any]]:
         """Jobs running now as the coordinator hears them: agent, counters, rate (for `jobs` and the UI)."""
         now = self.clock()
@@ -413,8 +433,10 @@ class JobService:
             raise Forbidden("log on first: the act-as request must carry a fresh challenge from this coordinator, "
                             "issued to this agent for this node and job")
         st = self.job_states(msg.node).get(msg.job)
+        # Only a retention job this coordinator itself dispatched (its own signed event, not a look-alike
+        # any member could write into the node's log) lets the agent delete.
         scope = PRUNE if (st is not None and st.kind == RETENTION and st.state == OPEN and st.agent == issuer
-                          and st.fields.get("coordinator") == self.peers.me) else BACKUP_SCOPE
+                          and st.dispatcher == self.peers.me) else BACKUP_SCOPE
         token = ActAs.issue(self.peers.ident.key, term, issuer, msg.node, msg.job, int(now), ACT_AS_VALIDITY, scope)
         await self.logs.append(LOGON, {"job": msg.job, "node": msg.node, "agent": issuer, "term": term},
                                log=node_log(msg.node))
@@ -478,7 +500,7 @@ class JobService:
                 continue
             beats += 1
             p = proto.JobProgress(msg.job, msg.node, rec.files, rec.nbytes, rec.files_seen, rec.nbytes_seen,
-                                  len(rec.errors), waiting=rec.state == "waiting")
+                                  len(rec.errors), rec.state == "waiting", rec.files_total, rec.nbytes_total)
             try:
                 await self._tell(coordinator, proto.PROGRESS_PATH, p.to_wire())
             except (PeerBackupError, ProtocolError) as exc:
@@ -505,18 +527,29 @@ class JobService:
                 rec = await self.agent.retention(msg.node, msg.job, token, msg.prune, msg.deadline_ms / 1000)
             else:
                 rec = await self.agent.run(msg.node, msg.job, token, msg.deadline_ms / 1000)
-        except PeerBackupError as exc:
-            await self.logs.append(JOB_FAILED, {**where, "reason": str(exc)[:500]}, log=node_log(msg.node))
-            report = proto.JobReport(msg.job, msg.node, "failed", (), str(exc))
+        except Exception as exc:  # whatever stopped the job, the coordinator must hear of it
+            reason = str(exc) if isinstance(exc, PeerBackupError) else f"internal error: {type(exc).__name__}: {exc}"
+            if not isinstance(exc, PeerBackupError):
+                self.log.exception("job.crashed", extra={"pb_fields": {"job": msg.job}})
+            await self._record(JOB_FAILED, {**where, "reason": reason[:500]}, msg.node)
+            report = proto.JobReport(msg.job, msg.node, "failed", (), reason)
         else:
             snaps = [s["id"] for s in rec.snapshots]
             done = {**where, "snapshots": snaps, "errors": len(rec.errors),
                     "added": sum(s["summary"].get("bytes_added", 0) for s in rec.snapshots), **rec.outcome}
-            await self.logs.append(JOB_DONE, done, log=node_log(msg.node))
+            await self._record(JOB_DONE, done, msg.node)
             report = proto.JobReport(msg.job, msg.node, "done", tuple(snaps))
         finally:
             beat.cancel()
         try:
             await self._tell(coordinator, proto.REPORT_PATH, report.to_wire())
-        except PeerBackupError as exc:
+        except (PeerBackupError, ProtocolError) as exc:
             event(self.log, "job.report_failed", logging.WARNING, job=msg.job, reason=str(exc))
+
+    async def _record(self, kind: str, fields: dict[str, Any], node: str) -> None:
+        """The end of a job in the node's log; if this peer cannot write its log (a clock that ran ahead
+        leaves its log's time in the future for a while), the report to the coordinator still goes."""
+        try:
+            await self.logs.append(kind, fields, log=node_log(node))
+        except PeerBackupError as exc:
+            event(self.log, "job.log_failed", logging.ERROR, job=fields.get("job"), kind=kind, reason=str(exc))

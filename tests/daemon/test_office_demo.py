@@ -63,4 +63,5 @@ def test_the_demo_office_backs_up_and_stops_cleanly(tmp_path: Path) -> None:
     for attempt in range(2):  # the second run reuses the homes made by the first
         out = _demo_once(base, attempt)
         assert "Demo office running" in out and "stopping the demo office" in out
+        assert "/ui/#token=" in out  # the dashboard's address
         assert _running(base) == []  # nothing left running

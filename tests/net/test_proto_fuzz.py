@@ -80,6 +80,8 @@ from peerbackup.net.proto.jobs import (  # noqa: E402
     JobReport,
     JobRequest,
     Logon,
+    Running,
+    RunningJob,
 )
 from peerbackup.net.proto.logsync import Head, Heads, Pull, PullReply  # noqa: E402
 from peerbackup.net.proto.store import Challenge, FileRef, Listing  # noqa: E402
@@ -120,6 +122,8 @@ PROTO_SAMPLES: dict[str, tuple[ProtoDecoder, bytes]] = {
     "job-logon": (lambda raw: Logon.from_wire(raw, answer=True), Logon("accounts", "j-1", b"c" * 32).to_wire()),
     "act-as-request": (ActAsRequest.from_wire, ActAsRequest("accounts", "j-1", b"c" * 32).to_wire()),
     "act-as-reply": (ActAsReply.from_wire, ActAsReply(b"t" * 200).to_wire()),
+    "job-running": (Running.from_wire, Running((RunningJob(BOB.peer_id, 1500, JobProgress(
+        "j-1", "accounts", 3, 4000, 9, 9000, 0, False, 10, 10000)),)).to_wire()),
     "store-usage": (StoreUsage.from_wire, StoreUsage(1000, -1, (("accounts", 3),)).to_wire()),
     "store-get": (StoreGet.from_wire, StoreGet(FileRef("accounts", FileType.INDEX, "cd" * 32), 5, 10).to_wire()),
     "store-list": (Listing.from_wire, Listing("accounts", FileType.SNAPSHOT).to_wire()),
@@ -276,10 +280,16 @@ def well_formed_job(kind: str, msg: Any) -> None:
         counters = (msg.files, msg.nbytes, msg.files_seen, msg.nbytes_seen, msg.errors)
         assert all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counters)
         assert isinstance(msg.waiting, bool)
+        assert all(isinstance(t, int) and not isinstance(t, bool) and t >= -1
+                   for t in (msg.files_total, msg.nbytes_total))
     elif kind in ("job-logon", "act-as-request"):
         assert isinstance(msg.challenge, bytes) and len(msg.challenge) == 32
     elif kind == "act-as-reply":
         assert isinstance(msg.token, bytes) and len(msg.token) <= 4096
+    elif kind == "job-running":
+        for r in msg.jobs:
+            assert isinstance(r.agent, str) and isinstance(r.elapsed_ms, int)
+            well_formed_job("job-progress", r.progress)
 
 
 def well_formed_cert(cert: Certificate) -> None:

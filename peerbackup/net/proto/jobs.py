@@ -24,6 +24,7 @@ DISPATCH_PATH = "/v1/jobs/dispatch"
 REPORT_PATH = "/v1/jobs/report"
 ACT_AS_PATH = "/v1/jobs/act-as"
 LOGON_PATH = "/v1/jobs/logon"
+RUNNING_PATH = "/v1/jobs/running"
 PROGRESS_PATH = "/v1/jobs/progress"
 STATES = ("done", "failed")
 BACKUP, RETENTION = "backup", "retention"
@@ -180,22 +181,68 @@ class JobProgress:
     nbytes_seen: int
     errors: int = 0
     waiting: bool = False  # for another job of the agent's to end: alive, not stalled
+    files_total: int = -1  # counted before the backup (-1: not known, e.g. a retention job)
+    nbytes_total: int = -1
+
+    def fields(self) -> dict[str, object]:
+        return {"job": self.job, "node": self.node, "files": self.files, "bytes": self.nbytes,
+                "files_seen": self.files_seen, "bytes_seen": self.nbytes_seen, "errors": self.errors,
+                "waiting": self.waiting, "files_total": self.files_total, "bytes_total": self.nbytes_total}
 
     def to_wire(self) -> bytes:
-        return _wire.encode({"job": self.job, "node": self.node, "files": self.files, "bytes": self.nbytes,
-                             "files_seen": self.files_seen, "bytes_seen": self.nbytes_seen, "errors": self.errors,
-                             "waiting": self.waiting})
+        return _wire.encode(self.fields())
 
     @classmethod
     def from_wire(cls, data: bytes) -> JobProgress:
+        return cls.parse(_wire.decode(data, "job progress"))
+
+    @classmethod
+    def parse(cls, obj: dict[object, object]) -> JobProgress:
         what = "job progress"
-        obj = _wire.decode(data, what)
         counts = [_wire.get(obj, k, int, what) for k in ("files", "bytes", "files_seen", "bytes_seen", "errors")]
+        totals: list[int] = []
+        for k in ("files_total", "bytes_total"):
+            t = obj.get(k, -1)  # agents before totals sent none
+            if not isinstance(t, int) or isinstance(t, bool) or t < -1:
+                raise Malformed(f"{what}: bad {k}")
+            totals.append(t)
         if any(c < 0 for c in counts):
             raise Malformed(f"{what}: negative counter")
         files, nbytes, files_seen, nbytes_seen, errors = counts
         return cls(_job(obj, what), _node(obj, what), files, nbytes, files_seen, nbytes_seen, errors,
-                   _wire.get(obj, "waiting", bool, what))
+                   _wire.get(obj, "waiting", bool, what), totals[0], totals[1])
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    agent: str
+    elapsed_ms: int
+    progress: JobProgress
+
+
+@dataclass(frozen=True)
+class Running:
+    """Coordinator -> any member: the jobs running now, as their heartbeats last said (for dashboards)."""
+
+    jobs: tuple[RunningJob, ...] = ()
+
+    def to_wire(self) -> bytes:
+        return _wire.encode({"jobs": [{"agent": r.agent, "elapsed": r.elapsed_ms, "progress": r.progress.fields()}
+                                      for r in self.jobs]})
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> Running:
+        what = "running jobs"
+        out = []
+        for item in _wire.items(_wire.decode(data, what), "jobs", dict, what):
+            progress = item.get("progress")
+            if not isinstance(progress, dict):
+                raise Malformed(f"{what}: a job without progress")
+            elapsed = _wire.get(item, "elapsed", int, what)
+            if elapsed < 0:
+                raise Malformed(f"{what}: negative elapsed time")
+            out.append(RunningJob(_wire.get(item, "agent", str, what), elapsed, JobProgress.parse(progress)))
+        return cls(tuple(out))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,80 @@
+"""The dashboard's side of the admin API, without a browser: who may ask, what it answers, what it refuses."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from peerbackup.daemon.home import TOKEN_HEADER, Home
+from tests.daemon.harness import Office, Peer, wait_for
+from tests.daemon.test_jobs import node_office
+from tests.daemon.test_peerstore import NODE
+
+
+def get(peer: Peer, path: str, token: str | None = "", method: str = "GET",
+        body: Any = None) -> tuple[int, bytes, dict[str, str]]:
+    base, real = Home(peer.home).admin_endpoint()
+    headers = {TOKEN_HEADER: real if token == "" else token} if token is not None else {}
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, resp.read(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def test_the_page_is_public_the_data_is_not_and_restores_stay_in_their_root(office: Office, tmp_path: Path) -> None:
+    (a, b, c), src, home = node_office(office, tmp_path, ["beta"], 3, 200_000, extra_peers=["gamma"])
+    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1, 20, "configuration everywhere")
+    snap = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)["snapshots"][0]
+    # The page and its assets need no token (a browser cannot send a header when it opens an address) and
+    # say where they may load from; every data route needs it.
+    for path in ("/ui/", "/ui/app.js", "/ui/app.css"):
+        code, body, headers = get(a, path, token=None)
+        assert code == 200 and body and "default-src 'self'" in headers["Content-Security-Policy"]
+    assert get(a, "/ui/secret.txt", token=None)[0] == 404
+    for path in ("/v1/ui/nodes", f"/v1/ui/snapshots?node={NODE}", "/v1/stream", "/v1/status"):
+        assert get(a, path, token=None)[0] == 401
+        assert get(a, path, token="wrong")[0] == 401
+    # The page's summaries.
+    code, body, _ = get(a, "/v1/ui/nodes")
+    nodes = json.loads(body)
+    assert code == 200 and nodes[0]["node"] == NODE and nodes[0]["snapshots"] == 1
+    assert nodes[0]["last_result"] == "done" and nodes[0]["under_replicated"] == 0
+    # Browsing and downloading a file.
+    folder = str(src)
+    code, body, _ = get(a, f"/v1/ui/tree?node={NODE}&snapshot={snap[:8]}&path={folder}")
+    entries = json.loads(body)["entries"]
+    assert {e["name"] for e in entries} == {"dir0", "dir1", "dir2"}
+    one = next(p for p in sorted(src.rglob("*.bin")))
+    code, data, headers = get(a, f"/v1/ui/download?node={NODE}&snapshot={snap[:8]}&path={one}")
+    assert code == 200 and data == one.read_bytes() and one.name in headers["Content-Disposition"]
+    # Restores: below the restore root only, and paths inside the snapshot without tricks.
+    restore = "/v1/ui/restore"
+    for target in ("/etc/peerbackup-evil", "../../outside", str(a.home / "restores" / ".." / "x")):
+        code, body, _ = get(a, restore, method="POST", body={"node": NODE, "snapshot": snap, "path": folder,
+                                                            "target": target})
+        assert code == 400 and b"restores go only below" in body, (target, body)
+    (a.home / "restores").mkdir(exist_ok=True)
+    (a.home / "restores" / "link").symlink_to("/tmp")  # a link out of the root is followed, then refused
+    code, body, _ = get(a, restore, method="POST", body={"node": NODE, "snapshot": snap, "path": folder,
+                                                        "target": "link/evil"})
+    assert code == 400 and b"outside it" in body
+    code, body, _ = get(a, f"/v1/ui/tree?node={NODE}&snapshot={snap}&path=/../etc")
+    assert code == 400 and b"not a path inside the snapshot" in body
+    code, body, _ = get(a, restore, method="POST", body={"node": NODE, "snapshot": snap, "path": folder,
+                                                        "target": "here"})
+    out = json.loads(body)
+    assert code == 200 and out["files"] == 3 and out["errors"] == 0
+    restored = a.home / "restores" / "here" / folder.lstrip("/")
+    assert sorted(p.read_bytes() for p in restored.rglob("*.bin")) == sorted(p.read_bytes() for p in src.rglob("*.bin"))
+    # A member that holds no keys of the node is told who does.
+    code, body, _ = get(c, f"/v1/ui/snapshots?node={NODE}")
+    assert code == 409 and b"only its admins and granted agents" in body
+    # Restores and downloads are in the node's log.
+    restores = [e for e in json.loads(office.cli("log", NODE, "--json", *home).out) if e["kind"] == "restore.done"]
+    assert {r["target"] for r in restores} >= {f"download:{one}", str(a.home / "restores" / "here")}
