@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from peerbackup.cli.progress import Progress
 from peerbackup.core.nodes import POLICY_UNITS
 from peerbackup.core.schedule import Schedule, next_slot, zone
 from peerbackup.core.settings import parse_duration
@@ -140,23 +141,40 @@ def cmd_backup(args: argparse.Namespace) -> int:
             _print_json(out)
         return EXIT_OK
     deadline = time.monotonic() + parse_duration(args.timeout)
+    # On a terminal, the job's progress as the coordinator hears its heartbeats; the outcome is the log's.
+    progress = Progress.for_terminal(args.json)
+    progress.start()
+    try:
+        end = _follow(home, args.node, out["job"], deadline, progress)
+    finally:
+        progress.stop()
+    if end is None:
+        raise UsageError(f"job {out['job']} did not finish within {args.timeout} (see `peerbackup log {args.node}`)")
+    out.update(state=end["kind"].split(".")[1], snapshots=end.get("snapshots", []), reason=end.get("reason"))
+    if args.json:
+        _print_json(out)
+    elif end["kind"] == "job.done":
+        print(f"done: snapshot {', '.join(s[:8] for s in end.get('snapshots', []))} by {end['writer_name']}")
+    else:
+        print(f"failed on {end['writer_name']}: {end.get('reason')}")
+    return EXIT_OK if end["kind"] == "job.done" else 1
+
+
+def _follow(home: Any, node: str, job: str, deadline: float, progress: Progress) -> dict[str, Any] | None:
+    """Wait for the job's end in the node's log, feeding the progress line meanwhile."""
+    from peerbackup.cli.office import _api
+
     while time.monotonic() < deadline:
-        ends = [e for e in node_events(home, args.node) if e["job"] == out["job"]
-                and e["kind"] in ("job.done", "job.failed")]
+        ends = [e for e in node_events(home, node) if e["job"] == job and e["kind"] in ("job.done", "job.failed")]
         if ends:
-            end = ends[-1]
-            out.update(state=end["kind"].split(".")[1], snapshots=end.get("snapshots", []),
-                       reason=end.get("reason"))
-            if args.json:
-                _print_json(out)
-            elif end["kind"] == "job.done":
-                print(f"done: snapshot {', '.join(s[:8] for s in end.get('snapshots', []))} by "
-                      f"{end['writer_name']}")
-            else:
-                print(f"failed on {end['writer_name']}: {end.get('reason')}")
-            return EXIT_OK if end["kind"] == "job.done" else 1
+            return ends[-1]
+        if progress.enabled:
+            p = _api(home, "GET", "/v1/jobs")["running"].get(job)
+            if p:
+                progress.files, progress.bytes = p["files"], p["bytes"]
+                progress.total_files, progress.total_bytes = max(p["files_total"], 0), max(p["bytes_total"], 0)
         time.sleep(0.5)
-    raise UsageError(f"job {out['job']} did not finish within {args.timeout} (see `peerbackup log {args.node}`)")
+    return None
 
 
 def _since(text: str | None) -> str:

@@ -229,9 +229,9 @@ class AdminApi:
         return web.json_response({"logged": True})
 
     async def jobs(self, request: web.Request) -> web.Response:
-        # What this peer runs as an agent, and, on the coordinator, every running job as its heartbeats say.
+        # What this peer runs as an agent, and every running job as the coordinator hears its heartbeats.
         return web.json_response({"here": [dataclasses.asdict(r) for r in self.daemon.agent.jobs.values()],
-                                  "running": self.daemon.jobs.running_jobs()})
+                                  "running": await self.daemon.jobs.running_anywhere()})
 
     async def store_access(self, request: web.Request) -> web.Response:
         # The node's keys go to the home's owner only (token), who can read identity.key anyway.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,36 @@ def test_an_agent_with_a_wrong_clock_is_refused_and_told_why(office: Office, tmp
     res = office.cli("backup", NODE, "--wait", "--home", str(c.home), "--timeout", "60s", check=False, timeout=90)
     assert res.rc != 0 and "refuse this peer's messages because of its clock" in res.err, res
     assert "away from this peer's clock" in res.err and "NTP" in res.err
+
+
+def test_backup_wait_on_a_terminal_shows_the_jobs_progress(office: Office, tmp_path: Path) -> None:
+    import pty
+    import subprocess
+    import sys
+
+    (a, b, c), _src, _home = node_office(office, tmp_path, ["beta", "gamma"], 24, 4_000_000,
+                                        timings={"progress_interval": "0.2"})
+    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
+             and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "peerbackup", "backup", NODE, "--wait", "--home", str(c.home)],
+                            stdin=follower, stdout=follower, stderr=follower, env={**office.env, "TERM": "xterm"})
+    os.close(follower)
+    out = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: the command ended
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+    assert proc.wait(timeout=120) == 0
+    text = out.decode(errors="replace")
+    # Asked on gamma (not the coordinator): the counters come from the coordinator, as a share of the
+    # counted whole, and the command ends with the job's outcome.
+    assert re.search(r"\d+/24 files .*\(\d+%\)", text), text
+    assert "done: snapshot" in text
