@@ -175,7 +175,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = DaemonOptions(listen=args.listen or conf.listen or "0.0.0.0:7420", peers=(args.peer or []) + conf.peers,
                             mdns=not args.no_mdns and conf.mdns is not False,
                             mdns_interface=args.mdns_interface or conf.mdns_interface, settings=settings,
-                            storage_quota=parse_size(quota) if quota else None, restore_root=conf.restore_root)
+                            storage_quota=parse_size(quota) if quota else None, restore_root=conf.restore_root,
+                            metrics_listen=args.metrics_listen or conf.metrics_listen)
     log = logs.setup(args.log_json, logging.DEBUG if args.verbose else logging.INFO)
     with home.locked():
         ident = home.load()
@@ -442,6 +443,8 @@ def add_parsers(top: Any) -> None:
                    help="override a timing (repeatable): " + ", ".join(f.name for f in dataclasses.fields(Settings)))
     u.add_argument("--storage-quota", metavar="SIZE",
                    help="most this peer keeps for the office's backup nodes (e.g. 200G; default: the disk)")
+    u.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics, no token (e.g. 127.0.0.1:9742)")
     u.add_argument("--log-json", action="store_true", help="JSON lines on stderr")
     u.add_argument("-v", "--verbose", action="store_true", help="debug events too")
     add("status", cmd_status, "this peer and its office")

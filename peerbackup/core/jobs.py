@@ -28,6 +28,7 @@ class JobState:
     fields: dict[str, Any]  # the latest dispatch's fields, with what its agent's job.started adds
     state: str = OPEN
     ended_ms: int = 0  # wall time of the event that ended it
+    started_ms: int = 0  # wall time of its agent's latest job.started
     result: dict[str, Any] = field(default_factory=dict)  # the job.done or job.failed fields
     prior: tuple[dict[str, Any], str, dict[str, Any]] | None = None  # before the latest dispatch
     dispatcher: str = ""  # who wrote the latest job.dispatched (the fields say who it claims to be)
@@ -70,8 +71,10 @@ def fold(events: Iterable[Event]) -> dict[str, JobState]:
                 st.prior = None
         elif ev.kind == JOB_STARTED:
             if st is None:
-                jobs[job] = JobState(job, dict(ev.fields))
+                st = jobs[job] = JobState(job, dict(ev.fields))
+                st.started_ms = hlc.wall_ms(ev.hlc)
             else:
+                st.started_ms = hlc.wall_ms(ev.hlc)
                 st.fields.update(ev.fields)
                 st.state = OPEN if st.state == FAILED else st.state
         elif ev.kind in (JOB_DONE, JOB_FAILED) and st is not None and st.state == OPEN:

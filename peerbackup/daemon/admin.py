@@ -22,6 +22,7 @@ from peerbackup.core.identity import normalise_peer_id
 from peerbackup.core.nodes import Dataset
 from peerbackup.core.schedule import Schedule
 from peerbackup.core.settings import parse_duration
+from peerbackup.daemon import metrics
 from peerbackup.daemon.dashboard import Dashboard
 from peerbackup.daemon.home import TOKEN_HEADER
 from peerbackup.errors import FormatError, PeerBackupError, UsageError
@@ -64,6 +65,7 @@ class AdminApi:
         app.router.add_get("/v1/storage", self.storage)
         app.router.add_post("/v1/storage/repair", self.repair_now)
         app.router.add_post("/v1/storage/scrub", self.scrub_now)
+        app.router.add_get("/v1/metrics", self.metrics)
         Dashboard(self.daemon).register(app)
         return app
 
@@ -227,6 +229,9 @@ class AdminApi:
                   if isinstance(obj.get(k), (str, int)) and not isinstance(obj.get(k), bool)}
         await self.daemon.jobs.log_restore(node, fields)
         return web.json_response({"logged": True})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=await metrics.render(self.daemon), headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def jobs(self, request: web.Request) -> web.Response:
         # What this peer runs as an agent, and every running job as the coordinator hears its heartbeats.

@@ -6,6 +6,7 @@
     mdns_interface = "192.168.1.10"
     storage_quota = "200G"
     restore_root = "/srv/restores"   # the dashboard restores only below it (default HOME/restores)
+    metrics_listen = "127.0.0.1:9742"  # a token-free /metrics for Prometheus (default: none)
 
     [settings]
     repair_interval = "30m"
@@ -26,7 +27,7 @@ from peerbackup.errors import UsageError
 CONFIG = "config.toml"
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "listen": str, "peers": list, "mdns": bool, "mdns_interface": str, "storage_quota": str, "settings": dict,
-    "restore_root": str,
+    "restore_root": str, "metrics_listen": str,
 }
 
 
@@ -39,6 +40,7 @@ class HomeConfig:
     storage_quota: str | None = None
     settings: list[str] = field(default_factory=list)  # NAME=DURATION, as `up --set` takes them
     restore_root: str | None = None
+    metrics_listen: str | None = None
 
 
 def load_config(home: Path) -> HomeConfig:
@@ -63,4 +65,5 @@ def load_config(home: Path) -> HomeConfig:
     if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in settings.values()):
         raise UsageError(f"{path}: [settings] values are durations such as \"30s\" or \"1h\"")
     return HomeConfig(raw.get("listen"), list(peers), raw.get("mdns"), raw.get("mdns_interface"),
-                      raw.get("storage_quota"), [f"{k}={v}" for k, v in settings.items()], raw.get("restore_root"))
+                      raw.get("storage_quota"), [f"{k}={v}" for k, v in settings.items()], raw.get("restore_root"),
+                      raw.get("metrics_listen"))

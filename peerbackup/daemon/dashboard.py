@@ -34,7 +34,6 @@ from peerbackup.office.jobs import node_log
 from peerbackup.office.reader import NodeReader, clean_path, inside
 
 STATIC_TYPES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
-SCAN_CACHE = 10.0  # seconds a node's replication scan is reused by the nodes page
 HEARTBEAT = 15.0  # an SSE comment this often keeps proxies and the browser from closing a quiet stream
 
 
@@ -46,7 +45,6 @@ class Dashboard:
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon  # peerbackup.daemon.service.Daemon
         self.log: logging.Logger = daemon.log
-        self._scans: dict[str, tuple[float, dict[str, int]]] = {}
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/", self.root)
@@ -83,20 +81,6 @@ class Dashboard:
 
     # ---- what the pages show ----------------------------------------------------------------
 
-    async def _scan(self, name: str) -> dict[str, int]:
-        """Snapshot count and files short of copies, from one listing of the storage peers (cached)."""
-        now = time.monotonic()
-        cached = self._scans.get(name)
-        if cached is not None and now - cached[0] < SCAN_CACHE:
-            return cached[1]
-        scan = await self.daemon.repair.scan(self.daemon.nodes.nodes()[name])
-        from peerbackup.storage.store import FileType
-
-        out = {"snapshots": sum(1 for (ftype, _) in scan.files if ftype == FileType.SNAPSHOT),
-               "under_replicated": len(scan.under())}
-        self._scans[name] = (now, out)
-        return out
-
     async def nodes(self, request: web.Request) -> web.Response:
         d = self.daemon
         now = d.clock()
@@ -114,7 +98,7 @@ class Dashboard:
                                   "last_run": sc_last.ended_ms / 1000 if sc_last else None,
                                   "last_result": sc_last.state if sc_last else None})
             try:
-                scan: dict[str, Any] = await self._scan(name)
+                scan: dict[str, Any] = await d.node_scan(name)
             except PeerBackupError as exc:
                 scan = {"snapshots": None, "under_replicated": None, "scan_error": str(exc)}
             out.append({**d.nodes.describe(node), "schedules": schedules, **scan,

@@ -28,6 +28,7 @@ from peerbackup.core import codec
 from peerbackup.core.certs import DeleteGrant
 from peerbackup.core.logstate import MEMBER_ADD
 from peerbackup.core.settings import Settings
+from peerbackup.daemon import metrics
 from peerbackup.daemon.admin import AdminApi
 from peerbackup.daemon.home import (
     ADMIN_ENDPOINT,
@@ -60,6 +61,7 @@ from peerbackup.office.state import State
 from peerbackup.office.storage import StorageService
 from peerbackup.storage.eventlog import EventStore
 from peerbackup.storage.holder import Holder
+from peerbackup.storage.store import FileType
 
 DEFAULT_PORT = 7420
 
@@ -90,6 +92,7 @@ def local_ipv4() -> list[str]:
 
 NODE_DELETE_GRANT = "node.delete_grant"  # logged: who was allowed to delete from which node, until when
 DELETE_GRANT_VALIDITY = 6 * 3600
+SCAN_CACHE = 10.0  # seconds a node's replication scan is reused by the dashboard and metrics
 
 
 @dataclass
@@ -101,6 +104,7 @@ class DaemonOptions:
     storage_quota: int | None = None  # bytes this peer keeps for others; None: no limit but the disk
     settings: Settings = field(default_factory=Settings)
     restore_root: str | None = None  # where the dashboard may restore to; None: HOME/restores
+    metrics_listen: str | None = None  # HOST:PORT of a token-free /metrics for Prometheus; None: none
 
 
 class Daemon:
@@ -118,6 +122,7 @@ class Daemon:
         self.advertised: list[str] = []
         self._static_failed: set[str] = set()
         self._runners: list[web.AppRunner] = []
+        self._scans: dict[str, tuple[float, dict[str, int]]] = {}
         self._loops: list[asyncio.Task[None]] = []
         self.discovery: Discovery | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -196,6 +201,9 @@ class Daemon:
         admin.port = self._bound_port(admin_runner)
         await asyncio.to_thread(write_private, self.home.file(ADMIN_ENDPOINT), json.dumps(
             {"url": f"http://127.0.0.1:{admin.port}", "pid": os.getpid()}).encode())
+
+        if self.options.metrics_listen:
+            await self._serve_metrics(self.options.metrics_listen)
 
         if self.options.mdns:
             self.discovery = Discovery(self.ident.peer_id, self.ident.certificate.name, self.ident.office.fingerprint,
@@ -414,6 +422,36 @@ class Daemon:
         """An agent (not an admin) writes as a node only with the coordinator's act-as token."""
         info = self.nodes.node(node)
         return self.ident.peer_id in info.agents and not self.ident.certificate.has_role("admin")
+
+    async def _serve_metrics(self, listen: str) -> None:
+        host, port = parse_address(listen, 9742)
+
+        async def scrape(request: web.Request) -> web.Response:
+            return web.Response(body=await metrics.render(self), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+        app = web.Application()
+        app.router.add_get("/metrics", scrape)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        try:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        except OSError as exc:
+            raise StartError(f"cannot serve metrics on {listen}: {exc.strerror}") from None
+        event(self.log, "metrics.listening", address=format_address(host, self._bound_port(runner)))
+
+    async def node_scan(self, name: str) -> dict[str, int]:
+        """A node's snapshot count and files short of copies, from one listing of the storage peers; reused
+        for SCAN_CACHE seconds (the dashboard and metrics scrapes ask often, a listing costs every peer)."""
+        now = time.monotonic()
+        cached = self._scans.get(name)
+        if cached is not None and now - cached[0] < SCAN_CACHE:
+            return cached[1]
+        scan = await self.repair.scan(self.nodes.nodes()[name])
+        out = {"snapshots": sum(1 for (ftype, _) in scan.files if ftype == FileType.SNAPSHOT),
+               "under_replicated": len(scan.under())}
+        self._scans[name] = (now, out)
+        return out
 
     def restore_root(self) -> Path:
         return Path(self.options.restore_root) if self.options.restore_root else self.home.file("restores")
