@@ -148,5 +148,16 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     expect(page.locator("#toast")).to_contain_text("Schedule added")
     listed = json.loads(office.cli("schedule", "list", "--json", *home).out)
     assert any(s.get("cron") == "0 2 * * *" and s.get("tz") == "Europe/Paris" for s in listed), listed
+    # Revoke an agent and grant it again, by name, from the page.
+    grant = card.locator("form").nth(0)
+    grant.locator("input[name='agent']").fill("gamma")
+    grant.locator("button[value='revoke']").click()
+    expect(page.locator("#toast")).to_contain_text("Revoked gamma")
+    expect(page.locator(f"section[data-node='{NODE}'] .agents")).to_have_text("beta")
+    grant = page.locator(f"section[data-node='{NODE}'] form").nth(0)
+    grant.locator("input[name='agent']").fill("gamma")
+    grant.locator("button[value='grant']").click()
+    expect(page.locator("#toast")).to_contain_text("Granted gamma")
+    expect(page.locator(f"section[data-node='{NODE}'] .agents")).to_have_text("beta, gamma")
     assert not errors, errors
     assert job

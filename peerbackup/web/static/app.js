@@ -165,8 +165,9 @@ async function pageNodes(main) {
       ev.preventDefault();
       const agent = ev.target.agent.value.trim();
       const path = ev.submitter && ev.submitter.value === "revoke" ? "/v1/grants/revoke" : "/v1/grants";
+      const id = Object.keys(state.names).find((k) => state.names[k] === agent) || agent;  // a name or an id
       try {
-        await api("POST", path, { node: n.node, agent });
+        await api("POST", path, { node: n.node, agents: [id] });
         toast(`${path.endsWith("revoke") ? "Revoked" : "Granted"} ${agent} for ${n.node}`);
         render();
       } catch (e) { toast(e.message, true); }
@@ -194,7 +195,7 @@ async function pageNodes(main) {
         `${n.snapshots ?? "?"} snapshot(s)`)),
       h("div", { class: "kv" },
         h("span", { class: "muted" }, "Data sets"), h("span", {}, n.datasets.map((d) => d.path).join(", ") || "none"),
-        h("span", { class: "muted" }, "Agents"), h("span", {}, n.agents.map(name).join(", ") || "none"),
+        h("span", { class: "muted" }, "Agents"), h("span", { class: "agents" }, n.agents.map(name).sort().join(", ") || "none"),
         h("span", { class: "muted" }, "Retention"), h("span", {},
           Object.entries(n.policy).map(([k, v]) => `keep ${v} ${k}`).join(", ") || "keep everything"),
         h("span", { class: "muted" }, "Replication"), h("span", {}, `${n.replicas} copies`,
