@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from peerbackup.cli.progress import Progress
+from peerbackup.cli.tables import duration, table
 from peerbackup.core.nodes import POLICY_UNITS
 from peerbackup.core.schedule import Schedule, next_slot, zone
 from peerbackup.core.settings import parse_duration
@@ -86,9 +89,10 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
         return EXIT_OK
-    for r in rows:
-        what = r["cron"] or f"every {r['every']:g} s"
-        print(f"{r['node']:<20} {r['id']:<8} {what:<16} {r['tz']:<16} window {r['window']:g} s  next {r['next']}")
+    print(table(["NODE", "ID", "WHEN", "ZONE", "WINDOW", "NEXT"],
+                [[r["node"], r["id"], r["cron"] or f"every {duration(r['every'])}", r["tz"],
+                  duration(r["window"]), str(r["next"])[:16].replace("T", " ")] for r in rows],
+                right=(4,), shrink=(0, 2, 3)))
     return EXIT_OK
 
 
@@ -207,7 +211,11 @@ def _print_event(e: dict[str, Any], as_json: bool) -> None:
     rest = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in shown.items()
                     if k not in ("id", "time", "kind", "node", "writer", "writer_name", "agent_name")
                     and v is not None)
-    print(f"{e['time']}  {e['writer_name'] or e['writer']:<12} {e['kind']:<16} {rest}", flush=True)
+    line = f"{e['time'][:19].replace('T', ' ')}Z {e['writer_name'] or e['writer']:<8} {e['kind']:<15} {rest}"
+    if sys.stdout.isatty():  # one event a line on a terminal; the whole event is in --json
+        width = shutil.get_terminal_size((80, 24)).columns
+        line = line if len(line) <= width else line[: width - 1] + "…"
+    print(line, flush=True)
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -247,9 +255,9 @@ def cmd_node_snapshots(args: argparse.Namespace) -> int:
         _print_json([{**_snap_json(s), "agent": s.extra.get("agent"), "agent_name": s.extra.get("agent_name"),
                       "job": s.extra.get("job")} for s in snaps])
         return EXIT_OK
-    for s in snaps:
-        print(f"{s.short_id}  {_local_time(s.time_ns)}  {s.extra.get('agent_name', s.host):<12} "
-              f"{', '.join(s.paths)}")
+    print(table(["ID", "TIME", "AGENT", "PATHS"], [[s.short_id, _local_time(s.time_ns),
+                                                    s.extra.get("agent_name", s.host), ", ".join(s.paths)]
+                                                   for s in snaps], shrink=(2, 3)))
     print(f"{len(snaps)} snapshot(s) of {args.node}")
     return EXIT_OK
 

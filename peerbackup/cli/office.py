@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from peerbackup.cli.tables import roles_short, table
 from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES, check_name
 from peerbackup.core.identity import normalise_peer_id
 from peerbackup.core.settings import Settings, parse_size
@@ -233,12 +234,10 @@ def cmd_peers(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(peers)
         return EXIT_OK
-    rows = [[p["peer_id"] + (" *" if p["self"] else ""), p["name"], p["address"] or "-", p["state"],
-             "yes" if p["coordinator"] else "", ",".join(p["roles"]), str(p["rank"])] for p in peers]
-    head = ["PEER", "NAME", "ADDRESS", "STATE", "COORD", "ROLES", "RANK"]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    for r in [head, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    rows = [[p["name"] + (" *" if p["self"] else ""), p["state"], "yes" if p["coordinator"] else "",
+             p["address"] or "-", roles_short(p["roles"]), str(p["rank"]), p["peer_id"]] for p in peers]
+    print(table(["NAME", "STATE", "COORD", "ADDRESS", "ROLES", "RANK", "PEER"], rows, right=(5,), shrink=(0, 3)))
+    print("* this peer; roles: a agent, s storage, c coordinator, A admin")
     return EXIT_OK
 
 
@@ -255,13 +254,10 @@ def cmd_storage(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**out, **ran})
         return EXIT_OK
-    rows = [[p["peer_id"], p["name"], p["state"], "-" if p["used"] is None else human_bytes(p["used"]),
-             "-" if p["quota"] is None else human_bytes(p["quota"]), "-" if p["packs"] is None else str(p["packs"])]
-            for p in out["peers"]]
-    head = ["PEER", "NAME", "STATE", "USED", "QUOTA", "PACKS"]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    for r in [head, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    rows = [[p["name"], p["state"], "-" if p["used"] is None else human_bytes(p["used"]),
+             "-" if p["quota"] is None else human_bytes(p["quota"]), "-" if p["packs"] is None else str(p["packs"]),
+             p["peer_id"]] for p in out["peers"]]
+    print(table(["NAME", "STATE", "USED", "QUOTA", "PACKS", "PEER"], rows, right=(2, 3, 4), shrink=(0,)))
     print(f"under-replicated files: {out['under_replicated']}")
     for what, result in ran.items():
         print(f"{what}: " + ", ".join(f"{k} {v}" for k, v in sorted(_flat(result).items())))
@@ -362,9 +358,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(nodes)
         return EXIT_OK
-    for n in nodes:
-        agents = ", ".join(n["agent_names"]) or "-"
-        print(f"{n['node']:<24} replicas {n['replicas']}  epoch {n['epoch']}  agents {agents}")
+    rows = [[n["node"], str(n["replicas"]), str(n["epoch"]), ", ".join(n["agent_names"]) or "-"] for n in nodes]
+    print(table(["NODE", "REPLICAS", "EPOCH", "AGENTS"], rows, right=(1, 2), shrink=(3,)))
     return EXIT_OK
 
 
@@ -395,8 +390,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
     else:
-        for r in rows:
-            print(f"{r['node']:<24} {', '.join(r['agent_names']) or '-'}")
+        print(table(["NODE", "AGENTS"], [[r["node"], ", ".join(r["agent_names"]) or "-"] for r in rows], shrink=(1,)))
     return EXIT_OK
 
 

@@ -40,6 +40,11 @@ def test_metrics_of_an_office(office: Office, tmp_path: Path) -> None:
              and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
     out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)
     assert out["state"] == "done"
+    # The tables for people fit 80 columns.
+    office.cli("schedule", "add", NODE, "--cron", "0 2 * * *", "--tz", "Europe/Paris", *home)
+    for cmd in (["peers"], ["storage"], ["node", "list"], ["grants"], ["schedule", "list"], ["snapshots", NODE]):
+        out = office.cli(*cmd, *home).out
+        assert out.strip() and max(len(line) for line in out.splitlines()) <= 80, (cmd, out)
     url = f"http://127.0.0.1:{port}/metrics"
     m = scrape(url)
     names = {p.name: p.peer_id for p in (a, b, c)}
