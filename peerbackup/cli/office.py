@@ -462,6 +462,9 @@ def add_parsers(top: Any) -> None:
     from peerbackup.cli.jobs import add_parsers as add_job_parsers
 
     add_job_parsers(add)
+    from peerbackup.cli.alerts import add_parsers as add_alert_parsers
+
+    add_alert_parsers(add)
     g = add("grant", cmd_grant, "let agents act for a backup node (admins)")
     g.add_argument("node")
     g.add_argument("agents", nargs="+", metavar="AGENT", help="peer id or unique name")

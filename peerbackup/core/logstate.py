@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from peerbackup.core import alerts
 from peerbackup.core import hlc as hlcmod
 from peerbackup.core.certs import Certificate, Revocation
 from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, decode_event, make_event, signed_by
@@ -59,6 +60,7 @@ class OfficeConfig:
     revoked: dict[str, dict[str, int]]  # peer id -> {log: last accepted seq}
     coordinator_terms: list[tuple[int, str]]  # (term, peer id) claimed, in log order
     nodes: dict[str, Node] = field(default_factory=dict)
+    alerts: alerts.AlertConfig = field(default_factory=alerts.AlertConfig)
 
     def digest(self) -> bytes:
         h = hashlib.sha256(b"peerbackup office config\0")
@@ -68,6 +70,8 @@ class OfficeConfig:
             h.update(peer_id.encode() + repr(sorted(self.revoked[peer_id].items())).encode())
         for name in sorted(self.nodes):
             h.update(repr(self.nodes[name].describe()).encode())
+        if self.alerts.since:  # only once configured: offices without alerts keep their digest
+            h.update(repr(self.alerts.describe()).encode())
         return h.digest()
 
 
@@ -211,6 +215,15 @@ class LogState:
                 if not cert.has_role("admin"):
                     return f"{ev.feed} is not an admin and cannot change backup nodes"
                 return check_fields(ev.kind, ev.fields)
+            elif ev.kind == alerts.OFFICE_ALERTS:
+                if not cert.has_role("admin"):
+                    return f"{ev.feed} is not an admin and cannot change the office's alerts"
+                return alerts.check_config(ev.fields)
+            elif ev.kind in alerts.ALERT_EVENT_KINDS:
+                # The coordinator records what it alerted (it need not be an admin); admins their tests.
+                if not (cert.has_role("coordinator") or cert.has_role("admin")):
+                    return f"{ev.feed} is neither coordinator-eligible nor an admin and cannot record alerts"
+                return alerts.check_event(ev.kind, ev.fields)
             elif not cert.has_role("admin"):
                 return f"unknown control event {ev.kind!r} from a non-admin"
         except (FormatError, UnsupportedVersion) as exc:
@@ -322,6 +335,7 @@ class LogState:
             revoked={p: dict(c) for p, c in self.cutoffs.items()},
             coordinator_terms=terms,
             nodes=derive_nodes(ordered),
+            alerts=alerts.derive_config(ordered),
         )
 
 

@@ -50,6 +50,7 @@ class Settings:
     progress_interval: float = 5.0  # a running job's heartbeat to the coordinator
     stall_after: float = 600.0  # a job silent or without progress this long goes to another agent
     prune_interval: float = 86400.0  # a node's retention job prunes when the last prune is this old
+    alert_interval: float = 30.0  # between two alert rounds on the coordinator; a failed channel's first retry
 
     @property
     def nonce_keep(self) -> float:
@@ -66,6 +67,8 @@ class Settings:
             raise UsageError("clock_skew and request_timeout must be positive, gc_grace not negative")
         if self.repair_interval <= 0 or self.scrub_interval <= 0 or self.repair_grace < 0:
             raise UsageError("repair_interval and scrub_interval must be positive, repair_grace not negative")
+        if self.alert_interval <= 0:
+            raise UsageError("alert_interval must be positive")
         if not 0 < self.progress_interval < self.stall_after or self.prune_interval < 0:
             raise UsageError(f"timings must satisfy 0 < progress_interval < stall_after (got "
                              f"{self.progress_interval:g} s, {self.stall_after:g} s), prune_interval not negative")

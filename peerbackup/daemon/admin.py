@@ -23,6 +23,7 @@ from peerbackup.core.nodes import Dataset
 from peerbackup.core.schedule import Schedule
 from peerbackup.core.settings import parse_duration
 from peerbackup.daemon import metrics
+from peerbackup.daemon.alerting import Alerting
 from peerbackup.daemon.dashboard import Dashboard
 from peerbackup.daemon.home import TOKEN_HEADER
 from peerbackup.errors import FormatError, PeerBackupError, UsageError
@@ -67,6 +68,7 @@ class AdminApi:
         app.router.add_post("/v1/storage/scrub", self.scrub_now)
         app.router.add_get("/v1/metrics", self.metrics)
         Dashboard(self.daemon).register(app)
+        Alerting(self.daemon).register(app)
         return app
 
     @web.middleware

@@ -49,6 +49,7 @@ from peerbackup.net.discovery import Discovery, ServiceHint
 from peerbackup.net.proto import store as proto_store
 from peerbackup.net.server import PeerServer
 from peerbackup.office.agent import AgentService
+from peerbackup.office.alerts import AlertService
 from peerbackup.office.coordination import CoordinatorService
 from peerbackup.office.jobs import JobService
 from peerbackup.office.liveness import ALIVE
@@ -167,6 +168,9 @@ class Daemon:
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
         await self.coordination.load()
         self.jobs = JobService(self.nodes, self.coordination, self.agent, self.clock, self.log)
+        self.alerts = AlertService(self.logs, self.jobs.job_states,
+                                   lambda: self.coordination.status()[0] == self.ident.peer_id,
+                                   lambda: self.repair.last_round, lambda: self.session, self.clock, self.log)
         if self.ident.office_key is not None and self.ident.peer_id not in self.logs.state.config().members:
             # An admin's own membership is written by itself (init, recover); others' by their inviter.
             # Spawned: the log waits until it is in step with a peer before it appends anything.
@@ -225,6 +229,7 @@ class Daemon:
         self._loop(self._housekeeping)
         self._loop(self._repair)
         self._loop(self._schedules)
+        self._loop(self._alerts)
         if self.ident.certificate.has_role("storage"):
             self._loop(self._scrub)
         if self.ident.peer_id in self.peer_service.membership.revocations:
@@ -316,6 +321,12 @@ class Daemon:
         while True:
             await self.jobs.tick()
             await asyncio.sleep(self.settings.heartbeat)
+
+    async def _alerts(self) -> None:
+        # Its own loop: a webhook or SMTP server that is slow to answer must not delay dispatches.
+        while True:
+            await asyncio.sleep(self.settings.alert_interval)
+            await self.alerts.tick()
 
     async def _repair(self) -> None:
         # The coordinator repairs (one peer, not all of them copying the same files); a second

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from peerbackup.core import hlc as hlcmod
+from peerbackup.core.alerts import ALERT_EVENT_KINDS, OFFICE_ALERTS
 from peerbackup.core.certs import Certificate, Revocation
 from peerbackup.core.events import CONTROL_LOG, Event, decode_event, event_id
 from peerbackup.core.logstate import (
@@ -299,7 +300,7 @@ class LogService:
                           "cutoff": ev.fields["cutoff"]}
             elif ev.kind == COORDINATOR_CLAIM:
                 fields = {"term": ev.fields["term"]}
-            elif ev.kind in CONFIG_KINDS:
+            elif ev.kind in CONFIG_KINDS or ev.kind in ALERT_EVENT_KINDS or ev.kind == OFFICE_ALERTS:
                 fields = {k: v for k, v in ev.fields.items() if isinstance(v, (str, int, float, bool, list, dict))}
             elif ev.kind in NODE_KINDS:
                 f = ev.fields

@@ -1,0 +1,316 @@
+"""core/alerts.py: configuration checks, the incident record, and what to send when, on fixed clocks."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from peerbackup.core import hlc
+from peerbackup.core.alerts import (
+    ALERT_RESOLVED,
+    ALERT_SENT,
+    BACKUP_FAILED,
+    BACKUP_MISSED,
+    EMAIL,
+    MAX_ATTEMPTS,
+    OFFICE_ALERTS,
+    OK,
+    PEER_DEAD,
+    TEST,
+    UNDER_REPLICATED,
+    WEBHOOK,
+    Alert,
+    AlertConfig,
+    Incident,
+    Observed,
+    derive_config,
+    evaluate,
+    history,
+    parse_smtp,
+)
+from peerbackup.core.certs import DEFAULT_ROLES, ROLES, Certificate
+from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, make_event
+from peerbackup.core.identity import SigningKey
+from peerbackup.core.jobs import JobState, fold
+from peerbackup.core.logstate import ACCEPTED, REFUSED, LogState
+from peerbackup.core.nodes import Node
+from peerbackup.core.schedule import Schedule, job_id
+from peerbackup.errors import UsageError
+
+T0 = 1_800_000_000.0  # a whole hour: hourly slots fall on T0, T0 + 3600, ...
+KEY = SigningKey(bytes(range(32)))
+PEER = "PJUY-EF2C-WDPU-3NY4"
+CFG = AlertConfig(webhook="http://127.0.0.1:9/hook", smtp_host="127.0.0.1", smtp_port=2525,
+                  mail_from="pb@example.org", mail_to=("it@example.org",), peer_dead_after=3600,
+                  under_replicated_after=1800, since=T0 - 86400)
+HOURLY = Schedule(id="s1", node="acc", every=3600, window=600, retries=2, retry_delay=60, since=T0 - 10)
+
+
+class Log:
+    """Signed events of one log, at chosen wall times."""
+
+    def __init__(self, log: str) -> None:
+        self.log = log
+        self.events: list[Event] = []
+
+    def add(self, kind: str, at: float, /, **fields: Any) -> None:
+        prev = self.events[-1].id if self.events else GENESIS
+        self.events.append(make_event(KEY, self.log, len(self.events) + 1, prev, hlc.pack(int(at * 1000), 0),
+                                      kind, fields))
+
+    def attempt(self, slot: float, end: str, attempt: int = 1, reason: str = "disk full") -> None:
+        job = job_id("acc", "s1", slot)
+        extra = {"attempt": attempt} if attempt > 1 else {}
+        at = slot + (attempt - 1) * 60
+        self.add("job.dispatched", at, job=job, agent="B", schedule="s1", slot=int(slot), deadline=int(slot + 600),
+                 **extra)
+        if end:
+            self.add(end, at + 5, job=job, agent="B", **({"reason": reason} if end == "job.failed" else {}))
+
+
+def node(*schedules: Schedule) -> dict[str, Node]:
+    return {"acc": Node("acc", 2, "A", schedules={s.id: s for s in schedules})}
+
+
+def seen(jobs: dict[str, JobState] | None = None, dead: dict[str, float] | None = None,
+         under: dict[str, tuple[int, float]] | None = None, schedules: tuple[Schedule, ...] = (HOURLY,)) -> Observed:
+    return Observed(nodes=node(*schedules), jobs={"acc": jobs or {}}, dead=dead or {}, names={PEER: "gamma"},
+                    under=under, open_grace=600)
+
+
+def quiet(**kw: Any) -> Observed:
+    """What the coordinator sees with no schedule: peers and replication alone."""
+    return seen(schedules=(), **kw)
+
+
+def sent(log: Log, alert: Alert, at: float, **results: str) -> None:
+    log.add(ALERT_SENT, at, **alert.record(results))
+
+
+# ---- configuration -----------------------------------------------------------------------
+
+
+def test_a_full_configuration_round_trips_and_names_its_channels() -> None:
+    cfg = AlertConfig.from_fields(CFG.to_fields())
+    assert cfg == dataclasses.replace(CFG, since=0.0)
+    assert cfg.channels == (WEBHOOK, EMAIL)
+    assert AlertConfig.from_fields({"webhook": "https://hooks.example.org/x?y=1"}).channels == (WEBHOOK,)
+    assert AlertConfig().channels == ()  # nothing configured: alerts are off
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"webhook": "ftp://example.org/x"}, "must start with http:// or https://"),
+    ({"webhook": "http:///path"}, "names no host"),
+    ({"webhook": "http://example.org:99999/"}, "bad port"),
+    ({"webhook": "http://exa mple.org/"}, "without spaces"),
+    ({"smtp_host": "mail.example.org", "mail_from": "a@example.org"}, "at least one recipient"),
+    ({"smtp_host": "mail.example.org", "mail_to": ["b@example.org"]}, "need a sender"),
+    ({"smtp_host": "mail.example.org", "mail_from": "a@example.org", "mail_to": ["not-an-address"]},
+     "'not-an-address' is not an e-mail address"),
+    ({"smtp_host": "mail.example.org", "mail_from": "a@example.org", "mail_to": ["b@example.org\r\nBcc: x@y.z"]},
+     "is not an e-mail address"),
+    ({"smtp_host": "bad host!", "mail_from": "a@example.org", "mail_to": ["b@example.org"]}, "a host name or an IP"),
+    ({"smtp_host": "h", "smtp_port": 0, "mail_from": "a@example.org", "mail_to": ["b@example.org"]}, "1 to 65535"),
+    ({"mail_to": ["b@example.org"]}, "need an SMTP server"),
+    ({"webhook": "http://h/", "peer_dead_after": 0}, "peer-dead-after must be from 1 s to 30 days"),
+    ({"webhook": "http://h/", "under_replicated_after": True}, "under-replicated-after must be"),
+    ({"webhook": "http://h/", "password": "x"}, "unknown alert setting(s): password"),
+])
+def test_bad_configurations_are_refused_saying_why(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=None) as exc:
+        AlertConfig.from_fields(fields)
+    assert message in str(exc.value)
+
+
+def test_smtp_addresses_parse_with_a_default_port() -> None:
+    assert parse_smtp("mail.example.org") == ("mail.example.org", 25)
+    assert parse_smtp("127.0.0.1:2525") == ("127.0.0.1", 2525)
+    assert parse_smtp("[::1]:587") == ("::1", 587)
+    for bad in ("mail:0", "mail:70000", "mail:x", "[::1]x"):
+        with pytest.raises(UsageError):
+            parse_smtp(bad)
+
+
+def test_the_latest_configuration_wins_and_since_is_the_first() -> None:
+    log = Log(CONTROL_LOG)
+    log.add(OFFICE_ALERTS, T0, **CFG.to_fields())
+    log.add(OFFICE_ALERTS, T0 + 5, webhook="ftp://refused")  # malformed: ignored
+    log.add(OFFICE_ALERTS, T0 + 10, webhook="https://new.example.org/")
+    cfg = derive_config(log.events)
+    assert (cfg.webhook, cfg.smtp_host, cfg.since) == ("https://new.example.org/", "", T0)
+
+
+# ---- scheduled backups ---------------------------------------------------------------------
+
+
+def test_a_failed_slot_alerts_only_once_its_retries_are_spent() -> None:
+    log = Log("node:acc")
+    log.attempt(T0, "job.failed")
+    # A retry is still to come (attempt 2 at slot + 60 s): no alert.
+    assert evaluate(T0 + 30, CFG, seen(fold(log.events)), {}, 30).send == []
+    log.attempt(T0, "job.failed", attempt=2)
+    assert evaluate(T0 + 100, CFG, seen(fold(log.events)), {}, 30).send == []
+    log.attempt(T0, "job.failed", attempt=3, reason="storage peer refused: over quota")
+    plan = evaluate(T0 + 200, CFG, seen(fold(log.events)), {}, 30)
+    [alert] = plan.send
+    assert (alert.kind, alert.incident, alert.subject, alert.node, alert.slot) == (
+        BACKUP_FAILED, f"backup:acc/s1:{int(T0)}", "backup:acc/s1", "acc", int(T0))
+    assert "failed after 3 attempts: storage peer refused: over quota" in alert.message
+    assert alert.channels == (WEBHOOK, EMAIL) and alert.attempt == 1
+
+
+def test_consecutive_bad_slots_are_one_incident_closed_by_the_next_success() -> None:
+    jobs, control = Log("node:acc"), Log(CONTROL_LOG)
+    jobs.attempt(T0, "job.failed", attempt=3)
+    [alert] = evaluate(T0 + 700, CFG, seen(fold(jobs.events)), {}, 30).send
+    sent(control, alert, T0 + 700, webhook=OK, email=OK)
+    # The next slot fails too, the one after is missed: the same incident, nothing new to send.
+    jobs.attempt(T0 + 3600, "job.failed", attempt=3)
+    later = evaluate(T0 + 2 * 3600 + 700, CFG, seen(fold(jobs.events)), history(control.events), 30)
+    assert later == type(later)([], [])
+    # A slot succeeds: the incident is over (resolved), and a failure after it is a new incident.
+    jobs.attempt(T0 + 3 * 3600, "job.done")
+    plan = evaluate(T0 + 3 * 3600 + 60, CFG, seen(fold(jobs.events)), history(control.events), 30)
+    assert plan.send == [] and [i.incident for i in plan.resolve] == [alert.incident]
+    control.add(ALERT_RESOLVED, T0 + 3 * 3600 + 60, incident=alert.incident, subject=alert.subject)
+    jobs.attempt(T0 + 4 * 3600, "job.failed", attempt=3)
+    [again] = evaluate(T0 + 4 * 3600 + 700, CFG, seen(fold(jobs.events)), history(control.events), 30).send
+    assert again.incident == f"backup:acc/s1:{int(T0 + 4 * 3600)}"
+
+
+def test_a_slot_is_missed_when_its_window_closes_without_a_job() -> None:
+    assert evaluate(T0 + 599, CFG, seen(), {}, 30).send == []  # it may still start
+    [alert] = evaluate(T0 + 601, CFG, seen(), {}, 30).send
+    assert (alert.kind, alert.slot) == (BACKUP_MISSED, int(T0))
+    assert "no backup started within its 10 min window" in alert.message
+    # Not for a slot before the schedule existed, nor one whose window closed before alerts were configured.
+    late = dataclasses.replace(HOURLY, since=T0 + 1)
+    assert evaluate(T0 + 601, CFG, seen(schedules=(late,)), {}, 30).send == []
+    assert evaluate(T0 + 601, dataclasses.replace(CFG, since=T0 + 700), seen(), {}, 30).send == []
+
+
+def test_slots_skipped_by_catch_up_are_not_missed() -> None:
+    # Every minute, 10-minute window: the coordinator was away from T0 to T0 + 5 min and caught up that slot.
+    every = Schedule(id="s1", node="acc", every=60, window=600, since=T0 - 10)
+    log = Log("node:acc")
+    job = job_id("acc", "s1", T0 + 300)
+    log.add("job.dispatched", T0 + 300, job=job, agent="B", schedule="s1", slot=int(T0 + 300), deadline=int(T0 + 900))
+    log.add("job.done", T0 + 320, job=job, agent="B")
+    for t in range(6, 11):  # and every slot since ran
+        j = job_id("acc", "s1", T0 + 60 * t)
+        log.add("job.dispatched", T0 + 60 * t, job=j, agent="B", schedule="s1", slot=int(T0 + 60 * t),
+                deadline=int(T0 + 60 * t + 600))
+        log.add("job.done", T0 + 60 * t + 5, job=j, agent="B")
+    assert evaluate(T0 + 60 * 10 + 30, CFG, seen(fold(log.events), schedules=(every,)), {}, 30).send == []
+
+
+def test_a_job_left_open_past_its_deadline_counts_as_failed() -> None:
+    log = Log("node:acc")
+    log.attempt(T0, "")  # dispatched, never ended (its agent died, nobody could take it over)
+    assert evaluate(T0 + 600 + 599, CFG, seen(fold(log.events)), {}, 30).send == []
+    [alert] = evaluate(T0 + 600 + 601, CFG, seen(fold(log.events)), {}, 30).send
+    assert alert.kind == BACKUP_FAILED and "still not finished" in alert.message
+
+
+# ---- peers and replication ---------------------------------------------------------------
+
+
+def test_a_dead_peer_is_one_incident_per_death() -> None:
+    control = Log(CONTROL_LOG)
+    assert evaluate(T0 + 3599, CFG, quiet(dead={PEER: T0}), {}, 30).send == []
+    [alert] = evaluate(T0 + 3600, CFG, quiet(dead={PEER: T0}), {}, 30).send
+    assert (alert.kind, alert.incident, alert.peer) == (PEER_DEAD, f"peer_dead:{PEER}:{int(T0)}", PEER)
+    assert "Peer gamma" in alert.message
+    sent(control, alert, T0 + 3600, webhook=OK, email=OK)
+    # Later rounds, or a new coordinator that saw it die a little later: the same incident.
+    assert evaluate(T0 + 9000, CFG, quiet(dead={PEER: T0 + 20}), history(control.events), 30).send == []
+    # Heard again: over. Dead again later: a new incident.
+    plan = evaluate(T0 + 9000, CFG, quiet(), history(control.events), 30)
+    assert [i.incident for i in plan.resolve] == [alert.incident]
+    control.add(ALERT_RESOLVED, T0 + 9000, incident=alert.incident, subject=alert.subject)
+    [again] = evaluate(T0 + 20000, CFG, quiet(dead={PEER: T0 + 10000}), history(control.events), 30).send
+    assert again.incident == f"peer_dead:{PEER}:{int(T0 + 10000)}"
+
+
+def test_under_replication_alerts_once_it_lasts() -> None:
+    control = Log(CONTROL_LOG)
+    assert evaluate(T0 + 1e6, CFG, quiet(under=None), {}, 30) == type(evaluate(T0, CFG, quiet(), {}, 30))([], [])
+    assert evaluate(T0 + 1799, CFG, quiet(under={"acc": (12, T0)}), {}, 30).send == []
+    [alert] = evaluate(T0 + 1800, CFG, quiet(under={"acc": (12, T0)}), {}, 30).send
+    assert alert.kind == UNDER_REPLICATED and alert.node == "acc" and "12 files of backup node acc" in alert.message
+    sent(control, alert, T0 + 1800, webhook=OK, email=OK)
+    assert evaluate(T0 + 5000, CFG, quiet(under={"acc": (3, T0)}), history(control.events), 30).send == []
+    # No repair round known (a new coordinator): neither alerted nor resolved.
+    assert evaluate(T0 + 5000, CFG, quiet(under=None), history(control.events), 30).resolve == []
+    plan = evaluate(T0 + 6000, CFG, quiet(under={}), history(control.events), 30)
+    assert [i.incident for i in plan.resolve] == [alert.incident]
+
+
+# ---- delivery record and retries -----------------------------------------------------------
+
+
+def test_a_failed_channel_is_retried_with_back_off_then_given_up() -> None:
+    control = Log(CONTROL_LOG)
+    [alert] = evaluate(T0 + 3600, CFG, quiet(dead={PEER: T0}), {}, 30).send
+    sent(control, alert, T0 + 3600, webhook="error: ClientConnectorError: refused", email=OK)
+    inc = history(control.events)[alert.incident]
+    assert (inc.delivered, inc.pending, inc.attempts) == ({EMAIL}, (WEBHOOK,), 1)
+    assert evaluate(T0 + 3629, CFG, quiet(dead={PEER: T0}), history(control.events), 30).send == []
+    [retry] = evaluate(T0 + 3630, CFG, quiet(dead={PEER: T0}), history(control.events), 30).send
+    assert (retry.incident, retry.channels, retry.attempt) == (alert.incident, (WEBHOOK,), 2)
+    sent(control, retry, T0 + 3630, webhook="error: HTTP 503")
+    # The second retry waits twice as long.
+    assert evaluate(T0 + 3630 + 59, CFG, quiet(dead={PEER: T0}), history(control.events), 30).send == []
+    assert evaluate(T0 + 3630 + 60, CFG, quiet(dead={PEER: T0}), history(control.events), 30).send != []
+    for n in range(3, MAX_ATTEMPTS + 1):
+        sent(control, dataclasses.replace(retry, attempt=n), T0 + 3630 + n, webhook="error: HTTP 503")
+    assert evaluate(T0 + 1e6, CFG, quiet(dead={PEER: T0}), history(control.events), 30).send == []
+    # Delivered on a later attempt: nothing pending any more.
+    control2 = Log(CONTROL_LOG)
+    sent(control2, alert, T0 + 3600, webhook="error: down", email=OK)
+    sent(control2, retry, T0 + 3630, webhook=OK)
+    assert history(control2.events)[alert.incident].pending == ()
+
+
+def test_nothing_is_sent_without_a_channel_and_tests_are_not_incidents() -> None:
+    assert evaluate(T0 + 1e5, AlertConfig(), quiet(dead={PEER: T0}, under={"acc": (1, T0)}), {}, 30).send == []
+    control = Log(CONTROL_LOG)
+    test = Alert("test:alpha:1", TEST, "test", "Test alert", T0, channels=(WEBHOOK,))
+    sent(control, test, T0, webhook=OK)
+    assert history(control.events) == {}
+
+
+def test_an_incident_reaches_only_the_channels_still_configured() -> None:
+    inc = Incident("peer_dead:X:1", PEER_DEAD, f"peer_dead:{PEER}", "m", T0, peer=PEER, channels=(WEBHOOK, EMAIL),
+                   delivered={EMAIL}, attempts=1, first=T0, last=T0)
+    no_hook = dataclasses.replace(CFG, webhook="")
+    assert evaluate(T0 + 1e4, no_hook, quiet(dead={PEER: T0}), {inc.incident: inc}, 30).send == []
+
+
+# ---- who may write what (core/logstate.py) -------------------------------------------------
+
+OFFICE_KEY = SigningKey(b"\x51" * 32)
+ADMIN, COORD, PLAIN = SigningKey(b"\x61" * 32), SigningKey(b"\x62" * 32), SigningKey(b"\x65" * 32)
+NOW = 1_700_000_000
+
+
+def test_the_log_checks_who_configures_and_who_records_alerts() -> None:
+    state = LogState(office_key=OFFICE_KEY.public_key, max_ahead_ms=120_000)
+    for key, roles in ((ADMIN, ROLES), (COORD, DEFAULT_ROLES), (PLAIN, ("agent",))):
+        state.add_cert(Certificate.issue(OFFICE_KEY, key.public_key, "p", roles, 100, NOW))
+    digest = state.config().digest()
+    ok = state.append(ADMIN, CONTROL_LOG, OFFICE_ALERTS, CFG.to_fields(), NOW * 1000)
+    assert ok.verdict == ACCEPTED
+    assert state.config().alerts.webhook == CFG.webhook and state.config().digest() != digest
+    out = state.append(COORD, CONTROL_LOG, OFFICE_ALERTS, CFG.to_fields(), NOW * 1000)
+    assert out.verdict == REFUSED and "not an admin and cannot change the office's alerts" in out.reason
+    out = state.append(ADMIN, CONTROL_LOG, OFFICE_ALERTS, {"webhook": "gopher://x"}, NOW * 1000)
+    assert out.verdict == REFUSED and "must start with http:// or https://" in out.reason
+    record = Alert("peer_dead:X:1", PEER_DEAD, "peer_dead:X", "m", NOW).record({WEBHOOK: OK})
+    assert state.append(COORD, CONTROL_LOG, ALERT_SENT, record, NOW * 1000).verdict == ACCEPTED
+    out = state.append(PLAIN, CONTROL_LOG, ALERT_SENT, record, NOW * 1000)
+    assert out.verdict == REFUSED and "cannot record alerts" in out.reason
+    out = state.append(COORD, CONTROL_LOG, ALERT_SENT, {**record, "results": {}}, NOW * 1000)
+    assert out.verdict == REFUSED and "a result for each channel" in out.reason
