@@ -174,10 +174,10 @@ def _follow(home: Any, node: str, job: str, deadline: float, progress: Progress)
             return ends[-1]
         if progress.enabled:
             p = _api(home, "GET", "/v1/jobs")["running"].get(job)
-            if p:
+            if p and "files" in p:  # dispatched, no heartbeat yet: nothing to draw
                 progress.files, progress.bytes = p["files"], p["bytes"]
                 progress.total_files, progress.total_bytes = max(p["files_total"], 0), max(p["bytes_total"], 0)
-        time.sleep(0.5)
+        time.sleep(0.3)
     return None
 
 

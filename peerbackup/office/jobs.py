@@ -32,7 +32,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +111,7 @@ class JobService:
         self.running: Counter[str] = Counter()  # agent -> jobs dispatched and not reported
         self.evaluated: dict[str, float] = {}  # node/schedule -> slots up to here were considered
         self.live: dict[str, Live] = {}  # job -> what its agent last said (on the coordinator)
+        self.reported: deque[tuple[str, str]] = deque(maxlen=1000)  # (job, agent) that reported an end
         self.challenges: dict[bytes, tuple[str, str, str, float]] = {}  # -> agent, node, job, until
 
     def register(self, server: PeerServer) -> None:
@@ -235,6 +236,8 @@ class JobService:
                 self.live.pop(job, None)
                 continue
             live = self.live.get(job)
+            if live is None and (job, agent) in self.reported:
+                continue  # its agent reported the end; the log has not caught up yet
             if live is None or live.agent != agent:
                 # A job dispatched before this peer was coordinator (or to another agent): watched from now.
                 live = self.live[job] = Live(agent, name, now, now, now)
@@ -281,10 +284,16 @@ class JobService:
             self.evaluated.clear()  # a coordinator that comes back re-reads the log, not its memory
             return
         now = self.clock()
+        still_open: set[str] = set()
         for name in sorted(self.nodes.nodes()):
             await self._redispatch(name, now)
             await self._retry(name, now)
             await self._retention(name, now)
+            still_open |= set(self.open_jobs(name))
+        # A job reported before its job.done reached this peer's log was watched again meanwhile: once the
+        # log shows it ended, it is no longer running.
+        for job in [j for j in self.live if j not in still_open]:
+            del self.live[job]
         for name, node in sorted(self.nodes.nodes().items()):
             for sc in node.schedules.values():
                 key = f"{name}/{sc.id}"
@@ -356,6 +365,7 @@ class JobService:
         live = self.live.get(msg.job)
         if live is not None and live.agent == issuer:
             del self.live[msg.job]
+        self.reported.append((msg.job, issuer))
         event(self.log, "job.reported", job=msg.job, node=msg.node, agent=issuer, state=msg.state)
         return b""
 

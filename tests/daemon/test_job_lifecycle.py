@@ -197,29 +197,38 @@ def test_backup_wait_on_a_terminal_shows_the_jobs_progress(office: Office, tmp_p
     import subprocess
     import sys
 
-    (a, b, c), _src, _home = node_office(office, tmp_path, ["beta", "gamma"], 24, 4_000_000,
-                                        timings={"progress_interval": "0.2"})
+    (a, b, c), src, _home = node_office(office, tmp_path, ["beta", "gamma"], 40, 5_000_000,
+                                       timings={"progress_interval": "0.2"})
     wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
              and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "peerbackup", "backup", NODE, "--wait", "--home", str(c.home)],
-                            stdin=follower, stdout=follower, stderr=follower, env={**office.env, "TERM": "xterm"})
-    os.close(follower)
-    out = b""
-    try:
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # the terminal closed: the command ended
-                break
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        os.close(leader)
-    assert proc.wait(timeout=120) == 0
-    text = out.decode(errors="replace")
-    # Asked on gamma (not the coordinator): the counters come from the coordinator, as a share of the
-    # counted whole, and the command ends with the job's outcome.
-    assert re.search(r"\d+/24 files .*\(\d+%\)", text), text
-    assert "done: snapshot" in text
+    def on_a_terminal(peer: Peer) -> str:
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "peerbackup", "backup", NODE, "--wait", "--home",
+                                 str(peer.home)], stdin=follower, stdout=follower, stderr=follower,
+                                env={**office.env, "TERM": "xterm"})
+        os.close(follower)
+        out = b""
+        try:
+            while True:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # the terminal closed: the command ended
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        finally:
+            os.close(leader)
+        text = out.decode(errors="replace")
+        assert proc.wait(timeout=120) == 0, text
+        return text
+
+    # Asked on alpha (the coordinator, which lists the job before its first heartbeat) and on gamma (which
+    # asks the coordinator): the counters as a share of the counted whole, then the job's outcome.
+    for seed, peer in enumerate((a, c)):
+        make_tree(src, 40, 5_000_000, seed=seed + 10)  # new data: a full backup to watch each time
+        text = on_a_terminal(peer)
+        assert re.search(r"\d+/40 files .*\(\d+%\)", text), text
+        assert "done: snapshot" in text
+    # Ended jobs leave the coordinator's running list (a report may come before the log shows the end).
+    wait_for(lambda: a.api("GET", "/v1/jobs")[1]["running"] == {}, 20, "no job left running")
