@@ -49,7 +49,8 @@ class JobState:
 def fold(events: Iterable[Event]) -> dict[str, JobState]:
     """Every job in a node's log (events in log order), in the order first dispatched. A coordinator
     that dispatched a job may have died before its event spread: then the job.started alone carries
-    what a successor needs. A re-dispatch reopens a job; the first end after it closes it. A dispatch
+    what a successor needs. A re-dispatch reopens a failed or open job, never a done one; the first end
+    after it closes it. A dispatch
     the agent never took (job.dispatch_failed, written by the coordinator when sending failed) is undone:
     the job stands as before it, or, if it was the first, failed (a schedule retries it)."""
     jobs: dict[str, JobState] = {}
@@ -59,6 +60,10 @@ def fold(events: Iterable[Event]) -> dict[str, JobState]:
         if ev.kind == JOB_DISPATCHED:
             if st is None:
                 st = jobs[job] = JobState(job, dict(ev.fields))
+            elif st.state == DONE:
+                # Done is final. A later dispatch of it comes from a coordinator that did not know (the other
+                # side of a partition, merged on heal): reopening it would run the slot a third time.
+                continue
             else:
                 st.prior = (st.fields, st.state, st.result)
                 st.fields, st.state, st.result = dict(ev.fields), OPEN, {}
@@ -73,7 +78,7 @@ def fold(events: Iterable[Event]) -> dict[str, JobState]:
             if st is None:
                 st = jobs[job] = JobState(job, dict(ev.fields))
                 st.started_ms = hlc.wall_ms(ev.hlc)
-            else:
+            elif st.state != DONE:  # a start after the end is another side's late copy: the end stands
                 st.started_ms = hlc.wall_ms(ev.hlc)
                 st.fields.update(ev.fields)
                 st.state = OPEN if st.state == FAILED else st.state

@@ -96,3 +96,13 @@ def test_the_fold_says_who_wrote_a_dispatch() -> None:
     log = Log()
     log.add("job.dispatched", T0, job="r1", agent="B", coordinator="C", job_kind=RETENTION, deadline=int(T0 + 60))
     assert fold(log.events)["r1"].dispatcher == KEY.peer_id
+
+
+def test_a_done_job_stays_done_when_the_other_side_of_a_partition_dispatched_it_too() -> None:
+    log = Log()
+    log.backup("j1", T0)  # done by B on alpha's side
+    # gamma's side, cut off, thought B dead and gave the job to G; its events sort after on heal.
+    log.add("job.dispatched", T0 + 70, job="j1", agent="G", attempt=2, replaces="B", deadline=int(T0 + 3600))
+    log.add("job.started", T0 + 71, job="j1", agent="G")
+    st = fold(log.events)["j1"]
+    assert st.state == DONE and st.agent == "B"  # not open again: nobody dispatches it a third time
