@@ -120,7 +120,9 @@ def node_events(home: Any, node: str) -> list[dict[str, Any]]:
     from peerbackup.cli.office import _api
 
     events = _api(home, "GET", f"/v1/log?log={quote('node:' + node)}")
-    names = {e["writer"]: e["writer_name"] for e in events if e["writer_name"]}
+    # Members by name (an agent may not have written anything yet), and writers the office removed since.
+    names = {p["peer_id"]: p["name"] for p in _api(home, "GET", "/v1/peers")}
+    names.update({e["writer"]: e["writer_name"] for e in events if e["writer_name"]})
     out = []
     for e in events:
         f = e["fields"]
