@@ -28,7 +28,9 @@ lint: $(STAMP)
 	$(PY) -m ruff check peerbackup tests
 	$(PY) -m mypy peerbackup tests
 
+# The suite's system packages (iproute2, faketime, chromium) are installed when missing: .ci/system-deps.
 test: lint
+	./.ci/system-deps
 	$(PY) -m pytest -q
 
 # BENCH_ARGS for bench.py (against restic and borg), PEER_BENCH_ARGS for peer_bench.py (the peer store).
