@@ -71,6 +71,7 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     for name in ("alpha", "beta", "gamma"):
         expect(page.locator(f"#peers tr[data-peer='{name}']")).to_contain_text("alive")
     expect(page.locator("#coordinator")).to_contain_text("alpha (term")
+    expect(page.locator("main")).to_contain_text("No alert channel configured")
     page.screenshot(path=str(shots / "1-office.png"), full_page=True)
 
     # Backup nodes: start a backup from the page and follow it to 100 %.

@@ -123,8 +123,13 @@ function listen(fn) { state.listeners.add(fn); return () => state.listeners.dele
 // ---- pages --------------------------------------------------------------------------------------
 
 async function pageOffice(main) {
-  const [st, peers, storage] = await Promise.all([api("GET", "/v1/status"), api("GET", "/v1/peers"),
-    api("GET", "/v1/storage").catch((e) => ({ error: e.message }))]);
+  const [st, peers, storage, alerts] = await Promise.all([api("GET", "/v1/status"), api("GET", "/v1/peers"),
+    api("GET", "/v1/storage").catch((e) => ({ error: e.message })),
+    api("GET", "/v1/alerts").catch(() => ({ incidents: [] }))]);
+  const incidents = (alerts.incidents || []).slice(0, 10).map((i) => h("tr", { "data-incident": i.kind },
+    h("td", {}, when(i.first)), h("td", {}, i.kind), h("td", {}, i.message),
+    h("td", {}, i.resolved ? badge("done") : badge("open")),
+    h("td", {}, (i.delivered || []).join(", ") || Object.keys(i.errors || {}).map((c) => `${c} failed`).join(", "))));
   const used = {};
   for (const p of storage.peers || []) used[p.peer_id] = p;
   const rows = peers.map((p) => h("tr", { "data-peer": p.name },
@@ -143,7 +148,12 @@ async function pageOffice(main) {
       h("span", {}, storage.error ? storage.error : String(storage.under_replicated))),
     h("h2", {}, "Peers"),
     h("table", { id: "peers" }, h("thead", {}, h("tr", {}, ["Peer", "State", "Address", "Roles", "Role now",
-      "Storage used", "Quota"].map((t) => h("th", {}, t)))), h("tbody", {}, rows)));
+      "Storage used", "Quota"].map((t) => h("th", {}, t)))), h("tbody", {}, rows)),
+    h("h2", {}, "Alerts"),
+    incidents.length ? h("table", { id: "alerts" }, h("thead", {}, h("tr", {}, ["Since", "Kind", "What", "State",
+      "Sent to"].map((t) => h("th", {}, t)))), h("tbody", {}, incidents))
+      : h("p", { class: "muted" }, alerts.config && (alerts.config.channels || []).length
+        ? "No incident." : "No alert channel configured: peerbackup alerts set (docs/alerts.md)."));
 }
 
 async function pageNodes(main) {
