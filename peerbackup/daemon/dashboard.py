@@ -30,7 +30,7 @@ from peerbackup.core.jobs import BACKUP, DONE, FAILED, fold
 from peerbackup.core.schedule import next_slot
 from peerbackup.daemon.logs import event
 from peerbackup.errors import PeerBackupError, UsageError
-from peerbackup.office.jobs import node_log
+from peerbackup.office.jobrun import node_log
 from peerbackup.office.reader import NodeReader, clean_path, inside
 
 STATIC_TYPES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from peerbackup.core.jobs import BACKUP, DONE, JOB_FAILED, JOB_UNSENT, fold
 from peerbackup.errors import PeerBackupError
-from peerbackup.office.jobs import node_log
+from peerbackup.office.jobrun import node_log
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -13,7 +13,7 @@ as the node; the coordinator checks the grant, signs an act-as token and logs
 the node (office/agent.py), sends progress heartbeats (and a `job.progress`
 summary to the log now and then), writes `job.done` or `job.failed`, and reports.
 Every event names the node, the agent and the coordinator's term, and is signed
-by its writer.
+by its writer. The agent's side of this lives in office/jobrun.py.
 
 Schedules: the coordinator evaluates them every heartbeat (core/schedule.py);
 a due slot's job id is a hash of node, schedule and slot, and a slot whose job
@@ -28,7 +28,6 @@ dispatched the same way, with an act-as token that may delete (core/jobs.py).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import secrets
@@ -43,11 +42,7 @@ from peerbackup.core.jobs import (
     BACKUP,
     FAILED,
     JOB_DISPATCHED,
-    JOB_DONE,
-    JOB_FAILED,
-    JOB_PROGRESS,
     JOB_STALLED,
-    JOB_STARTED,
     JOB_UNSENT,
     OPEN,
     RETENTION,
@@ -57,11 +52,12 @@ from peerbackup.core.jobs import (
 )
 from peerbackup.core.schedule import due, retry_at
 from peerbackup.daemon.logs import event
-from peerbackup.errors import Forbidden, NotAHolder, PeerBackupError, PeerRefused, ProtocolError, UsageError
+from peerbackup.errors import Forbidden, PeerBackupError, ProtocolError, UsageError
 from peerbackup.net.proto import jobs as proto
 from peerbackup.net.server import PeerServer
-from peerbackup.office.agent import AgentService, readable
+from peerbackup.office.agent import AgentService
 from peerbackup.office.coordination import CoordinatorService
+from peerbackup.office.jobrun import AgentRunner, node_log
 from peerbackup.office.liveness import ALIVE, DEAD
 from peerbackup.office.nodes import NodeService
 
@@ -71,11 +67,6 @@ RESTORE_DONE = "restore.done"
 DEADLINE = 4 * 3600.0  # a manual backup's window
 RETENTION_DEADLINE = 2 * 3600.0
 LOGON_VALIDITY = 60.0  # a logon challenge must be answered this soon
-PROGRESS_LOG_EVERY = 12  # heartbeats between two job.progress events in the node's log
-
-
-def node_log(node: str) -> str:
-    return f"node:{node}"
 
 
 @dataclass
@@ -110,6 +101,7 @@ class JobService:
         self.last_ok: dict[str, str] = {}  # node -> the agent that last succeeded for it
         self.running: Counter[str] = Counter()  # agent -> jobs dispatched and not reported
         self.evaluated: dict[str, float] = {}  # node/schedule -> slots up to here were considered
+        self.runner = AgentRunner(self)  # the agent's side of jobs (office/jobrun.py)
         self.live: dict[str, Live] = {}  # job -> what its agent last said (on the coordinator)
         self.reported: deque[tuple[str, str]] = deque(maxlen=1000)  # (job, agent) that reported an end
         self.challenges: dict[bytes, tuple[str, str, str, float]] = {}  # -> agent, node, job, until
@@ -117,7 +109,7 @@ class JobService:
     def register(self, server: PeerServer) -> None:
         auth = self.peers.auth_member
         server.route(proto.REQUEST_PATH, auth, self._on_request)
-        server.route(proto.DISPATCH_PATH, auth, self._on_dispatch)
+        server.route(proto.DISPATCH_PATH, auth, self.runner.on_dispatch)
         server.route(proto.REPORT_PATH, auth, self._on_report)
         server.route(proto.ACT_AS_PATH, auth, self._on_act_as)
         server.route(proto.LOGON_PATH, auth, self._on_logon)
@@ -336,7 +328,7 @@ class JobService:
             body = proto.Dispatch(job, node, token, int(until * 1000), kind, bool(why.get("prune"))).to_wire()
             try:
                 if agent == self.peers.me:
-                    await self._on_dispatch(agent, body)
+                    await self.runner.on_dispatch(agent, body)
                 else:
                     await self._send(agent, proto.DISPATCH_PATH, body)
             except (PeerBackupError, ProtocolError) as exc:
@@ -470,96 +462,3 @@ class JobService:
                                           answer=True).challenge
         raw = await ask(proto.ACT_AS_PATH, proto.ActAsRequest(node, job, challenge).to_wire())
         return proto.ActAsReply.from_wire(raw).token
-
-    # ---- the agent ---------------------------------------------------------------------
-
-    async def _on_dispatch(self, issuer: str, body: bytes) -> bytes:
-        msg = proto.Dispatch.from_wire(body)
-        if msg.token[1] != issuer:
-            raise Forbidden("a dispatch must come from the coordinator its fencing token names")
-        if msg.token < self.coordination.election.highest:
-            raise Forbidden(f"stale fencing token {list(msg.token)}: this peer has seen "
-                            f"{list(self.coordination.election.highest)}")
-        try:
-            self.nodes.keys(msg.node)
-        except (NotAHolder, UsageError) as exc:
-            raise Forbidden(str(exc)) from None
-        if msg.kind == BACKUP:
-            info = self.nodes.nodes()[msg.node]
-            ok, why = readable(list(info.datasets.values()), self.peers.me)
-            if not ok:
-                raise Forbidden(f"nothing of {msg.node} can be backed up here: {'; '.join(why)}")
-        self.peers.spawn(self._run(msg, issuer))
-        return b""
-
-    async def _tell(self, coordinator: str, path: str, body: bytes) -> None:
-        local = {proto.REPORT_PATH: self._on_report, proto.PROGRESS_PATH: self._on_progress}
-        if coordinator == self.peers.me:
-            await local[path](self.peers.me, body)
-        else:
-            await self._send(coordinator, path, body)
-
-    async def _heartbeat(self, msg: proto.Dispatch, coordinator: str, where: dict[str, Any]) -> None:
-        """While the job runs: its counters to the coordinator every progress_interval, and a summary
-        into the node's log every PROGRESS_LOG_EVERY of them."""
-        beats = 0
-        while True:
-            await asyncio.sleep(self.settings.progress_interval)
-            rec = self.agent.jobs.get(msg.job)
-            if rec is None or rec.state not in ("waiting", "running"):
-                continue
-            beats += 1
-            p = proto.JobProgress(msg.job, msg.node, rec.files, rec.nbytes, rec.files_seen, rec.nbytes_seen,
-                                  len(rec.errors), rec.state == "waiting", rec.files_total, rec.nbytes_total)
-            try:
-                await self._tell(coordinator, proto.PROGRESS_PATH, p.to_wire())
-            except (PeerBackupError, ProtocolError) as exc:
-                if isinstance(exc, Forbidden) or (isinstance(exc, PeerRefused) and exc.code == "forbidden"):
-                    # The coordinator gave the job to another agent (this one stalled): nothing more to say.
-                    event(self.log, "job.taken_over", logging.WARNING, job=msg.job, reason=str(exc))
-                    return
-                event(self.log, "job.heartbeat_failed", logging.WARNING, job=msg.job, reason=str(exc))
-            if beats % PROGRESS_LOG_EVERY == 0 and not p.waiting:
-                await self.logs.append(JOB_PROGRESS, {**where, "files": rec.files, "bytes": rec.nbytes,
-                                                      "files_seen": rec.files_seen, "bytes_seen": rec.nbytes_seen,
-                                                      "errors": len(rec.errors)}, log=node_log(msg.node))
-
-    async def _run(self, msg: proto.Dispatch, coordinator: str) -> None:
-        where = {"job": msg.job, "node": msg.node, "agent": self.peers.me, "term": msg.token[0],
-                 "coordinator": coordinator, "deadline": msg.deadline_ms // 1000, "job_kind": msg.kind}
-        beat = asyncio.ensure_future(self._heartbeat(msg, coordinator, where))
-        try:
-            self._check_clock()
-            # Log on as the node: the coordinator that dispatched the job checks the grant and signs.
-            token = await self.act_as(msg.node, msg.job, coordinator)
-            await self.logs.append(JOB_STARTED, where, log=node_log(msg.node))
-            if msg.kind == RETENTION:
-                rec = await self.agent.retention(msg.node, msg.job, token, msg.prune, msg.deadline_ms / 1000)
-            else:
-                rec = await self.agent.run(msg.node, msg.job, token, msg.deadline_ms / 1000)
-        except Exception as exc:  # whatever stopped the job, the coordinator must hear of it
-            reason = str(exc) if isinstance(exc, PeerBackupError) else f"internal error: {type(exc).__name__}: {exc}"
-            if not isinstance(exc, PeerBackupError):
-                self.log.exception("job.crashed", extra={"pb_fields": {"job": msg.job}})
-            await self._record(JOB_FAILED, {**where, "reason": reason[:500]}, msg.node)
-            report = proto.JobReport(msg.job, msg.node, "failed", (), reason)
-        else:
-            snaps = [s["id"] for s in rec.snapshots]
-            done = {**where, "snapshots": snaps, "errors": len(rec.errors),
-                    "added": sum(s["summary"].get("bytes_added", 0) for s in rec.snapshots), **rec.outcome}
-            await self._record(JOB_DONE, done, msg.node)
-            report = proto.JobReport(msg.job, msg.node, "done", tuple(snaps))
-        finally:
-            beat.cancel()
-        try:
-            await self._tell(coordinator, proto.REPORT_PATH, report.to_wire())
-        except (PeerBackupError, ProtocolError) as exc:
-            event(self.log, "job.report_failed", logging.WARNING, job=msg.job, reason=str(exc))
-
-    async def _record(self, kind: str, fields: dict[str, Any], node: str) -> None:
-        """The end of a job in the node's log; if this peer cannot write its log (a clock that ran ahead
-        leaves its log's time in the future for a while), the report to the coordinator still goes."""
-        try:
-            await self.logs.append(kind, fields, log=node_log(node))
-        except PeerBackupError as exc:
-            event(self.log, "job.log_failed", logging.ERROR, job=fields.get("job"), kind=kind, reason=str(exc))

@@ -1,0 +1,125 @@
+"""The agent's side of a job: take a dispatch, log on, run it as the node, tell the coordinator.
+
+A part of JobService (office/jobs.py), which holds the coordinator's side: the
+two talk to each other in-process when this peer is both, and over the peer
+protocol otherwise. Split out to keep each side readable on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from peerbackup.core.jobs import BACKUP, JOB_DONE, JOB_FAILED, JOB_PROGRESS, JOB_STARTED, RETENTION
+from peerbackup.daemon.logs import event
+from peerbackup.errors import Forbidden, NotAHolder, PeerBackupError, PeerRefused, ProtocolError, UsageError
+from peerbackup.net.proto import jobs as proto
+from peerbackup.office.agent import readable
+
+if TYPE_CHECKING:
+    from peerbackup.office.jobs import JobService
+
+PROGRESS_LOG_EVERY = 12  # heartbeats between two job.progress events in the node's log
+
+
+def node_log(node: str) -> str:
+    return f"node:{node}"
+
+
+class AgentRunner:
+    """The agent's half of JobService (which it is handed): dispatches in, reports and heartbeats out."""
+
+    def __init__(self, jobs: JobService) -> None:
+        self.jobs = jobs
+
+    async def on_dispatch(self, issuer: str, body: bytes) -> bytes:
+        msg = proto.Dispatch.from_wire(body)
+        if msg.token[1] != issuer:
+            raise Forbidden("a dispatch must come from the coordinator its fencing token names")
+        if msg.token < self.jobs.coordination.election.highest:
+            raise Forbidden(f"stale fencing token {list(msg.token)}: this peer has seen "
+                            f"{list(self.jobs.coordination.election.highest)}")
+        try:
+            self.jobs.nodes.keys(msg.node)
+        except (NotAHolder, UsageError) as exc:
+            raise Forbidden(str(exc)) from None
+        if msg.kind == BACKUP:
+            info = self.jobs.nodes.nodes()[msg.node]
+            ok, why = readable(list(info.datasets.values()), self.jobs.peers.me)
+            if not ok:
+                raise Forbidden(f"nothing of {msg.node} can be backed up here: {'; '.join(why)}")
+        self.jobs.peers.spawn(self._run(msg, issuer))
+        return b""
+
+    async def _tell(self, coordinator: str, path: str, body: bytes) -> None:
+        local = {proto.REPORT_PATH: self.jobs._on_report, proto.PROGRESS_PATH: self.jobs._on_progress}
+        if coordinator == self.jobs.peers.me:
+            await local[path](self.jobs.peers.me, body)
+        else:
+            await self.jobs._send(coordinator, path, body)
+
+    async def _heartbeat(self, msg: proto.Dispatch, coordinator: str, where: dict[str, Any]) -> None:
+        """While the job runs: its counters to the coordinator every progress_interval, and a summary
+        into the node's log every PROGRESS_LOG_EVERY of them."""
+        beats = 0
+        while True:
+            await asyncio.sleep(self.jobs.settings.progress_interval)
+            rec = self.jobs.agent.jobs.get(msg.job)
+            if rec is None or rec.state not in ("waiting", "running"):
+                continue
+            beats += 1
+            p = proto.JobProgress(msg.job, msg.node, rec.files, rec.nbytes, rec.files_seen, rec.nbytes_seen,
+                                  len(rec.errors), rec.state == "waiting", rec.files_total, rec.nbytes_total)
+            try:
+                await self._tell(coordinator, proto.PROGRESS_PATH, p.to_wire())
+            except (PeerBackupError, ProtocolError) as exc:
+                if isinstance(exc, Forbidden) or (isinstance(exc, PeerRefused) and exc.code == "forbidden"):
+                    # The coordinator gave the job to another agent (this one stalled): nothing more to say.
+                    event(self.jobs.log, "job.taken_over", logging.WARNING, job=msg.job, reason=str(exc))
+                    return
+                event(self.jobs.log, "job.heartbeat_failed", logging.WARNING, job=msg.job, reason=str(exc))
+            if beats % PROGRESS_LOG_EVERY == 0 and not p.waiting:
+                await self.jobs.logs.append(JOB_PROGRESS, {**where, "files": rec.files, "bytes": rec.nbytes,
+                                                      "files_seen": rec.files_seen, "bytes_seen": rec.nbytes_seen,
+                                                      "errors": len(rec.errors)}, log=node_log(msg.node))
+
+    async def _run(self, msg: proto.Dispatch, coordinator: str) -> None:
+        where = {"job": msg.job, "node": msg.node, "agent": self.jobs.peers.me, "term": msg.token[0],
+                 "coordinator": coordinator, "deadline": msg.deadline_ms // 1000, "job_kind": msg.kind}
+        beat = asyncio.ensure_future(self._heartbeat(msg, coordinator, where))
+        try:
+            self.jobs._check_clock()
+            # Log on as the node: the coordinator that dispatched the job checks the grant and signs.
+            token = await self.jobs.act_as(msg.node, msg.job, coordinator)
+            await self.jobs.logs.append(JOB_STARTED, where, log=node_log(msg.node))
+            if msg.kind == RETENTION:
+                rec = await self.jobs.agent.retention(msg.node, msg.job, token, msg.prune, msg.deadline_ms / 1000)
+            else:
+                rec = await self.jobs.agent.run(msg.node, msg.job, token, msg.deadline_ms / 1000)
+        except Exception as exc:  # whatever stopped the job, the coordinator must hear of it
+            reason = str(exc) if isinstance(exc, PeerBackupError) else f"internal error: {type(exc).__name__}: {exc}"
+            if not isinstance(exc, PeerBackupError):
+                self.jobs.log.exception("job.crashed", extra={"pb_fields": {"job": msg.job}})
+            await self._record(JOB_FAILED, {**where, "reason": reason[:500]}, msg.node)
+            report = proto.JobReport(msg.job, msg.node, "failed", (), reason)
+        else:
+            snaps = [s["id"] for s in rec.snapshots]
+            done = {**where, "snapshots": snaps, "errors": len(rec.errors),
+                    "added": sum(s["summary"].get("bytes_added", 0) for s in rec.snapshots), **rec.outcome}
+            await self._record(JOB_DONE, done, msg.node)
+            report = proto.JobReport(msg.job, msg.node, "done", tuple(snaps))
+        finally:
+            beat.cancel()
+        try:
+            await self._tell(coordinator, proto.REPORT_PATH, report.to_wire())
+        except (PeerBackupError, ProtocolError) as exc:
+            event(self.jobs.log, "job.report_failed", logging.WARNING, job=msg.job, reason=str(exc))
+
+    async def _record(self, kind: str, fields: dict[str, Any], node: str) -> None:
+        """The end of a job in the node's log; if this peer cannot write its log (a clock that ran ahead
+        leaves its log's time in the future for a while), the report to the coordinator still goes."""
+        try:
+            await self.jobs.logs.append(kind, fields, log=node_log(node))
+        except PeerBackupError as exc:
+            event(self.jobs.log, "job.log_failed", logging.ERROR, job=fields.get("job"), kind=kind, reason=str(exc))
