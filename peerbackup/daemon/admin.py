@@ -26,6 +26,7 @@ from peerbackup.daemon import metrics
 from peerbackup.daemon.alerting import Alerting
 from peerbackup.daemon.dashboard import Dashboard
 from peerbackup.daemon.home import TOKEN_HEADER
+from peerbackup.daemon.httpjson import json_body
 from peerbackup.errors import FormatError, PeerBackupError, UsageError
 
 MAX_INVITE_VALIDITY = 7 * 86400.0
@@ -86,15 +87,6 @@ class AdminApi:
         except PeerBackupError as exc:
             return _error(409, type(exc).__name__, str(exc))
 
-    async def _json(self, request: web.Request) -> dict[str, Any]:
-        try:
-            obj = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise UsageError("the request body is not JSON") from None
-        if not isinstance(obj, dict):
-            raise UsageError("the request body must be a JSON object")
-        return obj
-
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response(self.daemon.status())
 
@@ -110,7 +102,7 @@ class AdminApi:
         return web.json_response([nodes.describe(n) for _, n in sorted(nodes.nodes().items())])
 
     async def node_add(self, request: web.Request) -> web.Response:
-        obj = await self._json(request)
+        obj = await json_body(request)
         name, replicas = obj.get("node"), obj.get("replicas", 2)
         if not isinstance(name, str) or not isinstance(replicas, int) or isinstance(replicas, bool):
             raise UsageError("give the node name and an integer replicas")
@@ -118,7 +110,7 @@ class AdminApi:
         return web.json_response(self.daemon.nodes.describe(node))
 
     async def _node_agents(self, request: web.Request) -> tuple[str, list[str]]:
-        obj = await self._json(request)
+        obj = await json_body(request)
         name, agents = obj.get("node"), obj.get("agents")
         if not isinstance(name, str) or not isinstance(agents, list) or not agents \
                 or not all(isinstance(a, str) for a in agents):
@@ -142,7 +134,7 @@ class AdminApi:
         return web.json_response(self.daemon.nodes.describe(node))
 
     async def invite(self, request: web.Request) -> web.Response:
-        obj = await self._json(request)
+        obj = await json_body(request)
         roles = obj.get("roles", list(DEFAULT_ROLES))
         rank = obj.get("rank", DEFAULT_RANK)
         expires = obj.get("expires", "1h")
@@ -160,7 +152,7 @@ class AdminApi:
                                   "expires": token.expires, "roles": roles, "rank": rank})
 
     async def remove_peer(self, request: web.Request) -> web.Response:
-        obj = await self._json(request)
+        obj = await json_body(request)
         peer = obj.get("peer")
         if not isinstance(peer, str):
             raise UsageError("give the peer id to remove")
@@ -173,7 +165,7 @@ class AdminApi:
 
 
     async def dataset_add(self, request: web.Request) -> web.Response:
-        obj = await self._json(request)
+        obj = await json_body(request)
         node, path, on, exclude = obj.get("node"), obj.get("path"), obj.get("on", []), obj.get("exclude", [])
         if not isinstance(node, str) or not isinstance(path, str) or not isinstance(on, list) \
                 or not isinstance(exclude, list):
@@ -186,7 +178,7 @@ class AdminApi:
         return web.json_response(self.daemon.nodes.describe(out))
 
     async def schedule_add(self, request: web.Request) -> web.Response:
-        obj = await self._json(request)
+        obj = await json_body(request)
         try:
             sc = Schedule(id="", node=str(obj["node"]), cron=str(obj.get("cron", "")),
                           every=float(obj.get("every", 0)), tz=str(obj.get("tz", "UTC")),
@@ -198,7 +190,7 @@ class AdminApi:
         return web.json_response({"node": node.name, "schedule": dataclasses.asdict(added)})
 
     async def policy(self, request: web.Request) -> web.Response:
-        obj = await self._json(request)
+        obj = await json_body(request)
         node, keep = obj.get("node"), obj.get("keep")
         if not isinstance(node, str) or not isinstance(keep, dict):
             raise UsageError("give node and keep")
@@ -206,7 +198,7 @@ class AdminApi:
         return web.json_response({"node": out.name, "policy": out.policy})
 
     async def agent_run(self, request: web.Request) -> web.Response:
-        obj = await self._json(request)
+        obj = await json_body(request)
         node = obj.get("node")
         if not isinstance(node, str):
             raise UsageError("give the node name")
@@ -216,14 +208,14 @@ class AdminApi:
         return web.json_response(dataclasses.asdict(rec))
 
     async def backup_now(self, request: web.Request) -> web.Response:
-        obj = await self._json(request)
+        obj = await json_body(request)
         node = obj.get("node")
         if not isinstance(node, str):
             raise UsageError("give the node name")
         return web.json_response(await self.daemon.jobs.request(node))
 
     async def restored(self, request: web.Request) -> web.Response:
-        obj = await self._json(request)
+        obj = await json_body(request)
         node = obj.get("node")
         if not isinstance(node, str):
             raise UsageError("give the node name")
@@ -245,7 +237,7 @@ class AdminApi:
         return web.json_response(await self.daemon.store_access(request.query.get("node", "")))
 
     async def delete_grant(self, request: web.Request) -> web.Response:
-        obj = await self._json(request)
+        obj = await json_body(request)
         node = obj.get("node")
         if not isinstance(node, str):
             raise UsageError("give the node name")

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from peerbackup.core.alerts import OFFICE_ALERTS, AlertConfig
+from peerbackup.daemon.httpjson import json_body
 from peerbackup.daemon.logs import event
 from peerbackup.errors import NotAdmin, UsageError
 
@@ -43,11 +44,7 @@ class Alerting:
 
     async def set(self, request: web.Request) -> web.Response:
         self._admin()
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise UsageError("the request body is not JSON") from None
-        cfg = AlertConfig.from_fields(body)  # a UsageError (400) that names the bad setting
+        cfg = AlertConfig.from_fields(await json_body(request))  # a UsageError (400) that names the bad setting
         await self.daemon.logs.append(OFFICE_ALERTS, cfg.to_fields())
         event(self.daemon.log, "alerts.configured", channels=",".join(cfg.channels) or "none")
         return web.json_response({"config": self.daemon.alerts.config.describe()})

@@ -28,6 +28,7 @@ from aiohttp import web
 from peerbackup.core.events import Event
 from peerbackup.core.jobs import BACKUP, DONE, FAILED, fold
 from peerbackup.core.schedule import next_slot
+from peerbackup.daemon.httpjson import json_body
 from peerbackup.daemon.logs import event
 from peerbackup.errors import PeerBackupError, UsageError
 from peerbackup.office.jobrun import node_log
@@ -183,7 +184,7 @@ class Dashboard:
         return resp
 
     async def restore(self, request: web.Request) -> web.Response:
-        obj = await request.json()
+        obj = await json_body(request)
         node, snap, path, target = (obj.get(k) for k in ("node", "snapshot", "path", "target"))
         if not all(isinstance(v, str) for v in (node, snap, path, target)):
             raise UsageError("give node, snapshot, path and target")

@@ -55,6 +55,8 @@ def test_the_page_is_public_the_data_is_not_and_restores_stay_in_their_root(offi
     assert code == 200 and data == one.read_bytes() and one.name in headers["Content-Disposition"]
     # Restores: below the restore root only, and paths inside the snapshot without tricks.
     restore = "/v1/ui/restore"
+    code, body, _ = get(a, restore, method="POST", body=["not", "an", "object"])
+    assert code == 400 and b"must be a JSON object" in body
     for target in ("/etc/peerbackup-evil", "../../outside", str(a.home / "restores" / ".." / "x")):
         code, body, _ = get(a, restore, method="POST", body={"node": NODE, "snapshot": snap, "path": folder,
                                                             "target": target})
