@@ -26,12 +26,11 @@ from typing import Any
 from aiohttp import web
 
 from peerbackup.core.events import Event
-from peerbackup.core.jobs import BACKUP, DONE, FAILED, fold
+from peerbackup.core.jobs import BACKUP, DONE, FAILED
 from peerbackup.core.schedule import next_slot
 from peerbackup.daemon.httpjson import json_body
 from peerbackup.daemon.logs import event
 from peerbackup.errors import PeerBackupError, UsageError
-from peerbackup.office.jobrun import node_log
 from peerbackup.office.reader import NodeReader, clean_path, inside
 
 STATIC_TYPES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
@@ -87,7 +86,7 @@ class Dashboard:
         now = d.clock()
         out = []
         for name, node in sorted(d.nodes.nodes().items()):
-            jobs = fold(d.logs.state.ordered(node_log(name)))
+            jobs = d.jobs.job_states(name)
             backups = [st for st in jobs.values() if st.kind == BACKUP and st.state in (DONE, FAILED)]
             last = max(backups, key=lambda st: st.ended_ms, default=None)
             schedules = []
@@ -110,7 +109,7 @@ class Dashboard:
     async def job(self, request: web.Request) -> web.Response:
         job = request.query.get("job", "")
         for name in sorted(self.daemon.nodes.nodes()):
-            if job in fold(self.daemon.logs.state.ordered(node_log(name))):
+            if job in self.daemon.jobs.job_states(name):
                 return web.json_response({"job": job, "node": name})
         running = (await self.daemon.jobs.running_anywhere()).get(job)
         if running:

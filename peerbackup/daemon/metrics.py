@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from peerbackup.core.jobs import BACKUP, DONE, JOB_FAILED, JOB_UNSENT, fold
+from peerbackup.core.jobs import BACKUP, DONE, JOB_FAILED, JOB_UNSENT
 from peerbackup.errors import PeerBackupError
 from peerbackup.office.jobrun import node_log
 
@@ -76,7 +76,7 @@ async def render(daemon: Any) -> bytes:
                    ["node"])
     for name in sorted(daemon.nodes.nodes()):
         events = daemon.logs.state.ordered(node_log(name))
-        jobs = fold(events)
+        jobs = daemon.jobs.job_states(name)
         done = [st for st in jobs.values() if st.kind == BACKUP and st.state == DONE]
         if done:
             last = max(done, key=lambda st: st.ended_ms)

@@ -101,6 +101,7 @@ class JobService:
         self.last_ok: dict[str, str] = {}  # node -> the agent that last succeeded for it
         self.running: Counter[str] = Counter()  # agent -> jobs dispatched and not reported
         self.evaluated: dict[str, float] = {}  # node/schedule -> slots up to here were considered
+        self._folds: dict[str, tuple[tuple[tuple[str, int], ...], dict[str, JobState]]] = {}  # job_states
         self.runner = AgentRunner(self)  # the agent's side of jobs (office/jobrun.py)
         self.live: dict[str, Live] = {}  # job -> what its agent last said (on the coordinator)
         self.reported: deque[tuple[str, str]] = deque(maxlen=1000)  # (job, agent) that reported an end
@@ -184,8 +185,16 @@ class JobService:
         return sorted(out, key=lambda a: (a != self.last_ok.get(node), self.running[a], a))
 
     def job_states(self, node: str) -> dict[str, JobState]:
-        """Every job in the node's log and how it stands (core/jobs.py)."""
-        return fold(self.logs.state.ordered(node_log(node)))
+        """Every job in the node's log and how it stands (core/jobs.py). Asked several times per heartbeat
+        (redispatch, retry, retention, alerts, dashboard, metrics), so the fold is kept until the log
+        changes: its writers' heads name its content (a revocation or a fork that drops events moves them
+        too). Read-only for the callers."""
+        log = node_log(node)
+        version = tuple(sorted((feed, seq) for (name, feed), seq in self.logs.state.heads.items() if name == log))
+        cached = self._folds.get(node)
+        if cached is None or cached[0] != version:
+            cached = self._folds[node] = (version, fold(self.logs.state.ordered(log)))
+        return cached[1]
 
     def known_jobs(self, node: str) -> set[str]:
         """Jobs the node's log shows dispatched or started, under any coordinator (a slot never runs twice)."""
