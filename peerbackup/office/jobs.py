@@ -81,11 +81,15 @@ class Live:
     progress: proto.JobProgress | None = None
 
     def to_json(self, now: float) -> dict[str, Any]:
-        p = self.progress
-        elapsed = max(now - self.since, 1e-3)
-        return {"agent": self.agent, "node": self.node, "elapsed": round(elapsed, 1),
-                "heard": round(now - self.heard, 1),
-                **({**p.fields(), "rate": round(p.nbytes / elapsed)} if p else {})}
+        return {**running_json(self.agent, self.node, now - self.since, self.progress),
+                "heard": round(now - self.heard, 1)}
+
+
+def running_json(agent: str, node: str, elapsed: float, progress: proto.JobProgress | None) -> dict[str, Any]:
+    """A running job as `jobs`, the dashboard and `backup --wait` show it, here or from the coordinator."""
+    elapsed = max(elapsed, 1e-3)
+    return {"agent": agent, "node": node, "elapsed": round(elapsed, 1),
+            **({**progress.fields(), "rate": round(progress.nbytes / elapsed)} if progress else {})}
 
 
 class JobService:
@@ -372,14 +376,13 @@ class JobService:
 
     async def _on_progress(self, issuer: str, body: bytes) -> bytes:
         msg = proto.JobProgress.from_wire(body)
+        now = self.clock()
         live = self.live.get(msg.job)
         if live is None or live.agent != issuer:
             st = self.job_states(msg.node).get(msg.job)
             if st is None or st.state != OPEN or st.agent != issuer:
                 raise Forbidden(f"job {msg.job} is not running on {issuer}")
-            now = self.clock()
             live = self.live[msg.job] = Live(issuer, msg.node, now, now, now)
-        now = self.clock()
         if msg.waiting or live.progress is None or (msg.files, msg.nbytes, msg.files_seen) != \
                 (live.progress.files, live.progress.nbytes, live.progress.files_seen):
             live.moved = now
@@ -397,12 +400,8 @@ class JobService:
         if coordinator is None or coordinator == self.peers.me:
             return self.running_jobs()
         reply = proto.Running.from_wire(await self._send(coordinator, proto.RUNNING_PATH, b"\x80"))
-        out = {}
-        for r in reply.jobs:
-            elapsed = max(r.elapsed_ms / 1000, 1e-3)
-            out[r.progress.job] = {"agent": r.agent, "node": r.progress.node, "elapsed": round(elapsed, 1),
-                                   **r.progress.fields(), "rate": round(r.progress.nbytes / elapsed)}
-        return out
+        return {r.progress.job: running_json(r.agent, r.progress.node, r.elapsed_ms / 1000, r.progress)
+                for r in reply.jobs}
 
     def running_jobs(self) -> dict[str, dict[str, Any]]:
         """Jobs running now as the coordinator hears them: agent, counters, rate (for `jobs` and the UI)."""
