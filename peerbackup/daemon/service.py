@@ -385,8 +385,7 @@ class Daemon:
         """Peers whose clocks are too far from ours (by name), and whether they refuse our messages for it."""
         names = {c.peer_id: c.name for c in self.peer_service.membership.members()}
         report = self.clocks.report(self.clock())
-        others = sum(1 for c in self.peer_service.membership.members() if c.peer_id != self.ident.peer_id)
-        return {"skew_limit": self.settings.clock_skew, "this_clock_suspect": self.clocks.suspect(self.clock(), others),
+        return {"skew_limit": self.settings.clock_skew, "this_clock_suspect": self.jobs.clock_suspect(self.clock()),
                 "peers_off": {names.get(p, p): off for p, off in report["peers_off"].items()},
                 "refused_by": {names.get(p, p): msg for p, msg in report["refused_by"].items()}}
 

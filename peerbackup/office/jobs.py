@@ -161,13 +161,17 @@ class JobService:
         except UsageError as exc:
             raise Forbidden(str(exc)) from None
 
+    def clock_suspect(self, now: float) -> bool:
+        """Is this peer's clock the wrong one (most other members refuse its messages for it)?"""
+        others = sum(1 for c in self.peers.membership.members() if c.peer_id != self.peers.me)
+        return self.peers.client.clocks.suspect(now, others)
+
     def _check_clock(self) -> None:
         """A peer whose messages the others refuse for its clock can neither coordinate nor run a job
         for the office: say so rather than fail later with a lesser reason."""
         now = self.clock()
-        others = sum(1 for c in self.peers.membership.members() if c.peer_id != self.peers.me)
         refused = self.peers.client.clocks.report(now)["refused_by"]
-        if self.peers.client.clocks.suspect(now, others):
+        if self.clock_suspect(now):
             raise UsageError(f"{len(refused)} peer(s) refuse this peer's messages because of its clock "
                              f"({next(iter(refused.values()))}): set this machine's clock right (NTP) first")
 
