@@ -172,12 +172,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise NotInitialised(home.path)
     conf = load_config(home.path)  # the home's config.toml; the command line wins
     quota = args.storage_quota or conf.storage_quota
+    limit_text = args.limit_upload or conf.limit_upload
+    limit = parse_size(limit_text) if limit_text else None
+    if limit == 0:
+        raise UsageError("--limit-upload must be more than 0 (leave it out for no limit)")
     settings = Settings().with_overrides(conf.settings + (args.set or []))
     options = DaemonOptions(listen=args.listen or conf.listen or "0.0.0.0:7420", peers=(args.peer or []) + conf.peers,
                             mdns=not args.no_mdns and conf.mdns is not False,
                             mdns_interface=args.mdns_interface or conf.mdns_interface, settings=settings,
                             storage_quota=parse_size(quota) if quota else None, restore_root=conf.restore_root,
-                            metrics_listen=args.metrics_listen or conf.metrics_listen)
+                            metrics_listen=args.metrics_listen or conf.metrics_listen, limit_upload=limit)
     log = logs.setup(args.log_json, logging.DEBUG if args.verbose else logging.INFO)
     with home.locked():
         ident = home.load()
@@ -439,6 +443,9 @@ def add_parsers(top: Any) -> None:
                    help="most this peer keeps for the office's backup nodes (e.g. 200G; default: the disk)")
     u.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics, no token (e.g. 127.0.0.1:9742)")
+    u.add_argument("--limit-upload", metavar="SIZE",
+                   help="bytes a second this peer's backup jobs send to storage peers at most (e.g. 10M; "
+                   "default: no limit)")
     u.add_argument("--log-json", action="store_true", help="JSON lines on stderr")
     u.add_argument("-v", "--verbose", action="store_true", help="debug events too")
     add("status", cmd_status, "this peer and its office")

@@ -7,6 +7,7 @@
     storage_quota = "200G"
     restore_root = "/srv/restores"   # the dashboard restores only below it (default HOME/restores)
     metrics_listen = "127.0.0.1:9742"  # a token-free /metrics for Prometheus (default: none)
+    limit_upload = "10M"               # bytes a second this peer's backup jobs send at most (default: no limit)
 
     [settings]
     repair_interval = "30m"
@@ -27,7 +28,7 @@ from peerbackup.errors import UsageError
 CONFIG = "config.toml"
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "listen": str, "peers": list, "mdns": bool, "mdns_interface": str, "storage_quota": str, "settings": dict,
-    "restore_root": str, "metrics_listen": str,
+    "restore_root": str, "metrics_listen": str, "limit_upload": str,
 }
 
 
@@ -41,6 +42,7 @@ class HomeConfig:
     settings: list[str] = field(default_factory=list)  # NAME=DURATION, as `up --set` takes them
     restore_root: str | None = None
     metrics_listen: str | None = None
+    limit_upload: str | None = None
 
 
 def load_config(home: Path) -> HomeConfig:
@@ -66,4 +68,4 @@ def load_config(home: Path) -> HomeConfig:
         raise UsageError(f"{path}: [settings] values are durations such as \"30s\" or \"1h\"")
     return HomeConfig(raw.get("listen"), list(peers), raw.get("mdns"), raw.get("mdns_interface"),
                       raw.get("storage_quota"), [f"{k}={v}" for k, v in settings.items()], raw.get("restore_root"),
-                      raw.get("metrics_listen"))
+                      raw.get("metrics_listen"), raw.get("limit_upload"))

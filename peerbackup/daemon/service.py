@@ -55,7 +55,7 @@ from peerbackup.office.jobs import JobService
 from peerbackup.office.liveness import ALIVE
 from peerbackup.office.nodes import NodeService
 from peerbackup.office.peers import PeerService
-from peerbackup.office.peerstore import StoragePeer, StoreClient
+from peerbackup.office.peerstore import StoragePeer, StoreClient, UploadLimit
 from peerbackup.office.repair import RepairService
 from peerbackup.office.replication import LogService
 from peerbackup.office.state import State
@@ -106,6 +106,7 @@ class DaemonOptions:
     settings: Settings = field(default_factory=Settings)
     restore_root: str | None = None  # where the dashboard may restore to; None: HOME/restores
     metrics_listen: str | None = None  # HOST:PORT of a token-free /metrics for Prometheus; None: none
+    limit_upload: int | None = None  # bytes/s this peer's jobs send to storage peers at most; None: no limit
 
 
 class Daemon:
@@ -160,9 +161,10 @@ class Daemon:
         self.nodes = NodeService(self.logs, self.log)
         holder = await asyncio.to_thread(Holder, self.home.file(HELD), self.options.storage_quota, self.clock)
         self.storage = StorageService(self.logs, holder, self.log, lambda: self.coordination.status()[0])
+        limit = UploadLimit(self.options.limit_upload, time.monotonic) if self.options.limit_upload else None
         self.agent = AgentService(self.nodes.nodes, self.nodes.keys, self.storage_peers, client, self.ident.peer_id,
                                   self.ident.certificate.name, self.ident.office.fingerprint, self.home.file(CACHE),
-                                  self.log, self.clock)
+                                  self.log, self.clock, limit)
         self.repair = RepairService(self.nodes.nodes, self.storage_peers, client, holder, self.ident.peer_id,
                                     self.settings, self.clock, self.peer_service.liveness.last_heard.get, self.log)
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
@@ -377,6 +379,7 @@ class Daemon:
             "logs_digest": self.logs.state.digest().hex(), "config_digest": self.logs.state.config().digest().hex(),
             "log_alerts": self.logs.alerts[-10:],
             "listen": self.advertised, "mdns": self.options.mdns, "version": __version__,
+            "limit_upload": self.options.limit_upload,
             "uptime_s": round(self.clock() - self.started, 1),
             "clock": self._clock_report(),
         }

@@ -31,7 +31,7 @@ from peerbackup.engine.prune import forget_snapshots, prune
 from peerbackup.engine.repository import Repository
 from peerbackup.errors import PeerBackupError, UsageError
 from peerbackup.net.client import PeerClient
-from peerbackup.office.peerstore import PeerStore, StoragePeer, StoreClient, open_config
+from peerbackup.office.peerstore import PeerStore, StoragePeer, StoreClient, UploadLimit, open_config
 
 T = TypeVar("T")
 WAIT = 3600.0  # a job run by hand waits this long for the machine's running job
@@ -93,8 +93,10 @@ def readable(datasets: list[Dataset], me: str) -> tuple[list[Dataset], list[str]
 class AgentService:
     def __init__(self, nodes: Callable[[], dict[str, Node]], keys: Callable[[str], KeySet],
                  peers: Callable[[], Awaitable[list[StoragePeer]]], client: PeerClient, me: str, name: str,
-                 office: str, cache_root: Path, log: logging.Logger, clock: Callable[[], float] = time.time) -> None:
+                 office: str, cache_root: Path, log: logging.Logger, clock: Callable[[], float] = time.time,
+                 limit: UploadLimit | None = None) -> None:
         self.nodes = nodes
+        self.limit = limit  # limit_upload: the pace of every pack this machine's jobs send
         self.keys = keys
         self.peers = peers
         self.client = client
@@ -114,8 +116,9 @@ class AgentService:
         def on_loop(coro: Coroutine[Any, Any, T]) -> T:
             return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
-        return PeerStore(node.name, node.replicas, await self.peers(), StoreClient(self.client, node.name), on_loop,
-                         self.me, warn=lambda m: event(self.log, "agent.store_warning", logging.WARNING,
+        client = StoreClient(self.client, node.name, self.limit)
+        return PeerStore(node.name, node.replicas, await self.peers(), client, on_loop, self.me,
+                         warn=lambda m: event(self.log, "agent.store_warning", logging.WARNING,
                                                        node=node.name, job=job, message=m), act_as=act_as)
 
     async def _job(self, what: str, rec: JobRecord, work: Callable[[], None]) -> JobRecord:

@@ -33,6 +33,7 @@ from peerbackup.core.certs import DEFAULT_RANK
 from peerbackup.core.chunker import ChunkerParams
 from peerbackup.core.crypto import content_hash, content_hash_of
 from peerbackup.core.placement import Candidate, place
+from peerbackup.core.ratelimit import TokenBucket
 from peerbackup.engine.config import RepoConfig
 from peerbackup.engine.repository import read_config
 from peerbackup.errors import (
@@ -83,12 +84,27 @@ class StoragePeer:
                    bool(obj["alive"]), int(obj["rank"]))
 
 
+class UploadLimit:
+    """This machine's upload limit (`limit_upload`), shared by every transfer of its jobs."""
+
+    def __init__(self, rate: int, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.clock = clock
+        self.bucket = TokenBucket(rate, clock())
+
+    async def take(self, n: int) -> None:
+        delay = self.bucket.reserve(n, self.clock())
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
 class StoreClient:
     """One node's files on one peer, over the signed protocol (async)."""
 
-    def __init__(self, client: PeerClient, node: str) -> None:
+    def __init__(self, client: PeerClient, node: str, limit: UploadLimit | None = None) -> None:
         self.client = client
         self.node = node
+        self.limit = limit
 
     async def _call(self, peer: StoragePeer, path: str, body: bytes, max_reply: int = envelope.MAX_BODY,
                     upload: Sequence[bytes | bytearray] | None = None,
@@ -108,7 +124,10 @@ class StoreClient:
     async def put(self, peer: StoragePeer, ftype: FileType, name: str, data: bytes | Sequence[bytes | bytearray],
                   digest: bytes, act_as: bytes = b"") -> bool:
         pieces = [data] if isinstance(data, bytes) else list(data)
-        body = proto.Put(self._ref(ftype, name), sum(len(p) for p in pieces), digest, act_as).to_wire()
+        size = sum(len(p) for p in pieces)
+        if self.limit is not None:
+            await self.limit.take(size)
+        body = proto.Put(self._ref(ftype, name), size, digest, act_as).to_wire()
         raw, _ = await self._call(peer, proto.PUT_PATH, body, upload=pieces)
         return proto.Reply.from_wire(raw).stored
 

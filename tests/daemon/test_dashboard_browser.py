@@ -50,9 +50,13 @@ def shots() -> Path:
 
 
 def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browser: Browser, shots: Path) -> None:
-    # ~100 MB for beta or gamma to back up: long enough to watch progress move. Heartbeats every 0.2 s.
+    # ~108 MB for beta or gamma to back up, sent to 2 storage peers under a 40 MB/s upload limit: the job
+    # lasts 5 s or more however fast the machine (CI once did it in 1.2 s, too fast for a heartbeat to
+    # show). Heartbeats every 0.2 s; the dashboard's stream pushes running jobs every second.
+    limit = ["--limit-upload", "40M"]
     (a, b, c), src, home = node_office(office, tmp_path, ["beta", "gamma"], 24, 4_000_000,
-                                       timings={"progress_interval": "0.2"})
+                                       timings={"progress_interval": "0.2"}, extra={"beta": limit, "gamma": limit})
+    assert b.status()["limit_upload"] == 40 * 1024 * 1024
     wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
              and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
     url = office.cli("ui", "--home", str(a.home)).out.strip()
@@ -95,6 +99,7 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     # The bar moved through the job's heartbeats before the end (files of the pre-counted whole).
     partial = [t for t in seen if re.match(r"\d+ % · \d+ of 24 files", t)]
     assert partial, seen
+    assert not [t for t in seen if "undefined" in t or "-1" in t], seen
     assert "width: 100%" in (page.locator(".progress > div").get_attribute("style") or "")
     assert "width: 100%" in (page.locator(".progress > div").get_attribute("style") or "")
     expect(page.locator("tbody tr td:nth-child(3)", has_text="job.done")).to_have_count(1)

@@ -231,11 +231,17 @@ async function pageJob(main, job) {
   let finished = false;
   const show = (p) => {
     if (finished) return;
-    const pct = p.bytes_total ? Math.min(100, Math.floor(100 * p.bytes / p.bytes_total)) : 0;
+    if (p.files === undefined) {  // dispatched, no heartbeat from the agent yet
+      text.textContent = `started on ${name(p.agent)}, counting what to back up…`;
+      return;
+    }
+    // A total of -1 is one the agent did not count (a retention job): no percentage, no ETA.
+    const total = p.bytes_total > 0 ? p.bytes_total : null;
+    const pct = total ? Math.min(100, Math.floor(100 * p.bytes / total)) : 0;
     bar.style.width = `${pct}%`;
-    const eta = p.rate > 0 && p.bytes_total ? Math.max(0, Math.round((p.bytes_total - p.bytes) / p.rate)) : null;
-    text.textContent = `${pct} % · ${p.files} of ${p.files_total ?? "?"} files · ${bytes(p.bytes)} of ` +
-      `${bytes(p.bytes_total)} · ${bytes(p.rate)}/s` + (eta !== null ? ` · ETA ${eta} s` : "") +
+    const eta = p.rate > 0 && total ? Math.max(0, Math.round((total - p.bytes) / p.rate)) : null;
+    text.textContent = `${pct} % · ${p.files} of ${p.files_total >= 0 ? p.files_total : "?"} files · ` +
+      `${bytes(p.bytes)} of ${bytes(total)} · ${bytes(p.rate)}/s` + (eta !== null ? ` · ETA ${eta} s` : "") +
       (p.waiting ? " · waiting for another job on the agent" : "");
   };
   const addEvent = (e) => {
