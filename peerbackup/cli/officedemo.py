@@ -89,6 +89,9 @@ def run_office_demo(root: str) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Set, not left to Python: a process started in the background by a non-interactive shell (`make run &`,
+    # a CI script) inherits SIGINT ignored, and Python then installs no handler of its own.
+    signal.signal(signal.SIGINT, on_signal)
     try:
         first_time = not Home(homes["alpha"]).initialised()
         if first_time:

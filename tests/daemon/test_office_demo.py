@@ -32,11 +32,17 @@ def _log(base: Path) -> list[dict[str, object]]:
     return list(json.loads(proc.stdout)) if proc.returncode == 0 else []
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _demo_once(base: Path, backups_before: int) -> str:
-    """Start the demo, see it say it runs and an agent finish a backup, Ctrl-C it; its output."""
+    """Start the demo, see it say it runs and an agent finish a backup, Ctrl-C it; its output. The second
+    run starts as a non-interactive shell starts a job in the background (`make run &`): SIGINT ignored,
+    which Python keeps unless told otherwise (the demo once went on running through the Ctrl-C)."""
     demo = subprocess.Popen([sys.executable, "-m", "peerbackup", "demo", "--dir", str(base)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=daemon_env(),
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_ignore_sigint if backups_before else None)
     assert demo.stdout is not None
     lines: list[bytes] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(demo.stdout.readline, b"")),  # type: ignore[union-attr]
