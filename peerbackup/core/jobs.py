@@ -9,15 +9,14 @@ with no I/O, gives every coordinator (and the tests) the same answer.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from peerbackup.core import hlc
 from peerbackup.core.events import Event
+from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, JOB_FAILED, JOB_STARTED, JOB_UNSENT
 
-JOB_DISPATCHED, JOB_STARTED, JOB_DONE, JOB_FAILED = "job.dispatched", "job.started", "job.done", "job.failed"
-JOB_PROGRESS, JOB_STALLED, JOB_UNSENT = "job.progress", "job.stalled", "job.dispatch_failed"
 BACKUP, RETENTION = "backup", "retention"
 OPEN, DONE, FAILED = "open", "done", "failed"
 
@@ -32,6 +31,7 @@ class JobState:
     result: dict[str, Any] = field(default_factory=dict)  # the job.done or job.failed fields
     prior: tuple[dict[str, Any], str, dict[str, Any]] | None = None  # before the latest dispatch
     dispatcher: str = ""  # who wrote the latest job.dispatched (the fields say who it claims to be)
+    agents: set[str] = field(default_factory=set)  # every agent the job was given: only they start or end it
 
     @property
     def kind(self) -> str:
@@ -46,17 +46,24 @@ class JobState:
         return float(self.fields.get("deadline", 0))
 
 
-def fold(events: Iterable[Event]) -> dict[str, JobState]:
+def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None) -> dict[str, JobState]:
     """Every job in a node's log (events in log order), in the order first dispatched. A coordinator
     that dispatched a job may have died before its event spread: then the job.started alone carries
     what a successor needs. A re-dispatch reopens a failed or open job, never a done one; the first end
     after it closes it. A dispatch
     the agent never took (job.dispatch_failed, written by the coordinator when sending failed) is undone:
-    the job stands as before it, or, if it was the first, failed (a schedule retries it)."""
+    the job stands as before it, or, if it was the first, failed (a schedule retries it).
+
+    `claims` are the (term, peer) coordinator claims of the control log. A dispatch counts only when
+    its writer claimed the term it names, a dispatch_failed only from the job's dispatcher, a start or
+    an end only from an agent the job was given: any other member's look-alike (core/nodelog.py) is
+    passed over. None trusts every writer (unit tests of the other rules)."""
     jobs: dict[str, JobState] = {}
     for ev in events:
         job = str(ev.fields.get("job"))
         st = jobs.get(job)
+        if claims is not None and not _may(ev, st, claims):
+            continue
         if ev.kind == JOB_DISPATCHED:
             if st is None:
                 st = jobs[job] = JobState(job, dict(ev.fields))
@@ -68,6 +75,7 @@ def fold(events: Iterable[Event]) -> dict[str, JobState]:
                 st.prior = (st.fields, st.state, st.result)
                 st.fields, st.state, st.result = dict(ev.fields), OPEN, {}
             st.dispatcher = ev.feed
+            st.agents.add(str(ev.fields.get("agent")))
         elif ev.kind == JOB_UNSENT and st is not None and st.state == OPEN and st.agent == ev.fields.get("agent"):
             if st.prior is None:
                 st.state, st.result, st.ended_ms = FAILED, dict(ev.fields), hlc.wall_ms(ev.hlc)
@@ -78,6 +86,7 @@ def fold(events: Iterable[Event]) -> dict[str, JobState]:
             if st is None:
                 st = jobs[job] = JobState(job, dict(ev.fields))
                 st.started_ms = hlc.wall_ms(ev.hlc)
+                st.agents.add(ev.feed)
             elif st.state != DONE:  # a start after the end is another side's late copy: the end stands
                 st.started_ms = hlc.wall_ms(ev.hlc)
                 st.fields.update(ev.fields)
@@ -87,6 +96,21 @@ def fold(events: Iterable[Event]) -> dict[str, JobState]:
             st.ended_ms = hlc.wall_ms(ev.hlc)
             st.result = dict(ev.fields)
     return jobs
+
+
+def _may(ev: Event, st: JobState | None, claims: Collection[tuple[int, str]]) -> bool:
+    """Whether this event's writer had the part in the job that the event says it had."""
+    f = ev.fields
+    if ev.kind == JOB_DISPATCHED:
+        return (f.get("term"), ev.feed) in claims
+    if ev.kind == JOB_UNSENT:
+        return st is not None and st.dispatcher == ev.feed
+    if ev.kind == JOB_STARTED and st is None:
+        # Its dispatch has not arrived (or was never logged): the start must name a real claim.
+        return (f.get("term"), f.get("coordinator")) in claims
+    if ev.kind in (JOB_STARTED, JOB_DONE, JOB_FAILED):
+        return st is not None and ev.feed in st.agents
+    return True
 
 
 def retention_job_id(node: str, after: str) -> str:

@@ -6,7 +6,8 @@ seen, whatever order they arrive in (tested with Hypothesis):
 
 - an event is accepted only when its writer's signature verifies, it extends
   the writer's feed by one (seq = head + 1, prev = head's id), its HLC time is
-  not too far ahead, and the writer had the authority for its kind;
+  not too far ahead, and the writer had the authority for its kind (in a
+  node's log: core/nodelog.py);
 - a second, different event at a (log, feed, seq) already held is a **fork**:
   both are kept as proof, the feed is frozen just before the fork, and every
   event from the fork on is dropped; proofs travel so every peer freezes the
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from peerbackup.core import alerts
+from peerbackup.core import alerts, nodelog
 from peerbackup.core import hlc as hlcmod
 from peerbackup.core.certs import Certificate, Revocation
 from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, decode_event, make_event, signed_by
@@ -40,6 +41,7 @@ from peerbackup.errors import FormatError, UnsupportedVersion
 ACCEPTED, DUPLICATE, PENDING, REFUSED, FORK = "accepted", "duplicate", "pending", "refused", "fork"
 
 MEMBER_ADD, MEMBER_REVOKE, COORDINATOR_CLAIM = "member.add", "member.revoke", "coordinator.claim"
+NODE_LOG_PREFIX = "node:"
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,8 @@ class LogState:
 
     def _authority(self, ev: Event, cert: Certificate) -> str:
         if ev.log != CONTROL_LOG:
-            return ""
+            # known_logs let it in: a node's log (core/nodelog.py says who writes what there).
+            return nodelog.refusal(ev.log.removeprefix(NODE_LOG_PREFIX), ev.kind, ev.fields, ev.feed, cert)
         try:
             if ev.kind == MEMBER_ADD:
                 if not cert.has_role("admin"):
@@ -344,10 +347,10 @@ def valid_log_name(log: str) -> bool:
     events may arrive before the node.add that creates it)."""
     if log == CONTROL_LOG:
         return True
-    if not log.startswith("node:"):
+    if not log.startswith(NODE_LOG_PREFIX):
         return False
     try:
-        check_node_name(log[5:])
+        check_node_name(log.removeprefix(NODE_LOG_PREFIX))
     except FormatError:
         return False
     return True

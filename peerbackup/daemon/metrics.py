@@ -16,7 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from peerbackup.core.jobs import BACKUP, DONE, JOB_FAILED, JOB_UNSENT
+from peerbackup.core.jobs import BACKUP, DONE
+from peerbackup.core.nodelog import JOB_FAILED, JOB_UNSENT
 from peerbackup.errors import PeerBackupError
 from peerbackup.office.jobrun import node_log
 

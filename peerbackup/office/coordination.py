@@ -111,12 +111,20 @@ class CoordinatorService:
                 if action.new_term:
                     event(self.log, "coordinator.elected", term=action.token[0], peer=ps.me)
                     await self._persist()
+                if action.new_term or not self.claimed():
+                    # Until its claim is in the control log, nobody counts this coordinator's dispatches
+                    # or tokens (core/jobs.py, core/actas.py): a failed write is tried at each renewal.
                     try:
                         await self.logs.append(COORDINATOR_CLAIM, {"term": action.token[0]})
                     except PeerBackupError as exc:
                         event(self.log, "coordinator.log_failed", logging.WARNING, reason=str(exc))
                 # Not awaited: a member that is off costs a request timeout, and the lease must not wait.
                 ps.spawn(self._announce(action.token))
+
+    def claimed(self) -> bool:
+        """Whether this peer's current term is claimed in the control log, as every peer can check."""
+        token = self.election.token
+        return self.election.i_am and token in self.logs.state.config().coordinator_terms
 
     async def _announce(self, token: Token) -> None:
         ps = self.peers

@@ -11,7 +11,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from peerbackup.core.jobs import BACKUP, JOB_DONE, JOB_FAILED, JOB_PROGRESS, JOB_STARTED, RETENTION
+from peerbackup.core.jobs import BACKUP, RETENTION
+from peerbackup.core.nodelog import JOB_DONE, JOB_FAILED, JOB_PROGRESS, JOB_STARTED
 from peerbackup.daemon.logs import event
 from peerbackup.errors import Forbidden, NotAHolder, PeerBackupError, PeerRefused, ProtocolError, UsageError
 from peerbackup.net.proto import jobs as proto

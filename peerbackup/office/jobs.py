@@ -38,17 +38,15 @@ from typing import Any
 
 from peerbackup.core.actas import BACKUP as BACKUP_SCOPE
 from peerbackup.core.actas import PRUNE, ActAs
-from peerbackup.core.jobs import (
-    BACKUP,
-    FAILED,
+from peerbackup.core.jobs import BACKUP, FAILED, OPEN, RETENTION, JobState, fold, retention_due
+from peerbackup.core.nodelog import (
+    ACT_AS_ISSUED,
+    ACT_AS_REFUSED,
     JOB_DISPATCHED,
     JOB_STALLED,
     JOB_UNSENT,
-    OPEN,
-    RETENTION,
-    JobState,
-    fold,
-    retention_due,
+    LOGON,
+    RESTORE_DONE,
 )
 from peerbackup.core.schedule import due, retry_at
 from peerbackup.daemon.logs import event
@@ -61,9 +59,7 @@ from peerbackup.office.jobrun import AgentRunner, node_log
 from peerbackup.office.liveness import ALIVE, DEAD
 from peerbackup.office.nodes import NodeService
 
-ACT_AS_ISSUED, ACT_AS_REFUSED, LOGON = "act_as.issued", "act_as.refused", "agent.logon"
 ACT_AS_VALIDITY = 6 * 3600
-RESTORE_DONE = "restore.done"
 DEADLINE = 4 * 3600.0  # a manual backup's window
 RETENTION_DEADLINE = 2 * 3600.0
 LOGON_VALIDITY = 60.0  # a logon challenge must be answered this soon
@@ -105,7 +101,7 @@ class JobService:
         self.last_ok: dict[str, str] = {}  # node -> the agent that last succeeded for it
         self.running: Counter[str] = Counter()  # agent -> jobs dispatched and not reported
         self.evaluated: dict[str, float] = {}  # node/schedule -> slots up to here were considered
-        self._folds: dict[str, tuple[tuple[tuple[str, int], ...], dict[str, JobState]]] = {}  # job_states
+        self._folds: dict[str, tuple[tuple[object, ...], dict[str, JobState]]] = {}  # job_states
         self.runner = AgentRunner(self)  # the agent's side of jobs (office/jobrun.py)
         self.live: dict[str, Live] = {}  # job -> what its agent last said (on the coordinator)
         self.reported: deque[tuple[str, str]] = deque(maxlen=1000)  # (job, agent) that reported an end
@@ -198,10 +194,13 @@ class JobService:
         changes: its writers' heads name its content (a revocation or a fork that drops events moves them
         too). Read-only for the callers."""
         log = node_log(node)
-        version = tuple(sorted((feed, seq) for (name, feed), seq in self.logs.state.heads.items() if name == log))
+        claims = self.logs.state.config().coordinator_terms
+        # A dispatch counts once its claim arrives (and no more if a removal drops the claim).
+        version = (hash(tuple(claims)), *sorted((feed, seq) for (name, feed), seq in self.logs.state.heads.items()
+                                                if name == log))
         cached = self._folds.get(node)
         if cached is None or cached[0] != version:
-            cached = self._folds[node] = (version, fold(self.logs.state.ordered(log)))
+            cached = self._folds[node] = (version, fold(self.logs.state.ordered(log), set(claims)))
         return cached[1]
 
     def known_jobs(self, node: str) -> set[str]:
@@ -326,6 +325,9 @@ class JobService:
         coordinator, term = self.coordination.status()
         if coordinator != self.peers.me or term is None:
             raise UsageError("this peer is not the coordinator")
+        if not self.coordination.claimed():
+            raise UsageError(f"this coordinator's claim of term {term} is not in the office log yet (see the "
+                             "daemon log: coordinator.log_failed); jobs start once it is")
         info = self.nodes.nodes().get(node)
         if info is None:
             raise UsageError(f"no backup node named {node!r}")

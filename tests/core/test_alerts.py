@@ -149,11 +149,11 @@ def test_a_failed_slot_alerts_only_once_its_retries_are_spent() -> None:
     log = Log("node:acc")
     log.attempt(T0, "job.failed")
     # A retry is still to come (attempt 2 at slot + 60 s): no alert.
-    assert evaluate(T0 + 30, CFG, seen(fold(log.events)), {}, 30).send == []
+    assert evaluate(T0 + 30, CFG, seen(fold(log.events, None)), {}, 30).send == []
     log.attempt(T0, "job.failed", attempt=2)
-    assert evaluate(T0 + 100, CFG, seen(fold(log.events)), {}, 30).send == []
+    assert evaluate(T0 + 100, CFG, seen(fold(log.events, None)), {}, 30).send == []
     log.attempt(T0, "job.failed", attempt=3, reason="storage peer refused: over quota")
-    plan = evaluate(T0 + 200, CFG, seen(fold(log.events)), {}, 30)
+    plan = evaluate(T0 + 200, CFG, seen(fold(log.events, None)), {}, 30)
     [alert] = plan.send
     assert (alert.kind, alert.incident, alert.subject, alert.node, alert.slot) == (
         BACKUP_FAILED, f"backup:acc/s1:{int(T0)}", "backup:acc/s1", "acc", int(T0))
@@ -164,19 +164,19 @@ def test_a_failed_slot_alerts_only_once_its_retries_are_spent() -> None:
 def test_consecutive_bad_slots_are_one_incident_closed_by_the_next_success() -> None:
     jobs, control = Log("node:acc"), Log(CONTROL_LOG)
     jobs.attempt(T0, "job.failed", attempt=3)
-    [alert] = evaluate(T0 + 700, CFG, seen(fold(jobs.events)), {}, 30).send
+    [alert] = evaluate(T0 + 700, CFG, seen(fold(jobs.events, None)), {}, 30).send
     sent(control, alert, T0 + 700, webhook=OK, email=OK)
     # The next slot fails too, the one after is missed: the same incident, nothing new to send.
     jobs.attempt(T0 + 3600, "job.failed", attempt=3)
-    later = evaluate(T0 + 2 * 3600 + 700, CFG, seen(fold(jobs.events)), history(control.events), 30)
+    later = evaluate(T0 + 2 * 3600 + 700, CFG, seen(fold(jobs.events, None)), history(control.events), 30)
     assert later == type(later)([], [])
     # A slot succeeds: the incident is over (resolved), and a failure after it is a new incident.
     jobs.attempt(T0 + 3 * 3600, "job.done")
-    plan = evaluate(T0 + 3 * 3600 + 60, CFG, seen(fold(jobs.events)), history(control.events), 30)
+    plan = evaluate(T0 + 3 * 3600 + 60, CFG, seen(fold(jobs.events, None)), history(control.events), 30)
     assert plan.send == [] and [i.incident for i in plan.resolve] == [alert.incident]
     control.add(ALERT_RESOLVED, T0 + 3 * 3600 + 60, incident=alert.incident, subject=alert.subject)
     jobs.attempt(T0 + 4 * 3600, "job.failed", attempt=3)
-    [again] = evaluate(T0 + 4 * 3600 + 700, CFG, seen(fold(jobs.events)), history(control.events), 30).send
+    [again] = evaluate(T0 + 4 * 3600 + 700, CFG, seen(fold(jobs.events, None)), history(control.events), 30).send
     assert again.incident == f"backup:acc/s1:{int(T0 + 4 * 3600)}"
 
 
@@ -203,14 +203,14 @@ def test_slots_skipped_by_catch_up_are_not_missed() -> None:
         log.add("job.dispatched", T0 + 60 * t, job=j, agent="B", schedule="s1", slot=int(T0 + 60 * t),
                 deadline=int(T0 + 60 * t + 600))
         log.add("job.done", T0 + 60 * t + 5, job=j, agent="B")
-    assert evaluate(T0 + 60 * 10 + 30, CFG, seen(fold(log.events), schedules=(every,)), {}, 30).send == []
+    assert evaluate(T0 + 60 * 10 + 30, CFG, seen(fold(log.events, None), schedules=(every,)), {}, 30).send == []
 
 
 def test_a_job_left_open_past_its_deadline_counts_as_failed() -> None:
     log = Log("node:acc")
     log.attempt(T0, "")  # dispatched, never ended (its agent died, nobody could take it over)
-    assert evaluate(T0 + 600 + 599, CFG, seen(fold(log.events)), {}, 30).send == []
-    [alert] = evaluate(T0 + 600 + 601, CFG, seen(fold(log.events)), {}, 30).send
+    assert evaluate(T0 + 600 + 599, CFG, seen(fold(log.events, None)), {}, 30).send == []
+    [alert] = evaluate(T0 + 600 + 601, CFG, seen(fold(log.events, None)), {}, 30).send
     assert alert.kind == BACKUP_FAILED and "still not finished" in alert.message
 
 

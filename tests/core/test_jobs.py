@@ -31,44 +31,44 @@ class Log:
 def test_fold_follows_a_job_through_retries_and_ignores_late_ends() -> None:
     log = Log()
     log.backup("j1", T0, end="job.failed")
-    assert fold(log.events)["j1"].state == FAILED
+    assert fold(log.events, None)["j1"].state == FAILED
     log.add("job.dispatched", T0 + 600, job="j1", agent="G", attempt=2, deadline=int(T0 + 3600))
-    st = fold(log.events)["j1"]
+    st = fold(log.events, None)["j1"]
     assert (st.state, st.agent, st.fields["attempt"]) == (OPEN, "G", 2)
     log.add("job.done", T0 + 700, job="j1", agent="G", snapshots=["s1"])
     log.add("job.failed", T0 + 800, job="j1", agent="B")  # a stalled first agent that woke up too late
-    st = fold(log.events)["j1"]
+    st = fold(log.events, None)["j1"]
     assert (st.state, st.result["snapshots"], st.ended_ms) == (DONE, ["s1"], int((T0 + 700) * 1000))
     # A successor coordinator that only saw the agent's job.started still knows the job.
     log2 = Log()
     log2.add("job.started", T0, job="j2", agent="B", deadline=int(T0 + 60))
-    assert fold(log2.events)["j2"].state == OPEN
-    assert fold(log.events)["j1"].kind == "backup"  # events before job kinds were backups
+    assert fold(log2.events, None)["j2"].state == OPEN
+    assert fold(log.events, None)["j1"].kind == "backup"  # events before job kinds were backups
 
 
 def test_retention_follows_each_successful_backup_once_and_prunes_by_interval() -> None:
     log = Log()
-    assert retention_due("a", fold(log.events), T0, 86400) is None  # nothing backed up yet
+    assert retention_due("a", fold(log.events, None), T0, 86400) is None  # nothing backed up yet
     log.backup("j1", T0)
-    due = retention_due("a", fold(log.events), T0 + 100, 86400)
+    due = retention_due("a", fold(log.events, None), T0 + 100, 86400)
     assert due == (retention_job_id("a", "j1"), True)  # never pruned: prune now
     # While a job of the node is open (inside its deadline), nothing starts.
     log.add("job.dispatched", T0 + 90, job="j2", agent="B", deadline=int(T0 + 3600))
-    assert retention_due("a", fold(log.events), T0 + 100, 86400) is None
-    assert retention_due("a", fold(log.events), T0 + 3700, 86400) is not None  # its deadline passed
+    assert retention_due("a", fold(log.events, None), T0 + 100, 86400) is None
+    assert retention_due("a", fold(log.events, None), T0 + 3700, 86400) is not None  # its deadline passed
     log.add("job.done", T0 + 120, job="j2", agent="B")
-    job, prune = retention_due("a", fold(log.events), T0 + 130, 86400) or ("", False)
+    job, prune = retention_due("a", fold(log.events, None), T0 + 130, 86400) or ("", False)
     assert job == retention_job_id("a", "j2") and prune
     log.add("job.dispatched", T0 + 130, job=job, agent="B", job_kind=RETENTION, prune=True, deadline=int(T0 + 999))
     log.add("job.done", T0 + 140, job=job, agent="B", pruned=True)
-    assert retention_due("a", fold(log.events), T0 + 150, 86400) is None  # once per backup
+    assert retention_due("a", fold(log.events, None), T0 + 150, 86400) is None  # once per backup
     log.backup("j3", T0 + 200)
-    job, prune = retention_due("a", fold(log.events), T0 + 300, 86400) or ("", True)
+    job, prune = retention_due("a", fold(log.events, None), T0 + 300, 86400) or ("", True)
     assert job == retention_job_id("a", "j3") and not prune  # pruned 160 s ago: forget only
-    assert retention_due("a", fold(log.events), T0 + 140 + 86400, 86400) == (job, True)
+    assert retention_due("a", fold(log.events, None), T0 + 140 + 86400, 86400) == (job, True)
     # A failed backup is not followed by a retention job of its own.
     log.backup("j4", T0 + 400, end="job.failed")
-    assert retention_due("a", fold(log.events), T0 + 500, 86400) == (job, False)
+    assert retention_due("a", fold(log.events, None), T0 + 500, 86400) == (job, False)
 
 
 def test_a_dispatch_the_agent_never_took_is_undone() -> None:
@@ -78,24 +78,24 @@ def test_a_dispatch_the_agent_never_took_is_undone() -> None:
     # B stalls; the coordinator gives the job to G, but G cannot be reached: the job is still B's.
     log.add("job.dispatched", T0 + 600, job="j1", agent="G", deadline=int(T0 + 3600), replaces="B")
     log.add("job.dispatch_failed", T0 + 601, job="j1", agent="G", reason="unreachable")
-    st = fold(log.events)["j1"]
+    st = fold(log.events, None)["j1"]
     assert (st.state, st.agent) == (OPEN, "B")
     # A first dispatch that no agent took leaves the job failed (a schedule's retry takes it up).
     log.add("job.dispatched", T0, job="j2", agent="G", deadline=int(T0 + 3600), schedule="s", slot=int(T0))
     log.add("job.dispatch_failed", T0 + 1, job="j2", agent="G", reason="nothing of accounts can be backed up here")
-    st = fold(log.events)["j2"]
+    st = fold(log.events, None)["j2"]
     assert st.state == FAILED and "backed up here" in st.result["reason"]
     # A late failure report for an agent that is no longer the job's changes nothing.
     log.add("job.dispatch_failed", T0 + 700, job="j1", agent="G", reason="again")
-    assert fold(log.events)["j1"].agent == "B"
+    assert fold(log.events, None)["j1"].agent == "B"
 
 
 def test_the_fold_says_who_wrote_a_dispatch() -> None:
     # The coordinator lets an agent delete only for a retention job it dispatched itself: a look-alike
-    # event written by someone else (any member can append to a node's log) names its real writer.
+    # event written by someone else names its real writer.
     log = Log()
     log.add("job.dispatched", T0, job="r1", agent="B", coordinator="C", job_kind=RETENTION, deadline=int(T0 + 60))
-    assert fold(log.events)["r1"].dispatcher == KEY.peer_id
+    assert fold(log.events, None)["r1"].dispatcher == KEY.peer_id
 
 
 def test_a_done_job_stays_done_when_the_other_side_of_a_partition_dispatched_it_too() -> None:
@@ -104,5 +104,72 @@ def test_a_done_job_stays_done_when_the_other_side_of_a_partition_dispatched_it_
     # gamma's side, cut off, thought B dead and gave the job to G; its events sort after on heal.
     log.add("job.dispatched", T0 + 70, job="j1", agent="G", attempt=2, replaces="B", deadline=int(T0 + 3600))
     log.add("job.started", T0 + 71, job="j1", agent="G")
-    st = fold(log.events)["j1"]
+    st = fold(log.events, None)["j1"]
     assert st.state == DONE and st.agent == "B"  # not open again: nobody dispatches it a third time
+
+
+class Feeds:
+    """A node's log written by several peers, each signing its own feed (the fold checks writers)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.at = T0
+
+    def add(self, key: SigningKey, kind: str, **fields: Any) -> None:
+        mine = [e for e in self.events if e.feed == key.peer_id]
+        self.at += 1
+        self.events.append(make_event(key, "node:a", len(mine) + 1, mine[-1].id if mine else GENESIS,
+                                      hlc.pack(int(self.at * 1000), 0), kind, {"node": "a", **fields}))
+
+
+COORD, ROGUE, B, G = (SigningKey(bytes([n]) * 32) for n in (1, 2, 3, 4))
+CLAIMS = {(1, COORD.peer_id), (2, ROGUE.peer_id)}
+
+
+def dispatch(log: Feeds, key: SigningKey, job: str, agent: SigningKey, term: int = 1, **more: Any) -> None:
+    log.add(key, "job.dispatched", job=job, agent=agent.peer_id, coordinator=key.peer_id, term=term,
+            deadline=int(T0 + 3600), **more)
+
+
+def test_a_dispatch_counts_only_from_the_peer_that_claimed_its_term() -> None:
+    log = Feeds()
+    # A member that is no coordinator writes a dispatch of a coming slot, to have it skipped.
+    dispatch(log, ROGUE, "slot-1", B, term=1)
+    log.add(B, "job.started", job="slot-1", agent=B.peer_id, term=1, coordinator=ROGUE.peer_id)
+    assert "slot-1" not in fold(log.events, CLAIMS)
+    assert "slot-1" in fold(log.events, None)  # what every member could do before
+    # The same writer under the term it did claim: a real dispatch.
+    dispatch(log, ROGUE, "slot-2", B, term=2)
+    assert fold(log.events, CLAIMS)["slot-2"].state == OPEN
+    # A claim that arrives after the dispatch (the control log replicates on its own) makes it count.
+    dispatch(log, COORD, "slot-3", B, term=3)
+    assert "slot-3" not in fold(log.events, CLAIMS)
+    assert fold(log.events, CLAIMS | {(3, COORD.peer_id)})["slot-3"].agent == B.peer_id
+
+
+def test_only_an_agent_given_the_job_starts_or_ends_it() -> None:
+    log = Feeds()
+    dispatch(log, COORD, "j1", B)
+    log.add(G, "job.done", job="j1", agent=G.peer_id, snapshots=["forged"])  # G was not given j1
+    log.add(ROGUE, "job.dispatch_failed", job="j1", agent=B.peer_id, reason="forged")  # nor is ROGUE its dispatcher
+    st = fold(log.events, CLAIMS)["j1"]
+    assert (st.state, st.agent, st.agents) == (OPEN, B.peer_id, {B.peer_id})
+    log.add(B, "job.started", job="j1", agent=B.peer_id, term=1, coordinator=COORD.peer_id)
+    # B stalls; the coordinator gives the job to G. Either may end it now: the first end counts.
+    dispatch(log, COORD, "j1", G, attempt=2, replaces=B.peer_id)
+    log.add(B, "job.done", job="j1", agent=B.peer_id, snapshots=["s1"])
+    st = fold(log.events, CLAIMS)["j1"]
+    assert (st.state, st.result["snapshots"], st.agents) == (DONE, ["s1"], {B.peer_id, G.peer_id})
+
+
+def test_a_start_without_its_dispatch_must_name_a_claimed_term() -> None:
+    log = Feeds()
+    # The coordinator died before its dispatch spread: the agent's start names it and its term.
+    log.add(B, "job.started", job="j1", agent=B.peer_id, term=1, coordinator=COORD.peer_id, deadline=int(T0 + 60))
+    log.add(G, "job.started", job="j2", agent=G.peer_id, term=1, coordinator=ROGUE.peer_id, deadline=int(T0 + 60))
+    jobs = fold(log.events, CLAIMS)
+    assert jobs["j1"].state == OPEN and jobs["j1"].agents == {B.peer_id}
+    assert "j2" not in jobs  # nobody claimed to be ROGUE's coordinator of term 1
+    log.add(G, "job.failed", job="j1", agent=G.peer_id, reason="forged")
+    log.add(B, "job.done", job="j1", agent=B.peer_id, snapshots=["s1"])
+    assert fold(log.events, CLAIMS)["j1"].result["snapshots"] == ["s1"]

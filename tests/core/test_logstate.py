@@ -316,7 +316,7 @@ def test_an_hlc_time_too_far_ahead_is_refused() -> None:
 
 
 def test_an_unknown_log_is_refused() -> None:
-    ev = Feed(BOB, log="node:bob-files").next()
+    ev = Feed(BOB, log="node:bob-files").next("job.started", {"job": "j1", "agent": BOB.peer_id})
     out = add(new_state(*ALL_CERTS), ev)
     assert out.verdict == REFUSED and "unknown log" in out.reason
     # Refused before the writer is even looked up.
@@ -324,7 +324,7 @@ def test_an_unknown_log_is_refused() -> None:
     assert add(new_state(*ALL_CERTS, node_logs=True), ev).verdict == ACCEPTED
     # A node log is named by a well-formed node name; nothing else is a log.
     for bad in ("node:", "node:../x", "node:Bob", "nodes:bob", "other"):
-        out = add(new_state(*ALL_CERTS, node_logs=True), Feed(BOB, log=bad).next())
+        out = add(new_state(*ALL_CERTS, node_logs=True), Feed(BOB, log=bad).next("job.started", {}))
         assert out.verdict == REFUSED and "unknown log" in out.reason, bad
 
 
@@ -361,11 +361,29 @@ def test_what_authority_allows() -> None:
     out = add(s, b.next(MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 0})))
     assert out.verdict == ACCEPTED
     assert s.cutoffs == {DAVE.peer_id: {CONTROL_LOG: 0}}
-    # Outside the control log, kinds carry no authority rule.
-    node = Feed(PLAIN, log="node:plain-files")
-    n = new_state(*ALL_CERTS, node_logs=True)
-    assert add(n, node.next(MEMBER_ADD, {"anything": 1})).verdict == ACCEPTED
-    assert add(n, node.next(COORDINATOR_CLAIM, {})).verdict == ACCEPTED
+    # In a node's log (core/nodelog.py): only its own kinds, each from the role that writes it, naming
+    # its writer where it names one.
+    def node_event(key: SigningKey, kind: str, fields: dict[str, Any]) -> Outcome:
+        # Each the first event of its writer's feed, in a state of its own.
+        n = new_state(*ALL_CERTS, node_logs=True)
+        return add(n, Feed(key, log="node:plain-files").next(kind, {"job": "j1", **fields}))
+
+    plain, bob = PLAIN.peer_id, BOB.peer_id
+    assert node_event(PLAIN, "job.started", {"agent": plain}).verdict == ACCEPTED
+    assert node_event(BOB, "job.dispatched", {"agent": plain, "coordinator": bob, "term": 1}).verdict == ACCEPTED
+    assert node_event(ADMIN, "restore.done", {"agent": ADMIN.peer_id}).verdict == ACCEPTED
+    for key, kind, fields, why in (
+            (PLAIN, MEMBER_ADD, {"anything": 1}, "not an event of a backup node's log"),
+            (PLAIN, COORDINATOR_CLAIM, {}, "not an event of a backup node's log"),
+            (PLAIN, "job.dispatched", {"agent": plain, "coordinator": plain}, "no coordinator role"),
+            (PLAIN, "act_as.issued", {"agent": plain}, "no coordinator role"),
+            (PLAIN, "job.dispatch_failed", {"agent": plain}, "no coordinator role"),
+            (BOB, "job.dispatched", {"agent": plain, "coordinator": ADMIN.peer_id}, "names"),
+            (BOB, "job.done", {"agent": plain}, "not its writer"),
+            (PLAIN, "job.failed", {"agent": plain, "node": "other"}, "for node 'other'"),
+            (PLAIN, "job.progress", {"agent": plain, "job": 7}, "not a string")):
+        out = node_event(key, kind, fields)
+        assert out.verdict == REFUSED and why in out.reason, (kind, out.reason)
 
 
 def test_a_refused_event_leaves_the_clock_alone() -> None:
@@ -519,7 +537,7 @@ def test_a_log_the_revocation_did_not_list_gets_cutoff_zero() -> None:
     s = new_state(*ALL_CERTS, node_logs=True)
     d, n = Feed(DAVE), Feed(DAVE, log=NODE_D)
     office_evs = [d.next() for _ in range(2)]
-    node_evs = [n.next("backup.done", {}) for _ in range(2)]
+    node_evs = [n.next("job.progress", {"job": "j1", "agent": DAVE.peer_id}) for _ in range(2)]
     for ev in office_evs + node_evs:
         assert add(s, ev).verdict == ACCEPTED
     out = add(s, Feed(ADMIN).next(MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 1})))
@@ -527,7 +545,7 @@ def test_a_log_the_revocation_did_not_list_gets_cutoff_zero() -> None:
     assert s.head_list() == sorted([(CONTROL_LOG, ADMIN.peer_id, 1, s.events[(CONTROL_LOG, ADMIN.peer_id, 1)].id),
                                     (CONTROL_LOG, DAVE.peer_id, 1, office_evs[0].id)])
     assert add(s, node_evs[0]).verdict == REFUSED
-    assert add(s, n.next("backup.done", {})).verdict == REFUSED
+    assert add(s, n.next("job.progress", {"job": "j1", "agent": DAVE.peer_id})).verdict == REFUSED
 
 
 def test_several_revocations_the_lowest_cutoff_wins() -> None:
@@ -762,7 +780,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     cutoffs: list[dict[str, int]] = []
     for step in draw(st.permutations(script)):
         if step == "node":
-            events.append(node_d.next("backup.done", {"n": len(node_d.chain)}, hlc=tick()))
+            events.append(node_d.next("job.progress", {"job": "j1", "files": len(node_d.chain)}, hlc=tick()))
         elif step == "revoke":
             cutoff: dict[str, int] = {}
             office = draw(st.none() | st.integers(0, counts[DAVE.peer_id]))

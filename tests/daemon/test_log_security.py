@@ -67,6 +67,7 @@ SKEW = 120.0  # the default clock_skew (the harness does not change it)
 # control log holds only what the test makes happen.
 TIMINGS = {"lease": "600", "renew": "300"}
 DAEMONS = ("alpha", "beta", "gamma")
+MEMBER_ROLES = {"sybil": ["storage"]}  # the other members have the default roles (agent, storage, coordinator)
 WAIT = 20.0
 
 
@@ -192,12 +193,12 @@ def start_office(office: Office, members: tuple[str, ...]) -> Acme:
     office.env["PEERBACKUP_CACHE_DIR"] = str(office.tmp / "cache")  # module scope: no per-test isolation fixture
     alpha = office.start(office.init("alpha"), mdns=False, timings=TIMINGS)
 
-    def invite() -> str:
-        code, out = alpha.api("POST", "/v1/invite", {})
+    def invite(roles: list[str] | None = None) -> str:
+        code, out = alpha.api("POST", "/v1/invite", {"roles": roles} if roles else {})
         assert code == 200, out
         return str(out["token"])
 
-    idents = {name: Home(office.join(name, invite()).home).load() for name in members}
+    idents = {name: Home(office.join(name, invite(MEMBER_ROLES.get(name))).home).load() for name in members}
     peers = [alpha] + [office.start(office.join(name, invite()), mdns=False, timings=TIMINGS)
                        for name in DAEMONS[1:]]
     acme = Acme(office, [Node(p, Home(p.home).load(), p.address) for p in peers], idents)
@@ -211,7 +212,7 @@ def start_office(office: Office, members: tuple[str, ...]) -> Acme:
 def acme_office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Acme]:
     office = Office(Path(tmp_path_factory.mktemp("acme")))
     try:
-        yield start_office(office, ("oscar", "peggy", "mallory", "trudy", "victor"))
+        yield start_office(office, ("oscar", "peggy", "mallory", "trudy", "victor", "sybil", "walter"))
     finally:
         office.close()
 
@@ -763,3 +764,67 @@ def test_reencoded_event_is_not_a_fork(acme: Acme) -> None:
         assert not lines_about(n.peer, "log.fork", victor.peer_id, ""), f"{n.name} froze victor's feed"
         assert eid(first).hex() in ids_in_log(n)
     assert acme.converged() == before
+
+
+# ---- 6: who may write in a backup node's log ---------------------------------------------------------
+
+
+def node_event(key: SigningKey, log: str, seq: int, prev: bytes, kind: str, fields: dict[str, Any]) -> bytes:
+    return make_event(key, log, seq, prev, now_hlc(), kind, fields).raw
+
+
+def test_a_node_log_takes_each_kind_from_its_role_and_counts_dispatches_of_claimed_terms(acme: Acme) -> None:
+    sybil, oscar, walter = acme.members["sybil"], acme.members["oscar"], acme.members["walter"]
+    alpha = acme.alpha
+    acme.office.cli("node", "add", "ledger", "--home", str(alpha.peer.home))
+    acme.converged()
+    log = "node:ledger"
+
+    def dispatch(key: SigningKey, seq: int, prev: bytes, job: str, term: int) -> bytes:
+        return node_event(key, log, seq, prev, "job.dispatched", {
+            "job": job, "node": "ledger", "agent": key.peer_id, "coordinator": key.peer_id, "term": term,
+            "deadline": int(time.time()) + 3600, "job_kind": "backup"})
+
+    # Refused on merge, the same on every peer: a storage-only member dispatching, and a member logging
+    # a job's end in another agent's name.
+    by_sybil = dispatch(sybil.key, 1, GENESIS, "sybil-job", 1)
+    by_oscar = node_event(oscar.key, log, 1, GENESIS, "job.done", {"job": "j", "node": "ledger", "agent": alpha.id})
+    refusals = [(sybil, by_sybil, f"{sybil.peer_id} has no coordinator role and cannot write job.dispatched"),
+                (oscar, by_oscar, f"job.done names '{alpha.id}' as its agent, not its writer {oscar.peer_id}")]
+    # Accepted on merge (walter may coordinate), but a dispatch under a term walter never claimed is no
+    # dispatch: any member could otherwise have a coming slot skipped. Once he claims a term, his
+    # dispatch under it counts.
+    skipped = dispatch(walter.key, 1, GENESIS, "slot-to-skip", 1)
+    claim = genuine(walter.key, 1, GENESIS, 12)
+    counted = dispatch(walter.key, 2, eid(skipped), "walter-job", 12)
+    for member, raw, reason in refusals:
+        with EvilPeer(member, acme.nodes) as evil:
+            evil.serve({"*": [raw]})
+            for n in acme.nodes:
+                evil.poke(n)
+            for n in acme.nodes:
+                wait_for(partial(more_lines, n, "log.refused", member.peer_id, reason, 0), WAIT,
+                         f"{n.name} to refuse: {reason}")
+    with EvilPeer(walter, acme.nodes) as evil:
+        evil.serve({"*": [skipped, claim, counted]})
+        for n in acme.nodes:
+            evil.poke(n)
+
+        def holds_both(n: Node) -> bool:
+            held = {e["id"] for e in n.peer.api("GET", f"/v1/log?log={log}")[1]}
+            return {eid(skipped).hex(), eid(counted).hex()} <= held
+
+        for n in acme.nodes:
+            wait_for(partial(holds_both, n), WAIT, f"{n.name} to hold walter's node events")
+            wait_for(partial(holds, n, claim), WAIT, f"{n.name} to hold walter's claim")
+    for n in acme.nodes:
+        events = n.peer.api("GET", f"/v1/log?log={log}")[1]
+        assert {e["writer"] for e in events} == {walter.peer_id}, events
+        assert_healthy_and_alerted(acme, n, [{"verdict": "refused", "feed": m.peer_id, "source": m.peer_id,
+                                              "reason": reason} for m, _, reason in refusals])
+        # The dashboard's job lookup reads the node's job states (core/jobs.fold).
+        code, found = n.peer.api("GET", "/v1/ui/job?job=walter-job")
+        assert (code, found) == (200, {"job": "walter-job", "node": "ledger"})
+        code, found = n.peer.api("GET", "/v1/ui/job?job=slot-to-skip")
+        assert code != 200, found
+    acme.converged()
