@@ -70,9 +70,11 @@ def test_heartbeats_carry_progress_and_a_stalled_agent_is_replaced(office: Offic
     timings = {"suspect": "60", "dead": "120", "stall_after": "8", "progress_interval": "0.2"}
     a = office.start(office.init("alpha"), mdns=False, timings=timings)
     peers = [a]
+    # ~160 MB sent twice under a 40 MB/s upload limit: 8 s or more, so the agent is frozen mid-backup.
+    limit = ["--limit-upload", "40M"]
     for name, roles in (("beta", "agent,coordinator"), ("gamma", "agent,coordinator"), ("delta", "storage")):
         p = office.join(name, office.invite(a, "--roles", roles))
-        peers.append(office.start(p, "--peer", a.address, mdns=False, timings=timings))
+        peers.append(office.start(p, "--peer", a.address, *limit, mdns=False, timings=timings))
     _, b, c, _d = peers
     src = tmp_path / "shared"
     make_tree(src, 40, 4_000_000)

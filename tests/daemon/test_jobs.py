@@ -132,9 +132,11 @@ def test_a_schedule_fires_and_each_slot_runs_once(office: Office, tmp_path: Path
 
 
 def test_kill_9_the_agent_mid_backup_and_another_finishes(office: Office, tmp_path: Path) -> None:
-    # ~220 MB: a few seconds of backup. delta is a storage peer only: beta and gamma are the agents.
+    # ~220 MB, sent twice under a 60 MB/s upload limit: 7 s or more of backup on any machine, so the kill
+    # lands mid-backup. delta is a storage peer only: beta and gamma are the agents.
+    limit = ["--limit-upload", "60M"]
     (a, b, c, d), src, home = node_office(office, tmp_path, ["beta", "gamma"], 50, 4_000_000,
-                                          extra_peers=["delta"])
+                                          extra_peers=["delta"], extra={"beta": limit, "gamma": limit})
     wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c, d)}) == 1, 20, "configuration everywhere")
     out = json.loads(office.cli("backup", NODE, "--json", *home).out)
     job = out["job"]
