@@ -28,8 +28,28 @@ def default_cache_root() -> Path:
     return Path(xdg) / "peerbackup" if xdg else Path.home() / ".cache" / "peerbackup"
 
 
+def _private_dirs(path: Path) -> None:
+    """Make the missing directories of `path` readable by this user only: a cache lists the backed-up
+    files' names, sizes and times. Directories that exist are left as they are (a shared cache root
+    the user chose)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o700)  # exactly, whatever the umask
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _private_dirs(path.parent)
+    # SQLite gives the -wal and -shm files the database file's mode: make it private first (a cache
+    # made by an older version was 0644).
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chmod(path, 0o600)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF")

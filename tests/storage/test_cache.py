@@ -49,6 +49,31 @@ def test_default_cache_root_honours_env(tmp_path: Path) -> None:
     assert default_cache_root() == tmp_path / "cache"
 
 
+def test_caches_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    # A file cache lists the names, sizes and times of every backed-up file.
+    os.chmod(tmp_path, 0o755)
+    old_umask = os.umask(0o022)
+    try:
+        files = FileCache(tmp_path / "root" / "repo-id" / "files.sqlite")
+        wal = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "root" / "repo-id").glob("files.sqlite-*")}
+        files.close()
+        (tmp_path / "old").mkdir(mode=0o755)
+        legacy = tmp_path / "old" / "index.sqlite"
+        legacy.touch(mode=0o644)  # as an older version left it
+        IndexCache(legacy).close()
+    finally:
+        os.umask(old_umask)
+
+    def mode(p: Path) -> int:
+        return p.stat().st_mode & 0o777
+
+    assert mode(tmp_path / "root") == mode(tmp_path / "root" / "repo-id") == 0o700
+    assert mode(tmp_path / "root" / "repo-id" / "files.sqlite") == 0o600
+    assert mode(legacy) == 0o600
+    assert wal == {"files.sqlite-shm": 0o600, "files.sqlite-wal": 0o600}  # while it was open
+    assert mode(tmp_path) == mode(tmp_path / "old") == 0o755  # directories that existed are left alone
+
+
 # ---- IndexCache -----------------------------------------------------------------------
 
 
