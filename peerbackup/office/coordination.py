@@ -16,7 +16,7 @@ from peerbackup.core import codec
 from peerbackup.core.events import CONTROL_LOG, Event
 from peerbackup.core.logstate import COORDINATOR_CLAIM
 from peerbackup.daemon.logs import event
-from peerbackup.errors import FormatError, PeerBackupError, ProtocolError
+from peerbackup.errors import Forbidden, FormatError, PeerBackupError, ProtocolError
 from peerbackup.net.proto import coordinator as proto
 from peerbackup.net.server import PeerServer
 from peerbackup.office.election import Claim, Election, SteppedDown, Token
@@ -67,6 +67,12 @@ class CoordinatorService:
 
     async def _on_announce(self, issuer: str, body: bytes) -> bytes:
         msg = proto.Announce.from_wire(body)
+        # Only a coordinator-eligible member may be followed (its claims in the control log need the
+        # role too): a storage-only machine must not be able to stop the schedule by announcing itself.
+        if not self.peers.membership.member(issuer, self.clock()).has_role("coordinator"):
+            event(self.log, "coordinator.refused", logging.WARNING, peer=issuer, term=msg.token[0],
+                  reason="no coordinator role")
+            raise Forbidden(f"{issuer} has no coordinator role and cannot coordinate")
         before = self.election.highest
         was = self.election.coordinator
         stepped = self.election.see(msg.token) if msg.token[1] == issuer else None

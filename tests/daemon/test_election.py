@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+import secrets
 import signal
 import time
 from typing import Any
 
-from tests.daemon.harness import Office, Peer, wait_for
+from peerbackup.daemon.home import Home
+from peerbackup.net import envelope
+from peerbackup.net.proto import coordinator as proto
+from peerbackup.net.proto.refusal import Refusal
+from tests.daemon.harness import Office, Peer, post_raw, wait_for
 
 LEASE = 3.0  # tests/daemon/harness.py FAST
 
@@ -110,3 +115,22 @@ def test_remove_peer_is_a_control_log_event_everywhere(office: Office) -> None:
     assert adds == ["alpha", "beta", "gamma"]
     text = office.cli("office", "log", "--home", str(b.home)).out
     assert "member.revoke" in text and "gamma" in text
+
+
+def test_a_member_without_the_coordinator_role_is_not_followed(office: Office) -> None:
+    a, b, c = three(office)
+    peers = [a, b, c]
+    # sybil joined with the storage role only; the test speaks for it with its real key.
+    sybil = Home(office.join("sybil", office.invite(a, "--roles", "storage")).home).load()
+    term = wait_for(lambda: agreed(peers, a), 20, "agreement on alpha")
+    wait_for(lambda: "sybil" in b.peers(), 20, "beta to know sybil")
+    bid = b.status()["peer_id"]
+    body = proto.Announce((int(term) + 100, sybil.peer_id), 600_000).to_wire()
+    data, _ = envelope.seal(sybil.key, bid, "POST", proto.PATH, body, time.time(), secrets.token_bytes)
+    status, raw = post_raw(b.address, proto.PATH, data)
+    refusal = Refusal.from_wire(envelope.open_envelope(raw).body)
+    assert status == 403 and "has no coordinator role" in refusal.message, (status, refusal)
+    assert "coordinator.refused" in b.log.read_text()
+    # Nobody follows sybil, and alpha was not made to step down by its higher term.
+    time.sleep(2 * LEASE)
+    assert agreed(peers, a) == term
