@@ -173,11 +173,13 @@ class ProtocolError(PeerBackupError):
     """Peer protocol error: {}
 
     Subclasses are the refusals a peer sends back: `status` is the HTTP status,
-    `code` the stable machine-readable reason in the refusal message.
+    `code` the stable machine-readable reason in the refusal message, `evidence`
+    signed bytes the refused peer can check for itself (see RevokedPeer).
     """
 
     status = 400
     code = "error"
+    evidence = b""
 
     def message(self) -> str:
         template = (type(self).__doc__ or "{}").strip().split("\n\n")[0]
@@ -254,6 +256,10 @@ class RevokedPeer(ProtocolError):
     status = 403
     code = "revoked"
 
+    def __init__(self, peer_id: str, evidence: bytes = b"") -> None:
+        super().__init__(peer_id)
+        self.evidence = evidence  # the office-signed revocation, sent with the refusal
+
 
 class Forbidden(ProtocolError):
     """Forbidden: {}"""
@@ -304,6 +310,8 @@ class LogError(PeerBackupError):
 
 class PeerRefused(PeerBackupError):
     """Peer at {} refused: {} ({})"""
+
+    evidence = b""  # what the refusal carried for us to check (net/proto/refusal.py); never trusted as is
 
     @property
     def code(self) -> str:

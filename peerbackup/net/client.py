@@ -136,7 +136,9 @@ class PeerClient:
             # (Its timestamp is the refuser's clock, which by then disagrees with ours: not checked.)
             if refusal.code == "clock-skew" and self._signed_reply(env, audience, key_for, nonce):
                 self.clocks.refused(audience, refusal.message, self.clock())
-            raise PeerRefused(address, refusal.message, refusal.code)
+            refused = PeerRefused(address, refusal.message, refusal.code)
+            refused.evidence = refusal.evidence
+            raise refused
         if env.header.issuer != audience:
             raise PeerRefused(address, f"answered as {env.header.issuer}, expected {audience}", "wrong-peer")
         try:

@@ -128,7 +128,7 @@ class PeerServer:
             event(self.log, "peer.refused", level, code=exc.code, status=exc.status,
                   peer=env.header.issuer if env else "?", remote=request.remote or "?", path=request.path,
                   reason=str(exc))
-            return self._reply(exc.status, Refusal(exc.code, str(exc)).to_wire(), env)
+            return self._reply(exc.status, Refusal(exc.code, str(exc), exc.evidence).to_wire(), env)
         except Exception as exc:  # a bug of ours: answer 500, log it, keep serving
             self.log.exception("peer.handler_failed", extra={"pb_fields": {"path": request.path}})
             return self._reply(500, Refusal("internal", f"internal error: {type(exc).__name__}").to_wire(), env)

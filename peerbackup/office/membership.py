@@ -33,7 +33,7 @@ class Membership:
                 raise ForeignOffice(claimed) from None
             raise Forbidden(f"certificate refused: {exc}") from None
         if cert.peer_id in self.revocations:
-            raise RevokedPeer(cert.peer_id)
+            raise RevokedPeer(cert.peer_id, self.revocations[cert.peer_id].raw)
         if not cert.valid_at(now):
             raise Forbidden(f"the certificate of {cert.peer_id} is not valid now")
         known = self.certs.get(cert.peer_id)
@@ -58,7 +58,7 @@ class Membership:
     def member(self, peer_id: str, now: float) -> Certificate:
         """The certificate of a current member, or the refusal that says why not."""
         if peer_id in self.revocations:
-            raise RevokedPeer(peer_id)
+            raise RevokedPeer(peer_id, self.revocations[peer_id].raw)
         cert = self.certs.get(peer_id)
         if cert is None:
             raise UnknownPeer(peer_id)

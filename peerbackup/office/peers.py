@@ -180,7 +180,7 @@ class PeerService:
         except FormatError as exc:
             raise Malformed(str(exc)) from None
         if issuer in self.membership.revocations:
-            raise RevokedPeer(issuer)
+            raise RevokedPeer(issuer, self.membership.revocations[issuer].raw)
         now = self.clock()
         # The token id alone names the invite; the proof shows the joiner holds the secret behind it.
         try:
@@ -242,7 +242,11 @@ class PeerService:
             return cert.public_key
 
         body = (await self._hello_with_hints()).to_wire()
-        await self.client.request(address, peer_id, hello.PATH, body, key_for)
+        try:
+            await self.client.request(address, peer_id, hello.PATH, body, key_for)
+        except PeerRefused as exc:
+            await self._removed(exc)
+            raise
         reply = box["reply"]
         await self._admit(reply.certificate)
         now = self.clock()
@@ -307,6 +311,8 @@ class PeerService:
             except PeerUnreachable:
                 continue
             except PeerRefused as exc:
+                if await self._removed(exc):
+                    return
                 if exc.code in ("unknown-peer", "revoked"):
                     await self._try_hello(peer_id, address)
                 else:
@@ -330,6 +336,15 @@ class PeerService:
             await self.say_hello(peer_id, address)
         except PeerBackupError as exc:
             event(self.log, "peer.hello_failed", logging.WARNING, peer=peer_id, address=address, reason=str(exc))
+
+    async def _removed(self, exc: PeerRefused) -> bool:
+        """Whether a refusal proves this peer was removed: members refuse a removed peer with the
+        office-signed revocation, checked here like any other (a member cannot make one up). Without
+        it a peer removed while it was off would go on knocking, never knowing why."""
+        if exc.code != "revoked" or not exc.evidence:
+            return False
+        await self.add_revocation(exc.evidence)
+        return self.me in self.membership.revocations
 
     async def heartbeat_round(self) -> None:
         if self.me in self.membership.revocations:

@@ -134,3 +134,22 @@ def test_a_member_without_the_coordinator_role_is_not_followed(office: Office) -
     # Nobody follows sybil, and alpha was not made to step down by its higher term.
     time.sleep(2 * LEASE)
     assert agreed(peers, a) == term
+
+
+def test_a_peer_removed_while_it_was_off_learns_it_when_it_comes_back(office: Office) -> None:
+    a, b, c = three(office)
+    wait_for(lambda: len({p.status()["logs_digest"] for p in (a, b, c)}) == 1, 20, "identical logs")
+    office.kill(c, signal.SIGTERM)
+    office.cli("remove-peer", "--home", str(a.home), "gamma", "--reason", "sold")
+    wait_for(lambda: b.status()["config_digest"] == a.status()["config_digest"], 20, "beta to learn the removal")
+    office.start(c, mdns=False)
+    # Every member refuses gamma; the refusal carries the office-signed revocation, which gamma checks.
+    wait_for(lambda: c.status()["removed"], 30, "gamma to learn it was removed")
+    assert "member.revoked" in c.log.read_text() and "me=True" in c.log.read_text()
+    assert "REMOVED" in office.cli("status", "--home", str(c.home)).out
+    # It stops knocking (no more refusals on the others' side) and never coordinates.
+    time.sleep(1)
+    refusals = a.log.read_text().count("code=revoked") + b.log.read_text().count("code=revoked")
+    time.sleep(2 * LEASE)
+    assert a.log.read_text().count("code=revoked") + b.log.read_text().count("code=revoked") == refusals
+    assert c.status()["coordinator"] != c.peer_id

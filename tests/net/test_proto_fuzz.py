@@ -629,10 +629,13 @@ def test_join_reply_round_trip(name: str, key: bytes, cert: bytes, inviter: byte
 
 
 @FUZZ
-@given(code=st.text(max_size=100), message=st.text(max_size=1200))
-def test_refusal_round_trip_truncates(code: str, message: str) -> None:
-    back = Refusal.from_wire(Refusal(code, message).to_wire())
-    assert back == Refusal(code[:64], message[:1000])
+@given(code=st.text(max_size=100), message=st.text(max_size=1200), evidence=st.binary(max_size=5000))
+def test_refusal_round_trip_truncates(code: str, message: str, evidence: bytes) -> None:
+    back = Refusal.from_wire(Refusal(code, message, evidence).to_wire())
+    # Evidence larger than any revocation is dropped; the refusal itself still reads.
+    assert back == Refusal(code[:64], message[:1000], evidence if len(evidence) <= 4096 else b"")
+    # A refusal without evidence is the same bytes as before there was any.
+    assert Refusal(code, message).to_wire() == Refusal(code, message, b"").to_wire()
 
 
 @FUZZ
