@@ -367,10 +367,23 @@ def cmd_node(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _resolve_agent(home: Home, node: str, peer: str) -> str:
+    """For revoke: a member, or else one of the node's agents by name (a machine removed from the
+    office is no member any more, but its grant stays until revoked)."""
+    try:
+        return _resolve_peer(home, peer)
+    except UsageError:
+        for n in _api(home, "GET", "/v1/nodes"):
+            matches = [a for a, name in zip(n["agents"], n["agent_names"], strict=True) if name == peer]
+            if n["node"] == node and len(matches) == 1:
+                return str(matches[0])
+        raise
+
+
 def cmd_grant(args: argparse.Namespace) -> int:
     home = _home(args)
-    agents = [_resolve_peer(home, a) for a in args.agents]
     revoking = args.func is cmd_revoke
+    agents = [_resolve_agent(home, args.node, a) if revoking else _resolve_peer(home, a) for a in args.agents]
     path = "/v1/grants/revoke" if revoking else "/v1/grants"
     out = _api(home, "POST", path, {"node": args.node, "agents": agents})
     if args.json:

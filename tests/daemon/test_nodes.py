@@ -51,3 +51,20 @@ def test_node_add_grant_revoke_everywhere(office: Office) -> None:
     assert "keys_for" in log[[e["kind"] for e in log].index("node.grant")]["fields"]
     text = office.cli("node", "show", "accounts", "--home", str(a.home)).out
     assert "key epoch 1" in text and "agents    -" in text
+
+
+def test_revoke_by_name_an_agent_removed_from_the_office(office: Office) -> None:
+    a = office.start(office.init("alpha"), mdns=False)
+    b = office.start(office.join("beta", office.invite(a)), mdns=False)
+    wait_for(lambda: len({p.status()["logs_digest"] for p in (a, b)}) == 1, 20, "logs in step")
+    home = ["--home", str(a.home)]
+    office.cli("node", "add", "accounts", *home)
+    office.cli("grant", "accounts", "beta", *home)
+    office.cli("remove-peer", "beta", "--reason", "stolen", *home)
+    # beta is no member now, but still an agent of accounts until revoked: by name, as it was granted.
+    res = office.cli("grant", "accounts", "beta", *home, check=False)
+    assert res.rc == 2 and "no member is named 'beta'" in res.err
+    out = office.cli("revoke", "accounts", "beta", *home, "--json").json()
+    assert out["agents"] == [] and out["epoch"] == 1
+    res = office.cli("revoke", "accounts", "nobody", *home, check=False)
+    assert res.rc == 2 and "no member is named 'nobody'" in res.err
