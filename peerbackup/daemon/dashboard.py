@@ -35,6 +35,7 @@ from peerbackup.office.reader import NodeReader, clean_path, inside
 
 STATIC_TYPES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
 HEARTBEAT = 15.0  # an SSE comment this often keeps proxies and the browser from closing a quiet stream
+STREAM_JOBS_AGE = 0.9  # every open page's stream pushes running jobs each second: one question for them all
 
 
 def static_file(name: str) -> bytes:
@@ -217,7 +218,7 @@ class Dashboard:
         try:
             while True:
                 try:
-                    jobs = await self.daemon.jobs.running_anywhere()
+                    jobs = await self.daemon.jobs.running_anywhere(max_age=STREAM_JOBS_AGE)
                 except PeerBackupError as exc:
                     jobs = {}
                     event(self.log, "ui.jobs_unavailable", logging.DEBUG, reason=str(exc))

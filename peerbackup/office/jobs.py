@@ -28,6 +28,7 @@ dispatched the same way, with an act-as token that may delete (core/jobs.py).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -106,6 +107,8 @@ class JobService:
         self.live: dict[str, Live] = {}  # job -> what its agent last said (on the coordinator)
         self.reported: deque[tuple[str, str]] = deque(maxlen=1000)  # (job, agent) that reported an end
         self.challenges: dict[bytes, tuple[str, str, str, float]] = {}  # -> agent, node, job, until
+        self._running_cache: tuple[str, float, dict[str, dict[str, Any]]] | None = None  # running_anywhere
+        self._running_asked: tuple[str, asyncio.Future[dict[str, dict[str, Any]]]] | None = None
 
     def register(self, server: PeerServer) -> None:
         auth = self.peers.auth_member
@@ -397,14 +400,36 @@ class JobService:
 
     async def _on_running(self, issuer: str, body: bytes) -> bytes:
         now = self.clock()
+        event(self.log, "jobs.running_asked", logging.DEBUG, peer=issuer)
         return proto.Running(tuple(proto.RunningJob(live.agent, int((now - live.since) * 1000), live.progress)
                                    for live in self.live.values() if live.progress is not None)).to_wire()
 
-    async def running_anywhere(self) -> dict[str, dict[str, Any]]:
-        """The running jobs as the coordinator hears them, asked of it when this peer is not it."""
+    async def running_anywhere(self, max_age: float = 0.0) -> dict[str, dict[str, Any]]:
+        """The running jobs as the coordinator hears them, asked of it when this peer is not it. Callers
+        that ask while a question is on its way share its answer, and one younger than `max_age` seconds
+        is reused: every open dashboard page wants them each second, which would otherwise cost the
+        coordinator a signed request per page per second."""
         coordinator, _ = self.coordination.status()
         if coordinator is None or coordinator == self.peers.me:
             return self.running_jobs()
+        now = self.clock()
+        cached = self._running_cache
+        if cached is not None and cached[0] == coordinator and 0 <= now - cached[1] < max_age:
+            return cached[2]
+        flying = self._running_asked
+        if flying is None or flying[0] != coordinator or flying[1].done():
+            task = asyncio.ensure_future(self._ask_running(coordinator))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read by someone, always
+            flying = self._running_asked = (coordinator, task)
+        try:
+            out = await asyncio.shield(flying[1])
+        finally:
+            if self._running_asked is flying and flying[1].done():
+                self._running_asked = None
+        self._running_cache = (coordinator, now, out)
+        return out
+
+    async def _ask_running(self, coordinator: str) -> dict[str, dict[str, Any]]:
         reply = proto.Running.from_wire(await self._send(coordinator, proto.RUNNING_PATH, b"\x80"))
         return {r.progress.job: running_json(r.agent, r.progress.node, r.elapsed_ms / 1000, r.progress)
                 for r in reply.jobs}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -11,7 +14,7 @@ from typing import Any
 from peerbackup.daemon.home import TOKEN_HEADER, Home
 from tests.daemon.harness import Office, Peer, wait_for
 from tests.daemon.test_jobs import node_office
-from tests.daemon.test_peerstore import NODE
+from tests.daemon.test_peerstore import NODE, start_office
 
 
 def get(peer: Peer, path: str, token: str | None = "", method: str = "GET",
@@ -80,3 +83,36 @@ def test_the_page_is_public_the_data_is_not_and_restores_stay_in_their_root(offi
     # Restores and downloads are in the node's log.
     restores = [e for e in json.loads(office.cli("log", NODE, "--json", *home).out) if e["kind"] == "restore.done"]
     assert {r["target"] for r in restores} >= {f"download:{one}", str(a.home / "restores" / "here")}
+
+
+def test_open_pages_share_one_question_a_second_for_the_running_jobs(office: Office) -> None:
+    a, b = start_office(office, ["beta"])
+    wait_for(lambda: b.status()["coordinator"] == a.peer_id, 20, "beta to follow alpha")
+    base, token = Home(b.home).admin_endpoint()
+    host, port = base.removeprefix("http://").split(":")
+    seconds, pages = 4.0, 3
+    pushes: list[int] = []
+
+    def page() -> None:
+        # One dashboard page's live stream on beta: it pushes the running jobs (asked of alpha) each second.
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/v1/stream", headers={TOKEN_HEADER: token})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        n, deadline = 0, time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            line = resp.readline()
+            n += line.startswith(b"event: jobs")
+        pushes.append(n)
+        conn.close()
+
+    before = a.log.read_text().count(f"jobs.running_asked peer={b.peer_id}")
+    threads = [threading.Thread(target=page) for _ in range(pages)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    asked = a.log.read_text().count(f"jobs.running_asked peer={b.peer_id}") - before
+    # Every page got its pushes; alpha was asked about once a second in all, not once per page per second.
+    assert len(pushes) == pages and min(pushes) >= seconds - 1, pushes
+    assert 1 <= asked <= seconds + 2 < sum(pushes), (asked, pushes)
