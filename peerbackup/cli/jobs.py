@@ -18,6 +18,7 @@ from typing import Any
 
 from peerbackup.cli.progress import Progress
 from peerbackup.cli.tables import duration, table
+from peerbackup.core.nodelog import node_log
 from peerbackup.core.nodes import POLICY_UNITS
 from peerbackup.core.schedule import Schedule, next_slot, zone
 from peerbackup.core.settings import parse_duration
@@ -119,7 +120,7 @@ def node_events(home: Any, node: str) -> list[dict[str, Any]]:
 
     from peerbackup.cli.office import _api
 
-    events = _api(home, "GET", f"/v1/log?log={quote('node:' + node)}")
+    events = _api(home, "GET", f"/v1/log?log={quote(node_log(node))}")
     # Members by name (an agent may not have written anything yet), and writers the office removed since.
     names = {p["peer_id"]: p["name"] for p in _api(home, "GET", "/v1/peers")}
     names.update({e["writer"]: e["writer_name"] for e in events if e["writer_name"]})

@@ -41,7 +41,6 @@ from peerbackup.errors import FormatError, UnsupportedVersion
 ACCEPTED, DUPLICATE, PENDING, REFUSED, FORK = "accepted", "duplicate", "pending", "refused", "fork"
 
 MEMBER_ADD, MEMBER_REVOKE, COORDINATOR_CLAIM = "member.add", "member.revoke", "coordinator.claim"
-NODE_LOG_PREFIX = "node:"
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,7 @@ class LogState:
     def _authority(self, ev: Event, cert: Certificate) -> str:
         if ev.log != CONTROL_LOG:
             # known_logs let it in: a node's log (core/nodelog.py says who writes what there).
-            return nodelog.refusal(ev.log.removeprefix(NODE_LOG_PREFIX), ev.kind, ev.fields, ev.feed, cert)
+            return nodelog.refusal(ev.log.removeprefix(nodelog.NODE_LOG_PREFIX), ev.kind, ev.fields, ev.feed, cert)
         try:
             if ev.kind == MEMBER_ADD:
                 if not cert.has_role("admin"):
@@ -347,10 +346,10 @@ def valid_log_name(log: str) -> bool:
     events may arrive before the node.add that creates it)."""
     if log == CONTROL_LOG:
         return True
-    if not log.startswith(NODE_LOG_PREFIX):
+    if not log.startswith(nodelog.NODE_LOG_PREFIX):
         return False
     try:
-        check_node_name(log.removeprefix(NODE_LOG_PREFIX))
+        check_node_name(log.removeprefix(nodelog.NODE_LOG_PREFIX))
     except FormatError:
         return False
     return True

@@ -23,6 +23,14 @@ from typing import Any
 
 from peerbackup.core.certs import Certificate
 
+NODE_LOG_PREFIX = "node:"
+
+
+def node_log(node: str) -> str:
+    """The name of backup node `node`'s event log."""
+    return NODE_LOG_PREFIX + node
+
+
 JOB_DISPATCHED, JOB_STARTED, JOB_DONE, JOB_FAILED = "job.dispatched", "job.started", "job.done", "job.failed"
 JOB_PROGRESS, JOB_STALLED, JOB_UNSENT = "job.progress", "job.stalled", "job.dispatch_failed"
 ACT_AS_ISSUED, ACT_AS_REFUSED, LOGON = "act_as.issued", "act_as.refused", "agent.logon"

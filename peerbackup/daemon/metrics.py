@@ -17,9 +17,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from peerbackup.core.jobs import BACKUP, DONE
-from peerbackup.core.nodelog import JOB_FAILED, JOB_UNSENT
+from peerbackup.core.nodelog import JOB_FAILED, JOB_UNSENT, node_log
 from peerbackup.errors import PeerBackupError
-from peerbackup.office.jobrun import node_log
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

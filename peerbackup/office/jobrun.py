@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from peerbackup.core.jobs import BACKUP, RETENTION
-from peerbackup.core.nodelog import JOB_DONE, JOB_FAILED, JOB_PROGRESS, JOB_STARTED
+from peerbackup.core.nodelog import JOB_DONE, JOB_FAILED, JOB_PROGRESS, JOB_STARTED, node_log
 from peerbackup.daemon.logs import event
 from peerbackup.errors import Forbidden, NotAHolder, PeerBackupError, PeerRefused, ProtocolError, UsageError
 from peerbackup.net.proto import jobs as proto
@@ -22,10 +22,6 @@ if TYPE_CHECKING:
     from peerbackup.office.jobs import JobService
 
 PROGRESS_LOG_EVERY = 12  # heartbeats between two job.progress events in the node's log
-
-
-def node_log(node: str) -> str:
-    return f"node:{node}"
 
 
 class AgentRunner:

@@ -48,6 +48,7 @@ from peerbackup.core.nodelog import (
     JOB_UNSENT,
     LOGON,
     RESTORE_DONE,
+    node_log,
 )
 from peerbackup.core.schedule import due, retry_at
 from peerbackup.daemon.logs import event
@@ -56,7 +57,7 @@ from peerbackup.net.proto import jobs as proto
 from peerbackup.net.server import PeerServer
 from peerbackup.office.agent import AgentService
 from peerbackup.office.coordination import CoordinatorService
-from peerbackup.office.jobrun import AgentRunner, node_log
+from peerbackup.office.jobrun import AgentRunner
 from peerbackup.office.liveness import ALIVE, DEAD
 from peerbackup.office.nodes import NodeService
 
