@@ -108,8 +108,8 @@ class JobService:
         self.live: dict[str, Live] = {}  # job -> what its agent last said (on the coordinator)
         self.reported: deque[tuple[str, str]] = deque(maxlen=1000)  # (job, agent) that reported an end
         self.challenges: dict[bytes, tuple[str, str, str, float]] = {}  # -> agent, node, job, until
-        self._running_cache: tuple[str, float, dict[str, dict[str, Any]]] | None = None  # running_anywhere
-        self._running_asked: tuple[str, asyncio.Future[dict[str, dict[str, Any]]]] | None = None
+        # running_anywhere's last question: coordinator, when, and the answer (on its way or come)
+        self._running_asked: tuple[str, float, asyncio.Future[dict[str, dict[str, Any]]]] | None = None
 
     def register(self, server: PeerServer) -> None:
         auth = self.peers.auth_member
@@ -414,21 +414,14 @@ class JobService:
         if coordinator is None or coordinator == self.peers.me:
             return self.running_jobs()
         now = self.clock()
-        cached = self._running_cache
-        if cached is not None and cached[0] == coordinator and 0 <= now - cached[1] < max_age:
-            return cached[2]
-        flying = self._running_asked
-        if flying is None or flying[0] != coordinator or flying[1].done():
+        asked = self._running_asked
+        if asked is None or asked[0] != coordinator or (asked[2].done() and not (
+                0 <= now - asked[1] < max_age and not asked[2].cancelled() and asked[2].exception() is None)):
+            # Nothing on its way, and no answer young enough (a failure is never reused).
             task = asyncio.ensure_future(self._ask_running(coordinator))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read by someone, always
-            flying = self._running_asked = (coordinator, task)
-        try:
-            out = await asyncio.shield(flying[1])
-        finally:
-            if self._running_asked is flying and flying[1].done():
-                self._running_asked = None
-        self._running_cache = (coordinator, now, out)
-        return out
+            asked = self._running_asked = (coordinator, now, task)
+        return await asyncio.shield(asked[2])
 
     async def _ask_running(self, coordinator: str) -> dict[str, dict[str, Any]]:
         reply = proto.Running.from_wire(await self._send(coordinator, proto.RUNNING_PATH, b"\x80"))

@@ -32,8 +32,7 @@ class Membership:
             if claimed is not None and claimed != self.office.fingerprint:
                 raise ForeignOffice(claimed) from None
             raise Forbidden(f"certificate refused: {exc}") from None
-        if cert.peer_id in self.revocations:
-            raise RevokedPeer(cert.peer_id, self.revocations[cert.peer_id].raw)
+        self.refuse_revoked(cert.peer_id)
         if not cert.valid_at(now):
             raise Forbidden(f"the certificate of {cert.peer_id} is not valid now")
         known = self.certs.get(cert.peer_id)
@@ -55,10 +54,15 @@ class Membership:
         self.revocations[rev.peer_id] = rev
         return rev
 
+    def refuse_revoked(self, peer_id: str) -> None:
+        """Refuse a removed peer, with the office-signed revocation: it can check that for itself."""
+        rev = self.revocations.get(peer_id)
+        if rev is not None:
+            raise RevokedPeer(peer_id, rev.raw)
+
     def member(self, peer_id: str, now: float) -> Certificate:
         """The certificate of a current member, or the refusal that says why not."""
-        if peer_id in self.revocations:
-            raise RevokedPeer(peer_id, self.revocations[peer_id].raw)
+        self.refuse_revoked(peer_id)
         cert = self.certs.get(peer_id)
         if cert is None:
             raise UnknownPeer(peer_id)

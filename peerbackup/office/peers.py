@@ -30,7 +30,6 @@ from peerbackup.errors import (
     PeerRefused,
     PeerUnreachable,
     ProtocolError,
-    RevokedPeer,
     UsageError,
 )
 from peerbackup.net import envelope
@@ -179,8 +178,7 @@ class PeerService:
             name = check_name(req.name)
         except FormatError as exc:
             raise Malformed(str(exc)) from None
-        if issuer in self.membership.revocations:
-            raise RevokedPeer(issuer, self.membership.revocations[issuer].raw)
+        self.membership.refuse_revoked(issuer)
         now = self.clock()
         # The token id alone names the invite; the proof shows the joiner holds the secret behind it.
         try:

@@ -88,7 +88,6 @@ class UploadLimit:
     """This machine's upload limit (`limit_upload`), shared by every transfer of its jobs."""
 
     def __init__(self, rate: int, clock: Callable[[], float]) -> None:
-        self.rate = rate
         self.clock = clock
         self.bucket = TokenBucket(rate, clock())
 
