@@ -110,6 +110,10 @@ class UsageError(PeerBackupError):
     exit_code = 2
 
 
+class RetentionRefused(PeerBackupError):
+    """Refusing to forget: the policy would remove {1} of the group {0}; nothing was forgotten."""
+
+
 class PartialBackup(PeerBackupError):
     """Snapshot {} saved, but {} file(s) could not be read or changed while being read."""
 

@@ -209,6 +209,7 @@ def _print_event(e: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(e), flush=True)
         return
     shown = dict(e)
+    groups = shown.pop("groups", None)
     if e.get("agent_name"):
         shown["agent"] = f"{e['agent_name']}({e['agent']})"
     rest = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in shown.items()
@@ -219,6 +220,10 @@ def _print_event(e: dict[str, Any], as_json: bool) -> None:
         width = shutil.get_terminal_size((80, 24)).columns
         line = line if len(line) <= width else line[: width - 1] + "…"
     print(line, flush=True)
+    for g in groups if isinstance(groups, list) else []:  # a retention job: per data set, what stays and why
+        why = "; ".join(f"{sid[:8]} {rules}" for sid, rules in g.get("why", {}).items())
+        print(f"    {g.get('path')}: kept {g.get('kept')}, removed {g.get('removed')}"
+              + (f" (held: {g['held']})" if g.get("held") else f" ({why})" if why else ""), flush=True)
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -288,6 +293,8 @@ def add_parsers(add: Any) -> None:
     rs.add_argument("--target", required=True)
     rs.add_argument("--include", action="append", metavar="PATH")
     rs.add_argument("--overwrite", action="store_true")
+    rs.add_argument("--path", action="append", metavar="PATH",
+                    help="with latest: the newest snapshot of this data set (a node has one per data set)")
     rs.add_argument("--cache-dir", help="local cache directory")
     rs.add_argument("-q", "--quiet", action="store_true")
     b = add("backup", cmd_backup, "back a node up now: the coordinator dispatches it to an agent")

@@ -15,7 +15,7 @@ from peerbackup import __version__
 from peerbackup.cli.officerepo import is_office, open_office
 from peerbackup.cli.progress import Progress, human_bytes
 from peerbackup.core.crypto import KdfParams
-from peerbackup.core.retention import Policy, apply_policy
+from peerbackup.core.retention import DEFAULT_GROUP_BY, GroupPlan, Policy, parse_group_by, removals
 from peerbackup.core.snapshot import Snapshot
 from peerbackup.core.tree import DIR, Node
 from peerbackup.engine.backup import Archiver
@@ -24,7 +24,7 @@ from peerbackup.engine.diff import diff_trees
 from peerbackup.engine.excludes import Excluder, read_exclude_file
 from peerbackup.engine.memory import tune_allocator
 from peerbackup.engine.prescan import count
-from peerbackup.engine.prune import forget_snapshots, prune
+from peerbackup.engine.prune import forget_by_policy, forget_snapshots, prune
 from peerbackup.engine.repository import Repository, add_key, key_files, read_config, unlock
 from peerbackup.engine.restore import Restorer
 from peerbackup.engine.walk import find_path, walk
@@ -241,9 +241,21 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _find(repo: Repository, ref: str, args: argparse.Namespace) -> Snapshot:
+    """A snapshot by id prefix or `latest`; with --path/--host, `latest` is the newest snapshot of those
+    (a repository or node holding several folders has a latest snapshot per folder)."""
+    if ref != "latest" or not (getattr(args, "path", None) or getattr(args, "host", None)):
+        return repo.find_snapshot(ref)
+    snaps = _selected(repo.snapshots(errors=[]), args)
+    if not snaps:
+        raise UsageError(f"no snapshot of {', '.join((args.path or []) + (getattr(args, 'host', None) or []))} "
+                         "in the repository")
+    return snaps[-1]
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     repo = _open(args)
-    snap = repo.find_snapshot(args.snapshot)
+    snap = _find(repo, args.snapshot, args)
     progress = Progress.for_terminal(args.quiet or args.json)
     progress.start()
     try:
@@ -304,7 +316,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _policy(args: argparse.Namespace) -> Policy:
     return Policy(last=args.keep_last, hourly=args.keep_hourly, daily=args.keep_daily,
-                  weekly=args.keep_weekly, monthly=args.keep_monthly, yearly=args.keep_yearly)
+                  weekly=args.keep_weekly, monthly=args.keep_monthly, yearly=args.keep_yearly).check()
+
+
+def _group_json(p: GroupPlan) -> dict[str, Any]:
+    group: dict[str, Any] = {k: (v.split(",") if v else []) if k in ("paths", "tags") else v for k, v in p.key}
+    return {"group": group, "keep": p.keep, "remove": p.remove, "reasons": p.reasons,
+            **({"held": p.held} if p.held else {})}
+
+
+def _selected(snaps: list[Snapshot], args: argparse.Namespace) -> list[Snapshot]:
+    """restic's filters: only snapshots of these hosts / with these paths / tags take part."""
+    hosts, tags = getattr(args, "host", None) or [], getattr(args, "tag", None) or []
+    paths = [os.path.abspath(p) for p in getattr(args, "path", None) or []]
+    return [s for s in snaps if (not hosts or s.host in hosts) and (not paths or sorted(s.paths) == sorted(paths))
+            and (not tags or set(tags) <= set(s.tags))]
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
@@ -312,28 +338,36 @@ def cmd_forget(args: argparse.Namespace) -> int:
     snaps = repo.snapshots()
     policy = _policy(args)
     if args.snapshots:
+        if not policy.empty():
+            raise UsageError("forget takes snapshot ids or --keep-* options, not both")
         remove = [repo.find_snapshot(r).id for r in args.snapshots]
-        keep = [s.id for s in snaps if s.id not in remove]
-        reasons: dict[str, list[str]] = {}
+        plans = [GroupPlan((), [s.id for s in reversed(snaps) if s.id not in remove], remove, {})]
+        if not args.dry_run:
+            forget_snapshots(repo, remove)
     elif policy.empty():
         raise UsageError("forget needs snapshot ids or at least one --keep-* option")
     else:
-        pairs = [(s.id, s.time.astimezone()) for s in snaps]
-        keep, remove, reasons = apply_policy(pairs, policy)
-    if not args.dry_run:
-        forget_snapshots(repo, remove)
-    out: dict[str, Any] = {"keep": keep, "remove": remove, "reasons": reasons, "dry_run": args.dry_run}
+        plans = forget_by_policy(repo, policy, parse_group_by(args.group_by), _selected(snaps, args),
+                                 dry_run=args.dry_run)
+    out: dict[str, Any] = {
+        "keep": [sid for p in plans for sid in p.keep], "remove": removals(plans),
+        "reasons": {sid: r for p in plans for sid, r in p.reasons.items()}, "dry_run": args.dry_run,
+        "groups": [_group_json(p) for p in plans]}
     if args.prune and not args.dry_run:
         out["prune"] = _do_prune(repo, args)
     if args.json:
         _print_json(out)
     else:
         by_id = {s.id: s for s in snaps}
-        for sid in keep:
-            print(f"keep    {sid[:8]}  {_local_time(by_id[sid].time_ns)}  {','.join(reasons.get(sid, []))}")
-        for sid in remove:
-            print(f"{'would remove' if args.dry_run else 'remove'}  {sid[:8]}  "
-                  f"{_local_time(by_id[sid].time_ns)}")
+        for p in plans:
+            if not args.snapshots:
+                print(f"{p.describe()}: keep {len(p.keep)}, {'would remove' if args.dry_run else 'remove'} "
+                      f"{len(p.remove)}" + (f" (held: {p.held})" if p.held else ""))
+            for sid in p.keep:
+                print(f"  keep    {sid[:8]}  {_local_time(by_id[sid].time_ns)}  {', '.join(p.reasons.get(sid, []))}")
+            for sid in p.remove:
+                print(f"  {'would remove' if args.dry_run else 'remove'}  {sid[:8]}  "
+                      f"{_local_time(by_id[sid].time_ns)}")
         if "prune" in out:
             _print_prune(out["prune"])
     return EXIT_OK
@@ -396,6 +430,11 @@ def cmd_key(args: argparse.Namespace) -> int:
 # ---- parser ------------------------------------------------------------------------
 
 
+def _latest_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--path", action="append", metavar="PATH", help="with latest: the newest snapshot of this path")
+    p.add_argument("--host", action="append", metavar="HOST", help="with latest: the newest snapshot of this host")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peerbackup", description=__doc__)
     p.add_argument("--version", action="version", version=f"peerbackup {__version__}")
@@ -441,6 +480,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--target", required=True)
     r.add_argument("--include", action="append", metavar="PATH")
     r.add_argument("--overwrite", action="store_true", help="restore into a non-empty target")
+    _latest_filters(r)
     d = add("diff", cmd_diff, "show what changed between two snapshots")
     d.add_argument("snapshot1")
     d.add_argument("snapshot2")
@@ -450,6 +490,13 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("snapshots", nargs="*")
     for unit in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         f.add_argument(f"--keep-{unit}", type=int, default=0, metavar="N")
+    f.add_argument("--group-by", default=",".join(DEFAULT_GROUP_BY), metavar="FIELDS",
+                   help="apply the policy to each group of snapshots on its own: host,paths (default), "
+                        "paths, host, tags, a comma list of them, or none")
+    f.add_argument("--host", action="append", metavar="HOST", help="only snapshots of this host")
+    f.add_argument("--path", action="append", metavar="PATH",
+                   help="only snapshots of exactly these paths (repeat for a snapshot of several)")
+    f.add_argument("--tag", action="append", metavar="TAG", help="only snapshots with this tag")
     f.add_argument("--prune", action="store_true", help="prune unreferenced data afterwards")
     f.add_argument("--dry-run", action="store_true")
     f.add_argument("--grace", type=float, default=0.0, help=argparse.SUPPRESS)

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from peerbackup.core.events import Event
 from peerbackup.core.jobs import BACKUP, DONE, FAILED
+from peerbackup.core.retention import Policy
 from peerbackup.core.schedule import next_slot
 from peerbackup.daemon.httpjson import json_body
 from peerbackup.daemon.logs import event
@@ -135,8 +136,11 @@ class Dashboard:
         return node
 
     async def snapshots(self, request: web.Request) -> web.Response:
-        async with self._reader(self._node_arg(request)) as r:
-            return web.json_response(await asyncio.to_thread(r.snapshots))
+        name = self._node_arg(request)
+        node = self.daemon.nodes.nodes()[name]
+        policy = Policy.of_node(node.policy)
+        async with self._reader(name) as r:
+            return web.json_response(await asyncio.to_thread(r.snapshots, policy, set(node.datasets)))
 
     async def tree(self, request: web.Request) -> web.Response:
         node, snap, path = self._node_arg(request), request.query.get("snapshot", ""), request.query.get("path", "/")

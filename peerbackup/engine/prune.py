@@ -16,15 +16,18 @@ When no backup is running, both phases happen in one `prune` run.
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from peerbackup.core import codec
 from peerbackup.core.crypto import content_hash
 from peerbackup.core.pack import BlobEntry
+from peerbackup.core.retention import DEFAULT_GROUP_BY, GroupKey, GroupPlan, Policy, SnapInfo, plan, removals
+from peerbackup.core.snapshot import Snapshot
 from peerbackup.engine.locks import RepoLock, read_locks
 from peerbackup.errors import PeerBackupError
 from peerbackup.storage.store import FileType
@@ -197,4 +200,23 @@ def _sweep(
 def forget_snapshots(repo: Repository, ids: list[str]) -> None:
     for sid in ids:
         repo.store.delete(FileType.SNAPSHOT, sid)
+
+
+def snap_info(s: Snapshot, zone: dt.tzinfo | None = None) -> SnapInfo:
+    """What retention reads of a snapshot, its time in `zone` (None: this machine's local zone)."""
+    return SnapInfo(s.id, s.time.astimezone(zone), s.host, tuple(s.paths), tuple(s.tags))
+
+
+def forget_by_policy(repo: Repository, policy: Policy, group_by: Sequence[str] = DEFAULT_GROUP_BY,
+                     snaps: Sequence[Snapshot] | None = None, hold: Callable[[GroupKey], str] | None = None,
+                     dry_run: bool = False) -> list[GroupPlan]:
+    """Plan the policy group by group (core/retention.py guards the plan: no group ever loses its newest
+    snapshot), then forget what it removes unless this is a dry run. The dry run and the real run go through
+    this one function, so a dry run shows exactly what the real one removes."""
+    if snaps is None:
+        snaps = repo.snapshots()
+    plans = plan([snap_info(s) for s in snaps], policy, group_by, hold)
+    if not dry_run:
+        forget_snapshots(repo, removals(plans))
+    return plans
 

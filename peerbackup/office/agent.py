@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 from peerbackup.core.keys import KeySet
 from peerbackup.core.nodes import Dataset, Node
-from peerbackup.core.retention import Policy, apply_policy
+from peerbackup.core.retention import NODE_GROUP_BY, Policy, group_outcome, node_hold, removals
 from peerbackup.daemon.logs import event
 from peerbackup.engine.backup import Archiver
 from peerbackup.engine.excludes import Excluder
 from peerbackup.engine.prescan import count
-from peerbackup.engine.prune import forget_snapshots, prune
+from peerbackup.engine.prune import forget_by_policy, prune
 from peerbackup.engine.repository import Repository
 from peerbackup.errors import PeerBackupError, UsageError
 from peerbackup.net.client import PeerClient
@@ -196,11 +196,13 @@ class AgentService:
 
     async def retention(self, node_name: str, job: str, act_as: bytes, prune_too: bool,
                         deadline: float | None = None) -> JobRecord:
-        """Forget the node's snapshots its policy does not keep (buckets in this machine's local time, as
-        `repo forget` does), then prune when asked: with a retention job's act-as token, which may delete."""
+        """Forget the node's snapshots its policy does not keep, data set by data set (buckets in this machine's
+        local time, as `repo forget` does), then prune when asked: with a retention job's act-as token, which
+        may delete. A data set no longer in the node's configuration is held whole: its snapshots stay until an
+        admin forgets them on purpose."""
         self.keys(node_name)
         node = self.nodes()[node_name]
-        policy = Policy(**{k: int(v) for k, v in node.policy.items()})
+        policy = Policy.of_node(node.policy)
         if policy.empty():
             raise UsageError(f"backup node {node_name} has no retention policy (peerbackup node policy)")
         rec = JobRecord(job, node_name, started=self.clock(), deadline=deadline or self.clock() + WAIT)
@@ -209,10 +211,10 @@ class AgentService:
         def work() -> None:
             repo = self._open(store, node)
             try:
-                snaps = repo.snapshots()
-                keep, remove, _ = apply_policy([(s.id, s.time.astimezone()) for s in snaps], policy)
-                forget_snapshots(repo, remove)
-                rec.outcome.update(kept=len(keep), forgotten=[sid[:16] for sid in remove], pruned=prune_too)
+                plans = forget_by_policy(repo, policy, NODE_GROUP_BY, hold=node_hold(node.datasets))
+                rec.outcome.update(kept=sum(len(p.keep) for p in plans),
+                                   forgotten=[sid[:16] for sid in removals(plans)], pruned=prune_too,
+                                   groups=[group_outcome(p) for p in plans])
                 if prune_too:
                     st = prune(repo, grace=self.prune_grace)
                     rec.outcome.update(packs_deleted=st.packs_deleted, packs_repacked=st.packs_repacked,

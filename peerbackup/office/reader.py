@@ -13,13 +13,15 @@ from __future__ import annotations
 import os
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from peerbackup.core.objects import Kind
+from peerbackup.core.retention import NODE_GROUP_BY, Policy, node_hold, plan
 from peerbackup.core.tree import DIR, FILE
+from peerbackup.engine.prune import snap_info
 from peerbackup.engine.repository import Repository
 from peerbackup.engine.restore import Restorer, RestoreStats
 from peerbackup.engine.walk import find_path, load_tree
@@ -69,8 +71,21 @@ class NodeReader:
     def close(self) -> None:
         self.repo.close()
 
-    def snapshots(self) -> list[dict[str, Any]]:
-        return [snapshot_json(s) for s in sorted(self.repo.snapshots(errors=[]), key=lambda s: s.time_ns)]
+    def snapshots(self, policy: Policy | None = None, datasets: Collection[str] = ()) -> list[dict[str, Any]]:
+        """The snapshots, oldest first; with the node's policy, what its next retention job would do with each
+        (`retention`: kept by which rules, held, or removed) — the same plan the job makes."""
+        snaps = sorted(self.repo.snapshots(errors=[]), key=lambda s: s.time_ns)
+        out = [snapshot_json(s) for s in snaps]
+        if policy is None or policy.empty():
+            return out
+        plans = plan([snap_info(s) for s in snaps], policy, NODE_GROUP_BY, node_hold(datasets))
+        fate: dict[str, dict[str, Any]] = {}
+        for p in plans:
+            fate.update({sid: {"keep": True, "why": p.held or ", ".join(p.reasons[sid])} for sid in p.keep})
+            fate.update({sid: {"keep": False, "why": ""} for sid in p.remove})
+        for s in out:
+            s["retention"] = fate[s["id"]]
+        return out
 
     def listing(self, snapshot: str, path: str) -> list[Entry]:
         snap = self.repo.find_snapshot(snapshot)

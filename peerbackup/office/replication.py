@@ -41,6 +41,25 @@ from peerbackup.storage.eventlog import EventStore
 MAX_ALERTS = 50
 
 
+_HIDDEN = object()
+
+
+def _for_operators(v: Any, depth: int = 0) -> Any:
+    """A field as JSON shows it (bytes as hex), nested lists and maps included (a retention job's groups, a
+    partial backup's failed paths); anything else, or deeper than a few levels, is hidden."""
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, str | int | float | bool) or v is None:
+        return v
+    if depth < 4 and isinstance(v, list):
+        items = [_for_operators(x, depth + 1) for x in v]
+        return _HIDDEN if any(x is _HIDDEN for x in items) else items
+    if depth < 4 and isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        out = {k: _for_operators(x, depth + 1) for k, x in v.items()}
+        return _HIDDEN if any(x is _HIDDEN for x in out.values()) else out
+    return _HIDDEN
+
+
 class LogService:
     def __init__(self, peers: PeerService, store: EventStore, clock: Callable[[], float], log: logging.Logger) -> None:
         self.peers = peers
@@ -309,9 +328,7 @@ class LogService:
                           "keys_for": sorted(names.get(p, p) for p in f["keys"])}
                 fields = {k: v for k, v in fields.items() if v is not None}
             else:
-                fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.fields.items()
-                          if isinstance(v, (bytes, str, int, float, bool))
-                          or (isinstance(v, list) and all(isinstance(x, str) for x in v))}
+                fields = {k: shown for k, v in ev.fields.items() if (shown := _for_operators(v)) is not _HIDDEN}
         except (FormatError, UnsupportedVersion, KeyError, TypeError):
             fields = {"undecodable": True}
         when = dt.datetime.fromtimestamp(hlcmod.wall_ms(ev.hlc) / 1000, dt.UTC)

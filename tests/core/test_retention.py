@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peerbackup.core.retention import Policy, apply_policy
+from peerbackup.core.retention import (
+    DEFAULT_GROUP_BY,
+    GroupKey,
+    GroupPlan,
+    Policy,
+    SnapInfo,
+    apply_policy,
+    group_key,
+    parse_group_by,
+    plan,
+    removals,
+)
+from peerbackup.errors import RetentionRefused, UsageError
 
 UTC = dt.UTC
 CET = dt.timezone(dt.timedelta(hours=1))
@@ -224,3 +237,132 @@ def test_partition_and_counts(stamps: list[dt.datetime], policy: Policy) -> None
     bigger = Policy(*(getattr(policy, f) + 1 for f in
                       ("last", "hourly", "daily", "weekly", "monthly", "yearly")))
     assert set(keep) <= set(apply_policy(snaps, bigger)[0])
+
+
+# ---- groups: the safety rules of docs/repository.md ---------------------------------------
+# Snapshots of several sources (host and paths), at instants clustered around daylight-saving nights and
+# spread over years, seen in zones whose offsets move by 30 minutes, 1 hour, or not at all; ties and
+# duplicate times included. Each rule below is one of the four the module docstring promises.
+
+ZONES = ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "Pacific/Chatham"]
+# UTC instants of DST changes: EU spring and autumn 2024, US spring and autumn 2024, Lord Howe April 2024.
+DST_NIGHTS = [dt.datetime(2024, 3, 31, 1, tzinfo=UTC), dt.datetime(2024, 10, 27, 1, tzinfo=UTC),
+              dt.datetime(2024, 3, 10, 7, tzinfo=UTC), dt.datetime(2024, 11, 3, 6, tzinfo=UTC),
+              dt.datetime(2024, 4, 6, 15, tzinfo=UTC)]
+SOURCES = [("alpha", ("/srv/a",)), ("alpha", ("/srv/b",)), ("beta", ("/srv/a",)), ("beta", ("/srv/a", "/srv/b"))]
+
+instants = st.one_of(
+    st.builds(lambda base, minutes: base + dt.timedelta(minutes=minutes),
+              st.sampled_from(DST_NIGHTS), st.integers(-3 * 24 * 60, 3 * 24 * 60)),
+    st.datetimes(min_value=dt.datetime(2019, 1, 1), max_value=dt.datetime(2031, 1, 1), timezones=st.just(UTC)),
+)
+any_policy = st.builds(Policy, *(st.sampled_from([0, 0, 1, 2, 3, -1]) for _ in range(6))).filter(
+    lambda p: not p.empty())
+group_bys = st.sampled_from([DEFAULT_GROUP_BY, ("paths",), ("host",), (), ("host", "paths", "tags")])
+
+
+@st.composite
+def snapshot_sets(draw: st.DrawFn) -> list[SnapInfo]:
+    zone = ZoneInfo(draw(st.sampled_from(ZONES)))
+    items = draw(st.lists(st.tuples(st.sampled_from(SOURCES), instants, st.booleans()), max_size=40))
+    return [SnapInfo(f"{i:04x}" + "0" * 60, when.astimezone(zone), host, paths, ("nightly",) if tagged else ())
+            for i, ((host, paths), when, tagged) in enumerate(items)]
+
+
+def _keeps(plans: list[GroupPlan]) -> dict[GroupKey, set[str]]:
+    return {p.key: set(p.keep) for p in plans}
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(snapshot_sets(), any_policy, group_bys)
+def test_no_group_ever_loses_its_newest_snapshot(snaps: list[SnapInfo], policy: Policy,
+                                                 by: tuple[str, ...]) -> None:
+    plans = plan(snaps, policy, by)
+    assert sorted(removals(plans) + [sid for p in plans for sid in p.keep]) == sorted(s.id for s in snaps)
+    for p in plans:
+        members = [s for s in snaps if group_key(s, by) == p.key]
+        assert max(members, key=lambda s: (s.time, s.id)).id in p.keep, p.describe()
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(snapshot_sets(), any_policy, group_bys)
+def test_forgetting_is_idempotent(snaps: list[SnapInfo], policy: Policy, by: tuple[str, ...]) -> None:
+    first = plan(snaps, policy, by)
+    kept = {sid for p in first for sid in p.keep}
+    again = plan([s for s in snaps if s.id in kept], policy, by)
+    assert removals(again) == []
+    assert _keeps(again) == _keeps(first)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(snapshot_sets(), any_policy, group_bys, st.sampled_from(SOURCES), instants)
+def test_a_new_snapshot_never_makes_another_groups_snapshot_go(
+        snaps: list[SnapInfo], policy: Policy, by: tuple[str, ...], source: tuple[str, tuple[str, ...]],
+        when: dt.datetime) -> None:
+    zone = snaps[0].time.tzinfo if snaps else UTC
+    new = SnapInfo("f" * 64, when.astimezone(zone), source[0], source[1])
+    before, after = _keeps(plan(snaps, policy, by)), _keeps(plan([*snaps, new], policy, by))
+    for key, kept in before.items():
+        if key != group_key(new, by):
+            assert after[key] == kept
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(snapshot_sets(), any_policy)
+def test_each_group_is_planned_as_if_it_were_alone(snaps: list[SnapInfo], policy: Policy) -> None:
+    for p in plan(snaps, policy, DEFAULT_GROUP_BY):
+        alone = [s for s in snaps if group_key(s, DEFAULT_GROUP_BY) == p.key]
+        assert apply_policy([(s.id, s.time) for s in alone], policy)[0] == p.keep
+
+
+def test_the_readme_policy_keeps_both_folders_of_one_repository() -> None:
+    # The reported loss: two folders backed up together each night, `--keep-daily 7 --keep-weekly 4`. Planned
+    # over all snapshots together the folder backed up a second earlier lost every snapshot.
+    night = dt.datetime(2026, 11, 30, 2, tzinfo=UTC)
+    snaps = [SnapInfo(f"{folder}{d}", night + dt.timedelta(days=d, seconds=i), "office", (f"/srv/{folder}",))
+             for d in range(10) for i, folder in enumerate(("a", "b"))]
+    plans = plan(snaps, Policy(daily=7, weekly=4), ("host", "paths"))
+    assert {p.key: len(p.keep) for p in plans} == {(("host", "office"), ("paths", "/srv/a")): 7,
+                                                   (("host", "office"), ("paths", "/srv/b")): 7}
+    # Without grouping (`--group-by none`, the old behaviour) the daily rule keeps one folder only.
+    alone = plan(snaps, Policy(daily=7), ())
+    assert {s[0] for s in alone[0].keep} == {"b"}
+
+
+def test_held_groups_keep_everything() -> None:
+    snaps = [SnapInfo(f"s{i}", t(2024, 1, 1 + i), "n", ("/gone" if i % 2 else "/here",)) for i in range(6)]
+    plans = plan(snaps, Policy(last=1), ("paths",),
+                 hold=lambda key: "removed" if dict(key)["paths"] == "/gone" else "")
+    by_path = {dict(p.key)["paths"]: p for p in plans}
+    assert by_path["/gone"].held == "removed" and by_path["/gone"].remove == []
+    assert len(by_path["/gone"].keep) == 3 and by_path["/here"].keep == ["s4"]
+
+
+def test_a_plan_that_would_lose_a_group_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard stands even if a future rule goes wrong: a planner that drops the newest snapshot of a
+    group makes plan() raise instead of returning something to delete."""
+    import peerbackup.core.retention as retention
+
+    snaps = [SnapInfo(f"s{i}", t(2024, 1, 1 + i), "h", ("/p",)) for i in range(3)]
+    monkeypatch.setattr(retention, "apply_policy", lambda pairs, policy: ([], [sid for sid, _ in pairs], {}))
+    with pytest.raises(RetentionRefused, match="every snapshot"):
+        plan(snaps, Policy(last=1))
+
+
+def test_group_by_parsing() -> None:
+    assert parse_group_by("host,paths") == ("host", "paths")
+    assert parse_group_by("paths,host") == ("host", "paths")
+    assert parse_group_by("none") == () and parse_group_by("") == ()
+    for bad in ("hosts", "host,host", "paths;tags"):
+        with pytest.raises(UsageError):
+            parse_group_by(bad)
+    with pytest.raises(UsageError):
+        plan([], Policy())
+    with pytest.raises(UsageError):
+        Policy(last=-2).check()
+
+
+def test_minus_one_keeps_without_limit() -> None:
+    snaps = [(f"s{i}", t(2024, 1, 1 + i)) for i in range(5)]
+    assert len(keep_of(snaps, Policy(last=-1))) == 5
+    assert len(keep_of(snaps, Policy(daily=-1))) == 5

@@ -13,6 +13,7 @@ from typing import Any
 from peerbackup.core.jobs import retention_job_id
 from peerbackup.net.proto import jobs as proto
 from tests.daemon.harness import Office, Peer, wait_for
+from tests.daemon.test_dashboard_api import get
 from tests.daemon.test_jobs import node_office
 from tests.daemon.test_peerstore import NODE, make_tree, repo, tree_hashes
 from tests.daemon.test_storage import call
@@ -61,6 +62,43 @@ def test_retention_forgets_by_policy_and_prunes_as_a_job_of_the_node(office: Off
     # No retention job without a new backup: the coordinator does not prune in a loop.
     assert sum(1 for e in node_events(a) if e["kind"] == "job.dispatched"
                and e["fields"].get("job_kind") == "retention") == 3
+
+
+def test_the_readme_policy_keeps_every_data_set_of_a_node(office: Office, tmp_path: Path) -> None:
+    """The data loss a new user met: two data sets and the README's own policy kept only one folder, because
+    retention applied the policy to all of the node's snapshots together. Grouped by data set, each folder
+    keeps its own newest snapshots; a snapshot of a path that is not a data set (an ad-hoc backup) is held."""
+    (a, _b, _c), src, home = node_office(office, tmp_path, ["beta", "gamma"], 3, 100_000,
+                                         timings={"prune_interval": "0"})
+    second = tmp_path / "second"
+    make_tree(second, 2, 50_000)
+    office.cli("dataset", "add", NODE, str(second), *home)
+    office.cli("node", "policy", NODE, "--keep-daily", "7", "--keep-weekly", "4", *home)
+    wait_for(lambda: a.status()["coordinator"] == a.peer_id, 20, "alpha coordinating")
+    for i in range(2):
+        (src / "changing.bin").write_bytes(os.urandom(10_000 + i))
+        out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)
+        assert out["state"] == "done" and len(out["snapshots"]) == 2, out
+        retention = retention_job_id(NODE, out["job"])
+        wait_for(lambda: any(e["kind"] in ("job.done", "job.failed") for e in node_events(a, retention)),  # noqa: B023
+                 60, f"retention job {i + 1}")
+    done = node_events(a, retention)[-1]
+    assert done["kind"] == "job.done", done
+    groups = {g["path"]: g for g in done["fields"]["groups"]}
+    assert set(groups) == {str(src), str(second)}
+    # Both backups fall on one day: each data set keeps the newer one, for the daily and the weekly rule.
+    assert all(g["kept"] == 1 and g["removed"] == 1 for g in groups.values()), groups
+    assert all(set(next(iter(g["why"].values())).split(",")) == {"daily", "weekly"} for g in groups.values())
+    snaps = json.loads(office.cli("snapshots", NODE, "--json", *home).out)
+    assert sorted(p for s in snaps for p in s["paths"]) == sorted([str(src), str(second)])
+    # The dashboard shows, per snapshot, what the next retention does with it and why.
+    code, body, _ = get(a, f"/v1/ui/snapshots?node={NODE}")
+    shown = json.loads(body)
+    assert code == 200 and [s["retention"] for s in shown] == [{"keep": True, "why": "daily, weekly"}] * 2
+    for path in (src, second):
+        target = tmp_path / f"out-{path.name}"
+        repo(office, a, "restore", "latest", "--path", str(path), "--target", str(target))
+        assert tree_hashes(target / path.relative_to("/")) == tree_hashes(path)
 
 
 def test_heartbeats_carry_progress_and_a_stalled_agent_is_replaced(office: Office, tmp_path: Path) -> None:

@@ -303,12 +303,15 @@ async function pageLog(main, params) {
 async function pageSnapshots(main, node) {
   const snaps = await api("GET", `/v1/ui/snapshots?node=${encodeURIComponent(node)}`);
   main.replaceChildren(h("h1", {}, `Snapshots of ${node}`), h("table", { id: "snapshots" }, h("thead", {}, h("tr", {},
-    ["Snapshot", "Time", "Agent", "Paths", "Files", "Added"].map((t) => h("th", {}, t)))),
+    ["Snapshot", "Time", "Agent", "Paths", "Files", "Added", "Retention"].map((t) => h("th", {}, t)))),
   h("tbody", {}, snaps.map((s) => h("tr", {},
     h("td", {}, h("a", { href: `#/browse/${encodeURIComponent(node)}/${s.id}?path=/` }, s.short_id)),
     h("td", {}, when(s.time)), h("td", {}, s.agent_name || s.agent || "–"), h("td", {}, s.paths.join(", ")),
     h("td", { class: "num" }, s.summary.files_new + s.summary.files_changed + s.summary.files_unmodified),
-    h("td", { class: "num" }, bytes(s.summary.bytes_added)))))));
+    h("td", { class: "num" }, bytes(s.summary.bytes_added)),
+    // What the node's next retention job does with it, per data set: kept by which rules, held, or removed.
+    h("td", { class: "retention" }, !s.retention ? "no policy"
+      : s.retention.keep ? `kept: ${s.retention.why}` : "removed by the next retention"))))));
 }
 
 async function download(node, snap, path) {
