@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,7 +93,20 @@ class Home:
         return self.path / name
 
     def create_dir(self) -> None:
+        """The home holds this peer's secret key and the invite secrets: a directory of this user's own,
+        0700. One that exists already (made by a plain `mkdir`, or by an older version) is tightened; one
+        that belongs to another user, or a shared directory such as /tmp, is refused: whoever may rename
+        files in it could replace the secrets."""
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = os.stat(self.path)
+        if st.st_uid != os.geteuid():
+            raise HomeError(f"the home {self.path} belongs to user id {st.st_uid}, not to this user "
+                            f"({os.geteuid()}): give peerbackup a directory of your own (--home)")
+        if st.st_mode & stat.S_ISVTX:
+            raise HomeError(f"{self.path} is a shared directory (sticky bit): give peerbackup a directory "
+                            "of its own inside it (--home)")
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.chmod(self.path, 0o700)
 
     def initialised(self) -> bool:
         return self.file(CERTIFICATE).exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 from peerbackup.core.crypto import ID_SIZE
 from peerbackup.core.objects import Kind
 from peerbackup.core.pack import BlobEntry
+from peerbackup.storage.sqlite import make_private
 
 _SCHEMA_VERSION = 1
 
@@ -46,10 +47,7 @@ def _private_dirs(path: Path) -> None:
 
 def _connect(path: Path) -> sqlite3.Connection:
     _private_dirs(path.parent)
-    # SQLite gives the -wal and -shm files the database file's mode: make it private first (a cache
-    # made by an older version was 0644).
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    os.chmod(path, 0o600)
+    make_private(path)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF")

@@ -13,9 +13,25 @@ import aiosqlite
 
 from peerbackup.errors import HomeError
 
+SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def make_private(path: str | os.PathLike[str]) -> None:
+    """The database file and the files SQLite keeps beside it, readable by this user only: they hold invite
+    secrets, nonces and the backed-up files' names. SQLite gives a new -wal/-shm the database's mode, so the
+    database is made 0600 first; sidecars an older version left 0644 are tightened too."""
+    base = os.fspath(path)
+    os.close(os.open(base, os.O_CREAT | os.O_WRONLY, 0o600))
+    for name in (base, *(base + s for s in SIDECARS)):
+        try:
+            os.chmod(name, 0o600)  # exactly, whatever the umask
+        except FileNotFoundError:
+            continue
+
 
 async def open_db(path: str | os.PathLike[str], schema: str, what_to_do: str) -> aiosqlite.Connection:
     """A WAL, synchronous=FULL connection; a damaged file is a clear HomeError, never a hang."""
+    await asyncio.to_thread(make_private, path)
     db = await aiosqlite.connect(os.fspath(path))
     try:
         await db.execute("PRAGMA journal_mode=WAL")
