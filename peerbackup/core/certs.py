@@ -148,17 +148,24 @@ class Certificate:
 
 @dataclass(frozen=True)
 class Revocation:
+    """An office-signed removal of a member. `cutoff` is the removed writer's last accepted seq in each log,
+    as the removing admin held them: signed with the rest, so nobody who relays the revocation can lower it
+    and have the removed writer's earlier events (its member.adds, the node keys it sealed) dropped. None in a
+    revocation of an older version, which carried the cutoff in its event only."""
+
     office: str
     peer_id: str
     at: int
     reason: str
     raw: bytes = b""
+    cutoff: dict[str, int] | None = None
 
     @classmethod
-    def issue(cls, office_key: SigningKey, peer_id: str, now: int, reason: str = "") -> Revocation:
+    def issue(cls, office_key: SigningKey, peer_id: str, now: int, reason: str = "",
+              cutoff: dict[str, int] | None = None) -> Revocation:
         body = codec.pack({
             "v": CERT_VERSION, "office": fingerprint_of(office_key.public_key), "revoked": peer_id,
-            "at": now, "reason": reason[:200],
+            "at": now, "reason": reason[:200], **({"cutoff": dict(cutoff)} if cutoff is not None else {}),
         })
         return cls.from_bytes(_signed(body, office_key.sign(body)), office_key.public_key)
 
@@ -166,8 +173,21 @@ class Revocation:
     def from_bytes(cls, data: bytes, office_key: bytes) -> Revocation:
         what = "revocation"
         obj, office, peer_id = _office_signed(data, office_key, what, "revoked")
+        cutoff = obj.get("cutoff")
+        if cutoff is not None and not valid_cutoff(cutoff):
+            raise FormatError(what, "bad cutoff")
         return cls(office=office, peer_id=peer_id, at=codec.field(obj, "at", int, what),
-                   reason=codec.field(obj, "reason", str, what), raw=bytes(data))
+                   reason=codec.field(obj, "reason", str, what), raw=bytes(data), cutoff=cutoff)
+
+
+MAX_SEQ = 2**63 - 1
+
+
+def valid_cutoff(cutoff: Any) -> bool:
+    """{log name: seq}: a removed writer's last accepted seq per log, within the bounds of a seq."""
+    return isinstance(cutoff, dict) and len(cutoff) <= 100_000 and all(
+        isinstance(k, str) and 0 < len(k) <= 80 and isinstance(v, int) and not isinstance(v, bool)
+        and 0 <= v <= MAX_SEQ for k, v in cutoff.items())
 
 
 def _office_signed(data: bytes, office_key: bytes, what: str, peer_field: str) -> tuple[dict[Any, Any], str, str]:

@@ -14,7 +14,9 @@ seen, whatever order they arrive in (tested with Hypothesis):
   feed at the lowest fork point it learns of;
 - a **revocation** event (carrying the office-signed revocation) records the
   revoked writer's last accepted seq per log; the writer's later events are
-  dropped and refused. Several revocations of one peer: the lowest cutoff wins.
+  dropped and refused. Only an admin writes one, and the cutoff is the one the
+  office key signed inside the revocation (older revocations carried it in the
+  admin's event only). Several revocations of one peer: the lowest cutoff wins.
   A valid revocation event is kept as evidence and travels with the heads even
   when its own feed later drops it (a fork, its writer's removal), so its
   cutoff applies everywhere whatever the order of arrival.
@@ -32,7 +34,7 @@ from typing import Any
 
 from peerbackup.core import alerts, nodelog
 from peerbackup.core import hlc as hlcmod
-from peerbackup.core.certs import Certificate, Revocation
+from peerbackup.core.certs import Certificate, Revocation, valid_cutoff
 from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, decode_event, make_event, signed_by
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.nodes import NODE_KINDS, Node, check_fields, check_node_name, derive_nodes
@@ -200,14 +202,19 @@ class LogState:
                     return "member.add without a certificate"
                 Certificate.from_bytes(raw, self.office_key)
             elif ev.kind == MEMBER_REVOKE:
-                # The office key's signature inside is the authority, whoever relays it.
+                # Only an admin writes a removal, and the cutoff it applies is the one the office key signed
+                # inside the revocation: a member relaying a public revocation with a cutoff of its own
+                # choosing (an empty one drops every event the removed peer ever wrote, the node keys it
+                # sealed among them) is refused.
+                if not cert.has_role("admin"):
+                    return f"{ev.feed} is not an admin and cannot write a member's removal"
                 raw = ev.fields.get("revocation")
                 cutoff = ev.fields.get("cutoff")
-                if not isinstance(raw, bytes) or not isinstance(cutoff, dict):
-                    return "member.revoke without a revocation or cutoff"
-                if not all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in cutoff.items()):
-                    return "member.revoke with a bad cutoff"
-                Revocation.from_bytes(raw, self.office_key)
+                if not isinstance(raw, bytes) or not valid_cutoff(cutoff):
+                    return "member.revoke without a revocation or a well-formed cutoff"
+                rev = Revocation.from_bytes(raw, self.office_key)
+                if rev.cutoff is not None and rev.cutoff != cutoff:
+                    return "member.revoke with a cutoff other than the one its revocation signs"
             elif ev.kind == COORDINATOR_CLAIM:
                 if not cert.has_role("coordinator"):
                     return f"{ev.feed} is not coordinator-eligible"

@@ -391,11 +391,13 @@ class PeerService:
             raise UsageError(f"{peer_id} has been removed already")
         if peer_id not in self.membership.certs:
             raise UsageError(f"{peer_id} is not a member this peer knows")
-        rev = Revocation.issue(self.ident.office_key, peer_id, int(self.clock()), reason)
+        # The removed writer's last accepted seq in every log we hold: later events are refused. Signed into
+        # the revocation, so that whoever relays it cannot lower it.
+        cutoff = {} if self.logs is None else {
+            log: seq for (log, feed), seq in self.logs.state.heads.items() if feed == peer_id}
+        rev = Revocation.issue(self.ident.office_key, peer_id, int(self.clock()), reason, cutoff)
         known = await self.state.addresses()  # before the revocation drops the removed peer's addresses
         if self.logs is not None:
-            # The removed writer's last accepted seq in every log we hold: later events are refused.
-            cutoff = {log: seq for (log, feed), seq in self.logs.state.heads.items() if feed == peer_id}
             await self.logs.append("member.revoke", {"revocation": rev.raw, "cutoff": cutoff})
         await self.add_revocation(rev.raw)
         # Tell every live member now rather than at the next heartbeat's digest mismatch.

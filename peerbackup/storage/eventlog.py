@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS forks (
     PRIMARY KEY (log, feed));
 CREATE TABLE IF NOT EXISTS evidence (id BLOB PRIMARY KEY, raw BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS clock (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dropped (
+    id BLOB PRIMARY KEY, log TEXT NOT NULL, feed TEXT NOT NULL, seq INTEGER NOT NULL, raw BLOB NOT NULL)
+    WITHOUT ROWID;
 """
 
 
@@ -67,6 +70,10 @@ class EventStore:
                 await self.db.execute("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)",
                                       (ev.log, ev.feed, ev.seq, ev.id, ev.hlc, ev.raw))
             for ev in outcome.removed:
+                # Out of the logs, never out of the file: an event dropped by a removal's cutoff or a fork
+                # (a node.add with its sealed keys, say) stays in `dropped`, where an admin can still find it.
+                await self.db.execute("INSERT OR IGNORE INTO dropped VALUES (?, ?, ?, ?, ?)",
+                                      (ev.id, ev.log, ev.feed, ev.seq, ev.raw))
                 await self.db.execute("DELETE FROM events WHERE log = ? AND feed = ? AND seq = ?",
                                       (ev.log, ev.feed, ev.seq))
             if outcome.proof is not None and outcome.event is not None:
@@ -81,6 +88,12 @@ class EventStore:
         except BaseException:
             await self.db.rollback()
             raise
+
+    @serialized
+    async def dropped(self) -> list[bytes]:
+        """Every event ever dropped from the logs (by a cutoff or a fork), in (log, feed, seq) order."""
+        async with self.db.execute("SELECT raw FROM dropped ORDER BY log, feed, seq") as cur:
+            return [r[0] for r in await cur.fetchall()]
 
     @serialized
     async def pull(self, log: str, feed: str, start: int, limit: int) -> list[bytes]:

@@ -76,8 +76,11 @@ def claim(term: int) -> dict[str, Any]:
 
 
 def revoke_fields(peer: SigningKey, cutoff: dict[str, int], office_key: SigningKey = OFFICE_KEY,
-                  at: int = NOW) -> dict[str, Any]:
-    return {"revocation": Revocation.issue(office_key, peer.peer_id, at, "left").raw, "cutoff": cutoff}
+                  at: int = NOW, signed: bool = True) -> dict[str, Any]:
+    """A member.revoke's fields as remove-peer writes them: the cutoff signed inside the revocation too
+    (signed=False: as an older version wrote them, the cutoff in the event only)."""
+    rev = Revocation.issue(office_key, peer.peer_id, at, "left", cutoff if signed else None)
+    return {"revocation": rev.raw, "cutoff": cutoff}
 
 
 @dataclass
@@ -338,9 +341,15 @@ def test_an_unknown_log_is_refused() -> None:
     (BOB, "schedule.set", {"at": "02:00"}, "unknown control event 'schedule.set' from a non-admin"),
     (ADMIN, MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 0}, office_key=OTHER_OFFICE_KEY), "member.revoke: "),
     (ADMIN, MEMBER_REVOKE, {"revocation": Revocation.issue(OFFICE_KEY, DAVE.peer_id, NOW).raw},
-     "member.revoke without a revocation or cutoff"),
-    (ADMIN, MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: -1}), "member.revoke with a bad cutoff"),
-    (ADMIN, MEMBER_REVOKE, {**revoke_fields(DAVE, {}), "cutoff": {1: 2}}, "member.revoke with a bad cutoff"),
+     "member.revoke without a revocation or a well-formed cutoff"),
+    (ADMIN, MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: -1}, signed=False),
+     "member.revoke without a revocation or a well-formed cutoff"),
+    (ADMIN, MEMBER_REVOKE, {**revoke_fields(DAVE, {}), "cutoff": {1: 2}},
+     "member.revoke without a revocation or a well-formed cutoff"),
+    (ADMIN, MEMBER_REVOKE, {**revoke_fields(DAVE, {CONTROL_LOG: 3}), "cutoff": {}},
+     "a cutoff other than the one its revocation signs"),
+    (BOB, MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 0}), "cannot write a member's removal"),
+    (BOB, MEMBER_REVOKE, revoke_fields(DAVE, {}, signed=False), "cannot write a member's removal"),
 ])
 def test_authority_is_checked_per_control_kind(writer: SigningKey, kind: str, fields: dict[str, Any],
                                                reason: str) -> None:
@@ -357,8 +366,11 @@ def test_what_authority_allows() -> None:
     assert add(s, a.next(MEMBER_ADD, {"cert": CERT_B.raw})).verdict == ACCEPTED
     assert add(s, a.next("schedule.set", {"at": "02:00"})).verdict == ACCEPTED  # any kind from an admin
     assert add(s, b.next(COORDINATOR_CLAIM, claim(1))).verdict == ACCEPTED
-    # The office signature inside a revocation is the authority, whoever relays it.
+    # Only an admin writes a removal: a member relaying a public revocation is refused, whatever its cutoff.
     out = add(s, b.next(MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 0})))
+    assert out.verdict == REFUSED and "cannot write a member's removal" in out.reason
+    assert s.cutoffs == {}
+    out = add(s, a.next(MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 0})))
     assert out.verdict == ACCEPTED
     assert s.cutoffs == {DAVE.peer_id: {CONTROL_LOG: 0}}
     # In a node's log (core/nodelog.py): only its own kinds, each from the role that writes it, naming
@@ -554,7 +566,7 @@ def test_several_revocations_the_lowest_cutoff_wins() -> None:
     a = Feed(ADMIN)
     r3 = a.next(MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 3}))
     r1 = a.next(MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 1}, at=NOW + 1))
-    b = Feed(BOB)  # the same two cutoffs, relayed in the other order by another writer
+    b = Feed(ADMIN)  # the same two cutoffs, written in the other order
     b1 = b.next(MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 1}, at=NOW + 1))
     b3 = b.next(MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 3}))
     for revs in ([r3, r1], [b1, b3]):
@@ -790,8 +802,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             if node is not None:
                 cutoff[NODE_D] = node
             cutoffs.append(cutoff)
-            relay = feeds[draw(st.sampled_from([ADMIN.peer_id, BOB.peer_id]))]
-            events.append(relay.next(MEMBER_REVOKE, revoke_fields(DAVE, cutoff, at=NOW + len(cutoffs)), hlc=tick()))
+            signed = draw(st.booleans())  # as written now, or by an older version (cutoff in the event only)
+            events.append(a.next(MEMBER_REVOKE, revoke_fields(DAVE, cutoff, at=NOW + len(cutoffs), signed=signed),
+                                 hlc=tick()))
         else:
             term += 1
             events.append(feeds[step].next(COORDINATOR_CLAIM, claim(term), hlc=tick()))

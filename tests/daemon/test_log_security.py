@@ -37,6 +37,7 @@ import hashlib
 import json
 import re
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -50,7 +51,7 @@ from aiohttp import web
 
 from peerbackup.core import codec
 from peerbackup.core import hlc as hlcmod
-from peerbackup.core.certs import Certificate
+from peerbackup.core.certs import Certificate, Revocation
 from peerbackup.core.events import CONTROL_LOG, EVENT_VERSION, GENESIS, decode_event, make_event
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.logstate import COORDINATOR_CLAIM, MEMBER_ADD
@@ -67,7 +68,8 @@ SKEW = 120.0  # the default clock_skew (the harness does not change it)
 # control log holds only what the test makes happen.
 TIMINGS = {"lease": "600", "renew": "300"}
 DAEMONS = ("alpha", "beta", "gamma")
-MEMBER_ROLES = {"sybil": ["storage"]}  # the other members have the default roles (agent, storage, coordinator)
+# The other members have the default roles (agent, storage, coordinator).
+MEMBER_ROLES = {"sybil": ["storage"], "stan": ["storage"]}
 WAIT = 20.0
 
 
@@ -212,7 +214,8 @@ def start_office(office: Office, members: tuple[str, ...]) -> Acme:
 def acme_office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Acme]:
     office = Office(Path(tmp_path_factory.mktemp("acme")))
     try:
-        yield start_office(office, ("oscar", "peggy", "mallory", "trudy", "victor", "sybil", "walter"))
+        yield start_office(office, ("oscar", "peggy", "mallory", "trudy", "victor", "sybil", "walter", "rita",
+                                    "stan"))
     finally:
         office.close()
 
@@ -733,6 +736,55 @@ def test_event_by_removed_writer_relayed_after_removal_is_refused_on_every_peer(
         events = office_log(acme, n, cli=True)
         mallorys = [(e["seq"], e["id"]) for e in events if e["writer"] == mallory.peer_id]
         assert mallorys == [(1, eid(first).hex())], (n.name, mallorys)
+
+
+def test_a_member_relaying_a_public_revocation_with_its_own_cutoff_erases_nothing(acme: Acme) -> None:
+    """Issue 14, finding 1: after any remove-peer the revocation is public in the control log. A storage-only
+    member running modified software wrote it again into its own feed with an empty cutoff, and every peer
+    dropped every event the removed peer had ever written (its member.adds, the node keys it sealed).
+    Now only an admin writes a removal, and the cutoff is the one signed inside the revocation."""
+    rita, stan = acme.members["rita"], acme.members["stan"]
+    first = genuine(rita.key, 1, GENESIS, 3)
+    with EvilPeer(rita, acme.nodes) as evil:
+        evil.serve({"*": [first]})
+        for n in acme.nodes:
+            evil.poke(n)
+        for n in acme.nodes:
+            wait_for(partial(holds, n, first), WAIT, f"{n.name} to accept rita's claim")
+    acme.converged()
+    acme.office.cli("remove-peer", "--home", str(acme.alpha.peer.home), "rita")
+    for n in acme.nodes:
+        wait_for(lambda n=n: "rita" not in n.peer.peers(), WAIT, f"{n.name} to apply rita's removal")  # type: ignore[misc]
+    before = acme.converged()
+    (revocation,) = [decode_event(raw).fields["revocation"] for raw in read_control_events(acme.alpha)
+                     if decode_event(raw).kind == "member.revoke"
+                     and Revocation.from_bytes(decode_event(raw).fields["revocation"],
+                                               acme.alpha.ident.office.public_key).peer_id == rita.peer_id]
+    relayed = make_event(stan.key, CONTROL_LOG, 1, GENESIS, now_hlc(), "member.revoke",
+                         {"revocation": revocation, "cutoff": {}}).raw
+    reason = "is not an admin and cannot write a member's removal"
+    with EvilPeer(stan, acme.nodes) as relay:
+        relay.serve({"*": [relayed]})
+        for n in acme.nodes:
+            relay.poke(n)
+        for n in acme.nodes:
+            wait_for(partial(more_lines, n, "log.refused", stan.peer_id, reason, 0), WAIT,
+                     f"{n.name} to refuse stan's removal of rita")
+    assert acme.converged() == before
+    for n in acme.nodes:
+        assert holds(n, first), f"{n.name} dropped rita's claim"
+        assert not holds(n, relayed)
+        assert_healthy_and_alerted(acme, n, [{"verdict": "refused", "feed": stan.peer_id, "source": stan.peer_id,
+                                              "reason": reason}])
+
+
+def read_control_events(node: Node) -> list[bytes]:
+    """The raw control-log events a daemon stored (its events.db, read beside the running daemon)."""
+    db = sqlite3.connect(f"file:{node.peer.home / 'events.db'}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in db.execute("SELECT raw FROM events WHERE log = ?", (CONTROL_LOG,))]
+    finally:
+        db.close()
 
 
 # ---- 5: a re-encoded event ----------------------------------------------------------------------------
