@@ -18,7 +18,7 @@ from peerbackup.core.crypto import KdfParams
 from peerbackup.core.retention import Policy, apply_policy
 from peerbackup.core.snapshot import Snapshot
 from peerbackup.core.tree import DIR, Node
-from peerbackup.engine.backup import Archiver
+from peerbackup.engine.backup import Archiver, tally
 from peerbackup.engine.check import check
 from peerbackup.engine.diff import diff_trees
 from peerbackup.engine.excludes import Excluder, read_exclude_file
@@ -177,18 +177,23 @@ def cmd_backup(args: argparse.Namespace) -> int:
         repo.close()
     snap, errors = result.snapshot, result.errors
     s = snap.summary
+    failed = {str(f): f for f in result.failures}
     if args.json:
-        _print_json({"snapshot": _snap_json(snap), "errors": errors})
+        _print_json({"snapshot": _snap_json(snap), "errors": errors,
+                     "failures": [{"path": f.path, "reason": f.reason, "message": f.message}
+                                  for f in result.failures]})
     else:
         for e in errors:
-            print(f"error: {e}", file=sys.stderr)
+            f = failed.get(e)
+            print(f"error: {f.path}: {f.reason} ({f.message})" if f else f"error: {e}", file=sys.stderr)
         print(f"Files: {s.files_new} new, {s.files_changed} changed, {s.files_unmodified} unmodified")
         print(f"Dirs:  {s.dirs}")
         print(f"Added: {human_bytes(s.bytes_added)} ({human_bytes(s.bytes_stored)} stored)")
         print(f"Processed {human_bytes(s.bytes_processed)} in {s.duration:.2f} s")
         print(f"snapshot {snap.short_id} saved")
     if errors:
-        print(PartialBackup(snap.short_id, len(errors)).message(), file=sys.stderr)
+        why = tally([f.reason for f in result.failures])
+        print(PartialBackup(snap.short_id, len(errors)).message() + (f" ({why})" if why else ""), file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_OK
 
