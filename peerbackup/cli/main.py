@@ -15,10 +15,11 @@ from peerbackup import __version__
 from peerbackup.cli.officerepo import is_office, open_office
 from peerbackup.cli.progress import Progress, human_bytes
 from peerbackup.core.crypto import KdfParams
+from peerbackup.core.jobs import tally
 from peerbackup.core.retention import Policy, apply_policy
 from peerbackup.core.snapshot import Snapshot
 from peerbackup.core.tree import DIR, Node
-from peerbackup.engine.backup import Archiver, tally
+from peerbackup.engine.backup import Archiver
 from peerbackup.engine.check import check
 from peerbackup.engine.diff import diff_trees
 from peerbackup.engine.excludes import Excluder, read_exclude_file

@@ -124,6 +124,14 @@ def _may(ev: Event, st: JobState | None, claims: Collection[tuple[int, str]]) ->
     return True
 
 
+def tally(reasons: Iterable[str]) -> str:
+    """'2 permission denied, 1 not found': how many files failed for each reason, most first."""
+    counts: dict[str, int] = {}
+    for r in reasons:
+        counts[r] = counts.get(r, 0) + 1
+    return ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda rn: (-rn[1], rn[0])))
+
+
 def retention_job_id(node: str, after: str) -> str:
     """The retention job that follows backup job `after`: one per backup, whichever coordinator starts it."""
     return "retention-" + hashlib.blake2b(f"{node}\0{after}".encode(), digest_size=10).hexdigest()

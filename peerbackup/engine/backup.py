@@ -137,14 +137,6 @@ class FileFailure:
         return f"{self.path}: {self.message}"
 
 
-def tally(reasons: list[str]) -> str:
-    """'2 permission denied, 1 not found': how many files failed for each reason, most first."""
-    counts: dict[str, int] = {}
-    for r in reasons:
-        counts[r] = counts.get(r, 0) + 1
-    return ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda rn: (-rn[1], rn[0])))
-
-
 @dataclass
 class BackupResult:
     snapshot: Snapshot

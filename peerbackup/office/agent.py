@@ -31,6 +31,7 @@ from peerbackup.engine.prune import forget_snapshots, prune
 from peerbackup.engine.repository import Repository
 from peerbackup.errors import PeerBackupError, UsageError
 from peerbackup.net.client import PeerClient
+from peerbackup.net.proto.probe import MISSING
 from peerbackup.office.peerstore import PeerStore, StoragePeer, StoreClient, UploadLimit, open_config
 
 T = TypeVar("T")
@@ -78,7 +79,7 @@ class RecordProgress:
         pass  # the backup's result lists them
 
 
-ELSEWHERE, MISSING = "elsewhere", "missing"  # given to other agents; not on this machine (yet)
+ELSEWHERE = "elsewhere"  # a data set given to other agents only; MISSING: not on this machine (yet)
 
 
 def readable(datasets: list[Dataset], me: str) -> tuple[list[Dataset], list[FileFailure]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from peerbackup.core.jobs import tally
 from peerbackup.engine.backup import (
     CHANGED,
     DENIED,
@@ -21,7 +22,6 @@ from peerbackup.engine.backup import (
     FileFailure,
     NoProgress,
     reason_of,
-    tally,
 )
 from peerbackup.engine.repository import Repository
 from tests.helpers import unopenable
