@@ -309,9 +309,11 @@ class LogService:
                           "keys_for": sorted(names.get(p, p) for p in f["keys"])}
                 fields = {k: v for k, v in fields.items() if v is not None}
             else:
+                # Lists of text, and of maps of text (a partial job.done's failed paths with their reasons).
                 fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.fields.items()
                           if isinstance(v, (bytes, str, int, float, bool))
-                          or (isinstance(v, list) and all(isinstance(x, str) for x in v))}
+                          or (isinstance(v, list) and all(isinstance(x, str) or (isinstance(x, dict) and all(
+                              isinstance(y, str) for y in x.values())) for x in v))}
         except (FormatError, UnsupportedVersion, KeyError, TypeError):
             fields = {"undecodable": True}
         when = dt.datetime.fromtimestamp(hlcmod.wall_ms(ev.hlc) / 1000, dt.UTC)
