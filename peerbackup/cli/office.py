@@ -263,8 +263,8 @@ def cmd_storage(args: argparse.Namespace) -> int:
              p["peer_id"]] for p in out["peers"]]
     print(table(["NAME", "STATE", "USED", "QUOTA", "PACKS", "PEER"], rows, right=(2, 3, 4), shrink=(0,)))
     if out["under_replicated"] is None:
-        print("under-replicated files: not checked yet (no repair round on this peer since it started; the "
-              "coordinator runs one every repair_interval, --repair-now runs one here)")
+        print("under-replicated files: not checked yet (no repair round here since start;\n"
+              "  the coordinator runs one every repair_interval, --repair-now runs one here)")
     else:
         print(f"under-replicated files: {out['under_replicated']}")
     for what, result in ran.items():
