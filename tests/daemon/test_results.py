@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, expect
 
 from peerbackup.net.proto import probe
 from tests.daemon.harness import Office, wait_for
 from tests.daemon.test_alerts import FAST_ALERTS, alert_events, of_kind, set_alerts
+from tests.daemon.test_dashboard_browser import browser
 from tests.daemon.test_jobs import node_office
 from tests.daemon.test_metrics import free_port, scrape
 from tests.daemon.test_peerstore import NODE, start_office
@@ -22,7 +24,9 @@ from tests.daemon.test_storage import call
 from tests.helpers import unopenable
 from tests.receivers import SmtpReceiver, WebhookReceiver, smtp, webhook
 
-__all__ = ["smtp", "webhook"]  # the fixtures, used by name below
+__all__ = ["browser", "smtp", "webhook"]  # the fixtures, used by name below
+
+AMBER = "rgb(181, 71, 8)"  # --warn in app.css
 
 
 @pytest.mark.timeout(240)
@@ -142,3 +146,32 @@ def test_storage_says_not_checked_until_a_repair_round_has_run(office: Office, t
     report = json.loads(office.cli("storage", "--json", "--repair-now", *home).out)
     assert report["under_replicated"] == 0 and report["last_repair"]["nodes"][NODE]["files"] == 0
     assert "under-replicated files: 0" in office.cli("storage", *home).out
+
+
+def test_the_dashboard_shows_a_partial_backup_in_amber_with_its_paths(office: Office, tmp_path: Path,
+                                                                       browser: Browser) -> None:
+    (a, _b), src, home = node_office(office, tmp_path, ["beta"], 2, 10_000, replicas=1)
+    locked = src / "locked.db"
+    with unopenable(locked):
+        wait_for(lambda: a.status()["coordinator"], 20, "a coordinator")
+        res = office.cli("backup", NODE, "--wait", "--json", *home, check=False, timeout=120)
+    assert res.rc == 3, res.err
+    job = json.loads(res.out)["job"]
+    url = office.cli("ui", *home).out.strip()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.goto(url.split("#")[0] + f"#/job/{job}")
+    text = page.locator("#progress-text")
+    expect(text).to_contain_text("partial · done by beta")
+    expect(text).to_contain_text("but 1 file(s) or data set(s) could not be backed up")
+    assert text.evaluate("e => getComputedStyle(e).color") == AMBER
+    expect(page.locator("#failed li")).to_have_text([f"permission denied {locked}"])
+    page.goto(url.split("#")[0] + "#/nodes")
+    card = page.locator(f"section[data-node='{NODE}']")
+    badge = card.locator(".kv .badge.state-partial").first
+    expect(badge).to_have_text("partial")
+    assert badge.evaluate("e => getComputedStyle(e).color") == AMBER
+    expect(card.locator("ul.last-failed li")).to_have_text([f"permission denied {locked}"])
+    assert errors == []
