@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import stat
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,43 @@ def snapshot_of(root: Path) -> dict[str, tuple[object, ...]]:
             out[rel] = (kind, stat.S_IMODE(st.st_mode) if not stat.S_ISLNK(st.st_mode) else None,
                         st.st_uid, st.st_gid, mtime, content, link_group is not None, xattrs)
     return out
+
+
+# sysfs attributes with no read side: the kernel refuses to open them for reading, even to root (EACCES).
+WRITE_ONLY_SYSFS = ("/sys/bus/pci/rescan", "/sys/kernel/mm/ksm/run", "/sys/power/wakeup_count")
+
+
+def _write_only_sysfs() -> str:
+    for candidate in WRITE_ONLY_SYSFS:
+        if os.path.exists(candidate) and os.stat(candidate).st_mode & 0o444 == 0:
+            return candidate
+    for root, _dirs, files in os.walk("/sys/bus"):
+        for name in files:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(path).st_mode) and os.lstat(path).st_mode & 0o444 == 0:
+                    return path
+    raise AssertionError("no write-only sysfs attribute to make a file root cannot open")
+
+
+@contextlib.contextmanager
+def unopenable(path: Path) -> Iterator[None]:
+    """A regular file at `path` that open() for reading refuses with EACCES, as root too: mode 0 for a
+    normal user; for root (who may read a mode-0 file) a write-only sysfs attribute bind-mounted over
+    it. Undone on leaving."""
+    path.write_bytes(b"placeholder")
+    if os.geteuid() != 0:
+        path.chmod(0)
+        try:
+            yield
+        finally:
+            path.chmod(0o644)
+        return
+    subprocess.run(["mount", "--bind", _write_only_sysfs(), str(path)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
 
 
 @dataclass

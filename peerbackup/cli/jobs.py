@@ -18,11 +18,12 @@ from typing import Any
 
 from peerbackup.cli.progress import Progress
 from peerbackup.cli.tables import duration, table
+from peerbackup.core.jobs import PARTIAL, tally
 from peerbackup.core.nodelog import node_log
 from peerbackup.core.nodes import POLICY_UNITS
 from peerbackup.core.schedule import Schedule, next_slot, zone
 from peerbackup.core.settings import parse_duration
-from peerbackup.errors import UsageError
+from peerbackup.errors import PartialBackup, UsageError
 
 EXIT_OK = 0
 
@@ -59,7 +60,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.path!r}: give the data set's absolute path, as the agents see it")
     on = [_resolve_peer(home, p) for p in args.on or []]
     out = _api(home, "POST", "/v1/datasets", {"node": args.node, "path": args.path, "on": on,
-                                              "exclude": args.exclude or []})
+                                              "exclude": args.exclude or [], "allow_missing": args.allow_missing})
     if args.json:
         _print_json(out)
     else:
@@ -157,14 +158,45 @@ def cmd_backup(args: argparse.Namespace) -> int:
         progress.stop()
     if end is None:
         raise UsageError(f"job {out['job']} did not finish within {args.timeout} (see `peerbackup log {args.node}`)")
-    out.update(state=end["kind"].split(".")[1], snapshots=end.get("snapshots", []), reason=end.get("reason"))
+    state = outcome(end)
+    out.update(state=state, snapshots=end.get("snapshots", []), reason=end.get("reason"))
+    if state == PARTIAL:
+        out.update(failures=end.get("failures", 0), failed=end.get("failed", []))
     if args.json:
         _print_json(out)
-    elif end["kind"] == "job.done":
-        print(f"done: snapshot {', '.join(s[:8] for s in end.get('snapshots', []))} by {end['writer_name']}")
-    else:
+    elif state == "failed":
         print(f"failed on {end['writer_name']}: {end.get('reason')}")
-    return EXIT_OK if end["kind"] == "job.done" else 1
+    else:
+        print(f"{state}: snapshot {', '.join(s[:8] for s in end.get('snapshots', []))} by {end['writer_name']}")
+        if state == PARTIAL:
+            print(partial_summary(end), file=sys.stderr)
+            for line in failed_lines(end):
+                print(line, file=sys.stderr)
+    return {"done": EXIT_OK, PARTIAL: PartialBackup.exit_code}.get(state, 1)
+
+
+def outcome(end: dict[str, Any]) -> str:
+    """done, partial or failed: how a job's end event (flat, as node_events gives it) says it ended."""
+    if end["kind"] != "job.done":
+        return "failed"
+    return PARTIAL if end.get("result") == PARTIAL else "done"
+
+
+def partial_summary(end: dict[str, Any]) -> str:
+    """'partial: 3 file(s) or data set(s) could not be backed up: 2 permission denied, 1 not found'."""
+    failed = end.get("failed", [])
+    count = end.get("failures", len(failed))
+    why = tally([str(f.get("reason")) for f in failed])
+    listed = f" among the {len(failed)} listed" if count > len(failed) else ""
+    return f"partial: {count} file(s) or data set(s) could not be backed up" + (f": {why}{listed}" if why else "")
+
+
+def failed_lines(end: dict[str, Any]) -> list[str]:
+    """One indented line per failing path of a partial job's end, and how many more it counted."""
+    failed = end.get("failed", [])
+    lines = [f"    {f.get('reason')}: {f.get('path')}" for f in failed]
+    more = int(end.get("failures", len(failed))) - len(failed)
+    return lines + ([f"    ... and {more} more"] if more > 0 else [])
 
 
 def _follow(home: Any, node: str, job: str, deadline: float, progress: Progress) -> dict[str, Any] | None:
@@ -213,7 +245,7 @@ def _print_event(e: dict[str, Any], as_json: bool) -> None:
     if e.get("agent_name"):
         shown["agent"] = f"{e['agent_name']}({e['agent']})"
     rest = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in shown.items()
-                    if k not in ("id", "time", "kind", "node", "writer", "writer_name", "agent_name")
+                    if k not in ("id", "time", "kind", "node", "writer", "writer_name", "agent_name", "failed")
                     and v is not None)
     line = f"{e['time'][:19].replace('T', ' ')}Z {e['writer_name'] or e['writer']:<8} {e['kind']:<15} {rest}"
     if sys.stdout.isatty():  # one event a line on a terminal; the whole event is in --json
@@ -224,6 +256,8 @@ def _print_event(e: dict[str, Any], as_json: bool) -> None:
         why = "; ".join(f"{sid[:8]} {rules}" for sid, rules in g.get("why", {}).items())
         print(f"    {g.get('path')}: kept {g.get('kept')}, removed {g.get('removed')}"
               + (f" (held: {g['held']})" if g.get("held") else f" ({why})" if why else ""), flush=True)
+    if e["kind"] == "job.done" and outcome(e) == PARTIAL:  # what the snapshots lack, a path a line
+        print("\n".join(failed_lines(e)), flush=True)
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -259,13 +293,17 @@ def cmd_node_snapshots(args: argparse.Namespace) -> int:
 
     repo = _open(_node_repo_args(args))
     snaps = repo.snapshots(errors=[])
+    # A snapshot saved without some files (they could not be read) is partial; `log NODE` lists them.
+    def result(s: Any) -> str:
+        return f"partial ({s.summary.errors})" if s.summary.errors else "done"
+
     if args.json:
         _print_json([{**_snap_json(s), "agent": s.extra.get("agent"), "agent_name": s.extra.get("agent_name"),
-                      "job": s.extra.get("job")} for s in snaps])
+                      "job": s.extra.get("job"), "result": PARTIAL if s.summary.errors else "done"} for s in snaps])
         return EXIT_OK
-    print(table(["ID", "TIME", "AGENT", "PATHS"], [[s.short_id, _local_time(s.time_ns),
-                                                    s.extra.get("agent_name", s.host), ", ".join(s.paths)]
-                                                   for s in snaps], shrink=(2, 3)))
+    print(table(["ID", "TIME", "RESULT", "AGENT", "PATHS"],
+                [[s.short_id, _local_time(s.time_ns), result(s), s.extra.get("agent_name", s.host),
+                  ", ".join(s.paths)] for s in snaps], shrink=(3, 4)))
     print(f"{len(snaps)} snapshot(s) of {args.node}")
     return EXIT_OK
 
@@ -299,7 +337,8 @@ def add_parsers(add: Any) -> None:
     rs.add_argument("-q", "--quiet", action="store_true")
     b = add("backup", cmd_backup, "back a node up now: the coordinator dispatches it to an agent")
     b.add_argument("node")
-    b.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 if it failed")
+    b.add_argument("--wait", action="store_true",
+                   help="wait for the job to end; exit 1 if it failed, 3 if partial (some files not backed up)")
     b.add_argument("--timeout", default="4h", help="how long --wait waits (default 4h)")
     lg = add("log", cmd_log, "a backup node's event log, merged in order")
     lg.add_argument("node")
@@ -311,6 +350,8 @@ def add_parsers(add: Any) -> None:
     d.add_argument("path", help="absolute path as the agents see it")
     d.add_argument("--on", action="append", metavar="PEER", help="only these peers can reach it (repeatable)")
     d.add_argument("--exclude", action="append", metavar="PATTERN")
+    d.add_argument("--allow-missing", action="store_true",
+                   help="add it even if no granted agent has the folder now (it will appear later)")
     s = add("schedule", cmd_schedule, "when a backup node is backed up (add on an admin)")
     s.add_argument("schedule_cmd", choices=["add", "list"])
     s.add_argument("node", nargs="?")

@@ -15,6 +15,7 @@ from peerbackup import __version__
 from peerbackup.cli.officerepo import is_office, open_office
 from peerbackup.cli.progress import Progress, human_bytes
 from peerbackup.core.crypto import KdfParams
+from peerbackup.core.jobs import tally
 from peerbackup.core.retention import DEFAULT_GROUP_BY, GroupPlan, Policy, parse_group_by, removals
 from peerbackup.core.snapshot import Snapshot
 from peerbackup.core.tree import DIR, Node
@@ -177,18 +178,23 @@ def cmd_backup(args: argparse.Namespace) -> int:
         repo.close()
     snap, errors = result.snapshot, result.errors
     s = snap.summary
+    failed = {str(f): f for f in result.failures}
     if args.json:
-        _print_json({"snapshot": _snap_json(snap), "errors": errors})
+        _print_json({"snapshot": _snap_json(snap), "errors": errors,
+                     "failures": [{"path": f.path, "reason": f.reason, "message": f.message}
+                                  for f in result.failures]})
     else:
         for e in errors:
-            print(f"error: {e}", file=sys.stderr)
+            f = failed.get(e)
+            print(f"error: {f.path}: {f.reason} ({f.message})" if f else f"error: {e}", file=sys.stderr)
         print(f"Files: {s.files_new} new, {s.files_changed} changed, {s.files_unmodified} unmodified")
         print(f"Dirs:  {s.dirs}")
         print(f"Added: {human_bytes(s.bytes_added)} ({human_bytes(s.bytes_stored)} stored)")
         print(f"Processed {human_bytes(s.bytes_processed)} in {s.duration:.2f} s")
         print(f"snapshot {snap.short_id} saved")
     if errors:
-        print(PartialBackup(snap.short_id, len(errors)).message(), file=sys.stderr)
+        why = tally([f.reason for f in result.failures])
+        print(PartialBackup(snap.short_id, len(errors)).message() + (f" ({why})" if why else ""), file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_OK
 

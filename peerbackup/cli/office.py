@@ -262,7 +262,11 @@ def cmd_storage(args: argparse.Namespace) -> int:
              "-" if p["quota"] is None else human_bytes(p["quota"]), "-" if p["packs"] is None else str(p["packs"]),
              p["peer_id"]] for p in out["peers"]]
     print(table(["NAME", "STATE", "USED", "QUOTA", "PACKS", "PEER"], rows, right=(2, 3, 4), shrink=(0,)))
-    print(f"under-replicated files: {out['under_replicated']}")
+    if out["under_replicated"] is None:
+        print("under-replicated files: not checked yet (no repair round here since start;\n"
+              "  the coordinator runs one every repair_interval, --repair-now runs one here)")
+    else:
+        print(f"under-replicated files: {out['under_replicated']}")
     for what, result in ran.items():
         print(f"{what}: " + ", ".join(f"{k} {v}" for k, v in sorted(_flat(result).items())))
     return EXIT_OK

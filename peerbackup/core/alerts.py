@@ -17,6 +17,9 @@ not alerted again, until its condition clears:
   purpose). Consecutive bad slots of one schedule are one incident, closed by the
   schedule's next successful slot: a schedule every five minutes failing all
   night is one e-mail, not a hundred.
+- `backup_partial`: a node's latest finished scheduled backup saved its snapshots without some
+  files (core/jobs.py PARTIAL). Consecutive partial backups of a node are one incident, closed by
+  its next scheduled backup that takes every file.
 - `peer_dead`: a member silent for longer than `peer_dead_after`; closed when it
   is heard again (its next death is a new incident).
 - `under_replicated`: files of a node left short of R copies by the repair for
@@ -37,7 +40,7 @@ from typing import Any
 
 from peerbackup.core import hlc
 from peerbackup.core.events import Event
-from peerbackup.core.jobs import DONE, FAILED, OPEN, JobState
+from peerbackup.core.jobs import BACKUP, DONE, FAILED, OPEN, PARTIAL, JobState, tally
 from peerbackup.core.nodes import Node
 from peerbackup.core.schedule import Schedule, job_id, retry_at, slots_after
 from peerbackup.errors import UsageError
@@ -46,9 +49,9 @@ OFFICE_ALERTS = "office.alerts"  # the configuration (admins)
 ALERT_SENT, ALERT_RESOLVED = "alert.sent", "alert.resolved"  # the record (the coordinator; admins for tests)
 ALERT_EVENT_KINDS = (ALERT_SENT, ALERT_RESOLVED)
 
-BACKUP_FAILED, BACKUP_MISSED = "backup_failed", "backup_missed"
+BACKUP_FAILED, BACKUP_MISSED, BACKUP_PARTIAL = "backup_failed", "backup_missed", "backup_partial"
 PEER_DEAD, UNDER_REPLICATED, TEST = "peer_dead", "under_replicated", "test"
-KINDS = (BACKUP_FAILED, BACKUP_MISSED, PEER_DEAD, UNDER_REPLICATED, TEST)
+KINDS = (BACKUP_FAILED, BACKUP_MISSED, BACKUP_PARTIAL, PEER_DEAD, UNDER_REPLICATED, TEST)
 WEBHOOK, EMAIL = "webhook", "email"
 CHANNELS = (WEBHOOK, EMAIL)
 OK = "ok"
@@ -414,6 +417,37 @@ def _schedule(node: Node, sc: Schedule, jobs: dict[str, JobState], cfg: AlertCon
     return Alert(f"{subject}:{int(t)}", kind, subject, message, t, node=node.name, slot=int(t)), False
 
 
+def _partial(node: Node, jobs: dict[str, JobState], cfg: AlertConfig, open_: Incident | None,
+             ) -> tuple[Alert | None, bool]:
+    """(the new partial-backup incident of this node, whether its open one is over), from its scheduled
+    backups that saved snapshots: the latest partial opens one (once), the latest full one closes it."""
+    ended = sorted((st for st in jobs.values() if st.state == DONE and st.kind == BACKUP
+                    and "schedule" in st.fields), key=lambda st: st.ended_ms)
+    if not ended:
+        return None, False
+    if open_ is not None:
+        return None, ended[-1].outcome == DONE
+    streak: list[JobState] = []
+    for st in reversed(ended):
+        if st.outcome != PARTIAL:
+            break
+        streak.insert(0, st)
+    if not streak or streak[-1].ended_ms / 1000 < cfg.since:
+        return None, False
+    last, since = streak[-1].result, streak[0].ended_ms / 1000
+    failed = [f for f in last.get("failed", []) if isinstance(f, dict)]
+    count = last.get("failures", len(failed))
+    paths = "; ".join(f"{f.get('path')} ({f.get('reason')})" for f in failed[:5])
+    more = f" and {count - min(len(failed), 5)} more" if count > min(len(failed), 5) else ""
+    message = (f"The backup of {node.name} ({iso(streak[-1].ended_ms / 1000)}) saved its snapshots without "
+               f"{count} file(s) or data set(s): {tally(str(f.get('reason')) for f in failed)}. {paths}{more}. "
+               f"`peerbackup log {node.name}` lists them.")
+    subject = f"{BACKUP_PARTIAL}:{node.name}"
+    if len(message) > 2000:
+        message = message[:1999] + "…"
+    return Alert(f"{subject}:{int(since)}", BACKUP_PARTIAL, subject, message, since, node=node.name), False
+
+
 def _retry(inc: Incident, cfg: AlertConfig, retry_delay: float, now: float) -> Alert | None:
     pending = tuple(c for c in inc.pending if c in cfg.channels)
     if not pending or inc.attempts >= MAX_ATTEMPTS:
@@ -444,6 +478,15 @@ def evaluate(now: float, cfg: AlertConfig, seen: Observed, incidents: dict[str, 
                 send.append(alert)
     schedules = {f"backup:{n}/{s}" for n, node in seen.nodes.items() for s in node.schedules}
     over |= {s for s in opened if s.startswith("backup:") and s not in schedules}
+
+    for name, node in sorted(seen.nodes.items()):
+        subject = f"{BACKUP_PARTIAL}:{name}"
+        alert, closed = _partial(node, seen.jobs.get(name, {}), cfg, opened.get(subject))
+        if closed:
+            over.add(subject)
+        if alert is not None:
+            send.append(alert)
+    over |= {s for s in opened if s.startswith(f"{BACKUP_PARTIAL}:") and s.split(":", 1)[1] not in seen.nodes}
 
     for peer, since in sorted(seen.dead.items()):
         subject = f"{PEER_DEAD}:{peer}"

@@ -19,6 +19,9 @@ from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, JOB_FAILED, JOB_ST
 
 BACKUP, RETENTION = "backup", "retention"
 OPEN, DONE, FAILED = "open", "done", "failed"
+# How a finished job came out: a job.done's "result". Partial: its snapshots were saved without some
+# files (their paths and why in the event). It is still finished: never dispatched again.
+PARTIAL = "partial"
 
 
 @dataclass
@@ -45,12 +48,20 @@ class JobState:
     def deadline(self) -> float:
         return float(self.fields.get("deadline", 0))
 
+    @property
+    def outcome(self) -> str:
+        """open, done, partial or failed: the state, with a done job's result (job.done before results
+        existed, and retention jobs, are done)."""
+        if self.state == DONE and self.result.get("result") == PARTIAL:
+            return PARTIAL
+        return self.state
+
 
 def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None) -> dict[str, JobState]:
     """Every job in a node's log (events in log order), in the order first dispatched. A coordinator
     that dispatched a job may have died before its event spread: then the job.started alone carries
     what a successor needs. A re-dispatch reopens a failed or open job, never a done one; the first end
-    after it closes it. A dispatch
+    after it closes it; a partial job.done closes it as done does (its `outcome` tells them apart). A dispatch
     the agent never took (job.dispatch_failed, written by the coordinator when sending failed) is undone:
     the job stands as before it, or, if it was the first, failed (a schedule retries it).
 
@@ -111,6 +122,14 @@ def _may(ev: Event, st: JobState | None, claims: Collection[tuple[int, str]]) ->
     if ev.kind in (JOB_STARTED, JOB_DONE, JOB_FAILED):
         return st is not None and ev.feed in st.agents
     return True
+
+
+def tally(reasons: Iterable[str]) -> str:
+    """'2 permission denied, 1 not found': how many files failed for each reason, most first."""
+    counts: dict[str, int] = {}
+    for r in reasons:
+        counts[r] = counts.get(r, 0) + 1
+    return ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda rn: (-rn[1], rn[0])))
 
 
 def retention_job_id(node: str, after: str) -> str:

@@ -67,4 +67,24 @@ def refusal(node: str, kind: str, fields: dict[str, Any], writer: str, cert: Cer
         return f"{kind} names {fields.get(names)!r} as its {names}, not its writer {writer}"
     if not isinstance(fields.get("job", ""), str):
         return f"{kind} with a job that is not a string"
+    if kind == JOB_DONE:
+        return _result_refusal(fields)
+    return ""
+
+
+MAX_FAILED = 100  # failing paths a job.done lists (its "failures" counts them all)
+MAX_FAILED_PATH, MAX_REASON = 1024, 64
+
+
+def _result_refusal(fields: dict[str, Any]) -> str:
+    """'' when a job.done's result is well formed: what the CLI, the dashboard, metrics and alerts read."""
+    result, count, failed = fields.get("result", "done"), fields.get("failures", 0), fields.get("failed", [])
+    if result not in ("done", "partial"):
+        return f"job.done with an unknown result {str(result)[:40]!r}"
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        return "job.done whose failure count is not a count"
+    if not isinstance(failed, list) or len(failed) > MAX_FAILED or not all(
+            isinstance(f, dict) and isinstance(f.get("path"), str) and len(f["path"]) <= MAX_FAILED_PATH
+            and isinstance(f.get("reason"), str) and len(f["reason"]) <= MAX_REASON for f in failed):
+        return f"job.done: failed is a list of at most {MAX_FAILED} {{path, reason}}"
     return ""

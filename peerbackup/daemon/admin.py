@@ -167,14 +167,18 @@ class AdminApi:
     async def dataset_add(self, request: web.Request) -> web.Response:
         obj = await json_body(request)
         node, path, on, exclude = obj.get("node"), obj.get("path"), obj.get("on", []), obj.get("exclude", [])
+        allow_missing = obj.get("allow_missing", False)
         if not isinstance(node, str) or not isinstance(path, str) or not isinstance(on, list) \
-                or not isinstance(exclude, list):
-            raise UsageError("give node, path, and lists on and exclude")
+                or not isinstance(exclude, list) or not isinstance(allow_missing, bool):
+            raise UsageError("give node, path, lists on and exclude, and allow_missing true or false")
         try:
             peers = tuple(normalise_peer_id(p) for p in on if isinstance(p, str))
         except FormatError as exc:
             raise UsageError(str(exc)) from None
-        out = await self.daemon.nodes.add_dataset(node, Dataset(path, peers, tuple(str(x) for x in exclude)))
+        dataset = Dataset(path, peers, tuple(str(x) for x in exclude))
+        if not allow_missing:  # the agents are asked whether it is there (office/probe.py)
+            await self.daemon.probe.check(node, dataset)
+        out = await self.daemon.nodes.add_dataset(node, dataset)
         return web.json_response(self.daemon.nodes.describe(out))
 
     async def schedule_add(self, request: web.Request) -> web.Response:

@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from peerbackup.core.events import Event
-from peerbackup.core.jobs import BACKUP, DONE, FAILED
+from peerbackup.core.jobs import BACKUP, DONE, FAILED, PARTIAL
 from peerbackup.core.retention import Policy
 from peerbackup.core.schedule import next_slot
 from peerbackup.daemon.httpjson import json_body
@@ -98,14 +98,17 @@ class Dashboard:
                 schedules.append({"id": sc.id, "cron": sc.cron, "every": sc.every, "tz": sc.tz, "window": sc.window,
                                   "next_run": next_slot(sc, now),
                                   "last_run": sc_last.ended_ms / 1000 if sc_last else None,
-                                  "last_result": sc_last.state if sc_last else None})
+                                  "last_result": sc_last.outcome if sc_last else None})
             try:
                 scan: dict[str, Any] = await d.node_scan(name)
             except PeerBackupError as exc:
                 scan = {"snapshots": None, "under_replicated": None, "scan_error": str(exc)}
+            # What the last backup lacks, when it was partial (its job page lists them too).
+            partial = last.result if last is not None and last.outcome == PARTIAL else {}
             out.append({**d.nodes.describe(node), "schedules": schedules, **scan,
                         "last_run": last.ended_ms / 1000 if last else None,
-                        "last_result": last.state if last else None})
+                        "last_result": last.outcome if last else None, "last_job": last.job if last else None,
+                        "last_failures": partial.get("failures", 0), "last_failed": partial.get("failed", [])})
         return web.json_response(out)
 
     async def job(self, request: web.Request) -> web.Response:

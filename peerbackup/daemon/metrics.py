@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from peerbackup.core.jobs import BACKUP, DONE
+from peerbackup.core.jobs import BACKUP, DONE, FAILED, PARTIAL
 from peerbackup.core.nodelog import JOB_FAILED, JOB_UNSENT, node_log
 from peerbackup.errors import PeerBackupError
 
@@ -68,6 +68,9 @@ async def render(daemon: Any) -> bytes:
     duration = _gauge("peerbackup_node_last_duration_seconds", "how long the node's last successful backup took",
                       ["node"])
     added = _gauge("peerbackup_node_last_bytes_added", "new bytes the node's last successful backup stored", ["node"])
+    result = _gauge("peerbackup_node_last_result",
+                    "1 for how the node's last finished backup ended (done, partial or failed), 0 for the others",
+                    ["node", "result"])
     failures = CounterMetricFamily("peerbackup_node_backup_failures",
                                    "backup attempts of the node that failed or that no agent could take",
                                    labels=["node"])
@@ -77,7 +80,13 @@ async def render(daemon: Any) -> bytes:
     for name in sorted(daemon.nodes.nodes()):
         events = daemon.logs.state.ordered(node_log(name))
         jobs = daemon.jobs.job_states(name)
-        done = [st for st in jobs.values() if st.kind == BACKUP and st.state == DONE]
+        ended = [st for st in jobs.values() if st.kind == BACKUP and st.state in (DONE, FAILED)]
+        if ended:
+            last_end = max(ended, key=lambda st: st.ended_ms).outcome
+            for outcome in (DONE, PARTIAL, FAILED):
+                result.add_metric([name, outcome], 1.0 if outcome == last_end else 0.0)
+        # A success is a backup that took every file: a partial one saved its snapshots without some.
+        done = [st for st in ended if st.outcome == DONE]
         if done:
             last = max(done, key=lambda st: st.ended_ms)
             last_ok.add_metric([name], last.ended_ms / 1000)
@@ -93,7 +102,7 @@ async def render(daemon: Any) -> bytes:
             continue
         snapshots.add_metric([name], float(scan["snapshots"]))
         short.add_metric([name], float(scan["under_replicated"]))
-    fams += [last_ok, duration, added, failures, snapshots, short]
+    fams += [last_ok, duration, added, result, failures, snapshots, short]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Frozen(fams))
     return generate_latest(registry)

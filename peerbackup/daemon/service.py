@@ -56,6 +56,7 @@ from peerbackup.office.liveness import ALIVE
 from peerbackup.office.nodes import NodeService
 from peerbackup.office.peers import PeerService
 from peerbackup.office.peerstore import StoragePeer, StoreClient, UploadLimit
+from peerbackup.office.probe import DatasetProbe
 from peerbackup.office.repair import RepairService
 from peerbackup.office.replication import LogService
 from peerbackup.office.state import State
@@ -170,6 +171,7 @@ class Daemon:
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
         await self.coordination.load()
         self.jobs = JobService(self.nodes, self.coordination, self.agent, self.clock, self.log)
+        self.probe = DatasetProbe(self.nodes, self.jobs._send, self.clock, self.log)
         self.alerts = AlertService(self.logs, self.jobs.job_states,
                                    lambda: self.coordination.status()[0] == self.ident.peer_id,
                                    lambda: self.repair.last_round, lambda: self.session, self.clock, self.log)
@@ -186,6 +188,7 @@ class Daemon:
         self.coordination.register(server)
         self.storage.register(server)
         self.jobs.register(server)
+        self.probe.register(server)
         runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
         await runner.setup()
         self._runners.append(runner)
@@ -504,8 +507,11 @@ class Daemon:
             elif u is not None:
                 row["error"] = str(u)
             rows.append(row)
-        return {"peers": rows, "under_replicated": await self.repair.under_replicated(),
-                "last_repair": self.repair.last_round}
+        # Before a repair round here, a count would be a guess: peers not heard yet list nothing, and
+        # nothing listed is nothing short. Null says "not checked yet" rather than a reassuring 0.
+        checked = bool(self.repair.last_round)
+        return {"peers": rows, "under_replicated": await self.repair.under_replicated() if checked else None,
+                "last_repair": self.repair.last_round if checked else None}
 
     async def delete_grant(self, node: str, valid_for: int = DELETE_GRANT_VALIDITY) -> bytes:
         """An admin's delete capability for its own prune of a node, logged in the control log."""

@@ -10,6 +10,7 @@ snapshot is written only after every pack and index it refers to is stored.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
@@ -107,10 +108,40 @@ class _PendingDir:
     result: list[bytes] = field(default_factory=list)
 
 
+# Why a file is not (wholly) in a snapshot: the reasons a backup's result names, in the engine's words.
+NOT_FOUND, DENIED, CHANGED, IO_ERROR = "not found", "permission denied", "changed while read", "I/O error"
+REASONS = (NOT_FOUND, DENIED, CHANGED, IO_ERROR)
+_NOT_FOUND_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
+_DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
+
+
+def reason_of(exc: OSError) -> str:
+    """The reason an OS error gives for a file left out: gone between listing and reading, refused,
+    or anything else the file system said (EIO, ELOOP, ENXIO, a stale handle...)."""
+    if isinstance(exc, FileNotFoundError | NotADirectoryError) or exc.errno in _NOT_FOUND_ERRNOS:
+        return NOT_FOUND
+    if isinstance(exc, PermissionError) or exc.errno in _DENIED_ERRNOS:
+        return DENIED
+    return IO_ERROR
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    """A file, directory or source the snapshot lacks or holds only in part, and why."""
+
+    path: str
+    reason: str  # one of REASONS
+    message: str  # what the OS or the engine said
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
 @dataclass
 class BackupResult:
     snapshot: Snapshot
-    errors: list[str]
+    errors: list[str]  # every problem, as text: the failures below and repository warnings
+    failures: list[FileFailure] = field(default_factory=list)
 
 
 class Archiver:
@@ -132,6 +163,7 @@ class Archiver:
         self.use_file_cache = use_file_cache
         self.summary = Summary()
         self.errors: list[str] = []
+        self.failures: list[FileFailure] = []
         self._stats_lock = threading.Lock()
         # Bounds the work in flight, and so memory, by bytes: zero-filled disk
         # images make 8 MiB chunks, and a bound by count let those pile up.
@@ -175,7 +207,7 @@ class Archiver:
             finally:
                 if self._fc is not None:
                     self._fc.close()
-        return BackupResult(snap, self.errors)
+        return BackupResult(snap, self.errors, self.failures)
 
     def _parent(self, paths: list[str]) -> str | None:
         try:
@@ -207,14 +239,14 @@ class Archiver:
                 try:
                     st = os.lstat(child_path)
                 except OSError as exc:
-                    self._error(child_path, f"cannot read: {exc.strerror}")
+                    self._os_error(child_path, "cannot read", exc)
                     continue
                 self._entry(child_path, name, st, nodes, pending)
                 continue
             try:
                 st = os.stat(child_path)
             except OSError as exc:
-                self._error(child_path, f"cannot read: {exc.strerror}")
+                self._os_error(child_path, "cannot read", exc)
                 continue
             node = node_from_stat(name, st, DIR)
             nodes.append(node)
@@ -229,7 +261,7 @@ class Archiver:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            self._error(path, f"cannot list directory: {exc.strerror}")
+            self._os_error(path, "cannot list directory", exc)
             entries = []
         for entry in entries:
             child = entry.path
@@ -238,7 +270,7 @@ class Archiver:
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:
-                self._error(child, f"cannot stat: {exc.strerror}")
+                self._os_error(child, "cannot stat", exc)
                 continue
             self._entry(child, entry.name, st, nodes, pending)
         self.summary.dirs += 1
@@ -255,7 +287,7 @@ class Archiver:
             try:
                 node.target = os.readlink(path)
             except OSError as exc:
-                self._error(path, f"cannot read link: {exc.strerror}")
+                self._os_error(path, "cannot read link", exc)
                 return
         if kind == FILE:
             pf = self._file(path, node, st)
@@ -292,7 +324,7 @@ class Archiver:
         try:
             fd = open_for_read(path)
         except OSError as exc:
-            self._error(path, f"cannot open: {exc.strerror}")
+            self._os_error(path, "cannot open", exc)
             return _UNREADABLE
         futures: list[Future[_ChunkResult]] = []
         size = 0
@@ -303,7 +335,7 @@ class Archiver:
                     futures.append(self._submit(chunk))
                 after = os.fstat(f.fileno())
         except OSError as exc:
-            self._error(path, f"read error: {exc.strerror}")
+            self._os_error(path, "read error", exc)
             # Keep what was read so the snapshot stays consistent with its sizes.
             node.size = size
             return _PendingFile(node, bpath, st, futures, cacheable=False)
@@ -313,7 +345,7 @@ class Archiver:
             or after.st_size != st.st_size
         )
         if changed:
-            self._error(path, "file changed while it was being read")
+            self._error(path, "file changed while it was being read", CHANGED)
         node.size = size
         racy = st.st_mtime_ns > self._start_ns - _RACY_NS
         return _PendingFile(node, bpath, st, futures, cacheable=not changed and not racy)
@@ -399,8 +431,13 @@ class Archiver:
             d.parent.subtree = tree_id
         d.result.append(tree_id)
 
-    def _error(self, path: str, message: str) -> None:
+    def _error(self, path: str, message: str, reason: str) -> None:
+        failure = FileFailure(path, reason, message)
         with self._stats_lock:
-            self.errors.append(f"{path}: {message}")
+            self.errors.append(str(failure))
+            self.failures.append(failure)
         self.progress.error(path, message)
+
+    def _os_error(self, path: str, what: str, exc: OSError) -> None:
+        self._error(path, f"{what}: {exc.strerror or exc}", reason_of(exc))
 

@@ -24,13 +24,14 @@ from peerbackup.core.keys import KeySet
 from peerbackup.core.nodes import Dataset, Node
 from peerbackup.core.retention import NODE_GROUP_BY, Policy, group_outcome, node_hold, removals
 from peerbackup.daemon.logs import event
-from peerbackup.engine.backup import Archiver
+from peerbackup.engine.backup import DENIED, Archiver, FileFailure
 from peerbackup.engine.excludes import Excluder
 from peerbackup.engine.prescan import count
 from peerbackup.engine.prune import forget_by_policy, prune
 from peerbackup.engine.repository import Repository
 from peerbackup.errors import PeerBackupError, UsageError
 from peerbackup.net.client import PeerClient
+from peerbackup.net.proto.probe import MISSING
 from peerbackup.office.peerstore import PeerStore, StoragePeer, StoreClient, UploadLimit, open_config
 
 T = TypeVar("T")
@@ -46,6 +47,7 @@ class JobRecord:
     finished: float | None = None
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    failures: list[FileFailure] = field(default_factory=list)  # files and data sets the snapshots lack
     files: int = 0  # done
     nbytes: int = 0
     files_seen: int = 0  # found by the scan so far
@@ -77,14 +79,20 @@ class RecordProgress:
         pass  # the backup's result lists them
 
 
-def readable(datasets: list[Dataset], me: str) -> tuple[list[Dataset], list[str]]:
-    """The data sets this peer may and can back up, and why the others are not."""
+ELSEWHERE = "elsewhere"  # a data set given to other agents only; MISSING: not on this machine (yet)
+
+
+def readable(datasets: list[Dataset], me: str) -> tuple[list[Dataset], list[FileFailure]]:
+    """The data sets this peer may and can back up, and why the others are not: given to other agents
+    only (ELSEWHERE, not a failure of this peer's), missing here, or refused."""
     ok, why = [], []
     for d in datasets:
         if d.on and me not in d.on:
-            why.append(f"{d.path}: only on {', '.join(d.on)}")
+            why.append(FileFailure(d.path, ELSEWHERE, f"only on {', '.join(d.on)}"))
+        elif not os.path.lexists(d.path):
+            why.append(FileFailure(d.path, MISSING, "missing on this machine"))
         elif not os.access(d.path, os.R_OK, effective_ids=True):  # capabilities count (the systemd unit's)
-            why.append(f"{d.path}: not readable here")
+            why.append(FileFailure(d.path, DENIED, "not readable here (permission denied)"))
         else:
             ok.append(d)
     return ok, why
@@ -166,9 +174,11 @@ class AgentService:
         node = self.nodes()[node_name]
         datasets, skipped = readable(sorted(node.datasets.values(), key=lambda d: d.path), self.me)
         if not datasets:
-            reasons = "; ".join(skipped) or "the node has no data set (peerbackup dataset add)"
+            reasons = "; ".join(map(str, skipped)) or "the node has no data set (peerbackup dataset add)"
             raise UsageError(f"nothing of backup node {node_name} can be backed up here: {reasons}")
-        rec = JobRecord(job, node_name, started=self.clock(), errors=list(skipped),
+        # A data set given to other agents is theirs to back up; one missing or refused here is a hole.
+        lacking = [f for f in skipped if f.reason != ELSEWHERE]
+        rec = JobRecord(job, node_name, started=self.clock(), errors=list(map(str, lacking)), failures=lacking,
                         deadline=deadline or self.clock() + WAIT)
         store = await self._store(node, job, act_as)
 
@@ -189,6 +199,7 @@ class AgentService:
                     rec.snapshots.append({"id": s.id, "path": d.path, "parent": s.parent,
                                           "summary": s.summary.to_wire()})
                     rec.errors += result.errors
+                    rec.failures += result.failures
             finally:
                 repo.close()
 

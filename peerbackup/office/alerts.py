@@ -60,7 +60,8 @@ def smtp_send(cfg: AlertConfig, message: EmailMessage, timeout: float) -> None:
         smtp.send_message(message)
 
 
-TITLES = {"backup_failed": "backup failed", "backup_missed": "backup missed", "peer_dead": "peer dead",
+TITLES = {"backup_failed": "backup failed", "backup_missed": "backup missed",
+          "backup_partial": "backup left files out", "peer_dead": "peer dead",
           "under_replicated": "files under-replicated", TEST: "test alert"}
 
 

@@ -11,9 +11,19 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from peerbackup.core.jobs import BACKUP, RETENTION
-from peerbackup.core.nodelog import JOB_DONE, JOB_FAILED, JOB_PROGRESS, JOB_STARTED, node_log
+from peerbackup.core.jobs import BACKUP, DONE, PARTIAL, RETENTION
+from peerbackup.core.nodelog import (
+    JOB_DONE,
+    JOB_FAILED,
+    JOB_PROGRESS,
+    JOB_STARTED,
+    MAX_FAILED,
+    MAX_FAILED_PATH,
+    MAX_REASON,
+    node_log,
+)
 from peerbackup.daemon.logs import event
+from peerbackup.engine.backup import FileFailure
 from peerbackup.errors import Forbidden, NotAHolder, PeerBackupError, PeerRefused, ProtocolError, UsageError
 from peerbackup.net.proto import jobs as proto
 from peerbackup.office.agent import readable
@@ -22,6 +32,20 @@ if TYPE_CHECKING:
     from peerbackup.office.jobs import JobService
 
 PROGRESS_LOG_EVERY = 12  # heartbeats between two job.progress events in the node's log
+
+
+def result_fields(failures: list[FileFailure]) -> dict[str, Any]:
+    """A job.done's result: done, or partial with how many files failed and the first MAX_FAILED of them
+    (core/nodelog.py checks the shape on every peer)."""
+    if not failures:
+        return {"result": DONE}
+    return {"result": PARTIAL, "failures": len(failures),
+            "failed": [{"path": _clip(f.path), "reason": f.reason[:MAX_REASON]} for f in failures[:MAX_FAILED]]}
+
+
+def _clip(path: str) -> str:
+    # The end of a long path says which file it is; the event must stay well under the log's size limit.
+    return path if len(path) <= MAX_FAILED_PATH else "…" + path[-(MAX_FAILED_PATH - 1):]
 
 
 class AgentRunner:
@@ -45,7 +69,7 @@ class AgentRunner:
             info = self.jobs.nodes.nodes()[msg.node]
             ok, why = readable(list(info.datasets.values()), self.jobs.peers.me)
             if not ok:
-                raise Forbidden(f"nothing of {msg.node} can be backed up here: {'; '.join(why)}")
+                raise Forbidden(f"nothing of {msg.node} can be backed up here: {'; '.join(map(str, why))}")
         self.jobs.peers.spawn(self._run(msg, issuer))
         return b""
 
@@ -103,7 +127,8 @@ class AgentRunner:
         else:
             snaps = [s["id"] for s in rec.snapshots]
             done = {**where, "snapshots": snaps, "errors": len(rec.errors),
-                    "added": sum(s["summary"].get("bytes_added", 0) for s in rec.snapshots), **rec.outcome}
+                    "added": sum(s["summary"].get("bytes_added", 0) for s in rec.snapshots), **rec.outcome,
+                    **result_fields(rec.failures)}
             await self._record(JOB_DONE, done, msg.node)
             report = proto.JobReport(msg.job, msg.node, "done", tuple(snaps))
         finally:

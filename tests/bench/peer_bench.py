@@ -343,7 +343,8 @@ def run_local(r: Runner, src: Path, scratch: Path, digests: dict[str, str]) -> N
 
 def check_placement(office: Office) -> str:
     """After the first backup: nothing under-replicated, beta and gamma each hold every pack."""
-    report = office.cli_json("storage", "--json", "--home", str(office.alpha.home))
+    # --repair-now: the count is null until a repair round has run on the peer asked.
+    report = office.cli_json("storage", "--json", "--repair-now", "--home", str(office.alpha.home))
     if report["under_replicated"] != 0:
         raise StepFailed(f"peerbackup storage reports {report['under_replicated']} under-replicated files")
     rows = {row["name"]: row for row in report["peers"]}

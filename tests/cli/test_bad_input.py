@@ -195,7 +195,10 @@ def test_unreadable_file_gives_partial_snapshot(cli: CLI, shared_tmp: Path) -> N
     assert res.rc == 3, res.err
     body = res.json()
     assert any("secret.txt" in e and "cannot open" in e for e in body["errors"])
-    assert "could not be read" in res.err
+    assert [(f["path"], f["reason"]) for f in body["failures"]] == [(str(src / "secret.txt"), "permission denied")]
+    assert "could not be read" in res.err and "(1 permission denied)" in res.err
+    text = cli("repo", "backup", str(src), check=False, prefix=prefix)
+    assert text.rc == 3 and f"error: {src}/secret.txt: permission denied (cannot open: Permission denied)" in text.err
     paths = {e["path"] for e in cli("repo", "ls", "--json", "latest", prefix=prefix).json()}
     assert f"{src}/dir1/file1.dat" in paths and f"{src}/secret.txt" not in paths
 
@@ -224,6 +227,7 @@ def test_file_changing_while_read_is_reported(cli: CLI, tmp_path: Path) -> None:
         writer.join()
     assert res.rc == 3
     assert any("changed while it was being read" in e for e in res.json()["errors"])
+    assert [f["reason"] for f in res.json()["failures"]] == ["changed while read"]
     assert cli("repo", "check").rc == 0
 
 

@@ -13,6 +13,7 @@ from peerbackup.core.alerts import (
     ALERT_SENT,
     BACKUP_FAILED,
     BACKUP_MISSED,
+    BACKUP_PARTIAL,
     EMAIL,
     MAX_ATTEMPTS,
     OFFICE_ALERTS,
@@ -178,6 +179,48 @@ def test_consecutive_bad_slots_are_one_incident_closed_by_the_next_success() -> 
     jobs.attempt(T0 + 4 * 3600, "job.failed", attempt=3)
     [again] = evaluate(T0 + 4 * 3600 + 700, CFG, seen(fold(jobs.events, None)), history(control.events), 30).send
     assert again.incident == f"backup:acc/s1:{int(T0 + 4 * 3600)}"
+
+
+def _slot_done(log: Log, slot: float, *failed: tuple[str, str], manual: bool = False) -> None:
+    """A backup of slot `slot` that ended done, or partial when it names failing (path, reason)s."""
+    job = f"manual-{int(slot)}" if manual else job_id("acc", "s1", slot)
+    where = {} if manual else {"schedule": "s1", "slot": int(slot)}
+    log.add("job.dispatched", slot, job=job, agent="B", deadline=int(slot + 600), **where)
+    result: dict[str, Any] = {"result": "done"}
+    if failed:
+        result = {"result": "partial", "failures": len(failed) + 10,
+                  "failed": [{"path": p, "reason": r} for p, r in failed]}
+    log.add("job.done", slot + 30, job=job, agent="B", snapshots=["s"], **result)
+
+
+def test_partial_backups_are_one_incident_per_streak_closed_by_a_full_one() -> None:
+    jobs, control = Log("node:acc"), Log(CONTROL_LOG)
+    _slot_done(jobs, T0)
+    assert evaluate(T0 + 60, CFG, seen(fold(jobs.events, None)), {}, 30).send == []
+    # A manual backup that left files out is not alerted (whoever asked saw exit 3); a scheduled one is.
+    _slot_done(jobs, T0 + 100, ("/srv/x", "not found"), manual=True)
+    assert evaluate(T0 + 200, CFG, seen(fold(jobs.events, None)), {}, 30).send == []
+    _slot_done(jobs, T0 + 3600, ("/srv/books.db", "permission denied"), ("/srv/gone.txt", "not found"))
+    [alert] = evaluate(T0 + 3700, CFG, seen(fold(jobs.events, None)), {}, 30).send
+    assert (alert.kind, alert.subject, alert.node) == (BACKUP_PARTIAL, "backup_partial:acc", "acc")
+    assert alert.incident == f"backup_partial:acc:{int(T0 + 3630)}"
+    assert "without 12 file(s) or data set(s): 1 not found, 1 permission denied" in alert.message
+    assert "/srv/books.db (permission denied); /srv/gone.txt (not found) and 10 more" in alert.message
+    sent(control, alert, T0 + 3700, webhook=OK, email=OK)
+    # The next slot leaves files out too: the same incident, nothing more is sent.
+    _slot_done(jobs, T0 + 7200, ("/srv/books.db", "permission denied"))
+    assert evaluate(T0 + 7300, CFG, seen(fold(jobs.events, None)), history(control.events), 30).send == []
+    # A full backup closes it; the next partial one is a new incident.
+    _slot_done(jobs, T0 + 3 * 3600)
+    plan = evaluate(T0 + 3 * 3600 + 60, CFG, seen(fold(jobs.events, None)), history(control.events), 30)
+    assert plan.send == [] and [i.incident for i in plan.resolve] == [alert.incident]
+    control.add(ALERT_RESOLVED, T0 + 3 * 3600 + 60, incident=alert.incident, subject=alert.subject)
+    _slot_done(jobs, T0 + 4 * 3600, ("/srv/books.db", "I/O error"))
+    [again] = evaluate(T0 + 4 * 3600 + 60, CFG, seen(fold(jobs.events, None)), history(control.events), 30).send
+    assert again.incident == f"backup_partial:acc:{int(T0 + 4 * 3600 + 30)}" and "1 I/O error" in again.message
+    # Nothing from before alerts were configured.
+    cfg = dataclasses.replace(CFG, since=T0 + 5 * 3600)
+    assert evaluate(T0 + 5 * 3600, cfg, seen(fold(jobs.events, None)), {}, 30).send == []
 
 
 def test_a_slot_is_missed_when_its_window_closes_without_a_job() -> None:

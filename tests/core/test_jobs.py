@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from peerbackup.core import hlc
+from peerbackup.core.certs import Certificate
 from peerbackup.core.events import GENESIS, Event, make_event
 from peerbackup.core.identity import SigningKey
-from peerbackup.core.jobs import DONE, FAILED, OPEN, RETENTION, fold, retention_due, retention_job_id
+from peerbackup.core.jobs import DONE, FAILED, OPEN, PARTIAL, RETENTION, fold, retention_due, retention_job_id
+from peerbackup.core.nodelog import MAX_FAILED, refusal
 
 KEY = SigningKey(bytes(range(32)))
 T0 = 1_800_000_000.0
@@ -173,3 +177,63 @@ def test_a_start_without_its_dispatch_must_name_a_claimed_term() -> None:
     log.add(G, "job.failed", job="j1", agent=G.peer_id, reason="forged")
     log.add(B, "job.done", job="j1", agent=B.peer_id, snapshots=["s1"])
     assert fold(log.events, CLAIMS)["j1"].result["snapshots"] == ["s1"]
+
+
+PARTIAL_END = {"result": PARTIAL, "failures": 2, "snapshots": ["s1"],
+               "failed": [{"path": "/srv/a.db", "reason": "permission denied"},
+                          {"path": "/srv/gone", "reason": "not found"}]}
+
+
+def test_a_partial_backup_is_finished_never_dispatched_again_and_says_what_failed() -> None:
+    log = Log()
+    log.add("job.dispatched", T0, job="j1", agent="B", deadline=int(T0 + 3600))
+    log.add("job.started", T0 + 1, job="j1", agent="B")
+    log.add("job.done", T0 + 60, job="j1", agent="B", **PARTIAL_END)
+    st = fold(log.events, None)["j1"]
+    assert (st.state, st.outcome, st.result["failures"]) == (DONE, PARTIAL, 2)
+    assert [f["reason"] for f in st.result["failed"]] == ["permission denied", "not found"]
+    # A dispatch of it from the other side of a partition does not reopen it, nor does a later end.
+    log.add("job.dispatched", T0 + 70, job="j1", agent="G", attempt=2, deadline=int(T0 + 3600))
+    log.add("job.done", T0 + 80, job="j1", agent="G", result=DONE)
+    st = fold(log.events, None)["j1"]
+    assert (st.state, st.outcome, st.agent) == (DONE, PARTIAL, "B")
+    # Its snapshots were saved: the node's retention job follows it as it follows a full backup.
+    assert retention_due("a", fold(log.events, None), T0 + 100, 86400) == (retention_job_id("a", "j1"), True)
+    # A job.done from before results (no "result" field), a full one, a failure and an open job.
+    log.backup("j2", T0 + 200)
+    log.add("job.dispatched", T0 + 300, job="j3", agent="B", deadline=int(T0 + 3600))
+    log.add("job.done", T0 + 360, job="j3", agent="B", result=DONE)
+    log.backup("j4", T0 + 400, end="job.failed")
+    log.add("job.dispatched", T0 + 500, job="j5", agent="B", deadline=int(T0 + 3600))
+    jobs = fold(log.events, None)
+    assert [jobs[j].outcome for j in ("j2", "j3", "j4", "j5")] == [DONE, DONE, FAILED, OPEN]
+
+
+AGENT = SigningKey(bytes([9]) * 32)
+AGENT_CERT = Certificate.issue(SigningKey(bytes([8]) * 32), AGENT.public_key, "b", ("agent",), 100, int(T0))
+
+
+def _done(**fields: Any) -> str:
+    return refusal("a", "job.done", {"job": "j1", "node": "a", "agent": AGENT.peer_id, **fields}, AGENT.peer_id,
+                   AGENT_CERT)
+
+
+def test_the_agent_given_the_job_may_end_it_partial_with_a_well_formed_result() -> None:
+    assert _done(**PARTIAL_END) == ""
+    assert _done(result=DONE) == "" and _done() == ""  # and as before results existed
+    many = [{"path": f"/srv/{i}", "reason": "I/O error"} for i in range(MAX_FAILED)]
+    assert _done(result=PARTIAL, failures=5000, failed=many) == ""
+
+
+@pytest.mark.parametrize(("fields", "why"), [
+    ({"result": "fine"}, "unknown result"),
+    ({"result": PARTIAL, "failures": -1}, "not a count"),
+    ({"result": PARTIAL, "failures": True}, "not a count"),
+    ({"result": PARTIAL, "failed": "/srv/a"}, "failed is a list"),
+    ({"result": PARTIAL, "failed": [{"path": "/a"}]}, "failed is a list"),
+    ({"result": PARTIAL, "failed": [{"path": 3, "reason": "x"}]}, "failed is a list"),
+    ({"result": PARTIAL, "failed": [{"path": "/" * 2000, "reason": "x"}]}, "failed is a list"),
+    ({"result": PARTIAL, "failed": [{"path": "/a", "reason": "x"}] * (MAX_FAILED + 1)}, "failed is a list"),
+])
+def test_a_malformed_result_is_refused_on_merge(fields: dict[str, Any], why: str) -> None:
+    assert why in _done(**fields)

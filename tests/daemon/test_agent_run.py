@@ -46,7 +46,7 @@ def test_an_agent_without_the_grant_or_the_data_is_refused(office: Office, tmp_p
     a, b = start_office(office, ["beta"], replicas=1)
     src = tmp_path / "shared"
     make_tree(src, 2, 10_000)
-    office.cli("dataset", "add", NODE, str(src), "--on", "alpha", "--home", str(a.home))
+    office.cli("dataset", "add", NODE, str(src), "--on", "alpha", "--allow-missing", "--home", str(a.home))
     wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"], 20, "configuration on beta")
     code, out = b.api("POST", "/v1/agent/run", {"node": NODE})
     assert code == 409 and "only its admins and granted agents do (alpha)" in out["error"]

@@ -86,7 +86,7 @@ def test_agents_refuse_stale_or_foreign_dispatches(office: Office, tmp_path: Pat
     a, b = start_office(office, ["beta"], replicas=1)
     src = tmp_path / "shared"
     make_tree(src, 1, 10_000)
-    office.cli("dataset", "add", NODE, str(src), "--home", str(a.home))
+    office.cli("dataset", "add", NODE, str(src), "--allow-missing", "--home", str(a.home))  # no agent yet
     wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"] and b.status()["coordinator"],
              20, "configuration and coordinator on beta")
     # A dispatch under a token older than the one beta knows: refused (fencing).

@@ -65,7 +65,7 @@ def test_metrics_of_an_office(office: Office, tmp_path: Path) -> None:
         res = office.cli("backup", NODE, "--wait", "--json", *home, check=False, timeout=120)
     finally:
         (tmp_path / "away").rename(src)
-    assert res.rc != 0 and "not readable here" in res.err
+    assert res.rc != 0 and f"{src}: missing on this machine" in res.err  # missing, not "not readable"
     office.kill(c)
     wait_for(lambda: scrape(url)[("peerbackup_peer_up", (("name", "gamma"), ("peer", names["gamma"])))] == 0.0,
              30, "gamma down in the metrics")

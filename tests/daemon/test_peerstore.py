@@ -96,7 +96,7 @@ def test_backup_restore_and_copies_on_r_other_peers(office: Office, tmp_path: Pa
     assert b"file0.bin" not in some_pack.read_bytes()
     repo(office, a, "restore", "latest", "--target", str(tmp_path / "out"))
     assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == want
-    report = storage(office, a)
+    report = storage(office, a, "--repair-now")
     assert report["under_replicated"] == 0
     rows = {r["name"]: r for r in report["peers"]}
     assert set(rows) == {"alpha", "beta", "gamma", "delta"}

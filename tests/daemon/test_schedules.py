@@ -12,7 +12,8 @@ def test_configuration_commands_reach_every_peer(office: Office) -> None:
     b = office.start(office.join("beta", office.invite(a)), "--peer", a.address, mdns=False)
     home_a, home_b = ["--home", str(a.home)], ["--home", str(b.home)]
     office.cli("node", "add", "accounts", *home_a)
-    office.cli("dataset", "add", "accounts", "/srv/accounts", "--on", "beta", "--exclude", "*.tmp", *home_a)
+    office.cli("dataset", "add", "accounts", "/srv/accounts", "--on", "beta", "--exclude", "*.tmp", "--allow-missing",
+               *home_a)
     out = json.loads(office.cli("schedule", "add", "accounts", "--cron", "0 2 * * *", "--tz", "Europe/Paris",
                                 "--window", "2h", "--json", *home_a).out)
     assert out["schedule"]["tz"] == "Europe/Paris" and out["schedule"]["window"] == 7200

@@ -84,6 +84,7 @@ from peerbackup.net.proto.jobs import (  # noqa: E402
     RunningJob,
 )
 from peerbackup.net.proto.logsync import Head, Heads, Pull, PullReply  # noqa: E402
+from peerbackup.net.proto.probe import MAX_DETAIL, MAX_PATH, STATES, PathCheck, PathState  # noqa: E402
 from peerbackup.net.proto.store import Challenge, FileRef, Listing  # noqa: E402
 from peerbackup.net.proto.store import Delete as StoreDelete  # noqa: E402
 from peerbackup.net.proto.store import Get as StoreGet  # noqa: E402
@@ -129,6 +130,8 @@ PROTO_SAMPLES: dict[str, tuple[ProtoDecoder, bytes]] = {
     "store-list": (Listing.from_wire, Listing("accounts", FileType.SNAPSHOT).to_wire()),
     "store-challenge": (Challenge.from_wire, Challenge(FileRef("a", FileType.DATA, "ef" * 32), b"n" * 32, 0,
                                                        100).to_wire()),
+    "path-check": (PathCheck.from_wire, PathCheck("accounts", "/srv/shared/Accounts 2026").to_wire()),
+    "path-state": (PathState.from_wire, PathState("not readable", "permission denied").to_wire()),
     "store-reply": (StoreReply.from_wire, StoreReply(b"data", True, (("x", 1),), 5, b"h" * 32).to_wire()),
 }
 PROTO_ERRORS = (Malformed, UnsupportedProtocol)
@@ -256,6 +259,11 @@ def well_formed(kind: str, msg: Any) -> None:
         assert isinstance(msg.data, bytes) and isinstance(msg.stored, bool) and len(msg.data) <= 1024
         assert all(isinstance(n, str) and isinstance(z, int) for n, z in msg.items)
         assert 0 <= msg.size <= 32 * 1024 * 1024 and len(msg.hash) == 32
+    elif kind == "path-check":
+        assert 0 < len(msg.node) <= 64 and msg.path.startswith("/") and len(msg.path) <= MAX_PATH
+        assert "\0" not in msg.path
+    elif kind == "path-state":
+        assert msg.state in STATES and isinstance(msg.detail, str) and len(msg.detail) <= MAX_DETAIL
     elif kind.startswith(("job-", "act-as-")):
         well_formed_job(kind, msg)
     else:  # pragma: no cover
@@ -636,6 +644,18 @@ def test_refusal_round_trip_truncates(code: str, message: str, evidence: bytes) 
     assert back == Refusal(code[:64], message[:1000], evidence if len(evidence) <= 4096 else b"")
     # A refusal without evidence is the same bytes as before there was any.
     assert Refusal(code, message).to_wire() == Refusal(code, message, b"").to_wire()
+
+
+@FUZZ
+@given(node=names, path=st.text(max_size=80).map(lambda t: "/" + t), state=st.sampled_from(STATES),
+       detail=st.text(max_size=400))
+def test_path_check_and_state_round_trip(node: str, path: str, state: str, detail: str) -> None:
+    if "\0" not in path:
+        assert PathCheck.from_wire(PathCheck(node, path).to_wire()) == PathCheck(node, path)
+    else:
+        with pytest.raises(Malformed):
+            PathCheck.from_wire(PathCheck(node, path).to_wire())
+    assert PathState.from_wire(PathState(state, detail).to_wire()) == PathState(state, detail[:MAX_DETAIL])
 
 
 @FUZZ

@@ -71,7 +71,7 @@ function name(id) { return state.names[id] || id; }
 
 // An event's fields as "key=value", peer ids by name, long ids cut: readable at a glance.
 function details(fields) {
-  return Object.entries(fields || {}).filter(([k]) => !["node", "job"].includes(k)).map(([k, v]) => {
+  return Object.entries(fields || {}).filter(([k]) => !["node", "job", "failed"].includes(k)).map(([k, v]) => {
     if (Array.isArray(v)) v = v.map((x) => String(x).slice(0, 12)).join(",");
     else if (["agent", "coordinator"].includes(k)) v = name(v);
     else if (k === "deadline" || k === "expires") v = when(v);
@@ -145,7 +145,8 @@ async function pageOffice(main) {
       h("span", { class: "muted" }, "Coordinator"), h("span", { id: "coordinator" },
         st.coordinator ? `${name(st.coordinator)} (term ${st.term})` : "none yet"),
       h("span", { class: "muted" }, "Under-replicated files"),
-      h("span", {}, storage.error ? storage.error : String(storage.under_replicated))),
+      h("span", {}, storage.error ? storage.error : storage.under_replicated === null
+        ? "not checked yet (no repair round on this peer since it started)" : String(storage.under_replicated))),
     h("h2", {}, "Peers"),
     h("table", { id: "peers" }, h("thead", {}, h("tr", {}, ["Peer", "State", "Address", "Roles", "Role now",
       "Storage used", "Quota"].map((t) => h("th", {}, t)))), h("tbody", {}, rows)),
@@ -211,7 +212,10 @@ async function pageNodes(main) {
         h("span", { class: "muted" }, "Replication"), h("span", {}, `${n.replicas} copies`,
           n.under_replicated ? h("span", { class: "error" }, `, ${n.under_replicated} file(s) short`) : ", complete"),
         h("span", { class: "muted" }, "Last result"), h("span", {}, n.last_result ? badge(n.last_result) : "–",
-          " ", when(n.last_run))),
+          " ", when(n.last_run), n.last_job ? [" ", h("a", { href: `#/job/${encodeURIComponent(n.last_job)}` },
+            "details")] : null,
+          n.last_result === "partial" ? h("ul", { class: "warn last-failed" },
+            failedItems({ failed: n.last_failed, failures: n.last_failures })) : null)),
       h("table", {}, h("thead", {}, h("tr", {}, ["Schedule", "Last run", "Result", "Next run"].map((t) => h("th", {}, t)))),
         h("tbody", {}, sched.length ? sched : h("tr", {}, h("td", { colspan: 4, class: "muted" },
           "No schedule: back it up by hand, or add one below.")))),
@@ -225,8 +229,9 @@ async function pageJob(main, job) {
   const bar = h("div", {});
   const text = h("div", { id: "progress-text" }, "waiting for the agent…");
   const events = h("tbody", {});
+  const failedList = h("ul", { id: "failed", class: "warn" });
   main.replaceChildren(h("h1", {}, `Job ${job}`), h("div", { class: "card" },
-    h("div", { class: "progress" }, bar), text), h("h2", {}, "Events"),
+    h("div", { class: "progress" }, bar), text, failedList), h("h2", {}, "Events"),
     h("table", {}, h("thead", {}, h("tr", {}, ["Time", "Writer", "Event", "Details"].map((t) => h("th", {}, t)))), events));
   let finished = false;
   const show = (p) => {
@@ -250,10 +255,14 @@ async function pageJob(main, job) {
     if (e.kind === "job.done" || e.kind === "job.failed") {
       finished = true;
       const ok = e.kind === "job.done";
+      const partial = ok && e.fields.result === "partial";  // saved, without some files: amber, with the paths
       bar.style.width = ok ? "100%" : bar.style.width;
-      text.textContent = ok ? `100 % · done by ${e.writer_name}: snapshot ${(e.fields.snapshots || []).map((s) => s.slice(0, 8)).join(", ")}`
-        : `failed on ${e.writer_name}: ${e.fields.reason}`;
-      text.className = ok ? "" : "error";
+      const snaps = `snapshot ${(e.fields.snapshots || []).map((s) => s.slice(0, 8)).join(", ")}`;
+      text.textContent = partial ? `partial · done by ${e.writer_name}: ${snaps}, but ${e.fields.failures} ` +
+        "file(s) or data set(s) could not be backed up"
+        : ok ? `100 % · done by ${e.writer_name}: ${snaps}` : `failed on ${e.writer_name}: ${e.fields.reason}`;
+      text.className = partial ? "warn" : ok ? "" : "error";
+      if (partial) failedList.replaceChildren(...failedItems(e.fields));
     }
   };
   const node = (await api("GET", `/v1/ui/job?job=${encodeURIComponent(job)}`)).node;
@@ -265,6 +274,14 @@ async function pageJob(main, job) {
     if (kind === "jobs" && obj[job]) show(obj[job]);
     if (kind === "event" && obj.fields && obj.fields.job === job) addEvent(obj);
   });
+}
+
+// A partial job's failing paths, each with its reason, and how many more it counted.
+function failedItems(fields) {
+  const failed = fields.failed || [];
+  const items = failed.map((f) => h("li", {}, h("span", { class: "badge state-partial" }, f.reason), " ", f.path));
+  const more = (fields.failures || 0) - failed.length;
+  return more > 0 ? [...items, h("li", { class: "muted" }, `… and ${more} more`)] : items;
 }
 
 async function pageLog(main, params) {
