@@ -332,7 +332,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     home = _home(args)
     if args.node_cmd not in ("list",) and not args.node:
         raise UsageError(f"node {args.node_cmd} needs the node's name")
-    if args.node_cmd in ("remove", "restore-config"):
+    if args.node_cmd in ("remove", "restore-config", "purge"):
         return _node_life(home, args)
     if args.node_cmd == "policy":
         from peerbackup.cli.jobs import cmd_policy
@@ -379,11 +379,16 @@ def _utc(t: float) -> str:
 
 
 def _node_life(home: Home, args: argparse.Namespace) -> int:
-    """node remove / restore-config: configuration only; no data is deleted by either."""
-    path = {"remove": "/v1/nodes/remove", "restore-config": "/v1/nodes/restore-config"}[args.node_cmd]
-    out = _api(home, "POST", path, {"node": args.node})
+    """node remove / restore-config (configuration only: neither deletes data) / purge (deletes, after the
+    grace)."""
+    out = _api(home, "POST", f"/v1/nodes/{args.node_cmd}", {"node": args.node})
     if args.json:
         _print_json(out)
+    elif args.node_cmd == "purge":
+        print(f"purged backup node {out['node']}: {out['deleted']} file(s) moved to the storage peers' trash "
+              "(freed after gc_grace)")
+        for peer, what in sorted(out["peers"].items()):
+            print(f"  {peer}: {what if isinstance(what, str) else str(what) + ' file(s)'}")
     elif args.node_cmd == "remove":
         print(f"removed backup node {out['node']}: no more jobs, its keys stay in the log and its packs on the "
               f"storage peers; `peerbackup node restore-config {out['node']}` brings it back until "
@@ -391,6 +396,8 @@ def _node_life(home: Home, args: argparse.Namespace) -> int:
     else:
         print(f"restored backup node {out['node']}: {len(out['datasets'])} data set(s), "
               f"{len(out['schedules'])} schedule(s), agents {', '.join(out['agent_names']) or '-'}")
+    if args.node_cmd == "purge" and any(isinstance(v, str) for v in out["peers"].values()):
+        return 1  # a storage peer still holds the node's files: run it again
     return EXIT_OK
 
 
@@ -501,7 +508,7 @@ def add_parsers(top: Any) -> None:
     rp.add_argument("peer", help="peer id or unique name")
     rp.add_argument("--reason", help="recorded in the revocation")
     node = add("node", cmd_node, "backup nodes (add on an admin)")
-    node.add_argument("node_cmd", choices=["add", "list", "show", "policy", "remove", "restore-config"])
+    node.add_argument("node_cmd", choices=["add", "list", "show", "policy", "remove", "restore-config", "purge"])
     node.add_argument("node", nargs="?", help="the node's name (all but list)")
     node.add_argument("--removed", action="store_true", help="(list, show) removed nodes, and until when they "
                       "can be restored")

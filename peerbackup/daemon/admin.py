@@ -57,6 +57,7 @@ class AdminApi:
         app.router.add_post("/v1/remove-peer", self.remove_peer)
         app.router.add_post("/v1/nodes/remove", self.node_remove)
         app.router.add_post("/v1/nodes/restore-config", self.node_restore)
+        app.router.add_post("/v1/nodes/purge", self.node_purge)
         app.router.add_post("/v1/datasets", self.dataset_add)
         app.router.add_post("/v1/datasets/remove", self.dataset_remove)
         app.router.add_post("/v1/schedules", self.schedule_add)
@@ -196,6 +197,10 @@ class AdminApi:
             raise UsageError(str(exc)) from None
         out = await self.daemon.nodes.add_dataset(node, Dataset(path, peers, tuple(str(x) for x in exclude)))
         return web.json_response(self.daemon.nodes.describe(out))
+
+    async def node_purge(self, request: web.Request) -> web.Response:
+        name, _ = await self._node_name(request)
+        return web.json_response(await self.daemon.purge_node(name))
 
     async def dataset_remove(self, request: web.Request) -> web.Response:
         name, obj = await self._node_name(request)

@@ -21,6 +21,7 @@ from peerbackup.core.nodes import (
     NODE_DATASET_REMOVE,
     NODE_GRANT,
     NODE_POLICY,
+    NODE_PURGE,
     NODE_REMOVE,
     NODE_RESTORE,
     NODE_REVOKE,
@@ -249,6 +250,24 @@ class NodeService:
         await self.logs.append(NODE_RESTORE, {"node": name})
         event(self.log, "node.restored", node=name)
         return self._node(name)
+
+    async def purge(self, name: str) -> Node:
+        """Record that a removed node's packs may now be deleted (only once its grace is over); the
+        deleting itself is office/purge.py. Asked again (a storage peer was down), it logs nothing new."""
+        self._admin()
+        _usage_name(name)
+        gone = self.removed().get(name)
+        if gone is None:
+            in_force = name in self.nodes()
+            raise UsageError(f"backup node {name!r} " + ("is in use: `node remove` it first, and purge it after "
+                             "its grace" if in_force else "does not exist (see `peerbackup node list --removed`)"))
+        if not gone.purged:
+            if self.peers.clock() < gone.restorable_until:
+                raise UsageError(f"backup node {name!r} is inside its grace ({_removal(gone)}): it can be purged "
+                                 "only after")
+            await self.logs.append(NODE_PURGE, {"node": name})
+            event(self.log, "node.purged", node=name)
+        return self.removed()[name]
 
 
 def _usage_name(name: str) -> None:
