@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peerbackup.core import hlc
+from peerbackup.core.alerts import BACKUP_MISSED, AlertConfig, Observed, evaluate
 from peerbackup.core.certs import ROLES, Certificate
 from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, make_event
 from peerbackup.core.identity import SigningKey
@@ -45,7 +46,7 @@ from peerbackup.core.nodes import (
     fold_nodes,
     schedule_fields,
 )
-from peerbackup.core.schedule import Schedule
+from peerbackup.core.schedule import Schedule, due
 
 NOW_MS = 1_800_000_000_000
 OFFICE = SigningKey(bytes(range(32)))
@@ -287,3 +288,32 @@ def test_malformed_undo_events_are_refused() -> None:
                          (NODE_RESTORE, {"node": "../etc"})):
         out = s.append(ADMINS[0], CONTROL_LOG, kind, fields, NOW_MS)
         assert out.verdict == REFUSED, (kind, fields, out)
+
+
+def test_a_paused_schedule_is_not_alerted_and_resuming_does_not_alert_the_pause() -> None:
+    """core/alerts.py sees the fold: a paused schedule has no missed slot, and once resumed it counts from
+    the resume (the slots missed while paused are neither run nor alerted)."""
+    t0 = 1_800_000_000.0  # a whole hour
+    cfg = AlertConfig(webhook="http://127.0.0.1:9/hook", since=t0 - 86400)
+    hourly = schedule_fields(Schedule(id="s1", node="acc", every=3600, window=600).check())
+    log: list[Event] = []
+
+    def write(kind: str, at: float, fields: dict[str, Any]) -> None:
+        prev = log[-1].id if log else GENESIS
+        log.append(make_event(ADMINS[0], CONTROL_LOG, len(log) + 1, prev, hlc.pack(int(at * 1000), 0), kind, fields))
+
+    def alerts_at(now: float) -> list[str]:
+        seen = Observed(nodes=derive_nodes(log), jobs={"acc": {}}, dead={}, names={}, under=None)
+        return [a.kind for a in evaluate(now, cfg, seen, {}, 30).send]
+
+    write(NODE_ADD, t0 - 20, {"node": "acc", "replicas": 2, "keys": {ADMINS[0].peer_id: b"box"}})
+    write(NODE_SCHEDULE, t0 - 10, hourly)
+    assert alerts_at(t0 + 601) == [BACKUP_MISSED]  # unpaused, the slot at t0 is missed
+    write(NODE_SCHEDULE_PAUSE, t0 - 5, {"node": "acc", "id": "s1"})
+    assert alerts_at(t0 + 601) == [] and alerts_at(t0 + 3600 + 601) == []
+    write(NODE_SCHEDULE_RESUME, t0 + 3600 + 700, {"node": "acc", "id": "s1"})
+    assert alerts_at(t0 + 3600 + 800) == []  # the two slots of the pause are not alerted
+    resumed = derive_nodes(log)["acc"].schedules["s1"]
+    assert resumed.since == t0 + 3600 + 700 and not resumed.paused
+    assert due(resumed, resumed.since, t0 + 3600 + 800) == []  # nor run: the next one is at t0 + 7200
+    assert alerts_at(t0 + 7200 + 601) == [BACKUP_MISSED]  # and the next slot counts again
