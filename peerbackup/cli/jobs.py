@@ -58,6 +58,14 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     home = _home(args)
     if not args.path.startswith("/"):
         raise UsageError(f"{args.path!r}: give the data set's absolute path, as the agents see it")
+    if args.dataset_cmd == "remove":
+        out = _api(home, "POST", "/v1/datasets/remove", {"node": args.node, "path": args.path})
+        if args.json:
+            _print_json(out)
+        else:
+            print(f"backup node {out['node']} no longer backs up {args.path}; its snapshots stay (forget them "
+                  "on purpose if you must)")
+        return EXIT_OK
     on = [_resolve_peer(home, p) for p in args.on or []]
     out = _api(home, "POST", "/v1/datasets", {"node": args.node, "path": args.path, "on": on,
                                               "exclude": args.exclude or [], "allow_missing": args.allow_missing})
@@ -87,13 +95,27 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             print(f"schedule {sc['id']} of {args.node}: {sc['cron'] or 'every ' + str(sc['every']) + ' s'} "
                   f"({sc['tz']}), next {_when(sc)}")
         return EXIT_OK
-    rows = [{**sc, "next": _when(sc)} for n in _api(home, "GET", "/v1/nodes") for sc in n["schedules"]]
+    if args.schedule_cmd in ("remove", "pause", "resume"):
+        if not args.node or not args.id:
+            raise UsageError(f"schedule {args.schedule_cmd} needs NODE and the schedule's ID (see `peerbackup "
+                             "schedule list`)")
+        out = _api(home, "POST", f"/v1/schedules/{args.schedule_cmd}", {"node": args.node, "id": args.id})
+        if args.json:
+            _print_json(out)
+        else:
+            done = {"remove": "removed", "pause": "paused: not run until resumed",
+                    "resume": "resumed: slots missed while paused are not run"}[args.schedule_cmd]
+            print(f"schedule {args.id} of {args.node} {done}")
+        return EXIT_OK
+    rows = [{**sc, "state": "paused" if sc.get("paused") else "active", "next": "" if sc.get("paused")
+             else _when(sc)} for n in _api(home, "GET", "/v1/nodes") for sc in n["schedules"]
+            if args.node is None or n["node"] == args.node]
     if args.json:
         _print_json(rows)
         return EXIT_OK
-    print(table(["NODE", "ID", "WHEN", "ZONE", "WINDOW", "NEXT"],
+    print(table(["NODE", "ID", "WHEN", "ZONE", "WINDOW", "STATE", "NEXT"],
                 [[r["node"], r["id"], r["cron"] or f"every {duration(r['every'])}", r["tz"],
-                  duration(r["window"]), str(r["next"])[:16].replace("T", " ")] for r in rows],
+                  duration(r["window"]), r["state"], str(r["next"])[:16].replace("T", " ") or "-"] for r in rows],
                 right=(4,), shrink=(0, 2, 3)))
     return EXIT_OK
 
@@ -344,17 +366,18 @@ def add_parsers(add: Any) -> None:
     lg.add_argument("node")
     lg.add_argument("--follow", action="store_true", help="keep printing new events (--json: one per line)")
     lg.add_argument("--since", metavar="TIME", help="only events after TIME: a duration ago (2h) or a date/time")
-    d = add("dataset", cmd_dataset, "what a backup node backs up (admins)")
-    d.add_argument("dataset_cmd", choices=["add"])
+    d = add("dataset", cmd_dataset, "what a backup node backs up (admins; remove keeps its snapshots)")
+    d.add_argument("dataset_cmd", choices=["add", "remove"])
     d.add_argument("node")
     d.add_argument("path", help="absolute path as the agents see it")
     d.add_argument("--on", action="append", metavar="PEER", help="only these peers can reach it (repeatable)")
     d.add_argument("--exclude", action="append", metavar="PATTERN")
     d.add_argument("--allow-missing", action="store_true",
                    help="add it even if no granted agent has the folder now (it will appear later)")
-    s = add("schedule", cmd_schedule, "when a backup node is backed up (add on an admin)")
-    s.add_argument("schedule_cmd", choices=["add", "list"])
-    s.add_argument("node", nargs="?")
+    s = add("schedule", cmd_schedule, "when a backup node is backed up (add, remove, pause, resume on an admin)")
+    s.add_argument("schedule_cmd", choices=["add", "list", "remove", "pause", "resume"])
+    s.add_argument("node", nargs="?", help="the node (list: only its schedules)")
+    s.add_argument("id", nargs="?", help="the schedule's id (remove, pause, resume; see schedule list)")
     s.add_argument("--cron", metavar="EXPRESSION", help='five fields, e.g. "0 2 * * *"')
     s.add_argument("--every", metavar="DURATION", help="or a fixed interval, e.g. 30s, 1h")
     s.add_argument("--tz", help="IANA time zone of the cron expression (default: this machine's)")

@@ -334,8 +334,10 @@ def _print_node(n: dict[str, Any]) -> None:
 
 def cmd_node(args: argparse.Namespace) -> int:
     home = _home(args)
-    if args.node_cmd in ("add", "policy", "show") and not args.node:
+    if args.node_cmd not in ("list",) and not args.node:
         raise UsageError(f"node {args.node_cmd} needs the node's name")
+    if args.node_cmd in ("remove", "restore-config", "purge"):
+        return _node_life(home, args)
     if args.node_cmd == "policy":
         from peerbackup.cli.jobs import cmd_policy
 
@@ -353,7 +355,7 @@ def cmd_node(args: argparse.Namespace) -> int:
             print(f"added backup node {out['node']}: {out['replicas']} replicas, keys held by "
                   f"{', '.join(out['holder_names'])}")
         return EXIT_OK
-    nodes = _api(home, "GET", "/v1/nodes")
+    nodes = _api(home, "GET", "/v1/nodes" + ("?removed=1" if args.removed else ""))
     if args.node_cmd == "show":
         match = [n for n in nodes if n["node"] == args.node]
         if not match:
@@ -366,8 +368,40 @@ def cmd_node(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(nodes)
         return EXIT_OK
+    if args.removed:
+        print(table(["NODE", "REMOVED", "RESTORABLE UNTIL", "PACKS"],
+                    [[n["node"], _utc(n["removed"]), "-" if n["purged"] else _utc(n["restorable_until"]),
+                      f"purged {_utc(n['purged'])}" if n["purged"] else "kept"] for n in nodes]))
+        return EXIT_OK
     rows = [[n["node"], str(n["replicas"]), str(n["epoch"]), ", ".join(n["agent_names"]) or "-"] for n in nodes]
     print(table(["NODE", "REPLICAS", "EPOCH", "AGENTS"], rows, right=(1, 2), shrink=(3,)))
+    return EXIT_OK
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) + "Z"
+
+
+def _node_life(home: Home, args: argparse.Namespace) -> int:
+    """node remove / restore-config (configuration only: neither deletes data) / purge (deletes, after the
+    grace)."""
+    out = _api(home, "POST", f"/v1/nodes/{args.node_cmd}", {"node": args.node})
+    if args.json:
+        _print_json(out)
+    elif args.node_cmd == "purge":
+        print(f"purged backup node {out['node']}: {out['deleted']} file(s) moved to the storage peers' trash "
+              "(freed after gc_grace)")
+        for peer, what in sorted(out["peers"].items()):
+            print(f"  {peer}: {what if isinstance(what, str) else str(what) + ' file(s)'}")
+    elif args.node_cmd == "remove":
+        print(f"removed backup node {out['node']}: no more jobs, its keys stay in the log and its packs on the "
+              f"storage peers; `peerbackup node restore-config {out['node']}` brings it back until "
+              f"{_utc(out['restorable_until'])}")
+    else:
+        print(f"restored backup node {out['node']}: {len(out['datasets'])} data set(s), "
+              f"{len(out['schedules'])} schedule(s), agents {', '.join(out['agent_names']) or '-'}")
+    if args.node_cmd == "purge" and any(isinstance(v, str) for v in out["peers"].values()):
+        return 1  # a storage peer still holds the node's files: run it again
     return EXIT_OK
 
 
@@ -478,8 +512,10 @@ def add_parsers(top: Any) -> None:
     rp.add_argument("peer", help="peer id or unique name")
     rp.add_argument("--reason", help="recorded in the revocation")
     node = add("node", cmd_node, "backup nodes (add on an admin)")
-    node.add_argument("node_cmd", choices=["add", "list", "show", "policy"])
-    node.add_argument("node", nargs="?", help="the node's name (add, show, policy)")
+    node.add_argument("node_cmd", choices=["add", "list", "show", "policy", "remove", "restore-config", "purge"])
+    node.add_argument("node", nargs="?", help="the node's name (all but list)")
+    node.add_argument("--removed", action="store_true", help="(list, show) removed nodes, and until when they "
+                      "can be restored")
     node.add_argument("--replicas", type=int, default=2, help="copies of each pack on other peers (default 2)")
     for unit in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         node.add_argument(f"--keep-{unit}", type=int, default=0, metavar="N", help=f"(policy) keep {unit} snapshots")

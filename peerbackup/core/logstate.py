@@ -37,7 +37,7 @@ from peerbackup.core import hlc as hlcmod
 from peerbackup.core.certs import Certificate, Revocation, valid_cutoff
 from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, decode_event, make_event, signed_by
 from peerbackup.core.identity import SigningKey
-from peerbackup.core.nodes import NODE_KINDS, Node, check_fields, check_node_name, derive_nodes
+from peerbackup.core.nodes import NODE_KINDS, Node, check_fields, check_node_name, fold_nodes
 from peerbackup.errors import FormatError, UnsupportedVersion
 
 ACCEPTED, DUPLICATE, PENDING, REFUSED, FORK = "accepted", "duplicate", "pending", "refused", "fork"
@@ -64,6 +64,7 @@ class OfficeConfig:
     coordinator_terms: list[tuple[int, str]]  # (term, peer id) claimed, in log order
     nodes: dict[str, Node] = field(default_factory=dict)
     alerts: alerts.AlertConfig = field(default_factory=alerts.AlertConfig)
+    removed_nodes: dict[str, Node] = field(default_factory=dict)  # node remove: kept, with keys, until purged
 
     def digest(self) -> bytes:
         h = hashlib.sha256(b"peerbackup office config\0")
@@ -73,6 +74,8 @@ class OfficeConfig:
             h.update(peer_id.encode() + repr(sorted(self.revoked[peer_id].items())).encode())
         for name in sorted(self.nodes):
             h.update(repr(self.nodes[name].describe()).encode())
+        for name in sorted(self.removed_nodes):
+            h.update(repr(self.removed_nodes[name].describe()).encode())
         if self.alerts.since:  # only once configured: offices without alerts keep their digest
             h.update(repr(self.alerts.describe()).encode())
         return h.digest()
@@ -339,12 +342,14 @@ class LogState:
                 members[cert.peer_id] = (ev.hlc, cert)
             elif ev.kind == COORDINATOR_CLAIM:
                 terms.append((int(ev.fields["term"]), ev.feed))
+        nodes = fold_nodes(ordered)
         return OfficeConfig(
             members={p: c for p, (_, c) in members.items() if p not in self.cutoffs},
             revoked={p: dict(c) for p, c in self.cutoffs.items()},
             coordinator_terms=terms,
-            nodes=derive_nodes(ordered),
+            nodes={name: n for name, n in nodes.items() if not n.removed},
             alerts=alerts.derive_config(ordered),
+            removed_nodes={name: n for name, n in nodes.items() if n.removed},
         )
 
 

@@ -24,8 +24,18 @@ from peerbackup.errors import FormatError, UsageError
 NODE_ADD, NODE_GRANT, NODE_REVOKE = "node.add", "node.grant", "node.revoke"
 # What to back up, when, and what to keep (issue 6): changed by admins like the rest.
 NODE_DATASET, NODE_SCHEDULE, NODE_POLICY = "node.dataset", "node.schedule", "node.policy"
+# Configuration that can be undone (issue 13), by admins too. None of them deletes data: a removed data
+# set's snapshots stay, a removed node keeps its keys (its key events stay in the log) and its packs until
+# an admin's purge after the grace its node.remove event names (docs/nodes.md, "What undoing never does").
+NODE_DATASET_REMOVE = "node.dataset_remove"
+NODE_SCHEDULE_REMOVE, NODE_SCHEDULE_PAUSE, NODE_SCHEDULE_RESUME = (
+    "node.schedule_remove", "node.schedule_pause", "node.schedule_resume")
+NODE_REMOVE, NODE_RESTORE, NODE_PURGE = "node.remove", "node.restore", "node.purge"
+SCHEDULE_STATE_KINDS = (NODE_SCHEDULE_REMOVE, NODE_SCHEDULE_PAUSE, NODE_SCHEDULE_RESUME)
+LIFE_KINDS = (NODE_REMOVE, NODE_RESTORE, NODE_PURGE)
 KEY_KINDS = (NODE_ADD, NODE_GRANT, NODE_REVOKE)
-CONFIG_KINDS = (NODE_DATASET, NODE_SCHEDULE, NODE_POLICY)
+UNDO_KINDS = (NODE_DATASET_REMOVE, *SCHEDULE_STATE_KINDS, *LIFE_KINDS)
+CONFIG_KINDS = (NODE_DATASET, NODE_SCHEDULE, NODE_POLICY, *UNDO_KINDS)
 NODE_KINDS = KEY_KINDS + CONFIG_KINDS
 POLICY_UNITS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 MAX_PATTERNS = 256
@@ -35,6 +45,7 @@ MAX_REPLICAS = 16
 # Lower-case letters, digits, dot, dash, underscore; no leading dot: a node name becomes a
 # directory name on storage peers, so nothing in it may climb out or hide.
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_SCHEDULE_ID = r"[a-z0-9]{1,16}"
 
 
 def check_node_name(name: str) -> str:
@@ -72,6 +83,10 @@ class Node:
     datasets: dict[str, Dataset] = field(default_factory=dict)  # by path
     schedules: dict[str, Schedule] = field(default_factory=dict)  # by schedule id
     policy: dict[str, int] = field(default_factory=dict)  # keep-* counts, by unit
+    paused: dict[str, Schedule] = field(default_factory=dict)  # paused schedules, by id (never dispatched)
+    removed: float = 0.0  # unix seconds of the node.remove in force (0: not removed)
+    restorable_until: float = 0.0  # what that node.remove granted: restore-config before, purge after
+    purged: float = 0.0  # unix seconds of the node.purge (its packs may be deleted; no restore)
 
     @property
     def holders(self) -> set[str]:
@@ -81,8 +96,10 @@ class Node:
         return {"node": self.name, "replicas": self.replicas, "epoch": self.epoch, "created": self.created,
                 "agents": sorted(self.agents), "holders": sorted(self.holders), "created_by": self.created_by,
                 "datasets": [d.describe() for _, d in sorted(self.datasets.items())],
-                "schedules": [dataclasses.asdict(sc) for _, sc in sorted(self.schedules.items())],
-                "policy": dict(self.policy)}
+                "schedules": [dataclasses.asdict(sc) for _, sc in sorted({**self.schedules, **self.paused}.items())],
+                "policy": dict(self.policy),
+                **({"removed": self.removed, "restorable_until": self.restorable_until, "purged": self.purged}
+                   if self.removed else {})}
 
 
 @dataclass(frozen=True)
@@ -122,15 +139,32 @@ def schedule_from_fields(fields: dict[str, Any]) -> Schedule:
 
 def schedule_fields(sc: Schedule) -> dict[str, Any]:
     out = dataclasses.asdict(sc)
-    del out["since"]  # the event's own time says it
+    del out["since"], out["paused"]  # the event's own time says them
     return out
+
+
+def _check_undo(kind: str, fields: dict[str, Any]) -> str:
+    if kind == NODE_DATASET_REMOVE:
+        path = fields.get("path")
+        return "" if isinstance(path, str) and path.startswith("/") and len(path) <= 4096 else \
+            "a data set's path is absolute (as the agents see it)"
+    if kind in SCHEDULE_STATE_KINDS:
+        return "" if isinstance(fields.get("id"), str) and re.fullmatch(_SCHEDULE_ID, fields["id"]) else \
+            "a schedule id is 1 to 16 of a-z 0-9"
+    if kind == NODE_REMOVE:
+        until = fields.get("until")
+        return "" if isinstance(until, int) and not isinstance(until, bool) and until >= 0 else \
+            "node.remove needs the time its grace ends (until)"
+    return ""
 
 
 def check_config(kind: str, fields: dict[str, Any]) -> str:
     if kind == NODE_DATASET:
         return check_dataset(fields)
+    if kind in UNDO_KINDS:
+        return _check_undo(kind, fields)
     if kind == NODE_SCHEDULE:
-        if not isinstance(fields.get("id"), str) or not re.fullmatch(r"[a-z0-9]{1,16}", fields["id"]):
+        if not isinstance(fields.get("id"), str) or not re.fullmatch(_SCHEDULE_ID, fields["id"]):
             return "a schedule id is 1 to 16 of a-z 0-9"
         try:
             schedule_from_fields(fields)
@@ -170,17 +204,29 @@ def check_fields(kind: str, fields: dict[str, Any]) -> str:
 
 
 def derive_nodes(events: list[Event]) -> dict[str, Node]:
-    """The nodes, from node events in log order (HLC, feed, seq): the same on every peer."""
+    """The nodes in force (not removed), from node events in log order (HLC, feed, seq): the same on
+    every peer."""
+    return {name: n for name, n in fold_nodes(events).items() if not n.removed}
+
+
+def fold_nodes(events: list[Event]) -> dict[str, Node]:
+    """Every node ever added, removed ones included, from node events in log order.
+
+    Key events (add, grant, revoke) apply whether the node is removed or not: a node's keys are the
+    same as if it had never been removed, so removal can never lose them. Configuration events
+    (data sets, schedules, policy) on a removed node change nothing, so restore-config brings back
+    exactly what was removed."""
     nodes: dict[str, Node] = {}
     for ev in events:
         if ev.kind not in NODE_KINDS or check_fields(ev.kind, ev.fields):
             continue
         f = ev.fields
         node = nodes.get(f["node"])
+        t = hlc.wall_ms(ev.hlc) / 1000
         if ev.kind == NODE_ADD:
             if node is None:  # the first add wins; a second add of the name changes nothing
                 nodes[f["node"]] = Node(f["node"], f["replicas"], ev.feed, 0, set(), dict(f["keys"]),
-                                        f.get("office_keys", b""), hlc.wall_ms(ev.hlc) // 1000)
+                                        f.get("office_keys", b""), int(t))
         elif node is None:
             continue
         elif ev.kind == NODE_GRANT:
@@ -191,10 +237,37 @@ def derive_nodes(events: list[Event]) -> dict[str, Node]:
             node.epoch = f["epoch"]
             node.boxes = {p: b for p, b in f["keys"].items() if p != f["agent"]}
             node.office_box = f.get("office_keys", b"")
-        elif ev.kind == NODE_DATASET:  # the latest word on a path wins
-            node.datasets[f["path"]] = Dataset(f["path"], tuple(f["on"]), tuple(f["exclude"]))
-        elif ev.kind == NODE_SCHEDULE:
-            node.schedules[f["id"]] = dataclasses.replace(schedule_from_fields(f), since=hlc.wall_ms(ev.hlc) / 1000)
-        elif ev.kind == NODE_POLICY:
-            node.policy = {k: v for k, v in f["keep"].items() if v}
+        elif ev.kind in LIFE_KINDS:
+            _life(node, ev.kind, f, t)
+        elif not node.removed:
+            _configure(node, ev.kind, f, t)
     return nodes
+
+
+def _life(node: Node, kind: str, f: dict[str, Any], t: float) -> None:
+    if kind == NODE_REMOVE and not node.removed:
+        node.removed, node.restorable_until = t, float(f["until"])
+    elif kind == NODE_RESTORE and node.removed and not node.purged and t < node.restorable_until:
+        node.removed = node.restorable_until = 0.0
+    elif kind == NODE_PURGE and node.removed and not node.purged and t >= node.restorable_until:
+        node.purged = t
+
+
+def _configure(node: Node, kind: str, f: dict[str, Any], t: float) -> None:
+    if kind == NODE_DATASET:  # the latest word on a path wins
+        node.datasets[f["path"]] = Dataset(f["path"], tuple(f["on"]), tuple(f["exclude"]))
+    elif kind == NODE_DATASET_REMOVE:
+        node.datasets.pop(f["path"], None)
+    elif kind == NODE_SCHEDULE:
+        node.paused.pop(f["id"], None)
+        node.schedules[f["id"]] = dataclasses.replace(schedule_from_fields(f), since=t)
+    elif kind == NODE_SCHEDULE_REMOVE:
+        node.schedules.pop(f["id"], None)
+        node.paused.pop(f["id"], None)
+    elif kind == NODE_SCHEDULE_PAUSE and f["id"] in node.schedules:
+        node.paused[f["id"]] = dataclasses.replace(node.schedules.pop(f["id"]), paused=t)
+    elif kind == NODE_SCHEDULE_RESUME and f["id"] in node.paused:
+        # Counted from the resume: the slots missed while paused are not run (nor alerted) afterwards.
+        node.schedules[f["id"]] = dataclasses.replace(node.paused.pop(f["id"]), paused=0.0, since=t)
+    elif kind == NODE_POLICY:
+        node.policy = {k: v for k, v in f["keep"].items() if v}

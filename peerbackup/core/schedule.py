@@ -35,7 +35,8 @@ class Schedule:
     catch_up: bool = True
     retries: int = 3
     retry_delay: float = 600.0
-    since: float = 0.0  # when it was added (its event's time): no slot before it is due
+    since: float = 0.0  # when it was added or resumed (its event's time): no slot before it is due
+    paused: float = 0.0  # when it was paused (0: it runs); a paused schedule is not dispatched nor alerted
 
     def check(self) -> Schedule:
         if bool(self.cron) == bool(self.every):

@@ -51,6 +51,8 @@ class Settings:
     stall_after: float = 600.0  # a job silent or without progress this long goes to another agent
     prune_interval: float = 86400.0  # a node's retention job prunes when the last prune is this old
     alert_interval: float = 30.0  # between two alert rounds on the coordinator; a failed channel's first retry
+    min_schedule_interval: float = 60.0  # `schedule add --every` shorter than this is refused
+    node_grace: float = 7 * 86400.0  # a removed node can be restored this long; its packs purged only after
 
     @property
     def nonce_keep(self) -> float:
@@ -69,6 +71,8 @@ class Settings:
             raise UsageError("repair_interval and scrub_interval must be positive, repair_grace not negative")
         if self.alert_interval <= 0:
             raise UsageError("alert_interval must be positive")
+        if self.min_schedule_interval < 0 or self.node_grace < 0:
+            raise UsageError("min_schedule_interval and node_grace must not be negative")
         if not 0 < self.progress_interval < self.stall_after or self.prune_interval < 0:
             raise UsageError(f"timings must satisfy 0 < progress_interval < stall_after (got "
                              f"{self.progress_interval:g} s, {self.stall_after:g} s), prune_interval not negative")

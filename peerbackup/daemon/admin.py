@@ -55,8 +55,13 @@ class AdminApi:
         app.router.add_post("/v1/grants/revoke", self.revoke)
         app.router.add_post("/v1/invite", self.invite)
         app.router.add_post("/v1/remove-peer", self.remove_peer)
+        app.router.add_post("/v1/nodes/remove", self.node_remove)
+        app.router.add_post("/v1/nodes/restore-config", self.node_restore)
+        app.router.add_post("/v1/nodes/purge", self.node_purge)
         app.router.add_post("/v1/datasets", self.dataset_add)
+        app.router.add_post("/v1/datasets/remove", self.dataset_remove)
         app.router.add_post("/v1/schedules", self.schedule_add)
+        app.router.add_post("/v1/schedules/{action:remove|pause|resume}", self.schedule_state)
         app.router.add_post("/v1/policy", self.policy)
         app.router.add_post("/v1/agent/run", self.agent_run)
         app.router.add_post("/v1/backup", self.backup_now)
@@ -99,7 +104,23 @@ class AdminApi:
 
     async def node_list(self, request: web.Request) -> web.Response:
         nodes = self.daemon.nodes
-        return web.json_response([nodes.describe(n) for _, n in sorted(nodes.nodes().items())])
+        listed = nodes.removed() if request.query.get("removed") else nodes.nodes()
+        return web.json_response([nodes.describe(n) for _, n in sorted(listed.items())])
+
+    async def _node_name(self, request: web.Request) -> tuple[str, dict[str, Any]]:
+        obj = await json_body(request)
+        name = obj.get("node")
+        if not isinstance(name, str):
+            raise UsageError("give the node name")
+        return name, obj
+
+    async def node_remove(self, request: web.Request) -> web.Response:
+        name, _ = await self._node_name(request)
+        return web.json_response(self.daemon.nodes.describe(await self.daemon.nodes.remove(name)))
+
+    async def node_restore(self, request: web.Request) -> web.Response:
+        name, _ = await self._node_name(request)
+        return web.json_response(self.daemon.nodes.describe(await self.daemon.nodes.restore(name)))
 
     async def node_add(self, request: web.Request) -> web.Response:
         obj = await json_body(request)
@@ -180,6 +201,25 @@ class AdminApi:
             await self.daemon.probe.check(node, dataset)
         out = await self.daemon.nodes.add_dataset(node, dataset)
         return web.json_response(self.daemon.nodes.describe(out))
+
+    async def node_purge(self, request: web.Request) -> web.Response:
+        name, _ = await self._node_name(request)
+        return web.json_response(await self.daemon.purge_node(name))
+
+    async def dataset_remove(self, request: web.Request) -> web.Response:
+        name, obj = await self._node_name(request)
+        path = obj.get("path")
+        if not isinstance(path, str):
+            raise UsageError("give the node and the data set's path")
+        return web.json_response(self.daemon.nodes.describe(await self.daemon.nodes.remove_dataset(name, path)))
+
+    async def schedule_state(self, request: web.Request) -> web.Response:
+        name, obj = await self._node_name(request)
+        schedule_id = obj.get("id")
+        if not isinstance(schedule_id, str):
+            raise UsageError("give the node and the schedule's id")
+        node = await self.daemon.nodes.schedule_state(name, schedule_id, request.match_info["action"])
+        return web.json_response(self.daemon.nodes.describe(node))
 
     async def schedule_add(self, request: web.Request) -> web.Response:
         obj = await json_body(request)

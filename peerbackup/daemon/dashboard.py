@@ -92,11 +92,11 @@ class Dashboard:
             backups = [st for st in jobs.values() if st.kind == BACKUP and st.state in (DONE, FAILED)]
             last = max(backups, key=lambda st: st.ended_ms, default=None)
             schedules = []
-            for sc in sorted(node.schedules.values(), key=lambda s: s.id):
+            for sc in sorted((*node.schedules.values(), *node.paused.values()), key=lambda s: s.id):
                 mine = [st for st in backups if st.fields.get("schedule") == sc.id]
                 sc_last = max(mine, key=lambda st: st.ended_ms, default=None)
                 schedules.append({"id": sc.id, "cron": sc.cron, "every": sc.every, "tz": sc.tz, "window": sc.window,
-                                  "next_run": next_slot(sc, now),
+                                  "paused": sc.paused or None, "next_run": None if sc.paused else next_slot(sc, now),
                                   "last_run": sc_last.ended_ms / 1000 if sc_last else None,
                                   "last_result": sc_last.outcome if sc_last else None})
             try:

@@ -57,6 +57,7 @@ from peerbackup.office.nodes import NodeService
 from peerbackup.office.peers import PeerService
 from peerbackup.office.peerstore import StoragePeer, StoreClient, UploadLimit
 from peerbackup.office.probe import DatasetProbe
+from peerbackup.office.purge import purge_files
 from peerbackup.office.repair import RepairService
 from peerbackup.office.replication import LogService
 from peerbackup.office.state import State
@@ -513,11 +514,20 @@ class Daemon:
         return {"peers": rows, "under_replicated": await self.repair.under_replicated() if checked else None,
                 "last_repair": self.repair.last_round if checked else None}
 
+    async def purge_node(self, node: str) -> dict[str, Any]:
+        """`node purge`: logged, after the grace only (NodeService.purge), then every file deleted."""
+        await self.nodes.purge(node)
+        grant = await self.delete_grant(node)
+        return await purge_files(StoreClient(self.peer_service.client, node), await self.storage_peers(), grant,
+                                 self.clock, self.log)
+
     async def delete_grant(self, node: str, valid_for: int = DELETE_GRANT_VALIDITY) -> bytes:
         """An admin's delete capability for its own prune of a node, logged in the control log."""
         if self.ident.office_key is None:
             raise NotAdmin()
-        self.nodes.keys(node)
+        gone = self.nodes.removed().get(node)
+        if gone is None or not gone.purged:  # a purged node's keys are not needed to delete its files
+            self.nodes.keys(node)
         grant = DeleteGrant.issue(self.ident.office_key, node, self.ident.peer_id, int(self.clock()), valid_for)
         await self.logs.append(NODE_DELETE_GRANT, {"node": node, "holder": self.ident.peer_id,
                                                    "expires": grant.expires, "grant": grant.raw})

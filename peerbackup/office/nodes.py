@@ -7,6 +7,7 @@ holder of a node's keys (its admins and granted agents) can open them here.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import secrets
 from typing import Any
@@ -17,10 +18,17 @@ from peerbackup.core.nodes import (
     MAX_REPLICAS,
     NODE_ADD,
     NODE_DATASET,
+    NODE_DATASET_REMOVE,
     NODE_GRANT,
     NODE_POLICY,
+    NODE_PURGE,
+    NODE_REMOVE,
+    NODE_RESTORE,
     NODE_REVOKE,
     NODE_SCHEDULE,
+    NODE_SCHEDULE_PAUSE,
+    NODE_SCHEDULE_REMOVE,
+    NODE_SCHEDULE_RESUME,
     Dataset,
     Node,
     check_fields,
@@ -31,6 +39,7 @@ from peerbackup.core.nodes import (
     seal_office,
 )
 from peerbackup.core.schedule import Schedule
+from peerbackup.core.settings import Settings
 from peerbackup.daemon.logs import event
 from peerbackup.errors import FormatError, NotAdmin, NotAHolder, UsageError
 from peerbackup.office.replication import LogService
@@ -45,13 +54,21 @@ class NodeService:
     def nodes(self) -> dict[str, Node]:
         return self.logs.state.config().nodes
 
+    def removed(self) -> dict[str, Node]:
+        """Removed nodes, purged or not (node list --removed)."""
+        return self.logs.state.config().removed_nodes
+
+    @property
+    def settings(self) -> Settings:
+        return self.peers.settings
+
     def _node(self, name: str) -> Node:
-        try:
-            check_node_name(name)
-        except FormatError as exc:
-            raise UsageError(str(exc)) from None
+        _usage_name(name)
         node = self.nodes().get(name)
         if node is None:
+            gone = self.removed().get(name)
+            if gone is not None:
+                raise UsageError(f"backup node {name!r} was removed ({_removal(gone)})")
             raise UsageError(f"no backup node named {name!r} (see `peerbackup node list`)")
         return node
 
@@ -88,14 +105,15 @@ class NodeService:
 
     async def add(self, name: str, replicas: int = DEFAULT_REPLICAS) -> Node:
         self._admin()
-        try:
-            check_node_name(name)
-        except FormatError as exc:
-            raise UsageError(str(exc)) from None
+        _usage_name(name)
         if not 1 <= replicas <= MAX_REPLICAS:
             raise UsageError(f"--replicas must be 1 to {MAX_REPLICAS}")
         if name in self.nodes():
             raise UsageError(f"a backup node named {name!r} exists already")
+        if name in self.removed():
+            # Its packs are (or were) under that name on the storage peers, under its own keys.
+            raise UsageError(f"a backup node named {name!r} was removed ({_removal(self.removed()[name])}): "
+                             "choose another name")
         admins = {c.peer_id: c.public_key for c in self.peers.membership.members() if c.has_role("admin")}
         keys = KeySet.generate(secrets.token_bytes)
         await self.logs.append(NODE_ADD, {"node": name, "replicas": replicas, "keys": seal_keys(keys, admins),
@@ -116,10 +134,34 @@ class NodeService:
         event(self.log, "node.dataset", node=name, path=dataset.path)
         return self._node(name)
 
+    async def remove_dataset(self, name: str, path: str) -> Node:
+        """The data set leaves the node's configuration; its snapshots stay (nothing here deletes)."""
+        self._admin()
+        node = self._node(name)
+        if path not in node.datasets:
+            raise UsageError(f"backup node {name} has no data set {path!r} (it has: "
+                             f"{', '.join(sorted(node.datasets)) or 'none'})")
+        await self.logs.append(NODE_DATASET_REMOVE, {"node": name, "path": path})
+        event(self.log, "node.dataset_removed", node=name, path=path)
+        return self._node(name)
+
+    def _check_new_schedule(self, node: Node, schedule: Schedule) -> None:
+        low = self.settings.min_schedule_interval
+        if schedule.every and schedule.every < low:
+            raise UsageError(f"--every {schedule.every:g} s is below the office's minimum of {low:g} s "
+                             "(the min_schedule_interval setting)")
+        same = [sc.id for sc in (*node.schedules.values(), *node.paused.values()) if sc.id != schedule.id
+                and (sc.cron, sc.every, sc.tz, sc.window) == (schedule.cron, schedule.every, schedule.tz,
+                                                              schedule.window)]
+        if same:
+            raise UsageError(f"backup node {node.name} has this schedule already (id {same[0]}): same "
+                             f"{'cron' if schedule.cron else 'interval'}, zone and window")
+
     async def add_schedule(self, name: str, schedule: Schedule) -> tuple[Node, Schedule]:
         self._admin()
-        self._node(name)
+        node = self._node(name)
         schedule = dataclasses.replace(schedule, node=name, id=schedule.id or secrets.token_hex(3)).check()
+        self._check_new_schedule(node, schedule)
         await self.logs.append(NODE_SCHEDULE, schedule_fields(schedule))
         event(self.log, "node.schedule", node=name, schedule=schedule.id, cron=schedule.cron, every=schedule.every)
         return self._node(name), schedule
@@ -165,3 +207,81 @@ class NodeService:
                                              "office_keys": seal_office(keys, self.peers.ident.office.public_key)})
         event(self.log, "node.revoked", node=name, agent=agent, epoch=keys.epoch)
         return self._node(name)
+
+    async def schedule_state(self, name: str, schedule_id: str, action: str) -> Node:
+        """remove, pause or resume one of the node's schedules."""
+        self._admin()
+        node = self._node(name)
+        known = {**node.schedules, **node.paused}
+        if schedule_id not in known:
+            raise UsageError(f"backup node {name} has no schedule {schedule_id!r} (it has: "
+                             f"{', '.join(sorted(known)) or 'none'}; see `peerbackup schedule list`)")
+        if action == "pause" and schedule_id in node.paused:
+            raise UsageError(f"schedule {schedule_id} of {name} is paused already")
+        if action == "resume" and schedule_id in node.schedules:
+            raise UsageError(f"schedule {schedule_id} of {name} is not paused")
+        kinds = {"remove": NODE_SCHEDULE_REMOVE, "pause": NODE_SCHEDULE_PAUSE, "resume": NODE_SCHEDULE_RESUME}
+        if action not in kinds:
+            raise UsageError(f"a schedule is removed, paused or resumed, not {action!r}")
+        await self.logs.append(kinds[action], {"node": name, "id": schedule_id})
+        event(self.log, f"node.schedule_{action}", node=name, schedule=schedule_id)
+        return self._node(name)
+
+    async def remove(self, name: str) -> Node:
+        """The node, its schedules and grants go from the office's configuration: no job, no listing.
+        Its key events stay in the log and its packs on the storage peers; restore-config brings it
+        back until `node_grace` has passed, and only then may an admin purge its packs."""
+        self._admin()
+        self._node(name)
+        until = int(self.peers.clock() + self.settings.node_grace)
+        await self.logs.append(NODE_REMOVE, {"node": name, "until": until})
+        event(self.log, "node.removed", node=name, until=until)
+        return self.removed()[name]
+
+    async def restore(self, name: str) -> Node:
+        """A removed node back as it was: data sets, schedules (paused ones paused), policy, grants."""
+        self._admin()
+        _usage_name(name)
+        gone = self.removed().get(name)
+        if gone is None:
+            raise UsageError(f"no removed backup node named {name!r} (see `peerbackup node list --removed`)")
+        if gone.purged or self.peers.clock() >= gone.restorable_until:
+            raise UsageError(f"backup node {name!r} can no longer be restored ({_removal(gone)})")
+        await self.logs.append(NODE_RESTORE, {"node": name})
+        event(self.log, "node.restored", node=name)
+        return self._node(name)
+
+    async def purge(self, name: str) -> Node:
+        """Record that a removed node's packs may now be deleted (only once its grace is over); the
+        deleting itself is office/purge.py. Asked again (a storage peer was down), it logs nothing new."""
+        self._admin()
+        _usage_name(name)
+        gone = self.removed().get(name)
+        if gone is None:
+            in_force = name in self.nodes()
+            raise UsageError(f"backup node {name!r} " + ("is in use: `node remove` it first, and purge it after "
+                             "its grace" if in_force else "does not exist (see `peerbackup node list --removed`)"))
+        if not gone.purged:
+            if self.peers.clock() < gone.restorable_until:
+                raise UsageError(f"backup node {name!r} is inside its grace ({_removal(gone)}): it can be purged "
+                                 "only after")
+            await self.logs.append(NODE_PURGE, {"node": name})
+            event(self.log, "node.purged", node=name)
+        return self.removed()[name]
+
+
+def _usage_name(name: str) -> None:
+    try:
+        check_node_name(name)
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _removal(node: Node) -> str:
+    if node.purged:
+        return f"and its packs purged at {_iso(node.purged)}"
+    return f"at {_iso(node.removed)}; restorable with `node restore-config` until {_iso(node.restorable_until)}"
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

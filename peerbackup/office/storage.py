@@ -65,11 +65,20 @@ class StorageService:
         if not self.peers.ident.certificate.has_role("storage"):
             raise Forbidden("this peer does not have the storage role")
 
-    def _node(self, node: str) -> Node:
+    def _node(self, node: str, purged: bool = False) -> Node:
+        """The node in force; with `purged`, a node the log says an admin purged too (to list and delete
+        its files). A removed node inside its grace is neither: its files are read, written and deleted by
+        nobody until it is restored or purged."""
         self._storage_role()
-        info = self.logs.state.config().nodes.get(node)
+        config = self.logs.state.config()
+        info = config.nodes.get(node)
+        gone = config.removed_nodes.get(node)
+        if info is None and purged and gone is not None and gone.purged:
+            info = gone
         if info is None:
-            raise Forbidden(f"no backup node {node!r} in the office configuration")
+            raise Forbidden(f"no backup node {node!r} in the office configuration"
+                            + (" (removed: its files stay until an admin purges it after its grace)"
+                               if gone is not None and not gone.purged else ""))
         return info
 
     def _is_storage_peer(self, issuer: str) -> bool:
@@ -161,7 +170,7 @@ class StorageService:
 
     async def _on_list(self, issuer: str, body: bytes) -> bytes:
         msg = proto.Listing.from_wire(body)
-        self._node(msg.node)  # names and sizes of ciphertext: any member may see them (storage reports)
+        self._node(msg.node, purged=True)  # names and sizes of ciphertext: any member may see them (storage reports)
         items = await self._run(self.holder.listing, msg.node, msg.ftype)
         assert isinstance(items, list)
         return proto.Reply(items=tuple(items)).to_wire()
@@ -187,9 +196,11 @@ class StorageService:
 
     async def _on_delete(self, issuer: str, body: bytes) -> bytes:
         msg = proto.Delete.from_wire(body)
-        info = self._node(msg.ref.node)
+        info = self._node(msg.ref.node, purged=True)
         if not self._holds(issuer, info):
             raise Forbidden(f"{issuer} holds no keys of backup node {msg.ref.node} and may not delete from it")
+        if info.removed and not msg.grant:
+            raise Forbidden(f"backup node {msg.ref.node} was purged: its files go only with an admin's delete grant")
         if msg.ref.ftype not in MUTABLE and msg.act_as and not msg.grant:
             self._check_act_as(issuer, msg.ref.node, msg.act_as, delete=True)  # a retention job's agent
         elif msg.ref.ftype not in MUTABLE:

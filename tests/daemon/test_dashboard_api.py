@@ -116,3 +116,46 @@ def test_open_pages_share_one_question_a_second_for_the_running_jobs(office: Off
     # Every page got its pushes; alpha was asked about once a second in all, not once per page per second.
     assert len(pushes) == pages and min(pushes) >= seconds - 1, pushes
     assert 1 <= asked <= seconds + 2 < sum(pushes), (asked, pushes)
+
+
+def test_the_undo_actions_need_the_token_and_the_page_sees_their_effect(office: Office) -> None:
+    """The dashboard's remove / pause / resume / restore buttons post to these routes (the admin token
+    only, like every action); /v1/ui/nodes shows a paused schedule as paused, without a next run."""
+    (a,) = start_office(office, [])
+    home = ["--home", str(a.home)]
+    office.cli("dataset", "add", NODE, "/srv/one", *home)
+    office.cli("dataset", "add", NODE, "/srv/two", *home)
+    sid = office.cli("schedule", "add", NODE, "--every", "1h", "--json", *home).json()["schedule"]["id"]
+    actions: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/schedules/pause", {"node": NODE, "id": sid}), ("/v1/schedules/resume", {"node": NODE, "id": sid}),
+        ("/v1/schedules/remove", {"node": NODE, "id": sid}),
+        ("/v1/datasets/remove", {"node": NODE, "path": "/srv/one"}),
+        ("/v1/nodes/remove", {"node": NODE}), ("/v1/nodes/restore-config", {"node": NODE}),
+        ("/v1/nodes/purge", {"node": NODE})]
+    for path, asked in actions:
+        assert get(a, path, token=None, method="POST", body=asked)[0] == 401
+        assert get(a, path, token="wrong", method="POST", body=asked)[0] == 401
+    assert office.cli("node", "show", NODE, "--json", *home).json()["schedules"][0]["paused"] == 0  # untouched
+
+    code, _, _ = get(a, "/v1/schedules/pause", method="POST", body={"node": NODE, "id": sid})
+    assert code == 200
+    [shown] = json.loads(get(a, "/v1/ui/nodes")[1])[0]["schedules"]
+    assert shown["id"] == sid and shown["paused"] and shown["next_run"] is None
+    code, body, _ = get(a, "/v1/schedules/pause", method="POST", body={"node": NODE, "id": sid})
+    assert code == 400 and "paused already" in json.loads(body)["error"]
+    assert get(a, "/v1/schedules/resume", method="POST", body={"node": NODE, "id": sid})[0] == 200
+    [shown] = json.loads(get(a, "/v1/ui/nodes")[1])[0]["schedules"]
+    assert shown["paused"] is None and shown["next_run"]
+    assert get(a, "/v1/schedules/wipe", method="POST", body={"node": NODE, "id": sid})[0] == 404
+    assert get(a, "/v1/datasets/remove", method="POST", body={"node": NODE, "path": "/srv/one"})[0] == 200
+    assert [d["path"] for d in json.loads(get(a, "/v1/ui/nodes")[1])[0]["datasets"]] == ["/srv/two"]
+
+    assert get(a, "/v1/nodes/remove", method="POST", body={"node": NODE})[0] == 200
+    assert json.loads(get(a, "/v1/ui/nodes")[1]) == []
+    [gone] = json.loads(get(a, "/v1/nodes?removed=1")[1])
+    assert gone["node"] == NODE and gone["restorable_until"] > time.time() and not gone["purged"]
+    code, body, _ = get(a, "/v1/nodes/purge", method="POST", body={"node": NODE})
+    assert code == 400 and "inside its grace" in json.loads(body)["error"]
+    assert get(a, "/v1/nodes/restore-config", method="POST", body={"node": NODE})[0] == 200
+    [back] = json.loads(get(a, "/v1/ui/nodes")[1])
+    assert [d["path"] for d in back["datasets"]] == ["/srv/two"] and [s["id"] for s in back["schedules"]] == [sid]

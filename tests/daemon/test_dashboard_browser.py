@@ -49,6 +49,9 @@ def shots() -> Path:
     return out
 
 
+LABELLED = "[...document.querySelectorAll('input, select')].every((e) => e.labels.length > 0)"
+
+
 def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browser: Browser, shots: Path) -> None:
     # ~108 MB for beta or gamma to back up, sent to 2 storage peers under a 40 MB/s upload limit: the job
     # lasts 5 s or more however fast the machine (CI once did it in 1.2 s, too fast for a heartbeat to
@@ -124,6 +127,7 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     saved = tmp_path / "downloaded.bin"
     dl.value.save_as(saved)
     assert saved.read_bytes() == first.read_bytes()
+    assert page.evaluate(LABELLED)  # every form field has a label
     page.fill("input[name='target']", "from-the-browser")
     page.click("text=Restore here")
     expect(page.locator("#toast")).to_contain_text("Restored")
@@ -141,6 +145,7 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     kinds = set(log_rows.locator("td:nth-child(3)").all_text_contents())
     assert kinds <= {"job.dispatched", "job.started", "job.done", "job.progress"} and "job.done" in kinds
     page.screenshot(path=str(shots / "6-log.png"), full_page=True)
+    assert page.evaluate(LABELLED)
 
     # Actions with the command line's checks: a schedule (a bad one refused with its reason), a grant.
     page.click("nav a[data-page='nodes']")
@@ -165,5 +170,20 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     grant.locator("button[value='grant']").click()
     expect(page.locator("#toast")).to_contain_text("Granted gamma")
     expect(page.locator(f"section[data-node='{NODE}'] .agents")).to_have_text("beta, gamma")
+    assert page.evaluate(LABELLED)
+
+    # Undo buttons ask first: dismissed, nothing happens; accepted, the schedule is paused.
+    row = page.locator(f"section[data-node='{NODE}'] tr[data-schedule]").first
+    page.once("dialog", lambda d: d.dismiss())
+    row.locator("button[data-action='pause']").click()
+    page.wait_for_timeout(300)
+    assert {s["state"] for s in json.loads(office.cli("schedule", "list", "--json", *home).out)} == {"active"}
+    page.once("dialog", lambda d: d.accept())
+    row.locator("button[data-action='pause']").click()
+    expect(page.locator("#toast")).to_contain_text("paused")
+    expect(page.locator(f"section[data-node='{NODE}'] tr[data-schedule] .state-paused")).to_have_count(1)
+    expect(page.locator(f"section[data-node='{NODE}'] tr[data-schedule] button[data-action='resume']")).to_have_count(1)
+    assert {s["state"] for s in json.loads(office.cli("schedule", "list", "--json", *home).out)} == {"paused"}
+    page.screenshot(path=str(shots / "7-paused.png"), full_page=True)
     assert not errors, errors
     assert job

@@ -69,6 +69,20 @@ async function api(method, path, body) {
 
 function name(id) { return state.names[id] || id; }
 
+// A button that changes the office's configuration: asks first, then posts, says what happened, redraws.
+// Undoing never deletes data (docs/nodes.md); the question says what goes and what stays.
+function confirmed(label, action, question, path, body, done) {
+  return h("button", { class: "plain", "data-action": action, onclick: async (ev) => {
+    if (!window.confirm(question)) return;
+    ev.target.disabled = true;
+    try {
+      await api("POST", path, body);
+      toast(done);
+      render();
+    } catch (e) { toast(e.message, true); ev.target.disabled = false; }
+  } }, label);
+}
+
 // An event's fields as "key=value", peer ids by name, long ids cut: readable at a glance.
 function details(fields) {
   return Object.entries(fields || {}).filter(([k]) => !["node", "job", "failed"].includes(k)).map(([k, v]) => {
@@ -160,10 +174,26 @@ async function pageOffice(main) {
 async function pageNodes(main) {
   const nodes = await api("GET", "/v1/ui/nodes");
   const cards = nodes.map((n) => {
-    const sched = n.schedules.map((s) => h("tr", {},
-      h("td", {}, s.cron ? `cron ${s.cron} (${s.tz})` : `every ${s.every} s`),
-      h("td", {}, when(s.last_run)), h("td", {}, s.last_result ? badge(s.last_result) : "–"),
-      h("td", {}, when(s.next_run))));
+    const sched = n.schedules.map((s) => {
+      const what = s.cron ? `cron ${s.cron} (${s.tz})` : `every ${s.every} s`;
+      const ref = { node: n.node, id: s.id };
+      return h("tr", { "data-schedule": s.id },
+        h("td", {}, what), h("td", {}, when(s.last_run)), h("td", {}, s.last_result ? badge(s.last_result) : "–"),
+        h("td", {}, s.paused ? badge("paused") : when(s.next_run)),
+        h("td", {}, s.paused
+          ? confirmed("Resume", "resume", `Resume schedule ${s.id} (${what}) of ${n.node}? The slots missed while it ` +
+            "was paused are not run.", "/v1/schedules/resume", ref, `Schedule ${s.id} resumed`)
+          : confirmed("Pause", "pause", `Pause schedule ${s.id} (${what}) of ${n.node}? No backup runs for it, and ` +
+            "no alert fires, until it is resumed.", "/v1/schedules/pause", ref, `Schedule ${s.id} paused`),
+        " ", confirmed("Remove", "remove", `Remove schedule ${s.id} (${what}) of ${n.node}? Its snapshots stay.`,
+          "/v1/schedules/remove", ref, `Schedule ${s.id} removed`)));
+    });
+    const datasets = n.datasets.map((d) => h("li", { "data-dataset": d.path }, d.path, " ",
+      confirmed("Remove", "remove-dataset", `Remove data set ${d.path} from ${n.node}? It is no longer backed up; ` +
+        "its snapshots stay.", "/v1/datasets/remove", { node: n.node, path: d.path }, `${d.path} removed from ${n.node}`)));
+    const removeNode = confirmed("Remove node", "remove-node", `Remove backup node ${n.node}? No more jobs; its ` +
+      "snapshots and keys stay, and restore-config brings it back during the grace (7 days by default).",
+      "/v1/nodes/remove", { node: n.node }, `${n.node} removed (restorable)`);
     const backup = h("button", { "data-action": "backup", onclick: async (ev) => {
       ev.target.disabled = true;
       try {
@@ -182,7 +212,7 @@ async function pageNodes(main) {
         toast(`${path.endsWith("revoke") ? "Revoked" : "Granted"} ${agent} for ${n.node}`);
         render();
       } catch (e) { toast(e.message, true); }
-    } }, h("input", { name: "agent", placeholder: "peer name or id", required: true }),
+    } }, h("label", {}, "agent ", h("input", { name: "agent", placeholder: "peer name or id", required: true })),
     h("button", { class: "plain", value: "grant" }, "Grant"), h("button", { class: "plain", value: "revoke" }, "Revoke"));
     const schedForm = h("form", { class: "inline", onsubmit: async (ev) => {
       ev.preventDefault();
@@ -195,17 +225,19 @@ async function pageNodes(main) {
         toast(`Schedule added to ${n.node}`);
         render();
       } catch (e) { toast(e.message, true); }
-    } }, h("select", { name: "kind" }, h("option", { value: "cron" }, "cron"), h("option", { value: "every" }, "every (s)")),
-    h("input", { name: "spec", placeholder: "0 2 * * *  or  3600", required: true }),
+    } }, h("label", {}, "kind ", h("select", { name: "kind" }, h("option", { value: "cron" }, "cron"),
+      h("option", { value: "every" }, "every (s)"))),
+    h("label", {}, "when ", h("input", { name: "spec", placeholder: "0 2 * * *  or  3600", required: true })),
     h("label", {}, "time zone ", h("input", { name: "tz", value: Intl.DateTimeFormat().resolvedOptions().timeZone })),
     h("label", {}, "window (hours) ", h("input", { name: "window", type: "number", min: "0.1", step: "0.1", value: "4",
       size: 4 })),
     h("button", { class: "plain" }, "Add schedule"));
     return h("section", { class: "card", "data-node": n.node },
       h("h2", {}, n.node, " ", backup, " ", h("a", { href: `#/snapshots/${encodeURIComponent(n.node)}` },
-        `${n.snapshots ?? "?"} snapshot(s)`)),
+        `${n.snapshots ?? "?"} snapshot(s)`), " ", removeNode),
       h("div", { class: "kv" },
-        h("span", { class: "muted" }, "Data sets"), h("span", {}, n.datasets.map((d) => d.path).join(", ") || "none"),
+        h("span", { class: "muted" }, "Data sets"), datasets.length ? h("ul", { class: "datasets" }, datasets)
+          : h("span", {}, "none"),
         h("span", { class: "muted" }, "Agents"), h("span", { class: "agents" }, n.agents.map(name).sort().join(", ") || "none"),
         h("span", { class: "muted" }, "Retention"), h("span", {},
           Object.entries(n.policy).map(([k, v]) => `keep ${v} ${k}`).join(", ") || "keep everything"),
@@ -216,13 +248,21 @@ async function pageNodes(main) {
             "details")] : null,
           n.last_result === "partial" ? h("ul", { class: "warn last-failed" },
             failedItems({ failed: n.last_failed, failures: n.last_failures })) : null)),
-      h("table", {}, h("thead", {}, h("tr", {}, ["Schedule", "Last run", "Result", "Next run"].map((t) => h("th", {}, t)))),
-        h("tbody", {}, sched.length ? sched : h("tr", {}, h("td", { colspan: 4, class: "muted" },
+      h("table", {}, h("thead", {}, h("tr", {}, ["Schedule", "Last run", "Result", "Next run", ""].map((t) => h("th", {}, t)))),
+        h("tbody", {}, sched.length ? sched : h("tr", {}, h("td", { colspan: 5, class: "muted" },
           "No schedule: back it up by hand, or add one below.")))),
       grantForm, schedForm);
   });
+  const removed = (await api("GET", "/v1/nodes?removed=1")).map((n) => h("tr", { "data-removed": n.node },
+    h("td", {}, n.node), h("td", {}, when(n.removed)),
+    h("td", {}, n.purged ? `purged ${when(n.purged)}` : when(n.restorable_until)),
+    h("td", {}, !n.purged && Date.now() / 1000 < n.restorable_until ? confirmed("Restore configuration", "restore-node",
+      `Bring backup node ${n.node} back with its data sets, schedules, policy and grants as they were?`,
+      "/v1/nodes/restore-config", { node: n.node }, `${n.node} restored`) : "")));
   main.replaceChildren(h("h1", {}, "Backup nodes"), ...(cards.length ? cards : [h("p", { class: "muted" },
-    "No backup node yet: peerbackup node add NAME on an admin.")]));
+    "No backup node yet: peerbackup node add NAME on an admin.")]),
+  ...(removed.length ? [h("h2", {}, "Removed nodes"), h("table", { id: "removed" }, h("thead", {}, h("tr", {},
+    ["Node", "Removed", "Restorable until", ""].map((t) => h("th", {}, t)))), h("tbody", {}, removed))] : []));
 }
 
 async function pageJob(main, job) {
@@ -295,10 +335,11 @@ async function pageLog(main, params) {
     for (const k of ["node", "agent", "kind", "since"]) if (ev.target[k].value) q.set(k, ev.target[k].value);
     location.hash = `#/log?${q}`;
   } },
-  h("select", { name: "node" }, nodes.map((n) => h("option", { value: n.node, selected: n.node === f.node }, n.node))),
-  h("input", { name: "agent", placeholder: "agent", value: f.agent }),
-  h("input", { name: "kind", placeholder: "kind, e.g. job.done", value: f.kind }),
-  h("input", { name: "since", type: "datetime-local", value: f.since }),
+  h("label", {}, "node ", h("select", { name: "node" }, nodes.map((n) => h("option", { value: n.node,
+    selected: n.node === f.node }, n.node)))),
+  h("label", {}, "agent ", h("input", { name: "agent", placeholder: "agent", value: f.agent })),
+  h("label", {}, "kind ", h("input", { name: "kind", placeholder: "kind, e.g. job.done", value: f.kind })),
+  h("label", {}, "since ", h("input", { name: "since", type: "datetime-local", value: f.since })),
   h("button", { class: "plain" }, "Filter"));
   const matches = (e) => (!f.kind || e.kind === f.kind || e.kind.startsWith(f.kind + ".")) &&
     (!f.agent || [e.fields.agent, name(e.fields.agent)].includes(f.agent)) &&
@@ -353,7 +394,8 @@ async function pageBrowse(main, node, snap, params) {
       const res = await api("POST", "/v1/ui/restore", { node, snapshot: snap, path: p, target: ev.target.target.value });
       toast(`Restored ${res.files} file(s), ${bytes(res.bytes)} to ${res.target}`);
     } catch (e) { toast(e.message, true); }
-  } }, h("input", { name: "target", placeholder: `a folder under ${out.restore_root}`, value: out.restore_root, size: 40 }),
+  } }, h("label", {}, "to ", h("input", { name: "target", placeholder: `a folder under ${out.restore_root}`,
+    value: out.restore_root, size: 40 })),
   h("button", { class: "plain" }, "Restore here"));
   const rows = out.entries.map((e) => {
     const full = (path === "/" ? "" : path) + "/" + e.name;
