@@ -123,8 +123,8 @@ def test_the_undo_actions_need_the_token_and_the_page_sees_their_effect(office: 
     only, like every action); /v1/ui/nodes shows a paused schedule as paused, without a next run."""
     (a,) = start_office(office, [])
     home = ["--home", str(a.home)]
-    office.cli("dataset", "add", NODE, "/srv/one", *home)
-    office.cli("dataset", "add", NODE, "/srv/two", *home)
+    office.cli("dataset", "add", NODE, "/srv/one", "--allow-missing", *home)
+    office.cli("dataset", "add", NODE, "/srv/two", "--allow-missing", *home)
     sid = office.cli("schedule", "add", NODE, "--every", "1h", "--json", *home).json()["schedule"]["id"]
     actions: list[tuple[str, dict[str, Any]]] = [
         ("/v1/schedules/pause", {"node": NODE, "id": sid}), ("/v1/schedules/resume", {"node": NODE, "id": sid}),
