@@ -99,6 +99,20 @@ def test_the_readme_policy_keeps_every_data_set_of_a_node(office: Office, tmp_pa
         target = tmp_path / f"out-{path.name}"
         repo(office, a, "restore", "latest", "--path", str(path), "--target", str(target))
         assert tree_hashes(target / path.relative_to("/")) == tree_hashes(path)
+    # A data set removed from the configuration is held whole by the next retention jobs: removing
+    # configuration never deletes data.
+    office.cli("dataset", "remove", NODE, str(second), *home)
+    wait_for(lambda: str(second) not in {d["path"] for d in json.loads(
+        office.cli("node", "show", NODE, "--json", *home).out)["datasets"]}, 20, "the data set removed")
+    for _ in range(2):
+        out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)
+        assert out["state"] == "done" and len(out["snapshots"]) == 1, out
+        retention = retention_job_id(NODE, out["job"])
+        wait_for(lambda: any(e["kind"] in ("job.done", "job.failed") for e in node_events(a, retention)),  # noqa: B023
+                 60, "retention after the data set's removal")
+    groups = {g["path"]: g for g in node_events(a, retention)[-1]["fields"]["groups"]}
+    assert groups[str(second)]["held"] and groups[str(second)]["removed"] == 0 and groups[str(second)]["kept"] == 1
+    assert groups[str(src)]["kept"] == 1 and groups[str(src)]["removed"] == 1
 
 
 def test_heartbeats_carry_progress_and_a_stalled_agent_is_replaced(office: Office, tmp_path: Path) -> None:
