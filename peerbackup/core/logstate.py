@@ -45,6 +45,14 @@ ACCEPTED, DUPLICATE, PENDING, REFUSED, FORK = "accepted", "duplicate", "pending"
 MEMBER_ADD, MEMBER_REVOKE, COORDINATOR_CLAIM = "member.add", "member.revoke", "coordinator.claim"
 
 
+def term_plausible(term: int, now: float) -> bool:
+    """Whether a coordinator term can be genuine at unix time `now`. Honest terms start at 1 and go up by
+    one an election, far slower than one a second; a member claiming 2**64-1 made the next honest claim
+    (term + 1) impossible to write, and every schedule stopped for good. Bounded by the claim's own time,
+    a term an attacker pushes up is overtaken a second later, and term + 1 always fits in 63 bits."""
+    return 0 < term <= now
+
+
 @dataclass(frozen=True)
 class Outcome:
     verdict: str
@@ -221,8 +229,12 @@ class LogState:
             elif ev.kind == COORDINATOR_CLAIM:
                 if not cert.has_role("coordinator"):
                     return f"{ev.feed} is not coordinator-eligible"
-                if not isinstance(ev.fields.get("term"), int):
+                term = ev.fields.get("term")
+                if not isinstance(term, int) or isinstance(term, bool):
                     return "coordinator.claim without a term"
+                if not term_plausible(term, hlcmod.wall_ms(ev.hlc) / 1000):
+                    return (f"coordinator.claim of term {term}: terms start at 1 and never outrun one a second "
+                            "of the claim's own time")
             elif ev.kind in NODE_KINDS:
                 if not cert.has_role("admin"):
                     return f"{ev.feed} is not an admin and cannot change backup nodes"

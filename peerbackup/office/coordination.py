@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from peerbackup.core import codec
 from peerbackup.core.events import CONTROL_LOG, Event
-from peerbackup.core.logstate import COORDINATOR_CLAIM
+from peerbackup.core.logstate import COORDINATOR_CLAIM, term_plausible
 from peerbackup.daemon.logs import event
 from peerbackup.errors import Forbidden, FormatError, PeerBackupError, ProtocolError
 from peerbackup.net.proto import coordinator as proto
@@ -52,12 +52,21 @@ class CoordinatorService:
         if raw is not None:
             try:
                 obj = codec.unpack(raw, "election state")
-                self.election.highest = (int(obj[0]), str(obj[1]))
+                highest = (int(obj[0]), str(obj[1]))
+                # A term persisted before terms were bounded (an attack's 2**64-1) is forgotten; the log's
+                # claims below still count.
+                if self._plausible(highest):
+                    self.election.highest = highest
             except (FormatError, TypeError, ValueError, IndexError):
                 pass
         # Terms recorded in the control log count as seen, too.
         for term, peer_id in self.logs.state.config().coordinator_terms:
             self.election.see((term, peer_id))
+
+    def _plausible(self, token: Token) -> bool:
+        """A token from another peer (an announcement, an answer) or from disk, against this peer's clock and
+        the skew it tolerates: the control log's rule (core/logstate.term_plausible) at the door."""
+        return token[0] == 0 or term_plausible(token[0], self.clock() + self.peers.settings.clock_skew)
 
     async def _persist(self) -> None:
         await self.peers.state.put(_KEY, codec.pack(list(self.election.highest)))
@@ -73,6 +82,10 @@ class CoordinatorService:
             event(self.log, "coordinator.refused", logging.WARNING, peer=issuer, term=msg.token[0],
                   reason="no coordinator role")
             raise Forbidden(f"{issuer} has no coordinator role and cannot coordinate")
+        if not self._plausible(msg.token):
+            event(self.log, "coordinator.refused", logging.WARNING, peer=issuer, term=msg.token[0],
+                  reason="term beyond what the time allows")
+            raise Forbidden(f"term {msg.token[0]} cannot be genuine (terms never outrun one a second)")
         before = self.election.highest
         was = self.election.coordinator
         stepped = self.election.see(msg.token) if msg.token[1] == issuer else None
@@ -146,7 +159,7 @@ class CoordinatorService:
                 reply = proto.AnnounceReply.from_wire(raw)
             except (PeerBackupError, ProtocolError):
                 return
-            stepped = self.election.see(reply.highest)
+            stepped = self.election.see(reply.highest) if self._plausible(reply.highest) else None
             if stepped is not None:
                 event(self.log, "coordinator.stepped_down", logging.WARNING, term=stepped.token[0],
                       reason=f"{peer_id} knows a higher token {list(reply.highest)}")

@@ -338,6 +338,12 @@ def test_an_unknown_log_is_refused() -> None:
     (ADMIN, MEMBER_ADD, {"cert": b"not a certificate"}, "member.add: "),
     (PLAIN, COORDINATOR_CLAIM, claim(1), "is not coordinator-eligible"),
     (BOB, COORDINATOR_CLAIM, {"term": "one"}, "coordinator.claim without a term"),
+    (BOB, COORDINATOR_CLAIM, {"term": True}, "coordinator.claim without a term"),
+    # Issue 14, finding 2: a term no honest peer can follow (term + 1 would not fit in 64 bits), or one
+    # beyond a term a second of the claim's own time, or none at all.
+    (BOB, COORDINATOR_CLAIM, {"term": 2**64 - 1}, "never outrun one a second"),
+    (BOB, COORDINATOR_CLAIM, {"term": NOW}, "never outrun one a second"),
+    (BOB, COORDINATOR_CLAIM, {"term": 0}, "never outrun one a second"),
     (BOB, "schedule.set", {"at": "02:00"}, "unknown control event 'schedule.set' from a non-admin"),
     (ADMIN, MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 0}, office_key=OTHER_OFFICE_KEY), "member.revoke: "),
     (ADMIN, MEMBER_REVOKE, {"revocation": Revocation.issue(OFFICE_KEY, DAVE.peer_id, NOW).raw},
@@ -952,3 +958,21 @@ def test_convergence_example_with_every_rule_at_once() -> None:
         assert s.digest() == states[0].digest()
         assert s.config().digest() == states[0].config().digest()
         assert set(s.config().members) == {ADMIN.peer_id, BOB.peer_id, CAROL.peer_id}
+
+
+def test_a_term_pushed_up_to_its_bound_is_overtaken_a_second_later() -> None:
+    """The largest term a claim may carry is its own time in seconds: a member that claims it holds the
+    office's highest term for one second, after which an honest claim of term + 1 is accepted."""
+    s = new_state(*ALL_CERTS)
+    b, c = Feed(BOB), Feed(CAROL)
+    b.clock = c.clock = NOW_MS - 5000
+    top = b.next(COORDINATOR_CLAIM, claim((NOW_MS - 5000) // 1000))
+    assert add(s, top).verdict == ACCEPTED
+    too_soon = c.next(COORDINATOR_CLAIM, claim((NOW_MS - 5000) // 1000 + 1))
+    assert add(s, too_soon).verdict == REFUSED
+    c2 = Feed(CAROL)
+    c2.clock = NOW_MS - 3990
+    later = c2.next(COORDINATOR_CLAIM, claim((NOW_MS - 5000) // 1000 + 1))
+    s2 = new_state(*ALL_CERTS)
+    assert add(s2, top).verdict == ACCEPTED and add(s2, later).verdict == ACCEPTED
+    assert max(s2.config().coordinator_terms) == ((NOW_MS - 5000) // 1000 + 1, CAROL.peer_id)

@@ -215,7 +215,7 @@ def acme_office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Acme]:
     office = Office(Path(tmp_path_factory.mktemp("acme")))
     try:
         yield start_office(office, ("oscar", "peggy", "mallory", "trudy", "victor", "sybil", "walter", "rita",
-                                    "stan"))
+                                    "stan", "cora"))
     finally:
         office.close()
 
@@ -775,6 +775,27 @@ def test_a_member_relaying_a_public_revocation_with_its_own_cutoff_erases_nothin
         assert holds(n, first), f"{n.name} dropped rita's claim"
         assert not holds(n, relayed)
         assert_healthy_and_alerted(acme, n, [{"verdict": "refused", "feed": stan.peer_id, "source": stan.peer_id,
+                                              "reason": reason}])
+
+
+def test_a_term_no_honest_peer_can_follow_is_refused_on_every_peer(acme: Acme) -> None:
+    """Issue 14, finding 2: a coordinator-role member claiming term 2**64-1 in the control log made the next
+    honest claim impossible to write, and every schedule stopped for good (the term was persisted)."""
+    cora = acme.members["cora"]
+    before = acme.converged()
+    huge = genuine(cora.key, 1, GENESIS, 2**64 - 1)
+    reason = "never outrun one a second"
+    with EvilPeer(cora, acme.nodes) as evil:
+        evil.serve({"*": [huge]})
+        for n in acme.nodes:
+            evil.poke(n)
+        for n in acme.nodes:
+            wait_for(partial(more_lines, n, "log.refused", cora.peer_id, reason, 0), WAIT,
+                     f"{n.name} to refuse cora's term")
+    assert acme.converged() == before
+    for n in acme.nodes:
+        assert not holds(n, huge)
+        assert_healthy_and_alerted(acme, n, [{"verdict": "refused", "feed": cora.peer_id, "source": cora.peer_id,
                                               "reason": reason}])
 
 

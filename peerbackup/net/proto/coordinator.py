@@ -20,7 +20,7 @@ Token = tuple[int, str]
 
 def _token(obj: object, what: str) -> Token:
     if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], int) and not isinstance(obj[0], bool)
-            and 0 <= obj[0] < 2**63 and isinstance(obj[1], str) and (obj[1] == "" or is_peer_id(obj[1]))):
+            and 0 <= obj[0] < 2**62 and isinstance(obj[1], str) and (obj[1] == "" or is_peer_id(obj[1]))):
         raise Malformed(f"{what}: a fencing token is [term, peer id]")
     return (obj[0], obj[1])
 
