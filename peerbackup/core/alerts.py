@@ -392,7 +392,10 @@ def _schedule(node: Node, sc: Schedule, jobs: dict[str, JobState], cfg: AlertCon
     by_slot: dict[float, JobState] = {}
     for st in jobs.values():
         f = st.fields
-        if f.get("schedule") == sc.id and isinstance(f.get("slot"), int):
+        # A slot counts only as the job's own id names it (ids are hash(node, schedule, slot)): a slot an
+        # agent wrote into a start of its own (2**40, say) must not move "last done" into the future.
+        if f.get("schedule") == sc.id and isinstance(f.get("slot"), int) and not isinstance(f["slot"], bool) \
+                and job_id(node.name, sc.id, f["slot"]) == st.job:
             by_slot[float(f["slot"])] = st
     last_done = max((t for t, st in by_slot.items() if st.state == DONE), default=0.0)
     if open_ is not None:

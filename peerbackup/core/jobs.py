@@ -22,6 +22,11 @@ OPEN, DONE, FAILED = "open", "done", "failed"
 # How a finished job came out: a job.done's "result". Partial: its snapshots were saved without some
 # files (their paths and why in the event). It is still finished: never dispatched again.
 PARTIAL = "partial"
+# The fields a job.dispatched owns (office/jobs.py writes them): a job's identity, kind, deadline and why it
+# runs. Only its coordinator sets them; an agent's job.started never changes them (its start counts for them
+# only when no dispatch of the job is in the log).
+DISPATCH_FIELDS = frozenset({"job", "node", "agent", "term", "coordinator", "deadline", "job_kind", "schedule",
+                             "slot", "attempt", "replaces", "prune", "stalled"})
 
 
 @dataclass
@@ -45,6 +50,11 @@ class JobState:
         return str(self.fields.get("agent", ""))
 
     @property
+    def dispatched(self) -> bool:
+        """Whether a coordinator's dispatch of it is in the log (else only its agent's start is)."""
+        return bool(self.dispatcher)
+
+    @property
     def deadline(self) -> float:
         return float(self.fields.get("deadline", 0))
 
@@ -57,7 +67,8 @@ class JobState:
         return self.state
 
 
-def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None) -> dict[str, JobState]:
+def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None,
+         agents: Collection[str] | None = None) -> dict[str, JobState]:
     """Every job in a node's log (events in log order), in the order first dispatched. A coordinator
     that dispatched a job may have died before its event spread: then the job.started alone carries
     what a successor needs. A re-dispatch reopens a failed or open job, never a done one; the first end
@@ -68,12 +79,14 @@ def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None) ->
     `claims` are the (term, peer) coordinator claims of the control log. A dispatch counts only when
     its writer claimed the term it names, a dispatch_failed only from the job's dispatcher, a start or
     an end only from an agent the job was given: any other member's look-alike (core/nodelog.py) is
-    passed over. None trusts every writer (unit tests of the other rules)."""
+    passed over. A start whose dispatch is not in the log counts only from one of the node's granted
+    `agents` (else any agent-role member could make a slot look taken). None trusts every writer (unit
+    tests of the other rules)."""
     jobs: dict[str, JobState] = {}
     for ev in events:
         job = str(ev.fields.get("job"))
         st = jobs.get(job)
-        if claims is not None and not _may(ev, st, claims):
+        if claims is not None and not _may(ev, st, claims, agents):
             continue
         if ev.kind == JOB_DISPATCHED:
             if st is None:
@@ -100,7 +113,12 @@ def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None) ->
                 st.agents.add(ev.feed)
             elif st.state != DONE:  # a start after the end is another side's late copy: the end stands
                 st.started_ms = hlc.wall_ms(ev.hlc)
-                st.fields.update(ev.fields)
+                # The agent adds its own fields only: what a dispatch says (kind, deadline, slot, prune...) is
+                # the coordinator's, whether or not this dispatch said it (an agent that rewrote job_kind to
+                # "retention" was handed a delete-capable token).
+                for k, v in ev.fields.items():
+                    if k not in DISPATCH_FIELDS:
+                        st.fields.setdefault(k, v)
                 st.state = OPEN if st.state == FAILED else st.state
         elif ev.kind in (JOB_DONE, JOB_FAILED) and st is not None and st.state == OPEN:
             st.state = DONE if ev.kind == JOB_DONE else FAILED
@@ -109,7 +127,8 @@ def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None) ->
     return jobs
 
 
-def _may(ev: Event, st: JobState | None, claims: Collection[tuple[int, str]]) -> bool:
+def _may(ev: Event, st: JobState | None, claims: Collection[tuple[int, str]],
+         agents: Collection[str] | None) -> bool:
     """Whether this event's writer had the part in the job that the event says it had."""
     f = ev.fields
     if ev.kind == JOB_DISPATCHED:
@@ -117,8 +136,9 @@ def _may(ev: Event, st: JobState | None, claims: Collection[tuple[int, str]]) ->
     if ev.kind == JOB_UNSENT:
         return st is not None and st.dispatcher == ev.feed
     if ev.kind == JOB_STARTED and st is None:
-        # Its dispatch has not arrived (or was never logged): the start must name a real claim.
-        return (f.get("term"), f.get("coordinator")) in claims
+        # Its dispatch has not arrived (or was never logged): the start must name a real claim and come
+        # from a granted agent of the node.
+        return (f.get("term"), f.get("coordinator")) in claims and (agents is None or ev.feed in agents)
     if ev.kind in (JOB_STARTED, JOB_DONE, JOB_FAILED):
         return st is not None and ev.feed in st.agents
     return True

@@ -198,13 +198,16 @@ class JobService:
         changes: its writers' heads name its content (a revocation or a fork that drops events moves them
         too). Read-only for the callers."""
         log = node_log(node)
-        claims = self.logs.state.config().coordinator_terms
+        config = self.logs.state.config()
+        claims = config.coordinator_terms
+        info = config.nodes.get(node)
+        agents = frozenset(info.agents) if info is not None else frozenset()
         # A dispatch counts once its claim arrives (and no more if a removal drops the claim).
-        version = (hash(tuple(claims)), *sorted((feed, seq) for (name, feed), seq in self.logs.state.heads.items()
-                                                if name == log))
+        version = (hash(tuple(claims)), hash(agents), *sorted(
+            (feed, seq) for (name, feed), seq in self.logs.state.heads.items() if name == log))
         cached = self._folds.get(node)
         if cached is None or cached[0] != version:
-            cached = self._folds[node] = (version, fold(self.logs.state.ordered(log), set(claims)))
+            cached = self._folds[node] = (version, fold(self.logs.state.ordered(log), set(claims), agents))
         return cached[1]
 
     def known_jobs(self, node: str) -> set[str]:
@@ -471,7 +474,7 @@ class JobService:
         # Only a retention job this coordinator itself dispatched (its own signed event, not a look-alike
         # any member could write into the node's log) lets the agent delete.
         scope = PRUNE if (st is not None and st.kind == RETENTION and st.state == OPEN and st.agent == issuer
-                          and st.dispatcher == self.peers.me) else BACKUP_SCOPE
+                          and st.dispatcher == self.peers.me and info.policy) else BACKUP_SCOPE
         token = ActAs.issue(self.peers.ident.key, term, issuer, msg.node, msg.job, int(now), ACT_AS_VALIDITY, scope)
         await self.logs.append(LOGON, {"job": msg.job, "node": msg.node, "agent": issuer, "term": term},
                                log=node_log(msg.node))

@@ -494,7 +494,12 @@ def open_config(store: PeerStore, office: str, node: str, created: int) -> RepoC
         except ObjectExists:
             pass  # another agent wrote the same bytes first
         config = read_config(store)
-    if config.id != expected.id:
+    # Compared in full, not by id alone: the config is not encrypted, and a storage member answering first
+    # with the right id and 64-byte chunks would have every backup of the node cut into millions of blobs.
+    if config != expected:
         raise StoreError(f"the repository config held for backup node {node} is not this node's "
-                         f"(id {config.id[:12]}, expected {expected.id[:12]})")
-    return config
+                         f"(id {config.id[:12]}, chunks {config.chunker.min_size}/{config.chunker.avg_size}/"
+                         f"{config.chunker.max_size}, created {config.created}; expected id {expected.id[:12]}, "
+                         f"chunks {expected.chunker.min_size}/{expected.chunker.avg_size}/"
+                         f"{expected.chunker.max_size}, created {expected.created})")
+    return expected

@@ -234,6 +234,17 @@ def test_a_slot_is_missed_when_its_window_closes_without_a_job() -> None:
     assert evaluate(T0 + 601, dataclasses.replace(CFG, since=T0 + 700), seen(), {}, 30).send == []
 
 
+def test_a_slot_written_by_an_agent_does_not_silence_the_missed_alert() -> None:
+    """Issue 14, finding 4: the alert took `slot` from the job's fields, which an agent's own start could
+    set: a done job claiming slot 2**40 moved "last done" into the future and no slot was ever missed again.
+    A slot counts only as the job's id (hash of node, schedule and slot) names it."""
+    log = Log("node:acc")
+    log.add("job.started", T0 - 100, job="manual-x", agent="B", schedule="s1", slot=2**40)
+    log.add("job.done", T0 - 90, job="manual-x", agent="B")
+    [alert] = evaluate(T0 + 601, CFG, seen(fold(log.events, None)), {}, 30).send
+    assert (alert.kind, alert.slot) == (BACKUP_MISSED, int(T0))
+
+
 def test_slots_skipped_by_catch_up_are_not_missed() -> None:
     # Every minute, 10-minute window: the coordinator was away from T0 to T0 + 5 min and caught up that slot.
     every = Schedule(id="s1", node="acc", every=60, window=600, since=T0 - 10)

@@ -179,6 +179,30 @@ def test_a_start_without_its_dispatch_must_name_a_claimed_term() -> None:
     assert fold(log.events, CLAIMS)["j1"].result["snapshots"] == ["s1"]
 
 
+def test_an_agents_start_never_rewrites_what_the_dispatch_said() -> None:
+    """Issue 14, finding 3: the agent's own job.started overwrote job_kind and deadline, so a granted agent
+    turned its backup job into a "retention" job and was handed a delete-capable token."""
+    log = Feeds()
+    dispatch(log, COORD, "j1", B, job_kind="backup", schedule="s1", slot=1_800_000_000)
+    log.add(B, "job.started", job="j1", agent=B.peer_id, term=1, coordinator=COORD.peer_id, job_kind=RETENTION,
+            deadline=2**40, slot=2**40, prune=True, files_total=12)
+    st = fold(log.events, CLAIMS)["j1"]
+    assert (st.kind, st.deadline, st.fields["slot"]) == ("backup", T0 + 3600, 1_800_000_000)
+    assert "prune" not in st.fields and st.fields["files_total"] == 12  # what the dispatch did not say is added
+    assert st.dispatched and st.dispatcher == COORD.peer_id
+
+
+def test_a_start_without_its_dispatch_counts_only_from_a_granted_agent() -> None:
+    """Issue 14, finding 4: any agent-role member could write the start of a coming slot's (predictable) job
+    id under a claimed term, and the coordinator skipped the slot as already known."""
+    log = Feeds()
+    log.add(G, "job.started", job="slot-7", agent=G.peer_id, term=1, coordinator=COORD.peer_id)
+    log.add(B, "job.started", job="slot-8", agent=B.peer_id, term=1, coordinator=COORD.peer_id)
+    jobs = fold(log.events, CLAIMS, agents={B.peer_id})
+    assert "slot-7" not in jobs and not jobs["slot-8"].dispatched
+    assert {"slot-7", "slot-8"} <= set(fold(log.events, CLAIMS))  # no grants given: trusted, as before
+
+
 PARTIAL_END = {"result": PARTIAL, "failures": 2, "snapshots": ["s1"],
                "failed": [{"path": "/srv/a.db", "reason": "permission denied"},
                           {"path": "/srv/gone", "reason": "not found"}]}
