@@ -15,18 +15,13 @@ from typing import Any
 
 from peerbackup.core import hlc
 from peerbackup.core.events import Event
-from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, JOB_FAILED, JOB_STARTED, JOB_UNSENT
+from peerbackup.core.nodelog import DISPATCH_FIELDS, JOB_DISPATCHED, JOB_DONE, JOB_FAILED, JOB_STARTED, JOB_UNSENT
 
 BACKUP, RETENTION = "backup", "retention"
 OPEN, DONE, FAILED = "open", "done", "failed"
 # How a finished job came out: a job.done's "result". Partial: its snapshots were saved without some
 # files (their paths and why in the event). It is still finished: never dispatched again.
 PARTIAL = "partial"
-# The fields a job.dispatched owns (office/jobs.py writes them): a job's identity, kind, deadline and why it
-# runs. Only its coordinator sets them; an agent's job.started never changes them (its start counts for them
-# only when no dispatch of the job is in the log).
-DISPATCH_FIELDS = frozenset({"job", "node", "agent", "term", "coordinator", "deadline", "job_kind", "schedule",
-                             "slot", "attempt", "replaces", "prune", "stalled"})
 
 
 @dataclass

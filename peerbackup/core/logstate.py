@@ -32,25 +32,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from peerbackup.core import alerts, nodelog
+from peerbackup.core import alerts, authority, nodelog
 from peerbackup.core import hlc as hlcmod
-from peerbackup.core.certs import Certificate, Revocation, valid_cutoff
+from peerbackup.core.certs import Certificate, Revocation
 from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, decode_event, make_event, signed_by
 from peerbackup.core.identity import SigningKey
-from peerbackup.core.nodes import NODE_KINDS, Node, check_fields, check_node_name, fold_nodes
+from peerbackup.core.nodes import Node, check_node_name, fold_nodes
 from peerbackup.errors import FormatError, UnsupportedVersion
 
 ACCEPTED, DUPLICATE, PENDING, REFUSED, FORK = "accepted", "duplicate", "pending", "refused", "fork"
 
-MEMBER_ADD, MEMBER_REVOKE, COORDINATOR_CLAIM = "member.add", "member.revoke", "coordinator.claim"
-
-
-def term_plausible(term: int, now: float) -> bool:
-    """Whether a coordinator term can be genuine at unix time `now`. Honest terms start at 1 and go up by
-    one an election, far slower than one a second; a member claiming 2**64-1 made the next honest claim
-    (term + 1) impossible to write, and every schedule stopped for good. Bounded by the claim's own time,
-    a term an attacker pushes up is overtaken a second later, and term + 1 always fits in 63 bits."""
-    return 0 < term <= now
+MEMBER_ADD, MEMBER_REVOKE, COORDINATOR_CLAIM = (authority.MEMBER_ADD, authority.MEMBER_REVOKE,
+                                               authority.COORDINATOR_CLAIM)
+term_plausible = authority.term_plausible
 
 
 @dataclass(frozen=True)
@@ -201,58 +195,10 @@ class LogState:
         return Outcome(ACCEPTED, "", ev, removed)
 
     def _authority(self, ev: Event, cert: Certificate) -> str:
-        if ev.log != CONTROL_LOG:
-            # known_logs let it in: a node's log (core/nodelog.py says who writes what there).
-            return nodelog.refusal(ev.log.removeprefix(nodelog.NODE_LOG_PREFIX), ev.kind, ev.fields, ev.feed, cert)
-        try:
-            if ev.kind == MEMBER_ADD:
-                if not cert.has_role("admin"):
-                    return f"{ev.feed} is not an admin and cannot add members"
-                raw = ev.fields.get("cert")
-                if not isinstance(raw, bytes):
-                    return "member.add without a certificate"
-                Certificate.from_bytes(raw, self.office_key)
-            elif ev.kind == MEMBER_REVOKE:
-                # Only an admin writes a removal, and the cutoff it applies is the one the office key signed
-                # inside the revocation: a member relaying a public revocation with a cutoff of its own
-                # choosing (an empty one drops every event the removed peer ever wrote, the node keys it
-                # sealed among them) is refused.
-                if not cert.has_role("admin"):
-                    return f"{ev.feed} is not an admin and cannot write a member's removal"
-                raw = ev.fields.get("revocation")
-                cutoff = ev.fields.get("cutoff")
-                if not isinstance(raw, bytes) or not valid_cutoff(cutoff):
-                    return "member.revoke without a revocation or a well-formed cutoff"
-                rev = Revocation.from_bytes(raw, self.office_key)
-                if rev.cutoff is not None and rev.cutoff != cutoff:
-                    return "member.revoke with a cutoff other than the one its revocation signs"
-            elif ev.kind == COORDINATOR_CLAIM:
-                if not cert.has_role("coordinator"):
-                    return f"{ev.feed} is not coordinator-eligible"
-                term = ev.fields.get("term")
-                if not isinstance(term, int) or isinstance(term, bool):
-                    return "coordinator.claim without a term"
-                if not term_plausible(term, hlcmod.wall_ms(ev.hlc) / 1000):
-                    return (f"coordinator.claim of term {term}: terms start at 1 and never outrun one a second "
-                            "of the claim's own time")
-            elif ev.kind in NODE_KINDS:
-                if not cert.has_role("admin"):
-                    return f"{ev.feed} is not an admin and cannot change backup nodes"
-                return check_fields(ev.kind, ev.fields)
-            elif ev.kind == alerts.OFFICE_ALERTS:
-                if not cert.has_role("admin"):
-                    return f"{ev.feed} is not an admin and cannot change the office's alerts"
-                return alerts.check_config(ev.fields)
-            elif ev.kind in alerts.ALERT_EVENT_KINDS:
-                # The coordinator records what it alerted (it need not be an admin); admins their tests.
-                if not (cert.has_role("coordinator") or cert.has_role("admin")):
-                    return f"{ev.feed} is neither coordinator-eligible nor an admin and cannot record alerts"
-                return alerts.check_event(ev.kind, ev.fields)
-            elif not cert.has_role("admin"):
-                return f"unknown control event {ev.kind!r} from a non-admin"
-        except (FormatError, UnsupportedVersion) as exc:
-            return f"{ev.kind}: {exc}"
-        return ""
+        """The one table of rights (core/authority.py) decides; nothing else grants any."""
+        node = ev.log.removeprefix(nodelog.NODE_LOG_PREFIX)
+        return authority.refusal(authority.CONTROL if ev.log == CONTROL_LOG else authority.NODE, node, ev.kind,
+                                 ev.fields, ev.feed, cert, self.office_key, hlcmod.wall_ms(ev.hlc) / 1000)
 
     def _apply_revocation(self, ev: Event) -> tuple[Event, ...]:
         rev = Revocation.from_bytes(ev.fields["revocation"], self.office_key)

@@ -13,8 +13,9 @@ import logging
 from collections.abc import Callable
 
 from peerbackup.core import codec
+from peerbackup.core.authority import term_plausible
 from peerbackup.core.events import CONTROL_LOG, Event
-from peerbackup.core.logstate import COORDINATOR_CLAIM, term_plausible
+from peerbackup.core.logstate import COORDINATOR_CLAIM
 from peerbackup.daemon.logs import event
 from peerbackup.errors import Forbidden, FormatError, PeerBackupError, ProtocolError
 from peerbackup.net.proto import coordinator as proto

@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 
 from peerbackup.core import hlc
+from peerbackup.core.authority import NODE, refusal
 from peerbackup.core.certs import Certificate
 from peerbackup.core.events import GENESIS, Event, make_event
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.jobs import DONE, FAILED, OPEN, PARTIAL, RETENTION, fold, retention_due, retention_job_id
-from peerbackup.core.nodelog import MAX_FAILED, refusal
+from peerbackup.core.nodelog import MAX_FAILED
 
 KEY = SigningKey(bytes(range(32)))
 T0 = 1_800_000_000.0
@@ -238,8 +239,8 @@ AGENT_CERT = Certificate.issue(SigningKey(bytes([8]) * 32), AGENT.public_key, "b
 
 
 def _done(**fields: Any) -> str:
-    return refusal("a", "job.done", {"job": "j1", "node": "a", "agent": AGENT.peer_id, **fields}, AGENT.peer_id,
-                   AGENT_CERT)
+    return refusal(NODE, "a", "job.done", {"job": "j1", "node": "a", "agent": AGENT.peer_id, **fields},
+                   AGENT.peer_id, AGENT_CERT, b"", T0)
 
 
 def test_the_agent_given_the_job_may_end_it_partial_with_a_well_formed_result() -> None:
@@ -250,14 +251,14 @@ def test_the_agent_given_the_job_may_end_it_partial_with_a_well_formed_result() 
 
 
 @pytest.mark.parametrize(("fields", "why"), [
-    ({"result": "fine"}, "unknown result"),
-    ({"result": PARTIAL, "failures": -1}, "not a count"),
-    ({"result": PARTIAL, "failures": True}, "not a count"),
-    ({"result": PARTIAL, "failed": "/srv/a"}, "failed is a list"),
-    ({"result": PARTIAL, "failed": [{"path": "/a"}]}, "failed is a list"),
-    ({"result": PARTIAL, "failed": [{"path": 3, "reason": "x"}]}, "failed is a list"),
-    ({"result": PARTIAL, "failed": [{"path": "/" * 2000, "reason": "x"}]}, "failed is a list"),
-    ({"result": PARTIAL, "failed": [{"path": "/a", "reason": "x"}] * (MAX_FAILED + 1)}, "failed is a list"),
+    ({"result": "fine"}, "result must be done or partial"),
+    ({"result": PARTIAL, "failures": -1}, "failures must be a count"),
+    ({"result": PARTIAL, "failures": True}, "failures must be a count"),
+    ({"result": PARTIAL, "failed": "/srv/a"}, "failed must be at most"),
+    ({"result": PARTIAL, "failed": [{"path": "/a"}]}, "failed must be at most"),
+    ({"result": PARTIAL, "failed": [{"path": 3, "reason": "x"}]}, "failed must be at most"),
+    ({"result": PARTIAL, "failed": [{"path": "/" * 2000, "reason": "x"}]}, "failed must be at most"),
+    ({"result": PARTIAL, "failed": [{"path": "/a", "reason": "x"}] * (MAX_FAILED + 1)}, "failed must be at most"),
 ])
 def test_a_malformed_result_is_refused_on_merge(fields: dict[str, Any], why: str) -> None:
     assert why in _done(**fields)

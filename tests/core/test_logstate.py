@@ -337,21 +337,20 @@ def test_an_unknown_log_is_refused() -> None:
     (ADMIN, MEMBER_ADD, {"cert": FOREIGN_CERT.raw}, "member.add: "),
     (ADMIN, MEMBER_ADD, {"cert": b"not a certificate"}, "member.add: "),
     (PLAIN, COORDINATOR_CLAIM, claim(1), "is not coordinator-eligible"),
-    (BOB, COORDINATOR_CLAIM, {"term": "one"}, "coordinator.claim without a term"),
-    (BOB, COORDINATOR_CLAIM, {"term": True}, "coordinator.claim without a term"),
+    (BOB, COORDINATOR_CLAIM, {"term": "one"}, "coordinator.claim: term must be an integer from 1"),
+    (BOB, COORDINATOR_CLAIM, {"term": True}, "coordinator.claim: term must be an integer from 1"),
+    (BOB, COORDINATOR_CLAIM, {}, "coordinator.claim without a term"),
     # Issue 14, finding 2: a term no honest peer can follow (term + 1 would not fit in 64 bits), or one
     # beyond a term a second of the claim's own time, or none at all.
-    (BOB, COORDINATOR_CLAIM, {"term": 2**64 - 1}, "never outrun one a second"),
+    (BOB, COORDINATOR_CLAIM, {"term": 2**64 - 1}, "never outrun"),
     (BOB, COORDINATOR_CLAIM, {"term": NOW}, "never outrun one a second"),
-    (BOB, COORDINATOR_CLAIM, {"term": 0}, "never outrun one a second"),
+    (BOB, COORDINATOR_CLAIM, {"term": 0}, "never outrun"),
     (BOB, "schedule.set", {"at": "02:00"}, "unknown control event 'schedule.set' from a non-admin"),
     (ADMIN, MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 0}, office_key=OTHER_OFFICE_KEY), "member.revoke: "),
     (ADMIN, MEMBER_REVOKE, {"revocation": Revocation.issue(OFFICE_KEY, DAVE.peer_id, NOW).raw},
      "member.revoke without a revocation or a well-formed cutoff"),
-    (ADMIN, MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: -1}, signed=False),
-     "member.revoke without a revocation or a well-formed cutoff"),
-    (ADMIN, MEMBER_REVOKE, {**revoke_fields(DAVE, {}), "cutoff": {1: 2}},
-     "member.revoke without a revocation or a well-formed cutoff"),
+    (ADMIN, MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: -1}, signed=False), "member.revoke: cutoff must be"),
+    (ADMIN, MEMBER_REVOKE, {**revoke_fields(DAVE, {}), "cutoff": {1: 2}}, "member.revoke: cutoff must be"),
     (ADMIN, MEMBER_REVOKE, {**revoke_fields(DAVE, {CONTROL_LOG: 3}), "cutoff": {}},
      "a cutoff other than the one its revocation signs"),
     (BOB, MEMBER_REVOKE, revoke_fields(DAVE, {CONTROL_LOG: 0}), "cannot write a member's removal"),
@@ -399,7 +398,7 @@ def test_what_authority_allows() -> None:
             (BOB, "job.dispatched", {"agent": plain, "coordinator": ADMIN.peer_id}, "names"),
             (BOB, "job.done", {"agent": plain}, "not its writer"),
             (PLAIN, "job.failed", {"agent": plain, "node": "other"}, "for node 'other'"),
-            (PLAIN, "job.progress", {"agent": plain, "job": 7}, "not a string")):
+            (PLAIN, "job.progress", {"agent": plain, "job": 7}, "job must be text")):
         out = node_event(key, kind, fields)
         assert out.verdict == REFUSED and why in out.reason, (kind, out.reason)
 
