@@ -215,7 +215,7 @@ def acme_office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Acme]:
     office = Office(Path(tmp_path_factory.mktemp("acme")))
     try:
         yield start_office(office, ("oscar", "peggy", "mallory", "trudy", "victor", "sybil", "walter", "rita",
-                                    "stan", "cora"))
+                                    "stan", "cora", "ursula", "ned"))
     finally:
         office.close()
 
@@ -771,6 +771,38 @@ def test_a_term_no_honest_peer_can_follow_is_refused_on_every_peer(acme: Acme) -
     honest claim impossible to write, and every schedule stopped for good (the term was persisted)."""
     cora = acme.members["cora"]
     refused_everywhere(acme, cora, genuine(cora.key, 1, GENESIS, 2**64 - 1), "term must be an integer from 1")
+
+
+def test_a_start_of_a_coming_slot_counts_only_from_a_granted_agent(acme: Acme) -> None:
+    """Issue 14, finding 4: slot job ids are predictable, and any agent-role member could write the start of
+    a coming slot's job under a claimed term: the coordinator took the slot as run and skipped it, and the
+    missed-backup alert stayed silent. Such a start now counts only from a granted agent of the node."""
+    ursula, ned = acme.members["ursula"], acme.members["ned"]
+    alpha = acme.alpha
+    acme.office.cli("node", "add", "payroll", "--home", str(alpha.peer.home))
+    claim = genuine(ursula.key, 1, GENESIS, 20)
+    start = node_event(ned.key, "node:payroll", 1, GENESIS, "job.started", {
+        "job": "payroll-slot", "node": "payroll", "agent": ned.peer_id, "term": 20,
+        "coordinator": ursula.peer_id, "deadline": int(time.time()) + 3600, "job_kind": "backup"})
+    for member, raw in ((ursula, claim), (ned, start)):
+        with EvilPeer(member, acme.nodes) as evil:
+            evil.serve({"*": [raw]})
+            for n in acme.nodes:
+                evil.poke(n)
+            for n in acme.nodes:
+                wait_for(lambda n=n, raw=raw: eid(raw).hex() in {  # type: ignore[misc]
+                    e["id"] for log in (CONTROL_LOG, "node:payroll")
+                    for e in n.peer.api("GET", f"/v1/log?log={log}")[1]}, WAIT, f"{n.name} to hold the event")
+
+    def known(n: Node) -> bool:
+        return bool(n.peer.api("GET", "/v1/ui/job?job=payroll-slot")[0] == 200)
+
+    # Accepted on merge (ned has the agent role), but not a job: ned is no agent of payroll.
+    assert not any(known(n) for n in acme.nodes)
+    # Granted, the same start is what an agent whose coordinator died before its dispatch spread leaves.
+    acme.office.cli("grant", "payroll", "ned", "--home", str(alpha.peer.home))
+    for n in acme.nodes:
+        wait_for(partial(known, n), WAIT, f"{n.name} to count the start of a granted agent")
 
 
 def refused_everywhere(acme: Acme, member: Identity, raw: bytes, reason: str) -> None:
