@@ -105,7 +105,8 @@ def run_office_demo(root: str) -> int:
         address = str(alpha["listen"][0])  # type: ignore[index]
         for name in ("beta", "gamma"):
             if not Home(homes[name]).initialised():
-                token = _cli("invite", "--home", str(homes["alpha"])).strip()
+                # beta and gamma may coordinate too: kill alpha and watch one of them take over.
+                token = _cli("invite", "--home", str(homes["alpha"]), "--roles", "agent,storage,coordinator").strip()
                 _cli("join", "--home", str(homes[name]), "--name", name, token)
             up(name, "--peer", address)
         _wait("all three alive", lambda: all(

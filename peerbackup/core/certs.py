@@ -23,7 +23,11 @@ from peerbackup.errors import FormatError, UnsupportedVersion
 
 CERT_VERSION = 1
 ROLES = ("agent", "storage", "coordinator", "admin")
-DEFAULT_ROLES = ("agent", "storage", "coordinator")
+# What an invite gives unless it says otherwise. Not the coordinator role: a coordinator signs act-as tokens,
+# and a machine that is both agent and coordinator can sign itself one that deletes (issue 14). It is given on
+# purpose, to the machines trusted to run the schedule (`invite --roles agent,storage,coordinator`).
+DEFAULT_ROLES = ("agent", "storage")
+COORDINATOR_ROLES = ("agent", "storage", "coordinator")
 ADMIN_RANK = 0  # the first admin is the preferred coordinator
 DEFAULT_RANK = 100
 DEFAULT_VALIDITY = 5 * 365 * 24 * 3600

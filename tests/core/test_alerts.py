@@ -31,7 +31,7 @@ from peerbackup.core.alerts import (
     history,
     parse_smtp,
 )
-from peerbackup.core.certs import DEFAULT_ROLES, ROLES, Certificate
+from peerbackup.core.certs import COORDINATOR_ROLES, ROLES, Certificate
 from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, make_event
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.jobs import JobState, fold
@@ -352,7 +352,7 @@ NOW = 1_700_000_000
 
 def test_the_log_checks_who_configures_and_who_records_alerts() -> None:
     state = LogState(office_key=OFFICE_KEY.public_key, max_ahead_ms=120_000)
-    for key, roles in ((ADMIN, ROLES), (COORD, DEFAULT_ROLES), (PLAIN, ("agent",))):
+    for key, roles in ((ADMIN, ROLES), (COORD, COORDINATOR_ROLES), (PLAIN, ("agent",))):
         state.add_cert(Certificate.issue(OFFICE_KEY, key.public_key, "p", roles, 100, NOW))
     digest = state.config().digest()
     ok = state.append(ADMIN, CONTROL_LOG, OFFICE_ALERTS, CFG.to_fields(), NOW * 1000)

@@ -16,7 +16,7 @@ import pytest
 from peerbackup.core import codec
 from peerbackup.core.certs import (
     CERT_VERSION,
-    DEFAULT_ROLES,
+    COORDINATOR_ROLES,
     DEFAULT_VALIDITY,
     Certificate,
     Office,
@@ -87,7 +87,7 @@ def replace_in_body(raw: bytes, old: bytes, new: bytes) -> bytes:
     return codec.pack(outer)
 
 
-def issue(name: str = "reception", roles: tuple[str, ...] = DEFAULT_ROLES, rank: int = 100,
+def issue(name: str = "reception", roles: tuple[str, ...] = COORDINATOR_ROLES, rank: int = 100,
           key: SigningKey = PEER_KEY, office_key: SigningKey = OFFICE_KEY, validity: int = 3600) -> Certificate:
     return Certificate.issue(office_key, key.public_key, name, roles, rank, NOW, validity)
 
@@ -283,7 +283,7 @@ def test_certificate_issue_and_from_bytes_round_trip() -> None:
 
 
 def test_certificate_default_validity() -> None:
-    cert = Certificate.issue(OFFICE_KEY, PEER_KEY.public_key, "pc", DEFAULT_ROLES, 100, NOW)
+    cert = Certificate.issue(OFFICE_KEY, PEER_KEY.public_key, "pc", COORDINATOR_ROLES, 100, NOW)
     assert cert.expires == NOW + DEFAULT_VALIDITY
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from peerbackup.core import codec
 from peerbackup.core import hlc as hlcmod
-from peerbackup.core.certs import DEFAULT_ROLES, ROLES, Certificate, Revocation
+from peerbackup.core.certs import COORDINATOR_ROLES, ROLES, Certificate, Revocation
 from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, decode_event, make_event, signed_by
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.logstate import (
@@ -49,11 +49,11 @@ NOW_MS = NOW * 1000
 AHEAD_MS = 120_000
 
 CERT_A = Certificate.issue(OFFICE_KEY, ADMIN.public_key, "alpha", ROLES, 0, NOW)
-CERT_B = Certificate.issue(OFFICE_KEY, BOB.public_key, "bravo", DEFAULT_ROLES, 100, NOW)
-CERT_C = Certificate.issue(OFFICE_KEY, CAROL.public_key, "charlie", DEFAULT_ROLES, 100, NOW)
-CERT_D = Certificate.issue(OFFICE_KEY, DAVE.public_key, "delta", DEFAULT_ROLES, 100, NOW)
+CERT_B = Certificate.issue(OFFICE_KEY, BOB.public_key, "bravo", COORDINATOR_ROLES, 100, NOW)
+CERT_C = Certificate.issue(OFFICE_KEY, CAROL.public_key, "charlie", COORDINATOR_ROLES, 100, NOW)
+CERT_D = Certificate.issue(OFFICE_KEY, DAVE.public_key, "delta", COORDINATOR_ROLES, 100, NOW)
 CERT_PLAIN = Certificate.issue(OFFICE_KEY, PLAIN.public_key, "plain", ("agent",), 100, NOW)
-FOREIGN_CERT = Certificate.issue(OTHER_OFFICE_KEY, BOB.public_key, "bravo", DEFAULT_ROLES, 100, NOW)
+FOREIGN_CERT = Certificate.issue(OTHER_OFFICE_KEY, BOB.public_key, "bravo", COORDINATOR_ROLES, 100, NOW)
 ALL_CERTS = (CERT_A, CERT_B, CERT_C, CERT_D, CERT_PLAIN)
 NODE_D = "node:dave-files"
 
@@ -623,7 +623,7 @@ def test_config_members_revocations_and_terms() -> None:
 def test_config_keeps_the_last_member_add_of_a_peer() -> None:
     s = new_state(CERT_A)
     a = Feed(ADMIN)
-    renewed = Certificate.issue(OFFICE_KEY, BOB.public_key, "bravo-2", DEFAULT_ROLES, 50, NOW + 60)
+    renewed = Certificate.issue(OFFICE_KEY, BOB.public_key, "bravo-2", COORDINATOR_ROLES, 50, NOW + 60)
     add(s, a.next(MEMBER_ADD, {"cert": CERT_B.raw}))
     add(s, a.next(MEMBER_ADD, {"cert": renewed.raw}))
     assert s.config().members[BOB.peer_id] == renewed

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from peerbackup.core.certs import COORDINATOR_ROLES
 from peerbackup.net.client import CONTENT_TYPE
 from tests.helpers import Result
 
@@ -152,7 +153,10 @@ class Office:
         return p
 
     def invite(self, inviter: Peer, *extra: str) -> str:
-        return self.cli("invite", "--home", str(inviter.home), *extra).out.strip()
+        """An invite; unless told otherwise, for a machine that may coordinate too (the scenarios kill the
+        coordinator and watch another take over). The product's own default is agent,storage."""
+        roles = [] if "--roles" in extra else ["--roles", ",".join(COORDINATOR_ROLES)]
+        return self.cli("invite", "--home", str(inviter.home), *roles, *extra).out.strip()
 
     def join(self, name: str, token: str) -> Peer:
         p = self.peer(name)

@@ -51,7 +51,7 @@ from aiohttp import web
 
 from peerbackup.core import codec
 from peerbackup.core import hlc as hlcmod
-from peerbackup.core.certs import Certificate, Revocation
+from peerbackup.core.certs import COORDINATOR_ROLES, Certificate, Revocation
 from peerbackup.core.events import CONTROL_LOG, EVENT_VERSION, GENESIS, decode_event, make_event
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.logstate import COORDINATOR_CLAIM, MEMBER_ADD
@@ -68,7 +68,7 @@ SKEW = 120.0  # the default clock_skew (the harness does not change it)
 # control log holds only what the test makes happen.
 TIMINGS = {"lease": "600", "renew": "300"}
 DAEMONS = ("alpha", "beta", "gamma")
-# The other members have the default roles (agent, storage, coordinator).
+# The other members may coordinate too (agent, storage, coordinator).
 MEMBER_ROLES = {"sybil": ["storage"], "stan": ["storage"]}
 WAIT = 20.0
 
@@ -196,7 +196,7 @@ def start_office(office: Office, members: tuple[str, ...]) -> Acme:
     alpha = office.start(office.init("alpha"), mdns=False, timings=TIMINGS)
 
     def invite(roles: list[str] | None = None) -> str:
-        code, out = alpha.api("POST", "/v1/invite", {"roles": roles} if roles else {})
+        code, out = alpha.api("POST", "/v1/invite", {"roles": roles or list(COORDINATOR_ROLES)})
         assert code == 200, out
         return str(out["token"])
 

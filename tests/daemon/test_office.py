@@ -35,6 +35,19 @@ def test_three_daemons_join_and_see_each_other(office: Office) -> None:
     assert st["peer_id"] == b.peer_id and "coordinator" in st and "term" in st
 
 
+def test_an_invite_gives_agent_and_storage_and_the_coordinator_role_only_on_purpose(office: Office) -> None:
+    """Issue 14, finding 7: every invite used to give the coordinator role, and a machine that is agent and
+    coordinator can claim a term and sign itself a token that deletes."""
+    a = office.start(office.init("alpha"), mdns=False)
+    plain = office.cli("invite", "--home", str(a.home)).out.strip()  # the product's default, not the harness's
+    office.join("beta", plain)
+    office.join("gamma", office.invite(a, "--roles", "agent,storage,coordinator"))
+    roles = {x["name"]: x["roles"] for x in office.cli("peers", "--home", str(a.home), "--json").json()}
+    assert roles["beta"] == ["agent", "storage"]
+    assert roles["gamma"] == ["agent", "storage", "coordinator"]
+    assert "coordinator" in roles["alpha"]
+
+
 def test_discovery_by_mdns_alone(office: Office) -> None:
     a = office.start(office.init("alpha"))
     b = office.join("beta", office.invite(a))

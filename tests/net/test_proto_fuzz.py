@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peerbackup.core import codec
-from peerbackup.core.certs import DEFAULT_ROLES, ROLES, Certificate, Office, Revocation, check_name
+from peerbackup.core.certs import COORDINATOR_ROLES, ROLES, Certificate, Office, Revocation, check_name
 from peerbackup.core.identity import SigningKey, fingerprint_of, is_fingerprint, is_peer_id, peer_id_of, seal_to
 from peerbackup.errors import (
     BadToken,
@@ -63,7 +63,7 @@ SKEW = 120.0
 PATH = "/v1/hello"
 SECRET = bytes(range(100, 132))
 
-CERT = Certificate.issue(OFFICE_KEY, ALICE.public_key, "reception", DEFAULT_ROLES, 100, NOW)
+CERT = Certificate.issue(OFFICE_KEY, ALICE.public_key, "reception", COORDINATOR_ROLES, 100, NOW)
 BOB_CERT = Certificate.issue(OFFICE_KEY, BOB.public_key, "lead", ("agent", "admin"), 0, NOW)
 REV = Revocation.issue(OFFICE_KEY, BOB.peer_id, NOW + 10, "left")
 HINTS = (PeerHint(BOB.peer_id, ("10.0.0.2:7000", "[fe80::1]:7000")),)

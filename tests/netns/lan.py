@@ -271,7 +271,9 @@ class NetOffice:
         return n
 
     def invite(self, inviter: Node, *extra: str) -> str:
-        return str(self.cli(inviter.host, "invite", "--home", str(inviter.home), "--json", *extra).json()["token"])
+        roles = [] if "--roles" in extra else ["--roles", "agent,storage,coordinator"]  # failover scenarios
+        return str(self.cli(inviter.host, "invite", "--home", str(inviter.home), "--json", *roles, *extra)
+                   .json()["token"])
 
     def join(self, name: str, host: Host, token: str) -> Node:
         n = self.node(name, host)

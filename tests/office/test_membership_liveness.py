@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from peerbackup.core import codec
-from peerbackup.core.certs import CERT_VERSION, DEFAULT_ROLES, Certificate, Office, Revocation
+from peerbackup.core.certs import CERT_VERSION, COORDINATOR_ROLES, Certificate, Office, Revocation
 from peerbackup.core.identity import SigningKey, fingerprint_of
 from peerbackup.core.settings import Settings
 from peerbackup.errors import (
@@ -33,7 +33,8 @@ HOUR = 3600
 
 
 def cert(key: SigningKey = ALICE, issued: int = NOW, validity: int = 10 * HOUR, rank: int = 100,
-         roles: tuple[str, ...] = DEFAULT_ROLES, office_key: SigningKey = OFFICE_KEY, name: str = "pc") -> Certificate:
+         roles: tuple[str, ...] = COORDINATOR_ROLES, office_key: SigningKey = OFFICE_KEY,
+         name: str = "pc") -> Certificate:
     return Certificate.issue(office_key, key.public_key, name, roles, rank, issued, validity)
 
 
