@@ -86,13 +86,20 @@ def _store(args: argparse.Namespace) -> LocalStore:
     return LocalStore(repo)
 
 
-def _open(args: argparse.Namespace, delete: bool = False) -> Repository:
+Ended = Callable[[dict[str, Any]], None]
+
+
+def _open(args: argparse.Namespace, delete: bool = False, backup: list[str] | None = None,
+          ended: list[Ended] | None = None) -> Repository:
+    """The repository; for a `backup` into a node's, `ended` gets how to tell its job how it ended."""
     repo = _repo_arg(args)
     if is_office(repo):
         from peerbackup.cli.office import _home
 
-        office = open_office(_home(args), repo, delete=delete)
+        office = open_office(_home(args), repo, delete=delete, backup=backup)
         _closers.append(office.close)
+        if ended is not None:
+            ended.append(office.ended)
         return Repository(office.store, office.keys, office.config, cache_root=args.cache_dir)
     store = _store(args)
     read_config(store)  # "not a repository" before asking for a passphrase
@@ -160,7 +167,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
         if not os.path.lexists(s):
             raise UsageError(f"source {s} does not exist")
     tune_allocator()  # backup only: restore measured faster without it
-    repo = _open(args)
+    ended: list[Ended] = []  # into a node's repository on an agent: a job of the node (office/adhoc.py)
+    repo = _open(args, backup=[os.path.abspath(s) for s in args.source], ended=ended)
     progress = Progress.for_terminal(args.quiet or args.json)
     if progress.enabled:
         import threading
@@ -172,11 +180,21 @@ def cmd_backup(args: argparse.Namespace) -> int:
     progress.start()
     try:
         result = Archiver(repo, excludes=excluder, progress=progress).backup(args.source, args.tag)
+    except BaseException as exc:
+        reason = exc.message() if isinstance(exc, PeerBackupError) else f"{type(exc).__name__}: {exc}"
+        for end in ended:
+            try:
+                end({"state": "failed", "reason": reason})
+            except PeerBackupError as why:  # the backup's own error is the one to show
+                print(f"peerbackup: warning: the job's end was not logged: {why.message()}", file=sys.stderr)
+        raise
     finally:
         progress.stop()
         repo.close()
     snap, errors = result.snapshot, result.errors
     s = snap.summary
+    for end in ended:
+        end({"state": "done", "snapshots": [snap.id], "errors": len(errors), "added": s.bytes_added})
     if args.json:
         _print_json({"snapshot": _snap_json(snap), "errors": errors})
     else:

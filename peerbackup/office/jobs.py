@@ -244,6 +244,8 @@ class JobService:
         for job, f in self.open_jobs(name).items():
             agent = str(f.get("agent"))
             deadline = float(f.get("deadline", 0))
+            if f.get("adhoc"):
+                continue  # a backup by hand (office/adhoc.py): only its command knows what it backs up
             if now >= deadline:
                 self.live.pop(job, None)
                 continue

@@ -11,6 +11,7 @@ import logging
 import secrets
 from typing import Any
 
+from peerbackup.core.events import CONTROL_LOG
 from peerbackup.core.keys import KeySet
 from peerbackup.core.nodes import (
     DEFAULT_REPLICAS,
@@ -33,6 +34,7 @@ from peerbackup.core.nodes import (
 from peerbackup.core.schedule import Schedule
 from peerbackup.daemon.logs import event
 from peerbackup.errors import FormatError, NotAdmin, NotAHolder, UsageError
+from peerbackup.office.liveness import ALIVE
 from peerbackup.office.replication import LogService
 
 
@@ -165,3 +167,16 @@ class NodeService:
                                              "office_keys": seal_office(keys, self.peers.ident.office.public_key)})
         event(self.log, "node.revoked", node=name, agent=agent, epoch=keys.epoch)
         return self._node(name)
+
+    async def spread(self, timeout: float) -> dict[str, list[str]]:
+        """After a change (a grant, a revoke): wait up to `timeout` seconds until every live member holds
+        it, which the agent needs to open the keys, the coordinator to let it act as the node and the
+        storage peers to take its writes. Says, by name, who does not hold it yet and who is down (not
+        waited for: a member that comes back catches up at its first heartbeat)."""
+        me = self.peers.me
+        late = await self.logs.spread(CONTROL_LOG, me, self.logs.state.heads.get((CONTROL_LOG, me), 0), timeout)
+        now = self.peers.clock()
+        names = self._names()
+        down = [c.name for c in self.peers.membership.members()
+                if c.peer_id != me and self.peers.liveness.state(c.peer_id, now) != ALIVE]
+        return {"not_yet": sorted(names.get(p, p) for p in late), "down": sorted(down)}
