@@ -95,7 +95,7 @@ def local_ipv4() -> list[str]:
 NODE_DELETE_GRANT = "node.delete_grant"  # logged: who was allowed to delete from which node, until when
 DELETE_GRANT_VALIDITY = 6 * 3600
 SCAN_CACHE = 10.0  # seconds a node's replication scan is reused by the dashboard and metrics
-ADHOC_WAIT = 100.0  # most seconds a backup by hand on an agent waits for a coordinator (CLI: officerepo.ADHOC_TIMEOUT)
+ADHOC_WAIT = 100.0  # most seconds a backup by hand on an agent waits for a coordinator (officerepo.ADHOC_TIMEOUT)
 
 
 @dataclass
@@ -484,7 +484,7 @@ class Daemon:
         info = self.nodes.nodes()[node]
         act_as, job = b"", ""
         if backup is not None and self.needs_act_as(node):
-            job, act_as = await self.adhoc.start(node, backup, min(2 * self.settings.lease, ADHOC_WAIT))
+            job, act_as = await self.adhoc.start(node, backup, min(max(2 * self.settings.lease, 30.0), ADHOC_WAIT))
         elif self.needs_act_as(node):
             try:
                 act_as = await self.jobs.act_as(node, f"cli-{secrets.token_hex(6)}")

@@ -52,6 +52,7 @@ class AdHocJobs:
                 why = "there is no coordinator yet (one is elected within a lease of the daemons' start)"
             elif (term, coordinator) not in self.jobs.logs.state.config().coordinator_terms:
                 why = f"the claim of coordinator {self._name(coordinator)} to term {term} has not reached this peer"
+                self.jobs.logs.sync_soon(coordinator)  # now, not at the next heartbeat
             else:
                 try:
                     raw = await self.jobs.act_as(node, job, coordinator)
