@@ -253,11 +253,14 @@ def _print_event(e: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from peerbackup.cli.office import _home, _print_json
+    from peerbackup.cli.office import _api, _home, _print_json
 
     home = _home(args)
     since = _since(args.since)
-    events = [e for e in node_events(home, args.node) if e["time"] >= since]
+    events = node_events(home, args.node)
+    if not events and args.node not in {n["node"] for n in _api(home, "GET", "/v1/nodes")}:
+        raise UsageError(f"no backup node named {args.node!r} (see `peerbackup node list`)")
+    events = [e for e in events if e["time"] >= since]
     if args.json and not args.follow:
         _print_json(events)
         return EXIT_OK

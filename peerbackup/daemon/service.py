@@ -154,6 +154,7 @@ class Daemon:
         client = PeerClient(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.session)
         self.peer_service = PeerService(self.ident, self.settings, self.state, client, self.clock,
                                         secrets.token_bytes, self.log, lambda: self.advertised)
+        client.names = lambda peer_id: self.peer_service.membership.name(peer_id)  # load() replaces membership
         await self.peer_service.load()
         self.events = await EventStore.open(self.home.file(EVENTS_DB))
         await asyncio.to_thread(os.chmod, self.home.file(EVENTS_DB), 0o600)

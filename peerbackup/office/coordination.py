@@ -72,7 +72,7 @@ class CoordinatorService:
         if not self.peers.membership.member(issuer, self.clock()).has_role("coordinator"):
             event(self.log, "coordinator.refused", logging.WARNING, peer=issuer, term=msg.token[0],
                   reason="no coordinator role")
-            raise Forbidden(f"{issuer} has no coordinator role and cannot coordinate")
+            raise Forbidden(f"{self.peers.membership.name(issuer)} has no coordinator role and cannot coordinate")
         before = self.election.highest
         was = self.election.coordinator
         stepped = self.election.see(msg.token) if msg.token[1] == issuer else None

@@ -357,7 +357,7 @@ class JobService:
                 else:
                     await self._send(agent, proto.DISPATCH_PATH, body)
             except (PeerBackupError, ProtocolError) as exc:
-                tried.append(f"{agent}: {exc}")
+                tried.append(f"{self.peers.membership.name(agent)}: {exc}")
                 # In the log too: the dispatch above did not happen (core/jobs.py undoes it), and the
                 # audit trail says why this agent was passed over.
                 await self.logs.append(JOB_UNSENT, {"job": job, "node": node, "agent": agent, "term": token[0],
@@ -393,7 +393,7 @@ class JobService:
         if live is None or live.agent != issuer:
             st = self.job_states(msg.node).get(msg.job)
             if st is None or st.state != OPEN or st.agent != issuer:
-                raise Forbidden(f"job {msg.job} is not running on {issuer}")
+                raise Forbidden(f"job {msg.job} is not running on {self.peers.membership.name(issuer)}")
             live = self.live[msg.job] = Live(issuer, msg.node, now, now, now)
         if msg.waiting or live.progress is None or (msg.files, msg.nbytes, msg.files_seen) != \
                 (live.progress.files, live.progress.nbytes, live.progress.files_seen):
@@ -463,7 +463,7 @@ class JobService:
                 await self.logs.append(ACT_AS_REFUSED, {"job": msg.job, "node": msg.node, "agent": issuer,
                                                         "term": term, "reason": "not a granted agent"},
                                        log=node_log(msg.node))
-            raise Forbidden(f"{issuer} is not a granted agent of backup node {msg.node}")
+            raise Forbidden(f"{self.peers.membership.name(issuer)} is not a granted agent of backup node {msg.node}")
         now = self.clock()
         issued = self.challenges.pop(msg.challenge, None)
         if issued is None or issued[:3] != (issuer, msg.node, msg.job) or issued[3] < now:

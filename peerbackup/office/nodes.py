@@ -155,7 +155,7 @@ class NodeService:
         self._admin()
         node = self._node(name)
         if agent not in node.agents:
-            raise UsageError(f"{agent} is not an agent of {name}")
+            raise UsageError(f"{self.peers.membership.name(agent)} is not an agent of {name}")
         keys = self.keys(name).rotated(secrets.token_bytes)
         remaining = {}
         for holder in node.holders - {agent}:

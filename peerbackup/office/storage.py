@@ -72,6 +72,9 @@ class StorageService:
             raise Forbidden(f"no backup node {node!r} in the office configuration")
         return info
 
+    def _name(self, peer_id: str) -> str:
+        return self.peers.membership.name(peer_id)
+
     def _is_storage_peer(self, issuer: str) -> bool:
         cert = self.peers.membership.certs.get(issuer)
         return cert is not None and cert.has_role("storage")
@@ -88,7 +91,8 @@ class StorageService:
             # The coordinator repairs: it copies files checked against their names, which adds
             # copies of what exists and never changes or removes anything.
             return
-        raise Forbidden(f"{issuer} may not {'write into' if write else 'read'} backup node {ref.node}: only its "
+        raise Forbidden(f"{self._name(issuer)} may not {'write into' if write else 'read'} backup node {ref.node}: "
+                        "only its "
                         "admins and granted agents may")
 
     def _holds(self, issuer: str, info: Node) -> bool:
@@ -103,7 +107,8 @@ class StorageService:
         """An agent writes as the node only with the coordinator's act-as token naming it, this node,
         a job, and a term that coordinator claimed in the log (admins write with their grant)."""
         if not raw:
-            raise Forbidden(f"{issuer} is an agent of {node}: writing as the node takes the coordinator's act-as "
+            raise Forbidden(f"{self._name(issuer)} is an agent of {node}: writing as the node takes the "
+                            "coordinator's act-as "
                             "token (peerbackup backup NODE, or repo commands through the daemon)")
         try:
             cert = self.peers.membership.certs.get(coordinator_of(raw))
@@ -113,7 +118,7 @@ class StorageService:
         except FormatError as exc:
             raise Forbidden(f"act-as token refused: {exc}") from None
         why = token.refusal(node, issuer, self.peers.clock(), self.logs.state.config().coordinator_terms,
-                            self.peers.settings.clock_skew, delete=delete)
+                            self.peers.settings.clock_skew, delete=delete, names=self._name)
         if why:
             raise Forbidden(f"act-as token refused: {why}")
 
@@ -189,7 +194,8 @@ class StorageService:
         msg = proto.Delete.from_wire(body)
         info = self._node(msg.ref.node)
         if not self._holds(issuer, info):
-            raise Forbidden(f"{issuer} holds no keys of backup node {msg.ref.node} and may not delete from it")
+            raise Forbidden(f"{self._name(issuer)} holds no keys of backup node {msg.ref.node} and may not "
+                            "delete from it")
         if msg.ref.ftype not in MUTABLE and msg.act_as and not msg.grant:
             self._check_act_as(issuer, msg.ref.node, msg.act_as, delete=True)  # a retention job's agent
         elif msg.ref.ftype not in MUTABLE:
@@ -200,7 +206,8 @@ class StorageService:
                 raise Forbidden(f"deleting from backup node {msg.ref.node} needs a delete grant "
                                 f"(an admin's prune): {exc}") from None
             if not grant.allows(msg.ref.node, issuer, self.peers.clock()):
-                raise Forbidden(f"the delete grant does not cover {issuer} on backup node {msg.ref.node} now")
+                raise Forbidden(f"the delete grant does not cover {self._name(issuer)} on backup node "
+                                f"{msg.ref.node} now")
         await self._run(self.holder.delete, msg.ref.node, msg.ref.ftype, msg.ref.name)
         event(self.log, "store.delete", logging.INFO if msg.ref.ftype not in MUTABLE else logging.DEBUG,
               node=msg.ref.node, kind=msg.ref.ftype.value, name=msg.ref.name[:16], peer=issuer)

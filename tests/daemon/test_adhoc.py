@@ -15,8 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from peerbackup.core.actas import ActAs
+from peerbackup.core.crypto import content_hash
+from peerbackup.daemon.home import Home
 from tests.daemon.harness import FAST, Office, Peer, wait_for
 from tests.daemon.test_peerstore import NODE, make_tree, start_office
+from tests.daemon.test_storage import put
 
 # Heartbeats rare enough that a change spreads by them only seconds later: what `grant` waits for is
 # then its own doing. Liveness scaled to match; the election as fast as usual.
@@ -164,7 +168,40 @@ def test_backup_wait_follows_the_job_through_a_coordinator_change(office: Office
         reader.join(timeout=5)
         os.close(master)
     err = b"".join(terminal).decode(errors="replace")
+    notes = "\n".join(line for line in err.replace("\r", "\n").splitlines() if "peerbackup:" in line)
     assert proc.returncode == 0, f"{stdout.decode()}\n{err}"
     assert "done: snapshot" in stdout.decode()
-    assert "the coordinator does not answer" in err and "following the job in the node's log" in err
-    assert "coordinator now " in err
+    assert "the coordinator does not answer" in notes and "following the job in the node's log" in notes, notes
+    assert "coordinator now " in notes, notes
+    assert "(alpha)" in notes, notes  # the peer that did not answer, by name
+
+
+def test_refusals_name_peers_by_name(office: Office) -> None:
+    """What a storage peer says when it refuses an agent names the peers by name, as members know them."""
+    a, b, g = start_office(office, ["beta", "gamma"])
+    office.cli("grant", NODE, "beta", "--home", str(a.home))
+    wait_for(lambda: {p.status()["coordinator"] for p in (a, b, g)} == {a.peer_id}, 20, "alpha coordinator")
+    term = int(a.status()["term"])
+    a_key, b_key = Home(a.home).load().key, Home(b.home).load().key
+
+    def token(signer: Any = a_key, agent: str = b.peer_id) -> bytes:
+        return ActAs.issue(signer, term, agent, NODE, "job-1", int(time.time()), 600).raw
+
+    data = b"x" * 1000
+    for act_as, said in ((b"", "beta is an agent of accounts: writing as the node takes the coordinator's"),
+                         (token(agent=a.peer_id), "the act-as token names alpha, not the peer that sent it"),
+                         (token(signer=b_key), "beta was not the coordinator of term")):
+        code, msg = put(b, g, NODE, content_hash(data).hex(), data, act_as=act_as)
+        assert code == "forbidden" and said in msg, msg
+        assert a.peer_id not in msg and b.peer_id not in msg
+
+
+def test_log_of_an_unknown_node_is_a_usage_error(office: Office) -> None:
+    a = office.start(office.init("alpha"), mdns=False)
+    home = ["--home", str(a.home)]
+    for command in (["log", "nosuch"], ["log", "nosuch", "--follow"], ["snapshots", "nosuch"]):
+        res = office.cli(*command, *home, check=False, timeout=20)
+        assert (res.rc, res.out) == (2, ""), (command, res)
+        assert "no backup node named 'nosuch'" in res.err, (command, res)
+    office.cli("node", "add", NODE, *home)
+    assert office.cli("log", NODE, *home).rc == 0  # a node with nothing logged yet is no mistake
