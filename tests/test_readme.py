@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -228,7 +229,7 @@ def test_the_block_rule() -> None:
 
 
 def test_readme_straight_through(reader: Reader) -> None:
-    assert (BIN / "peerbackup").exists(), f"no installed peerbackup in {BIN}"
+    assert shutil.which("peerbackup", path=reader.env["PATH"]) == str(BIN / "peerbackup"), "not the .venv's"
     for block in [b for b in blocks((ROOT / "README.md").read_text()) if runnable(b)]:
         for written in block.commands:
             reader.run(block, written)

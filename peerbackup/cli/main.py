@@ -181,20 +181,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
     try:
         result = Archiver(repo, excludes=excluder, progress=progress).backup(args.source, args.tag)
     except BaseException as exc:
-        reason = exc.message() if isinstance(exc, PeerBackupError) else f"{type(exc).__name__}: {exc}"
-        for end in ended:
-            try:
-                end({"state": "failed", "reason": reason})
-            except PeerBackupError as why:  # the backup's own error is the one to show
-                print(f"peerbackup: warning: the job's end was not logged: {why.message()}", file=sys.stderr)
+        _job_ended(ended, {"state": "failed", "reason": exc.message() if isinstance(exc, PeerBackupError)
+                           else f"{type(exc).__name__}: {exc}"})
         raise
     finally:
         progress.stop()
         repo.close()
     snap, errors = result.snapshot, result.errors
     s = snap.summary
-    for end in ended:
-        end({"state": "done", "snapshots": [snap.id], "errors": len(errors), "added": s.bytes_added})
+    _job_ended(ended, {"state": "done", "snapshots": [snap.id], "errors": len(errors), "added": s.bytes_added})
     if args.json:
         _print_json({"snapshot": _snap_json(snap), "errors": errors})
     else:
@@ -209,6 +204,16 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(PartialBackup(snap.short_id, len(errors)).message(), file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_OK
+
+
+def _job_ended(ended: list[Ended], result: dict[str, Any]) -> None:
+    """Tell the backup's job how it ended; the backup's own outcome stands if that fails."""
+    for end in ended:
+        try:
+            end(result)
+        except PeerBackupError as exc:
+            print(f"peerbackup: warning: the end of this backup's job was not logged: {exc.message()}",
+                  file=sys.stderr)
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:

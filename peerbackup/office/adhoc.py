@@ -25,17 +25,13 @@ from peerbackup.errors import PeerBackupError, ProtocolError, UsageError
 if TYPE_CHECKING:
     from peerbackup.office.jobs import JobService
 
-DEADLINE = 4 * 3600.0  # as a manual backup's: an open ad-hoc job no longer holds back the node's retention after it
+DEADLINE = 4 * 3600.0  # as a manual backup's; past it, a job its command never ended no longer holds back retention
 MAX_PATHS, MAX_PATH = 20, 300  # what of the command's paths the log keeps
 
 
 class AdHocJobs:
     def __init__(self, jobs: JobService) -> None:
         self.jobs = jobs
-
-    def _name(self, peer_id: str) -> str:
-        cert = self.jobs.peers.membership.certs.get(peer_id)
-        return cert.name if cert is not None else peer_id
 
     async def start(self, node: str, paths: list[str], wait: float) -> tuple[str, bytes]:
         """Log on and act as the node for a backup of `paths`: (job id, act-as token). Right after the
@@ -51,7 +47,8 @@ class AdHocJobs:
             if coordinator is None:
                 why = "there is no coordinator yet (one is elected within a lease of the daemons' start)"
             elif (term, coordinator) not in self.jobs.logs.state.config().coordinator_terms:
-                why = f"the claim of coordinator {self._name(coordinator)} to term {term} has not reached this peer"
+                why = (f"the claim of coordinator {self.jobs.peers.membership.name(coordinator)} to term {term} "
+                       "has not reached this peer")
                 self.jobs.logs.sync_soon(coordinator)  # now, not at the next heartbeat
             else:
                 try:

@@ -58,7 +58,8 @@ class Membership:
         """Refuse a removed peer, with the office-signed revocation: it can check that for itself."""
         rev = self.revocations.get(peer_id)
         if rev is not None:
-            raise RevokedPeer(self.name(peer_id), rev.raw)
+            name = self.name(peer_id)  # the removed peer reads its own id in it too
+            raise RevokedPeer(peer_id if name == peer_id else f"{name} ({peer_id})", rev.raw)
 
     def member(self, peer_id: str, now: float) -> Certificate:
         """The certificate of a current member, or the refusal that says why not."""

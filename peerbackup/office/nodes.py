@@ -34,7 +34,6 @@ from peerbackup.core.nodes import (
 from peerbackup.core.schedule import Schedule
 from peerbackup.daemon.logs import event
 from peerbackup.errors import FormatError, NotAdmin, NotAHolder, UsageError
-from peerbackup.office.liveness import ALIVE
 from peerbackup.office.replication import LogService
 
 
@@ -174,9 +173,7 @@ class NodeService:
         storage peers to take its writes. Says, by name, who does not hold it yet and who is down (not
         waited for: a member that comes back catches up at its first heartbeat)."""
         me = self.peers.me
-        late = await self.logs.spread(CONTROL_LOG, me, self.logs.state.heads.get((CONTROL_LOG, me), 0), timeout)
-        now = self.peers.clock()
-        names = self._names()
-        down = [c.name for c in self.peers.membership.members()
-                if c.peer_id != me and self.peers.liveness.state(c.peer_id, now) != ALIVE]
-        return {"not_yet": sorted(names.get(p, p) for p in late), "down": sorted(down)}
+        late, down = await self.logs.spread(CONTROL_LOG, me, self.logs.state.heads.get((CONTROL_LOG, me), 0),
+                                            timeout)
+        name = self.peers.membership.name
+        return {"not_yet": sorted(map(name, late)), "down": sorted(map(name, down))}

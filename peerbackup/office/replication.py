@@ -295,28 +295,32 @@ class LogService:
 
     # ---- waiting for an event to spread ------------------------------------------------
 
-    async def spread(self, log: str, feed: str, seq: int, timeout: float, among: list[str] | None = None) -> list[str]:
-        """Wait until the live members (or those of `among` that are alive) hold `feed`'s `log` up to
-        `seq`; the ones that still do not after `timeout` seconds. Asking a member for its heads sends
+    async def spread(self, log: str, feed: str, seq: int, timeout: float,
+                     among: list[str] | None = None) -> tuple[list[str], list[str]]:
+        """Wait until the members (or those of `among`) hold `feed`'s `log` up to `seq`: (those that still
+        do not after `timeout` seconds, those not waited for as down). Asking a member for its heads sends
         it ours, so one that lacks the event pulls it at once instead of at the next heartbeat: a
         grant (office/nodes.py) is usable on the agent, the coordinator and the storage peers as soon
-        as this returns []. A member that is not alive is asked for `suspect` seconds only (a daemon
-        just started has not said hello yet; one that is off catches up when back)."""
+        as this returns ([], []). A member that is not alive and does not answer is given up on after
+        `suspect` seconds (a daemon just started has not said hello yet; one that is off catches up
+        when back)."""
         loop = asyncio.get_running_loop()
         until = loop.time() + timeout
         grace = loop.time() + min(self.peers.settings.suspect, timeout)
         ids = [c.peer_id for c in self.peers.membership.members()] if among is None else among
         pending = {p for p in ids if p != self.peers.me and p not in self.peers.membership.revocations}
+        down: set[str] = set()
         while pending:
             asked = sorted(pending)
             answers = await asyncio.gather(*(self._head_of(p, log, feed) for p in asked), return_exceptions=True)
             now, late = self.clock(), loop.time() >= grace
-            pending = {p for p, a in zip(asked, answers, strict=True) if not (isinstance(a, int) and a >= seq)
-                       and not (late and isinstance(a, BaseException) and self.peers.liveness.state(p, now) != ALIVE)}
+            down |= {p for p, a in zip(asked, answers, strict=True)
+                     if late and isinstance(a, BaseException) and self.peers.liveness.state(p, now) != ALIVE}
+            pending = {p for p, a in zip(asked, answers, strict=True) if not (isinstance(a, int) and a >= seq)} - down
             if not pending or loop.time() >= until:
                 break
             await asyncio.sleep(min(0.2, self.peers.settings.heartbeat))
-        return sorted(pending)
+        return sorted(pending), sorted(down)
 
     async def _head_of(self, peer_id: str, log: str, feed: str) -> int:
         """How far `peer_id` holds `feed`'s `log`, as its heads say (0: nothing)."""
