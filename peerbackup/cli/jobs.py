@@ -142,7 +142,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     out = _api(home, "POST", "/v1/backup", {"node": args.node})
     if not args.json:
         print(f"job {out['job']}: {out['node']} dispatched to {out['agent_name'] or out['agent']} "
-              f"by coordinator {out['coordinator']} (term {out['term']})", flush=True)
+              f"by coordinator {out.get('coordinator_name') or out['coordinator']} (term {out['term']})", flush=True)
     if not args.wait:
         if args.json:
             _print_json(out)

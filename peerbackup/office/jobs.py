@@ -152,7 +152,8 @@ class JobService:
             accepted = proto.JobAccepted.from_wire(raw)
         names = {c.peer_id: c.name for c in self.peers.membership.members()}
         return {"job": accepted.job, "node": node, "agent": accepted.agent, "agent_name": names.get(accepted.agent),
-                "coordinator": accepted.token[1], "term": accepted.token[0], "log": node_log(node)}
+                "coordinator": accepted.token[1], "coordinator_name": names.get(accepted.token[1]),
+                "term": accepted.token[0], "log": node_log(node)}
 
     async def _on_request(self, issuer: str, body: bytes) -> bytes:
         msg = proto.JobRequest.from_wire(body)

@@ -87,6 +87,7 @@ def test_backup_by_hand_on_an_agent_waits_for_a_coordinator_and_is_a_job_of_the_
     logon, issued, started, done = events
     assert {e["job"] for e in events} == {started["job"]}
     assert logon["writer"] == issued["writer"] == coordinator and issued["agent"] == b.peer_id
+    assert issued["scope"] == "backup"  # it only adds: deleting takes a retention job's token
     assert started["writer"] == done["writer"] == b.peer_id and started["coordinator"] == coordinator
     assert started["adhoc"] is True and started["paths"] == [str(src)] and started["agent_name"] == "beta"
     assert done["snapshots"] == [snapshot] and done["errors"] == 0 and done["added"] > 0
@@ -170,7 +171,7 @@ def test_backup_wait_follows_the_job_through_a_coordinator_change(office: Office
     err = b"".join(terminal).decode(errors="replace")
     notes = "\n".join(line for line in err.replace("\r", "\n").splitlines() if "peerbackup:" in line)
     assert proc.returncode == 0, f"{stdout.decode()}\n{err}"
-    assert "done: snapshot" in stdout.decode()
+    assert "by coordinator alpha (term " in stdout.decode() and "done: snapshot" in stdout.decode()
     assert "the coordinator does not answer" in notes and "following the job in the node's log" in notes, notes
     assert "coordinator now " in notes, notes
     assert "(alpha)" in notes, notes  # the peer that did not answer, by name
