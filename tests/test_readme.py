@@ -114,8 +114,7 @@ class Reader:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.env = {**daemon_env(), "HOME": str(tmp / "home"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                    "PEERBACKUP_CACHE_DIR": str(tmp / "cache")}
+        self.env = {**daemon_env(), "HOME": str(tmp / "home"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
         self.env.pop("PEERBACKUP_PASSWORD", None)
         self.daemons: list[tuple[subprocess.Popen[bytes], Path]] = []
         for d in ("tmp", "srv", "mnt/usb"):
@@ -167,7 +166,9 @@ class Reader:
                                      f"{proc.stderr}{self.logs()}")
 
     def start(self, command: str, where: str) -> None:
-        home = Path(re.search(r"--home\s+(\S+)", command).group(1))  # type: ignore[union-attr]
+        given = re.search(r"--home\s+(\S+)", command)
+        assert given, f"{where}a daemon in the README must say its home"
+        home = Path(given.group(1))
         log = self.tmp / f"daemon-{len(self.daemons)}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(["bash", "-c", f"exec {command}"], stdout=out, stderr=out, env=self.env,
