@@ -23,7 +23,7 @@ from peerbackup.core.nodelog import node_log
 from peerbackup.core.nodes import POLICY_UNITS
 from peerbackup.core.schedule import Schedule, next_slot, zone
 from peerbackup.core.settings import parse_duration
-from peerbackup.errors import PartialBackup, UsageError
+from peerbackup.errors import DaemonError, PartialBackup, UsageError
 
 EXIT_OK = 0
 
@@ -165,7 +165,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     out = _api(home, "POST", "/v1/backup", {"node": args.node})
     if not args.json:
         print(f"job {out['job']}: {out['node']} dispatched to {out['agent_name'] or out['agent']} "
-              f"by coordinator {out['coordinator']} (term {out['term']})", flush=True)
+              f"by coordinator {out.get('coordinator_name') or out['coordinator']} (term {out['term']})", flush=True)
     if not args.wait:
         if args.json:
             _print_json(out)
@@ -175,7 +175,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     progress = Progress.for_terminal(args.json)
     progress.start()
     try:
-        end = _follow(home, args.node, out["job"], deadline, progress)
+        end = _follow(home, args.node, out["job"], deadline, progress, out["coordinator"])
     finally:
         progress.stop()
     if end is None:
@@ -221,21 +221,52 @@ def failed_lines(end: dict[str, Any]) -> list[str]:
     return lines + ([f"    ... and {more} more"] if more > 0 else [])
 
 
-def _follow(home: Any, node: str, job: str, deadline: float, progress: Progress) -> dict[str, Any] | None:
-    """Wait for the job's end in the node's log, feeding the progress line meanwhile."""
+def _follow(home: Any, node: str, job: str, deadline: float, progress: Progress,
+            coordinator: str = "") -> dict[str, Any] | None:
+    """Wait for the job's end in the node's log, feeding the progress line meanwhile. The progress comes
+    from the coordinator (through this peer's daemon); when it cannot be reached (it died, and the next
+    one is not elected yet), the job goes on without it: this keeps following the log, says so, and
+    names the next coordinator once there is one."""
     from peerbackup.cli.office import _api
 
+    lost, retry = "", 0.0  # the coordinator that did not answer; when to ask for progress again
     while time.monotonic() < deadline:
         ends = [e for e in node_events(home, node) if e["job"] == job and e["kind"] in ("job.done", "job.failed")]
         if ends:
             return ends[-1]
-        if progress.enabled:
-            p = _api(home, "GET", "/v1/jobs")["running"].get(job)
+        if lost:
+            now = _api(home, "GET", "/v1/status")
+            if now.get("coordinator") not in (None, lost):
+                lost = ""
+                _note(progress, f"coordinator now {_peer_name(home, now['coordinator'])} (term {now['term']})")
+        if progress.enabled and time.monotonic() >= retry:
+            try:
+                p = _api(home, "GET", "/v1/jobs")["running"].get(job)
+            except DaemonError as exc:  # this peer's daemon answers; the coordinator it asks does not
+                if not lost:
+                    lost = _api(home, "GET", "/v1/status").get("coordinator") or coordinator
+                    _note(progress, f"the coordinator does not answer ({exc.message()}); following the job "
+                                    "in the node's log until it ends")
+                retry = time.monotonic() + 2.0
+                p = None
             if p and "files" in p:  # dispatched, no heartbeat yet: nothing to draw
                 progress.files, progress.bytes = p["files"], p["bytes"]
                 progress.total_files, progress.total_bytes = max(p["files_total"], 0), max(p["bytes_total"], 0)
         time.sleep(0.3)
     return None
+
+
+def _note(progress: Progress, text: str) -> None:
+    """A line on stderr, above the progress line."""
+    if progress.enabled:
+        progress.stream.write("\r\x1b[K")
+    print(f"peerbackup: {text}", file=sys.stderr, flush=True)
+
+
+def _peer_name(home: Any, peer_id: str) -> str:
+    from peerbackup.cli.office import _api
+
+    return next((str(p["name"]) for p in _api(home, "GET", "/v1/peers") if p["peer_id"] == peer_id), peer_id)
 
 
 def _since(text: str | None) -> str:
@@ -283,11 +314,14 @@ def _print_event(e: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from peerbackup.cli.office import _home, _print_json
+    from peerbackup.cli.office import _api, _home, _print_json
 
     home = _home(args)
     since = _since(args.since)
-    events = [e for e in node_events(home, args.node) if e["time"] >= since]
+    events = node_events(home, args.node)
+    if not events and args.node not in {n["node"] for n in _api(home, "GET", "/v1/nodes")}:
+        raise UsageError(f"no backup node named {args.node!r} (see `peerbackup node list`)")
+    events = [e for e in events if e["time"] >= since]
     if args.json and not args.follow:
         _print_json(events)
         return EXIT_OK

@@ -16,6 +16,7 @@ from peerbackup.cli.officerepo import is_office, open_office
 from peerbackup.cli.progress import Progress, human_bytes
 from peerbackup.core.crypto import KdfParams
 from peerbackup.core.jobs import tally
+from peerbackup.core.nodelog import MAX_FAILED, MAX_FAILED_PATH
 from peerbackup.core.retention import DEFAULT_GROUP_BY, GroupPlan, Policy, parse_group_by, removals
 from peerbackup.core.snapshot import Snapshot
 from peerbackup.core.tree import DIR, Node
@@ -87,13 +88,20 @@ def _store(args: argparse.Namespace) -> LocalStore:
     return LocalStore(repo)
 
 
-def _open(args: argparse.Namespace, delete: bool = False) -> Repository:
+Ended = Callable[[dict[str, Any]], None]
+
+
+def _open(args: argparse.Namespace, delete: bool = False, backup: list[str] | None = None,
+          ended: list[Ended] | None = None) -> Repository:
+    """The repository; for a `backup` into a node's, `ended` gets how to tell its job how it ended."""
     repo = _repo_arg(args)
     if is_office(repo):
         from peerbackup.cli.office import _home
 
-        office = open_office(_home(args), repo, delete=delete)
+        office = open_office(_home(args), repo, delete=delete, backup=backup)
         _closers.append(office.close)
+        if ended is not None:
+            ended.append(office.ended)
         return Repository(office.store, office.keys, office.config, cache_root=args.cache_dir)
     store = _store(args)
     read_config(store)  # "not a repository" before asking for a passphrase
@@ -161,7 +169,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
         if not os.path.lexists(s):
             raise UsageError(f"source {s} does not exist")
     tune_allocator()  # backup only: restore measured faster without it
-    repo = _open(args)
+    ended: list[Ended] = []  # into a node's repository on an agent: a job of the node (office/adhoc.py)
+    repo = _open(args, backup=[os.path.abspath(s) for s in args.source], ended=ended)
     progress = Progress.for_terminal(args.quiet or args.json)
     if progress.enabled:
         import threading
@@ -173,12 +182,21 @@ def cmd_backup(args: argparse.Namespace) -> int:
     progress.start()
     try:
         result = Archiver(repo, excludes=excluder, progress=progress).backup(args.source, args.tag)
+    except BaseException as exc:
+        _job_ended(ended, {"state": "failed", "reason": exc.message() if isinstance(exc, PeerBackupError)
+                           else f"{type(exc).__name__}: {exc}"})
+        raise
     finally:
         progress.stop()
         repo.close()
     snap, errors = result.snapshot, result.errors
     s = snap.summary
     failed = {str(f): f for f in result.failures}
+    partial = {"result": "partial", "failures": len(result.failures),
+               "failed": [{"path": f.path[-MAX_FAILED_PATH:], "reason": f.reason}
+                          for f in result.failures[:MAX_FAILED]]}
+    _job_ended(ended, {"state": "done", "snapshots": [snap.id], "errors": len(errors), "added": s.bytes_added,
+                       **(partial if result.failures else {})})
     if args.json:
         _print_json({"snapshot": _snap_json(snap), "errors": errors,
                      "failures": [{"path": f.path, "reason": f.reason, "message": f.message}
@@ -197,6 +215,16 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(PartialBackup(snap.short_id, len(errors)).message() + (f" ({why})" if why else ""), file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_OK
+
+
+def _job_ended(ended: list[Ended], result: dict[str, Any]) -> None:
+    """Tell the backup's job how it ended; the backup's own outcome stands if that fails."""
+    for end in ended:
+        try:
+            end(result)
+        except PeerBackupError as exc:
+            print(f"peerbackup: warning: the end of this backup's job was not logged: {exc.message()}",
+                  file=sys.stderr)
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from peerbackup.errors import (
 )
 
 EXIT_OK = 0
+GRANT_WAIT = 20  # seconds `grant` and `revoke` wait for the change to reach every live peer (API timeout 30 s)
 
 
 def _home(args: argparse.Namespace) -> Home:
@@ -72,13 +73,13 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _api(home: Home, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def _api(home: Home, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 30) -> Any:
     base, token = home.admin_endpoint()
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(base + path, data=data, method=method,
                                  headers={TOKEN_HEADER: token, "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
@@ -423,12 +424,21 @@ def cmd_grant(args: argparse.Namespace) -> int:
     revoking = args.func is cmd_revoke
     agents = [_resolve_agent(home, args.node, a) if revoking else _resolve_peer(home, a) for a in args.agents]
     path = "/v1/grants/revoke" if revoking else "/v1/grants"
-    out = _api(home, "POST", path, {"node": args.node, "agents": agents})
+    wait = 0 if args.no_wait else GRANT_WAIT
+    out = _api(home, "POST", path, {"node": args.node, "agents": agents, "wait": wait})
     if args.json:
         _print_json(out)
-    else:
-        verb = f"revoked (new key epoch {out['epoch']})" if revoking else "granted"
-        print(f"{args.node}: {verb}; agents now {', '.join(out['agent_names']) or '-'}")
+        return EXIT_OK
+    verb = f"revoked (new key epoch {out['epoch']})" if revoking else "granted"
+    print(f"{args.node}: {verb}; agents now {', '.join(out['agent_names']) or '-'}")
+    if out.get("not_yet"):
+        # The change is made and will spread; what the reader would otherwise run into next, said now.
+        print(f"peerbackup: warning: not on {', '.join(out['not_yet'])} yet after {wait} s (it spreads at each "
+              "heartbeat): " + ("until it has, the new agent's `repo ... --repo office:NODE` says it does not hold "
+                                "the keys; try again in a few seconds" if not revoking else
+                                "until it has, that peer still goes by the old grants"), file=sys.stderr)
+    if out.get("down"):
+        print(f"peerbackup: {', '.join(out['down'])} not alive now: gets the change when back", file=sys.stderr)
     return EXIT_OK
 
 
@@ -531,6 +541,9 @@ def add_parsers(top: Any) -> None:
     rv = add("revoke", cmd_revoke, "withdraw agents from a backup node: new data-key epoch (admins)")
     rv.add_argument("node")
     rv.add_argument("agents", nargs="+", metavar="AGENT", help="peer id or unique name")
+    for p in (g, rv):
+        p.add_argument("--no-wait", action="store_true",
+                       help=f"return at once instead of waiting (up to {GRANT_WAIT} s) until every live peer has it")
     gs = add("grants", cmd_grants, "agents of each backup node")
     gs.add_argument("node", nargs="?")
     st = add("storage", cmd_storage, "what each storage peer keeps, and files short of their copies")

@@ -35,12 +35,16 @@ def is_office(repo: str | None) -> bool:
     return bool(repo) and str(repo).startswith(PREFIX)
 
 
+ADHOC_TIMEOUT = 120.0  # the daemon waits up to 2 leases (at most service.ADHOC_WAIT) for a coordinator
+
+
 @dataclass
 class OfficeRepo:
     store: PeerStore
     keys: KeySet
     config: RepoConfig
     close: Callable[[], None]
+    ended: Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -51,9 +55,18 @@ class Connection:
     close: Callable[[], None]
 
 
-def connect(home: Home, node: str, delete: bool = False, warn: Callable[[str], None] | None = None) -> Connection:
-    """A PeerStore for a node, from what this home's daemon knows (keys, storage peers)."""
-    access: dict[str, Any] = _api(home, "GET", f"/v1/store/access?node={node}")
+def connect(home: Home, node: str, delete: bool = False, warn: Callable[[str], None] | None = None,
+            backup: list[str] | None = None) -> Connection:
+    """A PeerStore for a node, from what this home's daemon knows (keys, storage peers). For a `backup`
+    of those paths on an agent, the daemon logs on and opens a job of the node (office/adhoc.py)."""
+    if backup is None:
+        access: dict[str, Any] = _api(home, "GET", f"/v1/store/access?node={node}")
+    else:
+        status = _api(home, "GET", "/v1/status")
+        if status.get("coordinator") is None and not status.get("admin"):  # an admin writes with its grant
+            print("peerbackup: waiting for the office's coordinator (elected within a lease of the daemons' start) "
+                  f"to let this peer act as {node}", file=sys.stderr, flush=True)
+        access = _api(home, "POST", "/v1/store/backup", {"node": node, "paths": backup}, timeout=ADHOC_TIMEOUT)
     grant = b""
     if delete:
         grant = bytes.fromhex(_api(home, "POST", "/v1/store/delete-grant", {"node": node})["grant"])
@@ -67,6 +80,8 @@ def connect(home: Home, node: str, delete: bool = False, warn: Callable[[str], N
 
     session = loop.call(make_session)
     client = PeerClient(ident.key, Settings(), time.time, os.urandom, session)
+    names = {p.peer_id: p.name for p in peers}
+    client.names = lambda peer_id: names.get(peer_id, peer_id)
     store = PeerStore(node, int(access["replicas"]), peers, StoreClient(client, node), loop.run, ident.peer_id,
                       grant, warn or _warn, bytes.fromhex(access.get("act_as", "")))
 
@@ -77,18 +92,30 @@ def connect(home: Home, node: str, delete: bool = False, warn: Callable[[str], N
     return Connection(store, keys, access, close)
 
 
-def open_office(home: Home, repo: str, delete: bool = False, warn: Callable[[str], None] | None = None) -> OfficeRepo:
+def open_office(home: Home, repo: str, delete: bool = False, warn: Callable[[str], None] | None = None,
+                backup: list[str] | None = None) -> OfficeRepo:
+    """The node's repository; for a `backup` of those paths, `ended` says how it ended, into the node's
+    log when the daemon opened a job for it (on an agent), else nowhere."""
     node = repo[len(PREFIX):]
     if not node:
         raise UsageError("give the backup node: --repo office:NODE")
-    conn = connect(home, node, delete, warn)
+    conn = connect(home, node, delete, warn, backup)
     store = conn.store
+    job = str(conn.access.get("job") or "")
+
+    def ended(result: dict[str, Any]) -> None:
+        if job:
+            _api(home, "POST", "/v1/store/backup-end", {**result, "node": node, "job": job})
+
     try:
         config = open_config(store, conn.access["office"], node, int(conn.access["created"]))
-    except BaseException:
-        conn.close()
+    except BaseException as exc:
+        try:
+            ended({"state": "failed", "reason": str(exc)})
+        finally:
+            conn.close()
         raise
-    return OfficeRepo(store, conn.keys, config, conn.close)
+    return OfficeRepo(store, conn.keys, config, conn.close, ended)
 
 
 def _warn(message: str) -> None:

@@ -13,6 +13,7 @@ retention job the coordinator dispatched ("prune" scope). Pure: no clock, no I/O
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from peerbackup.core import codec
@@ -74,16 +75,17 @@ class ActAs:
         return token
 
     def refusal(self, node: str, signer: str, now: float, claims: list[tuple[int, str]], skew: float,
-                delete: bool = False) -> str:
-        """'' when the token lets `signer` write (or, with `delete`, delete) for `node` now, else why not."""
+                delete: bool = False, names: Callable[[str], str] = str) -> str:
+        """'' when the token lets `signer` write (or, with `delete`, delete) for `node` now, else why not
+        (`names` names peers in it)."""
         if self.node != node:
             return f"the act-as token is for backup node {self.node}, not {node}"
         if self.agent != signer:
-            return f"the act-as token names {self.agent}, not the peer that sent it"
+            return f"the act-as token names {names(self.agent)}, not the peer that sent it"
         if not self.issued - skew <= now <= self.expires + skew:
             return "the act-as token has expired" if now > self.expires else "the act-as token is not valid yet"
         if (self.term, self.coordinator) not in claims:
-            return f"{self.coordinator} was not the coordinator of term {self.term}"
+            return f"{names(self.coordinator)} was not the coordinator of term {self.term}"
         if delete and self.scope != PRUNE:
             return ("the act-as token is a backup job's, which only adds: deleting takes the token of a retention "
                     "job the coordinator dispatched")

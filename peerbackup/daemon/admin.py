@@ -68,6 +68,8 @@ class AdminApi:
         app.router.add_post("/v1/nodes/restored", self.restored)
         app.router.add_get("/v1/jobs", self.jobs)
         app.router.add_get("/v1/store/access", self.store_access)
+        app.router.add_post("/v1/store/backup", self.store_backup)
+        app.router.add_post("/v1/store/backup-end", self.store_backup_end)
         app.router.add_post("/v1/store/delete-grant", self.delete_grant)
         app.router.add_get("/v1/storage", self.storage)
         app.router.add_post("/v1/storage/repair", self.repair_now)
@@ -149,10 +151,16 @@ class AdminApi:
 
     async def _each_agent(self, request: web.Request, change: Callable[[str, str], Awaitable[Any]]) -> web.Response:
         name, agents = await self._node_agents(request)
+        wait = (await json_body(request)).get("wait", 0)
+        if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 300:
+            raise UsageError("wait: seconds, 0 to 300")
         node = None
         for agent in agents:
             node = await change(name, agent)
-        return web.json_response(self.daemon.nodes.describe(node))
+        out = self.daemon.nodes.describe(node)
+        if wait:  # until the change has reached every live member (NodeService.spread)
+            out.update(await self.daemon.nodes.spread(float(wait)))
+        return web.json_response(out)
 
     async def invite(self, request: web.Request) -> web.Response:
         obj = await json_body(request)
@@ -279,6 +287,22 @@ class AdminApi:
     async def store_access(self, request: web.Request) -> web.Response:
         # The node's keys go to the home's owner only (token), who can read identity.key anyway.
         return web.json_response(await self.daemon.store_access(request.query.get("node", "")))
+
+    async def store_backup(self, request: web.Request) -> web.Response:
+        # `repo backup --repo office:NODE`: the access, and on an agent the act-as token of a job of the node.
+        obj = await json_body(request)
+        node, paths = obj.get("node"), obj.get("paths")
+        if not isinstance(node, str) or not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise UsageError("give the node name and the paths backed up")
+        return web.json_response(await self.daemon.store_access(node, backup=paths))
+
+    async def store_backup_end(self, request: web.Request) -> web.Response:
+        obj = await json_body(request)
+        node, job = obj.get("node"), obj.get("job")
+        if not isinstance(node, str) or not isinstance(job, str):
+            raise UsageError("give the node name and the job")
+        await self.daemon.adhoc.end(node, job, obj)
+        return web.json_response({"logged": True})
 
     async def delete_grant(self, request: web.Request) -> web.Response:
         obj = await json_body(request)

@@ -48,6 +48,7 @@ from peerbackup.net.client import PeerClient
 from peerbackup.net.discovery import Discovery, ServiceHint
 from peerbackup.net.proto import store as proto_store
 from peerbackup.net.server import PeerServer
+from peerbackup.office.adhoc import AdHocJobs
 from peerbackup.office.agent import AgentService
 from peerbackup.office.alerts import AlertService
 from peerbackup.office.coordination import CoordinatorService
@@ -96,6 +97,7 @@ def local_ipv4() -> list[str]:
 NODE_DELETE_GRANT = "node.delete_grant"  # logged: who was allowed to delete from which node, until when
 DELETE_GRANT_VALIDITY = 6 * 3600
 SCAN_CACHE = 10.0  # seconds a node's replication scan is reused by the dashboard and metrics
+ADHOC_WAIT = 100.0  # most seconds a backup by hand on an agent waits for a coordinator (officerepo.ADHOC_TIMEOUT)
 
 
 @dataclass
@@ -154,6 +156,7 @@ class Daemon:
         client = PeerClient(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.session)
         self.peer_service = PeerService(self.ident, self.settings, self.state, client, self.clock,
                                         secrets.token_bytes, self.log, lambda: self.advertised)
+        client.names = lambda peer_id: self.peer_service.membership.name(peer_id)  # load() replaces membership
         await self.peer_service.load()
         self.events = await EventStore.open(self.home.file(EVENTS_DB))
         await asyncio.to_thread(os.chmod, self.home.file(EVENTS_DB), 0o600)
@@ -173,6 +176,7 @@ class Daemon:
         await self.coordination.load()
         self.jobs = JobService(self.nodes, self.coordination, self.agent, self.clock, self.log)
         self.probe = DatasetProbe(self.nodes, self.jobs._send, self.clock, self.log)
+        self.adhoc = AdHocJobs(self.jobs)
         self.alerts = AlertService(self.logs, self.jobs.job_states,
                                    lambda: self.coordination.status()[0] == self.ident.peer_id,
                                    lambda: self.repair.last_round, lambda: self.session, self.clock, self.log)
@@ -477,19 +481,23 @@ class Daemon:
         """The node's repository in the peer store, for reading here (the dashboard)."""
         return await self.agent.open_repo(node)
 
-    async def store_access(self, node: str) -> dict[str, Any]:
-        """What a key holder's process needs to use a node's repository in the peer store."""
+    async def store_access(self, node: str, backup: list[str] | None = None) -> dict[str, Any]:
+        """What a key holder's process needs to use a node's repository in the peer store. For a
+        `backup` (of those paths) by an agent: the act-as token of a job of the node (office/adhoc.py),
+        waited for while the office has no coordinator yet."""
         keys = self.nodes.keys(node)  # NotAHolder, naming who holds them, for anyone else
         info = self.nodes.nodes()[node]
-        act_as = b""
-        if self.needs_act_as(node):
+        act_as, job = b"", ""
+        if backup is not None and self.needs_act_as(node):
+            job, act_as = await self.adhoc.start(node, backup, min(max(2 * self.settings.lease, 30.0), ADHOC_WAIT))
+        elif self.needs_act_as(node):
             try:
                 act_as = await self.jobs.act_as(node, f"cli-{secrets.token_hex(6)}")
             except PeerBackupError as exc:  # reads still work; a write will be refused, saying why
                 event(self.log, "act_as.unavailable", logging.WARNING, node=node, reason=str(exc))
         return {"node": node, "replicas": info.replicas, "created": info.created, "me": self.ident.peer_id,
                 "office": self.ident.office.fingerprint, "keys": codec.pack(keys.to_wire()).hex(),
-                "peers": [p.to_json() for p in await self.storage_peers()], "act_as": act_as.hex()}
+                "peers": [p.to_json() for p in await self.storage_peers()], "act_as": act_as.hex(), "job": job}
 
     async def storage_report(self) -> dict[str, Any]:
         """`peerbackup storage`: what each storage peer keeps, and how many files lack copies."""

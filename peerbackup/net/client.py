@@ -57,6 +57,12 @@ class PeerClient:
         self.rand = rand
         self.session = session
         self.clocks = ClockWatch()  # the peers that refused our timestamps (status shows them)
+        self.names: Callable[[str], str] | None = None  # peer id -> name, for errors (set once membership is)
+
+    def _where(self, address: str, audience: str) -> str:
+        """A peer as errors name it: its address, and its name when known."""
+        name = self.names(audience) if self.names is not None else audience
+        return address if name == audience else f"{address} ({name})"
 
     def _signed_reply(self, env: envelope.Envelope, audience: str, key_for: KeyFor, nonce: bytes) -> bool:
         """Signed by the peer we asked, to us, in answer to this request (timestamp aside)."""
@@ -74,14 +80,14 @@ class PeerClient:
         return aiohttp.ClientTimeout(total=self.settings.request_timeout + nbytes / (1024 * 1024))
 
     async def _post(self, address: str, path: str, data: bytes | AsyncIterable[bytes | memoryview],
-                    max_reply: int = envelope.MAX_BODY, nbytes: int = 0) -> tuple[int, bytes]:
+                    max_reply: int = envelope.MAX_BODY, nbytes: int = 0, where: str = "") -> tuple[int, bytes]:
         timeout = self._timeout(nbytes)
         try:
             async with self.session.post(url(address, path), data=data, timeout=timeout,
                                          headers={"Content-Type": CONTENT_TYPE}) as resp:
                 return resp.status, await read_capped(resp.content, max_reply + 4096, resp.content_length)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-            raise PeerUnreachable(address, str(exc) or type(exc).__name__) from None
+            raise PeerUnreachable(where or address, str(exc) or type(exc).__name__) from None
 
     async def whoami(self, address: str) -> WhoAmI:
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
@@ -112,20 +118,21 @@ class PeerClient:
         """request() for bulk data: `upload` goes after the envelope as a frame (envelope.frame),
         and with framed_reply the raw bytes after the reply's envelope come back too. Whoever
         reads them checks them against the size and hash that the signed body names."""
+        where = self._where(address, audience)
         data, nonce = envelope.seal(self.key, audience, "POST", path, body, self.clock(), self.rand)
         if upload is None:
-            status, raw = await self._post(address, path, data, max_reply, max_reply if framed_reply else 0)
+            status, raw = await self._post(address, path, data, max_reply, max_reply if framed_reply else 0, where)
         else:
             nbytes = sum(len(p) for p in upload)
             status, raw = await self._post(address, path, _chunks(envelope.frame(data), upload), max_reply,
-                                           nbytes + (max_reply if framed_reply else 0))
+                                           nbytes + (max_reply if framed_reply else 0), where)
         rest = memoryview(b"")
         try:
             if framed_reply and status == 200:
                 raw, rest = envelope.unframe(raw, envelope.MAX_BODY)
             env = envelope.open_envelope(raw, max_reply)
         except ProtocolError as exc:
-            raise PeerUnreachable(address, f"unreadable answer with HTTP status {status} ({exc})") from None
+            raise PeerUnreachable(where, f"unreadable answer with HTTP status {status} ({exc})") from None
         if status != 200:
             try:
                 refusal = Refusal.from_wire(env.body)
@@ -136,17 +143,17 @@ class PeerClient:
             # (Its timestamp is the refuser's clock, which by then disagrees with ours: not checked.)
             if refusal.code == "clock-skew" and self._signed_reply(env, audience, key_for, nonce):
                 self.clocks.refused(audience, refusal.message, self.clock())
-            refused = PeerRefused(address, refusal.message, refusal.code)
+            refused = PeerRefused(where, refusal.message, refusal.code)
             refused.evidence = refusal.evidence
             raise refused
         if env.header.issuer != audience:
-            raise PeerRefused(address, f"answered as {env.header.issuer}, expected {audience}", "wrong-peer")
+            raise PeerRefused(where, f"answered as {env.header.issuer}, expected {audience}", "wrong-peer")
         try:
             public_key = key_for(env)
             envelope.check(env, public_key, self.key.peer_id, envelope.RESPONSE, path, self.clock(),
                            self.settings.clock_skew, reply_to=nonce)
         except (ProtocolError, FormatError) as exc:
-            raise PeerRefused(address, f"its answer was refused: {exc}", "bad-reply") from None
+            raise PeerRefused(where, f"its answer was refused: {exc}", "bad-reply") from None
         return env.body, rest
 
 

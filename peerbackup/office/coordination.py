@@ -82,7 +82,7 @@ class CoordinatorService:
         if not self.peers.membership.member(issuer, self.clock()).has_role("coordinator"):
             event(self.log, "coordinator.refused", logging.WARNING, peer=issuer, term=msg.token[0],
                   reason="no coordinator role")
-            raise Forbidden(f"{issuer} has no coordinator role and cannot coordinate")
+            raise Forbidden(f"{self.peers.membership.name(issuer)} has no coordinator role and cannot coordinate")
         if not self._plausible(msg.token):
             event(self.log, "coordinator.refused", logging.WARNING, peer=issuer, term=msg.token[0],
                   reason="term beyond what the time allows")

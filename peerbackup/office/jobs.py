@@ -152,7 +152,8 @@ class JobService:
             accepted = proto.JobAccepted.from_wire(raw)
         names = {c.peer_id: c.name for c in self.peers.membership.members()}
         return {"job": accepted.job, "node": node, "agent": accepted.agent, "agent_name": names.get(accepted.agent),
-                "coordinator": accepted.token[1], "term": accepted.token[0], "log": node_log(node)}
+                "coordinator": accepted.token[1], "coordinator_name": names.get(accepted.token[1]),
+                "term": accepted.token[0], "log": node_log(node)}
 
     async def _on_request(self, issuer: str, body: bytes) -> bytes:
         msg = proto.JobRequest.from_wire(body)
@@ -247,6 +248,8 @@ class JobService:
         for job, f in self.open_jobs(name).items():
             agent = str(f.get("agent"))
             deadline = float(f.get("deadline", 0))
+            if f.get("adhoc"):
+                continue  # a backup by hand (office/adhoc.py): only its command knows what it backs up
             if now >= deadline:
                 self.live.pop(job, None)
                 continue
@@ -358,7 +361,7 @@ class JobService:
                 else:
                     await self._send(agent, proto.DISPATCH_PATH, body)
             except (PeerBackupError, ProtocolError) as exc:
-                tried.append(f"{agent}: {exc}")
+                tried.append(f"{self.peers.membership.name(agent)}: {exc}")
                 # In the log too: the dispatch above did not happen (core/jobs.py undoes it), and the
                 # audit trail says why this agent was passed over.
                 await self.logs.append(JOB_UNSENT, {"job": job, "node": node, "agent": agent, "term": token[0],
@@ -394,7 +397,7 @@ class JobService:
         if live is None or live.agent != issuer:
             st = self.job_states(msg.node).get(msg.job)
             if st is None or st.state != OPEN or st.agent != issuer:
-                raise Forbidden(f"job {msg.job} is not running on {issuer}")
+                raise Forbidden(f"job {msg.job} is not running on {self.peers.membership.name(issuer)}")
             live = self.live[msg.job] = Live(issuer, msg.node, now, now, now)
         if msg.waiting or live.progress is None or (msg.files, msg.nbytes, msg.files_seen) != \
                 (live.progress.files, live.progress.nbytes, live.progress.files_seen):
@@ -464,7 +467,7 @@ class JobService:
                 await self.logs.append(ACT_AS_REFUSED, {"job": msg.job, "node": msg.node, "agent": issuer,
                                                         "term": term, "reason": "not a granted agent"},
                                        log=node_log(msg.node))
-            raise Forbidden(f"{issuer} is not a granted agent of backup node {msg.node}")
+            raise Forbidden(f"{self.peers.membership.name(issuer)} is not a granted agent of backup node {msg.node}")
         now = self.clock()
         issued = self.challenges.pop(msg.challenge, None)
         if issued is None or issued[:3] != (issuer, msg.node, msg.job) or issued[3] < now:

@@ -58,7 +58,8 @@ class Membership:
         """Refuse a removed peer, with the office-signed revocation: it can check that for itself."""
         rev = self.revocations.get(peer_id)
         if rev is not None:
-            raise RevokedPeer(peer_id, rev.raw)
+            name = self.name(peer_id)  # the removed peer reads its own id in it too
+            raise RevokedPeer(peer_id if name == peer_id else f"{name} ({peer_id})", rev.raw)
 
     def member(self, peer_id: str, now: float) -> Certificate:
         """The certificate of a current member, or the refusal that says why not."""
@@ -67,8 +68,13 @@ class Membership:
         if cert is None:
             raise UnknownPeer(peer_id)
         if not cert.valid_at(now):
-            raise Forbidden(f"the certificate of {peer_id} is not valid now")
+            raise Forbidden(f"the certificate of {cert.name} ({peer_id}) is not valid now")
         return cert
+
+    def name(self, peer_id: str) -> str:
+        """How messages name a peer: by its name, by its id only when no certificate names it."""
+        cert = self.certs.get(peer_id)
+        return cert.name if cert is not None else peer_id
 
     def members(self) -> list[Certificate]:
         return sorted((c for c in self.certs.values() if c.peer_id not in self.revocations),

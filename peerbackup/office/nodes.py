@@ -12,6 +12,7 @@ import logging
 import secrets
 from typing import Any
 
+from peerbackup.core.events import CONTROL_LOG
 from peerbackup.core.keys import KeySet
 from peerbackup.core.nodes import (
     DEFAULT_REPLICAS,
@@ -195,7 +196,7 @@ class NodeService:
         self._admin()
         node = self._node(name)
         if agent not in node.agents:
-            raise UsageError(f"{agent} is not an agent of {name}")
+            raise UsageError(f"{self.peers.membership.name(agent)} is not an agent of {name}")
         keys = self.keys(name).rotated(secrets.token_bytes)
         remaining = {}
         for holder in node.holders - {agent}:
@@ -207,6 +208,17 @@ class NodeService:
                                              "office_keys": seal_office(keys, self.peers.ident.office.public_key)})
         event(self.log, "node.revoked", node=name, agent=agent, epoch=keys.epoch)
         return self._node(name)
+
+    async def spread(self, timeout: float) -> dict[str, list[str]]:
+        """After a change (a grant, a revoke): wait up to `timeout` seconds until every live member holds
+        it, which the agent needs to open the keys, the coordinator to let it act as the node and the
+        storage peers to take its writes. Says, by name, who does not hold it yet and who is down (not
+        waited for: a member that comes back catches up at its first heartbeat)."""
+        me = self.peers.me
+        late, down = await self.logs.spread(CONTROL_LOG, me, self.logs.state.heads.get((CONTROL_LOG, me), 0),
+                                            timeout)
+        name = self.peers.membership.name
+        return {"not_yet": sorted(map(name, late)), "down": sorted(map(name, down))}
 
     async def schedule_state(self, name: str, schedule_id: str, action: str) -> Node:
         """remove, pause or resume one of the node's schedules."""

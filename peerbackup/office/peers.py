@@ -388,7 +388,7 @@ class PeerService:
         if peer_id == self.me:
             raise UsageError("an admin cannot remove itself: remove it from another admin")
         if peer_id in self.membership.revocations:
-            raise UsageError(f"{peer_id} has been removed already")
+            raise UsageError(f"{self.membership.name(peer_id)} has been removed already")
         if peer_id not in self.membership.certs:
             raise UsageError(f"{peer_id} is not a member this peer knows")
         # The removed writer's last accepted seq in every log we hold: later events are refused. Signed into

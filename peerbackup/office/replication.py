@@ -32,9 +32,17 @@ from peerbackup.core.logstate import (
 )
 from peerbackup.core.nodes import CONFIG_KINDS, NODE_KINDS
 from peerbackup.daemon.logs import event
-from peerbackup.errors import FormatError, LogError, PeerBackupError, ProtocolError, UnsupportedVersion
+from peerbackup.errors import (
+    FormatError,
+    LogError,
+    PeerBackupError,
+    PeerUnreachable,
+    ProtocolError,
+    UnsupportedVersion,
+)
 from peerbackup.net.proto import logsync
 from peerbackup.net.server import PeerServer
+from peerbackup.office.liveness import ALIVE
 from peerbackup.office.peers import PeerService
 from peerbackup.storage.eventlog import EventStore
 
@@ -303,6 +311,50 @@ class LogService:
             if limit == 1:
                 return
             start += len(reply.events)
+
+    # ---- waiting for an event to spread ------------------------------------------------
+
+    async def spread(self, log: str, feed: str, seq: int, timeout: float,
+                     among: list[str] | None = None) -> tuple[list[str], list[str]]:
+        """Wait until the members (or those of `among`) hold `feed`'s `log` up to `seq`: (those that still
+        do not after `timeout` seconds, those not waited for as down). Asking a member for its heads sends
+        it ours, so one that lacks the event pulls it at once instead of at the next heartbeat: a
+        grant (office/nodes.py) is usable on the agent, the coordinator and the storage peers as soon
+        as this returns ([], []). A member that is not alive and does not answer is given up on after
+        `suspect` seconds (a daemon just started has not said hello yet; one that is off catches up
+        when back)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        grace = loop.time() + min(self.peers.settings.suspect, timeout)
+        ids = [c.peer_id for c in self.peers.membership.members()] if among is None else among
+        pending = {p for p in ids if p != self.peers.me and p not in self.peers.membership.revocations}
+        down: set[str] = set()
+        while pending:
+            asked = sorted(pending)
+            answers = await asyncio.gather(*(self._head_of(p, log, feed) for p in asked), return_exceptions=True)
+            now, late = self.clock(), loop.time() >= grace
+            down |= {p for p, a in zip(asked, answers, strict=True)
+                     if late and isinstance(a, BaseException) and self.peers.liveness.state(p, now) != ALIVE}
+            pending = {p for p, a in zip(asked, answers, strict=True) if not (isinstance(a, int) and a >= seq)} - down
+            if not pending or loop.time() >= until:
+                break
+            await asyncio.sleep(min(0.2, self.peers.settings.heartbeat))
+        return sorted(pending), sorted(down)
+
+    async def _head_of(self, peer_id: str, log: str, feed: str) -> int:
+        """How far `peer_id` holds `feed`'s `log`, as its heads say (0: nothing)."""
+        key = self.peers.membership.member(peer_id, self.clock()).public_key
+        last: PeerBackupError = PeerUnreachable(peer_id, "no address known")
+        for address in (await self.peers.state.addresses()).get(peer_id, [])[:2]:
+            try:
+                raw = await self.peers.client.request(address, peer_id, logsync.HEADS_PATH, self.heads().to_wire(),
+                                                      lambda _e: key)
+            except PeerBackupError as exc:
+                last = exc
+                continue
+            return max((h.seq for h in logsync.Heads.from_wire(raw).heads if h.log == log and h.feed == feed),
+                       default=0)
+        raise last
 
     # ---- reading for operators ---------------------------------------------------------
 

@@ -81,6 +81,9 @@ class StorageService:
                                if gone is not None and not gone.purged else ""))
         return info
 
+    def _name(self, peer_id: str) -> str:
+        return self.peers.membership.name(peer_id)
+
     def _is_storage_peer(self, issuer: str) -> bool:
         cert = self.peers.membership.certs.get(issuer)
         return cert is not None and cert.has_role("storage")
@@ -97,7 +100,8 @@ class StorageService:
             # The coordinator repairs: it copies files checked against their names, which adds
             # copies of what exists and never changes or removes anything.
             return
-        raise Forbidden(f"{issuer} may not {'write into' if write else 'read'} backup node {ref.node}: only its "
+        raise Forbidden(f"{self._name(issuer)} may not {'write into' if write else 'read'} backup node {ref.node}: "
+                        "only its "
                         "admins and granted agents may")
 
     def _holds(self, issuer: str, info: Node) -> bool:
@@ -112,7 +116,8 @@ class StorageService:
         """An agent writes as the node only with the coordinator's act-as token naming it, this node,
         a job, and a term that coordinator claimed in the log (admins write with their grant)."""
         if not raw:
-            raise Forbidden(f"{issuer} is an agent of {node}: writing as the node takes the coordinator's act-as "
+            raise Forbidden(f"{self._name(issuer)} is an agent of {node}: writing as the node takes the "
+                            "coordinator's act-as "
                             "token (peerbackup backup NODE, or repo commands through the daemon)")
         try:
             cert = self.peers.membership.certs.get(coordinator_of(raw))
@@ -122,7 +127,7 @@ class StorageService:
         except FormatError as exc:
             raise Forbidden(f"act-as token refused: {exc}") from None
         why = token.refusal(node, issuer, self.peers.clock(), self.logs.state.config().coordinator_terms,
-                            self.peers.settings.clock_skew, delete=delete)
+                            self.peers.settings.clock_skew, delete=delete, names=self._name)
         if why:
             raise Forbidden(f"act-as token refused: {why}")
 
@@ -198,7 +203,8 @@ class StorageService:
         msg = proto.Delete.from_wire(body)
         info = self._node(msg.ref.node, purged=True)
         if not self._holds(issuer, info):
-            raise Forbidden(f"{issuer} holds no keys of backup node {msg.ref.node} and may not delete from it")
+            raise Forbidden(f"{self._name(issuer)} holds no keys of backup node {msg.ref.node} and may not "
+                            "delete from it")
         if info.removed and not msg.grant:
             raise Forbidden(f"backup node {msg.ref.node} was purged: its files go only with an admin's delete grant")
         if msg.ref.ftype not in MUTABLE and msg.act_as and not msg.grant:
@@ -211,7 +217,8 @@ class StorageService:
                 raise Forbidden(f"deleting from backup node {msg.ref.node} needs a delete grant "
                                 f"(an admin's prune): {exc}") from None
             if not grant.allows(msg.ref.node, issuer, self.peers.clock()):
-                raise Forbidden(f"the delete grant does not cover {issuer} on backup node {msg.ref.node} now")
+                raise Forbidden(f"the delete grant does not cover {self._name(issuer)} on backup node "
+                                f"{msg.ref.node} now")
         await self._run(self.holder.delete, msg.ref.node, msg.ref.ftype, msg.ref.name)
         event(self.log, "store.delete", logging.INFO if msg.ref.ftype not in MUTABLE else logging.DEBUG,
               node=msg.ref.node, kind=msg.ref.ftype.value, name=msg.ref.name[:16], peer=issuer)
