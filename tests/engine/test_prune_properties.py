@@ -50,9 +50,10 @@ PACK_SIZE = 64 * 1024
 # Where an in-flight backup waits: right after loading the index (it deduplicates later, against
 # an index that predates the mark), or with everything stored and only its snapshot left to save.
 PAUSES = ("after_index", "before_snapshot")
-# Where a prune in flight waits: its mark stored, its sweep not begun; or its new index written, the
-# old one deleted, and its packs about to be.
-PRUNE_PAUSES = ("after_mark", "mid_sweep")
+# Where a prune in flight waits: the used blobs found and partly used packs repacked, its mark not
+# stored yet; its mark stored, its sweep not begun; or its new index written, the old one deleted,
+# and its packs about to be.
+PRUNE_PAUSES = ("before_mark", "after_mark", "mid_sweep")
 # The pruning host's clock against the backup hosts' (the office refuses peers more than 2 min apart).
 SKEWS = (0.0, -90.0, 90.0)
 
@@ -72,9 +73,17 @@ class Flight:
     started: float = 0.0
 
 
+def _close_with_store(repo: Repository) -> None:
+    """Close a repository and the pack descriptors its own store keeps open (LocalStore has no close):
+    the machine opens a store per verification, thousands in a run."""
+    repo.close()
+    assert isinstance(repo.store, LocalStore)
+    repo.store._fds.size = 0
+    repo.store._fds._evict()
+
+
 class PausingStore(LocalStore):
-    """The store of a prune in flight: it stops once, right after storing its mark or before deleting its
-    first pack (its new index written, the old one deleted), until the test lets it go on."""
+    """The store of a prune in flight: it stops once, at one of PRUNE_PAUSES, until the test lets it go on."""
 
     def __init__(self, root: Path, at: str, reached: threading.Event, go: threading.Event) -> None:
         super().__init__(root, fsync=False)
@@ -86,6 +95,8 @@ class PausingStore(LocalStore):
             self.go.wait()
 
     def put(self, ftype: FileType, name: str, data: Payload) -> None:
+        if self.at == "before_mark" and ftype == FileType.MARK:
+            self._pause()
         super().put(ftype, name, data)
         if self.at == "after_mark" and ftype == FileType.MARK:
             self._pause()
@@ -241,7 +252,7 @@ class PruneMachine(RuleBasedStateMachine):
         assert f is not None and f.thread is not None
         f.go.set()
         f.thread.join(60)
-        f.repo.close()
+        _close_with_store(f.repo)
         assert not f.error, f.error
 
     @rule(seconds=st.sampled_from((1.0, 400.0, 1000.0)))
@@ -306,14 +317,17 @@ class PruneMachine(RuleBasedStateMachine):
             res = check(view, read_data=True)
             assert res.ok, res.errors
         finally:
-            view.close()
+            _close_with_store(view)
 
     def teardown(self) -> None:
         for f in [*self.flights, *filter(None, [self.pruning])]:
             f.go.set()
             if f.thread is not None:
                 f.thread.join(60)
-            f.repo.close()
+            if f is self.pruning:
+                _close_with_store(f.repo)
+            else:
+                f.repo.close()
         self.repo.close()
         self._patch.undo()
         shutil.rmtree(self.tmp, ignore_errors=True)
