@@ -141,7 +141,6 @@ class Holder:
         Only regular files are freed: a symlink or anything else in the trash is left alone, and
         a trash directory that is a symlink is not entered."""
         freed = 0
-        now = self.clock()
         trash = self.root / "trash"
         if trash.is_symlink():
             return 0
@@ -151,9 +150,11 @@ class Holder:
                 size = _regular_size(path)
                 if size < 0:
                     continue
+                # Read for each file: one trashed while this purge walks must not look as if from the future.
+                now = self.clock()
                 base, _, stamp = f.rpartition(".")
                 stamped = bool(base) and _STAMP.fullmatch(stamp) is not None
-                if not stamped or int(stamp) > now:
+                if not stamped or int(stamp) > math.ceil(now):
                     os.rename(path, _trash_name(Path(dirpath), base if stamped else f, math.ceil(now)))
                 elif int(stamp) <= now - grace:
                     os.unlink(path)

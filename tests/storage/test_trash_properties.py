@@ -102,7 +102,7 @@ class TrashMachine(RuleBasedStateMachine):
         now = self.clock.now
         freed: list[Trashed] = []
         for t in self.trash:
-            if t.stamp > now:  # the clock went back past its stamp: its grace starts again from now
+            if t.stamp > math.ceil(now):  # the clock went back past its stamp: its grace starts again from now
                 t.stamp, t.restamped_at = math.ceil(now), now
             elif t.stamp <= now - grace:
                 freed.append(t)
@@ -243,3 +243,30 @@ def test_purge_never_follows_a_symlink_out_of_the_trash(tmp_path: Path, clock: C
     h2 = _holder(other, clock)
     assert h2.purge(grace=0) == 0
     assert victim.read_bytes() == b"v" * 1000
+
+
+def test_a_file_trashed_while_purge_walks_keeps_its_whole_grace(tmp_path: Path, clock: Clock) -> None:
+    h = _holder(tmp_path / "held", clock)
+    files = {n: bytes([i]) * (10 + i) for i, n in enumerate(("x1", "y1", "x2", "y2"))}
+    names = {n: content_hash(d).hex() for n, d in files.items()}
+    for n, d in files.items():
+        h.put(n[0], FileType.DATA, names[n], d)
+    for n in ("x1", "y1"):
+        h.delete(n[0], FileType.DATA, names[n])
+
+    def purge_clock() -> float:
+        # The purge has started: meanwhile, 5 s later, another thread deletes x2 and y2. Whichever of the
+        # two directories the walk lists second holds a file trashed after the purge began.
+        t = clock.now
+        h.clock = clock
+        clock.now += 5
+        for n in ("x2", "y2"):
+            h.delete(n[0], FileType.DATA, names[n])
+        return t
+
+    h.clock = purge_clock
+    assert h.purge(grace=DAY) == 0
+    clock.now = START + 5 + DAY - 1
+    assert h.purge(grace=DAY) == len(files["x1"]) + len(files["y1"])  # x2 and y2 wait their whole grace
+    clock.now += 1
+    assert h.purge(grace=DAY) == len(files["x2"]) + len(files["y2"]) and h.used == 0
