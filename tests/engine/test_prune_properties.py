@@ -265,6 +265,7 @@ class PruneMachine(RuleBasedStateMachine):
     def prune(self, skew: float, pause: str | None) -> None:
         """A prune (grace 0), or one left in flight (paused) to be finished by a later step."""
         self.dirty = True
+        self.clock += 0.001  # two prunes never read the same time: their marks would be the same file
         self.last_prune = max(self.last_prune, self.clock + skew)
         if pause is not None and self.pruning is None:
             self._start_prune_in_flight(pause, skew)
@@ -282,6 +283,7 @@ class PruneMachine(RuleBasedStateMachine):
         """A backup starts just after prune read the clock for its mark, before the mark is stored:
         it loads an index that does not know the mark yet, and its lock looks younger than the mark."""
         self.dirty = True
+        self.clock += 0.001
         calls: list[float] = []
 
         def now() -> float:
@@ -337,7 +339,7 @@ def test_prune_never_deletes_what_a_snapshot_needs() -> None:
     # No shrinking: shrinking a run of threads and real repositories takes minutes; a failure prints
     # its whole run of steps instead.
     run_state_machine_as_test(PruneMachine, settings=settings(
-        derandomize=True, max_examples=60, stateful_step_count=50, deadline=None, database=None,
+        derandomize=True, max_examples=80, stateful_step_count=50, deadline=None, database=None,
         phases=[Phase.explicit, Phase.reuse, Phase.generate],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
     ))
