@@ -42,6 +42,7 @@ class Holder:
         self.fsync = fsync
         self._stores: dict[str, LocalStore] = {}
         self._lock = threading.Lock()  # quota accounting across worker threads
+        self._trash_lock = threading.Lock()  # a trash name is chosen and taken at once
         self.used = self._scan()
 
     def _scan(self) -> int:
@@ -126,8 +127,9 @@ class Holder:
         dest_dir = self.root / "trash" / node / ftype.value
         dest_dir.mkdir(parents=True, exist_ok=True)
         # Rounded up: the stamp is never before the deletion, so the grace is never cut short.
-        if not st.move_out(ftype, name, _trash_name(dest_dir, name, math.ceil(self.clock()))):
-            return
+        with self._trash_lock:
+            if not st.move_out(ftype, name, _trash_name(dest_dir, name, math.ceil(self.clock()))):
+                return
         if self.fsync:
             fsync_dir(src.parent)
             fsync_dir(dest_dir)
@@ -155,7 +157,8 @@ class Holder:
                 base, _, stamp = f.rpartition(".")
                 stamped = bool(base) and _STAMP.fullmatch(stamp) is not None
                 if not stamped or int(stamp) > math.ceil(now):
-                    os.rename(path, _trash_name(Path(dirpath), base if stamped else f, math.ceil(now)))
+                    with self._trash_lock:
+                        os.rename(path, _trash_name(Path(dirpath), base if stamped else f, math.ceil(now)))
                 elif int(stamp) <= now - grace:
                     os.unlink(path)
                     freed += size

@@ -10,6 +10,8 @@ adversarial cases: trash names without a stamp, symlinks planted in the trash, a
 from __future__ import annotations
 
 import math
+import os
+import threading
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -270,3 +272,35 @@ def test_a_file_trashed_while_purge_walks_keeps_its_whole_grace(tmp_path: Path, 
     assert h.purge(grace=DAY) == len(files["x1"]) + len(files["y1"])  # x2 and y2 wait their whole grace
     clock.now += 1
     assert h.purge(grace=DAY) == len(files["x2"]) + len(files["y2"]) and h.used == 0
+
+
+
+def test_a_restamp_and_a_deletion_never_take_the_same_trash_name(tmp_path: Path, clock: Clock,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Purge restamps x.FUTURE to x.NOW while another thread deletes the live x, also to x.NOW: the name
+    # is chosen and taken under one lock, or one of the two renames overwrites the other's file.
+    root = tmp_path / "held"
+    h = _holder(root, clock)
+    data = b"w" * 70
+    name = content_hash(data).hex()
+    h.put("n", FileType.DATA, name, data)
+    clock.now = START + 100 * DAY
+    h.delete("n", FileType.DATA, name)  # x.FUTURE, once the clock is set back
+    clock.now = START
+    h.put("n", FileType.DATA, name, data)
+    other = threading.Thread(target=h.delete, args=("n", FileType.DATA, name))
+    real_lexists = os.path.lexists
+
+    def lexists(path: str | os.PathLike[str]) -> bool:
+        found = real_lexists(path)
+        if not other.is_alive() and other.ident is None:  # purge chose its name: the other deletion now
+            other.start()
+            other.join(0.5)  # blocked on the lock, or done
+        return found
+
+    monkeypatch.setattr(os.path, "lexists", lexists)
+    assert h.purge(grace=DAY) == 0
+    other.join()
+    monkeypatch.undo()
+    assert len(list((root / "trash" / "n" / "data").iterdir())) == 2
+    assert h.used == _disk_bytes(root) == 2 * len(data)
