@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 MARK_VERSION = 1
 # A pack with more than this share of unused bytes has its used blobs repacked.
 REPACK_UNUSED = 0.2
+# A backup whose lock started up to this long after a mark's time still counts as running during
+# the mark: lock times come from the backup host's clock and mark times from the pruning host's,
+# and a backup can load the index between prune reading the clock and the mark being stored.
+CLOCK_MARGIN = 300.0
 
 
 @dataclass
@@ -151,10 +155,10 @@ def _sweep(
     locks = [lk for lk in read_locks(repo.store) if lk.name != own_lock and not lk.is_stale(t, host)]
     ready = []
     for m in marks:
-        blockers = [lk for lk in locks if lk.started <= m.time]
+        blockers = [lk for lk in locks if lk.started <= m.time + CLOCK_MARGIN]
         if blockers or t - m.time < grace:
             stats.deferred = True
-            why = (f"{len(blockers)} backup(s) started before it are still running"
+            why = (f"{len(blockers)} backup(s) that may have started before it are still running"
                    if blockers else "its grace period has not passed")
             stats.messages.append(f"mark {m.name[:8]}: sweep deferred: {why}")
         else:

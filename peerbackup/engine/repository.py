@@ -201,7 +201,9 @@ class Repository:
                 pid = bytes.fromhex(name)
             except ValueError:
                 continue
-            if pid in known:
+            # A condemned pack missing from the index is being deleted by a prune's sweep (or was, by one
+            # that was killed): indexed again, it would outlive its mark and be reused once deleted.
+            if pid in known or pid in self.index.condemned:
                 continue
             try:
                 found.append((pid, self.read_pack_header(name)))

@@ -12,7 +12,10 @@ plaintext. Synchronous: the daemon calls it from a worker thread.
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -39,13 +42,14 @@ class Holder:
         self.fsync = fsync
         self._stores: dict[str, LocalStore] = {}
         self._lock = threading.Lock()  # quota accounting across worker threads
+        self._trash_lock = threading.Lock()  # a trash name is chosen and taken at once
         self.used = self._scan()
 
     def _scan(self) -> int:
         total = 0
         for base in (self.root / "nodes", self.root / "trash"):
             for dirpath, _, files in os.walk(base):
-                total += sum(os.stat(os.path.join(dirpath, f)).st_size for f in files)
+                total += sum(max(0, _regular_size(os.path.join(dirpath, f))) for f in files)
         return total
 
     def store(self, node: str) -> LocalStore:
@@ -122,22 +126,40 @@ class Holder:
         src = st.path(ftype, name)
         dest_dir = self.root / "trash" / node / ftype.value
         dest_dir.mkdir(parents=True, exist_ok=True)
-        if not st.move_out(ftype, name, dest_dir / f"{name}.{int(self.clock())}"):
-            return
+        # Rounded up: the stamp is never before the deletion, so the grace is never cut short.
+        with self._trash_lock:
+            if not st.move_out(ftype, name, _trash_name(dest_dir, name, math.ceil(self.clock()))):
+                return
         if self.fsync:
             fsync_dir(src.parent)
             fsync_dir(dest_dir)
 
     def purge(self, grace: float) -> int:
-        """Free the trash older than grace seconds; the bytes freed."""
+        """Free the trash older than grace seconds; the bytes freed.
+
+        A file is freed once the clock reads at least its stamp + grace. A file whose name has no
+        stamp, or a stamp in the future (the clock was wrong when it was trashed), is stamped with
+        the current time instead, so it is freed one grace after this purge (not by it) rather than never.
+        Only regular files are freed: a symlink or anything else in the trash is left alone, and
+        a trash directory that is a symlink is not entered."""
         freed = 0
-        cutoff = self.clock() - grace
-        for dirpath, _, files in os.walk(self.root / "trash"):
+        trash = self.root / "trash"
+        if trash.is_symlink():
+            return 0
+        for dirpath, _, files in os.walk(trash):
             for f in files:
-                stamp = f.rsplit(".", 1)[-1]
-                if stamp.isdigit() and int(stamp) <= cutoff:
-                    path = os.path.join(dirpath, f)
-                    size = os.stat(path).st_size
+                path = os.path.join(dirpath, f)
+                size = _regular_size(path)
+                if size < 0:
+                    continue
+                # Read for each file: one trashed while this purge walks must not look as if from the future.
+                now = self.clock()
+                base, _, stamp = f.rpartition(".")
+                stamped = bool(base) and _STAMP.fullmatch(stamp) is not None
+                if not stamped or int(stamp) > math.ceil(now):
+                    with self._trash_lock:
+                        os.rename(path, _trash_name(Path(dirpath), base if stamped else f, math.ceil(now)))
+                elif int(stamp) <= now - grace:
                     os.unlink(path)
                     freed += size
         with self._lock:
@@ -151,3 +173,26 @@ class Holder:
             for entry in sorted(base.iterdir()):
                 nodes[entry.name] = sum(1 for _ in self.store(entry.name).list(FileType.DATA))
         return {"used": self.used, "quota": self.quota, "packs": nodes}
+
+
+_STAMP = re.compile(r"[0-9]+")
+
+
+def _trash_name(directory: Path, name: str, stamp: int) -> Path:
+    """NAME.STAMP, or NAME.N.STAMP when that is taken (the same file deleted twice in one second):
+    a trashed file is never overwritten, so it keeps its own grace and the accounting stays true."""
+    path = directory / f"{name}.{stamp}"
+    n = 0
+    while os.path.lexists(path):
+        n += 1
+        path = directory / f"{name}.{n}.{stamp}"
+    return path
+
+
+def _regular_size(path: str) -> int:
+    """The size of a regular file, -1 for anything else (a symlink is never followed) or a file gone."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return -1
+    return st.st_size if stat.S_ISREG(st.st_mode) else -1
