@@ -147,7 +147,8 @@ _RULES = [
          fields=(*JOB_WHERE.items(), ("expires", TIME), ("scope", Field(lambda v: v in ("backup", "prune"),
                                                                          "backup or prune")))),
     Rule(ACT_AS_REFUSED, NODE, ("coordinator",), _COORD, fields=(*JOB_WHERE.items(), ("reason", REASON))),
-    Rule(JOB_STARTED, NODE, ("agent",), _AGENT, "agent", tuple(JOB_WHERE.items()),
+    Rule(JOB_STARTED, NODE, ("agent",), _AGENT, "agent",
+         (*JOB_WHERE.items(), ("adhoc", FLAG), ("paths", Field(_texts(64, 4096), "at most 64 paths"))),
          read="counts only from an agent the job was given; without its dispatch, only from a granted agent "
               "naming a claimed term; never changes a dispatch's fields"),
     Rule(JOB_PROGRESS, NODE, ("agent",), _AGENT, "agent", tuple(PROGRESS.items())),

@@ -18,6 +18,8 @@ from peerbackup.core.events import Event
 from peerbackup.core.nodelog import DISPATCH_FIELDS, JOB_DISPATCHED, JOB_DONE, JOB_FAILED, JOB_STARTED, JOB_UNSENT
 
 BACKUP, RETENTION = "backup", "retention"
+# The longest a job may run, as a dispatch gives it: a schedule's window is at most 7 days.
+MAX_UNDISPATCHED_DEADLINE = 7 * 86400 + 3600
 OPEN, DONE, FAILED = "open", "done", "failed"
 # How a finished job came out: a job.done's "result". Partial: its snapshots were saved without some
 # files (their paths and why in the event). It is still finished: never dispatched again.
@@ -106,6 +108,11 @@ def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None,
                 st = jobs[job] = JobState(job, dict(ev.fields))
                 st.started_ms = hlc.wall_ms(ev.hlc)
                 st.agents.add(ev.feed)
+                # No dispatch says when it ends: the agent's word, but never past what any dispatch could give
+                # (an open job holds the node's retention back until its deadline).
+                latest = st.started_ms // 1000 + MAX_UNDISPATCHED_DEADLINE
+                if not isinstance(st.fields.get("deadline"), int) or st.fields["deadline"] > latest:
+                    st.fields["deadline"] = latest
             elif st.state != DONE:  # a start after the end is another side's late copy: the end stands
                 st.started_ms = hlc.wall_ms(ev.hlc)
                 # The agent adds its own fields only: what a dispatch says (kind, deadline, slot, prune...) is

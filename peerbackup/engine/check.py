@@ -65,8 +65,12 @@ def check(
             blob_home.setdefault(bid, pid)
     for name in stored:
         try:
-            if bytes.fromhex(name) not in index:
-                res.warnings.append(f"pack {name[:8]}: not in any index (the next backup adopts it)")
+            pid = bytes.fromhex(name)
+            if pid not in index:
+                # A condemned pack is one a prune's sweep is deleting (or was, when killed): never adopted again.
+                fate = ("condemned by a prune: the next prune deletes it" if pid in repo.index.condemned
+                        else "the next backup adopts it")
+                res.warnings.append(f"pack {name[:8]}: not in any index ({fate})")
         except ValueError:
             res.warnings.append(f"data/{name}: not a pack name")
 

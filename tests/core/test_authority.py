@@ -5,6 +5,7 @@ software would send it: signed with its own, legitimate key."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,18 @@ def test_an_agent_never_rewrites_a_field_its_dispatch_owns(field: str) -> None:
     assert out.verdict == ACCEPTED, out.reason
     st = fold(s.ordered(log), {(1, coord.peer_id)}, {agent.peer_id})["j1"]
     assert st.fields.get(field) == dispatch.get(field), (field, st.fields)
+
+
+# Where the code reads a node-log job event's fields: each name it reads must be declared in the table (a rule
+# that reads a field the table does not bound would trust whatever a member wrote there).
+READERS = ["peerbackup/core/jobs.py", "peerbackup/office/jobs.py", "peerbackup/office/adhoc.py",
+           "peerbackup/office/jobrun.py"]
+_READ = re.compile(r"""\b(?:f|fields|st\.fields|ev\.fields|state\.fields)(?:\.get\(|\[)["'](\w+)["']""")
+
+
+def test_every_field_the_job_rules_read_is_in_the_table() -> None:
+    root = Path(__file__).parents[2]
+    declared = {name for r in TABLE.values() if r.log == NODE for name, _ in r.fields} | DISPATCH_FIELDS
+    read = {(path, name) for path in READERS for name in _READ.findall((root / path).read_text())}
+    assert read, "the pattern finds no field reads: update it to the code"
+    assert {(p, n) for p, n in read if n not in declared} == set()

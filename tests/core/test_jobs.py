@@ -262,3 +262,14 @@ def test_the_agent_given_the_job_may_end_it_partial_with_a_well_formed_result() 
 ])
 def test_a_malformed_result_is_refused_on_merge(fields: dict[str, Any], why: str) -> None:
     assert why in _done(**fields)
+
+
+def test_a_start_without_its_dispatch_cannot_hold_retention_back_for_ever() -> None:
+    """A granted agent's start whose dispatch is not in the log keeps its deadline only up to what a dispatch
+    could give (7 days and an hour): an open job holds the node's retention back until its deadline."""
+    log = Feeds()
+    log.add(B, "job.started", job="j1", agent=B.peer_id, term=1, coordinator=COORD.peer_id, deadline=2**39)
+    log.add(B, "job.started", job="j2", agent=B.peer_id, term=1, coordinator=COORD.peer_id, deadline=int(T0 + 60))
+    jobs = fold(log.events, CLAIMS, {B.peer_id})
+    assert jobs["j1"].deadline <= jobs["j1"].started_ms / 1000 + 7 * 86400 + 3600
+    assert jobs["j2"].deadline == T0 + 60
