@@ -417,27 +417,38 @@ async function pageBrowse(main, node, snap, params) {
 // ---- routing ------------------------------------------------------------------------------------
 
 let stopPage = null;
+let renderSeq = 0;
 
 async function render() {
-  const main = document.getElementById("main");
+  // Each page renders into a fresh container that is shown only if no later navigation began meanwhile: a
+  // slow page (the office page asks for storage and alerts) must not replace the page the user went on to.
+  const seq = ++renderSeq;
+  const host = document.getElementById("main");
+  const main = h("div", { class: "page" });
   const [route, query] = (location.hash.slice(1) || "/office").split("?");
   const parts = route.split("/").filter(Boolean).map(decodeURIComponent);
   const params = new URLSearchParams(query || "");
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === parts[0]);
   if (stopPage) { stopPage(); stopPage = null; }
   if (!sessionStorage.getItem(TOKEN_KEY)) {
-    main.replaceChildren(h("p", { class: "error" }, "No token: open the address that `peerbackup ui` prints."));
+    host.replaceChildren(h("p", { class: "error" }, "No token: open the address that `peerbackup ui` prints."));
     return;
   }
+  let stop = null;
   try {
     const page = { office: pageOffice, nodes: pageNodes, job: pageJob, log: pageLog, snapshots: pageSnapshots,
       browse: pageBrowse }[parts[0]] || pageOffice;
     const args = parts[0] === "browse" ? [parts[1], parts[2], params] : parts[0] === "log" ? [params] : [parts[1]];
-    const stop = await page(main, ...args);
-    if (typeof stop === "function") stopPage = stop;
+    stop = await page(main, ...args);
   } catch (e) {
     main.replaceChildren(h("p", { class: "error" }, e.message));
   }
+  if (seq !== renderSeq) {  // the user has gone on: this page is never shown, and stops listening
+    if (typeof stop === "function") stop();
+    return;
+  }
+  if (typeof stop === "function") stopPage = stop;
+  host.replaceChildren(main);
 }
 
 async function start() {
