@@ -44,7 +44,6 @@ ACCEPTED, DUPLICATE, PENDING, REFUSED, FORK = "accepted", "duplicate", "pending"
 
 MEMBER_ADD, MEMBER_REVOKE, COORDINATOR_CLAIM = (authority.MEMBER_ADD, authority.MEMBER_REVOKE,
                                                authority.COORDINATOR_CLAIM)
-term_plausible = authority.term_plausible
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ class CoordinatorService:
 
     def _plausible(self, token: Token) -> bool:
         """A token from another peer (an announcement, an answer) or from disk, against this peer's clock and
-        the skew it tolerates: the control log's rule (core/logstate.term_plausible) at the door."""
+        the skew it tolerates: the control log's rule (core/authority.term_plausible) at the door."""
         return token[0] == 0 or term_plausible(token[0], self.clock() + self.peers.settings.clock_skew)
 
     async def _persist(self) -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from peerbackup.core.objects import Kind
-from peerbackup.core.retention import NODE_GROUP_BY, Policy, node_hold, plan
+from peerbackup.core.retention import NODE_GROUP_BY, Policy, node_hold
 from peerbackup.core.tree import DIR, FILE
-from peerbackup.engine.prune import snap_info
+from peerbackup.engine.prune import forget_by_policy
 from peerbackup.engine.repository import Repository
 from peerbackup.engine.restore import Restorer, RestoreStats
 from peerbackup.engine.walk import find_path, load_tree
@@ -78,7 +78,8 @@ class NodeReader:
         out = [snapshot_json(s) for s in snaps]
         if policy is None or policy.empty():
             return out
-        plans = plan([snap_info(s) for s in snaps], policy, NODE_GROUP_BY, node_hold(datasets))
+        # The retention job's own function, as a dry run: the dashboard shows exactly what the job would do.
+        plans = forget_by_policy(self.repo, policy, NODE_GROUP_BY, snaps, node_hold(datasets), dry_run=True)
         fate: dict[str, dict[str, Any]] = {}
         for p in plans:
             fate.update({sid: {"keep": True, "why": p.held or ", ".join(p.reasons[sid])} for sid in p.keep})
