@@ -745,12 +745,7 @@ def test_a_member_relaying_a_public_revocation_with_its_own_cutoff_erases_nothin
     Now only an admin writes a removal, and the cutoff is the one signed inside the revocation."""
     rita, stan = acme.members["rita"], acme.members["stan"]
     first = genuine(rita.key, 1, GENESIS, 3)
-    with EvilPeer(rita, acme.nodes) as evil:
-        evil.serve({"*": [first]})
-        for n in acme.nodes:
-            evil.poke(n)
-        for n in acme.nodes:
-            wait_for(partial(holds, n, first), WAIT, f"{n.name} to accept rita's claim")
+    accepted_everywhere(acme, rita, first)
     acme.converged()
     acme.office.cli("remove-peer", "--home", str(acme.alpha.peer.home), "rita")
     for n in acme.nodes:
@@ -784,15 +779,8 @@ def test_a_start_of_a_coming_slot_counts_only_from_a_granted_agent(acme: Acme) -
     start = node_event(ned.key, "node:payroll", 1, GENESIS, "job.started", {
         "job": "payroll-slot", "node": "payroll", "agent": ned.peer_id, "term": 20,
         "coordinator": ursula.peer_id, "deadline": int(time.time()) + 3600, "job_kind": "backup"})
-    for member, raw in ((ursula, claim), (ned, start)):
-        with EvilPeer(member, acme.nodes) as evil:
-            evil.serve({"*": [raw]})
-            for n in acme.nodes:
-                evil.poke(n)
-            for n in acme.nodes:
-                wait_for(lambda n=n, raw=raw: eid(raw).hex() in {  # type: ignore[misc]
-                    e["id"] for log in (CONTROL_LOG, "node:payroll")
-                    for e in n.peer.api("GET", f"/v1/log?log={log}")[1]}, WAIT, f"{n.name} to hold the event")
+    accepted_everywhere(acme, ursula, claim)
+    accepted_everywhere(acme, ned, start, "node:payroll")
 
     def known(n: Node) -> bool:
         return bool(n.peer.api("GET", "/v1/ui/job?job=payroll-slot")[0] == 200)
@@ -803,6 +791,19 @@ def test_a_start_of_a_coming_slot_counts_only_from_a_granted_agent(acme: Acme) -
     acme.office.cli("grant", "payroll", "ned", "--home", str(alpha.peer.home))
     for n in acme.nodes:
         wait_for(partial(known, n), WAIT, f"{n.name} to count the start of a granted agent")
+
+
+def accepted_everywhere(acme: Acme, member: Identity, raw: bytes, log: str = CONTROL_LOG) -> None:
+    """`member` serves `raw` in its own feed of `log`: every daemon holds it in that log."""
+    def held(n: Node) -> bool:
+        return eid(raw).hex() in {e["id"] for e in n.peer.api("GET", f"/v1/log?log={log}")[1]}
+
+    with EvilPeer(member, acme.nodes) as evil:
+        evil.serve({"*": [raw]})
+        for n in acme.nodes:
+            evil.poke(n)
+        for n in acme.nodes:
+            wait_for(partial(held, n), WAIT, f"{n.name} to hold {member.certificate.name}'s event in {log}")
 
 
 def refused_everywhere(acme: Acme, member: Identity, raw: bytes, reason: str) -> None:
