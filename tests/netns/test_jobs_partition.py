@@ -67,8 +67,8 @@ def test_partition_each_side_runs_its_slots_and_logs_merge(make_lan: Callable[[i
     # At most one extra snapshot per slot: a slot's job ran at most once on each side.
     per_job = Counter(e["job"] for e in log if e["kind"] == "job.done")
     assert per_job and max(per_job.values()) <= 2, [
-        (e["time"], e["writer_name"], e["kind"], e["fields"].get("agent"), e["fields"].get("attempt"),
-         e["fields"].get("replaces")) for e in log if e["fields"].get("job") in
+        (e["time"], e["writer_name"], e["kind"], e.get("agent"), e.get("attempt"),
+         e.get("replaces")) for e in log if e.get("job") in
         {j for j, n in per_job.items() if n > 2}]
     per_job_side = Counter((e["job"], e["writer"]) for e in log if e["kind"] == "job.done")
     assert max(per_job_side.values()) == 1, per_job_side
