@@ -94,6 +94,15 @@ class ActAs:
 
 def coordinator_of(data: bytes) -> str:
     """Who claims to have signed a token, unverified: to find the key to verify it with."""
+    return _claimed(data, "coordinator")
+
+
+def job_of(data: bytes) -> str:
+    """The job a token names, unverified: for a token its holder has already checked."""
+    return _claimed(data, "job")
+
+
+def _claimed(data: bytes, name: str) -> str:
     what = "act-as token"
     body = codec.field(codec.unpack_map(data, what), "body", bytes, what)
-    return str(codec.field(codec.unpack_map(body, what), "coordinator", str, what))
+    return str(codec.field(codec.unpack_map(body, what), name, str, what))

@@ -37,6 +37,7 @@ from peerbackup.core.nodelog import (
     JOB_STARTED,
     JOB_UNSENT,
     LOGON,
+    MAX_ATTEMPT,
     MAX_FAILED,
     MAX_FAILED_PATH,
     MAX_REASON,
@@ -93,9 +94,10 @@ FLAG = Field(lambda v: isinstance(v, bool), "true or false")
 # The fields a node-log event may carry and what each must be; a field not listed is carried as it is (an
 # older or newer peer's addition) but read by nobody.
 JOB_WHERE = {"job": JOB, "agent": PEER, "term": TERM, "coordinator": PEER, "deadline": TIME,
-             "job_kind": Field(lambda v: v in ("backup", "retention"), "backup or retention")}
+             "job_kind": Field(lambda v: v in ("backup", "retention"), "backup or retention"),
+             "attempt": Field(_int(1, MAX_ATTEMPT), f"1..{MAX_ATTEMPT}")}
 DISPATCH = {**JOB_WHERE, "schedule": Field(_text(16), "a schedule id"), "slot": TIME,
-            "attempt": Field(_int(1, 10_000), "1..10000"), "replaces": PEER, "prune": FLAG, "stalled": FLAG}
+            "replaces": PEER, "prune": FLAG, "stalled": FLAG}
 PROGRESS = {**JOB_WHERE, "files": COUNT, "bytes": COUNT, "files_seen": COUNT, "bytes_seen": COUNT, "errors": COUNT}
 ENDED = {**JOB_WHERE, "snapshots": Field(_texts(10_000, MAX_ID), "a list of snapshot ids"), "errors": COUNT,
          "added": COUNT, "result": Field(lambda v: v in ("done", "partial"), "done or partial"),
@@ -153,9 +155,9 @@ _RULES = [
               "naming a claimed term; never changes a dispatch's fields"),
     Rule(JOB_PROGRESS, NODE, ("agent",), _AGENT, "agent", tuple(PROGRESS.items())),
     Rule(JOB_DONE, NODE, ("agent",), _AGENT, "agent", tuple(ENDED.items()),
-         read="ends the job only from an agent it was given; done is final"),
+         read="ends the job only from the agent of its current attempt, about that attempt; done is final"),
     Rule(JOB_FAILED, NODE, ("agent",), _AGENT, "agent", (*JOB_WHERE.items(), ("reason", REASON)),
-         read="ends the job only from an agent it was given"),
+         read="ends the job only from the agent of its current attempt, about that attempt"),
     # Restores are made by holders of the node's keys: its admins and its agents.
     Rule(RESTORE_DONE, NODE, ("admin", "agent"),
          "{writer} has no admin or agent role and cannot write {kind} in node {node}'s log", "agent",

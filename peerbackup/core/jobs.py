@@ -47,6 +47,18 @@ class JobState:
         return str(self.fields.get("agent", ""))
 
     @property
+    def attempt(self) -> int:
+        """Which attempt of the job is current: 1 for the first dispatch, one more for each retry or
+        re-dispatch (events from before attempts were numbered are attempt 1)."""
+        return attempt_of(self.fields)
+
+    def current(self, ev: Event) -> bool:
+        """Whether a start or an end is the current attempt's: written by its agent about its number. A
+        replaced agent that wakes up and finishes speaks of an attempt that no longer runs the job."""
+        # The event's `agent` is its writer (the table of rights refuses one naming another peer).
+        return ev.fields.get("agent") == self.agent and attempt_of(ev.fields) == self.attempt
+
+    @property
     def dispatched(self) -> bool:
         """Whether a coordinator's dispatch of it is in the log (else only its agent's start is)."""
         return bool(self.dispatcher)
@@ -64,12 +76,18 @@ class JobState:
         return self.state
 
 
+def attempt_of(fields: dict[str, Any]) -> int:
+    a = fields.get("attempt", 1)
+    return a if isinstance(a, int) and not isinstance(a, bool) else 1
+
+
 def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None,
          agents: Collection[str] | None = None) -> dict[str, JobState]:
     """Every job in a node's log (events in log order), in the order first dispatched. A coordinator
     that dispatched a job may have died before its event spread: then the job.started alone carries
     what a successor needs. A re-dispatch reopens a failed or open job, never a done one; the first end
-    after it closes it; a partial job.done closes it as done does (its `outcome` tells them apart). A dispatch
+    after it closes it, when it is the current attempt's (its agent's, about its number); a partial
+    job.done closes it as done does (its `outcome` tells them apart). A dispatch
     the agent never took (job.dispatch_failed, written by the coordinator when sending failed) is undone:
     the job stands as before it, or, if it was the first, failed (a schedule retries it).
 
@@ -113,7 +131,9 @@ def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None,
                 latest = st.started_ms // 1000 + MAX_UNDISPATCHED_DEADLINE
                 if not isinstance(st.fields.get("deadline"), int) or st.fields["deadline"] > latest:
                     st.fields["deadline"] = latest
-            elif st.state != DONE:  # a start after the end is another side's late copy: the end stands
+            elif st.state != DONE and st.current(ev):
+                # A start after the end is another side's late copy: the end stands. A replaced attempt's
+                # late start neither reopens a failed job nor speaks for the current attempt.
                 st.started_ms = hlc.wall_ms(ev.hlc)
                 # The agent adds its own fields only: what a dispatch says (kind, deadline, slot, prune...) is
                 # the coordinator's, whether or not this dispatch said it (an agent that rewrote job_kind to
@@ -122,7 +142,9 @@ def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None,
                     if k not in DISPATCH_FIELDS:
                         st.fields.setdefault(k, v)
                 st.state = OPEN if st.state == FAILED else st.state
-        elif ev.kind in (JOB_DONE, JOB_FAILED) and st is not None and st.state == OPEN:
+        elif ev.kind in (JOB_DONE, JOB_FAILED) and st is not None and st.state == OPEN and st.current(ev):
+            # Only the current attempt ends the job: a replaced agent's late end would let a new attempt be
+            # dispatched while the current one still runs (and its snapshot is refused by the holders).
             st.state = DONE if ev.kind == JOB_DONE else FAILED
             st.ended_ms = hlc.wall_ms(ev.hlc)
             st.result = dict(ev.fields)

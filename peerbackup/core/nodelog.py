@@ -29,5 +29,7 @@ DISPATCH_FIELDS = frozenset({"job", "node", "agent", "term", "coordinator", "dea
                              "slot", "attempt", "replaces", "prune", "stalled"})
 
 
+MAX_ATTEMPT = 10_000  # attempts of one job (dispatches, retries, re-dispatches): far beyond any window's
+
 MAX_FAILED = 100  # failing paths a job.done lists (its "failures" counts them all)
 MAX_FAILED_PATH, MAX_REASON = 1024, 64

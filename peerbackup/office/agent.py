@@ -56,6 +56,7 @@ class JobRecord:
     nbytes_total: int = -1
     outcome: dict[str, Any] = field(default_factory=dict)  # what a retention job did
     deadline: float = 0.0  # how long it may wait for another job of this machine's to end
+    superseded: bool = False  # the coordinator gave the job to another agent: never start it
 
 
 class RecordProgress:
@@ -138,6 +139,10 @@ class AgentService:
             # One job at a time per machine: a job dispatched while another runs waits its turn.
             if not self._busy.acquire(timeout=max(rec.deadline - self.clock(), 0.0)):
                 raise UsageError("another job of this peer's ran until this job's deadline")
+            if rec.superseded:
+                self._busy.release()
+                raise UsageError("superseded: the coordinator gave this job to another agent while it waited "
+                                 "for this peer's other job")
             rec.state = "running"
             try:
                 work()

@@ -53,6 +53,7 @@ class AgentRunner:
 
     def __init__(self, jobs: JobService) -> None:
         self.jobs = jobs
+        self.runs: dict[str, dict[str, Any]] = {}  # job -> the `where` of the attempt this peer runs of it
 
     async def on_dispatch(self, issuer: str, body: bytes) -> bytes:
         msg = proto.Dispatch.from_wire(body)
@@ -70,8 +71,29 @@ class AgentRunner:
             ok, why = readable(list(info.datasets.values()), self.jobs.peers.me)
             if not ok:
                 raise Forbidden(f"nothing of {msg.node} can be backed up here: {'; '.join(map(str, why))}")
-        self.jobs.peers.spawn(self._run(msg, issuer))
+        where = self.runs.get(msg.job)
+        if where is not None:
+            # Already running here under an earlier dispatch (a new coordinator whose log lacked it, or a retry
+            # sent before this peer's end arrived): the run goes on as the new attempt, never a second run.
+            where.update(term=msg.token[0], coordinator=issuer, attempt=msg.attempt, deadline=msg.deadline_ms // 1000)
+            event(self.jobs.log, "job.adopted", job=msg.job, node=msg.node, attempt=msg.attempt,
+                  coordinator=issuer)
+            await self.jobs.logs.append(JOB_STARTED, dict(where), log=node_log(msg.node))
+            return b""
+        self.runs[msg.job] = self._where(msg, issuer)
+        self.jobs.peers.spawn(self._run(msg))
         return b""
+
+    def _where(self, msg: proto.Dispatch, coordinator: str) -> dict[str, Any]:
+        """What every event of this attempt says of it (updated when a later dispatch adopts the run)."""
+        return {"job": msg.job, "node": msg.node, "agent": self.jobs.peers.me, "term": msg.token[0],
+                "coordinator": coordinator, "deadline": msg.deadline_ms // 1000, "job_kind": msg.kind,
+                "attempt": msg.attempt}
+
+    def _coordinator(self, where: dict[str, Any]) -> str:
+        """Where heartbeats and the report go: the coordinator now, which may not be the one that dispatched
+        (it adopts the attempt when its log does not show it yet), else the dispatching one."""
+        return self.jobs.coordination.status()[0] or str(where["coordinator"])
 
     async def _tell(self, coordinator: str, path: str, body: bytes) -> None:
         local = {proto.REPORT_PATH: self.jobs._on_report, proto.PROGRESS_PATH: self.jobs._on_progress}
@@ -80,7 +102,7 @@ class AgentRunner:
         else:
             await self.jobs._send(coordinator, path, body)
 
-    async def _heartbeat(self, msg: proto.Dispatch, coordinator: str, where: dict[str, Any]) -> None:
+    async def _heartbeat(self, msg: proto.Dispatch, where: dict[str, Any]) -> None:
         """While the job runs: its counters to the coordinator every progress_interval, and a summary
         into the node's log every PROGRESS_LOG_EVERY of them."""
         beats = 0
@@ -93,11 +115,13 @@ class AgentRunner:
             p = proto.JobProgress(msg.job, msg.node, rec.files, rec.nbytes, rec.files_seen, rec.nbytes_seen,
                                   len(rec.errors), rec.state == "waiting", rec.files_total, rec.nbytes_total)
             try:
-                await self._tell(coordinator, proto.PROGRESS_PATH, p.to_wire())
+                await self._tell(self._coordinator(where), proto.PROGRESS_PATH, p.to_wire())
             except (PeerBackupError, ProtocolError) as exc:
                 if isinstance(exc, Forbidden) or (isinstance(exc, PeerRefused) and exc.code == "forbidden"):
-                    # The coordinator gave the job to another agent (this one stalled): nothing more to say.
+                    # The coordinator gave the job to another agent (this one stalled): nothing more to say, and
+                    # if it still waits for this machine's other job, it never starts.
                     event(self.jobs.log, "job.taken_over", logging.WARNING, job=msg.job, reason=str(exc))
+                    rec.superseded = True
                     return
                 event(self.jobs.log, "job.heartbeat_failed", logging.WARNING, job=msg.job, reason=str(exc))
             if beats % PROGRESS_LOG_EVERY == 0 and not p.waiting:
@@ -105,15 +129,14 @@ class AgentRunner:
                                                       "files_seen": rec.files_seen, "bytes_seen": rec.nbytes_seen,
                                                       "errors": len(rec.errors)}, log=node_log(msg.node))
 
-    async def _run(self, msg: proto.Dispatch, coordinator: str) -> None:
-        where = {"job": msg.job, "node": msg.node, "agent": self.jobs.peers.me, "term": msg.token[0],
-                 "coordinator": coordinator, "deadline": msg.deadline_ms // 1000, "job_kind": msg.kind}
-        beat = asyncio.ensure_future(self._heartbeat(msg, coordinator, where))
+    async def _run(self, msg: proto.Dispatch) -> None:
+        where = self.runs[msg.job]
+        beat = asyncio.ensure_future(self._heartbeat(msg, where))
         try:
             self.jobs._check_clock()
             # Log on as the node: the coordinator that dispatched the job checks the grant and signs.
-            token = await self.jobs.act_as(msg.node, msg.job, coordinator)
-            await self.jobs.logs.append(JOB_STARTED, where, log=node_log(msg.node))
+            token = await self.jobs.act_as(msg.node, msg.job, str(where["coordinator"]))
+            await self.jobs.logs.append(JOB_STARTED, dict(where), log=node_log(msg.node))
             if msg.kind == RETENTION:
                 rec = await self.jobs.agent.retention(msg.node, msg.job, token, msg.prune, msg.deadline_ms / 1000)
             else:
@@ -133,8 +156,9 @@ class AgentRunner:
             report = proto.JobReport(msg.job, msg.node, "done", tuple(snaps))
         finally:
             beat.cancel()
+            self.runs.pop(msg.job, None)
         try:
-            await self._tell(coordinator, proto.REPORT_PATH, report.to_wire())
+            await self._tell(self._coordinator(where), proto.REPORT_PATH, report.to_wire())
         except (PeerBackupError, ProtocolError) as exc:
             event(self.jobs.log, "job.report_failed", logging.WARNING, job=msg.job, reason=str(exc))
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from peerbackup.core.actas import BACKUP as BACKUP_SCOPE
 from peerbackup.core.actas import PRUNE, ActAs
-from peerbackup.core.jobs import BACKUP, FAILED, OPEN, RETENTION, JobState, fold, retention_due
+from peerbackup.core.jobs import BACKUP, DONE, FAILED, OPEN, RETENTION, JobState, fold, retention_due
 from peerbackup.core.nodelog import (
     ACT_AS_ISSUED,
     ACT_AS_REFUSED,
@@ -108,6 +108,7 @@ class JobService:
         self.live: dict[str, Live] = {}  # job -> what its agent last said (on the coordinator)
         self.reported: deque[tuple[str, str]] = deque(maxlen=1000)  # (job, agent) that reported an end
         self.challenges: dict[bytes, tuple[str, str, str, float]] = {}  # -> agent, node, job, until
+        self.coordinating_since: float | None = None  # when this peer last became the coordinator
         # running_anywhere's last question: coordinator, when, and the answer (on its way or come)
         self._running_asked: tuple[str, float, asyncio.Future[dict[str, dict[str, Any]]]] | None = None
 
@@ -300,8 +301,16 @@ class JobService:
         coordinator, _ = self.coordination.status()
         if coordinator != self.peers.me:
             self.evaluated.clear()  # a coordinator that comes back re-reads the log, not its memory
+            self.coordinating_since = None
             return
         now = self.clock()
+        if self.coordinating_since is None:
+            self.coordinating_since = now
+        if now - self.coordinating_since < self.settle():
+            # A new coordinator first hears the agents: one still running its predecessor's attempt says so
+            # with its next progress heartbeat (adopted in _on_progress) even when the predecessor's dispatch
+            # has not reached this peer's log, instead of being sent the same slot a second time.
+            return
         still_open: set[str] = set()
         for name in sorted(self.nodes.nodes()):
             await self._redispatch(name, now)
@@ -309,8 +318,11 @@ class JobService:
             await self._retention(name, now)
             still_open |= set(self.open_jobs(name))
         # A job reported before its job.done reached this peer's log was watched again meanwhile: once the
-        # log shows it ended, it is no longer running.
-        for job in [j for j in self.live if j not in still_open]:
+        # log shows it ended, it is no longer running. One adopted from its agent's heartbeat before the log
+        # shows it at all stays while its agent is heard.
+        for job, live in list(self.live.items()):
+            if job in still_open or (job not in self.job_states(live.node) and now - live.heard < 2 * self.settle()):
+                continue
             del self.live[job]
         for name, node in sorted(self.nodes.nodes().items()):
             for sc in node.schedules.values():
@@ -320,7 +332,7 @@ class JobService:
                 since = max(self.evaluated.get(key, now - sc.window), sc.since)  # nothing before it existed
                 self.evaluated[key] = now
                 for d in due(sc, since, now):
-                    if d.job_id in self.known_jobs(name):
+                    if d.job_id in self.known_jobs(name) or d.job_id in self.live:
                         continue
                     try:
                         await self.start(name, d.job_id, deadline=d.slot + sc.window,
@@ -328,6 +340,10 @@ class JobService:
                     except UsageError as exc:
                         event(self.log, "job.not_started", logging.WARNING, node=name, schedule=sc.id,
                               slot=int(d.slot), reason=str(exc))
+
+    def settle(self) -> float:
+        """How long a new coordinator listens before it dispatches: an agent's progress heartbeat and its way."""
+        return float(self.settings.progress_interval + self.settings.request_timeout)
 
     async def start(self, node: str, job: str | None = None, deadline: float | None = None,
                     why: dict[str, Any] | None = None, kind: str | None = None,
@@ -349,12 +365,16 @@ class JobService:
         job = job or "manual-" + hashlib.blake2b(f"{node}\0{self.clock()}\0{secrets.token_hex(8)}".encode(),
                                                  digest_size=8).hexdigest()
         until = deadline if deadline is not None else self.clock() + DEADLINE
+        # Attempts are numbered like coordinators' terms: the fold counts only the current one's end, and
+        # the holders refuse a replaced attempt's snapshot (office/storage.py).
+        attempt = int(why.pop("attempt", 1))
         tried = []
         for agent in self.candidates(node, kind, exclude):
             await self.logs.append(JOB_DISPATCHED, {"job": job, "node": node, "agent": agent, "term": token[0],
                                                     "coordinator": self.peers.me, "deadline": int(until),
-                                                    "job_kind": kind, **why}, log=node_log(node))
-            body = proto.Dispatch(job, node, token, int(until * 1000), kind, bool(why.get("prune"))).to_wire()
+                                                    "job_kind": kind, "attempt": attempt, **why}, log=node_log(node))
+            body = proto.Dispatch(job, node, token, int(until * 1000), kind, bool(why.get("prune")),
+                                  attempt).to_wire()
             try:
                 if agent == self.peers.me:
                     await self.runner.on_dispatch(agent, body)
@@ -396,8 +416,16 @@ class JobService:
         live = self.live.get(msg.job)
         if live is None or live.agent != issuer:
             st = self.job_states(msg.node).get(msg.job)
-            if st is None or st.state != OPEN or st.agent != issuer:
-                raise Forbidden(f"job {msg.job} is not running on {self.peers.membership.name(issuer)}")
+            info = self.nodes.nodes().get(msg.node)
+            if st is None and info is not None and issuer in info.agents and \
+                    issuer not in self.peers.membership.revocations:
+                # An attempt this peer's log does not show yet (a previous coordinator's dispatch on its way):
+                # adopted, so that its slot is not dispatched a second time (tick skips jobs it hears of).
+                event(self.log, "job.adopted", job=msg.job, node=msg.node, agent=issuer)
+            elif st is None or st.state != OPEN or st.agent != issuer:
+                raise Forbidden(f"job {msg.job} is not running on {self.peers.membership.name(issuer)}: "
+                                + ("it is over" if st is not None and st.state != OPEN else
+                                   "superseded by another attempt"))
             live = self.live[msg.job] = Live(issuer, msg.node, now, now, now)
         if msg.waiting or live.progress is None or (msg.files, msg.nbytes, msg.files_seen) != \
                 (live.progress.files, live.progress.nbytes, live.progress.files_seen):
@@ -474,6 +502,11 @@ class JobService:
             raise Forbidden("log on first: the act-as request must carry a fresh challenge from this coordinator, "
                             "issued to this agent for this node and job")
         st = self.job_states(msg.node).get(msg.job)
+        if st is not None and (st.state == DONE or st.agent != issuer):
+            # A replaced attempt that wakes up before logging on: the job is someone else's now, or over.
+            raise Forbidden(f"job {msg.job} of {msg.node} is " + ("done" if st.state == DONE else
+                            f"attempt {st.attempt} of {self.peers.membership.name(st.agent)}: this attempt was "
+                            "superseded"))
         # Only a retention job this coordinator itself dispatched (its own signed event, not a look-alike
         # any member could write into the node's log) lets the agent delete.
         scope = PRUNE if (st is not None and st.kind == RETENTION and st.state == OPEN and st.agent == issuer

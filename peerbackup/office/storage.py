@@ -19,9 +19,11 @@ from collections.abc import Callable
 
 from aiohttp import StreamReader
 
-from peerbackup.core.actas import ActAs, coordinator_of
+from peerbackup.core.actas import ActAs, coordinator_of, job_of
 from peerbackup.core.certs import DeleteGrant
 from peerbackup.core.crypto import content_hash
+from peerbackup.core.jobs import DONE, fold
+from peerbackup.core.nodelog import node_log
 from peerbackup.core.nodes import Node
 from peerbackup.daemon.logs import event
 from peerbackup.errors import (
@@ -40,7 +42,7 @@ from peerbackup.net.proto import store as proto
 from peerbackup.net.server import PeerServer
 from peerbackup.office.replication import LogService
 from peerbackup.storage.holder import CONTENT_NAMED, Holder
-from peerbackup.storage.store import MUTABLE
+from peerbackup.storage.store import MUTABLE, FileType
 
 
 class StorageService:
@@ -93,6 +95,8 @@ class StorageService:
         if self._holds(issuer, info):
             if write and issuer in info.agents and not self._is_admin(issuer):
                 self._check_act_as(issuer, ref.node, act_as)
+                if ref.ftype == FileType.SNAPSHOT:
+                    self._check_attempt(issuer, ref.node, act_as)
             return
         if self._is_storage_peer(issuer) and not write:
             return  # storage peers read, to repair and to scrub
@@ -130,6 +134,26 @@ class StorageService:
                             self.peers.settings.clock_skew, delete=delete, names=self._name)
         if why:
             raise Forbidden(f"act-as token refused: {why}")
+
+    def _check_attempt(self, issuer: str, node: str, raw: bytes) -> None:
+        """The fence of a job's attempts: a snapshot (or a retention job's delete) is taken only from the agent
+        of the job's current attempt, as this holder's copy of the node's log shows it, and never once the job
+        is done. A stalled agent replaced by another, that wakes up and finishes, would otherwise commit a
+        second snapshot of its slot. A job this holder's log does not show yet (its dispatch on its way, a
+        backup by hand) is not fenced: the guarantee is as strong as the log's spread (docs/nodes.md)."""
+        job = job_of(raw)
+        claims = set(self.logs.state.config().coordinator_terms)
+        info = self.logs.state.config().nodes.get(node)
+        agents = frozenset(info.agents) if info is not None else frozenset()
+        st = fold(self.logs.state.ordered(node_log(node)), claims, agents).get(job)
+        if st is None:
+            return
+        if st.state == DONE:
+            raise Forbidden(f"superseded: job {job} of backup node {node} is done; {self._name(issuer)} "
+                            "may not add to it")
+        if st.agent != issuer:
+            raise Forbidden(f"superseded: job {job} of backup node {node} is attempt {st.attempt} of "
+                            f"{self._name(st.agent)} now, not {self._name(issuer)}'s")
 
     async def _run(self, fn: object, *args: object) -> object:
         try:
@@ -209,6 +233,7 @@ class StorageService:
             raise Forbidden(f"backup node {msg.ref.node} was purged: its files go only with an admin's delete grant")
         if msg.ref.ftype not in MUTABLE and msg.act_as and not msg.grant:
             self._check_act_as(issuer, msg.ref.node, msg.act_as, delete=True)  # a retention job's agent
+            self._check_attempt(issuer, msg.ref.node, msg.act_as)
         elif msg.ref.ftype not in MUTABLE:
             # Append-only: the ordinary capability adds; deleting takes the office's delete grant.
             try:

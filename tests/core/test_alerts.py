@@ -68,7 +68,7 @@ class Log:
         self.add("job.dispatched", at, job=job, agent="B", schedule="s1", slot=int(slot), deadline=int(slot + 600),
                  **extra)
         if end:
-            self.add(end, at + 5, job=job, agent="B", **({"reason": reason} if end == "job.failed" else {}))
+            self.add(end, at + 5, job=job, agent="B", **extra, **({"reason": reason} if end == "job.failed" else {}))
 
 
 def node(*schedules: Schedule) -> dict[str, Node]:

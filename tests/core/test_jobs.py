@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peerbackup.core import hlc
 from peerbackup.core.authority import NODE, refusal
@@ -40,7 +42,7 @@ def test_fold_follows_a_job_through_retries_and_ignores_late_ends() -> None:
     log.add("job.dispatched", T0 + 600, job="j1", agent="G", attempt=2, deadline=int(T0 + 3600))
     st = fold(log.events, None)["j1"]
     assert (st.state, st.agent, st.fields["attempt"]) == (OPEN, "G", 2)
-    log.add("job.done", T0 + 700, job="j1", agent="G", snapshots=["s1"])
+    log.add("job.done", T0 + 700, job="j1", agent="G", attempt=2, snapshots=["s1"])
     log.add("job.failed", T0 + 800, job="j1", agent="B")  # a stalled first agent that woke up too late
     st = fold(log.events, None)["j1"]
     assert (st.state, st.result["snapshots"], st.ended_ms) == (DONE, ["s1"], int((T0 + 700) * 1000))
@@ -160,11 +162,16 @@ def test_only_an_agent_given_the_job_starts_or_ends_it() -> None:
     st = fold(log.events, CLAIMS)["j1"]
     assert (st.state, st.agent, st.agents) == (OPEN, B.peer_id, {B.peer_id})
     log.add(B, "job.started", job="j1", agent=B.peer_id, term=1, coordinator=COORD.peer_id)
-    # B stalls; the coordinator gives the job to G. Either may end it now: the first end counts.
+    # B stalls; the coordinator gives the job to G (attempt 2). B wakes up and ends its attempt 1: that end
+    # is not the current attempt's and closes nothing (issue 16, cause 1), nor does a start of B's reopen it.
     dispatch(log, COORD, "j1", G, attempt=2, replaces=B.peer_id)
     log.add(B, "job.done", job="j1", agent=B.peer_id, snapshots=["s1"])
+    log.add(B, "job.started", job="j1", agent=B.peer_id, term=1, coordinator=COORD.peer_id)
     st = fold(log.events, CLAIMS)["j1"]
-    assert (st.state, st.result["snapshots"], st.agents) == (DONE, ["s1"], {B.peer_id, G.peer_id})
+    assert (st.state, st.agent, st.attempt, st.agents) == (OPEN, G.peer_id, 2, {B.peer_id, G.peer_id})
+    log.add(G, "job.done", job="j1", agent=G.peer_id, attempt=2, snapshots=["s2"])
+    st = fold(log.events, CLAIMS)["j1"]
+    assert (st.state, st.result["snapshots"]) == (DONE, ["s2"])
 
 
 def test_a_start_without_its_dispatch_must_name_a_claimed_term() -> None:
@@ -273,3 +280,39 @@ def test_a_start_without_its_dispatch_cannot_hold_retention_back_for_ever() -> N
     jobs = fold(log.events, CLAIMS, {B.peer_id})
     assert jobs["j1"].deadline <= jobs["j1"].started_ms / 1000 + 7 * 86400 + 3600
     assert jobs["j2"].deadline == T0 + 60
+
+
+# One step of a job's life as any mix of coordinators and agents could log it: a dispatch of attempt n to an
+# agent, or an agent's start, done or failed about attempt n (late, early, or of an attempt long replaced).
+STEPS = st.tuples(st.sampled_from(["job.dispatched", "job.started", "job.done", "job.failed"]),
+                  st.sampled_from(["B", "G", "H"]), st.integers(1, 4))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(STEPS, max_size=14))
+def test_only_the_current_attempt_ends_a_job(steps: list[tuple[str, str, int]]) -> None:
+    """Issue 16, cause 1: whatever the interleaving, a job ends only by the end of the attempt the latest
+    dispatch before it names (its agent, its number); a done job stays done with the result it ended with."""
+    log = Log()
+    current: tuple[str, int] | None = None  # the attempt that runs the job, as a reader of the log sees it
+    state, closed_by = OPEN, -1
+    for i, (kind, agent, attempt) in enumerate(steps):
+        log.add(kind, T0 + i, job="j", agent=agent, attempt=attempt, n=i,
+                **({"deadline": int(T0 + 3600)} if kind == "job.dispatched" else {}))
+        if state == DONE:
+            continue  # done is final
+        if kind == "job.dispatched" or (kind == "job.started" and current is None):
+            current, state, closed_by = (agent, attempt), OPEN, -1  # (a start alone: its dispatch is on its way)
+        elif (agent, attempt) != current:
+            continue  # a replaced attempt's start or end
+        elif kind == "job.started" and state == FAILED:
+            state = OPEN
+        elif kind != "job.started" and state == OPEN:
+            state, closed_by = (DONE if kind == "job.done" else FAILED), i
+    if current is None:
+        assert fold(log.events, None) == {}
+        return
+    job = fold(log.events, None)["j"]
+    assert ((job.agent, job.attempt), job.state) == (current, state)
+    assert job.result.get("n", -1) == closed_by
+

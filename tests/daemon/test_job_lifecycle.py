@@ -163,6 +163,15 @@ def test_heartbeats_carry_progress_and_a_stalled_agent_is_replaced(office: Offic
         assert redispatch[0]["fields"]["stalled"] is True
     finally:
         os.killpg(victim.proc.pid, signal.SIGCONT)
+    # The replaced agent wakes up and carries on (issue 16, cause 2): the holders refuse its snapshot, its
+    # attempt ends failed as superseded, and that end does not touch the job the other agent finished.
+    wait_for(lambda: any(e["kind"] in ("job.done", "job.failed") and e["writer"] == victim_id
+                         for e in node_events(a, job)), 120, "the replaced agent's end")
+    ends = {e["kind"]: e for e in node_events(a, job) if e["writer"] == victim_id
+            and e["kind"] in ("job.done", "job.failed")}
+    assert list(ends) == ["job.failed"] and "superseded" in ends["job.failed"]["fields"]["reason"], ends
+    snaps = json.loads(office.cli("snapshots", NODE, "--json", *home).out)
+    assert [s["agent"] for s in snaps if s["job"] == job] == [other_id]  # one snapshot for the job
     repo(office, a, "restore", "latest", "--target", str(tmp_path / "out"))
     assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from peerbackup.core.nodelog import MAX_ATTEMPT
 from peerbackup.errors import Malformed
 from peerbackup.net.proto import _wire
 from peerbackup.net.proto.coordinator import Token, _token
@@ -84,10 +85,12 @@ class Dispatch:
     deadline_ms: int
     kind: str = BACKUP
     prune: bool = False  # a retention job: prune after forgetting
+    attempt: int = 1  # which attempt of the job this is (core/jobs.py counts only the current one's end)
 
     def to_wire(self) -> bytes:
         return _wire.encode({"job": self.job, "node": self.node, "token": list(self.token),
-                             "deadline": self.deadline_ms, "kind": self.kind, "prune": self.prune})
+                             "deadline": self.deadline_ms, "kind": self.kind, "prune": self.prune,
+                             "attempt": self.attempt})
 
     @classmethod
     def from_wire(cls, data: bytes) -> Dispatch:
@@ -99,8 +102,11 @@ class Dispatch:
         prune = obj.get("prune", False)
         if not isinstance(prune, bool):
             raise Malformed(f"{what}: field 'prune' must be true or false")
+        attempt = obj.get("attempt", 1)  # dispatches before attempts were numbered: the first
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt <= MAX_ATTEMPT:
+            raise Malformed(f"{what}: field 'attempt' must be a whole number from 1 to {MAX_ATTEMPT}")
         return cls(_job(obj, what), _node(obj, what), _token(obj.get("token"), what),
-                   _wire.get(obj, "deadline", int, what), kind, prune)
+                   _wire.get(obj, "deadline", int, what), kind, prune, attempt)
 
 
 @dataclass(frozen=True)
