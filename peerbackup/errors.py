@@ -272,6 +272,13 @@ class Forbidden(ProtocolError):
     code = "forbidden"
 
 
+class Superseded(Forbidden):
+    """Superseded: {}"""
+
+    # Not routed around: another holder that has not heard of the newer attempt yet would take the write.
+    code = "superseded"
+
+
 class NotFound(ProtocolError):
     """No such endpoint: {}"""
 

@@ -24,7 +24,15 @@ from peerbackup.core.nodelog import (
 )
 from peerbackup.daemon.logs import event
 from peerbackup.engine.backup import FileFailure
-from peerbackup.errors import Forbidden, NotAHolder, PeerBackupError, PeerRefused, ProtocolError, UsageError
+from peerbackup.errors import (
+    Forbidden,
+    NotAHolder,
+    PeerBackupError,
+    PeerRefused,
+    ProtocolError,
+    Superseded,
+    UsageError,
+)
 from peerbackup.net.proto import jobs as proto
 from peerbackup.office.agent import readable
 
@@ -41,6 +49,16 @@ def result_fields(failures: list[FileFailure]) -> dict[str, Any]:
         return {"result": DONE}
     return {"result": PARTIAL, "failures": len(failures),
             "failed": [{"path": _clip(f.path), "reason": f.reason[:MAX_REASON]} for f in failures[:MAX_FAILED]]}
+
+
+def _superseded(exc: BaseException | None) -> bool:
+    """Whether a holder refused this attempt's commit because a newer attempt runs the job (office/storage.py)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, Superseded) or (isinstance(exc, PeerRefused) and exc.code == Superseded.code):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _clip(path: str) -> str:
@@ -143,6 +161,8 @@ class AgentRunner:
                 rec = await self.jobs.agent.run(msg.node, msg.job, token, msg.deadline_ms / 1000)
         except Exception as exc:  # whatever stopped the job, the coordinator must hear of it
             reason = str(exc) if isinstance(exc, PeerBackupError) else f"internal error: {type(exc).__name__}: {exc}"
+            if _superseded(exc) and not reason.startswith("superseded"):
+                reason = f"superseded: {reason}"  # what the log's readers (and the soak) look for
             if not isinstance(exc, PeerBackupError):
                 self.jobs.log.exception("job.crashed", extra={"pb_fields": {"job": msg.job}})
             await self._record(JOB_FAILED, {**where, "reason": reason[:500]}, msg.node)

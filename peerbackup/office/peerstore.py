@@ -44,6 +44,7 @@ from peerbackup.errors import (
     PeerRefused,
     PeerUnreachable,
     StoreError,
+    Superseded,
 )
 from peerbackup.net import envelope
 from peerbackup.net.client import PeerClient
@@ -281,6 +282,11 @@ class PeerStore:
                 if exc is None:
                     (stored if task.result() else existed).append(pid)
                     self._noted(ftype, name, pid, size)
+                elif isinstance(exc, PeerRefused) and exc.code == Superseded.code:
+                    # The job's attempt was replaced: the write must fail, not go to a holder that lags.
+                    for t in running:
+                        t.cancel()
+                    raise exc
                 elif isinstance(exc, PeerRefused) and exc.code == "exists":
                     if ftype not in MUTABLE:
                         for t in running:

@@ -37,6 +37,7 @@ from peerbackup.errors import (
     PeerBackupError,
     StoreError,
     StoreRefused,
+    Superseded,
 )
 from peerbackup.net.proto import store as proto
 from peerbackup.net.server import PeerServer
@@ -149,11 +150,10 @@ class StorageService:
         if st is None:
             return
         if st.state == DONE:
-            raise Forbidden(f"superseded: job {job} of backup node {node} is done; {self._name(issuer)} "
-                            "may not add to it")
+            raise Superseded(f"job {job} of backup node {node} is done; {self._name(issuer)} may not add to it")
         if st.agent != issuer:
-            raise Forbidden(f"superseded: job {job} of backup node {node} is attempt {st.attempt} of "
-                            f"{self._name(st.agent)} now, not {self._name(issuer)}'s")
+            raise Superseded(f"job {job} of backup node {node} is attempt {st.attempt} of "
+                             f"{self._name(st.agent)} now, not {self._name(issuer)}'s")
 
     async def _run(self, fn: object, *args: object) -> object:
         try:
