@@ -42,6 +42,13 @@ from peerbackup.office.replication import LogService
 from peerbackup.storage.holder import CONTENT_NAMED, Holder
 from peerbackup.storage.store import MUTABLE
 
+# A holder whose control log lacks a token's claim pulls it from the token's coordinator and sender, waiting
+# at most this share of a request's timeout (the sender's own request must not time out meanwhile)...
+CLAIM_WAIT = 0.5
+# ...and pulls for the tokens of one signer at most once in this many heartbeats, whatever it is sent: a
+# member that signs tokens for terms it never claimed gets them refused, never a holder pulling for ever.
+CLAIM_PULL_EVERY = 10
+
 
 class StorageService:
     def __init__(self, logs: LogService, holder: Holder, log: logging.Logger,
@@ -51,6 +58,7 @@ class StorageService:
         self.peers = logs.peers
         self.holder = holder
         self.log = log
+        self._claim_pulled: dict[str, float] = {}  # signer of a token -> when we last pulled for its claim
 
     def register(self, server: PeerServer) -> None:
         auth = self.peers.auth_member
@@ -131,6 +139,52 @@ class StorageService:
         if why:
             raise Forbidden(f"act-as token refused: {why}")
 
+    def _claimed(self, token: ActAs) -> bool:
+        return (token.term, token.coordinator) in self.logs.state.config().coordinator_terms
+
+    async def _pull_claim(self, issuer: str, node: str, raw: bytes, delete: bool = False) -> None:
+        """Before an agent's act-as token is checked: when it would be refused only because this holder's
+        control log lacks the (term, coordinator) claim it names, pull the control log from the token's
+        coordinator and from the agent (who had the token from it), for at most a share of a request's timeout
+        and at most once every CLAIM_PULL_EVERY heartbeats per signer. The check that follows decides as
+        before: a term its signer never claimed is refused however often it is sent."""
+        if not raw:
+            return
+        try:
+            cert = self.peers.membership.certs.get(coordinator_of(raw))
+            if cert is None:
+                return
+            token = ActAs.from_bytes(raw, cert.public_key)
+        except FormatError:
+            return
+        if self._claimed(token):
+            return
+        now = self.peers.clock()
+        if token.refusal(node, issuer, now, [(token.term, token.coordinator)], self.peers.settings.clock_skew,
+                         delete=delete):
+            return  # refused for another reason: no claim would change that
+        loop = asyncio.get_running_loop()
+        last = self._claim_pulled.get(token.coordinator)
+        if last is not None and loop.time() - last < CLAIM_PULL_EVERY * self.peers.settings.heartbeat:
+            return
+        self._claim_pulled[token.coordinator] = loop.time()
+        event(self.log, "store.claim_pull", logging.DEBUG, term=token.term, coordinator=token.coordinator,
+              peer=issuer)
+        done = asyncio.Event()
+
+        async def pull() -> None:
+            try:
+                await asyncio.gather(*(self.logs.sync_with(p) for p in dict.fromkeys((token.coordinator, issuer))
+                                       if p != self.peers.me))
+            finally:
+                done.set()
+
+        # Spawned, not awaited: a pull cut off at our deadline would leave a log write half done.
+        self.peers.spawn(pull())
+        until = loop.time() + CLAIM_WAIT * self.peers.settings.request_timeout
+        while not self._claimed(token) and not done.is_set() and loop.time() < until:
+            await asyncio.sleep(0.02)
+
     async def _run(self, fn: object, *args: object) -> object:
         try:
             return await asyncio.to_thread(fn, *args)  # type: ignore[arg-type]
@@ -146,6 +200,7 @@ class StorageService:
 
     async def _on_put(self, issuer: str, body: bytes, stream: StreamReader | None) -> bytes:
         msg = proto.Put.from_wire(body)
+        await self._pull_claim(issuer, msg.ref.node, msg.act_as)
         self._check(issuer, msg.ref, write=True, act_as=msg.act_as)
         assert stream is not None
         data = bytearray(msg.size)
@@ -208,6 +263,7 @@ class StorageService:
         if info.removed and not msg.grant:
             raise Forbidden(f"backup node {msg.ref.node} was purged: its files go only with an admin's delete grant")
         if msg.ref.ftype not in MUTABLE and msg.act_as and not msg.grant:
+            await self._pull_claim(issuer, msg.ref.node, msg.act_as, delete=True)
             self._check_act_as(issuer, msg.ref.node, msg.act_as, delete=True)  # a retention job's agent
         elif msg.ref.ftype not in MUTABLE:
             # Append-only: the ordinary capability adds; deleting takes the office's delete grant.

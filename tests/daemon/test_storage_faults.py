@@ -1,0 +1,222 @@
+"""A storage peer under the faults of issue 16: a control log that lags, a full disk, dropped uploads.
+
+Three daemons in one event loop (alpha: the admin and coordinator; beta: an agent of node `accounts`;
+gamma: a storage peer only), so a test can hold one daemon's anti-entropy back, or put its home on a
+small tmpfs and fill it, and watch exactly what it logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peerbackup.core.actas import ActAs
+from peerbackup.core.crypto import KdfParams, content_hash
+from peerbackup.core.logstate import COORDINATOR_CLAIM
+from peerbackup.core.settings import Settings
+from peerbackup.daemon.home import Home
+from peerbackup.daemon.service import Daemon, DaemonOptions
+from peerbackup.errors import PeerRefused
+from peerbackup.office.enrol import init_office, join_office, seed_state
+from peerbackup.office.peerstore import StoragePeer, StoreClient
+from peerbackup.storage.store import FileType
+
+FAST = Settings(heartbeat=0.2, suspect=1.0, dead=2.5, request_timeout=2.0, lease=3.0, renew=1.0)
+NODE = "accounts"
+
+
+class Records(logging.Handler):
+    """Every record a daemon (or aiohttp) logs, kept for the test to read."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def kinds(self, kind: str) -> list[logging.LogRecord]:
+        return [r for r in self.records if r.getMessage() == kind]
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        return dict(getattr(record, "pb_fields", {}))
+
+    def tracebacks(self) -> list[logging.LogRecord]:
+        return [r for r in self.records if r.exc_info is not None]
+
+
+@pytest.fixture
+def records() -> Iterator[Records]:
+    handler = Records()
+    loggers = [logging.getLogger(n) for n in ("peerbackup.test_faults", "aiohttp.server", "aiohttp.access",
+                                              "asyncio")]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+        lg.propagate = False
+    try:
+        yield handler
+    finally:
+        for lg, (level, propagate) in zip(loggers, saved, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+
+def _rand(seed: int) -> Callable[[int], bytes]:
+    return random.Random(seed).randbytes
+
+
+async def wait(pred: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if await got if not isinstance(got, bool) else got:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Trio:
+    alpha: Daemon
+    beta: Daemon
+    gamma: Daemon
+
+    def term(self) -> int:
+        return int(self.alpha.coordination.status()[1] or 0)
+
+    async def peer(self, of: Daemon, who: Daemon) -> StoragePeer:
+        """`who` as `of` sees it among the storage peers."""
+        return next(p for p in await of.storage_peers() if p.peer_id == who.ident.peer_id)
+
+    def token(self, term: int, signer: Daemon | None = None, scope: str = "backup") -> bytes:
+        key = (signer or self.alpha).ident.key
+        return ActAs.issue(key, term, self.beta.ident.peer_id, NODE, "job-1", int(time.time()), 600, scope).raw
+
+
+@contextlib.asynccontextmanager
+async def trio(tmp_path: Path, log: logging.Logger, gamma_home: Path | None = None,
+               gamma_quota: int | None = None) -> AsyncIterator[Trio]:
+    """alpha, beta (agent of `accounts`) and gamma (storage only, its home where asked), in step."""
+    a_home = Home(tmp_path / "alpha")
+    a_ident = init_office(a_home, "Acme", "alpha", b"pw", str(tmp_path / "kit"), KdfParams.weak(), _rand(1),
+                          int(time.time()))
+    started: list[Daemon] = []
+
+    async def start(home: Home, ident: Any, quota: int | None = None) -> Daemon:
+        d = Daemon(home, ident, DaemonOptions(listen="127.0.0.1:0", mdns=False, settings=FAST,
+                                              storage_quota=quota), log)
+        started.append(d)
+        await d.start()
+        return d
+
+    async def join(name: str, roles: tuple[str, ...], where: Path, seed: int, quota: int | None = None) -> Daemon:
+        token = await a.peer_service.create_invite(roles, 100, 60)
+        home = Home(where)
+        joined = await asyncio.to_thread(join_office, home, token.encode(), name, FAST, _rand(seed))
+        await seed_state(home, joined)
+        return await start(home, joined.ident, quota)
+
+    try:
+        a = await start(a_home, a_ident)
+        b = await join("beta", ("agent", "storage"), tmp_path / "beta", 2)
+        g = await join("gamma", ("storage",), gamma_home or tmp_path / "gamma", 3, gamma_quota)
+        t = Trio(a, b, g)
+        await wait(lambda: a.coordination.status()[0] == a.ident.peer_id, 20, "alpha coordinating")
+        await a.nodes.add(NODE, replicas=2)
+        await a.nodes.grant(NODE, b.ident.peer_id)
+
+        def in_step() -> bool:
+            digests = {d.logs.state.digest() for d in (a, b, g)}
+            return len(digests) == 1 and NODE in g.nodes.nodes() and \
+                b.ident.peer_id in g.nodes.nodes()[NODE].agents
+
+        async def all_alive() -> bool:
+            states = [p["state"] for d in (a, b, g) for p in await d.peers()]
+            return all(s == "alive" for s in states)
+
+        await wait(in_step, 20, "the node and its grant on every peer")
+        await wait(all_alive, 20, "every peer alive for every other")
+        yield t
+    finally:
+        for d in reversed(started):
+            await d.stop()
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+def new_logger(records: Records) -> logging.Logger:
+    log = logging.getLogger("peerbackup.test_faults")
+    assert records in log.handlers
+    return log
+
+
+async def put(t: Trio, target: Daemon, data: bytes, act_as: bytes) -> bool:
+    """beta writes a pack into `accounts` on `target` with an act-as token."""
+    sc = StoreClient(t.beta.peer_service.client, NODE)
+    return await sc.put(await t.peer(t.beta, target), FileType.DATA, content_hash(data).hex(), data,
+                        content_hash(data), act_as)
+
+
+# ---- cause 7: a holder whose control log lags pulls the claim on demand -------------------------------------
+
+
+def test_a_lagging_holder_pulls_the_claim_and_a_forged_term_is_still_refused(
+        tmp_path: Path, records: Records, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with trio(tmp_path, new_logger(records)) as t:
+            g = t.gamma
+            # gamma's anti-entropy is held back: it learns of alpha's next claim only if it asks for it.
+            monkeypatch.setattr(g.logs, "sync_soon", lambda _peer: None)
+            pulls: list[str] = []
+            real_sync = g.logs.sync_with
+
+            async def counted(peer_id: str) -> None:
+                pulls.append(peer_id)
+                await real_sync(peer_id)
+
+            monkeypatch.setattr(g.logs, "sync_with", counted)
+            term = t.term() + 1
+            await t.alpha.logs.append(COORDINATOR_CLAIM, {"term": term})
+            assert (term, t.alpha.ident.peer_id) not in g.logs.state.config().coordinator_terms
+            data = random.Random(7).randbytes(50_000)
+            assert await put(t, g, data, t.token(term))  # a valid token: gamma pulled the claim, then stored
+            assert (term, t.alpha.ident.peer_id) in g.logs.state.config().coordinator_terms
+            assert g.storage.holder.has(NODE, FileType.DATA, content_hash(data).hex())
+            assert pulls, "the claim came from an on-demand pull"
+
+            # A token signed by a member for a term nobody claimed: pulled for once, then refused as before...
+            forged = t.token(term + 40)
+            other = random.Random(8).randbytes(1000)
+            pulls.clear()
+            begun = time.monotonic()
+            with pytest.raises(PeerRefused) as refused:
+                await put(t, g, other, forged)
+            assert refused.value.code == "forbidden" and "was not the coordinator of term" in str(refused.value)
+            assert time.monotonic() - begun < FAST.request_timeout  # the pull is bounded
+            first = len(pulls)
+            # ...and asking again and again does not make gamma pull again and again.
+            for i in range(5):
+                with pytest.raises(PeerRefused):
+                    await put(t, g, other, t.token(term + 41 + i))
+            assert len(pulls) == first, pulls
+            assert not g.storage.holder.has(NODE, FileType.DATA, content_hash(other).hex())
+            # A token signed by a peer that never claimed that term, for a term that was claimed, is refused too.
+            with pytest.raises(PeerRefused) as refused:
+                await put(t, g, other, t.token(term, signer=t.beta))
+            assert "was not the coordinator of term" in str(refused.value)
+
+    run(scenario)
