@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from peerbackup.core.crypto import Random
 from peerbackup.core.identity import SigningKey
@@ -130,5 +131,11 @@ class PeerServer:
                   reason=str(exc))
             return self._reply(exc.status, Refusal(exc.code, str(exc), exc.evidence).to_wire(), env)
         except Exception as exc:  # a bug of ours: answer 500, log it, keep serving
+            if isinstance(exc, ConnectionError | HttpProcessingError) and (
+                    request.transport is None or request.transport.is_closing()):
+                # Not a bug: the sender hung up mid-request (killed, cut off, gave up), answered to nobody.
+                event(self.log, "peer.dropped", logging.WARNING, peer=env.header.issuer if env else "?",
+                      remote=request.remote or "?", path=request.path, reason=str(exc) or type(exc).__name__)
+                return web.Response(status=499)
             self.log.exception("peer.handler_failed", extra={"pb_fields": {"path": request.path}})
             return self._reply(500, Refusal("internal", f"internal error: {type(exc).__name__}").to_wire(), env)

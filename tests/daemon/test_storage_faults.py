@@ -26,6 +26,9 @@ from peerbackup.core.settings import Settings
 from peerbackup.daemon.home import Home
 from peerbackup.daemon.service import Daemon, DaemonOptions
 from peerbackup.errors import PeerRefused
+from peerbackup.net import envelope
+from peerbackup.net.client import CONTENT_TYPE
+from peerbackup.net.proto import store as proto
 from peerbackup.office.enrol import init_office, join_office, seed_state
 from peerbackup.office.peerstore import StoragePeer, StoreClient
 from peerbackup.storage.store import FileType
@@ -218,5 +221,45 @@ def test_a_lagging_holder_pulls_the_claim_and_a_forged_term_is_still_refused(
             with pytest.raises(PeerRefused) as refused:
                 await put(t, g, other, t.token(term, signer=t.beta))
             assert "was not the coordinator of term" in str(refused.value)
+
+    run(scenario)
+
+
+# ---- cause 9: a dropped upload is the sender's doing, not a bug of the holder --------------------------------
+
+
+async def dropped_upload(t: Trio, target: Daemon, size: int, sent: int) -> None:
+    """beta starts a put of `size` bytes on `target`, sends `sent` of them and hangs up."""
+    data = random.Random(9).randbytes(size)
+    body = proto.Put(proto.FileRef(NODE, FileType.DATA, content_hash(data).hex()), size, content_hash(data),
+                     t.token(t.term())).to_wire()
+    raw, _ = envelope.seal(t.beta.ident.key, target.ident.peer_id, "POST", proto.PUT_PATH, body, time.time(),
+                           _rand(10))
+    head = envelope.frame(raw)
+    host, port = (await t.peer(t.beta, target)).addresses[0].rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST {proto.PUT_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {CONTENT_TYPE}\r\n"
+                 f"Content-Length: {len(head) + size}\r\n\r\n".encode() + head + data[:sent])
+    await writer.drain()
+    await asyncio.sleep(0.3)  # the holder has checked the envelope and is reading the bytes
+    writer.transport.abort()  # a reset, as a killed process or a pulled cable leaves it
+    del reader
+
+
+def test_a_dropped_upload_is_a_warning_naming_the_peer(tmp_path: Path, records: Records) -> None:
+    async def scenario() -> None:
+        async with trio(tmp_path, new_logger(records)) as t:
+            records.records.clear()
+            await dropped_upload(t, t.gamma, 3_000_000, 200_000)
+            await wait(lambda: bool(records.kinds("peer.dropped")), 10, "the dropped upload logged")
+            await asyncio.sleep(0.5)
+            (dropped,) = records.kinds("peer.dropped")
+            assert dropped.levelno == logging.WARNING
+            assert records.fields(dropped)["peer"] == t.beta.ident.peer_id
+            assert not records.tracebacks(), [r.getMessage() for r in records.tracebacks()]
+            assert not records.kinds("peer.handler_failed")
+            # The holder goes on serving: the whole upload, sent again, is stored.
+            data = random.Random(9).randbytes(3_000_000)
+            assert await put(t, t.gamma, data, t.token(t.term()))
 
     run(scenario)
