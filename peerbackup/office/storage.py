@@ -23,8 +23,10 @@ from peerbackup.core.actas import ActAs, coordinator_of
 from peerbackup.core.certs import DeleteGrant
 from peerbackup.core.crypto import content_hash
 from peerbackup.core.nodes import Node
+from peerbackup.daemon.disk import DiskWatch
 from peerbackup.daemon.logs import event
 from peerbackup.errors import (
+    DiskFull,
     FileExists,
     Forbidden,
     FormatError,
@@ -34,12 +36,14 @@ from peerbackup.errors import (
     ObjectExists,
     PeerBackupError,
     StoreError,
+    StoreFull,
     StoreRefused,
 )
 from peerbackup.net.proto import store as proto
 from peerbackup.net.server import PeerServer
 from peerbackup.office.replication import LogService
 from peerbackup.storage.holder import CONTENT_NAMED, Holder
+from peerbackup.storage.sqlite import disk_full
 from peerbackup.storage.store import MUTABLE
 
 # A holder whose control log lacks a token's claim pulls it from the token's coordinator and sender, waiting
@@ -52,8 +56,9 @@ CLAIM_PULL_EVERY = 10
 
 class StorageService:
     def __init__(self, logs: LogService, holder: Holder, log: logging.Logger,
-                 coordinator: Callable[[], str | None] = lambda: None) -> None:
+                 coordinator: Callable[[], str | None] = lambda: None, disk: DiskWatch | None = None) -> None:
         self.coordinator = coordinator  # the peer this one follows as coordinator, if any
+        self.disk = disk  # told when the holder's disk is full
         self.logs = logs
         self.peers = logs.peers
         self.holder = holder
@@ -63,11 +68,11 @@ class StorageService:
     def register(self, server: PeerServer) -> None:
         auth = self.peers.auth_member
         server.route_framed(proto.PUT_PATH, auth, self._on_put)
-        server.route(proto.GET_PATH, auth, self._on_get)
-        server.route(proto.LIST_PATH, auth, self._on_list)
-        server.route(proto.CHALLENGE_PATH, auth, self._on_challenge)
+        server.route(proto.GET_PATH, auth, self._on_get, reads=True)
+        server.route(proto.LIST_PATH, auth, self._on_list, reads=True)
+        server.route(proto.CHALLENGE_PATH, auth, self._on_challenge, reads=True)
         server.route(proto.DELETE_PATH, auth, self._on_delete)
-        server.route(proto.USAGE_PATH, auth, self._on_usage)
+        server.route(proto.USAGE_PATH, auth, self._on_usage, reads=True)
 
     def _storage_role(self) -> None:
         if not self.peers.ident.certificate.has_role("storage"):
@@ -192,11 +197,15 @@ class StorageService:
             raise NoSuchFile(str(exc)) from None
         except ObjectExists as exc:
             raise FileExists(str(exc)) from None
+        except (StoreFull, OSError) as exc:
+            if not disk_full(exc):
+                raise StoreRefused(f"storage error: {getattr(exc, 'strerror', None) or exc}") from None
+            if self.disk is not None:
+                self.disk.failed(exc, "a store write")
+            raise DiskFull(str(exc)) from None  # the writer takes another holder
         except PeerBackupError as exc:
             # A full disk, a quota, bytes that do not match their name, a name that escapes: refused, logged.
             raise StoreRefused(str(exc)) from None
-        except OSError as exc:
-            raise StoreRefused(f"storage error: {exc.strerror or exc}") from None
 
     async def _on_put(self, issuer: str, body: bytes, stream: StreamReader | None) -> bytes:
         msg = proto.Put.from_wire(body)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import random
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from peerbackup.core.actas import ActAs
@@ -25,6 +28,7 @@ from peerbackup.core.logstate import COORDINATOR_CLAIM
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.home import Home
 from peerbackup.daemon.service import Daemon, DaemonOptions
+from peerbackup.engine.backup import Archiver
 from peerbackup.errors import PeerRefused
 from peerbackup.net import envelope
 from peerbackup.net.client import CONTENT_TYPE
@@ -47,8 +51,9 @@ class Records(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
-    def kinds(self, kind: str) -> list[logging.LogRecord]:
-        return [r for r in self.records if r.getMessage() == kind]
+    def kinds(self, kind: str, of: str = "") -> list[logging.LogRecord]:
+        """The records of one kind, of every daemon or of the one named `of`."""
+        return [r for r in self.records if r.getMessage() == kind and r.name.endswith(of)]
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
         return dict(getattr(record, "pb_fields", {}))
@@ -118,8 +123,9 @@ async def trio(tmp_path: Path, log: logging.Logger, gamma_home: Path | None = No
     started: list[Daemon] = []
 
     async def start(home: Home, ident: Any, quota: int | None = None) -> Daemon:
+        # Each daemon logs under its own name: peerbackup.test_faults.gamma...
         d = Daemon(home, ident, DaemonOptions(listen="127.0.0.1:0", mdns=False, settings=FAST,
-                                              storage_quota=quota), log)
+                                              storage_quota=quota), log.getChild(ident.certificate.name))
         started.append(d)
         await d.start()
         return d
@@ -261,5 +267,111 @@ def test_a_dropped_upload_is_a_warning_naming_the_peer(tmp_path: Path, records: 
             # The holder goes on serving: the whole upload, sent again, is stored.
             data = random.Random(9).randbytes(3_000_000)
             assert await put(t, t.gamma, data, t.token(t.term()))
+
+    run(scenario)
+
+
+# ---- cause 8: a full disk on one storage peer -----------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real file system of its own, 48 MiB, to fill: a tmpfs (the tests run as root)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of the file system: a file grown until ENOSPC."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096, 512, 1):
+            try:
+                while True:
+                    f.write(b"\xff" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+async def post(peer: StoragePeer, path: str, data: bytes) -> int:
+    """Raw bytes to a peer, as anyone on the network could send them again: the HTTP status."""
+    async with aiohttp.ClientSession() as session, session.post(
+            f"http://{peer.addresses[0]}{path}", data=data, headers={"Content-Type": CONTENT_TYPE}) as resp:
+        await resp.read()
+        return resp.status
+
+
+def make_tree(root: Path, files: int, size: int) -> None:
+    rng = random.Random(5)
+    for i in range(files):
+        p = root / f"file{i}.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(rng.randbytes(size))
+
+
+def test_a_full_disk_refuses_writes_cleanly_reads_go_on_and_backups_pass_it_by(
+        tmp_path: Path, records: Records, small_disk: Path) -> None:
+    async def scenario() -> None:
+        async with trio(tmp_path, new_logger(records), gamma_home=small_disk / "gamma") as t:
+            g = t.gamma
+            held = random.Random(12).randbytes(200_000)
+            assert await put(t, g, held, t.token(t.term()))
+            ref = proto.FileRef(NODE, FileType.DATA, content_hash(held).hex())
+            sc = StoreClient(t.beta.peer_service.client, NODE)
+            gamma = await t.peer(t.beta, g)
+            filler = await asyncio.to_thread(fill, small_disk)
+            records.records.clear()
+
+            # Reads go on: what gamma holds is read and listed.
+            assert await sc.get(gamma, FileType.DATA, ref.name) == held
+            assert (ref.name, len(held)) in await sc.listing(gamma, FileType.DATA)
+            # A write is a clean refusal saying why, not "500 internal".
+            more = random.Random(13).randbytes(100_000)
+            with pytest.raises(PeerRefused) as refused:
+                await put(t, g, more, t.token(t.term()))
+            assert refused.value.code == "disk-full" and "disk is full" in str(refused.value), refused.value
+            # A read served while its nonce could not be recorded on disk is still refused when replayed, now
+            # and after the disk has room again; a write is not even served once.
+            listing, _ = envelope.seal(t.beta.ident.key, g.ident.peer_id, "POST", proto.LIST_PATH,
+                                       proto.Listing(NODE, FileType.DATA).to_wire(), time.time(), _rand(14))
+            assert await post(gamma, proto.LIST_PATH, listing) == 200
+            assert await post(gamma, proto.LIST_PATH, listing) == 409
+            deleting, _ = envelope.seal(t.beta.ident.key, g.ident.peer_id, "POST", proto.DELETE_PATH,
+                                        proto.Delete(proto.FileRef(NODE, FileType.LOCK, "ab" * 32)).to_wire(),
+                                        time.time(), _rand(15))
+            assert await post(gamma, proto.DELETE_PATH, deleting) == 507
+
+            # alpha's backup (R = 2 of alpha, beta, gamma) passes gamma by, its lock removal included.
+            src = tmp_path / "src"
+            make_tree(src, 6, 300_000)
+            repo = await t.alpha.open_node_repo(NODE)
+            try:
+                await asyncio.to_thread(lambda: Archiver(repo, use_file_cache=False).backup([str(src)]))
+            finally:
+                await asyncio.to_thread(repo.close)
+            assert not g.storage.holder.listing(NODE, FileType.SNAPSHOT)
+            for d in (t.alpha, t.beta):
+                assert d.storage.holder.listing(NODE, FileType.SNAPSHOT)
+
+            # The daemon says so once, not every second, and once more when it clears.
+            await asyncio.sleep(3 * FAST.heartbeat * 5)
+            assert len(records.kinds("disk.full", "gamma")) == 1, [r.getMessage() for r in records.records]
+            assert not records.kinds("daemon.loop_failed"), records.kinds("daemon.loop_failed")
+            assert not records.tracebacks(), [(r.name, r.getMessage()) for r in records.tracebacks()]
+            # Its heartbeats go on both ways: the others still see it alive, and it sees them.
+            for d in (t.alpha, g):
+                assert all(p["state"] == "alive" for p in await d.peers()), await d.peers()
+            await asyncio.to_thread(filler.unlink)
+            await wait(lambda: bool(records.kinds("disk.ok", "gamma")), 20, "gamma saying its disk has room again")
+            assert await put(t, g, more, t.token(t.term()))
+            assert await post(gamma, proto.LIST_PATH, listing) == 409
+            await asyncio.sleep(1)
+            assert len(records.kinds("disk.full", "gamma")) == 1 and len(records.kinds("disk.ok", "gamma")) == 1
 
     run(scenario)
