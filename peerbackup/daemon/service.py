@@ -173,7 +173,8 @@ class Daemon:
                                   self.ident.certificate.name, self.ident.office.fingerprint, self.home.file(CACHE),
                                   self.log, self.clock, limit)
         self.repair = RepairService(self.nodes.nodes, self.storage_peers, client, holder, self.ident.peer_id,
-                                    self.settings, self.clock, self.peer_service.liveness.last_heard.get, self.log)
+                                    self.settings, self.clock, self.peer_service.liveness.last_heard.get, self.log,
+                                    self.storage.forgotten)
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
         await self.coordination.load()
         self.jobs = JobService(self.nodes, self.coordination, self.agent, self.clock, self.log)

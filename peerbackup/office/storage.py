@@ -22,6 +22,10 @@ from aiohttp import StreamReader
 from peerbackup.core.actas import ActAs, coordinator_of
 from peerbackup.core.certs import DeleteGrant
 from peerbackup.core.crypto import content_hash
+from peerbackup.core.events import Event
+from peerbackup.core.forgotten import forgotten, is_forgotten
+from peerbackup.core.logstate import COORDINATOR_CLAIM
+from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, NODE_LOG_PREFIX, node_log
 from peerbackup.core.nodes import Node
 from peerbackup.daemon.disk import DiskWatch
 from peerbackup.daemon.logs import event
@@ -44,7 +48,7 @@ from peerbackup.net.server import PeerServer
 from peerbackup.office.replication import LogService
 from peerbackup.storage.holder import CONTENT_NAMED, Holder
 from peerbackup.storage.sqlite import disk_full
-from peerbackup.storage.store import MUTABLE
+from peerbackup.storage.store import MUTABLE, FileType
 
 # A holder whose control log lacks a token's claim pulls it from the token's coordinator and sender, waiting
 # at most this share of a request's timeout (the sender's own request must not time out meanwhile)...
@@ -64,8 +68,11 @@ class StorageService:
         self.holder = holder
         self.log = log
         self._claim_pulled: dict[str, float] = {}  # signer of a token -> when we last pulled for its claim
+        self._dropping: set[str] = set()  # nodes whose forgotten snapshots are about to be looked for
 
     def register(self, server: PeerServer) -> None:
+        self.logs.listeners.append(self._on_event)
+        self.peers.spawn(self._drop_forgotten())  # records that came while this daemon was not running
         auth = self.peers.auth_member
         server.route_framed(proto.PUT_PATH, auth, self._on_put)
         server.route(proto.GET_PATH, auth, self._on_get, reads=True)
@@ -144,6 +151,46 @@ class StorageService:
         if why:
             raise Forbidden(f"act-as token refused: {why}")
 
+    # ---- snapshots a retention job forgot (core/forgotten.py) ----------------------------------
+
+    def forgotten(self, node: str) -> set[str]:
+        """Id prefixes of the node's snapshots that dispatched retention jobs forgot."""
+        return forgotten(self.logs.state.ordered(node_log(node)), self.logs.state.config().coordinator_terms)
+
+    def _on_event(self, ev: Event) -> None:
+        # What a record needs may come in any order (a pull brings the agent's feed before the coordinator's):
+        # the job.done, its job.dispatched, the claim of the dispatch's term. Each makes us look again.
+        if ev.kind in (JOB_DONE, JOB_DISPATCHED) and ev.log.startswith(NODE_LOG_PREFIX):
+            node: str | None = ev.log[len(NODE_LOG_PREFIX):]
+        elif ev.kind == COORDINATOR_CLAIM:
+            node = None  # every node
+        else:
+            return
+        if (node or "") not in self._dropping:  # a log pulled in bulk brings many: one look at the end does
+            self._dropping.add(node or "")
+            self.peers.spawn(self._drop_forgotten(node))
+
+    async def _drop_forgotten(self, only: str | None = None) -> None:
+        """Move to the trash the copies this holder kept of snapshots forgotten while it was away."""
+        await asyncio.sleep(0)
+        self._dropping.discard(only or "")
+        if not self.peers.ident.certificate.has_role("storage"):
+            return
+        nodes = [only] if only is not None else sorted(self.logs.state.config().nodes)
+        for node in nodes:
+            prefixes = self.forgotten(node)
+            if not prefixes:
+                continue
+            try:
+                held = await asyncio.to_thread(self.holder.listing, node, FileType.SNAPSHOT)
+                for name, _ in held:
+                    if is_forgotten(name, prefixes):
+                        await asyncio.to_thread(self.holder.trash, node, FileType.SNAPSHOT, name)
+                        event(self.log, "store.forgotten_dropped", node=node, name=name[:16],
+                              reason="forgotten by a retention job while this holder was away")
+            except (PeerBackupError, OSError) as exc:
+                event(self.log, "store.forgotten_failed", logging.WARNING, node=node, reason=str(exc))
+
     def _claimed(self, token: ActAs) -> bool:
         return (token.term, token.coordinator) in self.logs.state.config().coordinator_terms
 
@@ -211,6 +258,8 @@ class StorageService:
         msg = proto.Put.from_wire(body)
         await self._pull_claim(issuer, msg.ref.node, msg.act_as)
         self._check(issuer, msg.ref, write=True, act_as=msg.act_as)
+        if msg.ref.ftype == FileType.SNAPSHOT and is_forgotten(msg.ref.name, self.forgotten(msg.ref.node)):
+            raise StoreRefused(f"snapshot {msg.ref.name[:16]} was forgotten by a retention job: not kept again")
         assert stream is not None
         data = bytearray(msg.size)
         view = memoryview(data)

@@ -25,6 +25,7 @@ import pytest
 from peerbackup.core.actas import ActAs
 from peerbackup.core.crypto import KdfParams, content_hash
 from peerbackup.core.logstate import COORDINATOR_CLAIM
+from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, node_log
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.home import Home
 from peerbackup.daemon.service import Daemon, DaemonOptions
@@ -100,6 +101,7 @@ class Trio:
     alpha: Daemon
     beta: Daemon
     gamma: Daemon
+    restart: Callable[[Daemon], Awaitable[Daemon]]
 
     def term(self) -> int:
         return int(self.alpha.coordination.status()[1] or 0)
@@ -137,11 +139,16 @@ async def trio(tmp_path: Path, log: logging.Logger, gamma_home: Path | None = No
         await seed_state(home, joined)
         return await start(home, joined.ident, quota)
 
+    async def restart(d: Daemon) -> Daemon:
+        await d.stop()
+        started.remove(d)
+        return await start(d.home, d.ident, d.options.storage_quota)
+
     try:
         a = await start(a_home, a_ident)
         b = await join("beta", ("agent", "storage"), tmp_path / "beta", 2)
         g = await join("gamma", ("storage",), gamma_home or tmp_path / "gamma", 3, gamma_quota)
-        t = Trio(a, b, g)
+        t = Trio(a, b, g, restart)
         await wait(lambda: a.coordination.status()[0] == a.ident.peer_id, 20, "alpha coordinating")
         await a.nodes.add(NODE, replicas=2)
         await a.nodes.grant(NODE, b.ident.peer_id)
@@ -267,6 +274,63 @@ def test_a_dropped_upload_is_a_warning_naming_the_peer(tmp_path: Path, records: 
             # The holder goes on serving: the whole upload, sent again, is stored.
             data = random.Random(9).randbytes(3_000_000)
             assert await put(t, t.gamma, data, t.token(t.term()))
+
+    run(scenario)
+
+
+async def log_job(by: Daemon, kind: str, **fields: Any) -> None:
+    await by.logs.append(kind, {"node": NODE, "deadline": int(time.time()) + 600, **fields}, log=node_log(NODE))
+
+
+def test_a_snapshot_forgotten_while_a_holder_was_down_stays_forgotten(tmp_path: Path, records: Records) -> None:
+    async def scenario() -> None:
+        async with trio(tmp_path, new_logger(records)) as t:
+            a, b = t.alpha, t.beta
+            rng = random.Random(16)
+            snaps = [rng.randbytes(3000) for _ in range(3)]
+            forgot, kept, unproven = (content_hash(s).hex() for s in snaps)
+            sa = StoreClient(a.peer_service.client, NODE)
+            for data in snaps:  # as a backup by alpha leaves them: on the two other storage peers
+                for holder in (b, t.gamma):
+                    await sa.put(await t.peer(a, holder), FileType.SNAPSHOT, content_hash(data).hex(), data,
+                                 content_hash(data))
+            await t.gamma.stop()
+
+            # A retention job the coordinator dispatched to beta forgets `forgot` while gamma is down...
+            term = t.term()
+            where = {"agent": b.ident.peer_id, "term": term, "coordinator": a.ident.peer_id,
+                     "job_kind": "retention"}
+            await log_job(a, JOB_DISPATCHED, job="ret-1", **where)
+            prune = t.token(term, scope="prune")
+            await StoreClient(b.peer_service.client, NODE).delete(await t.peer(b, b), FileType.SNAPSHOT, forgot,
+                                                                  b"", prune)
+            await log_job(b, JOB_DONE, job="ret-1", **where, snapshots=[], kept=2,
+                          forgotten=[forgot[:16], "0", unproven[:3]])
+            # ...and beta claims, in a job nobody dispatched, and in a backup job, to have forgotten another.
+            await log_job(b, JOB_DONE, job="ret-2", **where, snapshots=[], forgotten=[unproven[:16]])
+            await log_job(a, JOB_DISPATCHED, job="bk-1", **{**where, "job_kind": "backup"})
+            await log_job(b, JOB_DONE, job="bk-1", **{**where, "job_kind": "backup"}, snapshots=[],
+                          forgotten=[unproven[:16]])
+
+            # gamma comes back: its copy of `forgot` goes to its trash, the others stay.
+            g = await t.restart(t.gamma)
+
+            def held(d: Daemon) -> set[str]:
+                return {n for n, _ in d.storage.holder.listing(NODE, FileType.SNAPSHOT)}
+
+            await wait(lambda: forgot not in held(g), 20, "gamma dropping the forgotten snapshot")
+            assert held(g) == {kept, unproven} and held(b) == {kept, unproven}
+            assert any(p.name.startswith(forgot) for p in (g.home.path / "held" / "trash" / NODE /
+                                                            "snapshots").iterdir())
+            (dropped,) = records.kinds("store.forgotten_dropped", "gamma")
+            assert records.fields(dropped)["name"] == forgot[:16]
+            # The repair copies nothing back, and no holder takes the forgotten snapshot again.
+            summary = await a.repair.run_once()
+            assert summary[NODE]["under_replicated"] == 0 and summary[NODE]["repaired"] == 0, summary
+            assert forgot not in held(a) | held(b) | held(g)
+            with pytest.raises(PeerRefused) as refused:
+                await sa.put(await t.peer(a, g), FileType.SNAPSHOT, forgot, snaps[0], content_hash(snaps[0]))
+            assert refused.value.code == "store-refused" and "forgotten" in str(refused.value)
 
     run(scenario)
 
