@@ -67,7 +67,8 @@ class StorageService:
         self.peers = logs.peers
         self.holder = holder
         self.log = log
-        self._claim_pulled: dict[str, float] = {}  # signer of a token -> when we last pulled for its claim
+        self._claim_pulls: dict[str, asyncio.Event] = {}  # signer of a token -> its claim's pull under way
+        self._claim_missing: dict[str, float] = {}  # signer -> when a pull last did not find its claim
         self._dropping: set[str] = set()  # nodes whose forgotten snapshots are about to be looked for
 
     def register(self, server: PeerServer) -> None:
@@ -197,9 +198,10 @@ class StorageService:
     async def _pull_claim(self, issuer: str, node: str, raw: bytes, delete: bool = False) -> None:
         """Before an agent's act-as token is checked: when it would be refused only because this holder's
         control log lacks the (term, coordinator) claim it names, pull the control log from the token's
-        coordinator and from the agent (who had the token from it), for at most a share of a request's timeout
-        and at most once every CLAIM_PULL_EVERY heartbeats per signer. The check that follows decides as
-        before: a term its signer never claimed is refused however often it is sent."""
+        coordinator and from the agent (who had the token from it), waiting at most a share of a request's
+        timeout. One pull per signer at a time (the puts of one backup wait for the same one), and none for
+        CLAIM_PULL_EVERY heartbeats after one that did not find the claim. The check that follows decides
+        as before: a term its signer never claimed is refused however often it is sent."""
         if not raw:
             return
         try:
@@ -216,26 +218,33 @@ class StorageService:
                          delete=delete):
             return  # refused for another reason: no claim would change that
         loop = asyncio.get_running_loop()
-        last = self._claim_pulled.get(token.coordinator)
-        if last is not None and loop.time() - last < CLAIM_PULL_EVERY * self.peers.settings.heartbeat:
-            return
-        self._claim_pulled[token.coordinator] = loop.time()
-        event(self.log, "store.claim_pull", logging.DEBUG, term=token.term, coordinator=token.coordinator,
-              peer=issuer)
-        done = asyncio.Event()
+        coordinator = token.coordinator
+        done = self._claim_pulls.get(coordinator)
+        if done is None:  # no pull for this signer under way: start one, unless the last one found nothing
+            last = self._claim_missing.get(coordinator)
+            if last is not None and loop.time() - last < CLAIM_PULL_EVERY * self.peers.settings.heartbeat:
+                return
+            done = self._claim_pulls[coordinator] = asyncio.Event()
+            event(self.log, "store.claim_pull", logging.DEBUG, term=token.term, coordinator=coordinator,
+                  peer=issuer)
 
-        async def pull() -> None:
-            try:
-                await asyncio.gather(*(self.logs.sync_with(p) for p in dict.fromkeys((token.coordinator, issuer))
-                                       if p != self.peers.me))
-            finally:
-                done.set()
+            async def pull(done: asyncio.Event) -> None:
+                try:
+                    await asyncio.gather(*(self.logs.sync_with(p) for p in dict.fromkeys((coordinator, issuer))
+                                           if p != self.peers.me))
+                finally:
+                    del self._claim_pulls[coordinator]
+                    done.set()
 
-        # Spawned, not awaited: a pull cut off at our deadline would leave a log write half done.
-        self.peers.spawn(pull())
+            # Spawned, not awaited: a pull cut off at our deadline would leave a log write half done.
+            self.peers.spawn(pull(done))
+        # Until the deadline, not until our pull ends: a sync with that peer already under way (a heartbeat's)
+        # makes ours return at once, and it may be the one that brings the claim.
         until = loop.time() + CLAIM_WAIT * self.peers.settings.request_timeout
-        while not self._claimed(token) and not done.is_set() and loop.time() < until:
+        while not self._claimed(token) and loop.time() < until:
             await asyncio.sleep(0.02)
+        if not self._claimed(token):
+            self._claim_missing[coordinator] = loop.time()
 
     async def _run(self, fn: object, *args: object) -> object:
         try:
