@@ -1,4 +1,5 @@
-"""A storage peer under the faults of issue 16: a control log that lags, a full disk, dropped uploads.
+"""A storage peer under the faults of issue 16: a control log that lags, a full disk, dropped uploads, and
+snapshots forgotten while it was down.
 
 Three daemons in one event loop (alpha: the admin and coordinator; beta: an agent of node `accounts`;
 gamma: a storage peer only), so a test can hold one daemon's anti-entropy back, or put its home on a
