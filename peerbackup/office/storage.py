@@ -27,7 +27,6 @@ from peerbackup.core.forgotten import forgotten, is_forgotten
 from peerbackup.core.logstate import COORDINATOR_CLAIM
 from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, NODE_LOG_PREFIX, node_log
 from peerbackup.core.nodes import Node
-from peerbackup.daemon.disk import DiskWatch
 from peerbackup.daemon.logs import event
 from peerbackup.errors import (
     DiskFull,
@@ -60,9 +59,10 @@ CLAIM_PULL_EVERY = 10
 
 class StorageService:
     def __init__(self, logs: LogService, holder: Holder, log: logging.Logger,
-                 coordinator: Callable[[], str | None] = lambda: None, disk: DiskWatch | None = None) -> None:
+                 coordinator: Callable[[], str | None] = lambda: None,
+                 disk_full: Callable[[BaseException, str], object] = lambda _exc, _during: None) -> None:
         self.coordinator = coordinator  # the peer this one follows as coordinator, if any
-        self.disk = disk  # told when the holder's disk is full
+        self.disk_full = disk_full  # told when the holder's disk is full (the daemon's DiskWatch.failed)
         self.logs = logs
         self.peers = logs.peers
         self.holder = holder
@@ -256,8 +256,7 @@ class StorageService:
         except (StoreFull, OSError) as exc:
             if not disk_full(exc):
                 raise StoreRefused(f"storage error: {getattr(exc, 'strerror', None) or exc}") from None
-            if self.disk is not None:
-                self.disk.failed(exc, "a store write")
+            self.disk_full(exc, "a store write")
             raise DiskFull(str(exc)) from None  # the writer takes another holder
         except PeerBackupError as exc:
             # A full disk, a quota, bytes that do not match their name, a name that escapes: refused, logged.
