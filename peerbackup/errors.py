@@ -293,6 +293,13 @@ class StoreRefused(ProtocolError):
     code = "store-refused"
 
 
+class DiskFull(ProtocolError):
+    """This peer's disk is full ({}): it refuses writes until it has room again, and goes on serving reads"""
+
+    status = 507
+    code = "disk-full"
+
+
 class FileExists(ProtocolError):
     """Stored already, with other bytes, and stored files are immutable: {}"""
 

@@ -30,6 +30,7 @@ from peerbackup.core.logstate import MEMBER_ADD
 from peerbackup.core.settings import Settings
 from peerbackup.daemon import metrics
 from peerbackup.daemon.admin import AdminApi
+from peerbackup.daemon.disk import DiskWatch
 from peerbackup.daemon.home import (
     ADMIN_ENDPOINT,
     ADMIN_TOKEN,
@@ -43,7 +44,7 @@ from peerbackup.daemon.home import (
 )
 from peerbackup.daemon.logs import event
 from peerbackup.engine.repository import Repository
-from peerbackup.errors import DuplicatePeer, NotAdmin, PeerBackupError, StartError, UsageError
+from peerbackup.errors import DiskFull, DuplicatePeer, NotAdmin, PeerBackupError, StartError, UsageError
 from peerbackup.net.client import PeerClient
 from peerbackup.net.discovery import Discovery, ServiceHint
 from peerbackup.net.proto import store as proto_store
@@ -141,6 +142,7 @@ class Daemon:
         self.peer_service: PeerService
         self.stopping = asyncio.Event()
         self.fatal: PeerBackupError | None = None
+        self.disk = DiskWatch(home.path, log)
 
     def _advertised_ips(self) -> list[str]:
         if self.options.mdns_interface:
@@ -165,13 +167,15 @@ class Daemon:
         await self.logs.load()
         self.nodes = NodeService(self.logs, self.log)
         holder = await asyncio.to_thread(Holder, self.home.file(HELD), self.options.storage_quota, self.clock)
-        self.storage = StorageService(self.logs, holder, self.log, lambda: self.coordination.status()[0])
+        self.storage = StorageService(self.logs, holder, self.log, lambda: self.coordination.status()[0],
+                                      self.disk.failed)
         limit = UploadLimit(self.options.limit_upload, time.monotonic) if self.options.limit_upload else None
         self.agent = AgentService(self.nodes.nodes, self.nodes.keys, self.storage_peers, client, self.ident.peer_id,
                                   self.ident.certificate.name, self.ident.office.fingerprint, self.home.file(CACHE),
                                   self.log, self.clock, limit)
         self.repair = RepairService(self.nodes.nodes, self.storage_peers, client, holder, self.ident.peer_id,
-                                    self.settings, self.clock, self.peer_service.liveness.last_heard.get, self.log)
+                                    self.settings, self.clock, self.peer_service.liveness.last_heard.get, self.log,
+                                    self.storage.forgotten)
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
         await self.coordination.load()
         self.jobs = JobService(self.nodes, self.coordination, self.agent, self.clock, self.log)
@@ -185,7 +189,7 @@ class Daemon:
             # Spawned: the log waits until it is in step with a peer before it appends anything.
             self.peer_service.spawn(self._log_own_membership())
 
-        server = PeerServer(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.state.spend_nonce,
+        server = PeerServer(self.ident.key, self.settings, self.clock, secrets.token_bytes, self._spend_nonce,
                             self.peer_service.whoami, self.log)
         server.clocks = self.clocks = client.clocks  # both halves of what clock skew looks like, for status
         self.peer_service.register(server)
@@ -240,6 +244,7 @@ class Daemon:
         self._loop(self._repair)
         self._loop(self._schedules)
         self._loop(self._alerts)
+        self._loop(self._disk)
         if self.ident.certificate.has_role("storage"):
             self._loop(self._scrub)
         if self.ident.peer_id in self.peer_service.membership.revocations:
@@ -267,8 +272,9 @@ class Daemon:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                self.log.exception("daemon.loop_failed", extra={"pb_fields": {"loop": fn.__name__}})
+            except Exception as exc:
+                if not self.disk.failed(exc, fn.__name__):  # a full disk is said once, not at every round
+                    self.log.exception("daemon.loop_failed", extra={"pb_fields": {"loop": fn.__name__}})
                 await asyncio.sleep(self.settings.heartbeat)
 
     def _on_duplicate(self, message: str) -> None:
@@ -319,6 +325,20 @@ class Daemon:
         now = self.clock()
         return {a for peer_id, addrs in (await self.state.addresses()).items()
                 if self.peer_service.liveness.state(peer_id, now) == ALIVE for a in addrs}
+
+    async def _spend_nonce(self, issuer: str, nonce: bytes, expires: float) -> bool:
+        assert self.state is not None
+        try:
+            return await self.state.spend_nonce(issuer, nonce, expires)
+        except DiskFull as exc:
+            self.disk.failed(exc, "a request's nonce")
+            raise
+
+    async def _disk(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            if self.disk.full:
+                await asyncio.to_thread(self.disk.check)
 
     async def _housekeeping(self) -> None:
         assert self.state is not None

@@ -15,12 +15,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from peerbackup.core.crypto import Random
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.logs import event
-from peerbackup.errors import ClockSkew, Malformed, NotFound, ProtocolError, Replay, TooLarge
+from peerbackup.errors import ClockSkew, DiskFull, Malformed, NotFound, ProtocolError, Replay, TooLarge
 from peerbackup.net import envelope
 from peerbackup.net.client import CONTENT_TYPE, read_capped
 from peerbackup.net.clockwatch import ClockWatch
@@ -44,6 +45,9 @@ class Route:
     handle: StreamHandle
     max_body: int = envelope.MAX_BODY
     framed: bool = False  # the request is a bulk frame: envelope first, raw bytes read by the handler
+    # Changes nothing a restart keeps, so served when its nonce cannot be recorded on disk (a full disk): a
+    # replay of it is refused by the nonces kept in memory, and across a restart would only be answered again.
+    reads: bool = False
 
 
 class PeerServer:
@@ -58,12 +62,30 @@ class PeerServer:
         self.log = log
         self.routes: dict[str, Route] = {}
         self.clocks = ClockWatch()  # the peers whose timestamps we refused (status shows them)
+        self._spent: dict[tuple[str, bytes], float] = {}  # nonces of reads served while the disk was full
 
-    def route(self, path: str, authenticate: Authenticate, handle: Handle, max_body: int = envelope.MAX_BODY) -> None:
+    def route(self, path: str, authenticate: Authenticate, handle: Handle, max_body: int = envelope.MAX_BODY,
+              reads: bool = False) -> None:
         async def unframed(issuer: str, body: bytes, _stream: StreamReader | None) -> Answer:
             return await handle(issuer, body)
 
-        self.routes[path] = Route(authenticate, unframed, max_body)
+        self.routes[path] = Route(authenticate, unframed, max_body, reads=reads)
+
+    async def _spend(self, route: Route, issuer: str, nonce: bytes, expires: float, now: float) -> bool:
+        """Spend a nonce: on disk before anything is answered; in memory only for a read when the disk is
+        full (DiskFull refuses anything else). Memory is asked first, so a nonce spent there while the disk
+        was full is still refused once the disk has room again."""
+        if self._spent.get((issuer, nonce), 0.0) >= now:
+            return False
+        try:
+            return await self.spend_nonce(issuer, nonce, expires)
+        except DiskFull:
+            if not route.reads:
+                raise
+        if len(self._spent) >= 4096:
+            self._spent = {k: v for k, v in self._spent.items() if v >= now}
+        self._spent[(issuer, nonce)] = expires
+        return True
 
     def route_framed(self, path: str, authenticate: Authenticate, handle: StreamHandle) -> None:
         """A bulk upload route: the signature is checked before a byte of the payload is read."""
@@ -118,17 +140,24 @@ class PeerServer:
                 self.clocks.saw(env.header.issuer, env.header.ts_ms / 1000 - now, now)  # the signature verified
                 raise
             expires = max(now, env.header.ts_ms / 1000) + self.settings.nonce_keep
-            if not await self.spend_nonce(env.header.issuer, env.header.nonce, expires):
+            if not await self._spend(route, env.header.issuer, env.header.nonce, expires, now):
                 raise Replay()
             answer = await route.handle(env.header.issuer, env.body, stream)
             return self._reply(200, answer, env)
         except ProtocolError as exc:
-            # A file asked of a holder that lacks it is routine (readers try holders in turn).
-            level = logging.DEBUG if exc.code == "no-such-file" else logging.WARNING
+            # A file asked of a holder that lacks it is routine (readers try holders in turn); a full disk
+            # is said once by the daemon, not at each request it refuses.
+            level = logging.DEBUG if exc.code in ("no-such-file", "disk-full") else logging.WARNING
             event(self.log, "peer.refused", level, code=exc.code, status=exc.status,
                   peer=env.header.issuer if env else "?", remote=request.remote or "?", path=request.path,
                   reason=str(exc))
             return self._reply(exc.status, Refusal(exc.code, str(exc), exc.evidence).to_wire(), env)
         except Exception as exc:  # a bug of ours: answer 500, log it, keep serving
+            if isinstance(exc, ConnectionError | HttpProcessingError) and (
+                    request.transport is None or request.transport.is_closing()):
+                # Not a bug: the sender hung up mid-request (killed, cut off, gave up), answered to nobody.
+                event(self.log, "peer.dropped", logging.WARNING, peer=env.header.issuer if env else "?",
+                      remote=request.remote or "?", path=request.path, reason=str(exc) or type(exc).__name__)
+                return web.Response(status=499)
             self.log.exception("peer.handler_failed", extra={"pb_fields": {"path": request.path}})
             return self._reply(500, Refusal("internal", f"internal error: {type(exc).__name__}").to_wire(), env)

@@ -74,7 +74,7 @@ class PeerService:
 
     def register(self, server: PeerServer) -> None:
         server.route(hello.PATH, self._auth_hello, self._on_hello)
-        server.route(heartbeat.PATH, self.auth_member, self._on_heartbeat)
+        server.route(heartbeat.PATH, self.auth_member, self._on_heartbeat, reads=True)
         server.route(join.PATH, self._auth_join, self._on_join)
 
     def whoami(self) -> bytes:

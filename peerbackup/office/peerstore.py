@@ -178,6 +178,12 @@ def _full(exc: PeerBackupError) -> bool:
     return isinstance(exc, PeerRefused) and exc.code == "store-refused"
 
 
+def _cannot_answer(exc: BaseException) -> bool:
+    """Reachable but unable to do anything now: its disk is full, or it failed inside (500). Not a refusal
+    of what was asked: as for a peer that is off, the request is for the others to carry."""
+    return _unreachable(exc) or (isinstance(exc, PeerRefused) and exc.code in ("disk-full", "internal"))
+
+
 class PeerStore:
     """Store over the office's storage peers for one backup node (sync; see the module doc)."""
 
@@ -196,6 +202,7 @@ class PeerStore:
         self.location = f"office:{node}"
         self._lock = threading.Lock()
         self._down: set[str] = {p.peer_id for p in peers if not p.alive}
+        self._no_room: set[str] = set()  # holders whose disk is full: passed over by the writes that follow
         self._where: dict[tuple[FileType, str], set[str]] = {}  # who listed or took a file
         self._sizes: dict[tuple[FileType, str], int] = {}
         self._bad: dict[tuple[FileType, str], set[str]] = {}  # copies found damaged in this session
@@ -208,7 +215,8 @@ class PeerStore:
 
     def _candidates(self) -> list[Candidate]:
         with self._lock:
-            return [Candidate(p.peer_id, p.weight) for p in self.peers.values() if p.peer_id not in self._down]
+            return [Candidate(p.peer_id, p.weight) for p in self.peers.values()
+                    if p.peer_id not in self._down and p.peer_id not in self._no_room]
 
     def ranking(self, ftype: FileType, name: str) -> list[str]:
         """Every storage peer, best holder first (the first R are where the file belongs)."""
@@ -295,6 +303,10 @@ class PeerStore:
                 elif _unreachable(exc):
                     self._mark_down(pid)
                     errors.append(str(exc))
+                elif isinstance(exc, PeerRefused) and exc.code == "disk-full":
+                    with self._lock:
+                        self._no_room.add(pid)
+                    errors.append(f"{self.peers[pid].name}: {exc}")
                 elif isinstance(exc, PeerBackupError):
                     errors.append(f"{self.peers[pid].name}: {exc}")
                 else:
@@ -443,10 +455,11 @@ class PeerStore:
         for peer, res in zip(peers, results, strict=True):
             if isinstance(res, BaseException) and not isinstance(res, PeerBackupError):
                 raise res
-            if isinstance(res, PeerRefused) and not _missing(res) and not _unreachable(res):
+            if isinstance(res, PeerRefused) and not _missing(res) and not _cannot_answer(res):
                 refused.append(f"{peer.name}: {res}")
-            elif res is not None and _unreachable(res) and ftype not in MUTABLE:
-                self.warn(f"{peer.name} is unreachable: it keeps {ftype.value}/{name[:12]} until the next prune")
+            elif res is not None and _cannot_answer(res) and ftype not in MUTABLE:
+                self.warn(f"{peer.name} cannot answer ({res}): it keeps {ftype.value}/{name[:12]} until the next "
+                          "prune")
         with self._lock:
             self._where.pop((ftype, name), None)
             self._sizes.pop((ftype, name), None)

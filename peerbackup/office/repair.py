@@ -31,6 +31,7 @@ from typing import Any
 import blake3
 
 from peerbackup.core.crypto import content_hash
+from peerbackup.core.forgotten import is_forgotten
 from peerbackup.core.nodes import Node
 from peerbackup.core.placement import Candidate, place
 from peerbackup.core.settings import Settings
@@ -69,7 +70,8 @@ class NodeScan:
 class RepairService:
     def __init__(self, nodes: Callable[[], dict[str, Node]], peers: Callable[[], Awaitable[list[StoragePeer]]],
                  client: PeerClient, holder: Holder, me: str, settings: Settings, clock: Callable[[], float],
-                 last_heard: Callable[[str], float | None], log: logging.Logger) -> None:
+                 last_heard: Callable[[str], float | None], log: logging.Logger,
+                 forgotten: Callable[[str], set[str]] = lambda _node: set()) -> None:
         self.nodes = nodes
         self.peers = peers
         self.client = client
@@ -79,6 +81,7 @@ class RepairService:
         self.clock = clock
         self.last_heard = last_heard
         self.log = log
+        self.forgotten = forgotten  # id prefixes of a node's snapshots that retention jobs forgot
         self.started = clock()
         self.last_round: dict[str, Any] = {}
 
@@ -107,6 +110,11 @@ class RepairService:
                     continue
                 for name, size in res:
                     files.setdefault((ftype, name), Copies(ftype, name, size)).holders.add(peer.peer_id)
+        # A copy kept by a holder that was away when a retention job forgot the snapshot is not short of
+        # copies: it is on its way to that holder's trash (office/storage.py), never copied back.
+        gone = self.forgotten(node.name)
+        for key in [k for k in files if k[0] == FileType.SNAPSHOT and is_forgotten(k[1], gone)]:
+            del files[key]
         want = min(node.replicas, len(live) + assumed)
         return NodeScan(node.name, node.replicas, files, live, assumed, want)
 

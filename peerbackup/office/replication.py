@@ -206,8 +206,8 @@ class LogService:
     # ---- serving ---------------------------------------------------------------------
 
     def register(self, server: PeerServer) -> None:
-        server.route(logsync.HEADS_PATH, self.peers.auth_member, self._on_heads)
-        server.route(logsync.PULL_PATH, self.peers.auth_member, self._on_pull)
+        server.route(logsync.HEADS_PATH, self.peers.auth_member, self._on_heads, reads=True)
+        server.route(logsync.PULL_PATH, self.peers.auth_member, self._on_pull, reads=True)
 
     def heads(self) -> logsync.Heads:
         return logsync.Heads(tuple(logsync.Head(*h) for h in self.state.head_list()), tuple(self.state.proofs()),

@@ -9,17 +9,19 @@ that checks it is unused and unexpired.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import os
+import sqlite3
 from dataclasses import dataclass
 
 import aiosqlite
 
 from peerbackup.core.certs import Certificate, Office, Revocation
-from peerbackup.errors import FormatError, InviteError
+from peerbackup.errors import DiskFull, FormatError, InviteError
 from peerbackup.net.proto.join import join_proof, token_id
 from peerbackup.office.membership import Membership
-from peerbackup.storage.sqlite import open_db, serialized
+from peerbackup.storage.sqlite import disk_full, open_db, serialized
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS certs (peer_id TEXT PRIMARY KEY, raw BLOB NOT NULL);
@@ -51,6 +53,19 @@ class State:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
         self.db_lock = asyncio.Lock()
+
+    async def _write(self, sql: str, args: tuple[object, ...]) -> aiosqlite.Cursor:
+        """One statement, committed; DiskFull (rolled back) when the disk has no room for it."""
+        try:
+            cur = await self.db.execute(sql, args)
+            await self.db.commit()
+        except sqlite3.Error as exc:
+            if not disk_full(exc):
+                raise
+            with contextlib.suppress(sqlite3.Error):
+                await self.db.rollback()
+            raise DiskFull(f"state.db cannot grow: {exc}") from None
+        return cur
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> State:
@@ -109,10 +124,11 @@ class State:
 
     @serialized
     async def address_ok(self, peer_id: str, address: str, now: float) -> None:
-        await self.db.execute(
-            "INSERT INTO addresses (peer_id, address, source, last_ok) VALUES (?, ?, 'contact', ?) "
-            "ON CONFLICT (peer_id, address) DO UPDATE SET last_ok = excluded.last_ok", (peer_id, address, now))
-        await self.db.commit()
+        # Only the order addresses are tried in: a full disk must not stop the heartbeat that reported it.
+        with contextlib.suppress(DiskFull):
+            await self._write(
+                "INSERT INTO addresses (peer_id, address, source, last_ok) VALUES (?, ?, 'contact', ?) "
+                "ON CONFLICT (peer_id, address) DO UPDATE SET last_ok = excluded.last_ok", (peer_id, address, now))
 
     @serialized
     async def addresses(self) -> dict[str, list[str]]:
@@ -127,9 +143,9 @@ class State:
 
     @serialized
     async def spend_nonce(self, issuer: str, nonce: bytes, expires: float) -> bool:
-        """True when the nonce is fresh (and is now spent), False when it was seen before."""
-        cur = await self.db.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (issuer, nonce, expires))
-        await self.db.commit()
+        """True when the nonce is fresh (and is now spent), False when it was seen before; DiskFull when it
+        cannot be recorded for want of room (the server then refuses anything but a read)."""
+        cur = await self._write("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (issuer, nonce, expires))
         return cur.rowcount == 1
 
     @serialized

@@ -22,11 +22,15 @@ from aiohttp import StreamReader
 from peerbackup.core.actas import ActAs, coordinator_of, job_of
 from peerbackup.core.certs import DeleteGrant
 from peerbackup.core.crypto import content_hash
+from peerbackup.core.events import Event
+from peerbackup.core.forgotten import forgotten, is_forgotten
 from peerbackup.core.jobs import DONE, fold
-from peerbackup.core.nodelog import node_log
+from peerbackup.core.logstate import COORDINATOR_CLAIM
+from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, NODE_LOG_PREFIX, node_log
 from peerbackup.core.nodes import Node
 from peerbackup.daemon.logs import event
 from peerbackup.errors import (
+    DiskFull,
     FileExists,
     Forbidden,
     FormatError,
@@ -36,6 +40,7 @@ from peerbackup.errors import (
     ObjectExists,
     PeerBackupError,
     StoreError,
+    StoreFull,
     StoreRefused,
     Superseded,
 )
@@ -43,26 +48,41 @@ from peerbackup.net.proto import store as proto
 from peerbackup.net.server import PeerServer
 from peerbackup.office.replication import LogService
 from peerbackup.storage.holder import CONTENT_NAMED, Holder
+from peerbackup.storage.sqlite import disk_full
 from peerbackup.storage.store import MUTABLE, FileType
+
+# A holder whose control log lacks a token's claim pulls it from the token's coordinator and sender, waiting
+# at most this share of a request's timeout (the sender's own request must not time out meanwhile)...
+CLAIM_WAIT = 0.5
+# ...and pulls for the tokens of one signer at most once in this many heartbeats, whatever it is sent: a
+# member that signs tokens for terms it never claimed gets them refused, never a holder pulling for ever.
+CLAIM_PULL_EVERY = 10
 
 
 class StorageService:
     def __init__(self, logs: LogService, holder: Holder, log: logging.Logger,
-                 coordinator: Callable[[], str | None] = lambda: None) -> None:
+                 coordinator: Callable[[], str | None] = lambda: None,
+                 disk_full: Callable[[BaseException, str], object] = lambda _exc, _during: None) -> None:
         self.coordinator = coordinator  # the peer this one follows as coordinator, if any
+        self.disk_full = disk_full  # told when the holder's disk is full (the daemon's DiskWatch.failed)
         self.logs = logs
         self.peers = logs.peers
         self.holder = holder
         self.log = log
+        self._claim_pulls: dict[str, asyncio.Event] = {}  # signer of a token -> its claim's pull under way
+        self._claim_missing: dict[str, float] = {}  # signer -> when a pull last did not find its claim
+        self._dropping: set[str] = set()  # nodes whose forgotten snapshots are about to be looked for
 
     def register(self, server: PeerServer) -> None:
+        self.logs.listeners.append(self._on_event)
+        self.peers.spawn(self._drop_forgotten())  # records that came while this daemon was not running
         auth = self.peers.auth_member
         server.route_framed(proto.PUT_PATH, auth, self._on_put)
-        server.route(proto.GET_PATH, auth, self._on_get)
-        server.route(proto.LIST_PATH, auth, self._on_list)
-        server.route(proto.CHALLENGE_PATH, auth, self._on_challenge)
+        server.route(proto.GET_PATH, auth, self._on_get, reads=True)
+        server.route(proto.LIST_PATH, auth, self._on_list, reads=True)
+        server.route(proto.CHALLENGE_PATH, auth, self._on_challenge, reads=True)
         server.route(proto.DELETE_PATH, auth, self._on_delete)
-        server.route(proto.USAGE_PATH, auth, self._on_usage)
+        server.route(proto.USAGE_PATH, auth, self._on_usage, reads=True)
 
     def _storage_role(self) -> None:
         if not self.peers.ident.certificate.has_role("storage"):
@@ -155,6 +175,100 @@ class StorageService:
             raise Superseded(f"job {job} of backup node {node} is attempt {st.attempt} of "
                              f"{self._name(st.agent)} now, not {self._name(issuer)}'s")
 
+    # ---- snapshots a retention job forgot (core/forgotten.py) ----------------------------------
+
+    def forgotten(self, node: str) -> set[str]:
+        """Id prefixes of the node's snapshots that dispatched retention jobs forgot."""
+        return forgotten(self.logs.state.ordered(node_log(node)), self.logs.state.config().coordinator_terms)
+
+    def _on_event(self, ev: Event) -> None:
+        # What a record needs may come in any order (a pull brings the agent's feed before the coordinator's):
+        # the job.done, its job.dispatched, the claim of the dispatch's term. Each makes us look again.
+        if ev.kind in (JOB_DONE, JOB_DISPATCHED) and ev.log.startswith(NODE_LOG_PREFIX):
+            node: str | None = ev.log[len(NODE_LOG_PREFIX):]
+        elif ev.kind == COORDINATOR_CLAIM:
+            node = None  # every node
+        else:
+            return
+        if (node or "") not in self._dropping:  # a log pulled in bulk brings many: one look at the end does
+            self._dropping.add(node or "")
+            self.peers.spawn(self._drop_forgotten(node))
+
+    async def _drop_forgotten(self, only: str | None = None) -> None:
+        """Move to the trash the copies this holder kept of snapshots forgotten while it was away."""
+        await asyncio.sleep(0)
+        self._dropping.discard(only or "")
+        if not self.peers.ident.certificate.has_role("storage"):
+            return
+        nodes = [only] if only is not None else sorted(self.logs.state.config().nodes)
+        for node in nodes:
+            prefixes = self.forgotten(node)
+            if not prefixes:
+                continue
+            try:
+                held = await asyncio.to_thread(self.holder.listing, node, FileType.SNAPSHOT)
+                for name, _ in held:
+                    if is_forgotten(name, prefixes):
+                        await asyncio.to_thread(self.holder.trash, node, FileType.SNAPSHOT, name)
+                        event(self.log, "store.forgotten_dropped", node=node, name=name[:16],
+                              reason="forgotten by a retention job while this holder was away")
+            except (PeerBackupError, OSError) as exc:
+                event(self.log, "store.forgotten_failed", logging.WARNING, node=node, reason=str(exc))
+
+    def _claimed(self, token: ActAs) -> bool:
+        return (token.term, token.coordinator) in self.logs.state.config().coordinator_terms
+
+    async def _pull_claim(self, issuer: str, node: str, raw: bytes, delete: bool = False) -> None:
+        """Before an agent's act-as token is checked: when it would be refused only because this holder's
+        control log lacks the (term, coordinator) claim it names, pull the control log from the token's
+        coordinator and from the agent (who had the token from it), waiting at most a share of a request's
+        timeout. One pull per signer at a time (the puts of one backup wait for the same one), and none for
+        CLAIM_PULL_EVERY heartbeats after one that did not find the claim. The check that follows decides
+        as before: a term its signer never claimed is refused however often it is sent."""
+        if not raw:
+            return
+        try:
+            cert = self.peers.membership.certs.get(coordinator_of(raw))
+            if cert is None:
+                return
+            token = ActAs.from_bytes(raw, cert.public_key)
+        except FormatError:
+            return
+        if self._claimed(token):
+            return
+        now = self.peers.clock()
+        if token.refusal(node, issuer, now, [(token.term, token.coordinator)], self.peers.settings.clock_skew,
+                         delete=delete):
+            return  # refused for another reason: no claim would change that
+        loop = asyncio.get_running_loop()
+        coordinator = token.coordinator
+        done = self._claim_pulls.get(coordinator)
+        if done is None:  # no pull for this signer under way: start one, unless the last one found nothing
+            last = self._claim_missing.get(coordinator)
+            if last is not None and loop.time() - last < CLAIM_PULL_EVERY * self.peers.settings.heartbeat:
+                return
+            done = self._claim_pulls[coordinator] = asyncio.Event()
+            event(self.log, "store.claim_pull", logging.DEBUG, term=token.term, coordinator=coordinator,
+                  peer=issuer)
+
+            async def pull(done: asyncio.Event) -> None:
+                try:
+                    await asyncio.gather(*(self.logs.sync_with(p) for p in dict.fromkeys((coordinator, issuer))
+                                           if p != self.peers.me))
+                finally:
+                    del self._claim_pulls[coordinator]
+                    done.set()
+
+            # Spawned, not awaited: a pull cut off at our deadline would leave a log write half done.
+            self.peers.spawn(pull(done))
+        # Until the deadline, not until our pull ends: a sync with that peer already under way (a heartbeat's)
+        # makes ours return at once, and it may be the one that brings the claim.
+        until = loop.time() + CLAIM_WAIT * self.peers.settings.request_timeout
+        while not self._claimed(token) and loop.time() < until:
+            await asyncio.sleep(0.02)
+        if not self._claimed(token):
+            self._claim_missing[coordinator] = loop.time()
+
     async def _run(self, fn: object, *args: object) -> object:
         try:
             return await asyncio.to_thread(fn, *args)  # type: ignore[arg-type]
@@ -162,15 +276,21 @@ class StorageService:
             raise NoSuchFile(str(exc)) from None
         except ObjectExists as exc:
             raise FileExists(str(exc)) from None
+        except (StoreFull, OSError) as exc:
+            if not disk_full(exc):
+                raise StoreRefused(f"storage error: {getattr(exc, 'strerror', None) or exc}") from None
+            self.disk_full(exc, "a store write")
+            raise DiskFull(str(exc)) from None  # the writer takes another holder
         except PeerBackupError as exc:
             # A full disk, a quota, bytes that do not match their name, a name that escapes: refused, logged.
             raise StoreRefused(str(exc)) from None
-        except OSError as exc:
-            raise StoreRefused(f"storage error: {exc.strerror or exc}") from None
 
     async def _on_put(self, issuer: str, body: bytes, stream: StreamReader | None) -> bytes:
         msg = proto.Put.from_wire(body)
+        await self._pull_claim(issuer, msg.ref.node, msg.act_as)
         self._check(issuer, msg.ref, write=True, act_as=msg.act_as)
+        if msg.ref.ftype == FileType.SNAPSHOT and is_forgotten(msg.ref.name, self.forgotten(msg.ref.node)):
+            raise StoreRefused(f"snapshot {msg.ref.name[:16]} was forgotten by a retention job: not kept again")
         assert stream is not None
         data = bytearray(msg.size)
         view = memoryview(data)
@@ -232,6 +352,7 @@ class StorageService:
         if info.removed and not msg.grant:
             raise Forbidden(f"backup node {msg.ref.node} was purged: its files go only with an admin's delete grant")
         if msg.ref.ftype not in MUTABLE and msg.act_as and not msg.grant:
+            await self._pull_claim(issuer, msg.ref.node, msg.act_as, delete=True)
             self._check_act_as(issuer, msg.ref.node, msg.act_as, delete=True)  # a retention job's agent
             self._check_attempt(issuer, msg.ref.node, msg.act_as)
         elif msg.ref.ftype not in MUTABLE:

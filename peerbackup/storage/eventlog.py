@@ -14,7 +14,8 @@ import os
 import aiosqlite
 
 from peerbackup.core.logstate import Outcome
-from peerbackup.storage.sqlite import open_db, serialized
+from peerbackup.errors import DiskFull
+from peerbackup.storage.sqlite import disk_full, open_db, serialized
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -85,8 +86,11 @@ class EventStore:
                                       (outcome.event.id, outcome.evidence))
             await self.db.execute("INSERT OR REPLACE INTO clock VALUES ('hlc', ?)", (hlc,))
             await self.db.commit()
-        except BaseException:
+        except BaseException as exc:
             await self.db.rollback()
+            if disk_full(exc):
+                # Typed, so a pull that cannot keep what it fetched is a failed pull, not a task's traceback.
+                raise DiskFull(f"events.db cannot grow: {exc}") from None
             raise
 
     @serialized

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 import sqlite3
@@ -11,9 +12,21 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import aiosqlite
 
-from peerbackup.errors import HomeError
+from peerbackup.errors import DiskFull, HomeError, StoreFull
 
 SIDECARS = ("-wal", "-shm", "-journal")
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an error says the disk (or this user's disk quota) is full, as SQLite, the OS or the store says it."""
+    if isinstance(exc, DiskFull | StoreFull):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in FULL_ERRNOS
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return False
 
 
 def make_private(path: str | os.PathLike[str]) -> None:
