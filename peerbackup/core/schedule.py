@@ -134,13 +134,15 @@ def settle(s: Schedule, waiting: dict[float, str], taken: Collection[float], now
     can, each with why, those still waiting).
 
     `waiting` maps each slot seen and not settled yet to the last reason its start was refused ('' when not
-    tried); `taken` are those of them the node's log shows dispatched, started or logged missed (by any
-    coordinator): they are settled already. Only the latest slot may start, while its window is open (with
-    catch-up off, while it is less than LATE behind): an older one never will, the latest replaces it.
-    Every slot of `waiting` ends in exactly one of the three answers or is taken, so none is lost silently."""
+    tried): every slot from the oldest of them to `now`. `taken` are those of them the node's log shows
+    dispatched, started or logged missed (by any coordinator): they are settled already. Which slot may
+    start is due()'s rule: the latest, while its window is open (with catch-up off, while it is less than
+    LATE behind); an older one never will, the latest replaces it. Every slot of `waiting` ends in exactly
+    one of the three answers or is taken, so none is lost silently."""
     if not waiting:
         return None, [], {}
     latest = max(waiting)
+    startable = {d.slot: d for d in due(s, min(waiting) - 1, now)}
     missed, keep = [], {}
     for t, last in sorted(waiting.items()):
         if t in taken:
@@ -149,14 +151,13 @@ def settle(s: Schedule, waiting: dict[float, str], taken: Collection[float], now
         if t < latest:
             missed.append(Missed(t, f"the slot {int(latest - t)} s later replaces it: only the latest slot "
                                     f"starts{tried}"))
-        elif now >= t + (s.window if s.catch_up else min(s.window, LATE)):
-            limit = f"its {int(s.window)} s window closed" if s.catch_up or s.window <= LATE else \
+        elif t not in startable:
+            limit = f"its {int(s.window)} s window closed" if now - t >= s.window else \
                 f"catch-up is off and it is {int(now - t)} s late"
             missed.append(Missed(t, f"not started: {limit}{tried or ' before a coordinator could try it'}"))
         else:
             keep[t] = last
-    start = Due(latest, job_id(s.node, s.id, latest), now - latest > LATE) if latest in keep else None
-    return start, missed, keep
+    return (startable[latest] if latest in keep else None), missed, keep
 
 
 def job_id(node: str, schedule_id: str, slot: float) -> str:
