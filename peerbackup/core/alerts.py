@@ -14,7 +14,8 @@ not alerted again, until its condition clears:
 - `backup_failed` / `backup_missed`: a schedule's slot whose job failed with no
   retry left (or stayed open past its deadline), or whose window closed with no
   job and no later slot run inside that window (the only slots catch-up skips on
-  purpose). Consecutive bad slots of one schedule are one incident, closed by the
+  purpose); the coordinator's `job.missed` for the slot gives the reason.
+  Consecutive bad slots of one schedule are one incident, closed by the
   schedule's next successful slot: a schedule every five minutes failing all
   night is one e-mail, not a hundred.
 - `backup_partial`: a node's latest finished scheduled backup saved its snapshots without some
@@ -357,6 +358,8 @@ class Observed:
     names: dict[str, str]  # peer id -> name, for messages
     under: dict[str, tuple[int, float]] | None  # node -> (files short, since) by the last repair; None: no round yet
     open_grace: float = 600.0  # a job still open this long after its deadline counts as failed
+    # node -> (schedule, slot) -> its job.missed fields (core/nodelog.missed_slots): why the slot never started
+    missed: dict[str, dict[tuple[str, int], dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -366,7 +369,7 @@ class Plan:
 
 
 def _slot_outcome(sc: Schedule, t: float, st: JobState | None, job_slots: list[float], now: float,
-                  grace: float) -> tuple[str, str] | None:
+                  grace: float, missed: str = "") -> tuple[str, str] | None:
     """(kind, why) when slot t is a failure or a miss now, None when it is fine or not decided yet."""
     if st is None:
         if now < t + sc.window:
@@ -374,7 +377,9 @@ def _slot_outcome(sc: Schedule, t: float, st: JobState | None, job_slots: list[f
         i = bisect.bisect_right(job_slots, t)
         if i < len(job_slots) and job_slots[i] < t + sc.window:
             return None  # a later slot ran inside its window: what catch-up does on purpose
-        return BACKUP_MISSED, f"no backup started within its {human(sc.window)} window"
+        # The coordinator's job.missed says why (no agent alive, ...); without one, no coordinator ran then.
+        return BACKUP_MISSED, f"no backup started within its {human(sc.window)} window" + (
+            f" ({missed})" if missed else "")
     if st.state == FAILED:
         attempt = int(st.fields.get("attempt", 1))
         if retry_at(sc, t, attempt) is not None and now < t + sc.window:
@@ -387,7 +392,8 @@ def _slot_outcome(sc: Schedule, t: float, st: JobState | None, job_slots: list[f
 
 
 def _schedule(node: Node, sc: Schedule, jobs: dict[str, JobState], cfg: AlertConfig, now: float,
-              grace: float, open_: Incident | None) -> tuple[Alert | None, bool]:
+              grace: float, open_: Incident | None, missed: dict[tuple[str, int], dict[str, Any]] | None = None,
+              ) -> tuple[Alert | None, bool]:
     """(the new incident of this schedule, whether its open incident is over)."""
     by_slot: dict[float, JobState] = {}
     for st in jobs.values():
@@ -407,7 +413,8 @@ def _schedule(node: Node, sc: Schedule, jobs: dict[str, JobState], cfg: AlertCon
         # By job id first: a job whose dispatch never reached us is known by its job.started alone, which
         # names no slot.
         found = jobs.get(job_id(node.name, sc.id, t)) or by_slot.get(t)
-        out = _slot_outcome(sc, t, found, job_slots, now, grace)
+        why = str((missed or {}).get((sc.id, int(t)), {}).get("reason", ""))[:500]
+        out = _slot_outcome(sc, t, found, job_slots, now, grace, why)
         if out is not None:
             bad.append((t, *out))
     if not bad:
@@ -474,7 +481,7 @@ def evaluate(now: float, cfg: AlertConfig, seen: Observed, incidents: dict[str, 
         for sid, sc in sorted(node.schedules.items()):
             subject = f"backup:{name}/{sid}"
             alert, closed = _schedule(node, sc, seen.jobs.get(name, {}), cfg, now, seen.open_grace,
-                                      opened.get(subject))
+                                      opened.get(subject), seen.missed.get(name))
             if closed:
                 over.add(subject)
             if alert is not None:

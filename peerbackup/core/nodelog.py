@@ -1,4 +1,4 @@
-"""A backup node's event log (`node:NAME`): its name, its kinds, and the fields a dispatch owns. Pure.
+"""A backup node's event log (`node:NAME`): its name, its kinds, the fields a dispatch owns, the missed slots. Pure.
 
 The node's log is its audit trail and the only memory coordinators have of its
 jobs. Who may write which of its kinds with which fields is in the one table of
@@ -8,6 +8,11 @@ log is read, in core/jobs.fold.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from peerbackup.core.events import Event
 
 NODE_LOG_PREFIX = "node:"
 
@@ -19,6 +24,9 @@ def node_log(node: str) -> str:
 
 JOB_DISPATCHED, JOB_STARTED, JOB_DONE, JOB_FAILED = "job.dispatched", "job.started", "job.done", "job.failed"
 JOB_PROGRESS, JOB_STALLED, JOB_UNSENT = "job.progress", "job.stalled", "job.dispatch_failed"
+# A scheduled slot that no job ran for and none ever will (core/schedule.settle says why), written by the
+# coordinator: {node, schedule, slot, reason, term, coordinator}. A slot is run or logged missed, never lost.
+JOB_MISSED = "job.missed"
 ACT_AS_ISSUED, ACT_AS_REFUSED, LOGON = "act_as.issued", "act_as.refused", "agent.logon"
 RESTORE_DONE = "restore.done"
 
@@ -33,3 +41,18 @@ MAX_ATTEMPT = 10_000  # attempts of one job (dispatches, retries, re-dispatches)
 
 MAX_FAILED = 100  # failing paths a job.done lists (its "failures" counts them all)
 MAX_FAILED_PATH, MAX_REASON = 1024, 64
+
+
+def missed_slots(events: Iterable[Event], claims: Collection[tuple[int, str]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """(schedule, slot) -> the fields of the first job.missed that logged it, from a node's log in log order.
+    Counts only from a coordinator of the term it names (as a dispatch does): any other member's look-alike
+    would stop a slot from running."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for ev in events:
+        f = ev.fields
+        if ev.kind != JOB_MISSED or (f.get("term"), ev.feed) not in claims:
+            continue
+        schedule, slot = f.get("schedule"), f.get("slot")
+        if isinstance(schedule, str) and isinstance(slot, int) and not isinstance(slot, bool):
+            out.setdefault((schedule, slot), dict(f))
+    return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -119,6 +120,44 @@ def due(s: Schedule, evaluated_until: float, now: float) -> list[Due]:
     if late and not s.catch_up:
         return []
     return [Due(latest, job_id(s.node, s.id, latest), late)]
+
+
+@dataclass(frozen=True)
+class Missed:
+    slot: float
+    reason: str  # why it never started, with the last reason a start was refused
+
+
+def settle(s: Schedule, waiting: dict[float, str], taken: Collection[float], now: float,
+           ) -> tuple[Due | None, list[Missed], dict[float, str]]:
+    """What becomes of the slots a coordinator has seen come due: (the one to start now, those that never
+    can, each with why, those still waiting).
+
+    `waiting` maps each slot seen and not settled yet to the last reason its start was refused ('' when not
+    tried): every slot from the oldest of them to `now`. `taken` are those of them the node's log shows
+    dispatched, started or logged missed (by any coordinator): they are settled already. Which slot may
+    start is due()'s rule: the latest, while its window is open (with catch-up off, while it is less than
+    LATE behind); an older one never will, the latest replaces it. Every slot of `waiting` ends in exactly
+    one of the three answers or is taken, so none is lost silently."""
+    if not waiting:
+        return None, [], {}
+    latest = max(waiting)
+    startable = {d.slot: d for d in due(s, min(waiting) - 1, now)}
+    missed, keep = [], {}
+    for t, last in sorted(waiting.items()):
+        if t in taken:
+            continue
+        tried = f" (last refusal: {last})" if last else ""
+        if t < latest:
+            missed.append(Missed(t, f"the slot {int(latest - t)} s later replaces it: only the latest slot "
+                                    f"starts{tried}"))
+        elif t not in startable:
+            limit = f"its {int(s.window)} s window closed" if now - t >= s.window else \
+                f"catch-up is off and it is {int(now - t)} s late"
+            missed.append(Missed(t, f"not started: {limit}{tried or ' before a coordinator could try it'}"))
+        else:
+            keep[t] = last
+    return (startable[latest] if latest in keep else None), missed, keep
 
 
 def job_id(node: str, schedule_id: str, slot: float) -> str:

@@ -37,7 +37,7 @@ def parse_duration(text: str) -> float:
 @dataclass(frozen=True)
 class Settings:
     heartbeat: float = 2.0  # seconds between signed heartbeats to each peer
-    suspect: float = 6.0  # silent this long: suspect
+    suspect: float = 8.0  # silent this long: suspect (more than heartbeat + request_timeout: see check_beats)
     dead: float = 15.0  # silent this long: dead
     clock_skew: float = 120.0  # accepted difference between a signed timestamp and our clock
     request_timeout: float = 5.0  # one peer request, connection included
@@ -87,4 +87,16 @@ class Settings:
             if not sep or name not in known:
                 raise UsageError(f"--set {item!r}: expected NAME=DURATION with NAME one of {', '.join(sorted(known))}")
             changes[name] = parse_duration(value)
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes).check_beats()
+
+    def check_beats(self) -> Settings:
+        """Refuse timings under which a peer that answers is taken for a silent one. A heartbeat whose answer
+        comes late (up to request_timeout) is followed by the next one `heartbeat` later: until then the peer
+        is not heard, and if that is `suspect` already, a slow link (or a peer busy for a second) makes every
+        peer suspect the others, and the election follows. Checked where the daemon's timings are loaded (the
+        command line, config.toml), not on every Settings: unit tests of one rule build partial timings."""
+        if not self.heartbeat + self.request_timeout < self.suspect:
+            raise UsageError(f"timings must satisfy heartbeat + request_timeout < suspect (got {self.heartbeat:g} s "
+                             f"+ {self.request_timeout:g} s, suspect {self.suspect:g} s): a peer whose heartbeat "
+                             "is answered late would look suspect; raise suspect (and dead) or lower the others")
+        return self

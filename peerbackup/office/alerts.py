@@ -42,6 +42,7 @@ from peerbackup.core.alerts import (
 )
 from peerbackup.core.events import CONTROL_LOG
 from peerbackup.core.jobs import JobState
+from peerbackup.core.nodelog import missed_slots, node_log
 from peerbackup.daemon.logs import event
 from peerbackup.errors import PeerBackupError
 from peerbackup.office.liveness import DEAD
@@ -147,9 +148,11 @@ class AlertService:
             return
         now = self.clock()
         nodes = self.logs.state.config().nodes
+        claims = self.logs.state.config().coordinator_terms
         seen = Observed(nodes=nodes, jobs={n: self.job_states(n) for n in nodes}, dead=self.dead_since(now),
                         names={c.peer_id: c.name for c in self.peers.membership.members()},
-                        under=self.under_replicated(), open_grace=self.peers.settings.stall_after)
+                        under=self.under_replicated(), open_grace=self.peers.settings.stall_after,
+                        missed={n: missed_slots(self.logs.state.ordered(node_log(n)), claims) for n in nodes})
         plan = evaluate(now, cfg, seen, self.incidents(), self.peers.settings.alert_interval)
         for inc in plan.resolve:
             await self._record(ALERT_RESOLVED, {"incident": inc.incident, "subject": inc.subject})

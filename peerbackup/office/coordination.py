@@ -20,7 +20,7 @@ from peerbackup.daemon.logs import event
 from peerbackup.errors import Forbidden, FormatError, PeerBackupError, ProtocolError
 from peerbackup.net.proto import coordinator as proto
 from peerbackup.net.server import PeerServer
-from peerbackup.office.election import Claim, Election, SteppedDown, Token
+from peerbackup.office.election import Claim, Election, SteppedDown, Token, Woke
 from peerbackup.office.liveness import ALIVE
 from peerbackup.office.peers import PeerService
 from peerbackup.office.replication import LogService
@@ -125,7 +125,10 @@ class CoordinatorService:
             if cert.peer_id != ps.me and cert.has_role("coordinator") and ps.liveness.state(cert.peer_id, now) == ALIVE:
                 alive.append((cert.rank, cert.peer_id))
         for action in self.election.tick(now, alive, rank_of):
-            if isinstance(action, SteppedDown):
+            if isinstance(action, Woke):
+                event(self.log, "coordinator.woke", logging.WARNING, paused_s=round(action.gap, 1),
+                      reason="this peer was paused: it listens one lease before it may claim")
+            elif isinstance(action, SteppedDown):
                 event(self.log, "coordinator.stepped_down", logging.WARNING, term=action.token[0], reason=action.reason)
             elif isinstance(action, Claim):
                 if action.new_term:

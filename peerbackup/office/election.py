@@ -4,7 +4,9 @@ Most laptops are off at night, so a majority is often impossible; the office
 must still run its schedule. The rule: the live coordinator-eligible peer with
 the lowest (rank, peer id) claims a term greater than any it has seen and holds
 a lease it renews every `renew` seconds. A peer that just started waits one
-lease first (it may hear the current coordinator), unless it knows no other member. Fencing tokens are
+lease first (it may hear the current coordinator), unless it knows no other member. So does a peer that
+wakes from a pause (a stopped process, a suspended laptop): its view (who is alive, whose lease runs) is
+as stale as a fresh start's, and claiming at once deposed a healthy coordinator. Fencing tokens are
 (term, peer id), ordered lexicographically; every peer refuses a token lower
 than the highest it has seen, and a coordinator that sees a higher token steps
 down. A coordinator also steps down when its own lease ran out before it
@@ -36,7 +38,14 @@ class SteppedDown:
     reason: str
 
 
-Action = Claim | SteppedDown
+@dataclass(frozen=True)
+class Woke:
+    """The election was not ticked for `gap` seconds (longer than `suspect`): it listens a lease first."""
+
+    gap: float
+
+
+Action = Claim | SteppedDown | Woke
 
 
 @dataclass
@@ -52,6 +61,7 @@ class Election:
     lease_until: float = 0.0
     last_renew: float = 0.0
     history: list[tuple[Token, float]] = field(default_factory=list)  # tokens this peer claimed
+    last_tick: float | None = None  # when tick() last ran: a long gap is a pause
 
     @property
     def i_am(self) -> bool:
@@ -67,15 +77,24 @@ class Election:
         """alive: (rank, peer id) of the coordinator-eligible peers heard recently, this one excluded;
         rank_of: the rank of every member, to compare with a holder no longer heard."""
         actions: list[Action] = []
+        if self.last_tick is not None and now - self.last_tick > self.settings.suspect:
+            # Ticked every heartbeat or so: a gap longer than `suspect` is a pause (SIGSTOP, a suspended
+            # laptop; `now` is wall clock, which counts a suspend where a monotonic clock does not). Whatever
+            # it heard before is stale: every peer looks silent and every lease run out. Like a fresh start,
+            # it listens one lease for the current coordinator's announcements before it may claim. A wall
+            # clock stepped forward looks the same and costs the same: one lease of waiting.
+            self.started = now
+            actions.append(Woke(now - self.last_tick))
+        self.last_tick = now
         if self.i_am:
             if now >= self.lease_until:
                 actions.append(self._step_down("the lease ran out before it was renewed"))
             elif now - self.last_renew >= self.settings.renew:
                 self.lease_until = now + self.settings.lease
                 self.last_renew = now
-                return [Claim(self.token, new_term=False)]
+                return [*actions, Claim(self.token, new_term=False)]
             else:
-                return []
+                return actions
         alone = all(p == self.me for p in rank_of)  # no other member known: nobody to wait for
         if not self.eligible or (now < self.started + self.settings.lease and not alone):
             return actions

@@ -18,8 +18,11 @@ by its writer. The agent's side of this lives in office/jobrun.py.
 Schedules: the coordinator evaluates them every heartbeat (core/schedule.py);
 a due slot's job id is a hash of node, schedule and slot, and a slot whose job
 the node's log shows dispatched (by this coordinator or a previous one) is not
-started again. A job whose agent is dead (liveness), or alive but silent or
-making no progress for `stall_after`, is dispatched again, same job id, to another
+started again. A slot whose start is refused (no agent alive, ...) waits and is
+tried again each heartbeat; one that can never start (its window closed, a later
+slot replaces it) is logged `job.missed` with why, once: no slot is lost
+silently. A job whose agent is dead (liveness), or alive but silent or making
+no progress for `stall_after`, is dispatched again, same job id, to another
 agent inside its deadline; a scheduled job that failed is retried with back-off
 while its retries and window last. After a successful backup of a node with a
 retention policy, a retention job (forget by the policy, prune now and then) is
@@ -44,13 +47,15 @@ from peerbackup.core.nodelog import (
     ACT_AS_ISSUED,
     ACT_AS_REFUSED,
     JOB_DISPATCHED,
+    JOB_MISSED,
     JOB_STALLED,
     JOB_UNSENT,
     LOGON,
     RESTORE_DONE,
+    missed_slots,
     node_log,
 )
-from peerbackup.core.schedule import due, retry_at
+from peerbackup.core.schedule import Missed, Schedule, job_id, retry_at, settle, slots_after
 from peerbackup.daemon.logs import event
 from peerbackup.errors import Forbidden, PeerBackupError, ProtocolError, UsageError
 from peerbackup.net.proto import jobs as proto
@@ -103,6 +108,8 @@ class JobService:
         self.last_ok: dict[str, str] = {}  # node -> the agent that last succeeded for it
         self.running: Counter[str] = Counter()  # agent -> jobs dispatched and not reported
         self.evaluated: dict[str, float] = {}  # node/schedule -> slots up to here were considered
+        self.waiting: dict[str, dict[float, str]] = {}  # node/schedule -> slots not started: last refusal
+        self._missed: dict[str, tuple[tuple[object, ...], dict[tuple[str, int], dict[str, Any]]]] = {}
         self._folds: dict[str, tuple[tuple[object, ...], dict[str, JobState]]] = {}  # job_states
         self.runner = AgentRunner(self)  # the agent's side of jobs (office/jobrun.py)
         self.live: dict[str, Live] = {}  # job -> what its agent last said (on the coordinator)
@@ -300,13 +307,20 @@ class JobService:
         give the jobs of dead agents to live ones."""
         coordinator, _ = self.coordination.status()
         if coordinator != self.peers.me:
-            self.evaluated.clear()  # a coordinator that comes back re-reads the log, not its memory
+            # A coordinator that comes back re-reads the log, not its memory.
+            self.evaluated.clear()
+            self.waiting.clear()
             self.coordinating_since = None
+            return
+        if not self.coordination.claimed():
+            # Just elected: its claim is being written to the control log (core/jobs.py counts no dispatch
+            # before it is). Wait for it rather than have every start refused: the slots are evaluated
+            # from where they were, none is skipped.
             return
         now = self.clock()
         if self.coordinating_since is None:
             self.coordinating_since = now
-        if now - self.coordinating_since < self.settle():
+        if now - self.coordinating_since < self.listen_first():
             # A new coordinator first hears the agents: one still running its predecessor's attempt says so
             # with its next progress heartbeat (adopted in _on_progress) even when the predecessor's dispatch
             # has not reached this peer's log, instead of being sent the same slot a second time.
@@ -321,27 +335,73 @@ class JobService:
         # log shows it ended, it is no longer running. One adopted from its agent's heartbeat before the log
         # shows it at all stays while its agent is heard.
         for job, live in list(self.live.items()):
-            if job in still_open or (job not in self.job_states(live.node) and now - live.heard < 2 * self.settle()):
+            adopted = job not in self.job_states(live.node) and now - live.heard < 2 * self.listen_first()
+            if job in still_open or adopted:
                 continue
             del self.live[job]
         for name, node in sorted(self.nodes.nodes().items()):
             for sc in node.schedules.values():
-                key = f"{name}/{sc.id}"
-                # A new coordinator looks back one window: a slot its predecessor missed is caught up,
-                # one it dispatched is in the log.
-                since = max(self.evaluated.get(key, now - sc.window), sc.since)  # nothing before it existed
-                self.evaluated[key] = now
-                for d in due(sc, since, now):
-                    if d.job_id in self.known_jobs(name) or d.job_id in self.live:
-                        continue
-                    try:
-                        await self.start(name, d.job_id, deadline=d.slot + sc.window,
-                                         why={"schedule": sc.id, "slot": int(d.slot), "caught_up": d.caught_up})
-                    except UsageError as exc:
-                        event(self.log, "job.not_started", logging.WARNING, node=name, schedule=sc.id,
-                              slot=int(d.slot), reason=str(exc))
+                await self._slots(name, sc, now)
+        # A schedule removed or paused: its slots wait no more (nor are they missed: nobody wants them).
+        wanted = {f"{n}/{sc}" for n, node in self.nodes.nodes().items() for sc in node.schedules}
+        self.waiting = {k: v for k, v in self.waiting.items() if k in wanted}
 
-    def settle(self) -> float:
+    async def _slots(self, name: str, sc: Schedule, now: float) -> None:
+        """Start the schedule's due slot, or log the slots that never will start as missed (core/schedule.settle).
+        A slot whose start is refused waits, with the refusal, until it starts or is missed: none is lost."""
+        key = f"{name}/{sc.id}"
+        # A new coordinator looks back one window: a slot its predecessor missed is caught up, one it
+        # dispatched (or logged missed) is in the log.
+        since = max(self.evaluated.get(key, now - sc.window), sc.since)  # nothing before it existed
+        self.evaluated[key] = now
+        waiting = self.waiting.setdefault(key, {})
+        for t in slots_after(sc, since, now):
+            if now - t < sc.window:
+                waiting.setdefault(t, "")
+        known, missed = self.known_jobs(name), self.missed_slots(name)
+        # A slot an agent says it runs (adopted in _on_progress before the log shows it) is taken too.
+        taken = {t for t in waiting if job_id(name, sc.id, t) in known or job_id(name, sc.id, t) in self.live
+                 or (sc.id, int(t)) in missed}
+        start, never, self.waiting[key] = settle(sc, waiting, taken, now)
+        for m in never:
+            if not await self._log_missed(name, sc, m):
+                self.waiting[key][m.slot] = waiting[m.slot]  # written at the next tick
+        if start is None:
+            return
+        try:
+            await self.start(name, start.job_id, deadline=start.slot + sc.window,
+                             why={"schedule": sc.id, "slot": int(start.slot), "caught_up": start.caught_up})
+            del self.waiting[key][start.slot]
+        except UsageError as exc:
+            self.waiting[key][start.slot] = str(exc)
+            event(self.log, "job.not_started", logging.WARNING, node=name, schedule=sc.id,
+                  slot=int(start.slot), reason=str(exc))
+
+    def missed_slots(self, node: str) -> dict[tuple[str, int], dict[str, Any]]:
+        """The node's slots logged missed (core/nodelog.py), read again only when its log changed."""
+        self.job_states(node)  # brings the version (the log's heads, the claims) up to date
+        version = self._folds[node][0]
+        cached = self._missed.get(node)
+        if cached is None or cached[0] != version:
+            claims = self.logs.state.config().coordinator_terms
+            cached = self._missed[node] = (version, missed_slots(self.logs.state.ordered(node_log(node)), claims))
+        return cached[1]
+
+    async def _log_missed(self, name: str, sc: Schedule, m: Missed) -> bool:
+        """A slot that never ran, in the node's log: the alert and `log` say why. False when not written."""
+        term = self.coordination.election.token[0]
+        try:
+            await self.logs.append(JOB_MISSED, {"node": name, "schedule": sc.id, "slot": int(m.slot),
+                                                "reason": m.reason[:4096], "term": term,
+                                                "coordinator": self.peers.me}, log=node_log(name))
+        except PeerBackupError as exc:
+            event(self.log, "job.missed_unlogged", logging.ERROR, node=name, schedule=sc.id, slot=int(m.slot),
+                  reason=str(exc))
+            return False
+        event(self.log, "job.missed", logging.WARNING, node=name, schedule=sc.id, slot=int(m.slot), reason=m.reason)
+        return True
+
+    def listen_first(self) -> float:
         """How long a new coordinator listens before it dispatches: an agent's progress heartbeat and its way."""
         return float(self.settings.progress_interval + self.settings.request_timeout)
 
@@ -352,8 +412,9 @@ class JobService:
         if coordinator != self.peers.me or term is None:
             raise UsageError("this peer is not the coordinator")
         if not self.coordination.claimed():
-            raise UsageError(f"this coordinator's claim of term {term} is not in the office log yet (see the "
-                             "daemon log: coordinator.log_failed); jobs start once it is")
+            raise UsageError(f"this peer was just elected coordinator (term {term}) and is still writing its claim "
+                             "to the office log, which waits for its logs to be in step with the other peers' (at "
+                             "most one lease): jobs start once the claim is there; try again in a few seconds")
         info = self.nodes.nodes().get(node)
         if info is None:
             raise UsageError(f"no backup node named {node!r}")

@@ -65,6 +65,7 @@ class PeerService:
         # Set by the daemon: the replicated logs (digest on heartbeats, certificates, control events).
         self.logs: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._beating: dict[str, asyncio.Task[Any]] = {}  # peer id -> its heartbeat on its way
 
     async def load(self) -> None:
         self.membership = await self.state.load_membership(self.ident.office)
@@ -210,10 +211,11 @@ class PeerService:
 
     # ---- sending ----------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -345,18 +347,24 @@ class PeerService:
         return self.me in self.membership.revocations
 
     async def heartbeat_round(self) -> None:
+        """A heartbeat to every member with an address, each in a task of its own, not awaited: a peer that
+        does not answer (paused, cut off, asleep) holds its own beat for the request timeout (at each of its
+        addresses), never the others'. Waiting for all of them together let one silent peer space every
+        other peer's beats by more than `suspect`, and every peer suspected every other. A peer whose beat
+        is still out gets no second one: at most one at a time each."""
         if self.me in self.membership.revocations:
             return  # removed from the office: every member refuses us, so stop knocking
         known = await self.state.addresses()
-        beats = [self._beat(c.peer_id, known[c.peer_id][:4]) for c in self.membership.members()
-                 if c.peer_id != self.me and c.peer_id in known]
+        for c in self.membership.members():
+            beat = self._beating.get(c.peer_id)
+            if c.peer_id != self.me and c.peer_id in known and (beat is None or beat.done()):
+                self._beating[c.peer_id] = self.spawn(self._beat(c.peer_id, known[c.peer_id][:4]))
         # Hints for peer ids we hold no certificate for yet (mDNS, hello hints): introduce ourselves.
         for peer_id, addrs in known.items():
             if is_peer_id(peer_id) and peer_id not in self.membership.certs \
                     and peer_id not in self.membership.revocations:
                 for address in addrs[:2]:
                     self.spawn(self.contact(address, expected=peer_id))
-        await asyncio.gather(*beats)
 
     def check_liveness(self) -> None:
         now = self.clock()

@@ -36,6 +36,7 @@ from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, make_event
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.jobs import JobState, fold
 from peerbackup.core.logstate import ACCEPTED, REFUSED, LogState
+from peerbackup.core.nodelog import missed_slots
 from peerbackup.core.nodes import Node
 from peerbackup.core.schedule import Schedule, job_id
 from peerbackup.errors import UsageError
@@ -368,3 +369,18 @@ def test_the_log_checks_who_configures_and_who_records_alerts() -> None:
     assert out.verdict == REFUSED and "cannot record alerts" in out.reason
     out = state.append(COORD, CONTROL_LOG, ALERT_SENT, {**record, "results": {}}, NOW * 1000)
     assert out.verdict == REFUSED and "a result for each channel" in out.reason
+
+
+def test_the_missed_alert_gives_the_coordinators_reason_for_the_slot() -> None:
+    """Issue 16, cause 4: a slot the coordinator could not start is logged job.missed with why; the alert
+    counts it and says why, and a slot replaced by a later one that ran inside its window stays unalerted."""
+    log = Log("node:acc")
+    log.add("job.missed", T0 + 600, node="acc", schedule="s1", slot=int(T0), term=4, coordinator=KEY.peer_id,
+            reason="not started: its 600 s window closed (last refusal: no agent of acc can take the backup now)")
+    missed = missed_slots(log.events, {(4, KEY.peer_id)})
+    observed = dataclasses.replace(seen(), missed={"acc": missed})
+    [alert] = evaluate(T0 + 601, CFG, observed, {}, 30).send
+    assert (alert.kind, alert.slot) == (BACKUP_MISSED, int(T0))
+    assert "no agent of acc can take the backup now" in alert.message and "10 min window" in alert.message
+    # A missed look-alike from a term its writer never claimed says nothing.
+    assert missed_slots(log.events, {(5, KEY.peer_id)}) == {}

@@ -36,6 +36,7 @@ from peerbackup.core.identity import (
 )
 from peerbackup.core.settings import Settings, parse_duration
 from peerbackup.errors import FormatError, UnsupportedVersion, UsageError
+from tests.daemon.harness import FAST
 
 SEED = bytes(range(32))
 PUBLIC_KEY_HEX = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
@@ -454,9 +455,10 @@ def test_settings_defaults_and_nonce_keep() -> None:
 
 
 def test_with_overrides_applies_durations() -> None:
-    s = Settings().with_overrides(["heartbeat=200ms", "suspect = 1s", "dead=2", "clock-skew=1m"])
-    assert (s.heartbeat, s.suspect, s.dead, s.clock_skew) == (0.2, 1.0, 2.0, 60.0)
-    assert s.request_timeout == Settings().request_timeout
+    s = Settings().with_overrides(["heartbeat=200ms", "suspect = 1s", "dead=2", "clock-skew=1m",
+                                   "request_timeout=500ms"])
+    assert (s.heartbeat, s.suspect, s.dead, s.clock_skew, s.request_timeout) == (0.2, 1.0, 2.0, 60.0, 0.5)
+    assert s.lease == Settings().lease
     assert Settings().with_overrides([]) == Settings()
     assert Settings().with_overrides(["gc_grace=1d"]).gc_grace == 86400.0
 
@@ -468,8 +470,8 @@ def test_with_overrides_refuses_bad_items(item: str) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"heartbeat": 0.0}, {"heartbeat": 6.0}, {"heartbeat": 7.0}, {"suspect": 15.0}, {"suspect": 20.0},
-    {"dead": 6.0}, {"dead": 1.0}, {"heartbeat": 1.0, "suspect": 3.0, "dead": 3.0},
+    {"heartbeat": 0.0}, {"heartbeat": 8.0}, {"heartbeat": 9.0}, {"suspect": 15.0}, {"suspect": 20.0},
+    {"dead": 8.0}, {"dead": 1.0}, {"heartbeat": 1.0, "suspect": 3.0, "dead": 3.0},
     {"clock_skew": 0.0}, {"request_timeout": 0.0}, {"renew": 15.0}, {"renew": 0.0},
 ])
 def test_settings_invariants_are_enforced(kwargs: dict[str, float]) -> None:
@@ -483,6 +485,18 @@ def test_with_overrides_checks_the_invariants() -> None:
     with pytest.raises(UsageError, match="heartbeat < suspect < dead"):
         Settings().with_overrides(["heartbeat=10s"])
     assert Settings(heartbeat=1, suspect=3, dead=6).dead == 6
+
+
+def test_loaded_timings_leave_a_late_heartbeat_time_to_arrive() -> None:
+    """Issue 16, cause 5: a heartbeat answered late (request_timeout) is followed by the next one a heartbeat
+    later; suspect must be longer than both, or a slow answer makes a peer suspect. The defaults were 2 + 5 > 6."""
+    d = Settings()
+    assert d.heartbeat + d.request_timeout < d.suspect
+    for items in (["suspect=6s"], ["request_timeout=7s"], ["heartbeat=250ms", "suspect=1s", "request_timeout=1s"]):
+        with pytest.raises(UsageError, match=r"heartbeat \+ request_timeout < suspect"):
+            Settings().with_overrides(items)
+    harness = Settings().with_overrides([f"{k}={v}" for k, v in FAST.items()])  # the daemon tests' timings
+    assert harness.heartbeat + harness.request_timeout < harness.suspect
 
 
 def test_delete_grant_is_the_office_s_word_for_one_peer_node_and_time() -> None:

@@ -22,9 +22,10 @@ from peerbackup.net.client import CONTENT_TYPE
 from tests.helpers import Result
 
 KIT_PASSWORD = "kit passphrase for tests"
-# Fast but not flaky on a loaded 2-core machine: a heartbeat every 0.25 s, dead after 2.5 s.
-# Schedules every few seconds too (the office minimum is 1 min by default).
-FAST = {"heartbeat": "0.25", "suspect": "1", "dead": "2.5", "request_timeout": "1", "lease": "3", "renew": "1",
+# Fast but not flaky on a loaded 2-core machine: a heartbeat every 0.25 s, dead after 2.5 s (suspect after
+# heartbeat + request_timeout, as the daemon requires). Schedules every few seconds too (the office minimum
+# is 1 min by default).
+FAST = {"heartbeat": "0.25", "suspect": "1.5", "dead": "2.5", "request_timeout": "1", "lease": "3", "renew": "1",
         "min_schedule_interval": "1s"}
 
 

@@ -153,3 +153,29 @@ def test_a_peer_removed_while_it_was_off_learns_it_when_it_comes_back(office: Of
     time.sleep(2 * LEASE)
     assert a.log.read_text().count("code=revoked") + b.log.read_text().count("code=revoked") == refusals
     assert c.status()["coordinator"] != c.peer_id
+
+
+def test_a_peer_woken_from_a_pause_neither_claims_nor_makes_the_others_suspect(office: Office) -> None:
+    """Issue 16, causes 5 and 6. beta (rank 10) is paused (SIGSTOP) for two leases, as a suspended laptop
+    is: on waking it found every peer silent and every lease run out, claimed at once and deposed alpha, a
+    healthy coordinator; meanwhile the heartbeats the others sent it held their rounds, and they suspected
+    each other. Now it listens a lease first and follows alpha; nobody else noticed more than its silence."""
+    a, b, c = three(office)
+    peers = [a, b, c]
+    term = wait_for(lambda: agreed(peers, a), 20, "agreement on alpha")
+    time.sleep(1)
+    assert b.proc is not None
+    mark = {p.name: len(p.log.read_text()) for p in peers}
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(2 * LEASE)
+        assert agreed([a, c], a) == term  # beta's silence alone changes nothing
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: "coordinator.woke" in b.log.read_text()[mark["beta"]:], 10, "beta to see it was paused")
+    wait_for(lambda: agreed(peers, a) == term, 10, "beta to follow alpha again")
+    time.sleep(2 * LEASE)  # past beta's wait: it must still follow, never claim
+    assert agreed(peers, a) == term, coordinators(peers)
+    assert "coordinator.elected" not in b.log.read_text()[mark["beta"]:]
+    for p, other in ((a, c), (c, a)):  # the two that answered all along never suspected each other
+        assert f"peer.suspect peer={other.peer_id}" not in p.log.read_text()[mark[p.name]:], p.name

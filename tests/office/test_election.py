@@ -17,7 +17,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from peerbackup.core.settings import Settings
-from peerbackup.office.election import NO_TOKEN, Action, Claim, Election, SteppedDown, Token
+from peerbackup.office.election import NO_TOKEN, Action, Claim, Election, SteppedDown, Token, Woke
 
 S = Settings(heartbeat=0.5, suspect=1.5, dead=3, lease=3, renew=1)
 T0 = 1_700_000_000.0
@@ -174,15 +174,16 @@ def test_a_coordinator_whose_lease_ran_out_steps_down_and_claims_a_new_term() ->
     e = election()
     e.tick(T0 + S.lease, [], {})
     woke = T0 + S.lease + S.lease + 0.5  # a laptop that slept through its renewals
-    actions = e.tick(woke, [], {})
-    assert actions == [SteppedDown((1, "PEER-B"), "the lease ran out before it was renewed"),
+    actions = e.tick(woke, [], {})  # alone in its office: no start-up wait, nor one after a pause
+    assert actions == [Woke(S.lease + 0.5), SteppedDown((1, "PEER-B"), "the lease ran out before it was renewed"),
                        Claim((2, "PEER-B"), new_term=True)]
     assert e.token == (2, "PEER-B") and e.lease_until == woke + S.lease
     assert [tok for tok, _ in e.history] == [(1, "PEER-B"), (2, "PEER-B")]
     # With a better-ranked peer alive by then, it only steps down.
     f = election()
     f.tick(T0 + S.lease, [], {})
-    assert f.tick(woke, [(0, "PEER-A")], {}) == [SteppedDown((1, "PEER-B"), "the lease ran out before it was renewed")]
+    assert f.tick(woke, [(0, "PEER-A")], {}) == [Woke(S.lease + 0.5),
+                                                  SteppedDown((1, "PEER-B"), "the lease ran out before it was renewed")]
     assert not f.i_am and f.current(woke) is None
 
 
@@ -190,7 +191,7 @@ def test_exactly_at_the_lease_end_is_too_late() -> None:
     e = election()
     e.tick(T0 + S.lease, [], {})
     actions = e.tick(e.lease_until, [(0, "PEER-A")], {})
-    assert [type(a) for a in actions] == [SteppedDown]
+    assert [type(a) for a in actions] == [Woke, SteppedDown]  # not ticked for a lease: a pause, too
 
 
 # ---- announcements, fencing ---------------------------------------------------------------------------
@@ -316,6 +317,8 @@ class Net:
             for action in e.tick(self.now, alive, rank_of):
                 if isinstance(action, SteppedDown):
                     self.step_downs += 1
+                    continue
+                if isinstance(action, Woke):
                     continue
                 self.claim(p, action)
         believers = sum(1 for p in self.peers.values() if p.election is not None and p.election.i_am)
@@ -483,3 +486,56 @@ def test_simulation_of_a_partition_healing() -> None:
     assert net.best_up() == "PEER-A"
     b = peers["PEER-B"].election
     assert b is not None and peers["PEER-B"].claimed and not b.i_am
+
+
+# ---- waking from a pause (issue 16, cause 6) ---------------------------------------------------------
+
+
+def follower_of_a(started: float = T0) -> Election:
+    """PEER-B (rank 100) following PEER-A (rank 0), the coordinator, renewing every `renew`."""
+    e = election(started=started)
+    assert e.on_announce("PEER-A", (4, "PEER-A"), T0 + S.lease + 1)
+    assert claims(e.tick(T0 + S.lease + 1, [(0, "PEER-A")], RANKS)) == []
+    return e
+
+
+RANKS = {"PEER-A": 0, "PEER-B": 100, "PEER-C": 200}
+
+
+def test_a_peer_waking_from_a_pause_listens_a_lease_before_it_claims() -> None:
+    """Paused past the lease (SIGSTOP, a suspended laptop), it wakes to find every peer silent and every lease
+    run out: it used to claim at once, deposing a healthy coordinator. Now it waits a lease, as at a start,
+    and hears the coordinator's next renewal first."""
+    e = follower_of_a()
+    woke = T0 + S.lease + 1 + 2 * S.lease  # nothing ticked, nothing heard for two leases
+    actions = e.tick(woke, [], RANKS)
+    assert actions == [Woke(2 * S.lease)] and e.current(woke) is None and e.highest == (4, "PEER-A")
+    t = woke
+    while t < woke + S.lease - S.heartbeat:  # still nobody heard alive: it waits all the same
+        t += S.heartbeat
+        assert claims(e.tick(t, [], RANKS)) == []
+    assert e.on_announce("PEER-A", (4, "PEER-A"), t)  # the coordinator's renewal arrives inside the wait
+    for _ in range(20):
+        t += S.heartbeat
+        assert claims(e.tick(t, [(0, "PEER-A")], RANKS)) == []
+    assert e.token == (4, "PEER-A") and e.highest == (4, "PEER-A")  # the term never moved
+
+
+def test_a_woken_peer_claims_after_the_lease_if_the_coordinator_is_really_gone() -> None:
+    e = follower_of_a()
+    woke = T0 + S.lease + 1 + 2 * S.lease
+    assert claims(e.tick(woke, [], RANKS)) == []
+    t = woke
+    while t + S.heartbeat < woke + S.lease:
+        t += S.heartbeat
+        assert claims(e.tick(t, [], RANKS)) == []
+    assert claims(e.tick(woke + S.lease, [], RANKS)) == [Claim((5, "PEER-B"), new_term=True)]
+
+
+def test_ticks_a_little_late_are_no_pause() -> None:
+    e = follower_of_a()
+    t = T0 + S.lease + 1
+    for _ in range(10):
+        t += S.suspect  # late, but not more than `suspect`
+        assert e.on_announce("PEER-A", (4, "PEER-A"), t)
+        assert [a for a in e.tick(t, [(0, "PEER-A")], RANKS) if isinstance(a, Woke)] == []

@@ -1,0 +1,60 @@
+"""A scheduled slot whose start is refused is not lost: it waits and starts when it can inside its window,
+or, when it never can, the coordinator logs it `job.missed` with the reason (issue 16, cause 4)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.daemon.harness import Office, wait_for
+from tests.daemon.test_jobs import node_office
+from tests.daemon.test_peerstore import NODE
+
+EVERY, WINDOW = 20, 12
+
+
+def node_events(office: Office, home: list[str], kind: str) -> list[dict[str, Any]]:
+    return [e for e in json.loads(office.cli("log", NODE, "--json", *home).out) if e["kind"] == kind]
+
+
+def next_slot_after(t: float) -> int:
+    return (int(t) // EVERY + 1) * EVERY
+
+
+def sleep_until(t: float) -> None:
+    time.sleep(max(0.0, t - time.time()))
+
+
+def test_a_slot_refused_for_want_of_an_agent_waits_for_one_or_is_logged_missed(office: Office, tmp_path: Path) -> None:
+    (a, b), _src, home = node_office(office, tmp_path, ["beta"], 2, 20_000, replicas=1)
+    office.kill(b)  # the node's only agent is off
+    wait_for(lambda: a.peers()["beta"]["state"] == "dead", 20, "beta dead on the coordinator")
+    office.cli("schedule", "add", NODE, "--every", f"{EVERY}s", "--window", f"{WINDOW}s", *home)
+    first = next_slot_after(time.time() + 1)
+
+    # Its window passes without an agent: the slot is in the node's log as missed, once, with the refusal.
+    wait_for(lambda: node_events(office, home, "job.missed"), first + WINDOW + 15 - time.time(),
+             "the first slot logged missed")
+    (missed,) = node_events(office, home, "job.missed")
+    assert missed["slot"] == first and missed["node"] == NODE and missed["writer"] == a.peer_id
+    assert missed["coordinator"] == a.peer_id and missed["term"] == a.status()["term"]
+    assert "window closed" in missed["reason"] and "no agent of accounts can take the backup" in missed["reason"]
+    assert not node_events(office, home, "job.dispatched")
+
+    # The next slot comes due with no agent either; the agent is back a few seconds later, inside the window:
+    # the slot starts then (it used to be passed over for good at its first refusal).
+    second = next_slot_after(time.time())
+    assert second == first + EVERY
+    sleep_until(second + 3)
+    assert not node_events(office, home, "job.dispatched")
+    office.start(b, "--peer", a.address, mdns=False)
+    wait_for(lambda: node_events(office, home, "job.dispatched"), second + WINDOW - time.time(),
+             "the second slot dispatched inside its window")
+    (dispatched,) = node_events(office, home, "job.dispatched")
+    assert dispatched["slot"] == second and dispatched["agent"] == b.peer_id
+    time.sleep(2)
+    assert [e["slot"] for e in node_events(office, home, "job.missed")] == [first]  # never logged twice
+    log = a.log.read_text()
+    assert "job.not_started" in log and "job.missed" in log
