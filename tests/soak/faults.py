@@ -162,7 +162,7 @@ class Injector:
             elif kind == "disk_full":
                 f = Fault(kind, [STORAGE], frozenset({"disk"}), self.rng.uniform(*t.fault_for))
             else:
-                who = self.rng.choice(sorted(self.soak.clocked, key=names.index))
+                who = self.rng.choice(names)
                 step = self.rng.choice((-1, 1)) * self.rng.uniform(20, 180)
                 f = Fault(kind, [who], frozenset({f"clock:{who}"}), self.rng.uniform(*t.fault_for),
                           detail={"step_s": round(step, 1)})

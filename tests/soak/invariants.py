@@ -69,18 +69,31 @@ def _overlapping(faults: list[NetFault], a: float, b: float) -> list[NetFault]:
     return [f for f in faults if f.began <= b and f.ended >= a]
 
 
+MARGIN = 5.0  # seconds around a job's span: the soak sees an event a poll (4 s) after it is written
+
+
+def job_span(job: str, slot: float | None, window: float, events: list[dict[str, Any]],
+             first_seen: dict[str, float]) -> tuple[float, float]:
+    """When a job may have run, in the soak's time: its slot's window, widened to every moment the soak saw
+    one of its events (a clock-stepped coordinator dispatches early; the other side of a partition is seen
+    late), with a margin."""
+    seen = [first_seen[str(e["id"])] for e in events if _f(e).get("job") == job and str(e["id"]) in first_seen]
+    lo = [*([slot] if slot is not None else []), *seen]
+    hi = [*([slot + window] if slot is not None else []), *seen]
+    return (min(lo) - MARGIN, max(hi) + MARGIN) if lo else (0.0, 0.0)
+
+
 def judge_jobs(slots: list[tuple[float, str]], window: float, events: list[dict[str, Any]],
                snapshots: list[dict[str, Any]], faults: list[NetFault], names: dict[str, str],
-               first_seen: dict[str, float], slack: float) -> tuple[Verdict, Verdict, dict[str, Any]]:
+               first_seen: dict[str, float]) -> tuple[Verdict, Verdict, dict[str, Any]]:
     """Invariants 1 (every slot done exactly once, or logged missed with its reason; every retention job at
-    most once) and 2 (while a partition lasts, at most one run per slot and per side). `slack`: how far
-    before its slot a job may have started (a coordinator's clock stepped forward) and after its window
-    it may have ended."""
+    most once) and 2 (while a partition lasts, at most one run per slot and per side): a slot is judged by
+    (2) when a cut or a partition overlapped its job's span."""
     rows: list[dict[str, Any]] = []
     dup, silent, never_ended, side_dup = [], [], [], []
     counts: Counter[str] = Counter()
     for slot, job in slots:
-        a, b = slot - slack, slot + window + slack
+        a, b = job_span(job, slot, window, events, first_seen)
         over = _overlapping(faults, a, b)
         runs, done, snaps = runs_of(job, events, snapshots, names)
         mine = [e for e in events if _f(e).get("job") == job]
@@ -124,8 +137,7 @@ def judge_jobs(slots: list[tuple[float, str]], window: float, events: list[dict[
     ret_jobs = sorted({str(_f(e).get("job")) for e in events if str(_f(e).get("job", "")).startswith("retention-")})
     for job in ret_jobs:
         runs, done, _ = runs_of(job, events, [], names)
-        seen = [first_seen.get(str(e["id"]), 0.0) for e in events if _f(e).get("job") == job]
-        a, b = (min(seen) - slack, max(seen) + slack) if seen else (0.0, 0.0)
+        a, b = job_span(job, None, window, events, first_seen)
         over = _overlapping(faults, a, b)
         allowed = 1 + sum(len(f.sides) - 1 for f in over)
         row = {"job": job, "runs": runs, "partitioned": bool(over)}

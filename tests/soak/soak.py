@@ -26,11 +26,12 @@ from types import FrameType
 from typing import Any
 
 from tests.daemon.harness import wait_for
+from tests.daemon.test_peerstore import tree_hashes
 from tests.soak import invariants as inv
 from tests.soak import report as rep
 from tests.soak.faults import Firewall, Injector, remove_stale_tables
 from tests.soak.office import ADMIN, NODE, TIMINGS, SoakOffice
-from tests.soak.user import User, compare, tree_hashes
+from tests.soak.user import User, compare
 from tests.soak.watch import Watcher, admin_get
 
 EXIT_OK, EXIT_BROKEN, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -81,7 +82,7 @@ class Soak:
         self.duration = args.seconds if args.seconds is not None else args.minutes * 60
         self.quiet = min(self.t.quiet, 0.4 * self.duration)
         self.settle_max = args.settle if args.settle is not None else (300.0 if self.t.name == "default" else 150.0)
-        self.office = SoakOffice(root, self.t, args.seed)
+        self.office = SoakOffice(root, self.t)
         self.fw = Firewall()
         self.user = User(self.office.datasets, self.office.data / ".staging", args.seed, self.t.user_every)
         self.injector: Injector | None = None
@@ -95,7 +96,7 @@ class Soak:
         self.fw.create()
         self.user.seed_data()
         schedule = self.office.setup(self.log)
-        self.record.update(schedule=schedule, clocked=sorted(self.office.clocked))
+        self.record["schedule"] = schedule
         start = time.time()
         since = float(schedule.get("since") or start)
         end = start + self.duration
@@ -196,8 +197,10 @@ class Soak:
                                      timeout=600)
         return {"exit": res.rc, "output": (res.out + res.err)[-3000:]}
 
-    def _restores(self, snaps: list[dict[str, Any]], slot_of: dict[str, float], done_seen: dict[str, float],
-                  slack: float) -> list[dict[str, Any]]:
+    def _restores(self, snaps: list[dict[str, Any]], since: dict[str, float],
+                  done_seen: dict[str, float]) -> list[dict[str, Any]]:
+        """Restore each snapshot and compare it with the user's states current from `since[job]` (the job's
+        span's start) to when the soak first saw the snapshot."""
         assert self.watcher is not None
         a = self.office.members[ADMIN].peer
         assert a is not None
@@ -215,7 +218,7 @@ class Soak:
             inside = target / path.lstrip("/")
             got = tree_hashes(inside if inside.is_dir() else target)
             job = row["job"]
-            lo = slot_of.get(str(job), 0.0) - slack
+            lo = since.get(str(job), 0.0)
             hi = min(x for x in (done_seen.get(s["id"]), self.watcher.snapshots.get(s["id"], {}).get("first_seen"),
                                  time.time()) if x is not None)
             states = self.user.candidates(path, lo, hi)
@@ -245,14 +248,20 @@ class Soak:
         self.log(f"{len(final)} snapshots kept, {len(w.snapshots)} seen in all; check --read-data ...")
         check = self._check()
         names = {pid: n for n, pid in w.ids.items()}
-        steps = [f.detail.get("step_s", 0.0) for f in self.injector.history if f.kind == "clock_step"]
-        slack = max([0.0, *steps]) + 5.0
         slots = inv.expected_slots(self.t.every, self.t.window, schedule["id"], NODE, since, paused)
         faults = [inv.NetFault(f.began, f.ended or now, tuple(tuple(s) for s in f.detail["sides"]))
                   for f in self.injector.history if "sides" in f.detail]
         v1, v2, jobs = inv.judge_jobs(slots, self.t.window, events, list(w.snapshots.values()), faults, names,
-                                      w.first_seen, slack)
-        slot_of = {j: t for t, j in slots}
+                                      w.first_seen)
+        # A snapshot's run began at its job's span's start, or earlier by a forward clock step of its agent:
+        # the agent's clock is what the snapshot's own time says, so the soak takes no chance with it.
+        steps = [(f.began, f.ended or now, float(f.detail["step_s"])) for f in self.injector.history
+                 if f.kind == "clock_step"]
+        run_from: dict[str, float] = {}
+        for slot, job in slots:
+            lo, _ = inv.job_span(job, slot, self.t.window, events, w.first_seen)
+            ahead = [st for b0, b1, st in steps if st > 0 and b0 <= slot + self.t.window and b1 >= lo - 200]
+            run_from[job] = lo - max([0.0, *ahead])
         done_seen: dict[str, float] = {}
         for e in events:
             if e["kind"] == "job.done":
@@ -260,7 +269,7 @@ class Soak:
                     sid = s.get("id") if isinstance(s, dict) else s
                     done_seen.setdefault(str(sid), w.first_seen.get(str(e["id"]), now))
         self.log(f"restoring {len(final)} snapshots ...")
-        restores = self._restores(final, slot_of, done_seen, slack)
+        restores = self._restores(final, run_from, done_seen)
         bad = [r for r in restores if r["problems"]]
         texts = {m.name: (m.peer.log.read_text(errors="replace") if m.peer and m.peer.log.exists() else "")
                  for m in o.members.values()}

@@ -35,12 +35,12 @@ def test_duplicates_silent_misses_and_logged_misses_are_told_apart() -> None:
               {"id": "m", "kind": "job.missed", "writer": "P-a", "fields": {"slot": int(s3), "reason": "no agent"}}]
     # j4: nothing in the log, but a snapshot: its agent died after saving, before logging its end.
     snaps = [snap(j1, "P-b", "/d"), snap(j4, "P-c", "/d")]
-    v1, v2, jobs = judge_jobs([(s1, j1), (s2, j2), (s3, j3), (s4, j4)], WINDOW, events, snaps, [], NAMES, {}, 5.0)
+    v1, v2, jobs = judge_jobs([(s1, j1), (s2, j2), (s3, j3), (s4, j4)], WINDOW, events, snaps, [], NAMES, {})
     states = {r["job"]: r["state"] for r in jobs["slots"]}
     assert states == {j1: "done once", j2: "run more than once", j3: "missed", j4: "done once"}
     assert not v1.ok and "1 run more than once" in v1.figure and "0 silently missed" in v1.figure
     assert v2.ok
-    v1, _, jobs = judge_jobs([(s1, j1), (s3, j3)], WINDOW, [], [], [], NAMES, {}, 5.0)
+    v1, _, jobs = judge_jobs([(s1, j1), (s3, j3)], WINDOW, [], [], [], NAMES, {})
     assert [r["state"] for r in jobs["slots"]] == ["silently missed", "silently missed"] and not v1.ok
 
 
@@ -49,7 +49,7 @@ def test_a_partition_allows_one_run_per_side_and_no_more() -> None:
     cut = NetFault(s1 - 10, s2 + WINDOW, (("gamma",), ("alpha", "beta")))
     events = [ev("job.done", j1, "P-b"), ev("job.done", j1, "P-c"),  # once a side: fine
               ev("job.done", j2, "P-b"), ev("job.done", j2, "P-b", again=1)]  # twice on one side
-    v1, v2, jobs = judge_jobs([(s1, j1), (s2, j2)], WINDOW, events, [], [cut], NAMES, {}, 5.0)
+    v1, v2, jobs = judge_jobs([(s1, j1), (s2, j2)], WINDOW, events, [], [cut], NAMES, {})
     assert v1.ok  # extra runs under a partition are (2)'s to judge
     assert not v2.ok and [r["job"] for r in v2.details] == [j2]
     assert jobs["slots"][0]["runs_per_side"] == {"gamma": 1, "alpha,beta": 1}
@@ -57,7 +57,7 @@ def test_a_partition_allows_one_run_per_side_and_no_more() -> None:
 
 def test_retention_jobs_run_once() -> None:
     events = [ev("job.done", "retention-x", "P-b"), ev("job.done", "retention-x", "P-c")]
-    v1, _, _ = judge_jobs([], WINDOW, events, [], [], NAMES, {}, 5.0)
+    v1, _, _ = judge_jobs([], WINDOW, events, [], [], NAMES, {})
     assert not v1.ok and "1 of 1 retention jobs run more than once" in v1.figure
 
 

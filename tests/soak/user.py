@@ -114,11 +114,6 @@ class User:
             return [s for s in self.states[dataset] if s.begin <= b and (s.end is None or s.end >= a)]
 
 
-def tree_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in root.rglob("*") if p.is_file()}
-
-
 def compare(restored: dict[str, str], states: list[State]) -> list[str]:
     """Each path (restored or in a candidate state) as restored must be as in one of the states."""
     problems = []
