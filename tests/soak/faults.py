@@ -103,7 +103,7 @@ class Firewall:
 @dataclass
 class Fault:
     kind: str
-    targets: list[str]  # daemon names (a partition: the side of two first)
+    targets: list[str]  # daemon names (a cut: the daemon cut off first; a partition: the side of two first)
     resources: frozenset[str]
     duration: float
     began: float = 0.0
@@ -111,6 +111,11 @@ class Fault:
     detail: dict[str, Any] = field(default_factory=dict)
     undo_fn: Callable[[], None] | None = None
     errors: list[str] = field(default_factory=list)
+
+    def sides(self) -> list[list[str]]:
+        """A network fault's two sides: the daemon cut off, or the two, against the others."""
+        k = 1 if self.kind == "cut" else 2
+        return [self.targets[:k], self.targets[k:]]
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "targets": self.targets, "began": round(self.began, 2),
@@ -134,6 +139,7 @@ class Injector:
         self.down: set[str] = set()  # daemons killed or stopped right now: not sampled
         self.ballast = soak.storage_home / "ballast"
         self.stopping = threading.Event()
+        self.restarts = True  # False on the way out: a killed daemon is not brought back only to be stopped
         self.thread = threading.Thread(target=self._run, name="faults", daemon=True)
         self.timers: list[threading.Thread] = []
 
@@ -154,7 +160,8 @@ class Injector:
                 f = Fault(kind, [who], frozenset({f"proc:{who}"}), self.rng.uniform(*span))
             elif kind == "cut":
                 who = self.rng.choice(names)
-                f = Fault(kind, [who], frozenset({"net"}), self.rng.uniform(*t.fault_for))
+                f = Fault(kind, [who] + [n for n in names if n != who], frozenset({"net"}),
+                          self.rng.uniform(*t.fault_for))
             elif kind == "partition":
                 two = sorted(self.rng.sample(names, 2), key=names.index)
                 f = Fault(kind, two + [n for n in names if n not in two], frozenset({"net"}),
@@ -199,10 +206,9 @@ class Injector:
                 self.down.discard(who.name)
             f.undo_fn = cont
         elif f.kind in ("cut", "partition"):
-            k = 1 if f.kind == "cut" else 2
-            side_a, side_b = [m[n] for n in f.targets[:k]], [m[n] for n in f.targets[k:]]
-            handles = self.fw.block(side_a, side_b)
-            f.detail["sides"] = [f.targets[:k], f.targets[k:]]
+            sides = f.sides()
+            handles = self.fw.block([m[n] for n in sides[0]], [m[n] for n in sides[1]])
+            f.detail["sides"] = sides
             f.undo_fn = lambda: self.fw.unblock(handles)
         elif f.kind == "disk_full":
             st = os.statvfs(self.soak.storage_home)
@@ -232,7 +238,7 @@ class Injector:
     def _restart(self, who: Member, f: Fault) -> None:
         # A start can fail while the machine is loaded or the disk full: try again until it comes up.
         deadline = time.monotonic() + 120
-        while True:
+        while self.restarts:
             try:
                 self.soak.start(who)
                 break
@@ -287,13 +293,15 @@ class Injector:
             self.timers.append(th)
             th.start()
 
-    def stop(self) -> None:
-        """No new fault; every active one undone now (the timers see the event and undo theirs)."""
+    def stop(self, restarts: bool = True) -> None:
+        """No new fault; every active one undone now (the timers see the event and undo theirs). Without
+        `restarts`, killed daemons stay down (the way out after an error or Ctrl-C)."""
+        self.restarts = restarts
         self.stopping.set()
         if self.thread.ident is not None:
             self.thread.join(timeout=30)
         for th in self.timers:
-            th.join(timeout=150)
+            th.join(timeout=150 if restarts else 10)
         for f in list(self.active):
             self._undo(f)
 

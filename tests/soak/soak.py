@@ -319,8 +319,9 @@ class Soak:
 
     def cleanup(self) -> list[str]:
         problems: list[str] = []
+        injector = self.injector
         for what, fn in (("watcher", self.watcher.stop if self.watcher else None), ("user", self.user.stop),
-                         ("faults", self.injector.stop if self.injector else None)):
+                         ("faults", (lambda: injector.stop(restarts=False)) if injector else None)):
             if fn is None:
                 continue
             try:

@@ -52,7 +52,7 @@ class Watcher:
         self.stopping.set()
         for th in self.threads:
             if th.ident is not None:
-                th.join(timeout=90)
+                th.join(timeout=10)  # a snapshot listing in flight ends on its own
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _err(self, what: str) -> None:
@@ -110,7 +110,7 @@ class Watcher:
 
     # ---- the snapshots, now and then -------------------------------------------------------
 
-    def list_snapshots(self, timeout: float = 120) -> list[dict[str, Any]] | None:
+    def list_snapshots(self, timeout: float = 60) -> list[dict[str, Any]] | None:
         m = self.soak.members[ADMIN]
         assert m.peer is not None
         try:
