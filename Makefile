@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run one-peer demo test lint bench clean
+.PHONY: run one-peer demo test lint bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ test: lint
 bench: $(STAMP)
 	$(PY) tests/bench/bench.py $(BENCH_ARGS)
 	$(PY) tests/bench/peer_bench.py $(PEER_BENCH_ARGS)
+
+# The seeded chaos soak of a five-daemon office (docs/reliability.md); as root, with nft (.ci/system-deps).
+# Its record goes to .run/soak/seedN.json; exit 1 when an invariant is broken.
+SEED ?= 1
+MINUTES ?= 20
+TIMINGS ?= default
+soak: $(STAMP)
+	./.ci/system-deps
+	$(PY) -m tests.soak.soak --seed $(SEED) --minutes $(MINUTES) --timings $(TIMINGS) --json .run/soak/seed$(SEED).json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -165,7 +165,8 @@ class Office:
         return p
 
     def start(self, p: Peer, *extra: str, mdns: bool = True, timings: dict[str, str] | None = None,
-              env: dict[str, str] | None = None) -> Peer:
+              env: dict[str, str] | None = None, group: int | None = None) -> Peer:
+        """`group`: the daemon's group id, so firewall rules can match its sockets (tests/soak)."""
         args = ["up", "--home", str(p.home), "--listen", "127.0.0.1:0", "-v"]
         args += ["--mdns-interface", "127.0.0.1"] if mdns else ["--no-mdns"]
         for k, v in {**FAST, **(timings or {})}.items():
@@ -177,7 +178,7 @@ class Office:
             (p.home / stale).unlink(missing_ok=True)
         with open(p.log, "ab") as log:
             p.proc = subprocess.Popen([sys.executable, "-m", "peerbackup", *args], stdout=log, stderr=log,
-                                      env={**self.env, **(env or {})}, start_new_session=True)
+                                      env={**self.env, **(env or {})}, start_new_session=True, group=group)
         wait_for(lambda: self._up(p), 20, f"daemon {p.name} to start (log {p.log})")
         return p
 
