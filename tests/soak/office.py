@@ -60,7 +60,7 @@ def _defaults() -> dict[str, str]:
 
 # Faster than the defaults, slower than the daemon tests' FAST: five daemons, a user and a fault injector share
 # this machine's two cores with whatever else runs, and FAST's 1 s request timeout makes peers dead under load.
-FAST_SOAK = {**FAST, "heartbeat": "0.5", "suspect": "2", "dead": "5", "request_timeout": "2", "lease": "6",
+FAST_SOAK = {**FAST, "heartbeat": "0.5", "suspect": "3", "dead": "5", "request_timeout": "2", "lease": "6",
              "renew": "2"}
 
 TIMINGS = {
