@@ -179,6 +179,7 @@ class Daemon:
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
         await self.coordination.load()
         self.jobs = JobService(self.nodes, self.coordination, self.agent, self.clock, self.log)
+        self.peer_service.spawn(self.jobs.runner.end_lost_runs(self.clock()))
         self.probe = DatasetProbe(self.nodes, self.jobs._send, self.clock, self.log)
         self.adhoc = AdHocJobs(self.jobs)
         self.alerts = AlertService(self.logs, self.jobs.job_states,

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from peerbackup.core.jobs import BACKUP, DONE, PARTIAL, RETENTION
+from peerbackup.core.jobs import BACKUP, DONE, OPEN, PARTIAL, RETENTION
 from peerbackup.core.nodelog import (
     JOB_DONE,
     JOB_FAILED,
@@ -101,6 +101,27 @@ class AgentRunner:
         self.runs[msg.job] = self._where(msg, issuer)
         self.jobs.peers.spawn(self._run(msg))
         return b""
+
+    async def end_lost_runs(self, boot: float) -> None:
+        """After a restart: an attempt this peer had started (its job.started is in its own feed, written
+        before `boot`) and that no run of this process carries was lost with the process (kill -9, a crash,
+        a power cut). Ended job.failed saying so, so that the coordinator retries or re-dispatches the slot
+        now instead of waiting for `stall_after` or the window's end with the slot neither done nor missed. A
+        backup by hand is left open: its command, in a process of its own, may still end it."""
+        await self.jobs.logs.wait_ready()
+        me = self.jobs.peers.me
+        for name, info in sorted(self.jobs.nodes.nodes().items()):
+            if me not in info.agents:
+                continue
+            for job, st in list(self.jobs.job_states(name).items()):
+                if st.state != OPEN or st.agent != me or job in self.runs or st.fields.get("adhoc") \
+                        or not 0 < st.started_ms < boot * 1000:
+                    continue
+                where: dict[str, Any] = {k: st.fields[k] for k in ("job", "node", "agent", "term", "coordinator",
+                                                                   "deadline", "job_kind") if k in st.fields}
+                reason = "lost: this agent restarted while it ran the job (its run ended with the process)"
+                event(self.jobs.log, "job.lost", logging.WARNING, job=job, node=name, attempt=st.attempt)
+                await self._record(JOB_FAILED, {**where, "attempt": st.attempt, "reason": reason}, name)
 
     def _where(self, msg: proto.Dispatch, coordinator: str) -> dict[str, Any]:
         """What every event of this attempt says of it (updated when a later dispatch adopts the run)."""

@@ -160,6 +160,30 @@ def test_kill_9_the_agent_mid_backup_and_another_finishes(office: Office, tmp_pa
     assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
 
 
+def test_an_agent_killed_mid_backup_and_back_at_once_ends_its_lost_run(office: Office, tmp_path: Path) -> None:
+    """Issue 16 (the soak): an agent restarted faster than `dead` was never seen dead, so its job stayed open,
+    neither done nor re-dispatched, until its window closed. The restarted agent ends the attempt it lost."""
+    limit = ["--limit-upload", "30M"]
+    (a, b), _src, home = node_office(office, tmp_path, ["beta"], 30, 4_000_000, extra={"beta": limit})
+    wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"], 20, "configuration")
+    job = json.loads(office.cli("backup", NODE, "--json", *home).out)["job"]
+    beta = b.peer_id
+
+    def ends() -> list[dict[str, Any]]:
+        return [e for e in a.api("GET", f"/v1/log?log=node:{NODE}")[1] if e["fields"].get("job") == job
+                and e["kind"] in ("job.done", "job.failed")]
+
+    wait_for(lambda: any(e["kind"] == "job.started" for e in a.api("GET", f"/v1/log?log=node:{NODE}")[1]
+                         if e["fields"].get("job") == job), 30, "the agent to start", interval=0.05)
+    office.kill(b)
+    assert ends() == []  # killed mid-backup
+    office.start(b, *limit)
+    wait_for(lambda: ends(), 30, "the restarted agent to end the attempt it lost")
+    [end] = ends()
+    assert end["kind"] == "job.failed" and end["writer"] == beta and end["fields"]["reason"].startswith("lost")
+    assert end["fields"]["attempt"] == 1
+
+
 def test_kill_the_coordinator_right_after_dispatch_the_job_completes_once(office: Office, tmp_path: Path) -> None:
     (a, b, c), _src, home = node_office(office, tmp_path, ["beta", "gamma"], 20, 4_000_000)
     wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
