@@ -27,6 +27,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check peerbackup tests
 	$(PY) -m mypy peerbackup tests
+	$(VENV)/bin/lint-imports
 
 # The suite's system packages (iproute2, faketime, chromium) are installed when missing: .ci/system-deps.
 test: lint

@@ -19,12 +19,11 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from peerbackup import logs
 from peerbackup.cli.tables import roles_short, table
 from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES, check_name
 from peerbackup.core.identity import normalise_peer_id
 from peerbackup.core.settings import Settings, parse_size
-from peerbackup.daemon import logs
-from peerbackup.daemon.home import TOKEN_HEADER, Home, default_home
 from peerbackup.errors import (
     AlreadyInitialised,
     DaemonError,
@@ -33,6 +32,7 @@ from peerbackup.errors import (
     NotInitialised,
     UsageError,
 )
+from peerbackup.office.home import TOKEN_HEADER, Home, default_home
 
 EXIT_OK = 0
 GRANT_WAIT = 20  # seconds `grant` and `revoke` wait for the change to reach every live peer (API timeout 30 s)

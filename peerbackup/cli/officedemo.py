@@ -19,8 +19,8 @@ import time
 import types
 from pathlib import Path
 
-from peerbackup.daemon.home import Home, write_private
 from peerbackup.errors import StartError
+from peerbackup.office.home import Home, write_private
 
 NODE = "demo"
 NAMES = ("alpha", "beta", "gamma")

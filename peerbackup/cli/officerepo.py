@@ -22,10 +22,10 @@ from peerbackup.cli.office import _api
 from peerbackup.core import codec
 from peerbackup.core.keys import KeySet
 from peerbackup.core.settings import Settings
-from peerbackup.daemon.home import Home
 from peerbackup.engine.config import RepoConfig
 from peerbackup.errors import UsageError
 from peerbackup.net.client import PeerClient
+from peerbackup.office.home import Home
 from peerbackup.office.peerstore import LoopThread, PeerStore, StoragePeer, StoreClient, open_config
 
 PREFIX = "office:"

@@ -25,9 +25,9 @@ from peerbackup.core.settings import parse_duration
 from peerbackup.daemon import metrics
 from peerbackup.daemon.alerting import Alerting
 from peerbackup.daemon.dashboard import Dashboard
-from peerbackup.daemon.home import TOKEN_HEADER
 from peerbackup.daemon.httpjson import json_body
 from peerbackup.errors import FormatError, PeerBackupError, UsageError
+from peerbackup.office.home import TOKEN_HEADER
 
 MAX_INVITE_VALIDITY = 7 * 86400.0
 

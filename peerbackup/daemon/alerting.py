@@ -15,8 +15,8 @@ from aiohttp import web
 
 from peerbackup.core.alerts import OFFICE_ALERTS, AlertConfig
 from peerbackup.daemon.httpjson import json_body
-from peerbackup.daemon.logs import event
 from peerbackup.errors import NotAdmin, UsageError
+from peerbackup.logs import event
 
 RECENT = 20  # incidents listed by `alerts show`
 

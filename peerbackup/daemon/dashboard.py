@@ -30,8 +30,8 @@ from peerbackup.core.jobs import BACKUP, DONE, FAILED, PARTIAL
 from peerbackup.core.retention import Policy
 from peerbackup.core.schedule import next_slot
 from peerbackup.daemon.httpjson import json_body
-from peerbackup.daemon.logs import event
 from peerbackup.errors import PeerBackupError, UsageError
+from peerbackup.logs import event
 from peerbackup.office.reader import NodeReader, clean_path, inside
 
 STATIC_TYPES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}

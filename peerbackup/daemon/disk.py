@@ -15,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from peerbackup.daemon.logs import event
+from peerbackup.logs import event
 from peerbackup.storage.sqlite import disk_full
 
 ROOM = 8 * 1024 * 1024  # free bytes that count as room again: more than a nonce, less than a pack

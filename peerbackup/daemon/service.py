@@ -31,7 +31,18 @@ from peerbackup.core.settings import Settings
 from peerbackup.daemon import metrics
 from peerbackup.daemon.admin import AdminApi
 from peerbackup.daemon.disk import DiskWatch
-from peerbackup.daemon.home import (
+from peerbackup.engine.repository import Repository
+from peerbackup.errors import DiskFull, DuplicatePeer, NotAdmin, PeerBackupError, StartError, UsageError
+from peerbackup.logs import event
+from peerbackup.net.client import PeerClient
+from peerbackup.net.discovery import Discovery, ServiceHint
+from peerbackup.net.proto import store as proto_store
+from peerbackup.net.server import PeerServer
+from peerbackup.office.adhoc import AdHocJobs
+from peerbackup.office.agent import AgentService
+from peerbackup.office.alerts import AlertService
+from peerbackup.office.coordination import CoordinatorService
+from peerbackup.office.home import (
     ADMIN_ENDPOINT,
     ADMIN_TOKEN,
     CACHE,
@@ -42,17 +53,6 @@ from peerbackup.daemon.home import (
     Identity,
     write_private,
 )
-from peerbackup.daemon.logs import event
-from peerbackup.engine.repository import Repository
-from peerbackup.errors import DiskFull, DuplicatePeer, NotAdmin, PeerBackupError, StartError, UsageError
-from peerbackup.net.client import PeerClient
-from peerbackup.net.discovery import Discovery, ServiceHint
-from peerbackup.net.proto import store as proto_store
-from peerbackup.net.server import PeerServer
-from peerbackup.office.adhoc import AdHocJobs
-from peerbackup.office.agent import AgentService
-from peerbackup.office.alerts import AlertService
-from peerbackup.office.coordination import CoordinatorService
 from peerbackup.office.jobs import JobService
 from peerbackup.office.liveness import ALIVE
 from peerbackup.office.nodes import NodeService

@@ -24,8 +24,8 @@ from zeroconf import DNSQuestionType, InterfaceChoice, IPVersion, NonUniqueNameE
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from peerbackup.core.identity import is_peer_id
-from peerbackup.daemon.logs import event
 from peerbackup.errors import DuplicatePeer
+from peerbackup.logs import event
 from peerbackup.net.envelope import PROTOCOL_VERSION
 
 SERVICE_TYPE = "_peerbackup._tcp.local."

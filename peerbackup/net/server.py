@@ -20,8 +20,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from peerbackup.core.crypto import Random
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.settings import Settings
-from peerbackup.daemon.logs import event
 from peerbackup.errors import ClockSkew, DiskFull, Malformed, NotFound, ProtocolError, Replay, TooLarge
+from peerbackup.logs import event
 from peerbackup.net import envelope
 from peerbackup.net.client import CONTENT_TYPE, read_capped
 from peerbackup.net.clockwatch import ClockWatch

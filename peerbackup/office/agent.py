@@ -23,13 +23,13 @@ from typing import Any, TypeVar
 from peerbackup.core.keys import KeySet
 from peerbackup.core.nodes import Dataset, Node
 from peerbackup.core.retention import NODE_GROUP_BY, Policy, group_outcome, node_hold, removals
-from peerbackup.daemon.logs import event
 from peerbackup.engine.backup import DENIED, Archiver, FileFailure
 from peerbackup.engine.excludes import Excluder
 from peerbackup.engine.prescan import count
 from peerbackup.engine.prune import forget_by_policy, prune
 from peerbackup.engine.repository import Repository
 from peerbackup.errors import PeerBackupError, UsageError
+from peerbackup.logs import event
 from peerbackup.net.client import PeerClient
 from peerbackup.net.proto.probe import MISSING
 from peerbackup.office.peerstore import PeerStore, StoragePeer, StoreClient, UploadLimit, open_config

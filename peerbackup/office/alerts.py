@@ -43,8 +43,8 @@ from peerbackup.core.alerts import (
 from peerbackup.core.events import CONTROL_LOG
 from peerbackup.core.jobs import JobState
 from peerbackup.core.nodelog import missed_slots, node_log
-from peerbackup.daemon.logs import event
 from peerbackup.errors import PeerBackupError
+from peerbackup.logs import event
 from peerbackup.office.liveness import DEAD
 from peerbackup.office.replication import LogService
 

@@ -16,8 +16,8 @@ from peerbackup.core import codec
 from peerbackup.core.authority import term_plausible
 from peerbackup.core.events import CONTROL_LOG, Event
 from peerbackup.core.logstate import COORDINATOR_CLAIM
-from peerbackup.daemon.logs import event
 from peerbackup.errors import Forbidden, FormatError, PeerBackupError, ProtocolError
+from peerbackup.logs import event
 from peerbackup.net.proto import coordinator as proto
 from peerbackup.net.server import PeerServer
 from peerbackup.office.election import Claim, Election, SteppedDown, Token, Woke

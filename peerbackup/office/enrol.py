@@ -18,7 +18,6 @@ from peerbackup.core.crypto import NONCE_SIZE, SALT_SIZE, KdfParams, Random, der
 from peerbackup.core.identity import SigningKey, fingerprint_of
 from peerbackup.core.keys import kdf_from_wire
 from peerbackup.core.settings import Settings
-from peerbackup.daemon.home import Home, Identity, write_private
 from peerbackup.errors import (
     AlreadyInitialised,
     DecryptError,
@@ -33,6 +32,7 @@ from peerbackup.errors import (
 )
 from peerbackup.net.client import PeerClient
 from peerbackup.net.proto import join
+from peerbackup.office.home import STATE_DB, Home, Identity, write_private
 
 KIT_VERSION = 1
 _KIT_AAD = b"peerbackup recovery kit v1"
@@ -204,7 +204,6 @@ def join_office(home: Home, token_text: str, name: str, settings: Settings, rand
 
 async def seed_state(home: Home, joined: Joined) -> None:
     """Hand the new member what the inviter told it, so its daemon knows whom to greet first."""
-    from peerbackup.daemon.home import STATE_DB
     from peerbackup.office.state import State
 
     state = await State.open(home.file(STATE_DB))

@@ -22,7 +22,6 @@ from peerbackup.core.nodelog import (
     MAX_REASON,
     node_log,
 )
-from peerbackup.daemon.logs import event
 from peerbackup.engine.backup import FileFailure
 from peerbackup.errors import (
     Forbidden,
@@ -33,6 +32,7 @@ from peerbackup.errors import (
     Superseded,
     UsageError,
 )
+from peerbackup.logs import event
 from peerbackup.net.proto import jobs as proto
 from peerbackup.office.agent import readable
 

@@ -56,8 +56,8 @@ from peerbackup.core.nodelog import (
     node_log,
 )
 from peerbackup.core.schedule import Missed, Schedule, job_id, retry_at, settle, slots_after
-from peerbackup.daemon.logs import event
 from peerbackup.errors import Forbidden, PeerBackupError, ProtocolError, UsageError
+from peerbackup.logs import event
 from peerbackup.net.proto import jobs as proto
 from peerbackup.net.server import PeerServer
 from peerbackup.office.agent import AgentService

@@ -41,8 +41,8 @@ from peerbackup.core.nodes import (
 )
 from peerbackup.core.schedule import Schedule
 from peerbackup.core.settings import Settings
-from peerbackup.daemon.logs import event
 from peerbackup.errors import FormatError, NotAdmin, NotAHolder, UsageError
+from peerbackup.logs import event
 from peerbackup.office.replication import LogService
 
 

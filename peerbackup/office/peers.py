@@ -17,8 +17,6 @@ from peerbackup.core.certs import Certificate, Office, Revocation, check_name, c
 from peerbackup.core.crypto import Random
 from peerbackup.core.identity import is_peer_id, peer_id_of, seal_to
 from peerbackup.core.settings import Settings
-from peerbackup.daemon.home import Identity
-from peerbackup.daemon.logs import event
 from peerbackup.errors import (
     BadSignature,
     Forbidden,
@@ -32,10 +30,12 @@ from peerbackup.errors import (
     ProtocolError,
     UsageError,
 )
+from peerbackup.logs import event
 from peerbackup.net import envelope
 from peerbackup.net.client import PeerClient
 from peerbackup.net.proto import heartbeat, hello, join
 from peerbackup.net.server import PeerServer
+from peerbackup.office.home import Identity
 from peerbackup.office.liveness import Liveness
 from peerbackup.office.membership import Membership
 from peerbackup.office.state import State

@@ -18,8 +18,8 @@ import stat
 from collections.abc import Awaitable, Callable
 
 from peerbackup.core.nodes import Dataset
-from peerbackup.daemon.logs import event
 from peerbackup.errors import Forbidden, PeerBackupError, ProtocolError, UsageError
+from peerbackup.logs import event
 from peerbackup.net.proto import probe as proto
 from peerbackup.net.server import PeerServer
 from peerbackup.office.liveness import ALIVE

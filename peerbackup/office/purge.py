@@ -13,8 +13,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from peerbackup.daemon.logs import event
 from peerbackup.errors import PeerBackupError, PeerRefused
+from peerbackup.logs import event
 from peerbackup.office.peerstore import StoragePeer, StoreClient
 from peerbackup.storage.store import FileType
 

@@ -35,8 +35,8 @@ from peerbackup.core.forgotten import is_forgotten
 from peerbackup.core.nodes import Node
 from peerbackup.core.placement import Candidate, place
 from peerbackup.core.settings import Settings
-from peerbackup.daemon.logs import event
 from peerbackup.errors import PeerBackupError, PeerUnreachable
+from peerbackup.logs import event
 from peerbackup.net.client import PeerClient
 from peerbackup.office.peerstore import StoragePeer, StoreClient, place_key
 from peerbackup.storage.holder import CONTENT_NAMED, MAX_CHALLENGE, Holder

@@ -31,7 +31,6 @@ from peerbackup.core.logstate import (
     valid_log_name,
 )
 from peerbackup.core.nodes import CONFIG_KINDS, NODE_KINDS
-from peerbackup.daemon.logs import event
 from peerbackup.errors import (
     FormatError,
     LogError,
@@ -40,6 +39,7 @@ from peerbackup.errors import (
     ProtocolError,
     UnsupportedVersion,
 )
+from peerbackup.logs import event
 from peerbackup.net.proto import logsync
 from peerbackup.net.server import PeerServer
 from peerbackup.office.liveness import ALIVE

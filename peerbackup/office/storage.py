@@ -28,7 +28,6 @@ from peerbackup.core.jobs import DONE, fold
 from peerbackup.core.logstate import COORDINATOR_CLAIM
 from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, NODE_LOG_PREFIX, node_log
 from peerbackup.core.nodes import Node
-from peerbackup.daemon.logs import event
 from peerbackup.errors import (
     DiskFull,
     FileExists,
@@ -44,6 +43,7 @@ from peerbackup.errors import (
     StoreRefused,
     Superseded,
 )
+from peerbackup.logs import event
 from peerbackup.net.proto import store as proto
 from peerbackup.net.server import PeerServer
 from peerbackup.office.replication import LogService

@@ -8,10 +8,10 @@ import signal
 import time
 from typing import Any
 
-from peerbackup.daemon.home import Home
 from peerbackup.net import envelope
 from peerbackup.net.proto import coordinator as proto
 from peerbackup.net.proto.refusal import Refusal
+from peerbackup.office.home import Home
 from tests.daemon.harness import Office, Peer, post_raw, wait_for
 
 LEASE = 3.0  # tests/daemon/harness.py FAST

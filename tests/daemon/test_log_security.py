@@ -55,12 +55,12 @@ from peerbackup.core.certs import COORDINATOR_ROLES, Certificate, Revocation
 from peerbackup.core.events import CONTROL_LOG, EVENT_VERSION, GENESIS, decode_event, make_event
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.logstate import COORDINATOR_CLAIM, MEMBER_ADD
-from peerbackup.daemon.home import Home, Identity
 from peerbackup.errors import FormatError, NotFound, ProtocolError, UnknownPeer, UnsupportedVersion
 from peerbackup.net import envelope
 from peerbackup.net.client import CONTENT_TYPE
 from peerbackup.net.proto import heartbeat, hello, logsync
 from peerbackup.net.proto.refusal import Refusal
+from peerbackup.office.home import Home, Identity
 from tests.daemon.harness import Office, Peer, post_raw, print_logs_if_failed, wait_for
 
 SKEW = 120.0  # the default clock_skew (the harness does not change it)

@@ -26,13 +26,13 @@ import pytest
 
 from peerbackup.core import codec
 from peerbackup.core.identity import SigningKey, verify
-from peerbackup.daemon.home import Home, Identity
 from peerbackup.errors import ProtocolError
 from peerbackup.net import envelope
 from peerbackup.net.client import CONTENT_TYPE
 from peerbackup.net.proto import heartbeat, hello, join
 from peerbackup.net.proto.hello import WHOAMI_PATH, WhoAmI
 from peerbackup.net.proto.refusal import Refusal
+from peerbackup.office.home import Home, Identity
 from tests.daemon.harness import Office, Peer, post_raw, wait_for
 
 SKEW = 120.0  # the default clock_skew: the harness does not override it

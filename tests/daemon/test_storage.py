@@ -13,11 +13,11 @@ import blake3
 from peerbackup.core.actas import ActAs
 from peerbackup.core.crypto import content_hash
 from peerbackup.core.settings import Settings
-from peerbackup.daemon.home import Home
 from peerbackup.errors import PeerRefused
 from peerbackup.net import envelope
 from peerbackup.net.client import PeerClient
 from peerbackup.net.proto import store as proto
+from peerbackup.office.home import Home
 from peerbackup.storage.store import FileType
 from tests.daemon.harness import Office, Peer, wait_for
 

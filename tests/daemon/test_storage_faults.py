@@ -28,7 +28,6 @@ from peerbackup.core.crypto import KdfParams, content_hash
 from peerbackup.core.logstate import COORDINATOR_CLAIM
 from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, node_log
 from peerbackup.core.settings import Settings
-from peerbackup.daemon.home import Home
 from peerbackup.daemon.service import Daemon, DaemonOptions
 from peerbackup.engine.backup import Archiver
 from peerbackup.errors import PeerRefused
@@ -36,6 +35,7 @@ from peerbackup.net import envelope
 from peerbackup.net.client import CONTENT_TYPE
 from peerbackup.net.proto import store as proto
 from peerbackup.office.enrol import init_office, join_office, seed_state
+from peerbackup.office.home import Home
 from peerbackup.office.peerstore import StoragePeer, StoreClient
 from peerbackup.storage.store import FileType
 

@@ -13,9 +13,9 @@ from typing import Any
 from peerbackup.core.certs import COORDINATOR_ROLES, Certificate, Office
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.settings import Settings
-from peerbackup.daemon.home import Identity
 from peerbackup.errors import PeerUnreachable
 from peerbackup.net.proto import heartbeat
+from peerbackup.office.home import Identity
 from peerbackup.office.liveness import ALIVE
 from peerbackup.office.peers import PeerService
 from peerbackup.office.state import State

@@ -17,11 +17,11 @@ import urllib.error
 import urllib.request
 
 from peerbackup.core import codec
-from peerbackup.daemon.home import Home
 from peerbackup.net import envelope
 from peerbackup.net.proto import heartbeat
 from peerbackup.net.proto.hello import WHOAMI_PATH, WhoAmI
 from peerbackup.net.proto.refusal import Refusal
+from peerbackup.office.home import Home
 from tests.daemon.harness import post_raw
 
 
