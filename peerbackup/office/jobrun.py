@@ -205,8 +205,23 @@ class AgentRunner:
 
     async def _record(self, kind: str, fields: dict[str, Any], node: str) -> None:
         """The end of a job in the node's log; if this peer cannot write its log (a clock that ran ahead
-        leaves its log's time in the future for a while), the report to the coordinator still goes."""
+        leaves its log's time in the future for a while), the report to the coordinator still goes, and the
+        end is written later, tried every progress_interval until the job's deadline: without it the job
+        stays open in every log until then, neither retried nor re-dispatched (seen by the soak)."""
         try:
             await self.jobs.logs.append(kind, fields, log=node_log(node))
         except PeerBackupError as exc:
             event(self.jobs.log, "job.log_failed", logging.ERROR, job=fields.get("job"), kind=kind, reason=str(exc))
+            self.jobs.peers.spawn(self._record_later(kind, fields, node))
+
+    async def _record_later(self, kind: str, fields: dict[str, Any], node: str) -> None:
+        while self.jobs.clock() < float(fields.get("deadline") or 0):
+            await asyncio.sleep(self.jobs.settings.progress_interval)
+            try:
+                await self.jobs.logs.append(kind, fields, log=node_log(node))
+            except PeerBackupError:
+                continue
+            event(self.jobs.log, "job.logged_late", job=fields.get("job"), kind=kind)
+            return
+        event(self.jobs.log, "job.end_unlogged", logging.ERROR, job=fields.get("job"), kind=kind,
+              reason="its deadline passed before this peer could write the job's end to the node's log")

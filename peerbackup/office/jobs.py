@@ -67,6 +67,9 @@ from peerbackup.office.liveness import ALIVE, DEAD
 from peerbackup.office.nodes import NodeService
 
 ACT_AS_VALIDITY = 6 * 3600
+# How far back a new coordinator settles a schedule's slots (each one after the last the log shows settled is
+# started or logged missed): a day. An office off for longer logs its slots missed from a day back only.
+MISSED_BACKLOG = 86400.0
 DEADLINE = 4 * 3600.0  # a manual backup's window
 RETENTION_DEADLINE = 2 * 3600.0
 LOGON_VALIDITY = 60.0  # a logon challenge must be answered this soon
@@ -350,14 +353,20 @@ class JobService:
         """Start the schedule's due slot, or log the slots that never will start as missed (core/schedule.settle).
         A slot whose start is refused waits, with the refusal, until it starts or is missed: none is lost."""
         key = f"{name}/{sc.id}"
-        # A new coordinator looks back one window: a slot its predecessor missed is caught up, one it
-        # dispatched (or logged missed) is in the log.
-        since = max(self.evaluated.get(key, now - sc.window), sc.since)  # nothing before it existed
+        if key in self.evaluated:
+            since = self.evaluated[key]
+        else:
+            # A new coordinator looks back to the last slot the log shows settled (dispatched, started or
+            # missed, by any coordinator), at most MISSED_BACKLOG: every slot after it either starts or is
+            # logged missed. Looking back one window only lost the slots whose window closed between two
+            # coordinators (a clock step, a stop, a partition: seen by the soak), with nothing in the log.
+            settled = self._last_settled(name, sc)
+            since = now - sc.window if settled is None else max(settled, now - MISSED_BACKLOG)
+        since = max(since, sc.since)  # nothing before it existed (or was resumed)
         self.evaluated[key] = now
         waiting = self.waiting.setdefault(key, {})
         for t in slots_after(sc, since, now):
-            if now - t < sc.window:
-                waiting.setdefault(t, "")
+            waiting.setdefault(t, "")
         known, missed = self.known_jobs(name), self.missed_slots(name)
         # A slot an agent says it runs (adopted in _on_progress before the log shows it) is taken too.
         taken = {t for t in waiting if job_id(name, sc.id, t) in known or job_id(name, sc.id, t) in self.live
@@ -376,6 +385,13 @@ class JobService:
             self.waiting[key][start.slot] = str(exc)
             event(self.log, "job.not_started", logging.WARNING, node=name, schedule=sc.id,
                   slot=int(start.slot), reason=str(exc))
+
+    def _last_settled(self, name: str, sc: Schedule) -> float | None:
+        """The latest slot of the schedule that the node's log shows dispatched, started or logged missed."""
+        slots = [float(st.fields["slot"]) for st in self.job_states(name).values()
+                 if st.fields.get("schedule") == sc.id and isinstance(st.fields.get("slot"), int | float)]
+        slots += [float(slot) for sid, slot in self.missed_slots(name) if sid == sc.id]
+        return max(slots, default=None)
 
     def missed_slots(self, node: str) -> dict[tuple[str, int], dict[str, Any]]:
         """The node's slots logged missed (core/nodelog.py), read again only when its log changed."""

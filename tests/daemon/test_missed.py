@@ -4,13 +4,15 @@ or, when it never can, the coordinator logs it `job.missed` with the reason (iss
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from tests.daemon.harness import Office, wait_for
 from tests.daemon.test_jobs import node_office
-from tests.daemon.test_peerstore import NODE
+from tests.daemon.test_peerstore import NODE, make_tree
 
 EVERY, WINDOW = 20, 12
 
@@ -58,3 +60,38 @@ def test_a_slot_refused_for_want_of_an_agent_waits_for_one_or_is_logged_missed(o
     assert [e["slot"] for e in node_events(office, home, "job.missed")] == [first]  # never logged twice
     log = a.log.read_text()
     assert "job.not_started" in log and "job.missed" in log
+
+
+def test_a_slot_whose_window_passes_with_no_coordinator_is_logged_missed_by_the_next(
+        office: Office, tmp_path: Path) -> None:
+    """The soak's silent misses: a coordinator stopped (or stepping down after a clock step) over a slot's whole
+    window, and the next coordinator looked back one window only, so the slot was in no log. Now the next
+    coordinator settles every slot after the last one the log shows: it logs that one missed."""
+    a = office.start(office.init("alpha"), mdns=False)
+    b = office.start(office.join("beta", office.invite(a, "--roles", "agent,storage")), "--peer", a.address,
+                     mdns=False)  # no coordinator but alpha
+    home = ["--home", str(a.home)]
+    src = tmp_path / "shared"
+    make_tree(src, 2, 20_000)
+    for args in (("node", "add", NODE, "--replicas", "1"), ("grant", NODE, "beta"), ("dataset", "add", NODE, str(src)),
+                 ("schedule", "add", NODE, "--every", f"{EVERY}s", "--window", f"{WINDOW}s")):
+        office.cli(*args, *home)
+    wait_for(lambda: a.status()["coordinator"] == a.peer_id and b.status()["coordinator"] == a.peer_id, 20,
+             "alpha coordinating")
+    first = next_slot_after(time.time() + 1)
+    wait_for(lambda: node_events(office, home, "job.dispatched"), first + WINDOW - time.time() + 5,
+             "the first slot dispatched")
+    # alpha, the only coordinator, is stopped from before the next slot until well after its window closed.
+    second = first + EVERY
+    sleep_until(second - 4)
+    assert a.proc is not None
+    os.killpg(a.proc.pid, signal.SIGSTOP)
+    try:
+        sleep_until(second + WINDOW + 8)  # past the window, and long enough that alpha's lease ran out
+    finally:
+        os.killpg(a.proc.pid, signal.SIGCONT)
+    wait_for(lambda: [e for e in node_events(office, home, "job.missed") if e["slot"] == second], 40,
+             "the slot of the coordinator's absence logged missed")
+    [missed] = [e for e in node_events(office, home, "job.missed") if e["slot"] == second]
+    assert "window closed" in missed["reason"] or "replaces it" in missed["reason"], missed
+    assert second not in {e["slot"] for e in node_events(office, home, "job.dispatched")}
