@@ -77,7 +77,7 @@ class AgentRunner:
         msg = proto.Dispatch.from_wire(body)
         if msg.token[1] != issuer:
             raise Forbidden("a dispatch must come from the coordinator its fencing token names")
-        if msg.token < self.jobs.coordination.election.highest:
+        if not self.jobs.coordination.election.check_fence(msg.token):
             raise Forbidden(f"stale fencing token {list(msg.token)}: this peer has seen "
                             f"{list(self.jobs.coordination.election.highest)}")
         try:
