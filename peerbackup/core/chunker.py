@@ -100,8 +100,3 @@ class Chunker:
                 yield data[off:off + length]
             if eof:
                 return
-
-    def chunks_of(self, data: bytes) -> Iterator[memoryview]:
-        view = memoryview(data)
-        for c in self._cdc.cut_buf(view):
-            yield view[c.offset:c.offset + c.length]

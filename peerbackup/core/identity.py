@@ -99,10 +99,6 @@ class SigningKey:
     def sign(self, message: bytes) -> bytes:
         return bytes(self._key.sign(message).signature)
 
-    def x25519_private(self) -> bytes:
-        """The Curve25519 form of this key, for secrets sealed to this peer."""
-        return bytes(self._key.to_curve25519_private_key())
-
     def open_sealed(self, box: bytes) -> bytes:
         """Open a secret sealed to this peer with seal_to()."""
         try:

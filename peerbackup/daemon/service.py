@@ -180,7 +180,7 @@ class Daemon:
         await self.coordination.load()
         self.jobs = JobService(self.nodes, self.coordination, self.agent, self.clock, self.log)
         self.peer_service.spawn(self.jobs.runner.end_lost_runs(self.clock()))
-        self.probe = DatasetProbe(self.nodes, self.jobs._send, self.clock, self.log)
+        self.probe = DatasetProbe(self.nodes, self.jobs.send, self.clock, self.log)
         self.adhoc = AdHocJobs(self.jobs)
         self.alerts = AlertService(self.logs, self.jobs.job_states,
                                    lambda: self.coordination.status()[0] == self.ident.peer_id,

@@ -21,21 +21,17 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from peerbackup.core import codec
-from peerbackup.core.crypto import content_hash
 from peerbackup.core.pack import BlobEntry
 from peerbackup.core.retention import DEFAULT_GROUP_BY, GroupKey, GroupPlan, Policy, SnapInfo, plan, removals
 from peerbackup.core.snapshot import Snapshot
 from peerbackup.engine.locks import RepoLock, read_locks
+from peerbackup.engine.marks import read_marks, write_mark
+from peerbackup.engine.repository import Repository
+from peerbackup.engine.walk import used_blobs
 from peerbackup.errors import PeerBackupError
 from peerbackup.storage.store import FileType
 
-if TYPE_CHECKING:
-    from peerbackup.engine.repository import Repository
-
-MARK_VERSION = 1
 # A pack with more than this share of unused bytes has its used blobs repacked.
 REPACK_UNUSED = 0.2
 # A backup whose lock started up to this long after a mark's time still counts as running during
@@ -56,37 +52,7 @@ class PruneStats:
     messages: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Mark:
-    name: str
-    time: float
-    packs: frozenset[bytes]
-
-
-def read_marks(repo: Repository) -> list[Mark]:
-    marks = []
-    for name, _ in repo.store.list(FileType.MARK):
-        try:
-            obj = codec.unpack_map(repo.store.get(FileType.MARK, name), "mark")
-            packs = obj["packs"]
-            if not isinstance(packs, list) or not all(isinstance(p, bytes) for p in packs):
-                continue
-            marks.append(Mark(name, float(obj["time"]), frozenset(packs)))
-        except (PeerBackupError, KeyError, TypeError, ValueError):
-            continue
-    return marks
-
-
-def load_condemned(repo: Repository) -> set[bytes]:
-    out: set[bytes] = set()
-    for m in read_marks(repo):
-        out |= m.packs
-    return out
-
-
 def _used(repo: Repository) -> set[bytes]:
-    from peerbackup.engine.walk import used_blobs
-
     snaps = repo.snapshots()  # an unreadable snapshot must stop prune: it may need anything
     data, trees = used_blobs(repo, [s.tree for s in snaps])
     return data | trees
@@ -136,9 +102,7 @@ def _mark(repo: Repository, stats: PruneStats, now: Callable[[], float]) -> None
             to_mark.append(pack_id)
     repo.flush()  # repacked blobs are stored and indexed before their old packs are marked
     if to_mark:
-        body = codec.pack({"v": MARK_VERSION, "time": now(), "host": socket.gethostname(),
-                           "packs": to_mark})
-        repo.store.put(FileType.MARK, content_hash(body).hex(), body)
+        write_mark(repo.store, to_mark, now())
         stats.packs_marked = len(to_mark)
         repo.index.condemned |= set(to_mark)
 
@@ -147,7 +111,7 @@ def _sweep(
     repo: Repository, stats: PruneStats, own_lock: str, grace: float,
     now: Callable[[], float], dry_run: bool,
 ) -> None:
-    marks = read_marks(repo)
+    marks = read_marks(repo.store)
     if not marks:
         return
     host = socket.gethostname()

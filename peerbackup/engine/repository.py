@@ -38,6 +38,7 @@ from peerbackup.core.pack import (
 )
 from peerbackup.core.snapshot import Snapshot
 from peerbackup.engine.config import RepoConfig
+from peerbackup.engine.marks import load_condemned
 from peerbackup.errors import (
     AmbiguousId,
     FormatError,
@@ -218,9 +219,7 @@ class Repository:
         return len(found)
 
     def _load_marks(self) -> None:
-        from peerbackup.engine.prune import load_condemned
-
-        self.index.condemned = load_condemned(self)
+        self.index.condemned = load_condemned(self.store)
 
     # ---- blobs -----------------------------------------------------------------
 

@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from peerbackup.core.actas import ActAs, coordinator_of
 from peerbackup.core.events import CONTROL_LOG
 from peerbackup.core.jobs import BACKUP, OPEN
 from peerbackup.core.nodelog import JOB_DONE, JOB_FAILED, JOB_STARTED, node_log
 from peerbackup.errors import PeerBackupError, ProtocolError, UsageError
-
-if TYPE_CHECKING:
-    from peerbackup.office.jobs import JobService
+from peerbackup.office.jobrun import CoordinatorSide
 
 DEADLINE = 4 * 3600.0  # as a manual backup's; past it, a job its command never ended no longer holds back retention
 MAX_PATHS, MAX_PATH = 20, 300  # what of the command's paths the log keeps
 
 
 class AdHocJobs:
-    def __init__(self, jobs: JobService) -> None:
+    def __init__(self, jobs: CoordinatorSide) -> None:
         self.jobs = jobs
 
     async def start(self, node: str, paths: list[str], wait: float) -> tuple[str, bytes]:

@@ -121,7 +121,7 @@ class Election:
 
     def on_announce(self, sender: str, token: Token, now: float) -> bool:
         """An announcement (claim or renewal) from sender; False when fenced off as stale."""
-        if token[1] != sender or token < self.highest:
+        if token[1] != sender or not self.check_fence(token):
             return False
         self.see(token)
         if sender != self.me:
@@ -139,5 +139,6 @@ class Election:
         return None
 
     def check_fence(self, token: Token) -> bool:
-        """Whether a coordinator message under token may be obeyed (not stale)."""
+        """Whether a coordinator message under token may be obeyed (not stale): the one fence rule, for an
+        announcement (on_announce) and a job's dispatch (office/jobrun.py) alike."""
         return token >= self.highest

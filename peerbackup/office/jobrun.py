@@ -1,17 +1,19 @@
 """The agent's side of a job: take a dispatch, log on, run it as the node, tell the coordinator.
 
-A part of JobService (office/jobs.py), which holds the coordinator's side: the
-two talk to each other in-process when this peer is both, and over the peer
-protocol otherwise. Split out to keep each side readable on its own.
+JobService (office/jobs.py) holds the coordinator's side and builds the AgentRunner: the two talk
+to each other in-process when this peer is both, and over the peer protocol otherwise. The runner
+knows the coordinator's side only through the CoordinatorSide protocol below (what it needs, by
+public names), so that this module does not import office/jobs.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from peerbackup.core.jobs import BACKUP, DONE, OPEN, PARTIAL, RETENTION
+from peerbackup.core.jobs import BACKUP, DONE, OPEN, PARTIAL, RETENTION, JobState
 from peerbackup.core.nodelog import (
     JOB_DONE,
     JOB_FAILED,
@@ -22,6 +24,7 @@ from peerbackup.core.nodelog import (
     MAX_REASON,
     node_log,
 )
+from peerbackup.core.settings import Settings
 from peerbackup.engine.backup import FileFailure
 from peerbackup.errors import (
     Forbidden,
@@ -34,12 +37,47 @@ from peerbackup.errors import (
 )
 from peerbackup.logs import event
 from peerbackup.net.proto import jobs as proto
-from peerbackup.office.agent import readable
-
-if TYPE_CHECKING:
-    from peerbackup.office.jobs import JobService
+from peerbackup.office.agent import AgentService, readable
+from peerbackup.office.coordination import CoordinatorService
+from peerbackup.office.nodes import NodeService
+from peerbackup.office.peers import PeerService
+from peerbackup.office.replication import LogService
 
 PROGRESS_LOG_EVERY = 12  # heartbeats between two job.progress events in the node's log
+
+
+class CoordinatorSide(Protocol):
+    """What the agent's side of a job (AgentRunner here, AdHocJobs in office/adhoc.py) needs of this peer's
+    coordinator side (JobService satisfies it)."""
+
+    nodes: NodeService
+    logs: LogService
+    peers: PeerService
+    coordination: CoordinatorService
+    agent: AgentService
+    log: logging.Logger
+    clock: Callable[[], float]
+
+    @property
+    def settings(self) -> Settings: ...
+
+    async def send(self, peer_id: str, path: str, body: bytes) -> bytes:
+        """A signed request to a member, at the addresses known for it."""
+
+    async def on_report(self, issuer: str, body: bytes) -> bytes:
+        """A job's end as the coordinator takes it (called directly when this peer is the coordinator)."""
+
+    async def on_progress(self, issuer: str, body: bytes) -> bytes:
+        """A job's heartbeat as the coordinator takes it (called directly when this peer is the coordinator)."""
+
+    def check_clock(self) -> None:
+        """Raises when the other members refuse this peer's messages for its clock."""
+
+    async def act_as(self, node: str, job: str, coordinator: str | None = None) -> bytes:
+        """Log on to the coordinator and get an act-as token for this peer."""
+
+    def job_states(self, node: str) -> dict[str, JobState]:
+        """Every job in the node's log and how it stands."""
 
 
 def result_fields(failures: list[FileFailure]) -> dict[str, Any]:
@@ -67,9 +105,9 @@ def _clip(path: str) -> str:
 
 
 class AgentRunner:
-    """The agent's half of JobService (which it is handed): dispatches in, reports and heartbeats out."""
+    """The agent's half of jobs: dispatches in, reports and heartbeats out to the coordinator side it is handed."""
 
-    def __init__(self, jobs: JobService) -> None:
+    def __init__(self, jobs: CoordinatorSide) -> None:
         self.jobs = jobs
         self.runs: dict[str, dict[str, Any]] = {}  # job -> the `where` of the attempt this peer runs of it
 
@@ -77,7 +115,7 @@ class AgentRunner:
         msg = proto.Dispatch.from_wire(body)
         if msg.token[1] != issuer:
             raise Forbidden("a dispatch must come from the coordinator its fencing token names")
-        if msg.token < self.jobs.coordination.election.highest:
+        if not self.jobs.coordination.election.check_fence(msg.token):
             raise Forbidden(f"stale fencing token {list(msg.token)}: this peer has seen "
                             f"{list(self.jobs.coordination.election.highest)}")
         try:
@@ -135,11 +173,11 @@ class AgentRunner:
         return self.jobs.coordination.status()[0] or str(where["coordinator"])
 
     async def _tell(self, coordinator: str, path: str, body: bytes) -> None:
-        local = {proto.REPORT_PATH: self.jobs._on_report, proto.PROGRESS_PATH: self.jobs._on_progress}
+        local = {proto.REPORT_PATH: self.jobs.on_report, proto.PROGRESS_PATH: self.jobs.on_progress}
         if coordinator == self.jobs.peers.me:
             await local[path](self.jobs.peers.me, body)
         else:
-            await self.jobs._send(coordinator, path, body)
+            await self.jobs.send(coordinator, path, body)
 
     async def _heartbeat(self, msg: proto.Dispatch, where: dict[str, Any]) -> None:
         """While the job runs: its counters to the coordinator every progress_interval, and a summary
@@ -172,7 +210,7 @@ class AgentRunner:
         where = self.runs[msg.job]
         beat = asyncio.ensure_future(self._heartbeat(msg, where))
         try:
-            self.jobs._check_clock()
+            self.jobs.check_clock()
             # Log on as the node: the coordinator that dispatched the job checks the grant and signs.
             token = await self.jobs.act_as(msg.node, msg.job, str(where["coordinator"]))
             await self.jobs.logs.append(JOB_STARTED, dict(where), log=node_log(msg.node))

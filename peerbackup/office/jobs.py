@@ -56,6 +56,7 @@ from peerbackup.core.nodelog import (
     node_log,
 )
 from peerbackup.core.schedule import Missed, Schedule, job_id, retry_at, settle, slots_after
+from peerbackup.core.settings import Settings
 from peerbackup.errors import Forbidden, PeerBackupError, ProtocolError, UsageError
 from peerbackup.logs import event
 from peerbackup.net.proto import jobs as proto
@@ -126,17 +127,17 @@ class JobService:
         auth = self.peers.auth_member
         server.route(proto.REQUEST_PATH, auth, self._on_request)
         server.route(proto.DISPATCH_PATH, auth, self.runner.on_dispatch)
-        server.route(proto.REPORT_PATH, auth, self._on_report)
+        server.route(proto.REPORT_PATH, auth, self.on_report)
         server.route(proto.ACT_AS_PATH, auth, self._on_act_as)
         server.route(proto.LOGON_PATH, auth, self._on_logon)
-        server.route(proto.PROGRESS_PATH, auth, self._on_progress)
+        server.route(proto.PROGRESS_PATH, auth, self.on_progress)
         server.route(proto.RUNNING_PATH, auth, self._on_running)
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.peers.settings
 
-    async def _send(self, peer_id: str, path: str, body: bytes) -> bytes:
+    async def send(self, peer_id: str, path: str, body: bytes) -> bytes:
         cert = self.peers.membership.member(peer_id, self.clock())
         addresses = (await self.peers.state.addresses()).get(peer_id, [])
         last: PeerBackupError = UsageError(f"no address known for {cert.name} ({peer_id})")
@@ -152,14 +153,14 @@ class JobService:
     async def request(self, node: str) -> dict[str, Any]:
         """Back a node up now: the coordinator dispatches it, wherever it is asked."""
         self.nodes.node(node)  # a clear error for an unknown node, here
-        self._check_clock()
+        self.check_clock()
         coordinator, _ = self.coordination.status()
         if coordinator is None:
             raise UsageError("there is no coordinator yet (see `peerbackup status`): try again in a few seconds")
         if coordinator == self.peers.me:
             accepted = await self.start(node)
         else:
-            raw = await self._send(coordinator, proto.REQUEST_PATH, proto.JobRequest(node).to_wire())
+            raw = await self.send(coordinator, proto.REQUEST_PATH, proto.JobRequest(node).to_wire())
             accepted = proto.JobAccepted.from_wire(raw)
         names = {c.peer_id: c.name for c in self.peers.membership.members()}
         return {"job": accepted.job, "node": node, "agent": accepted.agent, "agent_name": names.get(accepted.agent),
@@ -178,7 +179,7 @@ class JobService:
         others = sum(1 for c in self.peers.membership.members() if c.peer_id != self.peers.me)
         return self.peers.client.clocks.suspect(now, others)
 
-    def _check_clock(self) -> None:
+    def check_clock(self) -> None:
         """A peer whose messages the others refuse for its clock can neither coordinate nor run a job
         for the office: say so rather than fail later with a lesser reason."""
         now = self.clock()
@@ -325,7 +326,7 @@ class JobService:
             self.coordinating_since = now
         if now - self.coordinating_since < self.listen_first():
             # A new coordinator first hears the agents: one still running its predecessor's attempt says so
-            # with its next progress heartbeat (adopted in _on_progress) even when the predecessor's dispatch
+            # with its next progress heartbeat (adopted in on_progress) even when the predecessor's dispatch
             # has not reached this peer's log, instead of being sent the same slot a second time.
             return
         still_open: set[str] = set()
@@ -368,7 +369,7 @@ class JobService:
         for t in slots_after(sc, since, now):
             waiting.setdefault(t, "")
         known, missed = self.known_jobs(name), self.missed_slots(name)
-        # A slot an agent says it runs (adopted in _on_progress before the log shows it) is taken too.
+        # A slot an agent says it runs (adopted in on_progress before the log shows it) is taken too.
         taken = {t for t in waiting if job_id(name, sc.id, t) in known or job_id(name, sc.id, t) in self.live
                  or (sc.id, int(t)) in missed}
         start, never, self.waiting[key] = settle(sc, waiting, taken, now)
@@ -456,7 +457,7 @@ class JobService:
                 if agent == self.peers.me:
                     await self.runner.on_dispatch(agent, body)
                 else:
-                    await self._send(agent, proto.DISPATCH_PATH, body)
+                    await self.send(agent, proto.DISPATCH_PATH, body)
             except (PeerBackupError, ProtocolError) as exc:
                 tried.append(f"{self.peers.membership.name(agent)}: {exc}")
                 # In the log too: the dispatch above did not happen (core/jobs.py undoes it), and the
@@ -474,7 +475,7 @@ class JobService:
         raise UsageError(f"no agent of {node} can take the {'backup' if kind == BACKUP else 'retention job'} now: "
                          + ("; ".join(tried) or "none alive, granted and able to reach a data set"))
 
-    async def _on_report(self, issuer: str, body: bytes) -> bytes:
+    async def on_report(self, issuer: str, body: bytes) -> bytes:
         msg = proto.JobReport.from_wire(body)
         if self.running[issuer] > 0:
             self.running[issuer] -= 1
@@ -487,7 +488,7 @@ class JobService:
         event(self.log, "job.reported", job=msg.job, node=msg.node, agent=issuer, state=msg.state)
         return b""
 
-    async def _on_progress(self, issuer: str, body: bytes) -> bytes:
+    async def on_progress(self, issuer: str, body: bytes) -> bytes:
         msg = proto.JobProgress.from_wire(body)
         now = self.clock()
         live = self.live.get(msg.job)
@@ -535,7 +536,7 @@ class JobService:
         return await asyncio.shield(asked[2])
 
     async def _ask_running(self, coordinator: str) -> dict[str, dict[str, Any]]:
-        reply = proto.Running.from_wire(await self._send(coordinator, proto.RUNNING_PATH, b"\x80"))
+        reply = proto.Running.from_wire(await self.send(coordinator, proto.RUNNING_PATH, b"\x80"))
         return {r.progress.job: running_json(r.agent, r.progress.node, r.elapsed_ms / 1000, r.progress)
                 for r in reply.jobs}
 
@@ -605,7 +606,7 @@ class JobService:
             if coordinator == self.peers.me:
                 handler = self._on_logon if path == proto.LOGON_PATH else self._on_act_as
                 return await handler(self.peers.me, body)
-            return await self._send(coordinator, path, body)
+            return await self.send(coordinator, path, body)
 
         challenge = proto.Logon.from_wire(await ask(proto.LOGON_PATH, proto.Logon(node, job).to_wire()),
                                           answer=True).challenge

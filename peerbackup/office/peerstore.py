@@ -174,10 +174,6 @@ def _unreachable(exc: BaseException) -> bool:
     return isinstance(exc, PeerUnreachable) or (isinstance(exc, PeerRefused) and exc.code == "clock-skew")
 
 
-def _full(exc: PeerBackupError) -> bool:
-    return isinstance(exc, PeerRefused) and exc.code == "store-refused"
-
-
 def _cannot_answer(exc: BaseException) -> bool:
     """Reachable but unable to do anything now: its disk is full, or it failed inside (500). Not a refusal
     of what was asked: as for a peer that is off, the request is for the others to carry."""

@@ -47,7 +47,7 @@ class DatasetProbe:
     def __init__(self, nodes: NodeService, send: Send, clock: Callable[[], float], log: logging.Logger) -> None:
         self.nodes = nodes
         self.peers = nodes.peers
-        self.send = send  # a signed request to a member (JobService._send)
+        self.send = send  # a signed request to a member (JobService.send)
         self.clock = clock
         self.log = log
 

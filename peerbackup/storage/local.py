@@ -224,15 +224,5 @@ class LocalStore:
             return False
         return True
 
-    def remove_temp_files(self) -> int:
-        """Delete temp files left by writers that died mid-write."""
-        count = 0
-        for dirpath, _dirs, files in os.walk(self.root):
-            for f in files:
-                if f.startswith(TMP_PREFIX):
-                    Path(dirpath, f).unlink(missing_ok=True)
-                    count += 1
-        return count
-
     def damaged(self, ftype: FileType, name: str) -> bool:
         return False  # one copy: nothing else to read

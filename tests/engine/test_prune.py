@@ -10,7 +10,8 @@ import pytest
 from peerbackup.engine.backup import Archiver
 from peerbackup.engine.check import check
 from peerbackup.engine.locks import RepoLock
-from peerbackup.engine.prune import forget_snapshots, prune, read_marks
+from peerbackup.engine.marks import read_marks
+from peerbackup.engine.prune import forget_snapshots, prune
 from peerbackup.engine.repository import Repository
 from peerbackup.engine.restore import Restorer
 from peerbackup.storage.store import FileType
@@ -51,7 +52,7 @@ def test_prune_deletes_only_unused_packs(repo: Repository, tmp_path: Path) -> No
     assert stats.packs_deleted > 0
     size_after = sum(s for _, s in repo.store.list(FileType.DATA))
     assert size_before - size_after >= 350_000  # drop.bin's data is gone
-    assert read_marks(repo) == []
+    assert read_marks(repo.store) == []
     assert check(repo, read_data=True).ok
     _restore_equals(repo, new.tree, tmp_path / "out", src, {"keep.bin": keep})
 
@@ -86,7 +87,7 @@ def test_backup_running_during_prune_loses_nothing(repo: Repository, tmp_path: P
     with RepoLock(repo.store, "backup"):
         stats = prune(repo)
         assert stats.deferred and stats.packs_marked > 0 and stats.packs_deleted == 0
-        assert read_marks(repo)
+        assert read_marks(repo.store)
         # A backup opened after the mark must store the condemned data again.
         other = Repository.open(repo.store, PW, cache_root=tmp_path / "cache2", pack_size=64 * 1024)
         snap = Archiver(other).backup([str(src)]).snapshot
@@ -95,7 +96,7 @@ def test_backup_running_during_prune_loses_nothing(repo: Repository, tmp_path: P
     # The running backup ended: the next prune sweeps, keeping what the new snapshot needs.
     stats = prune(repo)
     assert not stats.deferred and stats.packs_deleted > 0
-    assert read_marks(repo) == []
+    assert read_marks(repo.store) == []
     assert check(repo, read_data=True).ok
     _restore_equals(repo, snap.tree, tmp_path / "out", src, {"shared.bin": shared})
 

@@ -35,7 +35,8 @@ from peerbackup.engine import locks
 from peerbackup.engine.backup import Archiver, BackupResult
 from peerbackup.engine.check import check
 from peerbackup.engine.locks import STALE
-from peerbackup.engine.prune import CLOCK_MARGIN, forget_snapshots, prune, read_marks
+from peerbackup.engine.marks import read_marks
+from peerbackup.engine.prune import CLOCK_MARGIN, forget_snapshots, prune
 from peerbackup.engine.repository import Repository
 from peerbackup.engine.restore import Restorer
 from peerbackup.storage.local import LocalStore
@@ -275,7 +276,7 @@ class PruneMachine(RuleBasedStateMachine):
             # Nothing else running (and no mark from a clock ahead of this one): mark and sweep happen in
             # one run and leave no mark behind.
             assert not stats.deferred, stats.messages
-            assert read_marks(self.repo) == []
+            assert read_marks(self.repo.store) == []
 
     @precondition(lambda self: len(self.flights) < 2)
     @rule()
@@ -436,7 +437,7 @@ def test_prune_killed_at_any_moment_loses_nothing_and_the_next_prune_finishes() 
         assert interrupted >= KILLS // 2, "most kills should land mid-prune"
         stats = prune(m.repo)
         assert not stats.deferred, stats.messages
-        assert read_marks(m.repo) == []
+        assert read_marks(m.repo.store) == []
         m.dirty = True
         m.every_snapshot_restores_in_full_and_check_is_clean()
     finally:

@@ -405,26 +405,3 @@ def test_local_read_error_is_store_error(local: LocalStore) -> None:
     with pytest.raises(StoreError) as info:
         local.get(FileType.INDEX, "i1")
     assert not isinstance(info.value, NoSuchObject)
-
-
-def test_remove_temp_files(local: LocalStore) -> None:
-    local.put(FileType.DATA, "ab01", b"keep")
-    local.put(FileType.INDEX, "i1", b"keep")
-    leftovers = [
-        local.root / "data" / "ab" / f"{TMP_PREFIX}0001",
-        local.root / "index" / f"{TMP_PREFIX}0002",
-        local.root / f"{TMP_PREFIX}0003",
-    ]
-    for p in leftovers:
-        p.write_bytes(b"half a pack")
-    (local.root / "index" / ".hidden-not-temp").write_bytes(b"not ours to remove")
-    assert local.remove_temp_files() == 3
-    assert not any(p.exists() for p in leftovers)
-    assert (local.root / "index" / ".hidden-not-temp").exists()
-    assert local.get(FileType.DATA, "ab01") == b"keep"
-    assert local.get(FileType.INDEX, "i1") == b"keep"
-    assert local.remove_temp_files() == 0
-
-
-def test_remove_temp_files_on_empty_or_missing_root(tmp_path: Path) -> None:
-    assert LocalStore(tmp_path / "does-not-exist").remove_temp_files() == 0
