@@ -11,11 +11,10 @@ import argparse
 import datetime as dt
 from typing import Any
 
+from peerbackup.cli.common import EXIT_OK, api, home_of, print_json
 from peerbackup.core.alerts import DEFAULT_AFTER, human, parse_smtp
 from peerbackup.core.settings import parse_duration
 from peerbackup.errors import UsageError
-
-EXIT_OK = 0
 
 
 def _when(t: float | None) -> str:
@@ -39,10 +38,8 @@ def _print_config(cfg: dict[str, Any]) -> None:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from peerbackup.cli.office import _api, _home, _print_json
-
     check_unused(args)
-    home = _home(args)
+    home = home_of(args)
     if args.alerts_cmd == "set":
         body: dict[str, Any] = {"webhook": args.webhook or "", "mail_to": args.mail_to or [],
                                 "mail_from": args.mail_from or "", "smtp_starttls": bool(args.starttls),
@@ -50,25 +47,25 @@ def cmd_alerts(args: argparse.Namespace) -> int:
                                 "under_replicated_after": parse_duration(args.under_replicated_after)}
         if args.smtp:
             body["smtp_host"], body["smtp_port"] = parse_smtp(args.smtp)
-        out = _api(home, "POST", "/v1/alerts", body)
+        out = api(home, "POST", "/v1/alerts", body)
         if args.json:
-            _print_json(out)
+            print_json(out)
         else:
             _print_config(out["config"])
             if out["config"]["channels"]:
                 print("Saved for the whole office. `peerbackup alerts test` sends a test alert now.")
         return EXIT_OK
     if args.alerts_cmd == "test":
-        out = _api(home, "POST", "/v1/alerts/test", {})
+        out = api(home, "POST", "/v1/alerts/test", {})
         if args.json:
-            _print_json(out)
+            print_json(out)
         else:
             for channel, result in sorted(out["results"].items()):
                 print(f"{channel:<8} {result}")
         return EXIT_OK if all(r == "ok" for r in out["results"].values()) else 1
-    out = _api(home, "GET", "/v1/alerts")
+    out = api(home, "GET", "/v1/alerts")
     if args.json:
-        _print_json(out)
+        print_json(out)
         return EXIT_OK
     _print_config(out["config"])
     if out["incidents"]:

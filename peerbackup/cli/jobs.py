@@ -1,31 +1,31 @@
-"""What a backup node backs up, when, and what it keeps: dataset, schedule and node policy commands.
+"""A backup node's jobs: what it backs up and when (`dataset`, `schedule`), `backup NODE` now, and its
+event log (`log NODE`).
 
-All are admin changes written to the office control log (node.dataset,
-node.schedule, node.policy), so every peer, and whichever peer is coordinator,
-sees the same configuration.
+dataset and schedule are admin changes written to the office control log (node.dataset,
+node.schedule), so every peer, and whichever peer is coordinator, sees the same configuration.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from peerbackup.cli.common import EXIT_OK, api, home_of, print_json, resolve_peer, show
 from peerbackup.cli.progress import Progress
 from peerbackup.cli.tables import duration, table
 from peerbackup.core.jobs import PARTIAL, tally
 from peerbackup.core.nodelog import node_log
-from peerbackup.core.nodes import POLICY_UNITS
 from peerbackup.core.schedule import Schedule, next_slot, zone
 from peerbackup.core.settings import parse_duration
 from peerbackup.errors import DaemonError, PartialBackup, UsageError
-
-EXIT_OK = 0
 
 
 def local_zone_name() -> str:
@@ -53,33 +53,24 @@ def local_zone_name() -> str:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from peerbackup.cli.office import _api, _home, _print_json, _resolve_peer
-
-    home = _home(args)
+    home = home_of(args)
     if not args.path.startswith("/"):
         raise UsageError(f"{args.path!r}: give the data set's absolute path, as the agents see it")
     if args.dataset_cmd == "remove":
-        out = _api(home, "POST", "/v1/datasets/remove", {"node": args.node, "path": args.path})
-        if args.json:
-            _print_json(out)
-        else:
-            print(f"backup node {out['node']} no longer backs up {args.path}; its snapshots stay (forget them "
-                  "on purpose if you must)")
+        out = api(home, "POST", "/v1/datasets/remove", {"node": args.node, "path": args.path})
+        show(args.json, out, f"backup node {out['node']} no longer backs up {args.path}; its snapshots stay "
+             "(forget them on purpose if you must)")
         return EXIT_OK
-    on = [_resolve_peer(home, p) for p in args.on or []]
-    out = _api(home, "POST", "/v1/datasets", {"node": args.node, "path": args.path, "on": on,
-                                              "exclude": args.exclude or [], "allow_missing": args.allow_missing})
-    if args.json:
-        _print_json(out)
-    else:
-        print(f"backup node {out['node']} backs up {args.path}" + (f" on {', '.join(args.on)}" if on else ""))
+    on = [resolve_peer(home, p) for p in args.on or []]
+    out = api(home, "POST", "/v1/datasets", {"node": args.node, "path": args.path, "on": on,
+                                             "exclude": args.exclude or [], "allow_missing": args.allow_missing})
+    show(args.json, out,
+         f"backup node {out['node']} backs up {args.path}" + (f" on {', '.join(args.on)}" if on else ""))
     return EXIT_OK
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from peerbackup.cli.office import _api, _home, _print_json
-
-    home = _home(args)
+    home = home_of(args)
     if args.schedule_cmd == "add":
         if not args.node or bool(args.cron) == bool(args.every):
             raise UsageError("schedule add NODE needs --cron EXPRESSION or --every DURATION (one of them)")
@@ -87,31 +78,25 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                 "tz": args.tz or local_zone_name(), "window": parse_duration(args.window),
                 "catch_up": not args.no_catch_up, "retries": args.retries,
                 "retry_delay": parse_duration(args.retry_delay)}
-        out = _api(home, "POST", "/v1/schedules", body)
-        if args.json:
-            _print_json(out)
-        else:
-            sc = out["schedule"]
-            print(f"schedule {sc['id']} of {args.node}: {sc['cron'] or 'every ' + str(sc['every']) + ' s'} "
-                  f"({sc['tz']}), next {_when(sc)}")
+        out = api(home, "POST", "/v1/schedules", body)
+        sc = out["schedule"]
+        show(args.json, out, f"schedule {sc['id']} of {args.node}: {sc['cron'] or 'every ' + str(sc['every']) + ' s'} "
+             f"({sc['tz']}), next {_when(sc)}")
         return EXIT_OK
     if args.schedule_cmd in ("remove", "pause", "resume"):
         if not args.node or not args.id:
             raise UsageError(f"schedule {args.schedule_cmd} needs NODE and the schedule's ID (see `peerbackup "
                              "schedule list`)")
-        out = _api(home, "POST", f"/v1/schedules/{args.schedule_cmd}", {"node": args.node, "id": args.id})
-        if args.json:
-            _print_json(out)
-        else:
-            done = {"remove": "removed", "pause": "paused: not run until resumed",
-                    "resume": "resumed: slots missed while paused are not run"}[args.schedule_cmd]
-            print(f"schedule {args.id} of {args.node} {done}")
+        out = api(home, "POST", f"/v1/schedules/{args.schedule_cmd}", {"node": args.node, "id": args.id})
+        done = {"remove": "removed", "pause": "paused: not run until resumed",
+                "resume": "resumed: slots missed while paused are not run"}[args.schedule_cmd]
+        show(args.json, out, f"schedule {args.id} of {args.node} {done}")
         return EXIT_OK
     rows = [{**sc, "state": "paused" if sc.get("paused") else "active", "next": "" if sc.get("paused")
-             else _when(sc)} for n in _api(home, "GET", "/v1/nodes") for sc in n["schedules"]
+             else _when(sc)} for n in api(home, "GET", "/v1/nodes") for sc in n["schedules"]
             if args.node is None or n["node"] == args.node]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return EXIT_OK
     print(table(["NODE", "ID", "WHEN", "ZONE", "WINDOW", "STATE", "NEXT"],
                 [[r["node"], r["id"], r["cron"] or f"every {duration(r['every'])}", r["tz"],
@@ -127,25 +112,11 @@ def _when(sc: dict[str, Any]) -> str:
     return dt.datetime.fromtimestamp(t, zone(s.tz)).isoformat(timespec="seconds")
 
 
-def cmd_policy(args: argparse.Namespace) -> dict[str, Any]:
-    from peerbackup.cli.office import _api, _home
-
-    keep = {unit: getattr(args, f"keep_{unit}") for unit in POLICY_UNITS}
-    if not any(keep.values()):
-        raise UsageError("node policy NODE needs at least one --keep-* option")
-    out: dict[str, Any] = _api(_home(args), "POST", "/v1/policy", {"node": args.node, "keep": keep})
-    return out
-
-
 def node_events(home: Any, node: str) -> list[dict[str, Any]]:
     """The node's log, merged in order, one flat object per event."""
-    from urllib.parse import quote
-
-    from peerbackup.cli.office import _api
-
-    events = _api(home, "GET", f"/v1/log?log={quote(node_log(node))}")
+    events = api(home, "GET", f"/v1/log?log={quote(node_log(node))}")
     # Members by name (an agent may not have written anything yet), and writers the office removed since.
-    names = {p["peer_id"]: p["name"] for p in _api(home, "GET", "/v1/peers")}
+    names = {p["peer_id"]: p["name"] for p in api(home, "GET", "/v1/peers")}
     names.update({e["writer"]: e["writer_name"] for e in events if e["writer_name"]})
     out = []
     for e in events:
@@ -159,16 +130,14 @@ def node_events(home: Any, node: str) -> list[dict[str, Any]]:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from peerbackup.cli.office import _api, _home, _print_json
-
-    home = _home(args)
-    out = _api(home, "POST", "/v1/backup", {"node": args.node})
+    home = home_of(args)
+    out = api(home, "POST", "/v1/backup", {"node": args.node})
     if not args.json:
         print(f"job {out['job']}: {out['node']} dispatched to {out['agent_name'] or out['agent']} "
               f"by coordinator {out.get('coordinator_name') or out['coordinator']} (term {out['term']})", flush=True)
     if not args.wait:
         if args.json:
-            _print_json(out)
+            print_json(out)
         return EXIT_OK
     deadline = time.monotonic() + parse_duration(args.timeout)
     # On a terminal, the job's progress as the coordinator hears its heartbeats; the outcome is the log's.
@@ -185,7 +154,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if state == PARTIAL:
         out.update(failures=end.get("failures", 0), failed=end.get("failed", []))
     if args.json:
-        _print_json(out)
+        print_json(out)
     elif state == "failed":
         print(f"failed on {end['writer_name']}: {end.get('reason')}")
     else:
@@ -227,24 +196,22 @@ def _follow(home: Any, node: str, job: str, deadline: float, progress: Progress,
     from the coordinator (through this peer's daemon); when it cannot be reached (it died, and the next
     one is not elected yet), the job goes on without it: this keeps following the log, says so, and
     names the next coordinator once there is one."""
-    from peerbackup.cli.office import _api
-
     lost, retry = "", 0.0  # the coordinator that did not answer; when to ask for progress again
     while time.monotonic() < deadline:
         ends = [e for e in node_events(home, node) if e["job"] == job and e["kind"] in ("job.done", "job.failed")]
         if ends:
             return ends[-1]
         if lost:
-            now = _api(home, "GET", "/v1/status")
+            now = api(home, "GET", "/v1/status")
             if now.get("coordinator") not in (None, lost):
                 lost = ""
                 _note(progress, f"coordinator now {_peer_name(home, now['coordinator'])} (term {now['term']})")
         if progress.enabled and time.monotonic() >= retry:
             try:
-                p = _api(home, "GET", "/v1/jobs")["running"].get(job)
+                p = api(home, "GET", "/v1/jobs")["running"].get(job)
             except DaemonError as exc:  # this peer's daemon answers; the coordinator it asks does not
                 if not lost:
-                    lost = _api(home, "GET", "/v1/status").get("coordinator") or coordinator
+                    lost = api(home, "GET", "/v1/status").get("coordinator") or coordinator
                     _note(progress, f"the coordinator does not answer ({exc.message()}); following the job "
                                     "in the node's log until it ends")
                 retry = time.monotonic() + 2.0
@@ -264,9 +231,7 @@ def _note(progress: Progress, text: str) -> None:
 
 
 def _peer_name(home: Any, peer_id: str) -> str:
-    from peerbackup.cli.office import _api
-
-    return next((str(p["name"]) for p in _api(home, "GET", "/v1/peers") if p["peer_id"] == peer_id), peer_id)
+    return next((str(p["name"]) for p in api(home, "GET", "/v1/peers") if p["peer_id"] == peer_id), peer_id)
 
 
 def _since(text: str | None) -> str:
@@ -288,8 +253,6 @@ def _since(text: str | None) -> str:
 
 
 def _print_event(e: dict[str, Any], as_json: bool) -> None:
-    import json
-
     if as_json:
         print(json.dumps(e), flush=True)
         return
@@ -314,16 +277,14 @@ def _print_event(e: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from peerbackup.cli.office import _api, _home, _print_json
-
-    home = _home(args)
+    home = home_of(args)
     since = _since(args.since)
     events = node_events(home, args.node)
-    if not events and args.node not in {n["node"] for n in _api(home, "GET", "/v1/nodes")}:
+    if not events and args.node not in {n["node"] for n in api(home, "GET", "/v1/nodes")}:
         raise UsageError(f"no backup node named {args.node!r} (see `peerbackup node list`)")
     events = [e for e in events if e["time"] >= since]
     if args.json and not args.follow:
-        _print_json(events)
+        print_json(events)
         return EXIT_OK
     seen: set[str] = set()
     for e in events:
@@ -338,59 +299,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _node_repo_args(args: argparse.Namespace) -> argparse.Namespace:
-    args.repo = f"office:{args.node}"
-    args.repo_cmd = "restore"
-    return args
-
-
-def cmd_node_snapshots(args: argparse.Namespace) -> int:
-    from peerbackup.cli.main import _local_time, _open, _print_json, _snap_json
-
-    repo = _open(_node_repo_args(args))
-    snaps = repo.snapshots(errors=[])
-    # A snapshot saved without some files (they could not be read) is partial; `log NODE` lists them.
-    def result(s: Any) -> str:
-        return f"partial ({s.summary.errors})" if s.summary.errors else "done"
-
-    if args.json:
-        _print_json([{**_snap_json(s), "agent": s.extra.get("agent"), "agent_name": s.extra.get("agent_name"),
-                      "job": s.extra.get("job"), "result": PARTIAL if s.summary.errors else "done"} for s in snaps])
-        return EXIT_OK
-    print(table(["ID", "TIME", "RESULT", "AGENT", "PATHS"],
-                [[s.short_id, _local_time(s.time_ns), result(s), s.extra.get("agent_name", s.host),
-                  ", ".join(s.paths)] for s in snaps], shrink=(3, 4)))
-    print(f"{len(snaps)} snapshot(s) of {args.node}")
-    return EXIT_OK
-
-
-def cmd_node_restore(args: argparse.Namespace) -> int:
-    from peerbackup.cli.main import cmd_restore
-    from peerbackup.cli.office import _api, _home
-
-    def logged(snap: Any, stats: Any) -> None:
-        _api(_home(args), "POST", "/v1/nodes/restored", {
-            "node": args.node, "snapshot": snap.id, "target": os.path.abspath(args.target),
-            "files": stats.files, "bytes": stats.bytes, "errors": len(stats.errors)})
-
-    args.on_restored = logged
-    return cmd_restore(_node_repo_args(args))
-
-
 def add_parsers(add: Any) -> None:
-    sn = add("snapshots", cmd_node_snapshots, "a backup node's snapshots (on a holder of its keys)")
-    sn.add_argument("node")
-    sn.add_argument("--cache-dir", help="local cache directory")
-    rs = add("restore", cmd_node_restore, "restore a backup node's snapshot (on a holder of its keys); logged")
-    rs.add_argument("node")
-    rs.add_argument("snapshot", help="id, unique prefix, or latest")
-    rs.add_argument("--target", required=True)
-    rs.add_argument("--include", action="append", metavar="PATH")
-    rs.add_argument("--overwrite", action="store_true")
-    rs.add_argument("--path", action="append", metavar="PATH",
-                    help="with latest: the newest snapshot of this data set (a node has one per data set)")
-    rs.add_argument("--cache-dir", help="local cache directory")
-    rs.add_argument("-q", "--quiet", action="store_true")
     b = add("backup", cmd_backup, "back a node up now: the coordinator dispatches it to an agent")
     b.add_argument("node")
     b.add_argument("--wait", action="store_true",

@@ -1,4 +1,4 @@
-"""Office commands: init, join, up, status, peers, invite, remove-peer, admin recover.
+"""Office commands: init, join, up, status, ui, peers, invite, remove-peer, storage, office log, admin recover.
 
 init, join and admin recover work on the home directly; the others talk to the
 running daemon through its local admin API (found through the home).
@@ -7,39 +7,26 @@ running daemon through its local admin API (found through the home).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
-import json
 import logging
 import os
 import secrets
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
+from urllib.parse import quote
 
 from peerbackup import logs
+from peerbackup.cli.common import EXIT_OK, api, home_of, kdf, password, print_json, resolve_peer, show
+from peerbackup.cli.progress import human_bytes
 from peerbackup.cli.tables import roles_short, table
 from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES, check_name
-from peerbackup.core.identity import normalise_peer_id
 from peerbackup.core.settings import Settings, parse_size
-from peerbackup.errors import (
-    AlreadyInitialised,
-    DaemonError,
-    DaemonNotRunning,
-    FormatError,
-    NotInitialised,
-    UsageError,
-)
-from peerbackup.office.home import TOKEN_HEADER, Home, default_home
-
-EXIT_OK = 0
-GRANT_WAIT = 20  # seconds `grant` and `revoke` wait for the change to reach every live peer (API timeout 30 s)
-
-
-def _home(args: argparse.Namespace) -> Home:
-    return Home(args.home or default_home())
+from peerbackup.daemon.config import load_config
+from peerbackup.errors import AlreadyInitialised, FormatError, NotInitialised, UsageError
+from peerbackup.office.enrol import init_office, join_office, recover_admin, seed_state
 
 
 def _name(args: argparse.Namespace) -> str:
@@ -55,62 +42,28 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings().with_overrides(getattr(args, "set", None) or [])
 
 
+
 def _kit_passphrase(args: argparse.Namespace, confirm: bool) -> bytes:
-    from peerbackup.cli.main import _password
-
-    return _password(args, confirm=confirm, prompt="Recovery kit passphrase: ", env="PEERBACKUP_KIT_PASSWORD",
-                     file_opt="password_file")
-
-
-def _kdf() -> Any:
-    from peerbackup.cli.main import _kdf as kdf
-
-    return kdf()
-
-
-def _print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-
-
-def _api(home: Home, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 30) -> Any:
-    base, token = home.admin_endpoint()
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={TOKEN_HEADER: token, "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            message = exc.reason
-        if exc.code == 400:
-            raise UsageError(message) from None
-        raise DaemonError(message) from None
-    except (urllib.error.URLError, OSError):
-        raise DaemonNotRunning(home.path) from None
+    return password(args, confirm=confirm, prompt="Recovery kit passphrase: ", env="PEERBACKUP_KIT_PASSWORD",
+                    file_opt="password_file")
 
 
 # ---- commands --------------------------------------------------------------------
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from peerbackup.office.enrol import init_office
-
-    home = _home(args)
+    home = home_of(args)
     if home.initialised():  # before asking for a passphrase
         ident = home.load()
         raise AlreadyInitialised(home.path, ident.office.name, ident.peer_id)
     kit = args.kit or str(home.path / "recovery-kit.pbkit")
     passphrase = _kit_passphrase(args, confirm=True)
-    ident = init_office(home, args.office, _name(args), passphrase, kit, _kdf(),
+    ident = init_office(home, args.office, _name(args), passphrase, kit, kdf(),
                         secrets.token_bytes, int(time.time()))
     out = {"office": ident.office.name, "office_fingerprint": ident.office.fingerprint, "peer_id": ident.peer_id,
            "name": ident.certificate.name, "home": str(home.path), "recovery_kit": os.path.abspath(kit)}
     if args.json:
-        _print_json(out)
+        print_json(out)
         return EXIT_OK
     print(f"Created office {out['office']!r} (fingerprint {out['office_fingerprint']}).")
     print(f"This peer is {out['peer_id']} ({out['name']}), the office's first admin; home {out['home']}.")
@@ -122,11 +75,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_join(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from peerbackup.office.enrol import join_office, seed_state
-
-    home = _home(args)
+    home = home_of(args)
     joined = join_office(home, args.token, _name(args), _settings(args),
                          secrets.token_bytes)
     asyncio.run(seed_state(home, joined))
@@ -134,19 +83,14 @@ def cmd_join(args: argparse.Namespace) -> int:
     out = {"office": ident.office.name, "office_fingerprint": ident.office.fingerprint, "peer_id": ident.peer_id,
            "name": ident.certificate.name, "roles": list(ident.certificate.roles), "rank": ident.certificate.rank,
            "admin": ident.office_key is not None, "home": str(home.path), "inviter": joined.inviter.peer_id}
-    if args.json:
-        _print_json(out)
-    else:
-        print(f"Joined office {out['office']!r} ({out['office_fingerprint']}) as {out['peer_id']} "
-              f"({out['name']}), roles {','.join(ident.certificate.roles)}, rank {ident.certificate.rank}.")
-        print("Next: `peerbackup up` to start the daemon.")
+    show(args.json, out, f"Joined office {out['office']!r} ({out['office_fingerprint']}) as {out['peer_id']} "
+         f"({out['name']}), roles {','.join(ident.certificate.roles)}, rank {ident.certificate.rank}.",
+         "Next: `peerbackup up` to start the daemon.")
     return EXIT_OK
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from peerbackup.office.enrol import recover_admin
-
-    home = _home(args)
+    home = home_of(args)
     try:
         with open(args.kit, "rb") as f:
             kit = f.read(1024 * 1024)
@@ -156,19 +100,16 @@ def cmd_recover(args: argparse.Namespace) -> int:
                           secrets.token_bytes, int(time.time()))
     out = {"office": ident.office.name, "office_fingerprint": ident.office.fingerprint, "peer_id": ident.peer_id,
            "name": ident.certificate.name, "home": str(home.path)}
-    if args.json:
-        _print_json(out)
-    else:
-        print(f"Recovered admin of office {out['office']!r} ({out['office_fingerprint']}) as new peer "
-              f"{out['peer_id']} ({out['name']}). Start it with `peerbackup up --peer HOST:PORT` or on the LAN.")
+    show(args.json, out, f"Recovered admin of office {out['office']!r} ({out['office_fingerprint']}) as new peer "
+         f"{out['peer_id']} ({out['name']}). Start it with `peerbackup up --peer HOST:PORT` or on the LAN.")
     return EXIT_OK
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from peerbackup.daemon.config import load_config
+    # Not a cycle: the daemon's modules take 0.2 s to import, which only `up` should pay.
     from peerbackup.daemon.service import DaemonOptions, run
 
-    home = _home(args)
+    home = home_of(args)
     if not home.initialised():
         raise NotInitialised(home.path)
     conf = load_config(home.path)  # the home's config.toml; the command line wins
@@ -193,12 +134,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     """The dashboard's address. The token rides in the fragment (#…), which the browser never sends to a
     server; the page moves it to its session storage and takes it out of the address bar."""
-    home = _home(args)
+    home = home_of(args)
     base, token = home.admin_endpoint()
-    st = _api(home, "GET", "/v1/status")  # the daemon runs and answers to this token
+    st = api(home, "GET", "/v1/status")  # the daemon runs and answers to this token
     url = f"{base}/ui/#token={token}"
     if args.json:
-        _print_json({"url": url, "peer": st["name"], "office": st["office"]})
+        print_json({"url": url, "peer": st["name"], "office": st["office"]})
     else:
         print(url)
         print(f"# the dashboard of {st['name']} ({st['office']}); the address opens it with this home's admin "
@@ -207,9 +148,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    st = _api(_home(args), "GET", "/v1/status")
+    st = api(home_of(args), "GET", "/v1/status")
     if args.json:
-        _print_json(st)
+        print_json(st)
         return EXIT_OK
     print(f"peer        {st['peer_id']} ({st['name']})")
     print(f"office      {st['office']} ({st['office_fingerprint']})")
@@ -235,9 +176,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
-    peers = _api(_home(args), "GET", "/v1/peers")
+    peers = api(home_of(args), "GET", "/v1/peers")
     if args.json:
-        _print_json(peers)
+        print_json(peers)
         return EXIT_OK
     rows = [[p["name"] + (" *" if p["self"] else ""), p["state"], "yes" if p["coordinator"] else "",
              p["address"] or "-", roles_short(p["roles"]), str(p["rank"]), p["peer_id"]] for p in peers]
@@ -247,17 +188,15 @@ def cmd_peers(args: argparse.Namespace) -> int:
 
 
 def cmd_storage(args: argparse.Namespace) -> int:
-    from peerbackup.cli.progress import human_bytes
-
-    home = _home(args)
+    home = home_of(args)
     ran: dict[str, Any] = {}
     if args.scrub_now:
-        ran["scrub"] = _api(home, "POST", "/v1/storage/scrub", {})
+        ran["scrub"] = api(home, "POST", "/v1/storage/scrub", {})
     if args.repair_now:
-        ran["repair"] = _api(home, "POST", "/v1/storage/repair", {})
-    out = _api(home, "GET", "/v1/storage")
+        ran["repair"] = api(home, "POST", "/v1/storage/repair", {})
+    out = api(home, "GET", "/v1/storage")
     if args.json:
-        _print_json({**out, **ran})
+        print_json({**out, **ran})
         return EXIT_OK
     rows = [[p["name"], p["state"], "-" if p["used"] is None else human_bytes(p["used"]),
              "-" if p["quota"] is None else human_bytes(p["quota"]), "-" if p["packs"] is None else str(p["packs"]),
@@ -285,11 +224,9 @@ def _flat(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_office_log(args: argparse.Namespace) -> int:
-    from urllib.parse import quote
-
-    events = _api(_home(args), "GET", f"/v1/log?log={quote(args.log)}")
+    events = api(home_of(args), "GET", f"/v1/log?log={quote(args.log)}")
     if args.json:
-        _print_json(events)
+        print_json(events)
         return EXIT_OK
     for e in events:
         fields = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
@@ -301,9 +238,9 @@ def cmd_office_log(args: argparse.Namespace) -> int:
 
 def cmd_invite(args: argparse.Namespace) -> int:
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    out = _api(_home(args), "POST", "/v1/invite", {"roles": roles, "rank": args.rank, "expires": args.expires})
+    out = api(home_of(args), "POST", "/v1/invite", {"roles": roles, "rank": args.rank, "expires": args.expires})
     if args.json:
-        _print_json(out)
+        print_json(out)
     else:
         when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(out["expires"]))
         print(out["token"])
@@ -312,177 +249,20 @@ def cmd_invite(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _resolve_peer(home: Home, peer: str) -> str:
-    """A peer id, or the unique name of a member."""
-    try:
-        return normalise_peer_id(peer)
-    except FormatError:
-        matches = [p["peer_id"] for p in _api(home, "GET", "/v1/peers") if p["name"] == peer]
-        if not matches:
-            raise UsageError(f"no member is named {peer!r} (see `peerbackup peers`)") from None
-        if len(matches) > 1:
-            raise UsageError(f"{len(matches)} members are named {peer!r}: give the peer id") from None
-        return str(matches[0])
-
-
-def _print_node(n: dict[str, Any]) -> None:
-    print(f"node      {n['node']}")
-    print(f"replicas  {n['replicas']}")
-    print(f"key epoch {n['epoch']}")
-    print(f"agents    {', '.join(n['agent_names']) or '-'}")
-    print(f"holders   {', '.join(n['holder_names'])}{' (this peer among them)' if n['i_hold_keys'] else ''}")
-
-
-def cmd_node(args: argparse.Namespace) -> int:
-    home = _home(args)
-    if args.node_cmd not in ("list",) and not args.node:
-        raise UsageError(f"node {args.node_cmd} needs the node's name")
-    if args.node_cmd in ("remove", "restore-config", "purge"):
-        return _node_life(home, args)
-    if args.node_cmd == "policy":
-        from peerbackup.cli.jobs import cmd_policy
-
-        pol = cmd_policy(args)
-        if args.json:
-            _print_json(pol)
-        else:
-            print(f"backup node {pol['node']} keeps " + ", ".join(f"{v} {k}" for k, v in pol["policy"].items()))
-        return EXIT_OK
-    if args.node_cmd == "add":
-        out = _api(home, "POST", "/v1/nodes", {"node": args.node, "replicas": args.replicas})
-        if args.json:
-            _print_json(out)
-        else:
-            print(f"added backup node {out['node']}: {out['replicas']} replicas, keys held by "
-                  f"{', '.join(out['holder_names'])}")
-        return EXIT_OK
-    nodes = _api(home, "GET", "/v1/nodes" + ("?removed=1" if args.removed else ""))
-    if args.node_cmd == "show":
-        match = [n for n in nodes if n["node"] == args.node]
-        if not match:
-            raise UsageError(f"no backup node named {args.node!r} (see `peerbackup node list`)")
-        if args.json:
-            _print_json(match[0])
-        else:
-            _print_node(match[0])
-        return EXIT_OK
-    if args.json:
-        _print_json(nodes)
-        return EXIT_OK
-    if args.removed:
-        print(table(["NODE", "REMOVED", "RESTORABLE UNTIL", "PACKS"],
-                    [[n["node"], _utc(n["removed"]), "-" if n["purged"] else _utc(n["restorable_until"]),
-                      f"purged {_utc(n['purged'])}" if n["purged"] else "kept"] for n in nodes]))
-        return EXIT_OK
-    rows = [[n["node"], str(n["replicas"]), str(n["epoch"]), ", ".join(n["agent_names"]) or "-"] for n in nodes]
-    print(table(["NODE", "REPLICAS", "EPOCH", "AGENTS"], rows, right=(1, 2), shrink=(3,)))
-    return EXIT_OK
-
-
-def _utc(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) + "Z"
-
-
-def _node_life(home: Home, args: argparse.Namespace) -> int:
-    """node remove / restore-config (configuration only: neither deletes data) / purge (deletes, after the
-    grace)."""
-    out = _api(home, "POST", f"/v1/nodes/{args.node_cmd}", {"node": args.node})
-    if args.json:
-        _print_json(out)
-    elif args.node_cmd == "purge":
-        print(f"purged backup node {out['node']}: {out['deleted']} file(s) moved to the storage peers' trash "
-              "(freed after gc_grace)")
-        for peer, what in sorted(out["peers"].items()):
-            print(f"  {peer}: {what if isinstance(what, str) else str(what) + ' file(s)'}")
-    elif args.node_cmd == "remove":
-        print(f"removed backup node {out['node']}: no more jobs, its keys stay in the log and its packs on the "
-              f"storage peers; `peerbackup node restore-config {out['node']}` brings it back until "
-              f"{_utc(out['restorable_until'])}")
-    else:
-        print(f"restored backup node {out['node']}: {len(out['datasets'])} data set(s), "
-              f"{len(out['schedules'])} schedule(s), agents {', '.join(out['agent_names']) or '-'}")
-    if args.node_cmd == "purge" and any(isinstance(v, str) for v in out["peers"].values()):
-        return 1  # a storage peer still holds the node's files: run it again
-    return EXIT_OK
-
-
-def _resolve_agent(home: Home, node: str, peer: str) -> str:
-    """For revoke: a member, or else one of the node's agents by name (a machine removed from the
-    office is no member any more, but its grant stays until revoked)."""
-    try:
-        return _resolve_peer(home, peer)
-    except UsageError:
-        for n in _api(home, "GET", "/v1/nodes"):
-            matches = [a for a, name in zip(n["agents"], n["agent_names"], strict=True) if name == peer]
-            if n["node"] == node and len(matches) == 1:
-                return str(matches[0])
-        raise
-
-
-def cmd_grant(args: argparse.Namespace) -> int:
-    home = _home(args)
-    revoking = args.func is cmd_revoke
-    agents = [_resolve_agent(home, args.node, a) if revoking else _resolve_peer(home, a) for a in args.agents]
-    path = "/v1/grants/revoke" if revoking else "/v1/grants"
-    wait = 0 if args.no_wait else GRANT_WAIT
-    out = _api(home, "POST", path, {"node": args.node, "agents": agents, "wait": wait})
-    if args.json:
-        _print_json(out)
-        return EXIT_OK
-    verb = f"revoked (new key epoch {out['epoch']})" if revoking else "granted"
-    print(f"{args.node}: {verb}; agents now {', '.join(out['agent_names']) or '-'}")
-    if out.get("not_yet"):
-        # The change is made and will spread; what the reader would otherwise run into next, said now.
-        print(f"peerbackup: warning: not on {', '.join(out['not_yet'])} yet after {wait} s (it spreads at each "
-              "heartbeat): " + ("until it has, the new agent's `repo ... --repo office:NODE` says it does not hold "
-                                "the keys; try again in a few seconds" if not revoking else
-                                "until it has, that peer still goes by the old grants"), file=sys.stderr)
-    if out.get("down"):
-        print(f"peerbackup: {', '.join(out['down'])} not alive now: gets the change when back", file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_revoke(args: argparse.Namespace) -> int:
-    return cmd_grant(args)
-
-
-def cmd_grants(args: argparse.Namespace) -> int:
-    nodes = _api(_home(args), "GET", "/v1/nodes")
-    rows = [{"node": n["node"], "agents": n["agents"], "agent_names": n["agent_names"]} for n in nodes
-            if args.node is None or n["node"] == args.node]
-    if args.node is not None and not rows:
-        raise UsageError(f"no backup node named {args.node!r}")
-    if args.json:
-        _print_json(rows)
-    else:
-        print(table(["NODE", "AGENTS"], [[r["node"], ", ".join(r["agent_names"]) or "-"] for r in rows], shrink=(1,)))
-    return EXIT_OK
-
-
 def cmd_remove_peer(args: argparse.Namespace) -> int:
-    home = _home(args)
-    peer = _resolve_peer(home, args.peer)
-    out = _api(home, "POST", "/v1/remove-peer", {"peer": peer, "reason": args.reason or ""})
-    if args.json:
-        _print_json(out)
-    else:
-        print(f"removed {out['removed']}: every peer refuses it once the revocation reaches it")
+    home = home_of(args)
+    peer = resolve_peer(home, args.peer)
+    out = api(home, "POST", "/v1/remove-peer", {"peer": peer, "reason": args.reason or ""})
+    show(args.json, out, f"removed {out['removed']}: every peer refuses it once the revocation reaches it")
     return EXIT_OK
 
 
-# ---- parser ------------------------------------------------------------------------
 
 
-def add_parsers(top: Any) -> None:
-    home = argparse.ArgumentParser(add_help=False)
-    home.add_argument("--home", help="this peer's data directory (or PEERBACKUP_HOME)")
-    home.add_argument("--json", action="store_true", help="machine-readable output")
+# ---- parsers -----------------------------------------------------------------------
 
-    def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
-        sp: argparse.ArgumentParser = top.add_parser(name, parents=[home], help=help)
-        sp.set_defaults(func=func)
-        return sp
 
+def add_peer_parsers(add: Any) -> None:
     i = add("init", cmd_init, "create an office with this machine as its first admin")
     i.add_argument("--office", required=True, help="the office's name")
     i.add_argument("--name", help="this peer's name (default: the host name)")
@@ -521,35 +301,17 @@ def add_parsers(top: Any) -> None:
     rp = add("remove-peer", cmd_remove_peer, "revoke a member (admins)")
     rp.add_argument("peer", help="peer id or unique name")
     rp.add_argument("--reason", help="recorded in the revocation")
-    node = add("node", cmd_node, "backup nodes (add on an admin)")
-    node.add_argument("node_cmd", choices=["add", "list", "show", "policy", "remove", "restore-config", "purge"])
-    node.add_argument("node", nargs="?", help="the node's name (all but list)")
-    node.add_argument("--removed", action="store_true", help="(list, show) removed nodes, and until when they "
-                      "can be restored")
-    node.add_argument("--replicas", type=int, default=2, help="copies of each pack on other peers (default 2)")
-    for unit in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
-        node.add_argument(f"--keep-{unit}", type=int, default=0, metavar="N", help=f"(policy) keep {unit} snapshots")
-    from peerbackup.cli.jobs import add_parsers as add_job_parsers
 
-    add_job_parsers(add)
-    from peerbackup.cli.alerts import add_parsers as add_alert_parsers
 
-    add_alert_parsers(add)
-    g = add("grant", cmd_grant, "let agents act for a backup node (admins)")
-    g.add_argument("node")
-    g.add_argument("agents", nargs="+", metavar="AGENT", help="peer id or unique name")
-    rv = add("revoke", cmd_revoke, "withdraw agents from a backup node: new data-key epoch (admins)")
-    rv.add_argument("node")
-    rv.add_argument("agents", nargs="+", metavar="AGENT", help="peer id or unique name")
-    for p in (g, rv):
-        p.add_argument("--no-wait", action="store_true",
-                       help=f"return at once instead of waiting (up to {GRANT_WAIT} s) until every live peer has it")
-    gs = add("grants", cmd_grants, "agents of each backup node")
-    gs.add_argument("node", nargs="?")
+def add_storage_parser(add: Any) -> None:
     st = add("storage", cmd_storage, "what each storage peer keeps, and files short of their copies")
     st.add_argument("--repair-now", action="store_true", help="run a repair round here now (normally the "
                     "coordinator's, every repair_interval)")
     st.add_argument("--scrub-now", action="store_true", help="re-verify what this peer holds now")
+
+
+def add_group_parsers(top: Any, home: argparse.ArgumentParser) -> None:
+    """`office log` and `admin recover`: subcommands of their own, with the home options."""
     off = top.add_parser("office", help="the office's replicated state")
     off_sub = off.add_subparsers(dest="office_cmd", required=True)
     ol = off_sub.add_parser("log", parents=[home], help="the office control log, in order")

@@ -17,7 +17,9 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from peerbackup.errors import StartError
 from peerbackup.office.home import Home, write_private
@@ -58,6 +60,62 @@ def _wait(what: str, pred: object, timeout: float = 60) -> None:
     raise StartError(f"timed out waiting for {what}")
 
 
+def _start_office(base: Path, homes: dict[str, Path], env: dict[str, str],
+                  up: Callable[..., None]) -> tuple[Path, dict[str, Any], str]:
+    """Three daemons up (the office made on the first run), then a first backup: the sample's path, that
+    backup's job and the dashboard's address."""
+    first_time = not Home(homes["alpha"]).initialised()
+    if first_time:
+        base.mkdir(parents=True, exist_ok=True)
+        write_private(base / "kit-passphrase.txt", env["PEERBACKUP_KIT_PASSWORD"].encode())
+        _cli("init", "--home", str(homes["alpha"]), "--office", "Demo office", "--name", "alpha",
+             "--kit", str(base / "recovery-kit.pbkit"), env=env)
+    up("alpha")
+    _wait("alpha to start", lambda: (homes["alpha"] / "admin.json").exists() and _status(homes["alpha"]))
+    alpha = _status(homes["alpha"]) or {}
+    address = str(alpha["listen"][0])  # type: ignore[index]
+    for name in ("beta", "gamma"):
+        if not Home(homes[name]).initialised():
+            # beta and gamma may coordinate too: kill alpha and watch one of them take over.
+            token = _cli("invite", "--home", str(homes["alpha"]), "--roles", "agent,storage,coordinator").strip()
+            _cli("join", "--home", str(homes[name]), "--name", name, token)
+        up(name, "--peer", address)
+    _wait("all three alive", lambda: all(
+        p["state"] == "alive" for p in json.loads(_cli("peers", "--json", "--home", str(homes["alpha"])))))
+    _wait("a coordinator", lambda: (_status(homes["alpha"]) or {}).get("coordinator"))
+    a = ["--home", str(homes["alpha"])]
+    sample = base / "sample"
+    if first_time:
+        _sample(sample)
+        _cli("node", "add", NODE, *a)
+        _cli("grant", NODE, "beta", "gamma", *a)
+        _cli("dataset", "add", NODE, str(sample), *a)
+        _cli("schedule", "add", NODE, "--every", "1m", "--window", "50s", *a)
+    _wait("the configuration on every peer", lambda: len({str((_status(h) or {}).get("config_digest"))
+                                                           for h in homes.values()}) == 1)
+    job = json.loads(_cli("backup", NODE, "--json", *a))
+    ui = json.loads(_cli("ui", "--json", *a))["url"]
+    return sample, job, ui
+
+
+def _banner(base: Path, homes: dict[str, Path], sample: Path, job: dict[str, Any], ui: str) -> None:
+    pb = f"{sys.executable} -m peerbackup" if not Path(".venv/bin/peerbackup").exists() else ".venv/bin/peerbackup"
+    print(f"""
+Demo office running: alpha (admin), beta and gamma (agents, storage) with homes under {base}.
+Backup node `{NODE}` backs up {sample} every minute; a first backup ({job['job']}) went to {job['agent_name']}.
+Dashboard (alpha's; the address carries its admin token once, keep it to yourself):
+  {ui}
+Watch it, in another terminal:
+  {pb} log {NODE} --home {homes['alpha']}          # who backed up what, under which coordinator
+  {pb} snapshots {NODE} --home {homes['alpha']}
+  {pb} status --home {homes['beta']}
+  {pb} storage --home {homes['alpha']}
+  {pb} restore {NODE} latest --target /tmp/demo-restore --home {homes['alpha']}
+Stop an agent (kill -9 the `up --home {homes['beta']}` process): the next backups go to the other one.
+Daemon logs: {base}/alpha.log, beta.log, gamma.log. Ctrl-C stops all three.
+""", flush=True)
+
+
 def run_office_demo(root: str) -> int:
     base = Path(root).absolute()
     homes = {n: base / n for n in NAMES}
@@ -93,52 +151,8 @@ def run_office_demo(root: str) -> int:
     # a CI script) inherits SIGINT ignored, and Python then installs no handler of its own.
     signal.signal(signal.SIGINT, on_signal)
     try:
-        first_time = not Home(homes["alpha"]).initialised()
-        if first_time:
-            base.mkdir(parents=True, exist_ok=True)
-            write_private(base / "kit-passphrase.txt", env["PEERBACKUP_KIT_PASSWORD"].encode())
-            _cli("init", "--home", str(homes["alpha"]), "--office", "Demo office", "--name", "alpha",
-                 "--kit", str(base / "recovery-kit.pbkit"), env=env)
-        up("alpha")
-        _wait("alpha to start", lambda: (homes["alpha"] / "admin.json").exists() and _status(homes["alpha"]))
-        alpha = _status(homes["alpha"]) or {}
-        address = str(alpha["listen"][0])  # type: ignore[index]
-        for name in ("beta", "gamma"):
-            if not Home(homes[name]).initialised():
-                # beta and gamma may coordinate too: kill alpha and watch one of them take over.
-                token = _cli("invite", "--home", str(homes["alpha"]), "--roles", "agent,storage,coordinator").strip()
-                _cli("join", "--home", str(homes[name]), "--name", name, token)
-            up(name, "--peer", address)
-        _wait("all three alive", lambda: all(
-            p["state"] == "alive" for p in json.loads(_cli("peers", "--json", "--home", str(homes["alpha"])))))
-        _wait("a coordinator", lambda: (_status(homes["alpha"]) or {}).get("coordinator"))
-        a = ["--home", str(homes["alpha"])]
-        sample = base / "sample"
-        if first_time:
-            _sample(sample)
-            _cli("node", "add", NODE, *a)
-            _cli("grant", NODE, "beta", "gamma", *a)
-            _cli("dataset", "add", NODE, str(sample), *a)
-            _cli("schedule", "add", NODE, "--every", "1m", "--window", "50s", *a)
-        _wait("the configuration on every peer", lambda: len({str((_status(h) or {}).get("config_digest"))
-                                                               for h in homes.values()}) == 1)
-        job = json.loads(_cli("backup", NODE, "--json", *a))
-        ui = json.loads(_cli("ui", "--json", *a))["url"]
-        pb = f"{sys.executable} -m peerbackup" if not Path(".venv/bin/peerbackup").exists() else ".venv/bin/peerbackup"
-        print(f"""
-Demo office running: alpha (admin), beta and gamma (agents, storage) with homes under {base}.
-Backup node `{NODE}` backs up {sample} every minute; a first backup ({job['job']}) went to {job['agent_name']}.
-Dashboard (alpha's; the address carries its admin token once, keep it to yourself):
-  {ui}
-Watch it, in another terminal:
-  {pb} log {NODE} --home {homes['alpha']}          # who backed up what, under which coordinator
-  {pb} snapshots {NODE} --home {homes['alpha']}
-  {pb} status --home {homes['beta']}
-  {pb} storage --home {homes['alpha']}
-  {pb} restore {NODE} latest --target /tmp/demo-restore --home {homes['alpha']}
-Stop an agent (kill -9 the `up --home {homes['beta']}` process): the next backups go to the other one.
-Daemon logs: {base}/alpha.log, beta.log, gamma.log. Ctrl-C stops all three.
-""", flush=True)
+        sample, job, ui = _start_office(base, homes, env, up)
+        _banner(base, homes, sample, job, ui)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         dead = [NAMES[i] for i, p in enumerate(procs) if p.poll() is not None]

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from peerbackup.cli.office import _api
+from peerbackup.cli.common import api
 from peerbackup.core import codec
 from peerbackup.core.keys import KeySet
 from peerbackup.core.settings import Settings
@@ -60,16 +60,16 @@ def connect(home: Home, node: str, delete: bool = False, warn: Callable[[str], N
     """A PeerStore for a node, from what this home's daemon knows (keys, storage peers). For a `backup`
     of those paths on an agent, the daemon logs on and opens a job of the node (office/adhoc.py)."""
     if backup is None:
-        access: dict[str, Any] = _api(home, "GET", f"/v1/store/access?node={node}")
+        access: dict[str, Any] = api(home, "GET", f"/v1/store/access?node={node}")
     else:
-        status = _api(home, "GET", "/v1/status")
+        status = api(home, "GET", "/v1/status")
         if status.get("coordinator") is None and not status.get("admin"):  # an admin writes with its grant
             print("peerbackup: waiting for the office's coordinator (elected within a lease of the daemons' start) "
                   f"to let this peer act as {node}", file=sys.stderr, flush=True)
-        access = _api(home, "POST", "/v1/store/backup", {"node": node, "paths": backup}, timeout=ADHOC_TIMEOUT)
+        access = api(home, "POST", "/v1/store/backup", {"node": node, "paths": backup}, timeout=ADHOC_TIMEOUT)
     grant = b""
     if delete:
-        grant = bytes.fromhex(_api(home, "POST", "/v1/store/delete-grant", {"node": node})["grant"])
+        grant = bytes.fromhex(api(home, "POST", "/v1/store/delete-grant", {"node": node})["grant"])
     keys = KeySet.from_wire(codec.unpack(bytes.fromhex(access["keys"]), "node keys"))
     ident = home.load()
     peers = [StoragePeer.from_json(p) for p in access["peers"]]
@@ -105,7 +105,7 @@ def open_office(home: Home, repo: str, delete: bool = False, warn: Callable[[str
 
     def ended(result: dict[str, Any]) -> None:
         if job:
-            _api(home, "POST", "/v1/store/backup-end", {**result, "node": node, "job": job})
+            api(home, "POST", "/v1/store/backup-end", {**result, "node": node, "job": job})
 
     try:
         config = open_config(store, conn.access["office"], node, int(conn.access["created"]))

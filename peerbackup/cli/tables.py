@@ -27,9 +27,9 @@ def roles_short(roles: Sequence[str]) -> str:
 
 
 def table(head: list[str], rows: list[list[str]], right: Sequence[int] = (), shrink: Sequence[int] = (),
-          width: int = WIDTH) -> str:
+          width: int = WIDTH, rule: bool = False) -> str:
     """Columns two spaces apart; `right` columns aligned right; `shrink` columns cut (widest first) until the
-    lines fit `width`."""
+    lines fit `width`; with `rule`, a line of dashes under the head (the `repo` commands' tables)."""
     cells = [[str(c) for c in r] for r in [head, *rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
     over = sum(widths) + 2 * (len(widths) - 1) - width
@@ -40,12 +40,15 @@ def table(head: list[str], rows: list[list[str]], right: Sequence[int] = (), shr
         i = max(candidates, key=lambda j: widths[j])
         widths[i] -= 1
         over -= 1
-    lines = []
+    lines: list[str] = []
     for r in cells:
         out = []
         for i, c in enumerate(r):
             if len(c) > widths[i]:
                 c = c[: widths[i] - 1] + "…"
             out.append(c.rjust(widths[i]) if i in right else c.ljust(widths[i]))
-        lines.append("  ".join(out).rstrip())
+        # The ruled tables have always kept their head padded to full width: unchanged output.
+        lines.append("  ".join(out) if rule and not lines else "  ".join(out).rstrip())
+        if rule and len(lines) == 1:
+            lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

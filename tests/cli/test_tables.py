@@ -25,3 +25,12 @@ def test_short_forms() -> None:
     assert roles_short(["agent", "storage", "coordinator", "admin"]) == "ascA"
     assert roles_short([]) == "-"
     assert [duration(s) for s in (30, 60, 5400, 3600, 86400, 4.5)] == ["30s", "1m", "90m", "1h", "1d", "4.5s"]
+
+
+def test_a_ruled_table_is_the_repo_commands_layout() -> None:
+    # `repo snapshots` and `repo key list`: a dashed rule under a head padded to full width, rows trimmed.
+    out = table(["ID", "Host", "Size"], [["ab12cd34", "pc", "1.5 KiB"], ["ef56", "laptop", ""]], rule=True)
+    assert out.split("\n") == ["ID        Host    Size   ",
+                               "--------  ------  -------",
+                               "ab12cd34  pc      1.5 KiB",
+                               "ef56      laptop"]
