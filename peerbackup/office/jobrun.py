@@ -136,9 +136,25 @@ class AgentRunner:
                   coordinator=issuer)
             await self.jobs.logs.append(JOB_STARTED, dict(where), log=node_log(msg.node))
             return b""
+        done = self.jobs.job_states(msg.node).get(msg.job)
+        if done is not None and done.state == DONE:
+            # Done already, as this peer's log shows (a coordinator on the other side of a partition that has
+            # just healed sends a slot this peer finished moments ago): taken, not run again; the coordinator
+            # hears it ended, and the end it lacks reaches it with the log.
+            snaps = tuple(str(s) for s in done.result.get("snapshots", ()) if isinstance(s, str))
+            event(self.jobs.log, "job.already_done", job=msg.job, node=msg.node, coordinator=issuer)
+            report = proto.JobReport(msg.job, msg.node, "done", snaps)
+            self.jobs.peers.spawn(self._report(issuer, report))
+            return b""
         self.runs[msg.job] = self._where(msg, issuer)
         self.jobs.peers.spawn(self._run(msg))
         return b""
+
+    async def _report(self, coordinator: str, report: proto.JobReport) -> None:
+        try:
+            await self._tell(coordinator, proto.REPORT_PATH, report.to_wire())
+        except (PeerBackupError, ProtocolError) as exc:
+            event(self.jobs.log, "job.report_failed", logging.WARNING, job=report.job, reason=str(exc))
 
     async def end_lost_runs(self, boot: float) -> None:
         """After a restart: an attempt this peer had started (its job.started is in its own feed, written
@@ -236,10 +252,7 @@ class AgentRunner:
         finally:
             beat.cancel()
             self.runs.pop(msg.job, None)
-        try:
-            await self._tell(self._coordinator(where), proto.REPORT_PATH, report.to_wire())
-        except (PeerBackupError, ProtocolError) as exc:
-            event(self.jobs.log, "job.report_failed", logging.WARNING, job=msg.job, reason=str(exc))
+        await self._report(self._coordinator(where), report)
 
     async def _record(self, kind: str, fields: dict[str, Any], node: str) -> None:
         """The end of a job in the node's log; if this peer cannot write its log (a clock that ran ahead

@@ -226,6 +226,15 @@ def test_a_second_dispatch_of_a_running_job_adopts_the_run(office: Office, tmp_p
     time.sleep(2)  # a second run, had one started, would have logged on at once and be running now
     kinds = [e["kind"] for e in job_events()]
     assert kinds.count("agent.logon") == 1 and kinds.count("job.done") == 1 and "job.failed" not in kinds, kinds
+    # And once it is done (the soak: a coordinator across a partition that just healed sent a slot the agent had
+    # finished moments before): taken, reported done again, never run a second time.
+    assert call(a, b, proto.DISPATCH_PATH, again, raw=True) == b""
+    wait_for(lambda: "job.already_done" in b.log.read_text()
+             or {"job.failed", "act_as.issued"} & {e["kind"] for e in job_events()[-3:]}, 20,
+             "the agent to answer the dispatch")
+    time.sleep(2)
+    kinds = [e["kind"] for e in job_events()]
+    assert kinds.count("agent.logon") == 1 and kinds.count("job.done") == 1 and "job.failed" not in kinds, kinds
     snaps = json.loads(office.cli("snapshots", NODE, "--json", *home).out)
     assert len([s for s in snaps if s["job"] == job]) == 1
 
