@@ -21,6 +21,7 @@ BACKUP, RETENTION = "backup", "retention"
 # The longest a job may run, as a dispatch gives it: a schedule's window is at most 7 days.
 MAX_UNDISPATCHED_DEADLINE = 7 * 86400 + 3600
 OPEN, DONE, FAILED = "open", "done", "failed"
+WHERE = ("job", "node", "agent", "term", "coordinator", "deadline", "job_kind")
 # How a finished job came out: a job.done's "result". Partial: its snapshots were saved without some
 # files (their paths and why in the event). It is still finished: never dispatched again.
 PARTIAL = "partial"
@@ -45,6 +46,10 @@ class JobState:
     @property
     def agent(self) -> str:
         return str(self.fields.get("agent", ""))
+
+    def where(self) -> dict[str, Any]:
+        """What an agent's event about this job repeats of it (job.started, job.done, job.failed)."""
+        return {k: self.fields[k] for k in WHERE if k in self.fields}
 
     @property
     def attempt(self) -> int:

@@ -76,7 +76,7 @@ class AdHocJobs:
         st = self.jobs.job_states(node).get(job)
         if st is None or st.state != OPEN or not st.fields.get("adhoc") or st.agent != self.jobs.peers.me:
             raise UsageError(f"no backup of {node} by hand is open on this peer as job {job!r}")
-        where = {k: st.fields[k] for k in ("job", "node", "agent", "term", "coordinator", "deadline", "job_kind")}
+        where = st.where()
         if result.get("state") == "done":
             snapshots = result.get("snapshots")
             if not isinstance(snapshots, list) or not all(isinstance(s, str) for s in snapshots):

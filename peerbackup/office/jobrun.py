@@ -171,11 +171,9 @@ class AgentRunner:
                 if st.state != OPEN or st.agent != me or job in self.runs or st.fields.get("adhoc") \
                         or not 0 < st.started_ms < boot * 1000:
                     continue
-                where: dict[str, Any] = {k: st.fields[k] for k in ("job", "node", "agent", "term", "coordinator",
-                                                                   "deadline", "job_kind") if k in st.fields}
                 reason = "lost: this agent restarted while it ran the job (its run ended with the process)"
                 event(self.jobs.log, "job.lost", logging.WARNING, job=job, node=name, attempt=st.attempt)
-                await self._record(JOB_FAILED, {**where, "attempt": st.attempt, "reason": reason}, name)
+                await self._record(JOB_FAILED, {**st.where(), "attempt": st.attempt, "reason": reason}, name)
 
     def _where(self, msg: proto.Dispatch, coordinator: str) -> dict[str, Any]:
         """What every event of this attempt says of it (updated when a later dispatch adopts the run)."""
