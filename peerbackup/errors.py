@@ -157,6 +157,11 @@ class StartError(HomeError):
     """Cannot start the daemon: {}"""
 
 
+class HomeFull(HomeError):
+    """The disk holding {} is full: SQLite cannot open the database there (it needs room for its write-ahead
+log). Free some room on that disk and start again; nothing was changed."""
+
+
 class WrongKitPassphrase(PeerBackupError):
     """Wrong passphrase for this recovery kit."""
 

@@ -51,7 +51,7 @@ from peerbackup.office.home import (
     STATE_DB,
     Home,
     Identity,
-    write_private,
+    rewrite_private,
 )
 from peerbackup.office.jobs import JobService
 from peerbackup.office.liveness import ALIVE
@@ -97,6 +97,7 @@ def local_ipv4() -> list[str]:
 
 NODE_DELETE_GRANT = "node.delete_grant"  # logged: who was allowed to delete from which node, until when
 DELETE_GRANT_VALIDITY = 6 * 3600
+ENDPOINT_WIDTH = 96  # bytes of admin.json: its url (127.0.0.1 and a port) and pid, with room to spare
 SCAN_CACHE = 10.0  # seconds a node's replication scan is reused by the dashboard and metrics
 ADHOC_WAIT = 100.0  # most seconds a backup by hand on an agent waits for a coordinator (officerepo.ADHOC_TIMEOUT)
 
@@ -143,6 +144,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.fatal: PeerBackupError | None = None
         self.disk = DiskWatch(home.path, log)
+        self._admin: AdminApi | None = None
+        self._admin_unpublished = False  # its token and address wait for room on the disk
 
     def _advertised_ips(self) -> list[str]:
         if self.options.mdns_interface:
@@ -159,6 +162,7 @@ class Daemon:
         self.peer_service = PeerService(self.ident, self.settings, self.state, client, self.clock,
                                         secrets.token_bytes, self.log, lambda: self.advertised)
         client.names = lambda peer_id: self.peer_service.membership.name(peer_id)  # load() replaces membership
+        self.peer_service.disk_full = self.disk.failed
         await self.peer_service.load()
         self.events = await EventStore.open(self.home.file(EVENTS_DB))
         await asyncio.to_thread(os.chmod, self.home.file(EVENTS_DB), 0o600)
@@ -210,16 +214,14 @@ class Daemon:
         port = self._bound_port(runner)
         self.advertised = [format_address(ip, port) for ip in self._advertised_ips()]
 
-        token = secrets.token_urlsafe(32)
-        await asyncio.to_thread(write_private, self.home.file(ADMIN_TOKEN), token.encode())
-        admin = AdminApi(token, self)
+        admin = AdminApi(secrets.token_urlsafe(32), self)
         admin_runner = web.AppRunner(admin.app(), access_log=None, handle_signals=False)
         await admin_runner.setup()
         self._runners.append(admin_runner)
         await web.TCPSite(admin_runner, "127.0.0.1", 0).start()
         admin.port = self._bound_port(admin_runner)
-        await asyncio.to_thread(write_private, self.home.file(ADMIN_ENDPOINT), json.dumps(
-            {"url": f"http://127.0.0.1:{admin.port}", "pid": os.getpid()}).encode())
+        self._admin = admin
+        await self._publish_admin()
 
         if self.options.metrics_listen:
             await self._serve_metrics(self.options.metrics_listen)
@@ -335,11 +337,28 @@ class Daemon:
             self.disk.failed(exc, "a request's nonce")
             raise
 
+    async def _publish_admin(self) -> None:
+        """The admin API's token and address, for the CLI on this machine. On a full disk the daemon starts
+        without them (it still serves its peers) and writes them once there is room again."""
+        assert self._admin is not None
+        try:
+            await asyncio.to_thread(rewrite_private, self.home.file(ADMIN_TOKEN), self._admin.token.encode())
+            # Padded to a fixed width, so a rewrite in place on a full disk fits the last run's file.
+            await asyncio.to_thread(rewrite_private, self.home.file(ADMIN_ENDPOINT), json.dumps(
+                {"url": f"http://127.0.0.1:{self._admin.port}", "pid": os.getpid()}).encode().ljust(ENDPOINT_WIDTH))
+            self._admin_unpublished = False
+        except OSError as exc:
+            if not self.disk.failed(exc, "writing the admin API's token and address"):
+                raise
+            self._admin_unpublished = True
+
     async def _disk(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat)
             if self.disk.full:
                 await asyncio.to_thread(self.disk.check)
+            if self._admin_unpublished and not self.disk.full:
+                await self._publish_admin()
 
     async def _housekeeping(self) -> None:
         assert self.state is not None

@@ -10,7 +10,8 @@ as stale as a fresh start's, and claiming at once deposed a healthy coordinator.
 (term, peer id), ordered lexicographically; every peer refuses a token lower
 than the highest it has seen, and a coordinator that sees a higher token steps
 down. A coordinator also steps down when its own lease ran out before it
-renewed (a stalled loop, a laptop that slept: times are wall clock).
+renewed (a stalled loop, a laptop that slept: times are wall clock). A wall clock stepped back moves
+every deadline back with it, so a step costs at most one lease of waiting, never the step's length.
 
 Under a partition each side may elect its own coordinator; when it heals, the
 higher token wins and the other steps down (docs/election.md says what stays safe).
@@ -77,6 +78,15 @@ class Election:
         """alive: (rank, peer id) of the coordinator-eligible peers heard recently, this one excluded;
         rank_of: the rank of every member, to compare with a holder no longer heard."""
         actions: list[Action] = []
+        if self.last_tick is not None and now < self.last_tick:
+            # The wall clock stepped back (NTP undoing a wrong step forward). Every deadline set before moves
+            # back with it: a wait begun just before the step would otherwise last the step longer, and the
+            # others wait for this better-ranked peer while it waits for its own clock (the soak's 89 s).
+            back = self.last_tick - now
+            self.started -= back
+            self.last_renew -= back
+            if self.lease_until:
+                self.lease_until -= back
         if self.last_tick is not None and now - self.last_tick > self.settings.suspect:
             # Ticked every heartbeat or so: a gap longer than `suspect` is a pause (SIGSTOP, a suspended
             # laptop; `now` is wall clock, which counts a suspend where a monotonic clock does not). Whatever

@@ -15,6 +15,7 @@ Layout (all files 0600, the directory 0700):
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -71,6 +72,30 @@ def write_private(path: Path, data: bytes) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def rewrite_private(path: Path, data: bytes) -> None:
+    """write_private, or, when the disk has no room for a new file, over the old one's bytes in place.
+
+    For small files a daemon rewrites at every start (its admin token and address): a peer killed while its
+    disk was full must still start and serve its peers. In place is not atomic, so it is only the fallback."""
+    try:
+        write_private(path, data)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise exc from None
+        try:
+            if os.fstat(fd).st_size < len(data):
+                raise exc from None  # growing it needs room too
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Liveness from signed heartbeats: alive -> suspect -> dead. Synchronous, no I/O.
 
 Times are wall-clock seconds handed in by the caller: a laptop that slept
-must find its peers dead on waking, which a monotonic clock would hide.
+must find its peers dead on waking, which a monotonic clock would hide. A step
+back of the wall clock moves every time heard back with it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,20 @@ class Liveness:
     settings: Settings
     last_heard: dict[str, float] = field(default_factory=dict)
     _reported: dict[str, str] = field(default_factory=dict)
+    _latest: float = float("-inf")  # the latest `now` handed in
+
+    def _observe(self, now: float) -> None:
+        """A wall clock stepped back moves every time heard back with it: otherwise a peer heard just before
+        a step of d seconds would look alive for d seconds more, dead or not (and a better-ranked peer that
+        looks alive is waited for by every election)."""
+        if now < self._latest:
+            back = self._latest - now
+            for peer_id in self.last_heard:
+                self.last_heard[peer_id] -= back
+        self._latest = now
 
     def heard(self, peer_id: str, now: float) -> None:
+        self._observe(now)
         if now > self.last_heard.get(peer_id, float("-inf")):
             self.last_heard[peer_id] = now
 
@@ -36,6 +49,7 @@ class Liveness:
         self._reported.pop(peer_id, None)
 
     def state(self, peer_id: str, now: float) -> str:
+        self._observe(now)
         last = self.last_heard.get(peer_id)
         if last is None:
             return DEAD

@@ -19,6 +19,7 @@ from peerbackup.core.identity import is_peer_id, peer_id_of, seal_to
 from peerbackup.core.settings import Settings
 from peerbackup.errors import (
     BadSignature,
+    DiskFull,
     Forbidden,
     FormatError,
     InviteError,
@@ -66,6 +67,8 @@ class PeerService:
         self.logs: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._beating: dict[str, asyncio.Task[Any]] = {}  # peer id -> its heartbeat on its way
+        # Set by the daemon: told of a write that failed for want of room (says it once).
+        self.disk_full: Callable[[BaseException, str], bool] = lambda exc, during: False
 
     async def load(self) -> None:
         self.membership = await self.state.load_membership(self.ident.office)
@@ -101,11 +104,19 @@ class PeerService:
     async def _admit(self, raw: bytes) -> Certificate:
         cert, new = self.membership.admit(raw, self.clock())
         if new:
-            await self.state.save_cert(cert)
+            await self.cache_cert(cert)
             if self.logs is not None:
                 self.logs.state.add_cert(cert)
             event(self.log, "member.learned", peer=cert.peer_id, name=cert.name, roles=",".join(cert.roles))
         return cert
+
+    async def cache_cert(self, cert: Certificate) -> None:
+        """Keep a member's certificate in state.db; on a full disk it holds in memory only (the control log
+        and the member's hello bring it again), so a start or a hello never fails for want of room."""
+        try:
+            await self.state.save_cert(cert)
+        except DiskFull as exc:
+            self.disk_full(exc, "caching a member's certificate")
 
     async def _learn(self, sender: str, msg: hello.Hello) -> None:
         """What a verified hello (or hello reply) teaches: revocations, addresses, other members."""
@@ -128,7 +139,10 @@ class PeerService:
             return
         if rev is None:
             return
-        await self.state.save_revocation(rev)
+        try:
+            await self.state.save_revocation(rev)
+        except DiskFull as exc:
+            self.disk_full(exc, "caching a revocation")  # it holds in memory; peers and the log say it again
         self.liveness.forget(rev.peer_id)
         level = logging.ERROR if rev.peer_id == self.me else logging.WARNING
         event(self.log, "member.revoked", level, peer=rev.peer_id, me=rev.peer_id == self.me)

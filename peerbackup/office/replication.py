@@ -199,7 +199,7 @@ class LogService:
             except ProtocolError:
                 return  # revoked or expired: the log keeps it, membership does not
             if new:
-                await ps.state.save_cert(cert)
+                await ps.cache_cert(cert)
         elif ev.kind == MEMBER_REVOKE:
             await ps.add_revocation(ev.fields["revocation"])
 

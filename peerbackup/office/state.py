@@ -98,14 +98,15 @@ class State:
 
     @serialized
     async def save_cert(self, cert: Certificate) -> None:
-        await self.db.execute("INSERT OR REPLACE INTO certs VALUES (?, ?)", (cert.peer_id, cert.raw))
-        await self.db.commit()
+        """DiskFull when there is no room: the row is only a cache of the control log, replayed at every start."""
+        await self._write("INSERT OR REPLACE INTO certs VALUES (?, ?)", (cert.peer_id, cert.raw))
 
     @serialized
     async def save_revocation(self, rev: Revocation) -> None:
-        await self.db.execute("INSERT OR IGNORE INTO revocations VALUES (?, ?)", (rev.peer_id, rev.raw))
-        await self.db.execute("DELETE FROM addresses WHERE peer_id = ?", (rev.peer_id,))
-        await self.db.commit()
+        """DiskFull when there is no room: the revocation holds in memory, and the log (or the peer that told us)
+        brings it again at the next start."""
+        await self._write("INSERT OR IGNORE INTO revocations VALUES (?, ?)", (rev.peer_id, rev.raw))
+        await self._write("DELETE FROM addresses WHERE peer_id = ?", (rev.peer_id,))
 
     # ---- addresses (hints: mDNS, static, hello, join) ---------------------------------
 

@@ -12,10 +12,11 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import aiosqlite
 
-from peerbackup.errors import DiskFull, HomeError, StoreFull
+from peerbackup.errors import DiskFull, HomeError, HomeFull, StoreFull
 
 SIDECARS = ("-wal", "-shm", "-journal")
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+NO_ROOM = 64 * 1024  # free bytes below which a failed open is blamed on the disk: a WAL index needs 32 KiB
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -42,6 +43,14 @@ def make_private(path: str | os.PathLike[str]) -> None:
             continue
 
 
+def _no_room(path: str | os.PathLike[str]) -> bool:
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < NO_ROOM
+
+
 async def open_db(path: str | os.PathLike[str], schema: str, what_to_do: str) -> aiosqlite.Connection:
     """A WAL, synchronous=FULL connection; a damaged file is a clear HomeError, never a hang."""
     await asyncio.to_thread(make_private, path)
@@ -53,6 +62,9 @@ async def open_db(path: str | os.PathLike[str], schema: str, what_to_do: str) ->
         await db.commit()
     except sqlite3.DatabaseError as exc:
         await db.close()  # its thread would keep the process alive
+        # SQLite says "disk I/O error" when it cannot map a new -shm on a full disk: not a damaged file.
+        if disk_full(exc) or await asyncio.to_thread(_no_room, path):
+            raise HomeFull(os.fspath(path)) from None
         raise HomeError(f"{path} is damaged ({exc}). Stop the daemon, move the file aside and start again: "
                         f"{what_to_do}.") from None
     return db

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import random
+import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -30,7 +31,7 @@ from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, node_log
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.service import Daemon, DaemonOptions
 from peerbackup.engine.backup import Archiver
-from peerbackup.errors import PeerRefused
+from peerbackup.errors import HomeFull, PeerRefused
 from peerbackup.net import envelope
 from peerbackup.net.client import CONTENT_TYPE
 from peerbackup.net.proto import store as proto
@@ -102,7 +103,7 @@ class Trio:
     alpha: Daemon
     beta: Daemon
     gamma: Daemon
-    restart: Callable[[Daemon], Awaitable[Daemon]]
+    restart: Callable[..., Awaitable[Daemon]]
 
     def term(self) -> int:
         return int(self.alpha.coordination.status()[1] or 0)
@@ -140,9 +141,10 @@ async def trio(tmp_path: Path, log: logging.Logger, gamma_home: Path | None = No
         await seed_state(home, joined)
         return await start(home, joined.ident, quota)
 
-    async def restart(d: Daemon) -> Daemon:
+    async def restart(d: Daemon, while_down: Callable[[], None] = lambda: None) -> Daemon:
         await d.stop()
         started.remove(d)
+        await asyncio.to_thread(while_down)
         return await start(d.home, d.ident, d.options.storage_quota)
 
     try:
@@ -438,5 +440,64 @@ def test_a_full_disk_refuses_writes_cleanly_reads_go_on_and_backups_pass_it_by(
             assert await post(gamma, proto.LIST_PATH, listing) == 409
             await asyncio.sleep(1)
             assert len(records.kinds("disk.full", "gamma")) == 1 and len(records.kinds("disk.ok", "gamma")) == 1
+
+    run(scenario)
+
+
+def test_a_peer_restarted_on_a_full_disk_starts_and_serves(
+        tmp_path: Path, records: Records, small_disk: Path) -> None:
+    """The soak's epsilon: killed while its disk was full, it could not start again (its cache of members lacked a
+    certificate the log holds, and writing it raised out of the start). state.db is a cache rebuilt from events.db:
+    a start must not depend on room to write it. A start that cannot even open its database says the disk is
+    full, not that the file is damaged."""
+    async def scenario() -> None:
+        async with trio(tmp_path, new_logger(records), gamma_home=small_disk / "gamma") as t:
+            g = t.gamma
+            held = random.Random(16).randbytes(50_000)
+            assert await put(t, g, held, t.token(t.term()))
+            filler = small_disk / "filler"
+            # Held open across the restart, as a process killed with -9 leaves them: the WAL and its index.
+            sidecars = [sqlite3.connect(g.home.path / name, check_same_thread=False)
+                        for name in ("state.db", "events.db")]
+            for db in sidecars:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the file is opened on first use
+
+            def lose_cert_and_fill() -> None:
+                # Its cache lacks beta's certificate (never written: the disk was full when beta joined).
+                with sidecars[0]:
+                    sidecars[0].execute("DELETE FROM certs WHERE peer_id = ?", (t.beta.ident.peer_id,))
+                fill(small_disk)
+
+            try:
+                records.records.clear()
+                g = await t.restart(g, lose_cert_and_fill)
+                ref = proto.FileRef(NODE, FileType.DATA, content_hash(held).hex())
+                sc = StoreClient(t.beta.peer_service.client, NODE)
+                async def beta_knows_where() -> bool:
+                    return (await t.peer(t.beta, g)).addresses[0] == g.advertised[0]
+
+                await wait(beta_knows_where, 20, "beta trying gamma's new address first")
+                assert await sc.get(await t.peer(t.beta, g), FileType.DATA, ref.name) == held
+                assert t.beta.ident.peer_id in g.peer_service.membership.certs
+                assert records.kinds("disk.full", "gamma"), [r.getMessage() for r in records.records]
+                assert not records.tracebacks(), [(r.name, r.getMessage()) for r in records.tracebacks()]
+                await g.stop()
+            finally:
+                for db in sidecars:
+                    db.close()
+            # Now without the sidecars (a clean stop removes them, freeing their room, which the filler takes).
+            await asyncio.to_thread(fill, small_disk)
+            with pytest.raises(HomeFull, match="is full"):
+                await g.start()
+            await g.stop()
+
+            # Once there is room, the next start writes the certificate it lacked.
+            await asyncio.to_thread(filler.unlink)
+            g = await t.restart(g)
+            db = sqlite3.connect(g.home.path / "state.db")
+            try:
+                assert db.execute("SELECT 1 FROM certs WHERE peer_id = ?", (t.beta.ident.peer_id,)).fetchone()
+            finally:
+                db.close()
 
     run(scenario)

@@ -539,3 +539,59 @@ def test_ticks_a_little_late_are_no_pause() -> None:
         t += S.suspect  # late, but not more than `suspect`
         assert e.on_announce("PEER-A", (4, "PEER-A"), t)
         assert [a for a in e.tick(t, [(0, "PEER-A")], RANKS) if isinstance(a, Woke)] == []
+
+
+# ---- wall-clock steps (the soak's 89 s without a coordinator, seed 2) -----------------------------------
+
+
+def coordinator_a() -> Election:
+    """PEER-A (rank 0) coordinating, PEER-B a known member that has gone silent."""
+    e = election(me="PEER-A", rank=0)
+    t = T0 + S.lease
+    assert claims(e.tick(t, [], RANKS)) == [Claim((1, "PEER-A"), new_term=True)]
+    return e
+
+
+def test_a_clock_stepped_forward_then_back_costs_one_lease_not_the_step() -> None:
+    """alpha's clock jumped 74 s ahead and came back 12 s later: it stepped down (its lease ran out by its
+    clock) and waited a lease from the jump, by its clock. When the clock came back (within the lease), that
+    wait was 74 s longer in real time, and the others, hearing alpha alive and better ranked, waited for it:
+    89 s with no coordinator. A step back now moves every deadline the election set back with it."""
+    e = coordinator_a()
+    real = T0 + S.lease
+    step = 74.0
+    held_until = real
+    while real < T0 + S.lease + 60:
+        real += S.heartbeat
+        ahead = step if T0 + S.lease + 2 <= real < T0 + S.lease + 2 + 4 * S.heartbeat else 0.0
+        e.tick(real + ahead, [], RANKS)
+        if e.i_am:
+            held_until = real
+        elif real > T0 + S.lease + 2:
+            assert real - held_until <= S.lease + 2 * S.heartbeat, f"no coordinator for {real - held_until} s"
+    assert e.i_am
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(1, 40), st.floats(-300, 300)), min_size=1, max_size=8))
+def test_any_clock_step_costs_a_lone_coordinator_at_most_a_lease(steps: list[tuple[int, float]]) -> None:
+    """Whatever the wall clock does (steps forward or back, at any tick), a coordinator whose peers are
+    silent is without its lease no longer than a lease and two heartbeats after the latest step (a step
+    forward looks like a pause and costs a lease of listening; a step back costs nothing)."""
+    e = coordinator_a()
+    real, offset = T0 + S.lease, 0.0
+    held_until = real
+    for ticks, jump in steps:
+        offset += jump
+        stepped = real + S.heartbeat
+        for _ in range(ticks):
+            real += S.heartbeat
+            e.tick(real + offset, [], RANKS)
+            if e.i_am:
+                held_until = real
+            without = real - max(held_until, stepped)
+            assert without <= S.lease + 2 * S.heartbeat, (without, steps)
+    for _ in range(int((S.lease + 2 * S.heartbeat) / S.heartbeat) + 1):
+        real += S.heartbeat
+        e.tick(real + offset, [], RANKS)
+    assert e.i_am

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peerbackup.core import codec
 from peerbackup.core.certs import CERT_VERSION, COORDINATOR_ROLES, Certificate, Office, Revocation
@@ -324,12 +326,15 @@ def test_changes_per_peer_and_only_for_listed_peers() -> None:
     assert changes == [StateChange(P, ALIVE, SUSPECT, 4.0)]
 
 
-def test_heard_never_moves_backwards() -> None:
+def test_an_older_now_is_the_clock_stepped_back() -> None:
+    """Callers hand in the clock's now when they hear a peer, never a message's own time: an older now is
+    the wall clock stepped back, and every peer's silence is measured on the new clock."""
     live = Liveness(SETTINGS)
     live.heard(P, 100.0)
-    live.heard(P, 50.0)  # a delayed, older heartbeat
-    assert live.last_heard[P] == 100.0
-    assert live.state(P, 104.0) == SUSPECT
+    live.heard(Q, 98.0 + 2.0)
+    live.heard(P, 50.0)  # the clock stepped back 50 s, and P was heard again at once
+    assert live.last_heard == {P: 50.0, Q: 50.0}
+    assert live.state(P, 54.0) == SUSPECT and live.state(Q, 56.0) == DEAD
 
 
 def test_forget_resets_a_peer() -> None:
@@ -351,3 +356,18 @@ def test_silent_for_is_none_when_never_heard() -> None:
     assert [c.new for c in live.changes([P], 1.0)] == [ALIVE]
     del live.last_heard[P]  # the record is gone but the reported state stays
     assert live.changes([P], 5.0) == [StateChange(P, ALIVE, DEAD, None)]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.floats(0.5, 500), st.floats(0, 5.9))
+def test_a_clock_stepped_back_does_not_keep_a_silent_peer_alive(back: float, before: float) -> None:
+    """Heard, then the wall clock steps back by `back` seconds (`before` seconds after hearing it): the peer
+    is dead once `dead` seconds of real silence have passed, not `dead` plus the step."""
+    live = Liveness(SETTINGS)
+    live.heard(P, 1000.0)
+    assert live.state(P, 1000.0 + before) == (ALIVE if before < SETTINGS.suspect else SUSPECT)
+    stepped = 1000.0 + before - back
+    assert live.state(P, stepped) != DEAD
+    assert live.state(P, stepped + SETTINGS.dead - before) == DEAD
+    live.heard(P, stepped + SETTINGS.dead - before + 1)  # heard after the step: alive again, by the new clock
+    assert live.state(P, stepped + SETTINGS.dead - before + 1) == ALIVE
