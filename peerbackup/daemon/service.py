@@ -171,8 +171,8 @@ class Daemon:
         await self.logs.load()
         self.nodes = NodeService(self.logs, self.log)
         holder = await asyncio.to_thread(Holder, self.home.file(HELD), self.options.storage_quota, self.clock)
-        self.storage = StorageService(self.logs, holder, self.log, lambda: self.coordination.status()[0],
-                                      self.disk.failed)
+        self.storage = StorageService(self.logs, self.nodes.views, holder, self.log,
+                                      lambda: self.coordination.status()[0], self.disk.failed)
         limit = UploadLimit(self.options.limit_upload, time.monotonic) if self.options.limit_upload else None
         self.agent = AgentService(self.nodes.nodes, self.nodes.keys, self.storage_peers, client, self.ident.peer_id,
                                   self.ident.certificate.name, self.ident.office.fingerprint, self.home.file(CACHE),

@@ -42,7 +42,7 @@ from typing import Any
 
 from peerbackup.core.actas import BACKUP as BACKUP_SCOPE
 from peerbackup.core.actas import PRUNE, ActAs
-from peerbackup.core.jobs import BACKUP, DONE, FAILED, OPEN, RETENTION, JobState, fold, retention_due
+from peerbackup.core.jobs import BACKUP, DONE, FAILED, OPEN, RETENTION, JobState, retention_due
 from peerbackup.core.nodelog import (
     ACT_AS_ISSUED,
     ACT_AS_REFUSED,
@@ -52,7 +52,6 @@ from peerbackup.core.nodelog import (
     JOB_UNSENT,
     LOGON,
     RESTORE_DONE,
-    missed_slots,
     node_log,
 )
 from peerbackup.core.schedule import Missed, Schedule, job_id, retry_at, settle, slots_after
@@ -113,8 +112,6 @@ class JobService:
         self.running: Counter[str] = Counter()  # agent -> jobs dispatched and not reported
         self.evaluated: dict[str, float] = {}  # node/schedule -> slots up to here were considered
         self.waiting: dict[str, dict[float, str]] = {}  # node/schedule -> slots not started: last refusal
-        self._missed: dict[str, tuple[tuple[object, ...], dict[tuple[str, int], dict[str, Any]]]] = {}
-        self._folds: dict[str, tuple[tuple[object, ...], dict[str, JobState]]] = {}  # job_states
         self.runner = AgentRunner(self)  # the agent's side of jobs (office/jobrun.py)
         self.live: dict[str, Live] = {}  # job -> what its agent last said (on the coordinator)
         self.reported: deque[tuple[str, str]] = deque(maxlen=1000)  # (job, agent) that reported an end
@@ -206,22 +203,8 @@ class JobService:
         return sorted(out, key=lambda a: (a != self.last_ok.get(node), self.running[a], a))
 
     def job_states(self, node: str) -> dict[str, JobState]:
-        """Every job in the node's log and how it stands (core/jobs.py). Asked several times per heartbeat
-        (redispatch, retry, retention, alerts, dashboard, metrics), so the fold is kept until the log
-        changes: its writers' heads name its content (a revocation or a fork that drops events moves them
-        too). Read-only for the callers."""
-        log = node_log(node)
-        config = self.logs.state.config()
-        claims = config.coordinator_terms
-        info = config.nodes.get(node)
-        agents = frozenset(info.agents) if info is not None else frozenset()
-        # A dispatch counts once its claim arrives (and no more if a removal drops the claim).
-        version = (hash(tuple(claims)), hash(agents), *sorted(
-            (feed, seq) for (name, feed), seq in self.logs.state.heads.items() if name == log))
-        cached = self._folds.get(node)
-        if cached is None or cached[0] != version:
-            cached = self._folds[node] = (version, fold(self.logs.state.ordered(log), set(claims), agents))
-        return cached[1]
+        """Every job in the node's log and how it stands (core/jobs.py), folded once per change of the log."""
+        return self.nodes.views.job_states(node)
 
     def known_jobs(self, node: str) -> set[str]:
         """Jobs the node's log shows dispatched or started, under any coordinator (a slot never runs twice)."""
@@ -396,13 +379,7 @@ class JobService:
 
     def missed_slots(self, node: str) -> dict[tuple[str, int], dict[str, Any]]:
         """The node's slots logged missed (core/nodelog.py), read again only when its log changed."""
-        self.job_states(node)  # brings the version (the log's heads, the claims) up to date
-        version = self._folds[node][0]
-        cached = self._missed.get(node)
-        if cached is None or cached[0] != version:
-            claims = self.logs.state.config().coordinator_terms
-            cached = self._missed[node] = (version, missed_slots(self.logs.state.ordered(node_log(node)), claims))
-        return cached[1]
+        return self.nodes.views.missed_slots(node)
 
     async def _log_missed(self, name: str, sc: Schedule, m: Missed) -> bool:
         """A slot that never ran, in the node's log: the alert and `log` say why. False when not written."""

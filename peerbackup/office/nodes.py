@@ -43,6 +43,7 @@ from peerbackup.core.schedule import Schedule
 from peerbackup.core.settings import Settings
 from peerbackup.errors import FormatError, NotAdmin, NotAHolder, UsageError
 from peerbackup.logs import event
+from peerbackup.office.nodeviews import NodeViews
 from peerbackup.office.replication import LogService
 
 
@@ -51,6 +52,7 @@ class NodeService:
         self.logs = logs
         self.peers = logs.peers
         self.log = log
+        self.views = NodeViews(logs)  # each node's log folded once per change: jobs, missed slots, forgotten
 
     def nodes(self) -> dict[str, Node]:
         return self.logs.state.config().nodes

@@ -23,10 +23,10 @@ from peerbackup.core.actas import ActAs, coordinator_of, job_of
 from peerbackup.core.certs import DeleteGrant
 from peerbackup.core.crypto import content_hash
 from peerbackup.core.events import Event
-from peerbackup.core.forgotten import forgotten, is_forgotten
-from peerbackup.core.jobs import DONE, fold
+from peerbackup.core.forgotten import is_forgotten
+from peerbackup.core.jobs import DONE
 from peerbackup.core.logstate import COORDINATOR_CLAIM
-from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, NODE_LOG_PREFIX, node_log
+from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, NODE_LOG_PREFIX
 from peerbackup.core.nodes import Node
 from peerbackup.errors import (
     DiskFull,
@@ -46,6 +46,7 @@ from peerbackup.errors import (
 from peerbackup.logs import event
 from peerbackup.net.proto import store as proto
 from peerbackup.net.server import PeerServer
+from peerbackup.office.nodeviews import NodeViews
 from peerbackup.office.replication import LogService
 from peerbackup.storage.holder import CONTENT_NAMED, Holder
 from peerbackup.storage.sqlite import disk_full
@@ -60,12 +61,13 @@ CLAIM_PULL_EVERY = 10
 
 
 class StorageService:
-    def __init__(self, logs: LogService, holder: Holder, log: logging.Logger,
+    def __init__(self, logs: LogService, views: NodeViews, holder: Holder, log: logging.Logger,
                  coordinator: Callable[[], str | None] = lambda: None,
                  disk_full: Callable[[BaseException, str], object] = lambda _exc, _during: None) -> None:
         self.coordinator = coordinator  # the peer this one follows as coordinator, if any
         self.disk_full = disk_full  # told when the holder's disk is full (the daemon's DiskWatch.failed)
         self.logs = logs
+        self.views = views
         self.peers = logs.peers
         self.holder = holder
         self.log = log
@@ -163,10 +165,7 @@ class StorageService:
         second snapshot of its slot. A job this holder's log does not show yet (its dispatch on its way, a
         backup by hand) is not fenced: the guarantee is as strong as the log's spread (docs/nodes.md)."""
         job = job_of(raw)
-        claims = set(self.logs.state.config().coordinator_terms)
-        info = self.logs.state.config().nodes.get(node)
-        agents = frozenset(info.agents) if info is not None else frozenset()
-        st = fold(self.logs.state.ordered(node_log(node)), claims, agents).get(job)
+        st = self.views.job_states(node).get(job)
         if st is None:
             return
         if st.state == DONE:
@@ -179,7 +178,7 @@ class StorageService:
 
     def forgotten(self, node: str) -> set[str]:
         """Id prefixes of the node's snapshots that dispatched retention jobs forgot."""
-        return forgotten(self.logs.state.ordered(node_log(node)), self.logs.state.config().coordinator_terms)
+        return self.views.forgotten(node)
 
     def _on_event(self, ev: Event) -> None:
         # What a record needs may come in any order (a pull brings the agent's feed before the coordinator's):
