@@ -27,7 +27,8 @@ import pytest
 from peerbackup.core.actas import ActAs
 from peerbackup.core.crypto import KdfParams, content_hash
 from peerbackup.core.logstate import COORDINATOR_CLAIM
-from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, node_log
+from peerbackup.core.jobs import DONE
+from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, JOB_STARTED, node_log
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.service import Daemon, DaemonOptions
 from peerbackup.engine.backup import Archiver
@@ -119,7 +120,8 @@ class Trio:
 
 @contextlib.asynccontextmanager
 async def trio(tmp_path: Path, log: logging.Logger, gamma_home: Path | None = None,
-               gamma_quota: int | None = None) -> AsyncIterator[Trio]:
+               gamma_quota: int | None = None, clocks: dict[str, Callable[[], float]] | None = None
+               ) -> AsyncIterator[Trio]:
     """alpha, beta (agent of `accounts`) and gamma (storage only, its home where asked), in step."""
     a_home = Home(tmp_path / "alpha")
     a_ident = init_office(a_home, "Acme", "alpha", b"pw", str(tmp_path / "kit"), KdfParams.weak(), _rand(1),
@@ -128,8 +130,10 @@ async def trio(tmp_path: Path, log: logging.Logger, gamma_home: Path | None = No
 
     async def start(home: Home, ident: Any, quota: int | None = None) -> Daemon:
         # Each daemon logs under its own name: peerbackup.test_faults.gamma...
+        name = ident.certificate.name
         d = Daemon(home, ident, DaemonOptions(listen="127.0.0.1:0", mdns=False, settings=FAST,
-                                              storage_quota=quota), log.getChild(ident.certificate.name))
+                                              storage_quota=quota), log.getChild(name),
+                   (clocks or {}).get(name, time.time))
         started.append(d)
         await d.start()
         return d
@@ -499,5 +503,41 @@ def test_a_peer_restarted_on_a_full_disk_starts_and_serves(
                 assert db.execute("SELECT 1 FROM certs WHERE peer_id = ?", (t.beta.ident.peer_id,)).fetchone()
             finally:
                 db.close()
+
+    run(scenario)
+
+
+# ---- an agent whose log's time ran ahead of its clock writes its job's end later ---------------------------
+
+
+def test_an_agent_that_cannot_write_its_jobs_end_writes_it_later(tmp_path: Path, records: Records) -> None:
+    """The soak: an agent's clock stepped forward, it wrote to the node's log, and its clock came back: its
+    own feed's time is then ahead of its clock by more than clock_skew, and it cannot append (the job's end
+    among others) until its clock catches up. The coordinator hears the report, but the job stayed open in
+    every log until its deadline. The end is now tried again every progress_interval until the deadline."""
+    offset = [0.0]
+
+    def beta_clock() -> float:
+        return time.time() + offset[0]
+
+    async def scenario() -> None:
+        async with trio(tmp_path, new_logger(records), clocks={"beta": beta_clock}) as t:
+            a, b = t.alpha, t.beta
+            where = {"agent": b.ident.peer_id, "term": t.term(), "coordinator": a.ident.peer_id,
+                     "job_kind": "backup", "attempt": 1}
+            await log_job(a, JOB_DISPATCHED, job="late-1", **where)
+            await wait(lambda: "late-1" in b.jobs.job_states(NODE), 20, "beta seeing the dispatch")
+            offset[0] = 3 * FAST.clock_skew  # beta's clock runs ahead, and it logs its start then
+            await log_job(b, JOB_STARTED, job="late-1", **where)
+            offset[0] = 0.0  # and it comes back: its feed's time is now far ahead of its clock
+            done = {"node": NODE, "deadline": int(time.time()) + 600, "job": "late-1", **where, "snapshots": [],
+                    "errors": 0}
+            await b.jobs.runner._record(JOB_DONE, done, NODE)
+            assert records.kinds("job.log_failed", "beta"), [r.getMessage() for r in records.records]
+            assert b.jobs.job_states(NODE)["late-1"].state != DONE
+            offset[0] = 2 * FAST.clock_skew  # the clock catches up (here: jumps, so the test does not wait)
+            await wait(lambda: bool(records.kinds("job.logged_late", "beta")), 3 * FAST.progress_interval,
+                       "beta writing the job's end later")
+            assert b.jobs.job_states(NODE)["late-1"].state == DONE
 
     run(scenario)
