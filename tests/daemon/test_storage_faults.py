@@ -26,8 +26,8 @@ import pytest
 
 from peerbackup.core.actas import ActAs
 from peerbackup.core.crypto import KdfParams, content_hash
-from peerbackup.core.logstate import COORDINATOR_CLAIM
 from peerbackup.core.jobs import DONE
+from peerbackup.core.logstate import COORDINATOR_CLAIM
 from peerbackup.core.nodelog import JOB_DISPATCHED, JOB_DONE, JOB_STARTED, node_log
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.service import Daemon, DaemonOptions
