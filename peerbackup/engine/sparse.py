@@ -101,7 +101,7 @@ class DataReader:
         assert self._extents is not None
         if self._next >= len(self._extents):
             self._hole(self.pos, self.size - self.pos)  # a trailing hole (nothing when pos reached size)
-            self._end = self.pos
+            self.pos = self._end = max(self.pos, self.size)
             return False
         start, self._end = self._extents[self._next]
         self._next += 1
