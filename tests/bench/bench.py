@@ -891,7 +891,7 @@ def run_sparse_case(tools: list[Tool], workdir: Path) -> tuple[str, dict[str, ob
     """tests/bench/sparse_case.py: a 200 MiB file of 1 MiB of data, allocated size before/after and time."""
     sys.path.insert(0, str(REPO_ROOT))
     from tests.bench.sparse_case import sparse_case
-    return sparse_case(tools, workdir, run_measured, settle_io)
+    return sparse_case(tools, workdir)
 
 
 def lock_workdir(workdir: Path) -> int:

@@ -3,8 +3,8 @@
 .ost), backed up and restored by each tool; seconds for each step and the space the file allocates
 (st_blocks * 512) before and after.
 
-bench.py calls sparse_case() with its own tools and measuring functions; run alone (a smaller file, for a
-quick look) with:
+bench.py calls sparse_case() with its tools (it runs and measures them the way bench.py does); run alone
+(a smaller file, for a quick look) with:
 
   python tests/bench/sparse_case.py [--size 200M] [--data 1M] [--runs 3] [--workdir DIR] [--tools ...]
 
@@ -22,48 +22,24 @@ import random
 import shutil
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script, as bench.py is
+from tests.bench.bench import TOOL_CLASSES, Tool, parse_size, run_measured, settle_io
+from tests.bench.bench import Layout as BenchLayout
 
 MiB = 1024 * 1024
 EXTENTS = 4  # the data sits in this many places: the start, two inside, the very end
 
 
-class ToolLike(Protocol):
-    name: str
-    ok_codes: frozenset[int]
-
-    def env(self, lay: Any) -> dict[str, str]: ...
-    def init(self, lay: Any) -> list[str]: ...
-    def backup(self, lay: Any, src: Path, n: int) -> list[str]: ...
-    def restore(self, lay: Any, n: int) -> tuple[list[str], Path]: ...
-    def cwd(self) -> Path: ...
-
-
-class Measured(Protocol):
-    seconds: float
-    returncode: int
-
-
-Run = Callable[[Sequence[str], dict[str, str], Path, Path], Measured]
-
-
 @dataclass
-class Layout:
-    """A tool's scratch space; `target` names the restore directory, so one repository restores twice."""
+class Layout(BenchLayout):
+    """bench.py's scratch space of a tool; `target` names the restore directory, so one repository restores
+    twice."""
 
-    root: Path
     target: str = "restore"
-
-    @property
-    def repo(self) -> Path:
-        return self.root / "repo"
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
 
     @property
     def restore(self) -> Path:
@@ -84,11 +60,8 @@ def allocated(path: Path) -> int:
 
 
 def digest(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(8 * MiB):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def make_file(path: Path, size: int, data: int) -> None:
@@ -108,8 +81,8 @@ def _restored(target: Path, src: Path) -> Path:
     return target / str(src).lstrip("/")
 
 
-def sparse_case(tools: Sequence[ToolLike], workdir: Path, run: Run, settle: Callable[[], None],
-                size: int = 200 * MiB, data: int = MiB, runs: int = 3) -> tuple[str, dict[str, object], bool]:
+def sparse_case(tools: Sequence[Tool], workdir: Path, size: int = 200 * MiB, data: int = MiB,
+                runs: int = 3) -> tuple[str, dict[str, object], bool]:
     """(Markdown table, raw figures, whether any restore differed from the original). Times are medians
     over `runs` runs, the tools' order rotated from run to run."""
     base = workdir / "sparse"
@@ -120,7 +93,7 @@ def sparse_case(tools: Sequence[ToolLike], workdir: Path, run: Run, settle: Call
     by_label: dict[str, list[Row]] = {}
     for n in range(runs):
         for tool in [*tools[n % len(tools):], *tools[:n % len(tools)]]:
-            for row in _one(tool, base, workdir / "sparse-logs" / tool.name, src, want, run, settle):
+            for row in _one(tool, base, workdir / "sparse-logs" / tool.name, src, want):
                 by_label.setdefault(row.label, []).append(row)
     shutil.rmtree(base, ignore_errors=True)
     rows = [_median(label, rs) for label, rs in by_label.items()]
@@ -128,8 +101,7 @@ def sparse_case(tools: Sequence[ToolLike], workdir: Path, run: Run, settle: Call
                                               "rows": [r.__dict__ for r in rows]}, not all(r.identical for r in rows)
 
 
-def _one(tool: ToolLike, base: Path, logs: Path, src: Path, want: str, run: Run,
-         settle: Callable[[], None]) -> list[Row]:
+def _one(tool: Tool, base: Path, logs: Path, src: Path, want: str) -> list[Row]:
     """One backup and restore(s) of the file by one tool, in a fresh repository."""
     lay = Layout(base / tool.name)
     shutil.rmtree(lay.root, ignore_errors=True)
@@ -137,10 +109,10 @@ def _one(tool: ToolLike, base: Path, logs: Path, src: Path, want: str, run: Run,
     env = tool.env(lay)
     rows: list[Row] = []
     try:
-        if run(tool.init(lay), env, tool.cwd(), logs / "init").returncode not in tool.ok_codes:
+        if run_measured(tool.init(lay), env, tool.cwd(), logs / "init").returncode not in tool.ok_codes:
             raise RuntimeError("init")
-        settle()
-        b = run(tool.backup(lay, src.parent, 1), env, tool.cwd(), logs / "backup")
+        settle_io()
+        b = run_measured(tool.backup(lay, src.parent, 1), env, tool.cwd(), logs / "backup")
         if b.returncode not in tool.ok_codes:
             raise RuntimeError("backup")
         variants: list[tuple[str, list[str]]] = [(tool.name, [])]
@@ -150,8 +122,8 @@ def _one(tool: ToolLike, base: Path, logs: Path, src: Path, want: str, run: Run,
             out = Layout(lay.root, f"restore{i}")
             out.restore.mkdir(parents=True)
             argv, cwd = tool.restore(out, 1)
-            settle()
-            r = run([*argv, *extra], env, cwd, logs / f"restore{i}")
+            settle_io()
+            r = run_measured([*argv, *extra], env, cwd, logs / f"restore{i}")
             if r.returncode not in tool.ok_codes:
                 raise RuntimeError(label)
             got = _restored(out.restore, src)
@@ -192,9 +164,6 @@ def _table(size: int, data: int, before: int, rows: list[Row]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.bench.bench import TOOL_CLASSES, parse_size, run_measured, settle_io
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="200M")
     ap.add_argument("--data", default="1M")
@@ -204,8 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     tools = [TOOL_CLASSES[t]() for t in args.tools.split(",") if shutil.which(t) or t == "peerbackup"]
-    text, _, bad = sparse_case(tools, args.workdir, run_measured, settle_io, parse_size(args.size),
-                               parse_size(args.data), args.runs)
+    text, _, bad = sparse_case(tools, args.workdir, parse_size(args.size), parse_size(args.data), args.runs)
     print(text)
     return 1 if bad else 0
 
