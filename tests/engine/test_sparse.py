@@ -358,6 +358,7 @@ def test_a_file_that_shrinks_while_read_records_no_invented_hole(tmp_path: Path)
         got = ZERO_RUN
         while n := r.readinto(buf):
             got += n
+        assert r.readinto(buf) == 0  # and stays there, asked again
     finally:
         os.close(fd)
     assert got == ZERO_RUN + 10
