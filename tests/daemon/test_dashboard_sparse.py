@@ -1,5 +1,5 @@
-"""A sparse file through the dashboard: downloaded with its holes as zeros, restored with its holes kept, or
-written out in full when the restore asks for no_sparse."""
+"""A sparse file of a backup node: through the dashboard downloaded with its holes as zeros, restored with its
+holes kept, or written out in full when the restore asks for no_sparse; and the same by `restore NODE`."""
 
 from __future__ import annotations
 
@@ -42,3 +42,9 @@ def test_dashboard_download_and_restore_keep_holes_or_write_them(office: Office,
     code, body, _ = get(a, restore, method="POST", body={"node": NODE, "snapshot": snap, "path": str(image),
                                                         "target": "x", "no_sparse": "yes"})
     assert code == 400 and b"no_sparse" in body
+
+    for target, flags in (("cli-holes", []), ("cli-full", ["--no-sparse"])):
+        office.cli("restore", NODE, "latest", *flags, "--target", str(tmp_path / target), *home)
+    kept, full = (tmp_path / t / str(image).lstrip("/") for t in ("cli-holes", "cli-full"))
+    assert kept.read_bytes() == want and full.read_bytes() == want
+    assert allocated(kept) <= allocated(image) + MiB and allocated(full) >= os.path.getsize(image)
