@@ -7,7 +7,8 @@ span a hole). Backup finds holes with SEEK_DATA/SEEK_HOLE and takes long aligned
 runs of zeros as holes too; restore truncates the file to its size and writes
 only the data, so holes stay holes (or, with --no-sparse, writes the zeros).
 
-Synchronous, no state beyond the file descriptor each function is handed.
+Synchronous: pure functions, and a reader over a descriptor it is handed (it
+neither opens nor closes files).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Iterator
 Hole = tuple[int, int]  # (offset in the file, length)
 
 # A run of zeros is taken as a hole when it covers a whole block of this size
-# aligned at a multiple of it. 1 MiB: the chunker's average chunk and the
+# aligned at a multiple of it. 1 MiB: the default average chunk and the
 # allocation slack a restore is allowed (a zero run of any length leaves at most
 # two partial blocks, under 2 MiB, as data). Smaller blocks would turn the empty
 # pages of databases and office files into holes and fragment restored files for
