@@ -77,6 +77,7 @@ def _repo_parsers(top: Any) -> None:
     r.add_argument("--target", required=True)
     r.add_argument("--include", action="append", metavar="PATH")
     r.add_argument("--overwrite", action="store_true", help="restore into a non-empty target")
+    r.add_argument("--no-sparse", action="store_true", help="write the zeros of holes (file systems without holes)")
     _latest_filters(r)
     d = add("diff", repo.cmd_diff, "show what changed between two snapshots")
     d.add_argument("snapshot1")

@@ -213,6 +213,7 @@ def add_node_parsers(add: Any) -> None:
     rs.add_argument("--target", required=True)
     rs.add_argument("--include", action="append", metavar="PATH")
     rs.add_argument("--overwrite", action="store_true")
+    rs.add_argument("--no-sparse", action="store_true", help="write the zeros of holes (file systems without holes)")
     rs.add_argument("--path", action="append", metavar="PATH",
                     help="with latest: the newest snapshot of this data set (a node has one per data set)")
     rs.add_argument("--cache-dir", help="local cache directory")

@@ -164,7 +164,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     try:
         s = snap.summary
         total = None if args.include else (s.files_new + s.files_changed + s.files_unmodified, s.bytes_processed)
-        stats = Restorer(repo, overwrite=args.overwrite, progress=progress).restore(
+        stats = Restorer(repo, overwrite=args.overwrite, progress=progress, sparse=not args.no_sparse).restore(
             snap.tree, args.target, includes=args.include, total=total
         )
     finally:

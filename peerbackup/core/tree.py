@@ -14,7 +14,11 @@ from peerbackup.core import codec
 from peerbackup.core.crypto import ID_SIZE
 from peerbackup.errors import FormatError, UnsupportedVersion
 
-TREE_VERSION = 1
+# 2: a file may record holes ("h"). A tree is written as version 1 unless one of its files has holes, so
+# trees without any keep their ids (and deduplicate against older snapshots), and a reader too old for
+# holes refuses a tree that has them instead of restoring the data at the wrong offsets.
+TREE_VERSION = 2
+_PLAIN_TREE_VERSION = 1
 
 FILE = "file"
 DIR = "dir"
@@ -44,6 +48,8 @@ class Node:
     inode: int = 0
     dev: int = 0
     xattrs: dict[str, bytes] = field(default_factory=dict)
+    # Holes of a file: (offset, length) ranges of zeros, sorted and apart; content is the rest, in order.
+    holes: list[tuple[int, int]] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         w: dict[str, Any] = {
@@ -53,6 +59,8 @@ class Node:
         if self.type == FILE:
             w["s"] = self.size
             w["c"] = self.content
+            if self.holes:
+                w["h"] = [[o, n] for o, n in self.holes]
         if self.type == DIR:
             w["st"] = self.subtree
         if self.type == SYMLINK:
@@ -86,6 +94,8 @@ class Node:
             if not all(isinstance(c, bytes) and len(c) == ID_SIZE for c in content):
                 raise FormatError(what, "bad chunk id")
             node.content = content
+            if "h" in w:
+                node.holes = _holes(w["h"], node.size, what)
         elif node.type == DIR:
             subtree = codec.field(w, "st", bytes, what)
             if len(subtree) != ID_SIZE:
@@ -110,6 +120,23 @@ class Node:
         return node
 
 
+def _holes(raw: Any, size: int, what: str) -> list[tuple[int, int]]:
+    """Holes as a reader may trust them: sorted, apart, non-empty, inside the file."""
+    if not isinstance(raw, list):
+        raise FormatError(what, "bad holes")
+    out: list[tuple[int, int]] = []
+    end = 0
+    for h in raw:
+        if not (isinstance(h, list) and len(h) == 2 and all(type(x) is int for x in h)):
+            raise FormatError(what, "bad hole")
+        o, n = h
+        if o < end or n <= 0 or o + n > size:
+            raise FormatError(what, "holes overlap, are out of order or outside the file")
+        out.append((o, n))
+        end = o + n
+    return out
+
+
 def is_safe_name(name: str) -> bool:
     """A name that, joined to a directory, stays inside it."""
     return name not in ("", ".", "..") and "/" not in name and "\0" not in name
@@ -117,7 +144,8 @@ def is_safe_name(name: str) -> bool:
 
 def encode_tree(nodes: list[Node]) -> bytes:
     nodes = sorted(nodes, key=lambda n: os.fsencode(n.name))
-    return codec.pack({"v": TREE_VERSION, "nodes": [n.to_wire() for n in nodes]})
+    version = TREE_VERSION if any(n.holes for n in nodes) else _PLAIN_TREE_VERSION
+    return codec.pack({"v": version, "nodes": [n.to_wire() for n in nodes]})
 
 
 def decode_tree(data: bytes | bytearray, what: str = "tree") -> list[Node]:

@@ -196,12 +196,15 @@ class Dashboard:
         if not all(isinstance(v, str) for v in (node, snap, path, target)):
             raise UsageError("give node, snapshot, path and target")
         assert isinstance(node, str) and isinstance(snap, str) and isinstance(path, str) and isinstance(target, str)
+        no_sparse = obj.get("no_sparse", False)  # write the zeros of holes (a file system without holes)
+        if not isinstance(no_sparse, bool):
+            raise UsageError("no_sparse is true or false")
         if node not in self.daemon.nodes.nodes():
             raise UsageError(f"no backup node named {node!r}")
         root = self.daemon.restore_root()
         dest = inside(root, target if os.path.isabs(target) else str(root / target))
         async with self._reader(node) as r:
-            snap_id, stats = await asyncio.to_thread(r.restore, snap, path, dest)
+            snap_id, stats = await asyncio.to_thread(r.restore, snap, path, dest, not no_sparse)
         fields = {"snapshot": snap_id, "target": str(dest), "files": stats.files, "bytes": stats.bytes,
                   "errors": len(stats.errors)}
         await self.daemon.jobs.log_restore(node, fields)

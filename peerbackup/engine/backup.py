@@ -28,6 +28,7 @@ from peerbackup.engine.excludes import Excluder
 from peerbackup.engine.fsmeta import node_from_stat, node_type, open_for_read, read_xattrs
 from peerbackup.engine.locks import RepoLock
 from peerbackup.engine.repository import Repository
+from peerbackup.engine.sparse import DataReader
 from peerbackup.storage.cache import FileCache
 
 # Chunks smaller than this are handed to the workers in batches of about this size.
@@ -307,9 +308,9 @@ class Archiver:
         self.progress.scanned(path, st.st_size)
         self.summary.bytes_processed += st.st_size
         if self._fc is not None:
-            known, cached = self._fc.check(bpath, st)
+            known, cached, holes = self._fc.check(bpath, st)
             if cached is not None and all(self.repo.index.has(c) for c in cached):
-                node.content = cached
+                node.content, node.holes = cached, holes
                 self._fc.touch(bpath)
                 self.summary.files_unmodified += 1
                 self.progress.processed(st.st_size)
@@ -328,25 +329,26 @@ class Archiver:
             return _UNREADABLE
         futures: list[Future[_ChunkResult]] = []
         size = 0
+        data = DataReader(fd, st.st_size, st.st_blocks * 512)  # the file without its holes
         try:
             with os.fdopen(fd, "rb", buffering=0) as f:
-                for chunk in self.repo.chunker.chunks(f, st.st_size):
+                for chunk in self.repo.chunker.chunks(data, st.st_size):
                     size += len(chunk)
                     futures.append(self._submit(chunk))
                 after = os.fstat(f.fileno())
         except OSError as exc:
             self._os_error(path, "read error", exc)
             # Keep what was read so the snapshot stays consistent with its sizes.
-            node.size = size
+            node.size, node.holes = data.layout(size)
             return _PendingFile(node, bpath, st, futures, cacheable=False)
         self.summary.bytes_read += size
+        node.size, node.holes = data.layout(size)
         changed = (
-            size != st.st_size or after.st_mtime_ns != st.st_mtime_ns
+            node.size != st.st_size or after.st_mtime_ns != st.st_mtime_ns
             or after.st_size != st.st_size
         )
         if changed:
             self._error(path, "file changed while it was being read", CHANGED)
-        node.size = size
         racy = st.st_mtime_ns > self._start_ns - _RACY_NS
         return _PendingFile(node, bpath, st, futures, cacheable=not changed and not racy)
 
@@ -422,7 +424,7 @@ class Archiver:
             pf.node.content = content
             self.progress.file_done(os.fsdecode(pf.path), pf.node.size)
             if self._fc is not None and pf.cacheable:
-                self._fc.update(pf.path, pf.st, content)
+                self._fc.update(pf.path, pf.st, content, pf.node.holes)
         tree_id, stored = self.repo.add_blob(Kind.TREE, encode_tree(d.nodes))
         if stored:
             self.summary.tree_blobs_added += 1

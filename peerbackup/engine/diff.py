@@ -18,8 +18,8 @@ def _changed(a: Node, b: Node) -> bool:
         return True
     if a.type == DIR:
         return (a.mode, a.uid, a.gid) != (b.mode, b.uid, b.gid)
-    return (a.content, a.target, a.mode, a.uid, a.gid, a.mtime_ns, a.size) != (
-        b.content, b.target, b.mode, b.uid, b.gid, b.mtime_ns, b.size
+    return (a.content, a.holes, a.target, a.mode, a.uid, a.gid, a.mtime_ns, a.size) != (
+        b.content, b.holes, b.target, b.mode, b.uid, b.gid, b.mtime_ns, b.size
     )
 
 

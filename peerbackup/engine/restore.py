@@ -24,6 +24,7 @@ from peerbackup.core.pack import BlobEntry
 from peerbackup.core.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SYMLINK, Node, is_safe_name
 from peerbackup.engine.fsmeta import apply_metadata, make_special
 from peerbackup.engine.repository import Repository
+from peerbackup.engine.sparse import HoleMap, fill_holes, pwrite
 from peerbackup.engine.walk import find_path, load_tree
 from peerbackup.errors import NoSuchObject, PeerBackupError, TargetNotEmpty, UnsafePath
 
@@ -67,6 +68,7 @@ class _FileJob:
     node: Node
     offsets: list[int]  # start of each chunk in the file
     places: list[tuple[bytes, BlobEntry] | None]  # (pack, entry) of each chunk, None if missing
+    holes: HoleMap | None = None  # where the data goes around the file's holes; offsets skip them
 
     @property
     def sizes(self) -> list[int]:
@@ -89,12 +91,13 @@ def _included(path: str, includes: list[str]) -> tuple[bool, bool]:
 class Restorer:
     def __init__(
         self, repo: Repository, *, workers: int | None = None,
-        progress: RestoreProgress | None = None, overwrite: bool = False,
+        progress: RestoreProgress | None = None, overwrite: bool = False, sparse: bool = True,
     ) -> None:
         self.repo = repo
         self.workers = workers or max(2, (os.cpu_count() or 2) + 1)
         self.progress: RestoreProgress = progress or NoRestoreProgress()
         self.overwrite = overwrite
+        self.sparse = sparse  # holes left as holes; False writes their zeros
         self.stats = RestoreStats()
         self._lock = threading.Lock()
         self._dirs: list[tuple[str, Node]] = []
@@ -215,7 +218,7 @@ class Restorer:
             offsets.append(pos)
             places.append(found)
             pos += found[1].raw_length if found else 0
-        return _FileJob(path, node, offsets, places)
+        return _FileJob(path, node, offsets, places, HoleMap(node.holes) if node.holes else None)
 
     # ---- writing -----------------------------------------------------------------
 
@@ -291,11 +294,20 @@ class Restorer:
         if fd is None:
             return None
         try:
+            # Created empty (O_TRUNC) and sized here, so every byte the data does not cover reads as zero:
+            # the holes need no write.
             os.ftruncate(fd, job.node.size)
+            if job.holes is not None and not self.sparse:
+                fill_holes(fd, job.holes.holes)
         except OSError as exc:
             self._fail(job.path, f"cannot size file: {exc.strerror}")
             os.close(fd)
             return None
+        if job.holes is not None:
+            hole_bytes = sum(n for _, n in job.holes.holes)
+            self.progress.written(hole_bytes)
+            with self._lock:
+                self.stats.bytes += hole_bytes
         return fd
 
     def _segments(self, job: _FileJob) -> list[tuple[int, int]]:
@@ -340,7 +352,7 @@ class Restorer:
             except PeerBackupError as exc:
                 self._fail(job.path, f"chunk {blob_id.hex()[:8]} at offset {job.offsets[i]}: {exc}")
                 continue
-            os.pwrite(fd, data, job.offsets[i])
+            pwrite(fd, data, job.offsets[i], job.holes)
             self.progress.written(len(data))
             with self._lock:
                 self.stats.bytes += len(data)

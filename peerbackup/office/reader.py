@@ -24,6 +24,7 @@ from peerbackup.core.tree import DIR, FILE
 from peerbackup.engine.prune import forget_by_policy
 from peerbackup.engine.repository import Repository
 from peerbackup.engine.restore import Restorer, RestoreStats
+from peerbackup.engine.sparse import expand
 from peerbackup.engine.walk import find_path, load_tree
 from peerbackup.errors import PeerBackupError, UsageError
 
@@ -110,7 +111,7 @@ class NodeReader:
             for blob in node.content or []:
                 yield bytes(self.repo.load_blob(Kind.DATA, blob))
 
-        return node.size, chunks()
+        return node.size, expand(node.holes, chunks())  # the holes as zeros
 
     def is_dir(self, snapshot: str, path: str) -> bool:
         snap = self.repo.find_snapshot(snapshot)
@@ -120,7 +121,7 @@ class NodeReader:
         node = find_path(self.repo, snap.tree, path)
         return node is not None and node.type == DIR
 
-    def restore(self, snapshot: str, path: str, target: Path) -> tuple[str, RestoreStats]:
+    def restore(self, snapshot: str, path: str, target: Path, sparse: bool = True) -> tuple[str, RestoreStats]:
         """Restore `path` of a snapshot (a file or a folder, with what is below it) into `target`, which
         the caller has checked; files land under target + their path in the snapshot, as `restore` does."""
         snap = self.repo.find_snapshot(snapshot)
@@ -128,7 +129,8 @@ class NodeReader:
         if path != "/":
             find_path(self.repo, snap.tree, path)  # NoSuchObject, naming the path, if it is not there
         target.mkdir(parents=True, exist_ok=True)
-        stats = Restorer(self.repo).restore(snap.tree, str(target), includes=None if path == "/" else [path])
+        stats = Restorer(self.repo, sparse=sparse).restore(snap.tree, str(target),
+                                                          includes=None if path == "/" else [path])
         return snap.id, stats
 
     def tar(self, snapshot: str, path: str, scratch: Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -234,9 +235,10 @@ class IndexCache:
 _FILES_SCHEMA = """
 DROP TABLE IF EXISTS files;
 CREATE TABLE files(path BLOB PRIMARY KEY, inode INT, size INT, mtime INT, ctime INT,
-                   content BLOB, gen INT) WITHOUT ROWID;
+                   content BLOB, gen INT, holes BLOB) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INT) WITHOUT ROWID;
 """
+_HOLE = struct.Struct(">QQ")  # a hole in the file cache: offset, length
 
 # An entry no backup has looked at for more than this many runs is dropped.
 FILE_CACHE_TTL = 20
@@ -247,12 +249,15 @@ class FileCache:
 
     def __init__(self, path: Path) -> None:
         self._db = _open_versioned(path, _FILES_SCHEMA)
+        if "holes" not in {r[1] for r in self._db.execute("PRAGMA table_info(files)")}:
+            # A cache from before holes were recorded: its rows keep their NULL (see check).
+            self._db.execute("ALTER TABLE files ADD COLUMN holes BLOB")
         self._lock = threading.Lock()
         # A first backup asks about every file: no need when there is nothing to find.
         self._empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
         row = self._db.execute("SELECT v FROM meta WHERE k='gen'").fetchone()
         self.gen = (row[0] if row else 0) + 1
-        self._updates: list[tuple[bytes, int, int, int, int, bytes, int]] = []
+        self._updates: list[tuple[bytes, int, int, int, int, bytes, int, bytes]] = []
         self._touched: list[tuple[int, bytes]] = []
 
     def close(self) -> None:
@@ -261,27 +266,33 @@ class FileCache:
     def lookup(self, path: bytes, st: os.stat_result) -> list[bytes] | None:
         return self.check(path, st)[1]
 
-    def check(self, path: bytes, st: os.stat_result) -> tuple[bool, list[bytes] | None]:
-        """(path seen before, its chunk ids if the file is unchanged) in one query."""
+    def check(self, path: bytes, st: os.stat_result) -> tuple[bool, list[bytes] | None, list[tuple[int, int]]]:
+        """(path seen before, its chunk ids if the file is unchanged, its holes) in one query."""
         if self._empty:
-            return False, None
+            return False, None, []
         with self._lock:
             row = self._db.execute(
-                "SELECT inode, size, mtime, ctime, content FROM files WHERE path=?", (path,)
+                "SELECT inode, size, mtime, ctime, content, holes FROM files WHERE path=?", (path,)
             ).fetchone()
         if row is None:
-            return False, None
+            return False, None, []
         if row[:4] != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-            return True, None
+            return True, None, []
         content: bytes = row[4]
-        return True, [content[i:i + ID_SIZE] for i in range(0, len(content), ID_SIZE)]
+        holes: bytes | None = row[5]
+        if holes is None and st.st_blocks * 512 < st.st_size:
+            return True, None, []  # cached before holes were recorded, and it has some: read it once more
+        return True, [content[i:i + ID_SIZE] for i in range(0, len(content), ID_SIZE)], \
+            [(o, n) for o, n in _HOLE.iter_unpack(holes or b"")]
 
     def touch(self, path: bytes) -> None:
         self._touched.append((self.gen, path))
 
-    def update(self, path: bytes, st: os.stat_result, content: list[bytes]) -> None:
+    def update(self, path: bytes, st: os.stat_result, content: list[bytes],
+               holes: list[tuple[int, int]] | None = None) -> None:
         self._updates.append(
-            (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, b"".join(content), self.gen)
+            (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, b"".join(content), self.gen,
+             b"".join(_HOLE.pack(o, n) for o, n in holes or ()))
         )
 
     def commit(self) -> None:
@@ -289,7 +300,7 @@ class FileCache:
         with self._lock:
             db = self._db
             db.execute("BEGIN")
-            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", self._updates)
+            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._updates)
             db.executemany("UPDATE files SET gen=? WHERE path=?", self._touched)
             db.execute("DELETE FROM files WHERE gen < ?", (self.gen - FILE_CACHE_TTL,))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('gen', ?)", (self.gen,))

@@ -887,6 +887,13 @@ def run_all(args: argparse.Namespace, tools: list[Tool], workdir: Path,
     return tables, raw, failed
 
 
+def run_sparse_case(tools: list[Tool], workdir: Path) -> tuple[str, dict[str, object], bool]:
+    """tests/bench/sparse_case.py: a 200 MiB file of 1 MiB of data, allocated size before/after and time."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.bench.sparse_case import sparse_case
+    return sparse_case(tools, workdir)
+
+
 def lock_workdir(workdir: Path) -> int:
     """Serialise invocations sharing a workdir: they share the data sets and
     scratch trees, and would skew each other's timings anyway."""
@@ -914,6 +921,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(f"{k}: {v}" for k, v in machine.items()), flush=True)
     try:
         tables, raw, failed = run_all(args, tools, workdir, trash)
+        sparse_table, raw["sparse"], sparse_failed = run_sparse_case(tools, workdir)
+        tables.append(sparse_table)
+        failed |= sparse_failed
     finally:
         trash.purge()
 

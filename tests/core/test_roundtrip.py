@@ -112,6 +112,9 @@ def nodes(draw: st.DrawFn, name: str | None = None) -> Node:
     if ntype == FILE:
         node.size = draw(u64)
         node.content = draw(st.lists(ids, max_size=4))
+        # Holes: sorted, apart, inside the file (tree version 2).
+        cuts = sorted(set(draw(st.lists(st.integers(0, node.size), max_size=6))))
+        node.holes = [(x, y - x) for x, y in zip(cuts[::2], cuts[1::2], strict=False)]
     elif ntype == DIR:
         node.subtree = draw(ids)
     elif ntype == SYMLINK:
