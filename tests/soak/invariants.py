@@ -204,3 +204,18 @@ def log_failures(texts: dict[str, str]) -> dict[str, dict[str, Any]]:
         out[name] = {"loop_failed": text.count(LOOP_FAILED), "tracebacks": len(re.findall(r"Traceback", text)),
                      "first_traceback": lines[max(0, first - 1):first + 25] if first is not None else []}
     return out
+
+
+def open_jobs(events: list[dict[str, Any]], now: float) -> list[str]:
+    """Jobs of the node's log (as `log --json` gives it) still open before their deadline: what the soak
+    waits for before it compares the logs."""
+    last: dict[str, tuple[str, float]] = {}
+    for e in events:
+        f = e.get("fields") or {}
+        if e["kind"] in ("job.dispatched", "job.started", "job.done", "job.failed", "job.dispatch_failed"):
+            deadline = float(f.get("deadline") or 0) or last.get(str(f.get("job")), ("", 0.0))[1]
+            last[str(f.get("job"))] = (e["kind"], deadline)
+    # Done is final, as in the daemons' fold (core/jobs.py): an agent whose clock ran behind writes its
+    # start and end with times before the dispatch, so the dispatch can come last in log order.
+    done = {str((e.get("fields") or {}).get("job")) for e in events if e["kind"] == "job.done"}
+    return [j for j, (k, d) in last.items() if k in ("job.dispatched", "job.started") and d > now and j not in done]

@@ -132,15 +132,6 @@ class Soak:
         wait_for(pause, 120, "the schedule paused", interval=2)
         return time.time()
 
-    def _open_jobs(self, events: list[dict[str, Any]], now: float) -> list[str]:
-        last: dict[str, tuple[str, float]] = {}
-        for e in events:
-            f = e.get("fields") or {}
-            if e["kind"] in ("job.dispatched", "job.started", "job.done", "job.failed", "job.dispatch_failed"):
-                deadline = float(f.get("deadline") or 0) or last.get(str(f.get("job")), ("", 0.0))[1]
-                last[str(f.get("job"))] = (e["kind"], deadline)
-        return [j for j, (k, d) in last.items() if k in ("job.dispatched", "job.started") and d > now]
-
     def _digests(self) -> dict[str, str]:
         out = {}
         for m in self.office.members.values():
@@ -157,7 +148,7 @@ class Soak:
         # Jobs end (or their deadline passes) first: their events are what the logs must agree on.
         while time.time() < deadline:
             events = self.watcher.node_log() or []
-            out["open_jobs"] = self._open_jobs(events, time.time())
+            out["open_jobs"] = inv.open_jobs(events, time.time())
             if not out["open_jobs"]:
                 break
             time.sleep(3)

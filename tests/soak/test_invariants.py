@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.soak.invariants import NetFault, coordinator_gaps, expected_slots, judge_jobs
+from tests.soak.invariants import NetFault, coordinator_gaps, expected_slots, judge_jobs, open_jobs
 from tests.soak.report import broken
 from tests.soak.user import State, compare
 
@@ -84,3 +84,15 @@ def test_the_broken_list_names_each_broken_invariant_with_its_figure() -> None:
     report = {"invariants": [{"key": "exactly_once", "ok": False, "figure": "3 run more than once"},
                              {"key": "restores", "ok": True, "figure": "9 of 9"}]}
     assert broken(report) == ["exactly_once: 3 run more than once"]
+
+
+def test_a_job_done_before_its_dispatch_in_log_order_is_not_open() -> None:
+    """Seed 5: an agent's clock ran 70 s behind, so its start and end sort before the dispatch; the daemons
+    count the job done (done is final) and the soak waited its whole settling time for it."""
+    def ev(kind: str, job: str) -> dict[str, Any]:
+        return {"kind": kind, "fields": {"job": job, "deadline": 2000}}
+
+    events = [ev("job.started", "r1"), ev("job.done", "r1"), ev("job.dispatched", "r1"),
+              ev("job.dispatched", "b1"), ev("job.started", "b1"), ev("job.dispatched", "b2"), ev("job.failed", "b2")]
+    assert open_jobs(events, 1000) == ["b1"]
+    assert open_jobs(events, 3000) == []
