@@ -59,8 +59,8 @@ UPLOAD_QUEUE = 1
 INDEX_VERSION = 1
 # read_blobs: neighbouring blobs of a pack are read in one request when the gap
 # between them is at most READ_GAP bytes and the request at most READ_SPAN.
-READ_GAP = 256 * 1024
-READ_SPAN = 16 * 1024 * 1024
+READ_GAP = 64 * 1024
+READ_SPAN = 4 * 1024 * 1024
 _INDEX_CONTEXT = b"index"
 _SNAPSHOT_CONTEXT = b"snapshot"
 

@@ -70,12 +70,16 @@ FIGURES: dict[str, tuple[str, float]] = {
     "peak_rss_bytes": ("peak RSS MiB", 1.0),
 }
 TIMED_STEPS = ("first", "nochange", "changed", "restore")
-# Run with -c by a baseline tool: the editable install's import hook would
-# otherwise win over PYTHONPATH and run the working tree's code.
-_BASELINE_BOOT = (
-    "import runpy, sys; "
+# Run with -c by a baseline tool: the working directory (first on sys.path with
+# -c) and the editable install's import hook would otherwise win over PYTHONPATH
+# and run the working tree's code.
+_BASELINE_PATH = (
+    "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
     "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
-    "sys.argv[0] = 'peerbackup'; runpy.run_module('peerbackup', run_name='__main__')"
+)
+_BASELINE_BOOT = (
+    _BASELINE_PATH + "import runpy; sys.argv[0] = 'peerbackup'; "
+    "runpy.run_module('peerbackup', run_name='__main__')"
 )
 
 
@@ -343,8 +347,12 @@ class PeerbackupAt(Peerbackup):
         return dict(super().env(lay), PYTHONPATH=str(self.src))
 
     def version(self) -> str:
-        res = run_quiet(self._cli("--version"))
-        return f"{res.stdout.strip() or 'version unknown'} (git {self.sha[:12]}, from {self.src})"
+        probe = _BASELINE_PATH + "import peerbackup; print(peerbackup.__file__)"
+        res = subprocess.run([sys.executable, "-c", probe], env=dict(os.environ, PYTHONPATH=str(self.src)),
+                             cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        if not res.stdout.startswith(str(self.src)):
+            raise SystemExit(f"--baseline: the code imported is not {self.src}: {res.stdout}{res.stderr}")
+        return f"git {self.sha[:12]}, run from {self.src}"
 
 
 TOOL_CLASSES: dict[str, type[Tool]] = {"peerbackup": Peerbackup, "restic": Restic, "borg": Borg}
@@ -917,8 +925,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", default=",".join(TIMED_STEPS),
                     help="comma-separated steps after the first backup: nochange, changed, "
                          "restore (the first backup always runs; default all)")
-    ap.add_argument("--baseline", metavar="REV",
-                    help="also run peerbackup as of this commit, as an extra tool")
+    ap.add_argument("--baseline", metavar="REV", action="append", default=[],
+                    help="also run peerbackup as of this commit, as an extra tool (repeatable)")
     ap.add_argument("--tools", default=",".join(ALL_TOOLS),
                     help="comma-separated subset of peerbackup,restic,borg")
     ap.add_argument("--json", type=Path, help="write all raw figures here")
@@ -982,8 +990,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     lock_workdir(workdir)
     tools = [TOOL_CLASSES[n]() for n in ensure_installed(args.tools)]
-    if args.baseline:
-        tools.append(PeerbackupAt(args.baseline, workdir))
+    tools += [PeerbackupAt(rev, workdir) for rev in args.baseline]
     trash = Trash(workdir)
     trash.purge()  # left over by an interrupted invocation
     machine = machine_info(tools, workdir)
