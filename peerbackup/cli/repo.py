@@ -164,9 +164,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     try:
         s = snap.summary
         total = None if args.include else (s.files_new + s.files_changed + s.files_unmodified, s.bytes_processed)
-        # A local store works in forked children; a node's store is served by this process.
-        processes = (os.cpu_count() or 1) if isinstance(repo.store, LocalStore) else 0
-        stats = Restorer(repo, overwrite=args.overwrite, progress=progress, processes=processes).restore(
+        stats = Restorer(repo, overwrite=args.overwrite, progress=progress).restore(
             snap.tree, args.target, includes=args.include, total=total
         )
     finally:

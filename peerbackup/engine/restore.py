@@ -5,21 +5,17 @@ names must be unique within a directory, files are opened with O_NOFOLLOW, an
 existing symlink where a directory belongs is replaced rather than followed,
 and symlinks from the snapshot are created last, after all data is written.
 File contents are written by a pool of workers, large files in segments, each
-chunk verified against its keyed id before it is written. Small files go in
-windows of a few MiB, each written whole by one worker after reading its chunks
-pack range by pack range; with `processes`, those workers are forked processes,
-so that the per-file system calls of 50,000 files are not serialised by one GIL.
+chunk verified against its keyed id before it is written.
 """
 
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -112,24 +108,6 @@ def _write_all(fd: int, bufs: list[bytes | bytearray]) -> int:
     return total
 
 
-_WindowResult = tuple[int, int, list[str]]  # files, bytes, errors
-_child: Restorer | None = None  # in a forked writer process: its copy of the restorer
-
-
-def _init_child(restorer: Restorer) -> None:
-    global _child
-    restorer.progress = NoRestoreProgress()  # the parent reports what the child wrote
-    restorer._lock = threading.Lock()  # fresh: no thread of the parent holds it here
-    _child = restorer
-
-
-def _window_in_child(window: list[_FileJob]) -> _WindowResult:
-    assert _child is not None
-    _child.stats = RestoreStats()
-    _child._write_window(window)
-    return _child.stats.files, _child.stats.bytes, _child.stats.errors
-
-
 class _SubtreeReader:
     """A directory's subtrees, read ahead a batch at a time (one index query and
     one read per pack range), in the order the walk descends into them."""
@@ -155,16 +133,10 @@ class _SubtreeReader:
 class Restorer:
     def __init__(
         self, repo: Repository, *, workers: int | None = None,
-        progress: RestoreProgress | None = None, overwrite: bool = False, processes: int = 0,
+        progress: RestoreProgress | None = None, overwrite: bool = False,
     ) -> None:
-        """processes: write small files in this many forked processes (0: in threads).
-
-        Only for a process that may fork: its store must work in a child (a local
-        directory does; a connection served by this process's event loop does not).
-        """
         self.repo = repo
         self.workers = workers or max(2, (os.cpu_count() or 2) + 1)
-        self.processes = processes
         self.progress: RestoreProgress = progress or NoRestoreProgress()
         self.overwrite = overwrite
         self.stats = RestoreStats()
@@ -365,52 +337,19 @@ class Restorer:
         slots = threading.BoundedSemaphore(self.workers * 4)
         failures: list[BaseException] = []
 
-        def done(fut: Future[Any]) -> None:
+        def done(fut: Future[None]) -> None:
             slots.release()
             if fut.exception() is not None:
                 failures.append(fut.exception())  # type: ignore[arg-type]
 
-        def window_done(fut: Future[_WindowResult]) -> None:
-            if fut.exception() is None:
-                self._count(*fut.result())
-            done(fut)
-
-        procs = self._fork_processes()
-        try:
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
-                for fn, arg in tasks():
-                    slots.acquire()
-                    if failures:
-                        break
-                    if procs is not None and fn == self._write_window:
-                        procs.submit(_window_in_child, arg).add_done_callback(window_done)
-                    else:
-                        pool.submit(fn, arg).add_done_callback(done)
-        finally:
-            if procs is not None:
-                procs.shutdown(wait=True)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
+            for fn, arg in tasks():
+                slots.acquire()
+                if failures:
+                    break
+                pool.submit(fn, arg).add_done_callback(done)
         if failures:
             raise failures[0]
-
-    def _fork_processes(self) -> ProcessPoolExecutor | None:
-        if self.processes < 1 or "fork" not in multiprocessing.get_all_start_methods():
-            return None
-        procs = ProcessPoolExecutor(
-            self.processes, mp_context=multiprocessing.get_context("fork"),
-            initializer=_init_child, initargs=(self,),
-        )
-        # Fork them all now, before this process starts its writer threads: a
-        # child must not inherit a lock one of them holds (the fork copies only
-        # this thread). A fork context starts every process on the first submit.
-        procs.submit(int).result()
-        return procs
-
-    def _count(self, files: int, nbytes: int, errors: list[str]) -> None:
-        self.progress.written(nbytes)
-        with self._lock:
-            self.stats.files += files
-            self.stats.bytes += nbytes
-            self.stats.errors.extend(errors)
 
     def _write_window(self, window: list[_FileJob]) -> None:
         """Write small files whole: their chunks read first, each pack range once."""
@@ -431,7 +370,11 @@ class Restorer:
                 apply_metadata(job.path, job.node, errors, fd=fd)
             finally:
                 os.close(fd)
-        self._count(files, nbytes, errors)
+        self.progress.written(nbytes)
+        with self._lock:
+            self.stats.files += files
+            self.stats.bytes += nbytes
+            self.stats.errors.extend(errors)
 
     def _write_whole(
         self, job: _FileJob, fd: int, blobs: dict[bytes, bytes | bytearray | PeerBackupError]

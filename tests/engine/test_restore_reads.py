@@ -140,19 +140,3 @@ def test_read_blobs_agrees_with_read_blob_at_and_lookup_many_with_lookup(tmp_pat
     check()
     repo.close()
 
-
-def test_small_files_written_by_forked_processes_come_back_whole(tmp_path: Path) -> None:
-    repo = open_repo(LocalStore(tmp_path / "repo"), tmp_path)
-    src = tmp_path / "src"
-    make_tree(src, files=60)
-    for i in range(600):  # more than one window, so both children write some
-        (src / "dir3" / f"n{i}").write_bytes(b"%d" % i * (i % 7))
-    snap = Archiver(repo).backup([str(src)]).snapshot
-    stats = Restorer(repo, processes=2).restore(snap.tree, str(tmp_path / "out"))
-    assert stats.errors == []
-    assert snapshot_of(tmp_path / "out" / str(src).lstrip("/")) == snapshot_of(src)
-    # The children's counts reach the parent: the same as a restore in threads.
-    threaded = Restorer(repo).restore(snap.tree, str(tmp_path / "out2"))
-    assert (stats.files, stats.dirs, stats.bytes) == (threaded.files, threaded.dirs, threaded.bytes)
-    assert stats.files > 600
-    repo.close()
