@@ -4,8 +4,11 @@ Nothing is ever written outside the target: every name is checked before use,
 names must be unique within a directory, files are opened with O_NOFOLLOW, an
 existing symlink where a directory belongs is replaced rather than followed,
 and symlinks from the snapshot are created last, after all data is written.
-File contents are written by a pool of workers, large files in segments, each
-chunk verified against its keyed id before it is written.
+File contents are written by a pool of workers, each chunk verified against its
+keyed id before it is written: files up to SMALL_FILE whole, in windows of a few
+MiB handed to one worker at a time, their chunks read pack range by pack range
+(a hand-off or a read per 10 KiB file cost more than writing it); larger files
+in segments.
 """
 
 from __future__ import annotations
