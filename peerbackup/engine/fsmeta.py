@@ -74,28 +74,37 @@ def read_xattrs(path: str) -> dict[str, bytes]:
     return out
 
 
-def apply_metadata(path: str, node: Node, errors: list[str]) -> None:
-    """Owner, mode, xattrs and times, in the order that keeps each from undoing the last."""
+def apply_metadata(path: str, node: Node, errors: list[str], fd: int | None = None) -> None:
+    """Owner, mode, xattrs and times, in the order that keeps each from undoing the last.
+
+    With fd (a regular file's open descriptor) the calls act on it: no path walk
+    in the kernel, no name swapped in between; errors still name the path.
+    """
     is_link = node.type == SYMLINK
+    target: str | int = path if fd is None else fd
+    nofollow = {"follow_symlinks": False} if fd is None else {}
     if IS_ROOT:
         try:
-            os.chown(path, node.uid, node.gid, follow_symlinks=False)
+            os.chown(target, node.uid, node.gid, **nofollow)
         except OSError as exc:
             errors.append(f"{path}: chown: {exc.strerror}")
     if not is_link:
         try:
-            os.chmod(path, node.mode)
+            os.chmod(target, node.mode)
         except OSError as exc:
             errors.append(f"{path}: chmod: {exc.strerror}")
     if node.xattrs and _HAS_XATTR:
         for k, v in node.xattrs.items():
             try:
-                os.setxattr(path, k, v, follow_symlinks=False)
+                os.setxattr(target, k, v, **nofollow)
             except OSError as exc:
                 if exc.errno not in _QUIET:
                     errors.append(f"{path}: xattr {k}: {exc.strerror}")
     try:
-        os.utime(path, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=not is_link)
+        if fd is None:
+            os.utime(path, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=not is_link)
+        else:
+            os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
     except (OSError, NotImplementedError) as exc:
         if not is_link:
             errors.append(f"{path}: utime: {exc}")

@@ -57,6 +57,10 @@ PACK_SIZE = 16 * 1024 * 1024
 INDEX_EVERY = 32
 UPLOAD_QUEUE = 1
 INDEX_VERSION = 1
+# read_blobs: neighbouring blobs of a pack are read in one request when the gap
+# between them is at most READ_GAP bytes and the request at most READ_SPAN.
+READ_GAP = 64 * 1024
+READ_SPAN = 4 * 1024 * 1024
 _INDEX_CONTEXT = b"index"
 _SNAPSHOT_CONTEXT = b"snapshot"
 
@@ -324,6 +328,52 @@ class Repository:
                 # A damaged copy: a store with replicas reads another one (each copy at most once).
                 if not self.store.damaged(FileType.DATA, pack_id.hex()):
                     raise
+
+    def read_blobs(
+        self, kind: Kind, places: dict[bytes, tuple[bytes, BlobEntry]]
+    ) -> dict[bytes, bytes | bytearray | PeerBackupError]:
+        """Read many blobs whose places the caller looked up, each pack range once.
+
+        Blobs are sorted by pack and offset and neighbours read in one request
+        (gaps up to READ_GAP, requests up to READ_SPAN); a blob that does not open
+        from such a read is read again alone by read_blob_at, so a damaged copy
+        is handled exactly as there. Failures are returned per blob, not raised.
+        """
+        by_pack: dict[bytes, list[BlobEntry]] = {}
+        for pack_id, e in places.values():
+            by_pack.setdefault(pack_id, []).append(e)
+        out: dict[bytes, bytes | bytearray | PeerBackupError] = {}
+        for pack_id, entries in by_pack.items():
+            entries.sort(key=lambda e: e.offset)
+            i = 0
+            while i < len(entries):
+                j, end = i + 1, entries[i].offset + entries[i].length
+                while (j < len(entries) and entries[j].offset - end <= READ_GAP
+                       and entries[j].offset + entries[j].length - entries[i].offset <= READ_SPAN):
+                    end = max(end, entries[j].offset + entries[j].length)
+                    j += 1
+                self._read_run(kind, pack_id, entries[i:j], end, out)
+                i = j
+        return out
+
+    def _read_run(self, kind: Kind, pack_id: bytes, run: list[BlobEntry], end: int,
+                  out: dict[bytes, bytes | bytearray | PeerBackupError]) -> None:
+        start = run[0].offset
+        try:
+            buf = memoryview(self.store.get(FileType.DATA, pack_id.hex(), start, end - start))
+        except PeerBackupError:
+            buf = memoryview(b"")  # each blob below retries alone and reports its own error
+        for e in run:
+            try:
+                sealed = buf[e.offset - start:e.offset - start + e.length]
+                if len(sealed) != e.length:
+                    raise FormatError("blob", "truncated pack")
+                out[e.id] = self.open_blob(kind, e.id, sealed, f"{kind.name.lower()} blob {e.id.hex()[:8]}")
+            except PeerBackupError:
+                try:
+                    out[e.id] = self.read_blob_at(kind, e.id, pack_id, e)
+                except PeerBackupError as exc:
+                    out[e.id] = exc
 
     def open_blob(self, kind: Kind, blob_id: bytes, sealed: bytes | memoryview, what: str) -> bytes | bytearray:
         if len(sealed) == 0:

@@ -4,8 +4,11 @@ Nothing is ever written outside the target: every name is checked before use,
 names must be unique within a directory, files are opened with O_NOFOLLOW, an
 existing symlink where a directory belongs is replaced rather than followed,
 and symlinks from the snapshot are created last, after all data is written.
-File contents are written by a pool of workers, large files in segments, each
-chunk verified against its keyed id before it is written.
+File contents are written by a pool of workers, each chunk verified against its
+keyed id before it is written: files up to SMALL_FILE whole, in windows of a few
+MiB handed to one worker at a time, their chunks read pack range by pack range
+(a hand-off or a read per 10 KiB file cost more than writing it); larger files
+in segments.
 """
 
 from __future__ import annotations
@@ -14,14 +17,24 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from peerbackup.core.objects import Kind
 from peerbackup.core.pack import BlobEntry
-from peerbackup.core.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SYMLINK, Node, is_safe_name
+from peerbackup.core.tree import (
+    BLOCKDEV,
+    CHARDEV,
+    DIR,
+    FIFO,
+    FILE,
+    SYMLINK,
+    Node,
+    decode_tree,
+    is_safe_name,
+)
 from peerbackup.engine.fsmeta import apply_metadata, make_special
 from peerbackup.engine.repository import Repository
 from peerbackup.engine.sparse import HoleMap, fill_holes, pwrite
@@ -29,8 +42,9 @@ from peerbackup.engine.walk import find_path, load_tree
 from peerbackup.errors import NoSuchObject, PeerBackupError, TargetNotEmpty, UnsafePath
 
 SEGMENT = 64 * 1024 * 1024  # large files are split into segments of about this size
-_BATCH_BYTES = 1024 * 1024  # small files are written in batches of about this size
-_BATCH_FILES = 128
+SMALL_FILE = 1024 * 1024  # files up to this size are written whole, in windows:
+_WINDOW_BYTES = 4 * 1024 * 1024  # a window is about this much data
+_WINDOW_FILES = 512  # or this many files
 
 
 @dataclass
@@ -86,6 +100,39 @@ def _included(path: str, includes: list[str]) -> tuple[bool, bool]:
         if inc.startswith(path + "/"):
             return False, True  # an ancestor of something included
     return False, False
+
+
+def _write_all(fd: int, bufs: list[bytes | bytearray]) -> int:
+    """Write the buffers one after the other from the file's position; their total size."""
+    total = sum(map(len, bufs))
+    done = os.writev(fd, bufs) if bufs else 0
+    if done < total:  # a short write (rare on a regular file): the rest from where it stopped
+        rest = memoryview(b"".join(bufs))[done:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
+    return total
+
+
+class _SubtreeReader:
+    """A directory's subtrees, read ahead a batch at a time (one index query and
+    one read per pack range), in the order the walk descends into them."""
+
+    BATCH = 64  # bounds what is held: at most this many trees per level of the walk
+
+    def __init__(self, repo: Repository, tree_ids: list[bytes]) -> None:
+        self.repo = repo
+        self.pending = tree_ids[::-1]
+        self.trees: dict[bytes, bytes | bytearray | PeerBackupError] = {}
+
+    def get(self, tree_id: bytes) -> bytes | bytearray | None:
+        """The tree's plaintext, or None: then load_tree reads it (and reports any error)."""
+        if tree_id not in self.trees and self.pending:
+            # The walk asks in list order, so the next batch holds this tree.
+            batch = [self.pending.pop() for _ in range(min(self.BATCH, len(self.pending)))]
+            found = self.repo.index.lookup_many(batch, for_reading=True)
+            self.trees = self.repo.read_blobs(Kind.TREE, found)
+        got = self.trees.get(tree_id)
+        return got if isinstance(got, bytes | bytearray) else None
 
 
 class Restorer:
@@ -149,13 +196,27 @@ class Restorer:
         if os.listdir(target) and not self.overwrite:
             raise TargetNotEmpty(target)
 
-    def _plan(self, tree_id: bytes, dest: str, snap_path: str, includes: list[str]) -> Iterator[_FileJob]:
-        """Create directories and yield the files to write, walking the tree."""
+    def _plan(
+        self, tree_id: bytes, dest: str, snap_path: str, includes: list[str],
+        raw: bytes | bytearray | None = None,
+    ) -> Iterator[_FileJob]:
+        """Create directories and yield the files to write, walking the tree.
+
+        raw: the tree's plaintext if the parent read it ahead.
+        """
         try:
-            nodes = load_tree(self.repo, tree_id)
+            nodes = load_tree(self.repo, tree_id) if raw is None else decode_tree(raw, f"tree {tree_id.hex()[:8]}")
         except PeerBackupError as exc:
             self.stats.errors.append(f"{snap_path or '/'}: {exc}")
             return
+        # Every chunk of the directory's files in one index query, not one each.
+        found = self.repo.index.lookup_many(
+            (b for n in nodes if n.type == FILE for b in n.content), for_reading=True
+        )
+        subtrees = _SubtreeReader(self.repo, [
+            n.subtree for n in nodes
+            if n.type == DIR and n.subtree is not None and any(_included(f"{snap_path}/{n.name}", includes))
+        ])
         seen: set[str] = set()
         for node in nodes:
             if not is_safe_name(node.name) or node.name in seen:
@@ -173,11 +234,11 @@ class Restorer:
                 self._dirs.append((out, node))
                 self.stats.dirs += 1
                 if node.subtree is not None:
-                    yield from self._plan(node.subtree, out, path, includes)
+                    yield from self._plan(node.subtree, out, path, includes, subtrees.get(node.subtree))
             elif not take:
                 continue
             elif node.type == FILE:
-                job = self._plan_file(out, node)
+                job = self._plan_file(out, node, found)
                 if job is not None:
                     yield job
             elif node.type == SYMLINK:
@@ -203,7 +264,9 @@ class Restorer:
             self.stats.errors.append(f"{path}: cannot create directory: {exc.strerror}")
             return False
 
-    def _plan_file(self, path: str, node: Node) -> _FileJob | None:
+    def _plan_file(
+        self, path: str, node: Node, found: dict[bytes, tuple[bytes, BlobEntry]]
+    ) -> _FileJob | None:
         if node.links > 1:
             key = (node.dev, node.inode)
             first = self._hardlinks.get(key)
@@ -214,10 +277,10 @@ class Restorer:
         offsets, places = [], []
         pos = 0
         for blob_id in node.content:
-            found = self.repo.index.lookup(blob_id, for_reading=True)
+            place = found.get(blob_id)
             offsets.append(pos)
-            places.append(found)
-            pos += found[1].raw_length if found else 0
+            places.append(place)
+            pos += place[1].raw_length if place else 0
         return _FileJob(path, node, offsets, places, HoleMap(node.holes) if node.holes else None)
 
     # ---- writing -----------------------------------------------------------------
@@ -230,26 +293,33 @@ class Restorer:
 
         Piece = tuple[_FileJob, _OpenFile, int, int]
 
-        def pieces() -> Iterator[Piece]:
-            for job in jobs:
-                segs = self._segments(job) or [(0, 0)]  # an empty file still gets created
-                st = _OpenFile(remaining=len(segs))
-                for a, b in segs:
-                    yield job, st, a, b
+        def pieces(job: _FileJob) -> Iterator[Piece]:
+            segs = self._segments(job)
+            st = _OpenFile(remaining=len(segs))
+            for a, b in segs:
+                yield job, st, a, b
 
-        def tasks() -> Iterator[list[Piece]]:
-            # Small files go to the workers in batches: a hand-off per 10 KiB file
+        def tasks() -> Iterator[tuple[Callable[[list[Any]], None], list[Any]]]:
+            # Small files go to the workers in windows, each written whole by one
+            # worker with its chunks read pack by pack: a hand-off per 10 KiB file
             # cost more in GIL and futex traffic than writing the file.
-            batch: list[Piece] = []
+            window: list[_FileJob] = []
             size = 0
-            for piece in pieces():
-                batch.append(piece)
-                size += sum(piece[0].sizes[piece[2]:piece[3]])
-                if size >= _BATCH_BYTES or len(batch) >= _BATCH_FILES:
-                    yield batch
-                    batch, size = [], 0
-            if batch:
-                yield batch
+            for job in jobs:
+                job_size = sum(job.sizes)
+                # A file with data and holes takes the segment path, whose writes go around the holes
+                # (engine/sparse.py); one that is all hole is only sized, as a window does it.
+                if job_size > SMALL_FILE or (job.holes is not None and job.node.content):
+                    for piece in pieces(job):
+                        yield run, [piece]
+                    continue
+                window.append(job)
+                size += job_size
+                if size >= _WINDOW_BYTES or len(window) >= _WINDOW_FILES:
+                    yield self._write_window, window
+                    window, size = [], 0
+            if window:
+                yield self._write_window, window
 
         def run(batch: list[Piece]) -> None:
             for piece in batch:
@@ -281,26 +351,71 @@ class Restorer:
                 failures.append(fut.exception())  # type: ignore[arg-type]
 
         with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
-            for task in tasks():
+            for fn, arg in tasks():
                 slots.acquire()
                 if failures:
                     break
-                pool.submit(run, task).add_done_callback(done)
+                pool.submit(fn, arg).add_done_callback(done)
         if failures:
             raise failures[0]
+
+    def _write_window(self, window: list[_FileJob]) -> None:
+        """Write small files whole: their chunks read first, each pack range once."""
+        places = {b: p for job in window for b, p in zip(job.node.content, job.places, strict=True) if p}
+        blobs = self.repo.read_blobs(Kind.DATA, places)
+        files = nbytes = 0
+        errors: list[str] = []
+        for job in window:
+            fd = self._open_out(job.path)
+            if fd is None:
+                continue
+            try:
+                written = self._write_whole(job, fd, blobs)
+                if written is None:
+                    continue
+                nbytes += written
+                files += 1
+                apply_metadata(job.path, job.node, errors, fd=fd)
+            finally:
+                os.close(fd)
+        self.progress.written(nbytes)
+        with self._lock:
+            self.stats.files += files
+            self.stats.bytes += nbytes
+            self.stats.errors.extend(errors)
+
+    def _write_whole(
+        self, job: _FileJob, fd: int, blobs: dict[bytes, bytes | bytearray | PeerBackupError]
+    ) -> int | None:
+        """Bytes written into a small file, None if it could not be sized."""
+        data: list[bytes | bytearray | None] = []
+        for i, blob_id in enumerate(job.node.content):
+            got = blobs.get(blob_id) if job.places[i] else None
+            if not isinstance(got, bytes | bytearray):
+                exc = got or NoSuchObject("data blob", blob_id.hex())
+                self._fail(job.path, f"chunk {blob_id.hex()[:8]} at offset {job.offsets[i]}: {exc}")
+                got = None
+            data.append(got)
+        whole = [d for d in data if d is not None]
+        if len(whole) < len(data):  # a chunk missing: the others at their planned offsets
+            if not self._size(job, fd):
+                return None
+            for d, offset in zip(data, job.offsets, strict=True):
+                if d is not None:
+                    os.pwrite(fd, d, offset)
+            return sum(map(len, whole))
+        written = _write_all(fd, whole)
+        if written < job.node.size and not self._size(job, fd, fill=job.holes is not None and not self.sparse):
+            return None
+        return written + (sum(n for _, n in job.holes.holes) if job.holes is not None else 0)
 
     def _create(self, job: _FileJob) -> int | None:
         fd = self._open_out(job.path)
         if fd is None:
             return None
-        try:
-            # Created empty (O_TRUNC) and sized here, so every byte the data does not cover reads as zero:
-            # the holes need no write.
-            os.ftruncate(fd, job.node.size)
-            if job.holes is not None and not self.sparse:
-                fill_holes(fd, job.holes.holes)
-        except OSError as exc:
-            self._fail(job.path, f"cannot size file: {exc.strerror}")
+        # Created empty (O_TRUNC) and sized here, so every byte the data does not cover reads as zero: the
+        # holes need no write (unless asked for their zeros).
+        if not self._size(job, fd, fill=job.holes is not None and not self.sparse):
             os.close(fd)
             return None
         if job.holes is not None:
@@ -309,6 +424,16 @@ class Restorer:
             with self._lock:
                 self.stats.bytes += hole_bytes
         return fd
+
+    def _size(self, job: _FileJob, fd: int, fill: bool = False) -> bool:
+        try:
+            os.ftruncate(fd, job.node.size)
+            if fill and job.holes is not None:
+                fill_holes(fd, job.holes.holes)
+            return True
+        except OSError as exc:
+            self._fail(job.path, f"cannot size file: {exc.strerror}")
+            return False
 
     def _segments(self, job: _FileJob) -> list[tuple[int, int]]:
         segs = []
@@ -358,11 +483,13 @@ class Restorer:
                 self.stats.bytes += len(data)
 
     def _close_file(self, job: _FileJob, fd: int) -> None:
-        os.close(fd)
         errors: list[str] = []
         with self._lock:
             self.stats.files += 1
-        apply_metadata(job.path, job.node, errors)
+        try:
+            apply_metadata(job.path, job.node, errors, fd=fd)
+        finally:
+            os.close(fd)
         if errors:
             with self._lock:
                 self.stats.errors.extend(errors)

@@ -18,8 +18,14 @@ figure is the median over --runs runs; runs are interleaved across tools.
 
 Stdlib only. Usage:
   python tests/bench/bench.py [--size 1G] [--runs 3] [--workdir DIR]
-      [--small-files-source DIR] [--skip-small] [--tools peerbackup,restic,borg]
-      [--json OUT]
+      [--small-files-source DIR] [--skip-small] [--sets office,small]
+      [--steps first,nochange,changed,restore] [--baseline REV]
+      [--tools peerbackup,restic,borg] [--json OUT]
+
+To iterate on one figure: `--sets small --steps restore --tools peerbackup
+--baseline HEAD~1` backs up the small-files set once per run and times only its
+restore, for the working tree's code and for REV's (run from a `git archive` of
+it), in the same invocation; wall and CPU (user+sys) seconds are both reported.
 """
 
 from __future__ import annotations
@@ -64,6 +70,17 @@ FIGURES: dict[str, tuple[str, float]] = {
     "peak_rss_bytes": ("peak RSS MiB", 1.0),
 }
 TIMED_STEPS = ("first", "nochange", "changed", "restore")
+# Run with -c by a baseline tool: the working directory (first on sys.path with
+# -c) and the editable install's import hook would otherwise win over PYTHONPATH
+# and run the working tree's code.
+_BASELINE_PATH = (
+    "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+    "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+)
+_BASELINE_BOOT = (
+    _BASELINE_PATH + "import runpy; sys.argv[0] = 'peerbackup'; "
+    "runpy.run_module('peerbackup', run_name='__main__')"
+)
 
 
 class StepFailed(Exception):
@@ -305,6 +322,37 @@ class Peerbackup(Tool):
     def restore(self, lay: Layout, n: int) -> tuple[list[str], Path]:
         argv = self._cli("repo", "restore", "--repo", str(lay.repo), "latest")
         return [*argv, "--target", str(lay.restore)], REPO_ROOT
+
+
+class PeerbackupAt(Peerbackup):
+    """peerbackup as of another commit (--baseline), from a `git archive` of it."""
+
+    def __init__(self, rev: str, workdir: Path) -> None:
+        sha = run_quiet(["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"])
+        if sha.returncode != 0:
+            raise SystemExit(f"--baseline {rev}: not a commit")
+        self.sha = sha.stdout.strip()
+        self.name = f"peerbackup@{rev}"
+        self.src = workdir / f"baseline-{self.sha[:12]}"
+        if not (self.src / "peerbackup").is_dir():
+            self.src.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", self.sha, "peerbackup"],
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(self.src)], input=archive, check=True)
+
+    def _cli(self, *args: str) -> list[str]:
+        return [sys.executable, "-c", _BASELINE_BOOT, *args]
+
+    def env(self, lay: Layout) -> dict[str, str]:
+        return dict(super().env(lay), PYTHONPATH=str(self.src))
+
+    def version(self) -> str:
+        probe = _BASELINE_PATH + "import peerbackup; print(peerbackup.__file__)"
+        res = subprocess.run([sys.executable, "-c", probe], env=dict(os.environ, PYTHONPATH=str(self.src)),
+                             cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        if not res.stdout.startswith(str(self.src)):
+            raise SystemExit(f"--baseline: the code imported is not {self.src}: {res.stdout}{res.stderr}")
+        return f"git {self.sha[:12]}, run from {self.src}"
 
 
 TOOL_CLASSES: dict[str, type[Tool]] = {"peerbackup": Peerbackup, "restic": Restic, "borg": Borg}
@@ -654,11 +702,15 @@ def step(res: RunResult, tool: Tool, lay: Layout, name: str, argv: list[str], cw
         )
     if name in TIMED_STEPS:
         res.figures[name] = result.seconds
+        res.figures[f"{name}_cpu"] = result.cpu_seconds
 
 
 def run_tool(tool: Tool, src: Path, scratch: Path, logdir: Path, run: int, change: bool,
-             trash: Trash) -> RunResult:
-    """init, backup, no-change backup, [mutate src, backup], restore, verify."""
+             trash: Trash, steps: Sequence[str] = TIMED_STEPS) -> RunResult:
+    """init, backup, no-change backup, [mutate src, backup], restore, verify.
+
+    steps: the ones to run besides init and the first backup (always needed).
+    """
     res = RunResult(tool.name, run)
     lay = Layout(scratch / tool.name)
     trash.discard(lay.root)
@@ -668,16 +720,19 @@ def run_tool(tool: Tool, src: Path, scratch: Path, logdir: Path, run: int, chang
         step(res, tool, lay, "init", tool.init(lay), tool.cwd(), logdir)
         step(res, tool, lay, "first", tool.backup(lay, src, 1), tool.cwd(), logdir)
         res.figures["repo_bytes_first"] = repo_size(lay.repo)
-        step(res, tool, lay, "nochange", tool.backup(lay, src, 2), tool.cwd(), logdir)
-        last = 2
-        if change:
+        last = 1
+        if "nochange" in steps:
+            step(res, tool, lay, "nochange", tool.backup(lay, src, 2), tool.cwd(), logdir)
+            last = 2
+        if change and "changed" in steps:
             mutate(src, logdir / f"{tool.name}-run{run}-mutate.out")
             step(res, tool, lay, "changed", tool.backup(lay, src, 3), tool.cwd(), logdir)
             last = 3
         res.figures["repo_bytes"] = repo_size(lay.repo)
-        argv, cwd = tool.restore(lay, last)
-        step(res, tool, lay, "restore", argv, cwd, logdir)
-        res.verify_error = verify(src, lay.restore)
+        if "restore" in steps:
+            argv, cwd = tool.restore(lay, last)
+            step(res, tool, lay, "restore", argv, cwd, logdir)
+            res.verify_error = verify(src, lay.restore)
         res.figures["peak_rss_bytes"] = max(
             res.steps[s].peak_bytes for s in TIMED_STEPS if s in res.steps
         )
@@ -690,7 +745,8 @@ def run_tool(tool: Tool, src: Path, scratch: Path, logdir: Path, run: int, chang
 
 
 def describe(res: RunResult) -> str:
-    parts = [f"{k} {res.figures[k]:.2f}s" for k in TIMED_STEPS if k in res.figures]
+    parts = [f"{k} {res.figures[k]:.2f}s (CPU {res.figures.get(k + '_cpu', 0):.2f}s)"
+             for k in TIMED_STEPS if k in res.figures]
     if "repo_bytes" in res.figures:
         parts.append(f"repo {res.figures['repo_bytes'] / MiB:.1f} MiB")
     if "peak_rss_bytes" in res.figures:
@@ -701,7 +757,8 @@ def describe(res: RunResult) -> str:
 
 
 def bench_dataset(
-    info: DatasetInfo, tools: list[Tool], runs: int, workdir: Path, change: bool, trash: Trash
+    info: DatasetInfo, tools: list[Tool], runs: int, workdir: Path, change: bool, trash: Trash,
+    steps: Sequence[str] = TIMED_STEPS,
 ) -> dict[str, list[RunResult]]:
     """Runs are interleaved across tools so slow drift (thermal, noisy neighbours)
     spreads over all of them."""
@@ -721,7 +778,7 @@ def bench_dataset(
                 src = pristine  # never modified: back it up in place
             warm(src)
             print(f"[{info.name} run {run}/{runs}] {tool.name} ...", flush=True)
-            res = run_tool(tool, src, workdir / "scratch", logdir, run, change, trash)
+            res = run_tool(tool, src, workdir / "scratch", logdir, run, change, trash, steps)
             print(f"  {describe(res)}", flush=True)
             results[tool.name].append(res)
     trash.discard(workdir / "src")
@@ -762,20 +819,27 @@ def table(info: DatasetInfo, results: dict[str, list[RunResult]], change: bool) 
         for s in r.steps.values()
         if s.tree_pss_bytes > s.maxrss_bytes
     }
+    extra = [t for t in results if t not in ALL_TOOLS]  # baselines
+    cols = [*ALL_TOOLS, *extra]
     lines = [
         f"### {info.name} data set: {info.bytes / GiB:.2f} GiB, {info.files} files "
         f"({info.source})",
         "",
-        "| figure | peerbackup | restic | borg | pb/restic | pb/borg "
-        "| target pb/restic | pass/miss |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| figure | {' | '.join(cols)} | pb/restic | pb/borg "
+        f"{''.join(f'| pb/{t} ' for t in extra)}| target pb/restic | pass/miss |",
+        f"|---|{'---:|' * (len(cols) + 2 + len(extra))}---:|---|",
     ]
-    for key, (label, target) in FIGURES.items():
-        if key == "changed" and not change:
+    rows = dict(FIGURES)
+    for key in TIMED_STEPS:  # CPU seconds (user+sys): steadier than wall time on a shared machine
+        rows[f"{key}_cpu"] = (f"{FIGURES[key][0].removesuffix(' s')} CPU s", 0.0)
+    for key, (label, target) in rows.items():
+        if key.startswith("changed") and not change:
             continue
-        vals = {t: med.get(t, {}).get(key) for t in ALL_TOOLS}
+        vals = {t: med.get(t, {}).get(key) for t in cols}
+        if all(v is None for v in vals.values()):
+            continue  # a step not run (--steps)
         cells = []
-        for t in ALL_TOOLS:
+        for t in cols:
             cell = fmt(key, vals[t])
             if key == "restore" and t in failed:
                 cell += " **FAIL**"
@@ -790,9 +854,13 @@ def table(info: DatasetInfo, results: dict[str, list[RunResult]], change: bool) 
             verdict = "n/a"
         else:
             verdict = "pass" if r_restic <= target else "miss"
-        ratios = [f"{r:.2f}" if r is not None else "—" for r in (r_restic, r_borg)]
+        if not target:
+            verdict = "n/a"
+        r_extra = [ratio(vals["peerbackup"], vals[t]) for t in extra]
+        ratios = [f"{r:.2f}" if r is not None else "—" for r in (r_restic, r_borg, *r_extra)]
+        goal = f"<= {target:g}" if target else ""
         lines.append(f"| {label} | {' | '.join(cells)} | {' | '.join(ratios)} "
-                     f"| <= {target:g} | {verdict} |")
+                     f"| {goal} | {verdict} |")
     lines.append("")
     lines.append(f"Median of {max(map(len, results.values()), default=0)} run(s). Targets are "
                  "defined for the 4 GiB office set; elsewhere they are indicative.")
@@ -852,6 +920,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     default=Path(sysconfig.get_paths()["stdlib"]),
                     help="tree copied once for the small-files set (default: Python stdlib)")
     ap.add_argument("--skip-small", action="store_true", help="skip the small-files set")
+    ap.add_argument("--sets", default="office,small",
+                    help="comma-separated data sets to run: office, small (default both)")
+    ap.add_argument("--steps", default=",".join(TIMED_STEPS),
+                    help="comma-separated steps after the first backup: nochange, changed, "
+                         "restore (the first backup always runs; default all)")
+    ap.add_argument("--baseline", metavar="REV", action="append", default=[],
+                    help="also run peerbackup as of this commit, as an extra tool (repeatable)")
     ap.add_argument("--tools", default=",".join(ALL_TOOLS),
                     help="comma-separated subset of peerbackup,restic,borg")
     ap.add_argument("--json", type=Path, help="write all raw figures here")
@@ -862,21 +937,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(f"unknown tools: {', '.join(sorted(unknown))}")
     if args.runs < 1:
         ap.error("--runs must be >= 1")
+    args.sets = {x.strip() for x in args.sets.split(",") if x.strip()}
+    if not args.sets or args.sets - {"office", "small"}:
+        ap.error("--sets takes office and/or small")
+    if args.skip_small:
+        args.sets.discard("small")
+    args.steps = ("first", *(x.strip() for x in args.steps.split(",") if x.strip()))
+    if set(args.steps) - set(TIMED_STEPS):
+        ap.error(f"--steps takes {', '.join(TIMED_STEPS[1:])}")
     return args
 
 
 def run_all(args: argparse.Namespace, tools: list[Tool], workdir: Path,
             trash: Trash) -> tuple[list[str], dict[str, object], bool]:
     """Benchmark every data set: (Markdown tables, raw report, any restore failed)."""
-    datasets = [(office_dataset(workdir, args.size, trash), True)]
-    if not args.skip_small:
+    datasets = []
+    if "office" in args.sets:
+        datasets.append((office_dataset(workdir, args.size, trash), True))
+    if "small" in args.sets:
         datasets.append((small_dataset(workdir, args.small_files_source, trash), False))
     trash.wait_for_inode_reuse()
     tables = []
     raw: dict[str, object] = {}
     failed = False
     for info, change in datasets:
-        results = bench_dataset(info, tools, args.runs, workdir, change, trash)
+        results = bench_dataset(info, tools, args.runs, workdir, change, trash, args.steps)
         tables.append(table(info, results, change))
         failed |= any(r.verify_error for rs in results.values() for r in rs)
         raw[info.name] = {
@@ -912,6 +997,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     lock_workdir(workdir)
     tools = [TOOL_CLASSES[n]() for n in ensure_installed(args.tools)]
+    tools += [PeerbackupAt(rev, workdir) for rev in args.baseline]
     trash = Trash(workdir)
     trash.purge()  # left over by an interrupted invocation
     machine = machine_info(tools, workdir)
