@@ -96,6 +96,8 @@ class _PendingFile:
     cacheable: bool
 
 
+_NONE: frozenset[bytes] = frozenset()
+
 # Returned for a file that cannot be opened: it is left out of the snapshot.
 _UNREADABLE = _PendingFile(Node("", FILE), b"", os.stat_result((0,) * 10), [], cacheable=False)
 
@@ -171,6 +173,7 @@ class Archiver:
         self._pool: ThreadPoolExecutor | None = None
         self._dirs: deque[_PendingDir] = deque()
         self._fc: FileCache | None = None
+        self._live: dict[bytes, set[bytes]] = {}  # directory/ -> chunk ids of its cached files that are stored
         self._batch: list[tuple[bytes, memoryview, Future[_ChunkResult]]] = []
         self._batch_bytes = 0
         self._start_ns = 0
@@ -263,6 +266,11 @@ class Archiver:
         except OSError as exc:
             self._os_error(path, "cannot list directory", exc)
             entries = []
+        bdir = os.fsencode(path)
+        if self._fc is not None and entries:
+            # The directory's file-cache entries and which of their chunks the index holds, in a
+            # few queries rather than a few per file.
+            self._live[bdir + b"/"] = self.repo.index.has_many(self._fc.load_dir(bdir))
         for entry in entries:
             child = entry.path
             if self.excludes and self.excludes.excluded(child, entry.name):
@@ -273,6 +281,9 @@ class Archiver:
                 self._os_error(child, "cannot stat", exc)
                 continue
             self._entry(child, entry.name, st, nodes, pending)
+        if self._fc is not None:
+            self._fc.unload_dir(bdir)
+            self._live.pop(bdir + b"/", None)
         self.summary.dirs += 1
         self._dirs.append(pending)
         self._finish_ready()
@@ -282,7 +293,8 @@ class Archiver:
         if kind is None or kind == SOCKET:
             return  # sockets are recreated by their programs; nothing to restore
         node = node_from_stat(name, st, kind)
-        node.xattrs = read_xattrs(path)
+        if kind != FILE:  # a file's are read in _file, unless the file cache has them
+            node.xattrs = read_xattrs(path)
         if kind == SYMLINK:
             try:
                 node.target = os.readlink(path)
@@ -307,9 +319,12 @@ class Archiver:
         self.progress.scanned(path, st.st_size)
         self.summary.bytes_processed += st.st_size
         if self._fc is not None:
-            known, cached = self._fc.check(bpath, st)
-            if cached is not None and all(self.repo.index.has(c) for c in cached):
-                node.content = cached
+            known, cached, xattrs = self._fc.check(bpath, st)
+            live = self._live.get(bpath[:bpath.rfind(b"/") + 1], _NONE)
+            if cached is not None and xattrs is not None and all(
+                c in live or self.repo.index.has(c) for c in cached
+            ):
+                node.content, node.xattrs = cached, xattrs
                 self._fc.touch(bpath)
                 self.summary.files_unmodified += 1
                 self.progress.processed(st.st_size)
@@ -321,6 +336,7 @@ class Archiver:
                 self.summary.files_new += 1
         else:
             self.summary.files_new += 1
+        node.xattrs = read_xattrs(path)
         try:
             fd = open_for_read(path)
         except OSError as exc:
@@ -422,7 +438,7 @@ class Archiver:
             pf.node.content = content
             self.progress.file_done(os.fsdecode(pf.path), pf.node.size)
             if self._fc is not None and pf.cacheable:
-                self._fc.update(pf.path, pf.st, content)
+                self._fc.update(pf.path, pf.st, content, pf.node.xattrs)
         tree_id, stored = self.repo.add_blob(Kind.TREE, encode_tree(d.nodes))
         if stored:
             self.summary.tree_blobs_added += 1

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from peerbackup.core import codec
 from peerbackup.core.crypto import ID_SIZE
 from peerbackup.core.objects import Kind
 from peerbackup.core.pack import BlobEntry
+from peerbackup.errors import PeerBackupError
 from peerbackup.storage.sqlite import make_private
 
 _SCHEMA_VERSION = 1
@@ -54,15 +57,15 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _open_versioned(path: Path, schema: str) -> sqlite3.Connection:
+def _open_versioned(path: Path, schema: str, schema_version: int = _SCHEMA_VERSION) -> sqlite3.Connection:
     """Open a cache; a cache of another schema or a damaged one is rebuilt from scratch."""
     for attempt in range(2):
         try:
             db = _connect(path)
             (version,) = db.execute("PRAGMA user_version").fetchone()
-            if version != _SCHEMA_VERSION:
+            if version != schema_version:
                 db.executescript(schema)
-                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+                db.execute(f"PRAGMA user_version={schema_version}")
             # Damage past the header page only shows when the pages are read: look
             # now, while the cache can still be rebuilt, not in the middle of a backup.
             (verdict,) = db.execute("PRAGMA quick_check").fetchone()
@@ -102,16 +105,27 @@ class _Bloom:
         self._mask = bits - 1
         self._bits = bytearray(bits // 8)
 
-    def _positions(self, blob_id: bytes) -> list[int]:
-        return [int.from_bytes(blob_id[i * 8:i * 8 + 8], "little") & self._mask for i in range(self.PROBES)]
+    # The probes: the id's first PROBES little-endian 64-bit words, read in one call (per-probe
+    # slicing and int.from_bytes made opening a 50,000-blob index take 0.3 s).
+    _WORDS = struct.Struct(f"<{PROBES}Q")
 
     def add(self, blob_id: bytes) -> None:
-        for p in self._positions(blob_id):
-            self._bits[p >> 3] |= 1 << (p & 7)
+        self.add_many((blob_id,))
+
+    def add_many(self, blob_ids: Iterable[bytes]) -> None:
+        bits, mask, words = self._bits, self._mask, self._WORDS.unpack_from
+        for blob_id in blob_ids:
+            for w in words(blob_id):
+                p = w & mask
+                bits[p >> 3] |= 1 << (p & 7)
 
     def __contains__(self, blob_id: bytes) -> bool:
-        bits = self._bits
-        return all(bits[p >> 3] & (1 << (p & 7)) for p in self._positions(blob_id))
+        bits, mask = self._bits, self._mask
+        for w in self._WORDS.unpack_from(blob_id):
+            p = w & mask
+            if not bits[p >> 3] & (1 << (p & 7)):
+                return False
+        return True
 
 
 class IndexCache:
@@ -134,8 +148,7 @@ class IndexCache:
             # Room for this many new blobs before the filter fills up: then
             # lookups just go to SQLite more often.
             self._bloom = _Bloom(count + 1_000_000)
-            for (blob_id,) in self._db.execute("SELECT id FROM blobs"):
-                self._bloom.add(blob_id)
+            self._bloom.add_many(blob_id for (blob_id,) in self._db.execute("SELECT id FROM blobs"))
 
     def close(self) -> None:
         self._reader.close()
@@ -167,8 +180,7 @@ class IndexCache:
                         [(e.id, pack_id, int(e.kind), e.offset, e.length, e.raw_length)
                          for e in entries],
                     )
-                    for e in entries:
-                        self._bloom.add(e.id)
+                    self._bloom.add_many(e.id for e in entries)
                 if index_file:
                     db.execute("INSERT OR IGNORE INTO index_files VALUES (?)", (index_file,))
                 db.execute("COMMIT")
@@ -208,6 +220,30 @@ class IndexCache:
     def has(self, blob_id: bytes) -> bool:
         return self.lookup(blob_id) is not None
 
+    # Ids per query: well under SQLite's smallest limit on bound parameters (999).
+    _MANY = 500
+
+    def has_many(self, blob_ids: Iterable[bytes]) -> set[bytes]:
+        """Those of the ids for which has() is true, in one query per few hundred ids.
+
+        Meant for ids expected to be stored (a file cache's): the Bloom filter would only say
+        yes to them, so they go to SQLite directly, and when no pack is condemned SQLite only
+        counts them, the common answer being "all"."""
+        want = list(set(blob_ids))
+        found: set[bytes] = set()
+        for start in range(0, len(want), self._MANY):
+            part = want[start:start + self._MANY]
+            sql = f"FROM blobs WHERE id IN ({','.join('?' * len(part))})"
+            with self._read_lock:
+                if not self.condemned:
+                    (n,) = self._reader.execute(f"SELECT count(DISTINCT id) {sql}", part).fetchone()
+                    if n == len(part):
+                        found.update(part)
+                        continue
+                rows = self._reader.execute(f"SELECT id, pack {sql}", part).fetchall()
+            found.update(i for i, pack in rows if pack not in self.condemned)
+        return found
+
     def pack_ids(self) -> set[bytes]:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT id FROM packs")}
@@ -231,29 +267,47 @@ class IndexCache:
             yield i, p, BlobEntry(Kind(k), i, o, n, r)
 
 
+# Version 2 added xattrs: the file's extended attributes (codec-packed, b"" for none), so that an
+# unchanged file costs no listxattr either (setting or removing an attribute changes the ctime).
+_FILES_VERSION = 2
 _FILES_SCHEMA = """
 DROP TABLE IF EXISTS files;
 CREATE TABLE files(path BLOB PRIMARY KEY, inode INT, size INT, mtime INT, ctime INT,
-                   content BLOB, gen INT) WITHOUT ROWID;
+                   content BLOB, gen INT, xattrs BLOB) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INT) WITHOUT ROWID;
 """
 
-# An entry no backup has looked at for more than this many runs is dropped.
+# An entry no backup has looked at for more than this many runs is dropped. A backup that sees
+# an entry unchanged renews its generation only once it is half that old: renewing every entry on
+# every run rewrote the whole cache (0.2-0.8 s for 50,000 files). So an entry seen within the last
+# TTL/2 runs is always kept, one unseen for more than TTL runs always dropped.
 FILE_CACHE_TTL = 20
+
+
+def _unpack_xattrs(packed: bytes) -> dict[str, bytes] | None:
+    """The attributes update() packed; None (read them again) if the entry is not such a map."""
+    try:
+        obj = codec.unpack_map(packed, "file cache xattrs")
+    except PeerBackupError:
+        return None
+    ok = all(isinstance(k, str) and isinstance(v, bytes) for k, v in obj.items())
+    return obj if ok else None
 
 
 class FileCache:
     """Skips unchanged files: path -> (inode, size, mtime, ctime) and their chunk ids."""
 
     def __init__(self, path: Path) -> None:
-        self._db = _open_versioned(path, _FILES_SCHEMA)
+        self._db = _open_versioned(path, _FILES_SCHEMA, _FILES_VERSION)
         self._lock = threading.Lock()
         # A first backup asks about every file: no need when there is nothing to find.
         self._empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
         row = self._db.execute("SELECT v FROM meta WHERE k='gen'").fetchone()
         self.gen = (row[0] if row else 0) + 1
-        self._updates: list[tuple[bytes, int, int, int, int, bytes, int]] = []
-        self._touched: list[tuple[int, bytes]] = []
+        self._updates: list[tuple[bytes, int, int, int, int, bytes, int, bytes]] = []
+        self._touched: list[tuple[int, bytes, int]] = []
+        # Directory path with a trailing '/' -> {file path: (inode, size, mtime, ctime, content, xattrs)}.
+        self._loaded: dict[bytes, dict[bytes, tuple[int, int, int, int, bytes, bytes]]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -261,27 +315,63 @@ class FileCache:
     def lookup(self, path: bytes, st: os.stat_result) -> list[bytes] | None:
         return self.check(path, st)[1]
 
-    def check(self, path: bytes, st: os.stat_result) -> tuple[bool, list[bytes] | None]:
-        """(path seen before, its chunk ids if the file is unchanged) in one query."""
+    def xattrs(self, path: bytes, st: os.stat_result) -> dict[str, bytes] | None:
+        return self.check(path, st)[2]
+
+    def load_dir(self, directory: bytes) -> list[bytes]:
+        """Fetch the entries of a directory's files in one query, until unload_dir(); returns their chunk ids.
+
+        check() on each of them is then a dict lookup: from Python, one SQLite query per file cost
+        more than all the rest of a no-change backup's work on a small file. Only the entries of the
+        directories being walked are held, so memory stays bounded by the tree's width, not its size.
+        """
         if self._empty:
-            return False, None
+            return []
+        prefix = directory.rstrip(b"/") + b"/"
         with self._lock:
-            row = self._db.execute(
-                "SELECT inode, size, mtime, ctime, content FROM files WHERE path=?", (path,)
-            ).fetchone()
+            # The paths below the directory are one range of the key ('0' follows '/'); the ones
+            # with no further '/' are its own entries.
+            rows = self._db.execute(
+                "SELECT path, inode, size, mtime, ctime, content, xattrs FROM files"
+                " WHERE path >= ? AND path < ? AND instr(substr(path, ?), X'2F') = 0",
+                (prefix, prefix[:-1] + b"0", len(prefix) + 1),
+            ).fetchall()
+        self._loaded[prefix] = {r[0]: r[1:] for r in rows}
+        return [r[5][i:i + ID_SIZE] for r in rows for i in range(0, len(r[5]), ID_SIZE)]
+
+    def unload_dir(self, directory: bytes) -> None:
+        self._loaded.pop(directory.rstrip(b"/") + b"/", None)
+
+    def check(self, path: bytes, st: os.stat_result) -> tuple[bool, list[bytes] | None, dict[str, bytes] | None]:
+        """(path seen before, and if the file is unchanged its chunk ids and extended attributes):
+        from its directory's entries if load_dir() fetched them, else in one query."""
+        if self._empty:
+            return False, None, None
+        loaded = self._loaded.get(path[:path.rfind(b"/") + 1])
+        if loaded is not None:
+            row = loaded.get(path)
+        else:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT inode, size, mtime, ctime, content, xattrs FROM files WHERE path=?", (path,)
+                ).fetchone()
         if row is None:
-            return False, None
+            return False, None, None
         if row[:4] != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-            return True, None
+            return True, None, None
         content: bytes = row[4]
-        return True, [content[i:i + ID_SIZE] for i in range(0, len(content), ID_SIZE)]
+        xattrs = _unpack_xattrs(row[5]) if row[5] else {}
+        return True, [content[i:i + ID_SIZE] for i in range(0, len(content), ID_SIZE)], xattrs
 
     def touch(self, path: bytes) -> None:
-        self._touched.append((self.gen, path))
+        self._touched.append((self.gen, path, self.gen - FILE_CACHE_TTL // 2))
 
-    def update(self, path: bytes, st: os.stat_result, content: list[bytes]) -> None:
+    def update(self, path: bytes, st: os.stat_result, content: list[bytes],
+               xattrs: dict[str, bytes] | None = None) -> None:
+        """Remember a file read whole: its chunk ids and the extended attributes it had as `st`."""
+        packed = codec.pack(xattrs) if xattrs else b""
         self._updates.append(
-            (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, b"".join(content), self.gen)
+            (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, b"".join(content), self.gen, packed)
         )
 
     def commit(self) -> None:
@@ -289,8 +379,8 @@ class FileCache:
         with self._lock:
             db = self._db
             db.execute("BEGIN")
-            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", self._updates)
-            db.executemany("UPDATE files SET gen=? WHERE path=?", self._touched)
+            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._updates)
+            db.executemany("UPDATE files SET gen=? WHERE path=? AND gen < ?", self._touched)
             db.execute("DELETE FROM files WHERE gen < ?", (self.gen - FILE_CACHE_TTL,))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('gen', ?)", (self.gen,))
             db.execute("COMMIT")

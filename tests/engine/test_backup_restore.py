@@ -15,6 +15,7 @@ from peerbackup.engine.repository import Repository
 from peerbackup.engine.restore import Restorer
 from peerbackup.engine.walk import walk
 from peerbackup.errors import TargetNotEmpty
+from peerbackup.storage.cache import FileCache
 from peerbackup.storage.store import FileType
 from tests.helpers import make_tree, snapshot_of
 
@@ -173,3 +174,64 @@ def test_restore_of_more_files_than_descriptors(small_repo: Repository, tmp_path
     assert stats.files == 400
     out = restored_root(tmp_path / "out", src)
     assert all((out / f"f{i:03d}.txt").read_bytes() == b"x" * i for i in range(400))
+
+
+def test_no_change_backup_queries_the_caches_per_directory_not_per_file(
+    small_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    for d in range(3):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(40):
+            (src / f"d{d}" / f"f{i}").write_bytes(b"%d-%d " % (d, i) * (i + 1))
+            os.utime(src / f"d{d}" / f"f{i}", (1_600_000_000, 1_600_000_000))
+    Archiver(small_repo).backup([str(src)])
+    queries: list[str] = []
+    opened = small_repo.file_cache
+
+    def traced() -> FileCache:
+        fc = opened()
+        fc._db.set_trace_callback(queries.append)
+        return fc
+
+    monkeypatch.setattr(small_repo, "file_cache", traced)
+    small_repo.index._reader.set_trace_callback(queries.append)
+    snap = Archiver(small_repo).backup([str(src)]).snapshot
+    assert snap.summary.files_unmodified == 120 and snap.summary.bytes_read == 0
+    lookups = [q for q in queries if q.lstrip().upper().startswith("SELECT")]
+    # Per directory, src's ancestors included: its cache entries, which of their chunks are stored,
+    # whether its tree is; and a few to open the caches. One per file would be 240.
+    dirs = len(src.parts) + 3
+    assert len(lookups) <= 3 * dirs + 4, lookups
+
+
+def test_no_change_backup_takes_xattrs_from_the_file_cache(
+    small_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(10):
+        (src / f"f{i}").write_bytes(b"x" * i)
+    os.setxattr(src / "f3", "user.tag", b"blue")
+    for i in range(10):
+        os.utime(src / f"f{i}", (1_600_000_000, 1_600_000_000))
+    Archiver(small_repo).backup([str(src)])
+    listed: list[str] = []
+    real = os.listxattr
+
+    def counting(path: str, *, follow_symlinks: bool = True) -> list[str]:
+        listed.append(os.path.basename(path))
+        return real(path, follow_symlinks=follow_symlinks)
+
+    monkeypatch.setattr(os, "listxattr", counting)
+    snap = Archiver(small_repo).backup([str(src)]).snapshot
+    assert snap.summary.files_unmodified == 10
+    assert not any(n.startswith("f") for n in listed)  # only the directories were asked
+    xattrs = {p.rsplit("/", 1)[1]: n.xattrs for p, n in walk(small_repo, snap.tree) if "/f" in p}
+    assert xattrs["f3"] == {"user.tag": b"blue"} and xattrs["f4"] == {}
+    # Changing an attribute changes the file's ctime: the next backup reads it again.
+    os.setxattr(src / "f3", "user.tag", b"green")
+    snap = Archiver(small_repo).backup([str(src)]).snapshot
+    assert listed.count("f3") == 1 and snap.summary.files_unmodified == 9
+    xattrs = {p.rsplit("/", 1)[1]: n.xattrs for p, n in walk(small_repo, snap.tree) if "/f" in p}
+    assert xattrs["f3"] == {"user.tag": b"green"}
