@@ -174,7 +174,7 @@ class Archiver:
         self._dirs: deque[_PendingDir] = deque()
         self._fc: FileCache | None = None
         self._live: dict[bytes, set[bytes]] = {}  # directory/ -> chunk ids of its cached files that are stored
-        self._batch: list[tuple[bytes, memoryview, Future[_ChunkResult]]] = []
+        self._batch: list[tuple[bytes | None, memoryview, Future[_ChunkResult]]] = []
         self._batch_bytes = 0
         self._start_ns = 0
 
@@ -367,26 +367,28 @@ class Archiver:
         return _PendingFile(node, bpath, st, futures, cacheable=not changed and not racy)
 
     def _submit(self, chunk: memoryview) -> Future[_ChunkResult]:
-        # Hashing and the dedup check happen here, in the scanning thread, which
-        # has time to spare: the workers only see chunks that must be stored.
+        fut: Future[_ChunkResult] = Future()
+        if len(chunk) < _BATCH_BYTES:
+            # Small chunks (small files) travel to the workers in batches: one hand-off
+            # per chunk costs more GIL ping-pong than storing a 10 KiB chunk. The worker
+            # hashes and deduplicates them too: on a tree of small files the scanning
+            # thread is the bottleneck, the workers wait.
+            self._batch.append((None, chunk, fut))
+            self._batch_bytes += len(chunk)
+            if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_COUNT:
+                self._flush_batch()
+            return fut
+        # A large chunk is hashed and checked here, in the scanning thread, which has time
+        # to spare between large reads: the workers only see chunks that must be stored.
         repo = self.repo
         blob_id = repo.blob_id(chunk)
-        fut: Future[_ChunkResult] = Future()
         if not repo.claim(blob_id):
             self.progress.processed(len(chunk))
             fut.set_result((blob_id, 0, 0))
             return fut
-        # Small chunks (small files) travel to the workers in batches: one hand-off
-        # per chunk costs more GIL ping-pong than storing a 10 KiB chunk.
-        if len(chunk) >= _BATCH_BYTES:
-            self._flush_batch()
-            self._batch.append((blob_id, chunk, fut))
-            self._flush_batch()
-        else:
-            self._batch.append((blob_id, chunk, fut))
-            self._batch_bytes += len(chunk)
-            if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_COUNT:
-                self._flush_batch()
+        self._flush_batch()
+        self._batch.append((blob_id, chunk, fut))
+        self._flush_batch()
         return fut
 
     def _flush_batch(self) -> None:
@@ -403,10 +405,17 @@ class Archiver:
             raise
         task.add_done_callback(lambda _f: self._budget.release(size))
 
-    def _store_batch(self, batch: list[tuple[bytes, memoryview, Future[_ChunkResult]]]) -> None:
+    def _store_batch(self, batch: list[tuple[bytes | None, memoryview, Future[_ChunkResult]]]) -> None:
+        repo = self.repo
         for blob_id, chunk, fut in batch:
             try:
-                stored = self.repo.save_blob(Kind.DATA, blob_id, chunk)
+                if blob_id is None:  # a small chunk: not hashed yet (see _submit)
+                    blob_id = repo.blob_id(chunk)
+                    if not repo.claim(blob_id):
+                        self.progress.processed(len(chunk))
+                        fut.set_result((blob_id, 0, 0))
+                        continue
+                stored = repo.save_blob(Kind.DATA, blob_id, chunk)
             except BaseException as exc:
                 fut.set_exception(exc)
                 continue

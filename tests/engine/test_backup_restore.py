@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,28 @@ def test_no_change_backup_takes_xattrs_from_the_file_cache(
     assert listed.count("f3") == 1 and snap.summary.files_unmodified == 9
     xattrs = {p.rsplit("/", 1)[1]: n.xattrs for p, n in walk(small_repo, snap.tree) if "/f" in p}
     assert xattrs["f3"] == {"user.tag": b"green"}
+
+
+def test_small_chunks_are_hashed_by_the_workers_not_the_scanning_thread(
+    small_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a tree of small files the scanning thread is the bottleneck and the workers wait.
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i}").write_bytes(b"%d" % (i % 30) * 1000)  # ten contents twice: dedup still works
+    hashed_by: list[str] = []
+    real = small_repo.blob_id
+
+    def blob_id(data: bytes | bytearray | memoryview) -> bytes:
+        hashed_by.append(threading.current_thread().name)
+        return real(data)
+
+    monkeypatch.setattr(small_repo, "blob_id", blob_id)
+    snap = Archiver(small_repo).backup([str(src)]).snapshot
+    assert hashed_by.count(threading.main_thread().name) <= len(src.parts) + 1  # the trees only
+    assert sum(n.startswith("chunk") for n in hashed_by) == 40
+    assert snap.summary.data_blobs_added == 30
+    out = tmp_path / "out"
+    Restorer(small_repo).restore(snap.tree, str(out))
+    assert snapshot_of(restored_root(out, src)) == snapshot_of(src)
