@@ -268,8 +268,8 @@ class Archiver:
             entries = []
         bdir = os.fsencode(path)
         if self._fc is not None and entries:
-            # The directory's file-cache entries and which of their chunks the index holds, in a
-            # few queries rather than a few per file.
+            # The directory's file-cache entries and which of their chunks the index holds (for
+            # entries not verified in this index epoch), in a few queries rather than a few per file.
             self._live[bdir + b"/"] = self.repo.index.has_many(self._fc.load_dir(bdir))
         for entry in entries:
             child = entry.path
@@ -319,11 +319,11 @@ class Archiver:
         self.progress.scanned(path, st.st_size)
         self.summary.bytes_processed += st.st_size
         if self._fc is not None:
-            known, cached, xattrs = self._fc.check(bpath, st)
+            known, cached, xattrs, verified = self._fc.check(bpath, st)
             live = self._live.get(bpath[:bpath.rfind(b"/") + 1], _NONE)
-            if cached is not None and xattrs is not None and all(
+            if cached is not None and xattrs is not None and (verified or all(
                 c in live or self.repo.index.has(c) for c in cached
-            ):
+            )):
                 node.content, node.xattrs = cached, xattrs
                 self._fc.touch(bpath)
                 self.summary.files_unmodified += 1

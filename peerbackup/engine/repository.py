@@ -181,7 +181,9 @@ class Repository:
         self.index.close()
 
     def file_cache(self) -> FileCache:
-        return FileCache(_cache_path(self.cache_dir, "files.sqlite"))
+        # While a prune has condemned packs, a chunk in the index may not be reused: trust nothing.
+        epoch = None if self.index.condemned else self.index.epoch
+        return FileCache(_cache_path(self.cache_dir, "files.sqlite"), epoch)
 
     # ---- index ---------------------------------------------------------------
 

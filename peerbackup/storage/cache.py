@@ -8,6 +8,7 @@ keep memory bounded by the working set rather than by the repository's size.
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import struct
 import threading
@@ -82,7 +83,7 @@ def _open_versioned(path: Path, schema: str, schema_version: int = _SCHEMA_VERSI
 
 
 _INDEX_SCHEMA = """
-DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; DROP TABLE IF EXISTS index_files;
+DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; DROP TABLE IF EXISTS index_files;
 CREATE TABLE blobs(id BLOB, pack BLOB, kind INT, off INT, len INT, raw INT,
                    PRIMARY KEY(id, pack)) WITHOUT ROWID;
 CREATE TABLE packs(id BLOB PRIMARY KEY, index_file TEXT) WITHOUT ROWID;
@@ -134,6 +135,12 @@ class IndexCache:
     def __init__(self, path: Path) -> None:
         self._db = _open_versioned(path, _INDEX_SCHEMA)
         self._lock = threading.Lock()
+        # The epoch: drawn anew whenever blobs may have left this cache (a new or rebuilt file,
+        # clear()); between two draws the cache only grows. The file cache trusts the chunk ids of
+        # an entry stamped with the current epoch without asking (see FileCache).
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID")
+        row = self._db.execute("SELECT v FROM meta WHERE k='epoch'").fetchone()
+        self.epoch: str = row[0] if row else self._new_epoch()
         # Lookups get their own connection: WAL lets them read while the uploader
         # thread commits new packs, instead of queueing behind its lock.
         self._reader = _connect(path)
@@ -158,11 +165,18 @@ class IndexCache:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT name FROM index_files")}
 
+    def _new_epoch(self) -> str:
+        epoch = secrets.token_hex(16)
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (epoch,))
+        self.epoch = epoch
+        return epoch
+
     def clear(self) -> None:
         with self._lock:
             self._db.executescript(
                 "BEGIN; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; COMMIT;"
             )
+            self._new_epoch()
             self._bloom = _Bloom(1_000_000)
 
     def add_packs(self, packs: Iterable[tuple[bytes, list[BlobEntry]]], index_file: str | None) -> None:
@@ -268,12 +282,13 @@ class IndexCache:
 
 
 # Version 2 added xattrs: the file's extended attributes (codec-packed, b"" for none), so that an
-# unchanged file costs no listxattr either (setting or removing an attribute changes the ctime).
+# unchanged file costs no listxattr either (setting or removing an attribute changes the ctime);
+# and epoch: the index cache's epoch when the entry's chunks were last known to be in it.
 _FILES_VERSION = 2
 _FILES_SCHEMA = """
 DROP TABLE IF EXISTS files;
 CREATE TABLE files(path BLOB PRIMARY KEY, inode INT, size INT, mtime INT, ctime INT,
-                   content BLOB, gen INT, xattrs BLOB) WITHOUT ROWID;
+                   content BLOB, gen INT, xattrs BLOB, epoch TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INT) WITHOUT ROWID;
 """
 
@@ -295,19 +310,27 @@ def _unpack_xattrs(packed: bytes) -> dict[str, bytes] | None:
 
 
 class FileCache:
-    """Skips unchanged files: path -> (inode, size, mtime, ctime) and their chunk ids."""
+    """Skips unchanged files: path -> (inode, size, mtime, ctime) and their chunk ids.
 
-    def __init__(self, path: Path) -> None:
+    `epoch` is the index cache's epoch (IndexCache.epoch), or None while a prune has condemned
+    packs. Invariant: an entry stamped with the current epoch names only chunks the index holds,
+    because the index only grows within an epoch and an entry is stamped only by a backup that
+    stored its chunks or found them in the index. check() says so (verified), and the backup
+    skips asking the index about those chunks; any other entry is checked chunk by chunk.
+    """
+
+    def __init__(self, path: Path, epoch: str | None = None) -> None:
         self._db = _open_versioned(path, _FILES_SCHEMA, _FILES_VERSION)
+        self.epoch = epoch or ""  # "" is never a stamp that verifies
         self._lock = threading.Lock()
         # A first backup asks about every file: no need when there is nothing to find.
         self._empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
         row = self._db.execute("SELECT v FROM meta WHERE k='gen'").fetchone()
         self.gen = (row[0] if row else 0) + 1
-        self._updates: list[tuple[bytes, int, int, int, int, bytes, int, bytes]] = []
-        self._touched: list[tuple[int, bytes, int]] = []
-        # Directory path with a trailing '/' -> {file path: (inode, size, mtime, ctime, content, xattrs)}.
-        self._loaded: dict[bytes, dict[bytes, tuple[int, int, int, int, bytes, bytes]]] = {}
+        self._updates: list[tuple[bytes, int, int, int, int, bytes, int, bytes, str]] = []
+        self._touched: list[tuple[int, str, bytes, int, str]] = []
+        # Directory path with a trailing '/' -> {file path: (inode, size, mtime, ctime, content, xattrs, epoch)}.
+        self._loaded: dict[bytes, dict[bytes, tuple[int, int, int, int, bytes, bytes, str]]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -319,7 +342,8 @@ class FileCache:
         return self.check(path, st)[2]
 
     def load_dir(self, directory: bytes) -> list[bytes]:
-        """Fetch the entries of a directory's files in one query, until unload_dir(); returns their chunk ids.
+        """Fetch the entries of a directory's files in one query, until unload_dir(); returns the
+        chunk ids of those not verified (see the class), which the caller checks in the index.
 
         check() on each of them is then a dict lookup: from Python, one SQLite query per file cost
         more than all the rest of a no-change backup's work on a small file. Only the entries of the
@@ -332,55 +356,61 @@ class FileCache:
             # The paths below the directory are one range of the key ('0' follows '/'); the ones
             # with no further '/' are its own entries.
             rows = self._db.execute(
-                "SELECT path, inode, size, mtime, ctime, content, xattrs FROM files"
+                "SELECT path, inode, size, mtime, ctime, content, xattrs, epoch FROM files"
                 " WHERE path >= ? AND path < ? AND instr(substr(path, ?), X'2F') = 0",
                 (prefix, prefix[:-1] + b"0", len(prefix) + 1),
             ).fetchall()
         self._loaded[prefix] = {r[0]: r[1:] for r in rows}
-        return [r[5][i:i + ID_SIZE] for r in rows for i in range(0, len(r[5]), ID_SIZE)]
+        unverified = [r[5] for r in rows if not self.epoch or r[7] != self.epoch]
+        return [c[i:i + ID_SIZE] for c in unverified for i in range(0, len(c), ID_SIZE)]
 
     def unload_dir(self, directory: bytes) -> None:
         self._loaded.pop(directory.rstrip(b"/") + b"/", None)
 
-    def check(self, path: bytes, st: os.stat_result) -> tuple[bool, list[bytes] | None, dict[str, bytes] | None]:
-        """(path seen before, and if the file is unchanged its chunk ids and extended attributes):
-        from its directory's entries if load_dir() fetched them, else in one query."""
+    def check(self, path: bytes, st: os.stat_result) -> tuple[bool, list[bytes] | None, dict[str, bytes] | None, bool]:
+        """(path seen before, and if the file is unchanged: its chunk ids, its extended attributes, and
+        whether the chunks are verified to be in the index): from its directory's entries if
+        load_dir() fetched them, else in one query."""
         if self._empty:
-            return False, None, None
+            return False, None, None, False
         loaded = self._loaded.get(path[:path.rfind(b"/") + 1])
         if loaded is not None:
             row = loaded.get(path)
         else:
             with self._lock:
                 row = self._db.execute(
-                    "SELECT inode, size, mtime, ctime, content, xattrs FROM files WHERE path=?", (path,)
+                    "SELECT inode, size, mtime, ctime, content, xattrs, epoch FROM files WHERE path=?", (path,)
                 ).fetchone()
         if row is None:
-            return False, None, None
+            return False, None, None, False
         if row[:4] != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-            return True, None, None
+            return True, None, None, False
         content: bytes = row[4]
         xattrs = _unpack_xattrs(row[5]) if row[5] else {}
-        return True, [content[i:i + ID_SIZE] for i in range(0, len(content), ID_SIZE)], xattrs
+        verified = bool(self.epoch) and row[6] == self.epoch
+        return True, [content[i:i + ID_SIZE] for i in range(0, len(content), ID_SIZE)], xattrs, verified
 
     def touch(self, path: bytes) -> None:
-        self._touched.append((self.gen, path, self.gen - FILE_CACHE_TTL // 2))
+        """An entry seen unchanged, its chunks found in the index: renewed (when half its life
+        is gone) and stamped with this epoch."""
+        self._touched.append((self.gen, self.epoch, path, self.gen - FILE_CACHE_TTL // 2, self.epoch))
 
     def update(self, path: bytes, st: os.stat_result, content: list[bytes],
                xattrs: dict[str, bytes] | None = None) -> None:
-        """Remember a file read whole: its chunk ids and the extended attributes it had as `st`."""
+        """Remember a file read whole: its chunk ids (stored or found in the index by this backup)
+        and the extended attributes it had as `st`."""
         packed = codec.pack(xattrs) if xattrs else b""
-        self._updates.append(
-            (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, b"".join(content), self.gen, packed)
-        )
+        self._updates.append((path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, b"".join(content),
+                              self.gen, packed, self.epoch))
 
     def commit(self) -> None:
         """Write what this backup learnt; called only once its snapshot is saved."""
         with self._lock:
             db = self._db
             db.execute("BEGIN")
-            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._updates)
-            db.executemany("UPDATE files SET gen=? WHERE path=? AND gen < ?", self._touched)
+            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._updates)
+            db.executemany("UPDATE files SET gen=?, epoch=? WHERE path=? AND (gen < ? OR epoch IS NOT ?)",
+                           self._touched)
             db.execute("DELETE FROM files WHERE gen < ?", (self.gen - FILE_CACHE_TTL,))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('gen', ?)", (self.gen,))
             db.execute("COMMIT")

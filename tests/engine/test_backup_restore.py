@@ -261,3 +261,49 @@ def test_small_chunks_are_hashed_by_the_workers_not_the_scanning_thread(
     out = tmp_path / "out"
     Restorer(small_repo).restore(snap.tree, str(out))
     assert snapshot_of(restored_root(out, src)) == snapshot_of(src)
+
+
+def test_file_cache_is_verified_again_after_the_index_lost_blobs_behind_its_back(
+    small_repo: Repository, tmp_path: Path
+) -> None:
+    # Adversarial: the packs and index files of a backup go away (another machine's prune, a
+    # restore of the repository from an older copy) and the local index cache is deleted too, so
+    # it is rebuilt from what remains. The file cache's entries were stamped in the old epoch:
+    # the files are read again, not trusted.
+    src = tmp_path / "src"
+    make_tree(src, files=6)
+    Archiver(small_repo).backup([str(src)])
+    old_epoch = small_repo.index.epoch
+    for kind in (FileType.DATA, FileType.INDEX, FileType.SNAPSHOT):
+        for name, _ in list(small_repo.store.list(kind)):
+            small_repo.store.delete(kind, name)
+    cache_root = Path(small_repo.cache_dir).parent
+    small_repo.close()
+    for f in Path(small_repo.cache_dir).glob("index.sqlite*"):
+        f.unlink()
+    repo = Repository.open(small_repo.store, b"pw", cache_root=cache_root, pack_size=64 * 1024)
+    try:
+        assert repo.index.epoch != old_epoch
+        snap = Archiver(repo).backup([str(src)]).snapshot
+        assert snap.summary.files_unmodified <= 2  # the empty file, and maybe copy.dat (see above)
+        out = tmp_path / "out"
+        assert Restorer(repo).restore(snap.tree, str(out)).errors == []
+        assert snapshot_of(restored_root(out, src)) == snapshot_of(src)
+        assert check(repo, read_data=True).ok
+    finally:
+        repo.close()
+
+
+def test_file_cache_trusts_nothing_while_a_prune_has_condemned_packs(small_repo: Repository) -> None:
+    small_repo.index.condemned = {b"\x01" * 32}
+    fc = small_repo.file_cache()
+    try:
+        assert fc.epoch == ""
+    finally:
+        fc.close()
+    small_repo.index.condemned = set()
+    fc = small_repo.file_cache()
+    try:
+        assert fc.epoch == small_repo.index.epoch != ""
+    finally:
+        fc.close()

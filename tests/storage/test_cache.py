@@ -511,7 +511,7 @@ def test_file_cache_keeps_xattrs_of_unchanged_files(files_path: Path) -> None:
     # An entry whose attributes cannot be decoded is not trusted for them.
     fc._db.execute("UPDATE files SET xattrs=x'c1' WHERE path=?", (b"/d/plain",))
     fc.unload_dir(b"/d")
-    assert fc.check(b"/d/plain", stat()) == (True, CONTENT, None)
+    assert fc.check(b"/d/plain", stat()) == (True, CONTENT, None, False)
     fc.close()
 
 
@@ -548,3 +548,53 @@ def test_file_cache_renews_a_seen_entry_only_when_half_its_life_is_gone(files_pa
     renewals = [w - 1 for w in writes]  # minus the generation's own row in meta
     assert sum(renewals) == 2 and renewals[FILE_CACHE_TTL // 2] == 1
     assert _cached(files_path, b"/seen")
+
+
+def test_index_epoch_survives_reopen_and_changes_whenever_blobs_may_have_left(index_path: Path) -> None:
+    c = IndexCache(index_path)
+    c.add_packs([(PACK_A, entries(1, 2))], "idx1")
+    first = c.epoch
+    c.add_packs([(PACK_B, entries(3))], None)  # growing keeps the epoch
+    assert c.epoch == first
+    c.close()
+    c = IndexCache(index_path)
+    assert c.epoch == first
+    c.clear()
+    assert c.epoch != first
+    cleared = c.epoch
+    c.close()
+    index_path.unlink()  # a deleted cache is rebuilt: a new epoch
+    c = IndexCache(index_path)
+    assert c.epoch not in (first, cleared)
+    c._db.execute("PRAGMA user_version=7")  # another schema: rebuilt, and a new epoch
+    rebuilt_from = c.epoch
+    c.close()
+    c = IndexCache(index_path)
+    assert c.epoch != rebuilt_from
+    c.close()
+
+
+def test_file_cache_trusts_only_entries_stamped_with_the_current_epoch(files_path: Path) -> None:
+    fc = FileCache(files_path, "e1")
+    fc.update(b"/d/new", stat(), CONTENT)  # read and stored in epoch e1
+    fc.commit()
+    fc.close()
+    assert FileCache(files_path, "e1").check(b"/d/new", stat()) == (True, CONTENT, {}, True)
+    fc = FileCache(files_path, "e2")  # the index was rebuilt since
+    assert fc.check(b"/d/new", stat()) == (True, CONTENT, {}, False)
+    assert sorted(fc.load_dir(b"/d")) == sorted(CONTENT)  # to be checked in the index
+    fc.touch(b"/d/new")  # found there: stamped with e2
+    fc.commit()
+    fc.close()
+    fc = FileCache(files_path, "e2")
+    assert fc.load_dir(b"/d") == []  # nothing left to ask the index
+    assert fc.check(b"/d/new", stat())[3]
+    fc.close()
+    # With no epoch (a prune has condemned packs) nothing is trusted, nor stamped.
+    fc = FileCache(files_path, None)
+    assert not fc.check(b"/d/new", stat())[3]
+    fc.update(b"/d/other", stat(), CONTENT)
+    fc.commit()
+    fc.close()
+    assert not FileCache(files_path, "").check(b"/d/other", stat())[3]
+    assert not FileCache(files_path, "e2").check(b"/d/other", stat())[3]
