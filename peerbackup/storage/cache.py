@@ -283,12 +283,13 @@ class IndexCache:
 
 # Version 2 added xattrs: the file's extended attributes (codec-packed, b"" for none), so that an
 # unchanged file costs no listxattr either (setting or removing an attribute changes the ctime);
-# and epoch: the index cache's epoch when the entry's chunks were last known to be in it.
-_FILES_VERSION = 2
+# version 3 epoch: the index cache's epoch when the entry's chunks were last known to be in it, and
+# the key (directory, name) instead of the path, so that a directory's entries are one range.
+_FILES_VERSION = 3
 _FILES_SCHEMA = """
 DROP TABLE IF EXISTS files;
-CREATE TABLE files(path BLOB PRIMARY KEY, inode INT, size INT, mtime INT, ctime INT,
-                   content BLOB, gen INT, xattrs BLOB, epoch TEXT) WITHOUT ROWID;
+CREATE TABLE files(dir BLOB, name BLOB, inode INT, size INT, mtime INT, ctime INT,
+                   content BLOB, gen INT, xattrs BLOB, epoch TEXT, PRIMARY KEY(dir, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INT) WITHOUT ROWID;
 """
 
@@ -327,9 +328,9 @@ class FileCache:
         self._empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
         row = self._db.execute("SELECT v FROM meta WHERE k='gen'").fetchone()
         self.gen = (row[0] if row else 0) + 1
-        self._updates: list[tuple[bytes, int, int, int, int, bytes, int, bytes, str]] = []
-        self._touched: list[tuple[int, str, bytes, int, str]] = []
-        # Directory path with a trailing '/' -> {file path: (inode, size, mtime, ctime, content, xattrs, epoch)}.
+        self._updates: list[tuple[bytes, bytes, int, int, int, int, bytes, int, bytes, str]] = []
+        self._touched: list[tuple[int, str, bytes, bytes, int, str]] = []
+        # Directory path -> {file name: (inode, size, mtime, ctime, content, xattrs, epoch)}.
         self._loaded: dict[bytes, dict[bytes, tuple[int, int, int, int, bytes, bytes, str]]] = {}
 
     def close(self) -> None:
@@ -351,21 +352,17 @@ class FileCache:
         """
         if self._empty:
             return []
-        prefix = directory.rstrip(b"/") + b"/"
+        key = directory.rstrip(b"/")
         with self._lock:
-            # The paths below the directory are one range of the key ('0' follows '/'); the ones
-            # with no further '/' are its own entries.
             rows = self._db.execute(
-                "SELECT path, inode, size, mtime, ctime, content, xattrs, epoch FROM files"
-                " WHERE path >= ? AND path < ? AND instr(substr(path, ?), X'2F') = 0",
-                (prefix, prefix[:-1] + b"0", len(prefix) + 1),
+                "SELECT name, inode, size, mtime, ctime, content, xattrs, epoch FROM files WHERE dir=?", (key,)
             ).fetchall()
-        self._loaded[prefix] = {r[0]: r[1:] for r in rows}
+        self._loaded[key] = {r[0]: r[1:] for r in rows}
         unverified = [r[5] for r in rows if not self.epoch or r[7] != self.epoch]
         return [c[i:i + ID_SIZE] for c in unverified for i in range(0, len(c), ID_SIZE)]
 
     def unload_dir(self, directory: bytes) -> None:
-        self._loaded.pop(directory.rstrip(b"/") + b"/", None)
+        self._loaded.pop(directory.rstrip(b"/"), None)
 
     def check(self, path: bytes, st: os.stat_result) -> tuple[bool, list[bytes] | None, dict[str, bytes] | None, bool]:
         """(path seen before, and if the file is unchanged: its chunk ids, its extended attributes, and
@@ -373,13 +370,15 @@ class FileCache:
         load_dir() fetched them, else in one query."""
         if self._empty:
             return False, None, None, False
-        loaded = self._loaded.get(path[:path.rfind(b"/") + 1])
+        directory, _, name = path.rpartition(b"/")
+        loaded = self._loaded.get(directory)
         if loaded is not None:
-            row = loaded.get(path)
+            row = loaded.get(name)
         else:
             with self._lock:
                 row = self._db.execute(
-                    "SELECT inode, size, mtime, ctime, content, xattrs, epoch FROM files WHERE path=?", (path,)
+                    "SELECT inode, size, mtime, ctime, content, xattrs, epoch FROM files WHERE dir=? AND name=?",
+                    (directory, name),
                 ).fetchone()
         if row is None:
             return False, None, None, False
@@ -393,14 +392,16 @@ class FileCache:
     def touch(self, path: bytes) -> None:
         """An entry seen unchanged, its chunks found in the index: renewed (when half its life
         is gone) and stamped with this epoch."""
-        self._touched.append((self.gen, self.epoch, path, self.gen - FILE_CACHE_TTL // 2, self.epoch))
+        directory, _, name = path.rpartition(b"/")
+        self._touched.append((self.gen, self.epoch, directory, name, self.gen - FILE_CACHE_TTL // 2, self.epoch))
 
     def update(self, path: bytes, st: os.stat_result, content: list[bytes],
                xattrs: dict[str, bytes] | None = None) -> None:
         """Remember a file read whole: its chunk ids (stored or found in the index by this backup)
         and the extended attributes it had as `st`."""
         packed = codec.pack(xattrs) if xattrs else b""
-        self._updates.append((path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, b"".join(content),
+        directory, _, name = path.rpartition(b"/")
+        self._updates.append((directory, name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, b"".join(content),
                               self.gen, packed, self.epoch))
 
     def commit(self) -> None:
@@ -408,9 +409,10 @@ class FileCache:
         with self._lock:
             db = self._db
             db.execute("BEGIN")
-            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._updates)
-            db.executemany("UPDATE files SET gen=?, epoch=? WHERE path=? AND (gen < ? OR epoch IS NOT ?)",
-                           self._touched)
+            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._updates)
+            db.executemany(
+                "UPDATE files SET gen=?, epoch=? WHERE dir=? AND name=? AND (gen < ? OR epoch IS NOT ?)", self._touched
+            )
             db.execute("DELETE FROM files WHERE gen < ?", (self.gen - FILE_CACHE_TTL,))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('gen', ?)", (self.gen,))
             db.execute("COMMIT")

@@ -509,7 +509,7 @@ def test_file_cache_keeps_xattrs_of_unchanged_files(files_path: Path) -> None:
     fc.load_dir(b"/d")
     assert fc.xattrs(b"/d/tagged", stat()) == {"user.tag": b"blue", "user.x": b""}
     # An entry whose attributes cannot be decoded is not trusted for them.
-    fc._db.execute("UPDATE files SET xattrs=x'c1' WHERE path=?", (b"/d/plain",))
+    fc._db.execute("UPDATE files SET xattrs=x'c1' WHERE dir=? AND name=?", (b"/d", b"plain"))
     fc.unload_dir(b"/d")
     assert fc.check(b"/d/plain", stat()) == (True, CONTENT, None, False)
     fc.close()
