@@ -283,9 +283,9 @@ class IndexCache:
 
 # Version 2 added xattrs: the file's extended attributes (codec-packed, b"" for none), so that an
 # unchanged file costs no listxattr either (setting or removing an attribute changes the ctime);
-# version 3 epoch: the index cache's epoch when the entry's chunks were last known to be in it, and
-# the key (directory, name) instead of the path, so that a directory's entries are one range.
-_FILES_VERSION = 3
+# version 3 epoch: the index cache's epoch when the entry's chunks were last known to be in it;
+# version 4 the key (directory, name) instead of the path, so that a directory's entries are one range.
+_FILES_VERSION = 4
 _FILES_SCHEMA = """
 DROP TABLE IF EXISTS files;
 CREATE TABLE files(dir BLOB, name BLOB, inode INT, size INT, mtime INT, ctime INT,
