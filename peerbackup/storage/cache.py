@@ -330,8 +330,10 @@ class FileCache:
         self.gen = (row[0] if row else 0) + 1
         self._updates: list[tuple[bytes, bytes, int, int, int, int, bytes, int, bytes, str]] = []
         self._touched: list[tuple[int, str, bytes, bytes, int, str]] = []
-        # Directory path -> {file name: (inode, size, mtime, ctime, content, xattrs, epoch)}.
-        self._loaded: dict[bytes, dict[bytes, tuple[int, int, int, int, bytes, bytes, str]]] = {}
+        # Directory path -> {file name: (inode, size, mtime, ctime, content, xattrs, epoch, gen)}.
+        self._loaded: dict[bytes, dict[bytes, tuple[int, int, int, int, bytes, bytes, str, int]]] = {}
+        # Paths check() found unchanged, stamped with this epoch and young: touch() need not write them.
+        self._fresh: set[bytes] = set()
 
     def close(self) -> None:
         self._db.close()
@@ -355,7 +357,7 @@ class FileCache:
         key = directory.rstrip(b"/")
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, inode, size, mtime, ctime, content, xattrs, epoch FROM files WHERE dir=?", (key,)
+                "SELECT name, inode, size, mtime, ctime, content, xattrs, epoch, gen FROM files WHERE dir=?", (key,)
             ).fetchall()
         self._loaded[key] = {r[0]: r[1:] for r in rows}
         unverified = [r[5] for r in rows if not self.epoch or r[7] != self.epoch]
@@ -377,7 +379,7 @@ class FileCache:
         else:
             with self._lock:
                 row = self._db.execute(
-                    "SELECT inode, size, mtime, ctime, content, xattrs, epoch FROM files WHERE dir=? AND name=?",
+                    "SELECT inode, size, mtime, ctime, content, xattrs, epoch, gen FROM files WHERE dir=? AND name=?",
                     (directory, name),
                 ).fetchone()
         if row is None:
@@ -387,11 +389,16 @@ class FileCache:
         content: bytes = row[4]
         xattrs = _unpack_xattrs(row[5]) if row[5] else {}
         verified = bool(self.epoch) and row[6] == self.epoch
+        if verified and row[7] >= self.gen - FILE_CACHE_TTL // 2:
+            self._fresh.add(path)
         return True, [content[i:i + ID_SIZE] for i in range(0, len(content), ID_SIZE)], xattrs, verified
 
     def touch(self, path: bytes) -> None:
         """An entry seen unchanged, its chunks found in the index: renewed (when half its life
         is gone) and stamped with this epoch."""
+        if path in self._fresh:  # the UPDATE would change nothing
+            self._fresh.discard(path)
+            return
         directory, _, name = path.rpartition(b"/")
         self._touched.append((self.gen, self.epoch, directory, name, self.gen - FILE_CACHE_TTL // 2, self.epoch))
 
@@ -419,3 +426,4 @@ class FileCache:
             self._empty = db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
             self._updates.clear()
             self._touched.clear()
+            self._fresh.clear()

@@ -598,3 +598,21 @@ def test_file_cache_trusts_only_entries_stamped_with_the_current_epoch(files_pat
     fc.close()
     assert not FileCache(files_path, "").check(b"/d/other", stat())[3]
     assert not FileCache(files_path, "e2").check(b"/d/other", stat())[3]
+
+
+def test_file_cache_does_not_even_ask_to_renew_a_young_verified_entry(files_path: Path) -> None:
+    fc = FileCache(files_path, "e1")
+    fc.update(b"/d/f", stat(), CONTENT)
+    fc.commit()
+    fc.close()
+    for epoch, renewed in (("e1", False), ("e2", True), ("e2", False)):
+        fc = FileCache(files_path, epoch)
+        fc.load_dir(b"/d")
+        assert fc.check(b"/d/f", stat())[1] == CONTENT
+        fc.touch(b"/d/f")
+        statements: list[str] = []
+        fc._db.set_trace_callback(statements.append)
+        fc.commit()
+        fc.close()
+        assert any(q.startswith("UPDATE files") for q in statements) == renewed, epoch
+    assert FileCache(files_path, "e2").check(b"/d/f", stat())[3]
