@@ -270,11 +270,11 @@ class Archiver:
         except OSError as exc:
             self._os_error(path, "cannot list directory", exc)
             entries = []
-        bdir = os.fsencode(path)
+        bdir = os.fsencode(path).rstrip(b"/") + b"/"  # "/" too: as its files' paths begin
         if self._fc is not None and entries:
             # The directory's file-cache entries and which of their chunks the index holds (for
             # entries not verified in this index epoch), in a few queries rather than a few per file.
-            self._live[bdir + b"/"] = self.repo.index.has_many(self._fc.load_dir(bdir))
+            self._live[bdir] = self.repo.index.has_many(self._fc.load_dir(bdir))
         for entry in entries:
             child = entry.path
             if self.excludes and self.excludes.excluded(child, entry.name):
@@ -287,7 +287,7 @@ class Archiver:
             self._entry(child, entry.name, st, nodes, pending)
         if self._fc is not None:
             self._fc.unload_dir(bdir)
-            self._live.pop(bdir + b"/", None)
+            self._live.pop(bdir, None)
         self.summary.dirs += 1
         self._dirs.append(pending)
         self._finish_ready()
