@@ -99,15 +99,19 @@ def _store_error(exc: OSError, what: str) -> StoreError:
 
 class _LocalUpload:
     """LocalStore.upload(): a temp file at the top of the kind's directory (list() skips it),
-    opened with the first piece; fsync and rename on commit; removed on abort or any failure."""
+    opened with the first piece; fsync and rename on commit; removed on abort or any failure,
+    after which the upload refuses to go on (a later piece would start a new file)."""
 
     def __init__(self, store: LocalStore, ftype: FileType) -> None:
         self._store, self._ftype = store, ftype
         self._tmp: Path | None = None
         self._fd: int | None = None
+        self._ended = False
 
     def write(self, piece: bytes | bytearray) -> None:
         what = f"{self._ftype.value}/(upload)"
+        if self._ended:
+            raise StoreError(f"writing {what}: the upload failed or was aborted")
         try:
             if self._fd is None:
                 root = self._store.root
@@ -134,7 +138,7 @@ class _LocalUpload:
             os.close(self._fd)
             self._fd = None
             self._store._place(self._tmp, self._ftype, name)
-            self._tmp = None
+            self._tmp, self._ended = None, True
         except OSError as exc:
             self.abort()
             raise _store_error(exc, what) from exc
@@ -143,6 +147,7 @@ class _LocalUpload:
             raise
 
     def abort(self) -> None:
+        self._ended = True
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -489,6 +489,11 @@ def test_local_upload_full_leaves_nothing(local: LocalStore, monkeypatch: pytest
         else:
             up.commit(NAME)
     monkeypatch.undo()
+    # The upload is over: a later piece would land at offset 0 of a new file.
+    with pytest.raises(StoreError):
+        up.write(DATA[10:])
+    with pytest.raises(StoreError):
+        up.commit(NAME)
     up.abort()
     _assert_nothing_left(local, FileType.DATA, NAME)
 
