@@ -12,8 +12,6 @@ import getpass
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
 from peerbackup.core.crypto import KdfParams
@@ -22,6 +20,13 @@ from peerbackup.errors import DaemonError, DaemonNotRunning, FormatError, UsageE
 from peerbackup.office.home import TOKEN_HEADER, Home, default_home
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3  # and 2 for usage, argparse's own
+# --repo office:NODE names a backup node's repository in the peer store (cli/officerepo.py, which is
+# imported only when one is named: it brings aiohttp).
+OFFICE_PREFIX = "office:"
+
+
+def is_office(repo: str | None) -> bool:
+    return bool(repo) and str(repo).startswith(OFFICE_PREFIX)
 
 
 def print_json(obj: Any) -> None:
@@ -78,6 +83,11 @@ def home_of(args: argparse.Namespace) -> Home:
 
 def api(home: Home, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 30) -> Any:
     """One call to this home's running daemon (its local admin API, with the home's token)."""
+    # Imported here: urllib.request brings http.client, email and ssl (~0.05 s), which a local
+    # repository's commands never need.
+    import urllib.error
+    import urllib.request
+
     base, token = home.admin_endpoint()
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(base + path, data=data, method=method,

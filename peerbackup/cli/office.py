@@ -26,7 +26,6 @@ from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES, check_name
 from peerbackup.core.settings import Settings, parse_size
 from peerbackup.daemon.config import load_config
 from peerbackup.errors import AlreadyInitialised, FormatError, NotInitialised, UsageError
-from peerbackup.office.enrol import init_office, join_office, recover_admin, seed_state
 
 
 def _name(args: argparse.Namespace) -> str:
@@ -52,6 +51,10 @@ def _kit_passphrase(args: argparse.Namespace, confirm: bool) -> bytes:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    # Here, not at the top: enrolment speaks to peers (aiohttp, ~0.15 s of imports with its TLS context),
+    # which every other command, a local repository's backup first, would pay for at start.
+    from peerbackup.office.enrol import init_office
+
     home = home_of(args)
     if home.initialised():  # before asking for a passphrase
         ident = home.load()
@@ -75,6 +78,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_join(args: argparse.Namespace) -> int:
+    from peerbackup.office.enrol import join_office, seed_state  # lazily: see cmd_init
+
     home = home_of(args)
     joined = join_office(home, args.token, _name(args), _settings(args),
                          secrets.token_bytes)
@@ -90,6 +95,8 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
+    from peerbackup.office.enrol import recover_admin  # lazily: see cmd_init
+
     home = home_of(args)
     try:
         with open(args.kit, "rb") as f:

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from peerbackup.cli.common import OFFICE_PREFIX as PREFIX
 from peerbackup.cli.common import api
 from peerbackup.core import codec
 from peerbackup.core.keys import KeySet
@@ -27,13 +28,6 @@ from peerbackup.errors import UsageError
 from peerbackup.net.client import PeerClient
 from peerbackup.office.home import Home
 from peerbackup.office.peerstore import LoopThread, PeerStore, StoragePeer, StoreClient, open_config
-
-PREFIX = "office:"
-
-
-def is_office(repo: str | None) -> bool:
-    return bool(repo) and str(repo).startswith(PREFIX)
-
 
 ADHOC_TIMEOUT = 120.0  # the daemon waits up to 2 leases (at most service.ADHOC_WAIT) for a coordinator
 

@@ -43,10 +43,15 @@ def content_hash(data: Buffer) -> bytes:
 
 def content_hash_of(pieces: list[bytes | bytearray]) -> bytes:
     """content_hash of the concatenation of pieces, without concatenating them."""
-    h = blake3.blake3()
+    h = content_hasher()
     for p in pieces:
         h.update(p)
     return bytes(h.digest())
+
+
+def content_hasher() -> blake3.blake3:
+    """content_hash taken as the data comes: update() with each piece, then digest()."""
+    return blake3.blake3()
 
 
 def _check(key: bytes, nonce: bytes) -> None:

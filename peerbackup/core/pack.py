@@ -10,6 +10,7 @@ the hash of all its bytes, so any reader can tell a damaged pack by its name.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,12 +68,17 @@ def entries_from_wire(obj: Any, what: str) -> list[BlobEntry]:
 
 
 class PackWriter:
-    """Accumulates sealed blobs in memory until the pack is full."""
+    """Accumulates sealed blobs until the pack is full: in memory, or handed to `sink` as they come.
 
-    def __init__(self) -> None:
+    With a sink (the engine streams the pack to the store) the writer keeps only the entries; the
+    caller ends the pack with the pieces of tail() and names it by the hash of everything it sank.
+    """
+
+    def __init__(self, sink: Callable[[bytes | bytearray], None] | None = None) -> None:
         # Pieces, joined once in finish(): appending to one growing buffer would
         # copy it again and again under the caller's lock.
         self._pieces: list[bytes | bytearray] = []
+        self._sink = sink
         self._size = 0
         self.entries: list[BlobEntry] = []
 
@@ -85,7 +91,10 @@ class PackWriter:
 
     def add(self, kind: Kind, blob_id: bytes, sealed: bytes | bytearray, raw_length: int) -> BlobEntry:
         entry = BlobEntry(kind, blob_id, self._size, len(sealed), raw_length)
-        self._pieces.append(sealed)
+        if self._sink is None:
+            self._pieces.append(sealed)
+        else:
+            self._sink(sealed)
         self._size += len(sealed)
         self.entries.append(entry)
         return entry
@@ -96,11 +105,15 @@ class PackWriter:
         The pieces are handed to the store as they are: joining them would hold
         a second copy of the pack in memory.
         """
-        header = codec.pack({"v": PACK_VERSION, "blobs": entries_to_wire(self.entries)})
-        sealed = seal_object(keys, Kind.PACK_HEADER, header, _HEADER_CONTEXT, rand)
-        pieces: list[bytes | bytearray] = [*self._pieces, sealed, _TRAILER.pack(len(sealed), MAGIC)]
+        pieces: list[bytes | bytearray] = [*self._pieces, *self.tail(keys, rand)]
         self._pieces, self._size = [], 0
         return content_hash_of(pieces), pieces
+
+    def tail(self, keys: KeySet, rand: Random) -> list[bytes | bytearray]:
+        """The pieces after the last blob: the sealed header listing the entries, and the trailer."""
+        header = codec.pack({"v": PACK_VERSION, "blobs": entries_to_wire(self.entries)})
+        sealed = seal_object(keys, Kind.PACK_HEADER, header, _HEADER_CONTEXT, rand)
+        return [sealed, _TRAILER.pack(len(sealed), MAGIC)]
 
 
 def header_length(trailer: bytes, what: str) -> int:

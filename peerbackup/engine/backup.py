@@ -35,6 +35,9 @@ from peerbackup.storage.cache import FileCache
 _BATCH_BYTES = 1024 * 1024
 _BATCH_COUNT = 256
 
+# Trees finished before they are stored together.
+_TREE_BATCH = 256
+
 # Chunk bytes read but not yet sealed and packed, at most.
 IN_FLIGHT_BYTES = 16 * 1024 * 1024
 
@@ -96,6 +99,8 @@ class _PendingFile:
     futures: list[Future[_ChunkResult]]
     cacheable: bool
 
+
+_NONE: frozenset[bytes] = frozenset()
 
 # Returned for a file that cannot be opened: it is left out of the snapshot.
 _UNREADABLE = _PendingFile(Node("", FILE), b"", os.stat_result((0,) * 10), [], cacheable=False)
@@ -172,7 +177,9 @@ class Archiver:
         self._pool: ThreadPoolExecutor | None = None
         self._dirs: deque[_PendingDir] = deque()
         self._fc: FileCache | None = None
-        self._batch: list[tuple[bytes, memoryview, Future[_ChunkResult]]] = []
+        self._live: dict[bytes, set[bytes]] = {}  # directory/ -> chunk ids of its cached files that are stored
+        self._trees: list[tuple[bytes, bytes]] = []  # (id, encoded) finished, not yet stored (_store_trees)
+        self._batch: list[tuple[bytes | None, memoryview, Future[_ChunkResult]]] = []
         self._batch_bytes = 0
         self._start_ns = 0
 
@@ -264,6 +271,11 @@ class Archiver:
         except OSError as exc:
             self._os_error(path, "cannot list directory", exc)
             entries = []
+        bdir = os.fsencode(path).rstrip(b"/") + b"/"  # "/" too: as its files' paths begin
+        if self._fc is not None and entries:
+            # The directory's file-cache entries and which of their chunks the index holds (for
+            # entries not verified in this index epoch), in a few queries rather than a few per file.
+            self._live[bdir] = self.repo.index.has_many(self._fc.load_dir(bdir))
         for entry in entries:
             child = entry.path
             if self.excludes and self.excludes.excluded(child, entry.name):
@@ -274,6 +286,9 @@ class Archiver:
                 self._os_error(child, "cannot stat", exc)
                 continue
             self._entry(child, entry.name, st, nodes, pending)
+        if self._fc is not None:
+            self._fc.unload_dir(bdir)
+            self._live.pop(bdir, None)
         self.summary.dirs += 1
         self._dirs.append(pending)
         self._finish_ready()
@@ -283,7 +298,8 @@ class Archiver:
         if kind is None or kind == SOCKET:
             return  # sockets are recreated by their programs; nothing to restore
         node = node_from_stat(name, st, kind)
-        node.xattrs = read_xattrs(path)
+        if kind != FILE:  # a file's are read in _file, unless the file cache has them
+            node.xattrs = read_xattrs(path)
         if kind == SYMLINK:
             try:
                 node.target = os.readlink(path)
@@ -308,9 +324,12 @@ class Archiver:
         self.progress.scanned(path, st.st_size)
         self.summary.bytes_processed += st.st_size
         if self._fc is not None:
-            known, cached, holes = self._fc.check(bpath, st)
-            if cached is not None and all(self.repo.index.has(c) for c in cached):
-                node.content, node.holes = cached, holes
+            known, cached, xattrs, verified, holes = self._fc.check(bpath, st)
+            live = self._live.get(bpath[:bpath.rfind(b"/") + 1], _NONE)
+            if cached is not None and xattrs is not None and (verified or all(
+                c in live or self.repo.index.has(c) for c in cached
+            )):
+                node.content, node.xattrs, node.holes = cached, xattrs, list(holes)
                 self._fc.touch(bpath)
                 self.summary.files_unmodified += 1
                 self.progress.processed(st.st_size)
@@ -322,6 +341,7 @@ class Archiver:
                 self.summary.files_new += 1
         else:
             self.summary.files_new += 1
+        node.xattrs = read_xattrs(path)
         try:
             fd = open_for_read(path)
         except OSError as exc:
@@ -353,26 +373,28 @@ class Archiver:
         return _PendingFile(node, bpath, st, futures, cacheable=not changed and not racy)
 
     def _submit(self, chunk: memoryview) -> Future[_ChunkResult]:
-        # Hashing and the dedup check happen here, in the scanning thread, which
-        # has time to spare: the workers only see chunks that must be stored.
+        fut: Future[_ChunkResult] = Future()
+        if len(chunk) < _BATCH_BYTES:
+            # Small chunks (small files) travel to the workers in batches: one hand-off
+            # per chunk costs more GIL ping-pong than storing a 10 KiB chunk. The worker
+            # hashes and deduplicates them too: on a tree of small files the scanning
+            # thread is the bottleneck, the workers wait.
+            self._batch.append((None, chunk, fut))
+            self._batch_bytes += len(chunk)
+            if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_COUNT:
+                self._flush_batch()
+            return fut
+        # A large chunk is hashed and checked here, in the scanning thread, which has time
+        # to spare between large reads: the workers only see chunks that must be stored.
         repo = self.repo
         blob_id = repo.blob_id(chunk)
-        fut: Future[_ChunkResult] = Future()
         if not repo.claim(blob_id):
             self.progress.processed(len(chunk))
             fut.set_result((blob_id, 0, 0))
             return fut
-        # Small chunks (small files) travel to the workers in batches: one hand-off
-        # per chunk costs more GIL ping-pong than storing a 10 KiB chunk.
-        if len(chunk) >= _BATCH_BYTES:
-            self._flush_batch()
-            self._batch.append((blob_id, chunk, fut))
-            self._flush_batch()
-        else:
-            self._batch.append((blob_id, chunk, fut))
-            self._batch_bytes += len(chunk)
-            if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_COUNT:
-                self._flush_batch()
+        self._flush_batch()
+        self._batch.append((blob_id, chunk, fut))
+        self._flush_batch()
         return fut
 
     def _flush_batch(self) -> None:
@@ -389,10 +411,17 @@ class Archiver:
             raise
         task.add_done_callback(lambda _f: self._budget.release(size))
 
-    def _store_batch(self, batch: list[tuple[bytes, memoryview, Future[_ChunkResult]]]) -> None:
+    def _store_batch(self, batch: list[tuple[bytes | None, memoryview, Future[_ChunkResult]]]) -> None:
+        repo = self.repo
         for blob_id, chunk, fut in batch:
             try:
-                stored = self.repo.save_blob(Kind.DATA, blob_id, chunk)
+                if blob_id is None:  # a small chunk: not hashed yet (see _submit)
+                    blob_id = repo.blob_id(chunk)
+                    if not repo.claim(blob_id):
+                        self.progress.processed(len(chunk))
+                        fut.set_result((blob_id, 0, 0))
+                        continue
+                stored = repo.save_blob(Kind.DATA, blob_id, chunk)
             except BaseException as exc:
                 fut.set_exception(exc)
                 continue
@@ -409,6 +438,7 @@ class Archiver:
     def _finish_all(self, root: _PendingDir) -> bytes:
         while self._dirs:
             self._finish_dir(self._dirs.popleft())
+        self._store_trees()
         return root.result[0]
 
     def _finish_dir(self, d: _PendingDir) -> None:
@@ -424,14 +454,27 @@ class Archiver:
             pf.node.content = content
             self.progress.file_done(os.fsdecode(pf.path), pf.node.size)
             if self._fc is not None and pf.cacheable:
-                self._fc.update(pf.path, pf.st, content, pf.node.holes)
-        tree_id, stored = self.repo.add_blob(Kind.TREE, encode_tree(d.nodes))
-        if stored:
-            self.summary.tree_blobs_added += 1
-            self.summary.bytes_stored += stored
+                self._fc.update(pf.path, pf.st, content, pf.node.xattrs, pf.node.holes)
+        tree = encode_tree(d.nodes)
+        tree_id = self.repo.blob_id(tree)
+        self._trees.append((tree_id, tree))
+        if len(self._trees) >= _TREE_BATCH:
+            self._store_trees()
         if d.parent is not None:
             d.parent.subtree = tree_id
         d.result.append(tree_id)
+
+    def _store_trees(self) -> None:
+        """Store the new ones of the trees finished so far, asking the index about them in one
+        query rather than one each: a no-change backup finds every tree there."""
+        trees, self._trees = self._trees, []
+        repo = self.repo
+        known = repo.index.has_many(tree_id for tree_id, _ in trees)
+        for tree_id, tree in trees:
+            if tree_id in known or not repo.claim(tree_id):
+                continue
+            self.summary.tree_blobs_added += 1
+            self.summary.bytes_stored += repo.save_blob(Kind.TREE, tree_id, tree)
 
     def _error(self, path: str, message: str, reason: str) -> None:
         failure = FileFailure(path, reason, message)

@@ -17,14 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from peerbackup import __version__
 from peerbackup.core import codec
 from peerbackup.core.chunker import Chunker, ChunkerParams
 from peerbackup.core.compress import DEFAULT_LEVEL
-from peerbackup.core.crypto import KdfParams, Random, content_hash, keyed_id
+from peerbackup.core.crypto import KdfParams, Random, content_hash, content_hasher, keyed_id
 from peerbackup.core.keys import KeyFile, KeySet
 from peerbackup.core.objects import Kind, open_object, seal_object
 from peerbackup.core.pack import (
@@ -51,7 +50,7 @@ from peerbackup.errors import (
     WrongPassword,
 )
 from peerbackup.storage.cache import FileCache, IndexCache, default_cache_root
-from peerbackup.storage.store import FileType, Store
+from peerbackup.storage.store import FileType, Store, open_upload
 
 PACK_SIZE = 16 * 1024 * 1024
 INDEX_EVERY = 32
@@ -72,10 +71,54 @@ def _user() -> str:
         return str(os.getuid())
 
 
-@dataclass
+class _Stream:
+    """A pack written to the store as it fills (open_upload), and hashed on the way to its name.
+
+    Only the pack's entries stay in memory: three 16 MiB packs used to (filling, queued, being
+    written). A failed write poisons the stream, so no later piece lands at a wrong offset."""
+
+    def __init__(self, store: Store) -> None:
+        self._upload = open_upload(store, FileType.DATA)
+        self._hash = content_hasher()
+        self._failed: BaseException | None = None
+
+    def write(self, piece: bytes | bytearray) -> None:
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._upload.write(piece)
+        except BaseException as exc:
+            self._failed = exc
+            self._upload.abort()
+            raise
+        self._hash.update(piece)
+
+    def commit(self) -> bytes:
+        """Store the pack under its hash; returns the pack id."""
+        if self._failed is not None:
+            raise self._failed
+        pack_id = bytes(self._hash.digest())
+        self._upload.commit(pack_id.hex())
+        return pack_id
+
+    def abort(self) -> None:
+        self._upload.abort()
+
+
 class _Packer:
-    kind: Kind
-    writer: PackWriter = field(default_factory=PackWriter)
+    """The pack a kind of blob is filling; `lock` keeps its pieces in order in the stream."""
+
+    def __init__(self, store: Store) -> None:
+        self.lock = threading.Lock()
+        self.stream = _Stream(store)
+        self.writer = PackWriter(sink=self.stream.write)
+
+    def take(self, store: Store) -> tuple[PackWriter, _Stream]:
+        """The pack so far, replaced by a new one. Under `lock`."""
+        full = self.writer, self.stream
+        self.stream = _Stream(store)
+        self.writer = PackWriter(sink=self.stream.write)
+        return full
 
 
 class Repository:
@@ -96,11 +139,11 @@ class Repository:
         self.index = IndexCache(_cache_path(self.cache_dir, "index.sqlite"))
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()  # claimed by a writer, not yet in a stored pack
-        self._packers = {k: _Packer(k) for k in (Kind.DATA, Kind.TREE)}
+        self._packers = {k: _Packer(store) for k in (Kind.DATA, Kind.TREE)}
         self._unindexed: list[tuple[bytes, list[BlobEntry]]] = []
         self._index_lock = threading.Lock()
-        # Full packs are written by one uploader thread so that workers never
-        # wait on fsync; at most UPLOAD_QUEUE packs wait for it (bounded memory).
+        # Full packs are committed (fsync, rename, index) by one uploader thread so that workers
+        # never wait on fsync; at most UPLOAD_QUEUE packs wait for it.
         self._uploader = ThreadPoolExecutor(1, thread_name_prefix="upload")
         self._upload_slots = threading.BoundedSemaphore(UPLOAD_QUEUE)
         self._uploads: set[Future[None]] = set()
@@ -137,10 +180,14 @@ class Repository:
 
     def close(self) -> None:
         self._uploader.shutdown(wait=True)
+        for packer in self._packers.values():
+            packer.stream.abort()  # a pack a failed backup left unfinished: its temp file goes
         self.index.close()
 
     def file_cache(self) -> FileCache:
-        return FileCache(_cache_path(self.cache_dir, "files.sqlite"))
+        # While a prune has condemned packs, a chunk in the index may not be reused: trust nothing.
+        epoch = None if self.index.condemned else self.index.epoch
+        return FileCache(_cache_path(self.cache_dir, "files.sqlite"), epoch)
 
     # ---- index ---------------------------------------------------------------
 
@@ -245,14 +292,14 @@ class Repository:
     def save_blob(self, kind: Kind, blob_id: bytes, data: bytes | bytearray | memoryview) -> int:
         """Seal and pack a claimed blob; returns its sealed size. Thread-safe."""
         sealed = seal_object(self.keys, kind, data, blob_id, self.rand, self.level)
-        full: PackWriter | None = None
-        with self._lock:
-            packer = self._packers[kind]
+        full: tuple[PackWriter, _Stream] | None = None
+        packer = self._packers[kind]
+        with packer.lock:  # not self._lock: the write may wait on the disk, claims must not
             packer.writer.add(kind, blob_id, sealed, len(data))
             if len(packer.writer) >= self.pack_size:
-                full, packer.writer = packer.writer, PackWriter()
+                full = packer.take(self.store)
         if full is not None:
-            self._queue_pack(full)
+            self._queue_pack(*full)
         return len(sealed)
 
     def add_blob(self, kind: Kind, data: bytes | bytearray | memoryview) -> tuple[bytes, int]:
@@ -262,9 +309,11 @@ class Repository:
             return blob_id, 0
         return blob_id, self.save_blob(kind, blob_id, data)
 
-    def _queue_pack(self, writer: PackWriter) -> None:
+    def _queue_pack(self, writer: PackWriter, stream: _Stream) -> None:
+        for piece in writer.tail(self.keys, self.rand):
+            stream.write(piece)
         self._upload_slots.acquire()
-        fut = self._uploader.submit(self._store_pack, writer)
+        fut = self._uploader.submit(self._store_pack, writer.entries, stream)
         fut.add_done_callback(lambda _f: self._upload_slots.release())
         with self._lock:
             self._uploads.add(fut)
@@ -279,10 +328,8 @@ class Repository:
         for f in pending:
             f.result()
 
-    def _store_pack(self, writer: PackWriter) -> None:
-        entries = list(writer.entries)
-        pack_id, data = writer.finish(self.keys, self.rand)
-        self.store.put(FileType.DATA, pack_id.hex(), data)
+    def _store_pack(self, entries: list[BlobEntry], stream: _Stream) -> None:
+        pack_id = stream.commit()
         self.index.add_packs([(pack_id, entries)], None)
         with self._lock:
             for e in entries:
@@ -303,11 +350,13 @@ class Repository:
     def flush(self) -> None:
         """Store partly filled packs and index everything stored so far."""
         for kind in (Kind.DATA, Kind.TREE):
-            with self._lock:
-                w = self._packers[kind].writer
-                self._packers[kind].writer = PackWriter()
+            packer = self._packers[kind]
+            with packer.lock:
+                w, stream = packer.take(self.store)
             if w.count:
-                self._queue_pack(w)
+                self._queue_pack(w, stream)
+            else:
+                stream.abort()
         self._wait_uploads()
         self._write_pending_index()
 

@@ -91,6 +91,71 @@ class _FdCache:
                 os.close(self._fds.pop(p))
 
 
+def _store_error(exc: OSError, what: str) -> StoreError:
+    if exc.errno in _FULL:
+        return StoreFull(what)
+    return StoreError(f"writing {what}: {exc.strerror or exc}")
+
+
+class _LocalUpload:
+    """LocalStore.upload(): a temp file at the top of the kind's directory (list() skips it),
+    opened with the first piece; fsync and rename on commit; removed on abort or any failure,
+    after which the upload refuses to go on (a later piece would start a new file)."""
+
+    def __init__(self, store: LocalStore, ftype: FileType) -> None:
+        self._store, self._ftype = store, ftype
+        self._tmp: Path | None = None
+        self._fd: int | None = None
+        self._ended = False
+
+    def write(self, piece: bytes | bytearray) -> None:
+        what = f"{self._ftype.value}/(upload)"
+        if self._ended:
+            raise StoreError(f"writing {what}: the upload failed or was aborted")
+        try:
+            if self._fd is None:
+                root = self._store.root
+                base = root if self._ftype == FileType.CONFIG else root / self._ftype.value
+                self._store._ensure_dir(base)
+                self._tmp = base / f"{TMP_PREFIX}{secrets.token_hex(8)}"
+                self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                                   0o666)
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            self.abort()
+            raise _store_error(exc, what) from exc
+
+    def commit(self, name: str) -> None:
+        what = f"{self._ftype.value}/{name}"
+        try:
+            if self._fd is None:
+                self.write(b"")
+            assert self._fd is not None and self._tmp is not None
+            if self._store.fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            self._store._place(self._tmp, self._ftype, name)
+            self._tmp, self._ended = None, True
+        except OSError as exc:
+            self.abort()
+            raise _store_error(exc, what) from exc
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        self._ended = True
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+
 class LocalStore:
     def __init__(self, root: str | os.PathLike[str], fsync: bool = True) -> None:
         self.root = Path(root)
@@ -133,14 +198,28 @@ class LocalStore:
                 f.flush()
                 if self.fsync:
                     os.fsync(f.fileno())
-            os.replace(tmp, path)
-            if self.fsync:
-                fsync_dir(path.parent)
+            self._place(tmp, ftype, name)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            if exc.errno in _FULL:
-                raise StoreFull(f"{ftype.value}/{name}") from exc
-            raise StoreError(f"writing {ftype.value}/{name}: {exc.strerror or exc}") from exc
+            raise _store_error(exc, f"{ftype.value}/{name}") from exc
+        except ObjectExists:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def upload(self, ftype: FileType) -> _LocalUpload:
+        """A file streamed into a temp file of the kind's directory, renamed into place on commit:
+        a pack is never held whole in memory."""
+        return _LocalUpload(self, ftype)
+
+    def _place(self, tmp: Path, ftype: FileType, name: str) -> None:
+        """Move a written and synced temp file to its name: the end of put() and of an upload."""
+        path = self._path(ftype, name)
+        if ftype not in MUTABLE and path.exists():
+            raise ObjectExists(ftype.value, name)
+        self._ensure_dir(path.parent)
+        os.replace(tmp, path)
+        if self.fsync:
+            fsync_dir(path.parent)
 
     def get(self, ftype: FileType, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(ftype, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from peerbackup.engine.repository import Repository
 from peerbackup.engine.restore import Restorer
 from peerbackup.engine.walk import walk
 from peerbackup.errors import TargetNotEmpty
+from peerbackup.storage.cache import FileCache
 from peerbackup.storage.store import FileType
 from tests.helpers import make_tree, snapshot_of
 
@@ -173,3 +175,136 @@ def test_restore_of_more_files_than_descriptors(small_repo: Repository, tmp_path
     assert stats.files == 400
     out = restored_root(tmp_path / "out", src)
     assert all((out / f"f{i:03d}.txt").read_bytes() == b"x" * i for i in range(400))
+
+
+def test_no_change_backup_queries_the_caches_per_directory_not_per_file(
+    small_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    for d in range(3):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(40):
+            (src / f"d{d}" / f"f{i}").write_bytes(b"%d-%d " % (d, i) * (i + 1))
+            os.utime(src / f"d{d}" / f"f{i}", (1_600_000_000, 1_600_000_000))
+    Archiver(small_repo).backup([str(src)])
+    queries: list[str] = []
+    opened = small_repo.file_cache
+
+    def traced() -> FileCache:
+        fc = opened()
+        fc._db.set_trace_callback(queries.append)
+        return fc
+
+    monkeypatch.setattr(small_repo, "file_cache", traced)
+    small_repo.index._reader.set_trace_callback(queries.append)
+    snap = Archiver(small_repo).backup([str(src)]).snapshot
+    assert snap.summary.files_unmodified == 120 and snap.summary.bytes_read == 0
+    lookups = [q for q in queries if q.lstrip().upper().startswith("SELECT")]
+    # One per directory (src's ancestors included: its cache entries; its files' chunks were
+    # verified in this index epoch and its tree is asked about with the others), and a few to
+    # open the caches. One per file would be 240; one per directory and tree twice as many.
+    dirs = len(src.parts) + 3
+    assert len(lookups) <= dirs + 4, lookups
+
+
+def test_no_change_backup_takes_xattrs_from_the_file_cache(
+    small_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(10):
+        (src / f"f{i}").write_bytes(b"x" * i)
+    os.setxattr(src / "f3", "user.tag", b"blue")
+    for i in range(10):
+        os.utime(src / f"f{i}", (1_600_000_000, 1_600_000_000))
+    Archiver(small_repo).backup([str(src)])
+    listed: list[str] = []
+    real = os.listxattr
+
+    def counting(path: str, *, follow_symlinks: bool = True) -> list[str]:
+        listed.append(os.path.basename(path))
+        return real(path, follow_symlinks=follow_symlinks)
+
+    monkeypatch.setattr(os, "listxattr", counting)
+    snap = Archiver(small_repo).backup([str(src)]).snapshot
+    assert snap.summary.files_unmodified == 10
+    assert not any(n.startswith("f") for n in listed)  # only the directories were asked
+    xattrs = {p.rsplit("/", 1)[1]: n.xattrs for p, n in walk(small_repo, snap.tree) if "/f" in p}
+    assert xattrs["f3"] == {"user.tag": b"blue"} and xattrs["f4"] == {}
+    # Changing an attribute changes the file's ctime: the next backup reads it again.
+    os.setxattr(src / "f3", "user.tag", b"green")
+    snap = Archiver(small_repo).backup([str(src)]).snapshot
+    assert listed.count("f3") == 1 and snap.summary.files_unmodified == 9
+    xattrs = {p.rsplit("/", 1)[1]: n.xattrs for p, n in walk(small_repo, snap.tree) if "/f" in p}
+    assert xattrs["f3"] == {"user.tag": b"green"}
+
+
+def test_small_chunks_are_hashed_by_the_workers_not_the_scanning_thread(
+    small_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a tree of small files the scanning thread is the bottleneck and the workers wait.
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i}").write_bytes(b"%d" % (i % 30) * 1000)  # ten contents twice: dedup still works
+    hashed_by: list[str] = []
+    real = small_repo.blob_id
+
+    def blob_id(data: bytes | bytearray | memoryview) -> bytes:
+        hashed_by.append(threading.current_thread().name)
+        return real(data)
+
+    monkeypatch.setattr(small_repo, "blob_id", blob_id)
+    snap = Archiver(small_repo).backup([str(src)]).snapshot
+    assert hashed_by.count(threading.main_thread().name) <= len(src.parts) + 1  # the trees only
+    assert sum(n.startswith("chunk") for n in hashed_by) == 40
+    assert snap.summary.data_blobs_added == 30
+    out = tmp_path / "out"
+    Restorer(small_repo).restore(snap.tree, str(out))
+    assert snapshot_of(restored_root(out, src)) == snapshot_of(src)
+
+
+def test_file_cache_is_verified_again_after_the_index_lost_blobs_behind_its_back(
+    small_repo: Repository, tmp_path: Path
+) -> None:
+    # Adversarial: the packs and index files of a backup go away (another machine's prune, a
+    # restore of the repository from an older copy) and the local index cache is deleted too, so
+    # it is rebuilt from what remains. The file cache's entries were stamped in the old epoch:
+    # the files are read again, not trusted.
+    src = tmp_path / "src"
+    make_tree(src, files=6)
+    Archiver(small_repo).backup([str(src)])
+    old_epoch = small_repo.index.epoch
+    for kind in (FileType.DATA, FileType.INDEX, FileType.SNAPSHOT):
+        for name, _ in list(small_repo.store.list(kind)):
+            small_repo.store.delete(kind, name)
+    cache_root = Path(small_repo.cache_dir).parent
+    small_repo.close()
+    for f in Path(small_repo.cache_dir).glob("index.sqlite*"):
+        f.unlink()
+    repo = Repository.open(small_repo.store, b"pw", cache_root=cache_root, pack_size=64 * 1024)
+    try:
+        assert repo.index.epoch != old_epoch
+        snap = Archiver(repo).backup([str(src)]).snapshot
+        assert snap.summary.files_unmodified <= 2  # the empty file, and maybe copy.dat (see above)
+        out = tmp_path / "out"
+        assert Restorer(repo).restore(snap.tree, str(out)).errors == []
+        assert snapshot_of(restored_root(out, src)) == snapshot_of(src)
+        assert check(repo, read_data=True).ok
+    finally:
+        repo.close()
+
+
+def test_file_cache_trusts_nothing_while_a_prune_has_condemned_packs(small_repo: Repository) -> None:
+    small_repo.index.condemned = {b"\x01" * 32}
+    fc = small_repo.file_cache()
+    try:
+        assert fc.epoch == ""
+    finally:
+        fc.close()
+    small_repo.index.condemned = set()
+    fc = small_repo.file_cache()
+    try:
+        assert fc.epoch == small_repo.index.epoch != ""
+    finally:
+        fc.close()

@@ -22,7 +22,7 @@ from peerbackup.errors import NoSuchObject, ObjectExists, StoreError, StoreFull
 from peerbackup.storage import local as local_module
 from peerbackup.storage.local import TMP_PREFIX, LocalStore
 from peerbackup.storage.memory import MemoryStore
-from peerbackup.storage.store import MUTABLE, FileType, Store
+from peerbackup.storage.store import MUTABLE, FileType, Store, open_upload
 
 IMMUTABLE = [t for t in FileType if t not in MUTABLE]
 DATA = bytes(range(256)) * 4
@@ -200,6 +200,62 @@ def test_delete_during_list(store: Store) -> None:
     for name, _ in store.list(FileType.DATA):
         store.delete(FileType.DATA, name)
     assert list(store.list(FileType.DATA)) == []
+
+
+# ---- uploads: a file streamed piece by piece, named at the end (open_upload) ----------
+
+
+@pytest.mark.parametrize("ftype", list(FileType))
+def test_upload_stores_the_pieces_under_the_name_given_at_commit(store: Store, ftype: FileType) -> None:
+    pieces: list[bytes | bytearray] = [DATA[:100], b"", bytearray(DATA[100:700]), DATA[700:]]
+    up = open_upload(store, ftype)
+    for p in pieces:
+        up.write(p)
+    assert list(store.list(ftype)) == []  # nothing is visible before the commit
+    up.commit(named(ftype))
+    assert store.get(ftype, named(ftype)) == DATA
+    assert list(store.list(ftype)) == [(named(ftype), len(DATA))]
+    assert store.get(ftype, named(ftype), 90, 20) == DATA[90:110]
+
+
+def test_upload_of_nothing_is_an_empty_file(store: Store) -> None:
+    up = open_upload(store, FileType.INDEX)
+    up.commit(named(FileType.INDEX, b""))
+    assert store.get(FileType.INDEX, named(FileType.INDEX, b"")) == b""
+
+
+@pytest.mark.parametrize("ftype", IMMUTABLE)
+def test_upload_refuses_a_taken_name_and_leaves_nothing(store: Store, ftype: FileType) -> None:
+    store.put(ftype, named(ftype), DATA)
+    up = open_upload(store, ftype)
+    up.write(DATA)
+    with pytest.raises(ObjectExists):
+        up.commit(named(ftype))
+    up.abort()  # after a failed commit: harmless
+    assert store.get(ftype, named(ftype)) == DATA
+    assert list(store.list(ftype)) == [(named(ftype), len(DATA))]
+
+
+def test_upload_aborted_leaves_nothing(store: Store) -> None:
+    up = open_upload(store, FileType.DATA)
+    up.write(DATA)
+    up.abort()
+    up.abort()
+    assert list(store.list(FileType.DATA)) == []
+    assert not store.exists(FileType.DATA, NAME)
+
+
+def test_uploads_interleaved_stay_apart(store: Store) -> None:
+    # A backup fills a data pack and a tree pack at once.
+    a, b = open_upload(store, FileType.DATA), open_upload(store, FileType.DATA)
+    other = bytes(reversed(DATA))
+    for i in range(0, len(DATA), 256):
+        a.write(DATA[i:i + 256])
+        b.write(other[i:i + 256])
+    b.commit(named(FileType.DATA, other))
+    a.commit(NAME)
+    assert store.get(FileType.DATA, NAME) == DATA
+    assert store.get(FileType.DATA, named(FileType.DATA, other)) == other
 
 
 # ---- LocalStore only ------------------------------------------------------------------
@@ -405,3 +461,48 @@ def test_local_read_error_is_store_error(local: LocalStore) -> None:
     with pytest.raises(StoreError) as info:
         local.get(FileType.INDEX, "i1")
     assert not isinstance(info.value, NoSuchObject)
+
+
+def test_local_upload_streams_to_a_temp_file(local: LocalStore) -> None:
+    # The point of an upload: the bytes are on disk as they come, not held until the commit.
+    up = open_upload(local, FileType.DATA)
+    up.write(DATA)
+    (tmp,) = temp_files(local.root)
+    assert tmp.read_bytes() == DATA
+    up.write(DATA)
+    assert tmp.stat().st_size == 2 * len(DATA)
+    up.commit(named(FileType.DATA, DATA * 2))
+    assert temp_files(local.root) == []
+    assert local.get(FileType.DATA, named(FileType.DATA, DATA * 2)) == DATA * 2
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+@pytest.mark.parametrize("at", ["write", "fsync"])
+def test_local_upload_full_leaves_nothing(local: LocalStore, monkeypatch: pytest.MonkeyPatch,
+                                          code: int, at: str) -> None:
+    up = open_upload(local, FileType.DATA)
+    up.write(DATA[:10])
+    monkeypatch.setattr(os, at, _raise_oserror(code))
+    with pytest.raises(StoreFull):
+        if at == "write":
+            up.write(DATA[10:])
+        else:
+            up.commit(NAME)
+    monkeypatch.undo()
+    # The upload is over: a later piece would land at offset 0 of a new file.
+    with pytest.raises(StoreError):
+        up.write(DATA[10:])
+    with pytest.raises(StoreError):
+        up.commit(NAME)
+    up.abort()
+    _assert_nothing_left(local, FileType.DATA, NAME)
+
+
+def test_local_upload_other_error_is_store_error(local: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    up = open_upload(local, FileType.DATA)
+    monkeypatch.setattr(os, "write", _raise_oserror(errno.EIO))
+    with pytest.raises(StoreError) as info:
+        up.write(DATA)
+    assert not isinstance(info.value, StoreFull)
+    monkeypatch.undo()
+    _assert_nothing_left(local, FileType.DATA, NAME)
