@@ -26,7 +26,7 @@ from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES, check_name
 from peerbackup.core.settings import Settings, parse_size
 from peerbackup.daemon.config import load_config
 from peerbackup.errors import AlreadyInitialised, FormatError, NotInitialised, UsageError
-from peerbackup.office.enrol import init_office, join_office, recover_admin, seed_state
+from peerbackup.office.membership.enrol import init_office, join_office, recover_admin, seed_state
 
 
 def _name(args: argparse.Namespace) -> str:

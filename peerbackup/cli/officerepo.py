@@ -25,8 +25,8 @@ from peerbackup.core.settings import Settings
 from peerbackup.engine.config import RepoConfig
 from peerbackup.errors import UsageError
 from peerbackup.net.client import PeerClient
-from peerbackup.office.home import Home
-from peerbackup.office.peerstore import LoopThread, PeerStore, StoragePeer, StoreClient, open_config
+from peerbackup.office.membership.home import Home
+from peerbackup.office.peerstore.client import LoopThread, PeerStore, StoragePeer, StoreClient, open_config
 
 PREFIX = "office:"
 

@@ -27,7 +27,7 @@ from peerbackup.daemon.alerting import Alerting
 from peerbackup.daemon.dashboard import Dashboard
 from peerbackup.daemon.httpjson import json_body
 from peerbackup.errors import FormatError, PeerBackupError, UsageError
-from peerbackup.office.home import TOKEN_HEADER
+from peerbackup.office.membership.home import TOKEN_HEADER
 
 MAX_INVITE_VALIDITY = 7 * 86400.0
 
@@ -205,7 +205,7 @@ class AdminApi:
         except FormatError as exc:
             raise UsageError(str(exc)) from None
         dataset = Dataset(path, peers, tuple(str(x) for x in exclude))
-        if not allow_missing:  # the agents are asked whether it is there (office/probe.py)
+        if not allow_missing:  # the agents are asked whether it is there (office/nodes/probe.py)
             await self.daemon.probe.check(node, dataset)
         out = await self.daemon.nodes.add_dataset(node, dataset)
         return web.json_response(self.daemon.nodes.describe(out))

@@ -38,11 +38,12 @@ from peerbackup.net.client import PeerClient
 from peerbackup.net.discovery import Discovery, ServiceHint
 from peerbackup.net.proto import store as proto_store
 from peerbackup.net.server import PeerServer
-from peerbackup.office.adhoc import AdHocJobs
-from peerbackup.office.agent import AgentService
-from peerbackup.office.alerts import AlertService
-from peerbackup.office.coordination import CoordinatorService
-from peerbackup.office.home import (
+from peerbackup.office.alerts.rounds import AlertService
+from peerbackup.office.coordination.service import CoordinatorService
+from peerbackup.office.jobs.adhoc import AdHocJobs
+from peerbackup.office.jobs.agent import AgentService
+from peerbackup.office.jobs.service import JobService
+from peerbackup.office.membership.home import (
     ADMIN_ENDPOINT,
     ADMIN_TOKEN,
     CACHE,
@@ -53,17 +54,16 @@ from peerbackup.office.home import (
     Identity,
     rewrite_private,
 )
-from peerbackup.office.jobs import JobService
-from peerbackup.office.liveness import ALIVE
-from peerbackup.office.nodes import NodeService
-from peerbackup.office.peers import PeerService
-from peerbackup.office.peerstore import StoragePeer, StoreClient, UploadLimit
-from peerbackup.office.probe import DatasetProbe
-from peerbackup.office.purge import purge_files
-from peerbackup.office.repair import RepairService
-from peerbackup.office.replication import LogService
-from peerbackup.office.state import State
-from peerbackup.office.storage import StorageService
+from peerbackup.office.membership.liveness import ALIVE
+from peerbackup.office.membership.service import PeerService
+from peerbackup.office.membership.state import State
+from peerbackup.office.nodes.probe import DatasetProbe
+from peerbackup.office.nodes.service import NodeService
+from peerbackup.office.peerstore.client import StoragePeer, StoreClient, UploadLimit
+from peerbackup.office.peerstore.holder import StorageService
+from peerbackup.office.peerstore.purge import purge_files
+from peerbackup.office.peerstore.repair import RepairService
+from peerbackup.office.replication.service import LogService
 from peerbackup.storage.eventlog import EventStore
 from peerbackup.storage.holder import Holder
 from peerbackup.storage.store import FileType
@@ -523,7 +523,7 @@ class Daemon:
 
     async def store_access(self, node: str, backup: list[str] | None = None) -> dict[str, Any]:
         """What a key holder's process needs to use a node's repository in the peer store. For a
-        `backup` (of those paths) by an agent: the act-as token of a job of the node (office/adhoc.py),
+        `backup` (of those paths) by an agent: the act-as token of a job of the node (office/jobs/adhoc.py),
         waited for while the office has no coordinator yet."""
         keys = self.nodes.keys(node)  # NotAHolder, naming who holds them, for anyone else
         info = self.nodes.nodes()[node]

@@ -16,8 +16,8 @@ from peerbackup import logs
 from peerbackup.core.crypto import KdfParams
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.service import Daemon, DaemonOptions
-from peerbackup.office.enrol import init_office, join_office, seed_state
-from peerbackup.office.home import Home
+from peerbackup.office.membership.enrol import init_office, join_office, seed_state
+from peerbackup.office.membership.home import Home
 
 FAST = Settings(heartbeat=0.1, suspect=0.5, dead=1.0, request_timeout=1.0)
 

@@ -36,10 +36,10 @@ from peerbackup.net import envelope
 from peerbackup.net.client import PeerClient
 from peerbackup.net.proto import heartbeat, hello, join
 from peerbackup.net.server import PeerServer
-from peerbackup.office.home import Identity
-from peerbackup.office.liveness import Liveness
-from peerbackup.office.membership import Membership
-from peerbackup.office.state import State
+from peerbackup.office.membership.home import Identity
+from peerbackup.office.membership.liveness import Liveness
+from peerbackup.office.membership.members import Membership
+from peerbackup.office.membership.state import State
 
 MAX_HINTS = 64
 

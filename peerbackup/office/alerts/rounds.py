@@ -45,8 +45,8 @@ from peerbackup.core.jobs import JobState
 from peerbackup.core.nodelog import missed_slots, node_log
 from peerbackup.errors import PeerBackupError
 from peerbackup.logs import event
-from peerbackup.office.liveness import DEAD
-from peerbackup.office.replication import LogService
+from peerbackup.office.membership.liveness import DEAD
+from peerbackup.office.replication.service import LogService
 
 SEND_TIMEOUT = 10.0  # one webhook POST or one SMTP conversation
 

@@ -10,10 +10,10 @@ has seen and anything for a node whose keys it does not hold; it logs on (a
 fresh challenge of the coordinator's, answered under its own key) and asks to act
 as the node; the coordinator checks the grant, signs an act-as token and logs
 `agent.logon` and `act_as.issued`. The agent writes `job.started`, runs the job as
-the node (office/agent.py), sends progress heartbeats (and a `job.progress`
+the node (office/jobs/agent.py), sends progress heartbeats (and a `job.progress`
 summary to the log now and then), writes `job.done` or `job.failed`, and reports.
 Every event names the node, the agent and the coordinator's term, and is signed
-by its writer. The agent's side of this lives in office/jobrun.py.
+by its writer. The agent's side of this lives in office/jobs/runner.py.
 
 Schedules: the coordinator evaluates them every heartbeat (core/schedule.py);
 a due slot's job id is a hash of node, schedule and slot, and a slot whose job
@@ -60,11 +60,11 @@ from peerbackup.errors import Forbidden, PeerBackupError, ProtocolError, UsageEr
 from peerbackup.logs import event
 from peerbackup.net.proto import jobs as proto
 from peerbackup.net.server import PeerServer
-from peerbackup.office.agent import AgentService
-from peerbackup.office.coordination import CoordinatorService
-from peerbackup.office.jobrun import AgentRunner
-from peerbackup.office.liveness import ALIVE, DEAD
-from peerbackup.office.nodes import NodeService
+from peerbackup.office.coordination.service import CoordinatorService
+from peerbackup.office.jobs.agent import AgentService
+from peerbackup.office.jobs.runner import AgentRunner
+from peerbackup.office.membership.liveness import ALIVE, DEAD
+from peerbackup.office.nodes.service import NodeService
 
 ACT_AS_VALIDITY = 6 * 3600
 # How far back a new coordinator settles a schedule's slots (each one after the last the log shows settled is
@@ -112,7 +112,7 @@ class JobService:
         self.running: Counter[str] = Counter()  # agent -> jobs dispatched and not reported
         self.evaluated: dict[str, float] = {}  # node/schedule -> slots up to here were considered
         self.waiting: dict[str, dict[float, str]] = {}  # node/schedule -> slots not started: last refusal
-        self.runner = AgentRunner(self)  # the agent's side of jobs (office/jobrun.py)
+        self.runner = AgentRunner(self)  # the agent's side of jobs (office/jobs/runner.py)
         self.live: dict[str, Live] = {}  # job -> what its agent last said (on the coordinator)
         self.reported: deque[tuple[str, str]] = deque(maxlen=1000)  # (job, agent) that reported an end
         self.challenges: dict[bytes, tuple[str, str, str, float]] = {}  # -> agent, node, job, until
@@ -244,7 +244,7 @@ class JobService:
             agent = str(f.get("agent"))
             deadline = float(f.get("deadline", 0))
             if f.get("adhoc"):
-                continue  # a backup by hand (office/adhoc.py): only its command knows what it backs up
+                continue  # a backup by hand (office/jobs/adhoc.py): only its command knows what it backs up
             if now >= deadline:
                 self.live.pop(job, None)
                 continue
@@ -421,7 +421,7 @@ class JobService:
                                                  digest_size=8).hexdigest()
         until = deadline if deadline is not None else self.clock() + DEADLINE
         # Attempts are numbered like coordinators' terms: the fold counts only the current one's end, and
-        # the holders refuse a replaced attempt's snapshot (office/storage.py).
+        # the holders refuse a replaced attempt's snapshot (office/peerstore/holder.py).
         attempt = int(why.pop("attempt", 1))
         tried = []
         for agent in self.candidates(node, kind, exclude):
