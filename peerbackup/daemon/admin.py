@@ -255,7 +255,7 @@ class AdminApi:
         if not isinstance(node, str):
             raise UsageError("give the node name")
         job = f"here-{secrets.token_hex(6)}"
-        token = await self.daemon.jobs.act_as(node, job) if self.daemon.needs_act_as(node) else b""
+        token = await self.daemon.jobs.actas.act_as(node, job) if self.daemon.needs_act_as(node) else b""
         rec = await self.daemon.agent.run(node, job, token)
         return web.json_response(dataclasses.asdict(rec))
 

@@ -42,6 +42,7 @@ from peerbackup.office.alerts.rounds import AlertService
 from peerbackup.office.coordination.service import CoordinatorService
 from peerbackup.office.jobs.adhoc import AdHocJobs
 from peerbackup.office.jobs.agent import AgentService
+from peerbackup.office.jobs.scheduler import Scheduler
 from peerbackup.office.jobs.service import JobService
 from peerbackup.office.membership.home import (
     ADMIN_ENDPOINT,
@@ -183,6 +184,7 @@ class Daemon:
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
         await self.coordination.load()
         self.jobs = JobService(self.nodes, self.coordination, self.agent, self.clock, self.log)
+        self.scheduler = Scheduler(self.jobs)
         self.peer_service.spawn(self.jobs.runner.end_lost_runs(self.clock()))
         self.probe = DatasetProbe(self.nodes, self.jobs.send, self.clock, self.log)
         self.adhoc = AdHocJobs(self.jobs)
@@ -369,7 +371,7 @@ class Daemon:
     async def _schedules(self) -> None:
         # Its own loop: a dispatch waits for an agent's answer, and the lease renewal must not.
         while True:
-            await self.jobs.tick()
+            await self.scheduler.tick()
             await asyncio.sleep(self.settings.heartbeat)
 
     async def _alerts(self) -> None:
@@ -532,7 +534,7 @@ class Daemon:
             job, act_as = await self.adhoc.start(node, backup, min(max(2 * self.settings.lease, 30.0), ADHOC_WAIT))
         elif self.needs_act_as(node):
             try:
-                act_as = await self.jobs.act_as(node, f"cli-{secrets.token_hex(6)}")
+                act_as = await self.jobs.actas.act_as(node, f"cli-{secrets.token_hex(6)}")
             except PeerBackupError as exc:  # reads still work; a write will be refused, saying why
                 event(self.log, "act_as.unavailable", logging.WARNING, node=node, reason=str(exc))
         return {"node": node, "replicas": info.replicas, "created": info.created, "me": self.ident.peer_id,

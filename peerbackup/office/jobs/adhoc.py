@@ -50,7 +50,7 @@ class AdHocJobs:
                 self.jobs.logs.sync_soon(coordinator)  # now, not at the next heartbeat
             else:
                 try:
-                    raw = await self.jobs.act_as(node, job, coordinator)
+                    raw = await self.jobs.actas.act_as(node, job, coordinator)
                     break
                 except (PeerBackupError, ProtocolError) as exc:
                     why = str(exc)

@@ -39,6 +39,7 @@ from peerbackup.logs import event
 from peerbackup.net.proto import jobs as proto
 from peerbackup.office.coordination.service import CoordinatorService
 from peerbackup.office.jobs.agent import AgentService, readable
+from peerbackup.office.jobs.logon import ActAsService
 from peerbackup.office.membership.service import PeerService
 from peerbackup.office.nodes.service import NodeService
 from peerbackup.office.replication.service import LogService
@@ -55,6 +56,7 @@ class CoordinatorSide(Protocol):
     peers: PeerService
     coordination: CoordinatorService
     agent: AgentService
+    actas: ActAsService  # logon and act-as tokens (office/jobs/logon.py)
     log: logging.Logger
     clock: Callable[[], float]
 
@@ -72,9 +74,6 @@ class CoordinatorSide(Protocol):
 
     def check_clock(self) -> None:
         """Raises when the other members refuse this peer's messages for its clock."""
-
-    async def act_as(self, node: str, job: str, coordinator: str | None = None) -> bytes:
-        """Log on to the coordinator and get an act-as token for this peer."""
 
     def job_states(self, node: str) -> dict[str, JobState]:
         """Every job in the node's log and how it stands."""
@@ -226,7 +225,7 @@ class AgentRunner:
         try:
             self.jobs.check_clock()
             # Log on as the node: the coordinator that dispatched the job checks the grant and signs.
-            token = await self.jobs.act_as(msg.node, msg.job, str(where["coordinator"]))
+            token = await self.jobs.actas.act_as(msg.node, msg.job, str(where["coordinator"]))
             await self.jobs.logs.append(JOB_STARTED, dict(where), log=node_log(msg.node))
             if msg.kind == RETENTION:
                 rec = await self.jobs.agent.retention(msg.node, msg.job, token, msg.prune, msg.deadline_ms / 1000)
