@@ -26,7 +26,8 @@ from peerbackup.engine.config import RepoConfig
 from peerbackup.errors import UsageError
 from peerbackup.net.client import PeerClient
 from peerbackup.office.membership.home import Home
-from peerbackup.office.peerstore.client import LoopThread, PeerStore, StoragePeer, StoreClient, open_config
+from peerbackup.office.peerstore.client import LoopThread, StoragePeer, StoreClient
+from peerbackup.office.peerstore.store import PeerStore, open_config
 
 PREFIX = "office:"
 

@@ -32,7 +32,8 @@ from peerbackup.errors import PeerBackupError, UsageError
 from peerbackup.logs import event
 from peerbackup.net.client import PeerClient
 from peerbackup.net.proto.probe import MISSING
-from peerbackup.office.peerstore.client import PeerStore, StoragePeer, StoreClient, UploadLimit, open_config
+from peerbackup.office.peerstore.client import StoragePeer, StoreClient, UploadLimit
+from peerbackup.office.peerstore.store import PeerStore, open_config
 
 T = TypeVar("T")
 WAIT = 3600.0  # a job run by hand waits this long for the machine's running job

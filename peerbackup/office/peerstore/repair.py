@@ -38,7 +38,8 @@ from peerbackup.core.settings import Settings
 from peerbackup.errors import PeerBackupError, PeerUnreachable
 from peerbackup.logs import event
 from peerbackup.net.client import PeerClient
-from peerbackup.office.peerstore.client import StoragePeer, StoreClient, place_key
+from peerbackup.office.peerstore.client import StoragePeer, StoreClient
+from peerbackup.office.peerstore.store import place_key
 from peerbackup.storage.holder import CONTENT_NAMED, MAX_CHALLENGE, Holder
 from peerbackup.storage.store import MUTABLE, FileType
 
