@@ -176,7 +176,7 @@ class AdminApi:
         valid_for = parse_duration(expires)
         if not 0 < valid_for <= MAX_INVITE_VALIDITY:
             raise UsageError("an invite lasts more than 0 s and at most 7 days")
-        token = await self.daemon.peer_service.create_invite(tuple(roles), rank, valid_for)
+        token = await self.daemon.admissions.create_invite(tuple(roles), rank, valid_for)
         return web.json_response({"token": token.encode(), "office": token.office, "addresses": list(token.addresses),
                                   "expires": token.expires, "roles": roles, "rank": rank})
 
@@ -189,7 +189,7 @@ class AdminApi:
             peer_id = normalise_peer_id(peer)
         except FormatError as exc:
             raise UsageError(str(exc)) from None
-        await self.daemon.peer_service.remove_peer(peer_id, str(obj.get("reason", ""))[:200])
+        await self.daemon.admissions.remove_peer(peer_id, str(obj.get("reason", ""))[:200])
         return web.json_response({"removed": peer_id})
 
 

@@ -44,6 +44,7 @@ from peerbackup.office.jobs.adhoc import AdHocJobs
 from peerbackup.office.jobs.agent import AgentService
 from peerbackup.office.jobs.scheduler import Scheduler
 from peerbackup.office.jobs.service import JobService
+from peerbackup.office.membership.admission import Admissions
 from peerbackup.office.membership.home import (
     ADMIN_ENDPOINT,
     ADMIN_TOKEN,
@@ -162,6 +163,7 @@ class Daemon:
         client = PeerClient(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.session)
         self.peer_service = PeerService(self.ident, self.settings, self.state, client, self.clock,
                                         secrets.token_bytes, self.log, lambda: self.advertised)
+        self.admissions = Admissions(self.peer_service)  # invites, joins, removals
         client.names = lambda peer_id: self.peer_service.membership.name(peer_id)  # load() replaces membership
         self.peer_service.disk_full = self.disk.failed
         await self.peer_service.load()
@@ -200,6 +202,7 @@ class Daemon:
                             self.peer_service.whoami, self.log)
         server.clocks = self.clocks = client.clocks  # both halves of what clock skew looks like, for status
         self.peer_service.register(server)
+        self.admissions.register(server)
         self.logs.register(server)
         self.coordination.register(server)
         self.storage.register(server)

@@ -135,7 +135,7 @@ async def trio(tmp_path: Path, log: logging.Logger, gamma_home: Path | None = No
         return d
 
     async def join(name: str, roles: tuple[str, ...], where: Path, seed: int, quota: int | None = None) -> Daemon:
-        token = await a.peer_service.create_invite(roles, 100, 60)
+        token = await a.admissions.create_invite(roles, 100, 60)
         home = Home(where)
         joined = await asyncio.to_thread(join_office, home, token.encode(), name, FAST, _rand(seed))
         await seed_state(home, joined)
