@@ -7,6 +7,6 @@ keeps every import pointing down this list, and the ones on the same line apart)
     replication    the replicated logs (control log, node logs) and the views folded from them
     nodes          backup nodes, their keys, grants and data sets
     coordination   the coordinator election and its fencing
-    peerstore      the peer store: client, holder, repair, purge, the dashboard's reads
+    peerstore      the peer store: the store, one peer's client, the holder, repair, purge, reads
     jobs, alerts   a node's jobs (coordinator and agent sides); alert rounds and channels
 """

@@ -5,7 +5,7 @@ the daemon's own event loop. Snapshots name the node as their host, so the paren
 snapshot is found per (node, data set) whichever agent made the last one, and they
 record the agent and the job in `extra`. Which data sets: those of the node this
 peer may reach (`on` empty or naming it) and can read. The job's counters live in
-its JobRecord, which the heartbeats (office/jobs/service.py) read.
+its JobRecord, which the heartbeats (office/jobs/runner.py) read.
 """
 
 from __future__ import annotations
