@@ -147,8 +147,8 @@ class Scheduler:
             self.coordinating_since = now
         if now - self.coordinating_since < self.listen_first():
             # A new coordinator first hears the agents: one still running its predecessor's attempt says so
-            # with its next progress heartbeat (adopted in on_progress) even when the predecessor's dispatch
-            # has not reached this peer's log, instead of being sent the same slot a second time.
+            # with its next progress heartbeat (adopted in JobService.on_progress) even when the predecessor's
+            # dispatch has not reached this peer's log, instead of being sent the same slot a second time.
             return
         still_open: set[str] = set()
         for name in sorted(self.nodes.nodes()):
@@ -190,7 +190,7 @@ class Scheduler:
         for t in slots_after(sc, since, now):
             waiting.setdefault(t, "")
         known, missed = self.jobs.known_jobs(name), self.jobs.missed_slots(name)
-        # A slot an agent says it runs (adopted in on_progress before the log shows it) is taken too.
+        # A slot an agent says it runs (adopted in JobService.on_progress before the log shows it) is taken too.
         taken = {t for t in waiting if job_id(name, sc.id, t) in known or job_id(name, sc.id, t) in self.jobs.live
                  or (sc.id, int(t)) in missed}
         start, never, self.waiting[key] = settle(sc, waiting, taken, now)

@@ -271,7 +271,7 @@ class JobService:
             if st is None and info is not None and issuer in info.agents and \
                     issuer not in self.peers.membership.revocations:
                 # An attempt this peer's log does not show yet (a previous coordinator's dispatch on its way):
-                # adopted, so that its slot is not dispatched a second time (tick skips jobs it hears of).
+                # adopted, so that its slot is not dispatched a second time (the scheduler skips jobs it hears of).
                 event(self.log, "job.adopted", job=msg.job, node=msg.node, agent=issuer)
             elif st is None or st.state != OPEN or st.agent != issuer:
                 raise Forbidden(f"job {msg.job} is not running on {self.peers.membership.name(issuer)}: "
