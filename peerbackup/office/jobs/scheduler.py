@@ -1,18 +1,7 @@
 """The coordinator's tick: schedules, missed slots, retries, jobs of dead or stalled agents, retention.
 
-Schedules: the coordinator evaluates them every heartbeat (core/schedule.py);
-a due slot's job id is a hash of node, schedule and slot, and a slot whose job
-the node's log shows dispatched (by this coordinator or a previous one) is not
-started again. A slot whose start is refused (no agent alive, ...) waits and is
-tried again each heartbeat; one that can never start (its window closed, a later
-slot replaces it) is logged `job.missed` with why, once: no slot is lost
-silently. A job whose agent is dead (liveness), or alive but silent or making
-no progress for `stall_after`, is dispatched again, same job id, to another
-agent inside its deadline; a scheduled job that failed is retried with back-off
-while its retries and window last. After a successful backup of a node with a
-retention policy, a retention job (forget by the policy, prune now and then) is
-dispatched the same way, with an act-as token that may delete (core/jobs.py).
-Every start goes through JobService.start (office/jobs/service.py).
+What it does, and the rules that keep a slot from being lost or run twice, are told in the
+docstring of office/jobs/service.py; every job it starts goes through JobService.start there.
 """
 
 from __future__ import annotations

@@ -15,9 +15,22 @@ summary to the log now and then), writes `job.done` or `job.failed`, and reports
 Every event names the node, the agent and the coordinator's term, and is signed
 by its writer. The agent's side of this lives in office/jobs/runner.py.
 
-The coordinator's tick (schedules, missed slots, retries, jobs of dead or stalled agents,
-retention) lives in office/jobs/scheduler.py and starts jobs through `start` here; logon and
-act-as in office/jobs/logon.py.
+Schedules: the coordinator evaluates them every heartbeat (core/schedule.py);
+a due slot's job id is a hash of node, schedule and slot, and a slot whose job
+the node's log shows dispatched (by this coordinator or a previous one) is not
+started again. A slot whose start is refused (no agent alive, ...) waits and is
+tried again each heartbeat; one that can never start (its window closed, a later
+slot replaces it) is logged `job.missed` with why, once: no slot is lost
+silently. A job whose agent is dead (liveness), or alive but silent or making
+no progress for `stall_after`, is dispatched again, same job id, to another
+agent inside its deadline; a scheduled job that failed is retried with back-off
+while its retries and window last. After a successful backup of a node with a
+retention policy, a retention job (forget by the policy, prune now and then) is
+dispatched the same way, with an act-as token that may delete (core/jobs.py).
+
+Here: asking for a job, picking an agent and dispatching to it, the agents' reports and heartbeats.
+The coordinator's tick (the schedules, retries and redispatches above) is office/jobs/scheduler.py,
+which starts jobs through `start` here; logon and act-as are office/jobs/logon.py.
 """
 
 from __future__ import annotations
