@@ -17,7 +17,7 @@ from typing import Any
 from peerbackup.core.crypto import KdfParams
 from peerbackup.core.identity import normalise_peer_id
 from peerbackup.errors import DaemonError, DaemonNotRunning, FormatError, UsageError
-from peerbackup.office.home import TOKEN_HEADER, Home, default_home
+from peerbackup.office.membership.home import TOKEN_HEADER, Home, default_home
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3  # and 2 for usage, argparse's own
 # --repo office:NODE names a backup node's repository in the peer store (cli/officerepo.py, which is

@@ -18,7 +18,7 @@ from peerbackup.cli.tables import table
 from peerbackup.core.jobs import PARTIAL
 from peerbackup.core.nodes import POLICY_UNITS
 from peerbackup.errors import UsageError
-from peerbackup.office.home import Home
+from peerbackup.office.membership.home import Home
 
 GRANT_WAIT = 20  # seconds `grant` and `revoke` wait for the change to reach every live peer (API timeout 30 s)
 

@@ -53,7 +53,7 @@ def _kit_passphrase(args: argparse.Namespace, confirm: bool) -> bytes:
 def cmd_init(args: argparse.Namespace) -> int:
     # Here, not at the top: enrolment speaks to peers (aiohttp, ~0.15 s of imports with its TLS context),
     # which every other command, a local repository's backup first, would pay for at start.
-    from peerbackup.office.enrol import init_office
+    from peerbackup.office.membership.enrol import init_office
 
     home = home_of(args)
     if home.initialised():  # before asking for a passphrase
@@ -78,7 +78,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_join(args: argparse.Namespace) -> int:
-    from peerbackup.office.enrol import join_office, seed_state  # lazily: see cmd_init
+    from peerbackup.office.membership.enrol import join_office, seed_state  # lazily: see cmd_init
 
     home = home_of(args)
     joined = join_office(home, args.token, _name(args), _settings(args),
@@ -95,7 +95,7 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from peerbackup.office.enrol import recover_admin  # lazily: see cmd_init
+    from peerbackup.office.membership.enrol import recover_admin  # lazily: see cmd_init
 
     home = home_of(args)
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from peerbackup.errors import StartError
-from peerbackup.office.home import Home, write_private
+from peerbackup.office.membership.home import Home, write_private
 
 NODE = "demo"
 NAMES = ("alpha", "beta", "gamma")

@@ -26,8 +26,9 @@ from peerbackup.core.settings import Settings
 from peerbackup.engine.config import RepoConfig
 from peerbackup.errors import UsageError
 from peerbackup.net.client import PeerClient
-from peerbackup.office.home import Home
-from peerbackup.office.peerstore import LoopThread, PeerStore, StoragePeer, StoreClient, open_config
+from peerbackup.office.membership.home import Home
+from peerbackup.office.peerstore.client import LoopThread, StoragePeer, StoreClient
+from peerbackup.office.peerstore.store import PeerStore, open_config
 
 ADHOC_TIMEOUT = 120.0  # the daemon waits up to 2 leases (at most service.ADHOC_WAIT) for a coordinator
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from peerbackup.cli.main import main as cli_main
-from peerbackup.office.home import Home, write_private
+from peerbackup.office.membership.home import Home, write_private
 
 LISTEN = "127.0.0.1:7420"
 

@@ -6,7 +6,7 @@ would list the snapshot again, the repair would copy it back to R holders, and t
 next retention job would forget it a second time. The job's `job.done` records
 what it forgot (`forgotten`: the first 16 hex digits of each id), so a holder drops
 its copy when the record reaches it, refuses to take the snapshot again, and the
-repair does not count it (office/storage.py, office/repair.py).
+repair does not count it (office/peerstore/holder.py, office/peerstore/repair.py).
 
 Invariant: *a holder drops or refuses a snapshot only on the word of an agent that
 could have deleted it*: the `job.done` of a retention job that the coordinator of a

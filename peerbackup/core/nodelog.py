@@ -30,7 +30,7 @@ JOB_MISSED = "job.missed"
 ACT_AS_ISSUED, ACT_AS_REFUSED, LOGON = "act_as.issued", "act_as.refused", "agent.logon"
 RESTORE_DONE = "restore.done"
 
-# The fields a job.dispatched owns (office/jobs.py writes them): a job's identity, kind, deadline and why it
+# The fields a job.dispatched owns (office/jobs/service.py writes them): a job's identity, kind, deadline and why it
 # runs. Only its coordinator sets them; an agent's job.started never changes them (its start counts for them
 # only when no dispatch of the job is in the log).
 DISPATCH_FIELDS = frozenset({"job", "node", "agent", "term", "coordinator", "deadline", "job_kind", "schedule",

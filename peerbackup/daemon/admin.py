@@ -27,7 +27,7 @@ from peerbackup.daemon.alerting import Alerting
 from peerbackup.daemon.dashboard import Dashboard
 from peerbackup.daemon.httpjson import json_body
 from peerbackup.errors import FormatError, PeerBackupError, UsageError
-from peerbackup.office.home import TOKEN_HEADER
+from peerbackup.office.membership.home import TOKEN_HEADER
 
 MAX_INVITE_VALIDITY = 7 * 86400.0
 
@@ -176,7 +176,7 @@ class AdminApi:
         valid_for = parse_duration(expires)
         if not 0 < valid_for <= MAX_INVITE_VALIDITY:
             raise UsageError("an invite lasts more than 0 s and at most 7 days")
-        token = await self.daemon.peer_service.create_invite(tuple(roles), rank, valid_for)
+        token = await self.daemon.admissions.create_invite(tuple(roles), rank, valid_for)
         return web.json_response({"token": token.encode(), "office": token.office, "addresses": list(token.addresses),
                                   "expires": token.expires, "roles": roles, "rank": rank})
 
@@ -189,7 +189,7 @@ class AdminApi:
             peer_id = normalise_peer_id(peer)
         except FormatError as exc:
             raise UsageError(str(exc)) from None
-        await self.daemon.peer_service.remove_peer(peer_id, str(obj.get("reason", ""))[:200])
+        await self.daemon.admissions.remove_peer(peer_id, str(obj.get("reason", ""))[:200])
         return web.json_response({"removed": peer_id})
 
 
@@ -205,7 +205,7 @@ class AdminApi:
         except FormatError as exc:
             raise UsageError(str(exc)) from None
         dataset = Dataset(path, peers, tuple(str(x) for x in exclude))
-        if not allow_missing:  # the agents are asked whether it is there (office/probe.py)
+        if not allow_missing:  # the agents are asked whether it is there (office/nodes/probe.py)
             await self.daemon.probe.check(node, dataset)
         out = await self.daemon.nodes.add_dataset(node, dataset)
         return web.json_response(self.daemon.nodes.describe(out))
@@ -255,7 +255,7 @@ class AdminApi:
         if not isinstance(node, str):
             raise UsageError("give the node name")
         job = f"here-{secrets.token_hex(6)}"
-        token = await self.daemon.jobs.act_as(node, job) if self.daemon.needs_act_as(node) else b""
+        token = await self.daemon.jobs.actas.act_as(node, job) if self.daemon.needs_act_as(node) else b""
         rec = await self.daemon.agent.run(node, job, token)
         return web.json_response(dataclasses.asdict(rec))
 

@@ -6,7 +6,7 @@ an address. Everything else needs the X-Peerbackup-Token header like any admin
 request. Live data goes out as server-sent events on one response per page
 (`/v1/stream`): `event` for each event accepted into a log, `jobs` for the running
 jobs every second (asked of the coordinator when this peer is not it), `peers`
-when a peer's state changes. Snapshot reads and restores use office/reader.py in
+when a peer's state changes. Snapshot reads and restores use office/peerstore/reader.py in
 a worker thread.
 """
 
@@ -32,7 +32,7 @@ from peerbackup.core.schedule import next_slot
 from peerbackup.daemon.httpjson import json_body
 from peerbackup.errors import PeerBackupError, UsageError
 from peerbackup.logs import event
-from peerbackup.office.reader import NodeReader, clean_path, inside
+from peerbackup.office.peerstore.reader import NodeReader, clean_path, inside
 
 STATIC_TYPES = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
 HEARTBEAT = 15.0  # an SSE comment this often keeps proxies and the browser from closing a quiet stream

@@ -38,11 +38,14 @@ from peerbackup.net.client import PeerClient
 from peerbackup.net.discovery import Discovery, ServiceHint
 from peerbackup.net.proto import store as proto_store
 from peerbackup.net.server import PeerServer
-from peerbackup.office.adhoc import AdHocJobs
-from peerbackup.office.agent import AgentService
-from peerbackup.office.alerts import AlertService
-from peerbackup.office.coordination import CoordinatorService
-from peerbackup.office.home import (
+from peerbackup.office.alerts.rounds import AlertService
+from peerbackup.office.coordination.service import CoordinatorService
+from peerbackup.office.jobs.adhoc import AdHocJobs
+from peerbackup.office.jobs.agent import AgentService
+from peerbackup.office.jobs.scheduler import Scheduler
+from peerbackup.office.jobs.service import JobService
+from peerbackup.office.membership.admission import Admissions
+from peerbackup.office.membership.home import (
     ADMIN_ENDPOINT,
     ADMIN_TOKEN,
     CACHE,
@@ -53,17 +56,16 @@ from peerbackup.office.home import (
     Identity,
     rewrite_private,
 )
-from peerbackup.office.jobs import JobService
-from peerbackup.office.liveness import ALIVE
-from peerbackup.office.nodes import NodeService
-from peerbackup.office.peers import PeerService
-from peerbackup.office.peerstore import StoragePeer, StoreClient, UploadLimit
-from peerbackup.office.probe import DatasetProbe
-from peerbackup.office.purge import purge_files
-from peerbackup.office.repair import RepairService
-from peerbackup.office.replication import LogService
-from peerbackup.office.state import State
-from peerbackup.office.storage import StorageService
+from peerbackup.office.membership.liveness import ALIVE
+from peerbackup.office.membership.service import PeerService
+from peerbackup.office.membership.state import State
+from peerbackup.office.nodes.probe import DatasetProbe
+from peerbackup.office.nodes.service import NodeService
+from peerbackup.office.peerstore.client import StoragePeer, StoreClient, UploadLimit
+from peerbackup.office.peerstore.holder import StorageService
+from peerbackup.office.peerstore.purge import purge_files
+from peerbackup.office.peerstore.repair import RepairService
+from peerbackup.office.replication.service import LogService
 from peerbackup.storage.eventlog import EventStore
 from peerbackup.storage.holder import Holder
 from peerbackup.storage.store import FileType
@@ -161,6 +163,7 @@ class Daemon:
         client = PeerClient(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.session)
         self.peer_service = PeerService(self.ident, self.settings, self.state, client, self.clock,
                                         secrets.token_bytes, self.log, lambda: self.advertised)
+        self.admissions = Admissions(self.peer_service)  # invites, joins, removals
         client.names = lambda peer_id: self.peer_service.membership.name(peer_id)  # load() replaces membership
         self.peer_service.disk_full = self.disk.failed
         await self.peer_service.load()
@@ -183,6 +186,7 @@ class Daemon:
         self.coordination = CoordinatorService(self.peer_service, self.logs, self.clock, self.log)
         await self.coordination.load()
         self.jobs = JobService(self.nodes, self.coordination, self.agent, self.clock, self.log)
+        self.scheduler = Scheduler(self.jobs)
         self.peer_service.spawn(self.jobs.runner.end_lost_runs(self.clock()))
         self.probe = DatasetProbe(self.nodes, self.jobs.send, self.clock, self.log)
         self.adhoc = AdHocJobs(self.jobs)
@@ -198,6 +202,7 @@ class Daemon:
                             self.peer_service.whoami, self.log)
         server.clocks = self.clocks = client.clocks  # both halves of what clock skew looks like, for status
         self.peer_service.register(server)
+        self.admissions.register(server)
         self.logs.register(server)
         self.coordination.register(server)
         self.storage.register(server)
@@ -369,7 +374,7 @@ class Daemon:
     async def _schedules(self) -> None:
         # Its own loop: a dispatch waits for an agent's answer, and the lease renewal must not.
         while True:
-            await self.jobs.tick()
+            await self.scheduler.tick()
             await asyncio.sleep(self.settings.heartbeat)
 
     async def _alerts(self) -> None:
@@ -523,7 +528,7 @@ class Daemon:
 
     async def store_access(self, node: str, backup: list[str] | None = None) -> dict[str, Any]:
         """What a key holder's process needs to use a node's repository in the peer store. For a
-        `backup` (of those paths) by an agent: the act-as token of a job of the node (office/adhoc.py),
+        `backup` (of those paths) by an agent: the act-as token of a job of the node (office/jobs/adhoc.py),
         waited for while the office has no coordinator yet."""
         keys = self.nodes.keys(node)  # NotAHolder, naming who holds them, for anyone else
         info = self.nodes.nodes()[node]
@@ -532,7 +537,7 @@ class Daemon:
             job, act_as = await self.adhoc.start(node, backup, min(max(2 * self.settings.lease, 30.0), ADHOC_WAIT))
         elif self.needs_act_as(node):
             try:
-                act_as = await self.jobs.act_as(node, f"cli-{secrets.token_hex(6)}")
+                act_as = await self.jobs.actas.act_as(node, f"cli-{secrets.token_hex(6)}")
             except PeerBackupError as exc:  # reads still work; a write will be refused, saying why
                 event(self.log, "act_as.unavailable", logging.WARNING, node=node, reason=str(exc))
         return {"node": node, "replicas": info.replicas, "created": info.created, "me": self.ident.peer_id,

@@ -114,8 +114,9 @@ def test_an_agent_never_rewrites_a_field_its_dispatch_owns(field: str) -> None:
 
 # Where the code reads a node-log job event's fields: each name it reads must be declared in the table (a rule
 # that reads a field the table does not bound would trust whatever a member wrote there).
-READERS = ["peerbackup/core/jobs.py", "peerbackup/core/nodelog.py", "peerbackup/office/jobs.py",
-           "peerbackup/office/adhoc.py", "peerbackup/office/jobrun.py"]
+READERS = ["peerbackup/core/jobs.py", "peerbackup/core/nodelog.py", "peerbackup/office/jobs/service.py",
+           "peerbackup/office/jobs/scheduler.py", "peerbackup/office/jobs/logon.py", "peerbackup/office/jobs/adhoc.py",
+           "peerbackup/office/jobs/runner.py"]
 _READ = re.compile(r"""\b(?:f|fields|st\.fields|ev\.fields|state\.fields)(?:\.get\(|\[)["'](\w+)["']""")
 
 

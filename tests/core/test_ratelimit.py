@@ -8,7 +8,7 @@ import pytest
 
 from peerbackup.core.ratelimit import TokenBucket
 from peerbackup.errors import UsageError
-from peerbackup.office.peerstore import UploadLimit
+from peerbackup.office.peerstore.client import UploadLimit
 
 MIB = 1024 * 1024
 

@@ -47,7 +47,7 @@ def test_a_later_slot_replaces_an_older_one_and_a_taken_slot_is_left_alone() -> 
 @given(seed=st.integers(0, 2**32 - 1), window=st.sampled_from([30.0, 90.0, 250.0]), catch_up=st.booleans())
 def test_coordinators_coming_and_going_never_lose_a_slot_run_it_twice_or_miss_it_twice(
         seed: int, window: float, catch_up: bool) -> None:
-    """The coordinator's loop (office/jobs.py _slots) over 40 minutes: coordinators deposed at random with
+    """The coordinator's loop (office/jobs/scheduler.py _slots) over 40 minutes: coordinators deposed at random with
     their memory, gaps without one, starts refused at random. The node's log is the only shared memory."""
     rng = random.Random(seed)
     s = Schedule(id="s", node="n", every=60, window=window, catch_up=catch_up).check()

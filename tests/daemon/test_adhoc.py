@@ -17,7 +17,7 @@ from typing import Any
 
 from peerbackup.core.actas import ActAs
 from peerbackup.core.crypto import content_hash
-from peerbackup.office.home import Home
+from peerbackup.office.membership.home import Home
 from tests.daemon.harness import FAST, Office, Peer, wait_for
 from tests.daemon.test_peerstore import NODE, make_tree, start_office
 from tests.daemon.test_storage import put

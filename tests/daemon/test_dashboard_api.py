@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from peerbackup.office.home import TOKEN_HEADER, Home
+from peerbackup.office.membership.home import TOKEN_HEADER, Home
 from tests.daemon.harness import Office, Peer, wait_for
 from tests.daemon.test_jobs import node_office
 from tests.daemon.test_peerstore import NODE, start_office

@@ -11,7 +11,7 @@ from typing import Any
 from peerbackup.net import envelope
 from peerbackup.net.proto import coordinator as proto
 from peerbackup.net.proto.refusal import Refusal
-from peerbackup.office.home import Home
+from peerbackup.office.membership.home import Home
 from tests.daemon.harness import Office, Peer, post_raw, wait_for
 
 LEASE = 3.0  # tests/daemon/harness.py FAST

@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from peerbackup.office.state import _SCHEMA
+from peerbackup.office.membership.state import _SCHEMA
 from peerbackup.storage.sqlite import SIDECARS, open_db
 from tests.daemon.harness import Office
 

@@ -16,8 +16,8 @@ from peerbackup import logs
 from peerbackup.core.crypto import KdfParams
 from peerbackup.core.settings import Settings
 from peerbackup.daemon.service import Daemon, DaemonOptions
-from peerbackup.office.enrol import init_office, join_office, seed_state
-from peerbackup.office.home import Home
+from peerbackup.office.membership.enrol import init_office, join_office, seed_state
+from peerbackup.office.membership.home import Home
 
 FAST = Settings(heartbeat=0.1, suspect=0.5, dead=1.0, request_timeout=1.0)
 
@@ -53,7 +53,7 @@ def test_two_daemons_in_one_loop_never_block(tmp_path: Path) -> None:
         await a.start()
         b: Daemon | None = None
         try:
-            token = await a.peer_service.create_invite(("agent", "storage"), 100, 60)
+            token = await a.admissions.create_invite(("agent", "storage"), 100, 60)
             b_home = Home(tmp_path / "b")
             # join_office runs its own event loop: it is the command line's, not the daemon's.
             joined = await asyncio.to_thread(join_office, b_home, token.encode(), "beta", FAST, _rand(2))
@@ -69,7 +69,7 @@ def test_two_daemons_in_one_loop_never_block(tmp_path: Path) -> None:
                     return pa.get("beta") == "alive" and pb.get("alpha") == "alive"
 
                 await _wait(both_alive, 10, "alpha and beta alive in each other's table")
-                await a.peer_service.remove_peer(joined.ident.peer_id)
+                await a.admissions.remove_peer(joined.ident.peer_id)
 
                 async def dropped() -> bool:
                     assert b is not None

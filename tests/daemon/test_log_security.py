@@ -60,7 +60,7 @@ from peerbackup.net import envelope
 from peerbackup.net.client import CONTENT_TYPE
 from peerbackup.net.proto import heartbeat, hello, logsync
 from peerbackup.net.proto.refusal import Refusal
-from peerbackup.office.home import Home, Identity
+from peerbackup.office.membership.home import Home, Identity
 from tests.daemon.harness import Office, Peer, post_raw, print_logs_if_failed, wait_for
 
 SKEW = 120.0  # the default clock_skew (the harness does not change it)

@@ -1,4 +1,4 @@
-"""A node's log is folded once per change, and every reader shares the fold (office/nodeviews.py): a holder
+"""A node's log is folded once per change, and every reader shares the fold (office/replication/nodeviews.py): a holder
 used to fold the whole log again for every snapshot write it fenced and every snapshot read it checked."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from peerbackup.core.jobs import fold
-from peerbackup.office import nodeviews
+from peerbackup.office.replication import nodeviews
 from tests.daemon.test_storage_faults import NODE, Records, new_logger, records, run, trio, wait
 
 __all__ = ["records"]  # the fixture, used by name

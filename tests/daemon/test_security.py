@@ -32,7 +32,7 @@ from peerbackup.net.client import CONTENT_TYPE
 from peerbackup.net.proto import heartbeat, hello, join
 from peerbackup.net.proto.hello import WHOAMI_PATH, WhoAmI
 from peerbackup.net.proto.refusal import Refusal
-from peerbackup.office.home import Home, Identity
+from peerbackup.office.membership.home import Home, Identity
 from tests.daemon.harness import Office, Peer, post_raw, wait_for
 
 SKEW = 120.0  # the default clock_skew: the harness does not override it

@@ -17,7 +17,7 @@ from peerbackup.errors import PeerRefused
 from peerbackup.net import envelope
 from peerbackup.net.client import PeerClient
 from peerbackup.net.proto import store as proto
-from peerbackup.office.home import Home
+from peerbackup.office.membership.home import Home
 from peerbackup.storage.store import FileType
 from tests.daemon.harness import Office, Peer, wait_for
 

@@ -36,9 +36,9 @@ from peerbackup.errors import HomeFull, PeerRefused
 from peerbackup.net import envelope
 from peerbackup.net.client import CONTENT_TYPE
 from peerbackup.net.proto import store as proto
-from peerbackup.office.enrol import init_office, join_office, seed_state
-from peerbackup.office.home import Home
-from peerbackup.office.peerstore import StoragePeer, StoreClient
+from peerbackup.office.membership.enrol import init_office, join_office, seed_state
+from peerbackup.office.membership.home import Home
+from peerbackup.office.peerstore.client import StoragePeer, StoreClient
 from peerbackup.storage.store import FileType
 
 FAST = Settings(heartbeat=0.2, suspect=1.0, dead=2.5, request_timeout=2.0, lease=3.0, renew=1.0)
@@ -139,7 +139,7 @@ async def trio(tmp_path: Path, log: logging.Logger, gamma_home: Path | None = No
         return d
 
     async def join(name: str, roles: tuple[str, ...], where: Path, seed: int, quota: int | None = None) -> Daemon:
-        token = await a.peer_service.create_invite(roles, 100, 60)
+        token = await a.admissions.create_invite(roles, 100, 60)
         home = Home(where)
         joined = await asyncio.to_thread(join_office, home, token.encode(), name, FAST, _rand(seed))
         await seed_state(home, joined)

@@ -25,7 +25,7 @@ from peerbackup.engine.restore import Restorer
 from peerbackup.engine.sparse import ZERO_RUN, DataReader, HoleMap, expand
 from peerbackup.engine.walk import find_path
 from peerbackup.errors import FormatError
-from peerbackup.office.reader import NodeReader
+from peerbackup.office.peerstore.reader import NodeReader
 from peerbackup.storage.local import LocalStore
 from tests.helpers import OLD, SMALL_CHUNKS
 

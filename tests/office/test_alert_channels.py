@@ -1,4 +1,4 @@
-"""The alert channels (office/alerts.py) against a real HTTP receiver and a real SMTP server on loopback."""
+"""The alert channels (office/alerts/channels.py) against a real HTTP receiver and a real SMTP server on loopback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TypeVar
 import aiohttp
 
 from peerbackup.core.alerts import EMAIL, PEER_DEAD, WEBHOOK, Alert, AlertConfig
-from peerbackup.office.alerts import Channels
+from peerbackup.office.alerts.channels import Channels
 from tests.receivers import SmtpReceiver, WebhookReceiver, free_port, smtp, webhook
 
 __all__ = ["smtp", "webhook"]  # the fixtures, used by name below

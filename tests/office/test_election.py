@@ -1,4 +1,4 @@
-"""Coordinator election by lease (office/election.py): pure state, clock handed in.
+"""Coordinator election by lease (office/coordination/election.py): pure state, clock handed in.
 
 Unit tests walk one Election through its rules with a fake clock; a simulation
 then runs 3 to 5 of them on a discrete clock through crashes, restarts,
@@ -17,7 +17,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from peerbackup.core.settings import Settings
-from peerbackup.office.election import NO_TOKEN, Action, Claim, Election, SteppedDown, Token, Woke
+from peerbackup.office.coordination.election import NO_TOKEN, Action, Claim, Election, SteppedDown, Token, Woke
 
 S = Settings(heartbeat=0.5, suspect=1.5, dead=3, lease=3, renew=1)
 T0 = 1_700_000_000.0

@@ -15,10 +15,10 @@ from peerbackup.core.identity import SigningKey
 from peerbackup.core.settings import Settings
 from peerbackup.errors import PeerUnreachable
 from peerbackup.net.proto import heartbeat
-from peerbackup.office.home import Identity
-from peerbackup.office.liveness import ALIVE
-from peerbackup.office.peers import PeerService
-from peerbackup.office.state import State
+from peerbackup.office.membership.home import Identity
+from peerbackup.office.membership.liveness import ALIVE
+from peerbackup.office.membership.service import PeerService
+from peerbackup.office.membership.state import State
 
 OFFICE_KEY = SigningKey(b"\x21" * 32)
 ME, FAST, SLOW = SigningKey(b"\x31" * 32), SigningKey(b"\x32" * 32), SigningKey(b"\x33" * 32)

@@ -21,8 +21,8 @@ from peerbackup.errors import (
     RevokedPeer,
     UnknownPeer,
 )
-from peerbackup.office.liveness import ALIVE, DEAD, SUSPECT, UNKNOWN, Liveness, StateChange
-from peerbackup.office.membership import Membership
+from peerbackup.office.membership.liveness import ALIVE, DEAD, SUSPECT, UNKNOWN, Liveness, StateChange
+from peerbackup.office.membership.members import Membership
 
 OFFICE_KEY = SigningKey(b"\x21" * 32)
 FOREIGN_KEY = SigningKey(b"\x22" * 32)

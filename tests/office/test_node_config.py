@@ -10,7 +10,7 @@ import pytest
 
 from peerbackup.core.chunker import ChunkerParams
 from peerbackup.errors import StoreError
-from peerbackup.office.peerstore import node_config, open_config
+from peerbackup.office.peerstore.store import node_config, open_config
 from peerbackup.storage.memory import MemoryStore
 from peerbackup.storage.store import FileType
 

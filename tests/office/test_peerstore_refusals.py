@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from peerbackup.errors import PeerRefused, StoreError
-from peerbackup.office.peerstore import PeerStore, StoragePeer
+from peerbackup.office.peerstore.client import StoragePeer
+from peerbackup.office.peerstore.store import PeerStore
 from peerbackup.storage.store import FileType
 
 PEERS = [StoragePeer(f"P{n}", f"peer{n}", (f"127.0.0.1:{n}",), bytes(32)) for n in range(4)]

@@ -7,7 +7,7 @@ import asyncio
 import random
 from pathlib import Path
 
-from peerbackup.office.state import State
+from peerbackup.office.membership.state import State
 
 PEERS = [f"AAAA-BBBB-CCCC-{c}{c}{c}{c}" for c in "DEFGHIJK"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from peerbackup.cli.officerepo import Connection, connect
-from peerbackup.office.home import Home
+from peerbackup.office.membership.home import Home
 from tests.daemon.harness import Office, Peer, wait_for
 
 

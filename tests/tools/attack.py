@@ -21,7 +21,7 @@ from peerbackup.net import envelope
 from peerbackup.net.proto import heartbeat
 from peerbackup.net.proto.hello import WHOAMI_PATH, WhoAmI
 from peerbackup.net.proto.refusal import Refusal
-from peerbackup.office.home import Home
+from peerbackup.office.membership.home import Home
 from tests.daemon.harness import post_raw
 
 

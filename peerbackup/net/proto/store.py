@@ -1,7 +1,7 @@
 """store: files of a backup node's repository, kept by storage peers (the holder side).
 
 Writes and reads name the node, the kind of file and its name; the holder
-checks who may do what from the control log (see office/storage.py). File bytes
+checks who may do what from the control log (see office/peerstore/holder.py). File bytes
 never travel inside msgpack: a put is a bulk frame (envelope.frame) whose signed
 body names the size and BLAKE3 hash of the bytes that follow, and a get's answer
 is framed the same way, so each side hashes a pack once and copies it little.

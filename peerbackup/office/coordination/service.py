@@ -1,6 +1,6 @@
 """The coordinator election as a service: ticks, announcements, fencing, persistence.
 
-Election (office/election.py) decides; this service feeds it liveness, sends
+Election (office/coordination/election.py) decides; this service feeds it liveness, sends
 its announcements to every live member, answers theirs, keeps the highest
 token seen in State so a restart never reuses a term, and records each new
 term in the control log.
@@ -20,10 +20,10 @@ from peerbackup.errors import Forbidden, FormatError, PeerBackupError, ProtocolE
 from peerbackup.logs import event
 from peerbackup.net.proto import coordinator as proto
 from peerbackup.net.server import PeerServer
-from peerbackup.office.election import Claim, Election, SteppedDown, Token, Woke
-from peerbackup.office.liveness import ALIVE
-from peerbackup.office.peers import PeerService
-from peerbackup.office.replication import LogService
+from peerbackup.office.coordination.election import Claim, Election, SteppedDown, Token, Woke
+from peerbackup.office.membership.liveness import ALIVE
+from peerbackup.office.membership.service import PeerService
+from peerbackup.office.replication.service import LogService
 
 _KEY = "election.highest"
 

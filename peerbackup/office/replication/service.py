@@ -42,8 +42,8 @@ from peerbackup.errors import (
 from peerbackup.logs import event
 from peerbackup.net.proto import logsync
 from peerbackup.net.server import PeerServer
-from peerbackup.office.liveness import ALIVE
-from peerbackup.office.peers import PeerService
+from peerbackup.office.membership.liveness import ALIVE
+from peerbackup.office.membership.service import PeerService
 from peerbackup.storage.eventlog import EventStore
 
 MAX_ALERTS = 50
@@ -319,7 +319,7 @@ class LogService:
         """Wait until the members (or those of `among`) hold `feed`'s `log` up to `seq`: (those that still
         do not after `timeout` seconds, those not waited for as down). Asking a member for its heads sends
         it ours, so one that lacks the event pulls it at once instead of at the next heartbeat: a
-        grant (office/nodes.py) is usable on the agent, the coordinator and the storage peers as soon
+        grant (office/nodes/service.py) is usable on the agent, the coordinator and the storage peers as soon
         as this returns ([], []). A member that is not alive and does not answer is given up on after
         `suspect` seconds (a daemon just started has not said hello yet; one that is off catches up
         when back)."""

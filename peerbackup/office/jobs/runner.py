@@ -1,9 +1,9 @@
 """The agent's side of a job: take a dispatch, log on, run it as the node, tell the coordinator.
 
-JobService (office/jobs.py) holds the coordinator's side and builds the AgentRunner: the two talk
+JobService (office/jobs/service.py) holds the coordinator's side and builds the AgentRunner: the two talk
 to each other in-process when this peer is both, and over the peer protocol otherwise. The runner
 knows the coordinator's side only through the CoordinatorSide protocol below (what it needs, by
-public names), so that this module does not import office/jobs.py.
+public names), so that this module does not import office/jobs/service.py.
 """
 
 from __future__ import annotations
@@ -37,17 +37,18 @@ from peerbackup.errors import (
 )
 from peerbackup.logs import event
 from peerbackup.net.proto import jobs as proto
-from peerbackup.office.agent import AgentService, readable
-from peerbackup.office.coordination import CoordinatorService
-from peerbackup.office.nodes import NodeService
-from peerbackup.office.peers import PeerService
-from peerbackup.office.replication import LogService
+from peerbackup.office.coordination.service import CoordinatorService
+from peerbackup.office.jobs.agent import AgentService, readable
+from peerbackup.office.jobs.logon import ActAsService
+from peerbackup.office.membership.service import PeerService
+from peerbackup.office.nodes.service import NodeService
+from peerbackup.office.replication.service import LogService
 
 PROGRESS_LOG_EVERY = 12  # heartbeats between two job.progress events in the node's log
 
 
 class CoordinatorSide(Protocol):
-    """What the agent's side of a job (AgentRunner here, AdHocJobs in office/adhoc.py) needs of this peer's
+    """What the agent's side of a job (AgentRunner here, AdHocJobs in office/jobs/adhoc.py) needs of this peer's
     coordinator side (JobService satisfies it)."""
 
     nodes: NodeService
@@ -55,6 +56,7 @@ class CoordinatorSide(Protocol):
     peers: PeerService
     coordination: CoordinatorService
     agent: AgentService
+    actas: ActAsService  # logon and act-as tokens (office/jobs/logon.py)
     log: logging.Logger
     clock: Callable[[], float]
 
@@ -73,9 +75,6 @@ class CoordinatorSide(Protocol):
     def check_clock(self) -> None:
         """Raises when the other members refuse this peer's messages for its clock."""
 
-    async def act_as(self, node: str, job: str, coordinator: str | None = None) -> bytes:
-        """Log on to the coordinator and get an act-as token for this peer."""
-
     def job_states(self, node: str) -> dict[str, JobState]:
         """Every job in the node's log and how it stands."""
 
@@ -90,7 +89,7 @@ def result_fields(failures: list[FileFailure]) -> dict[str, Any]:
 
 
 def _superseded(exc: BaseException | None) -> bool:
-    """Whether a holder refused this attempt's commit because a newer attempt runs the job (office/storage.py)."""
+    """Whether a holder refused this attempt's commit because a newer attempt runs the job (peerstore/holder.py)."""
     seen = 0
     while exc is not None and seen < 10:
         if isinstance(exc, Superseded) or (isinstance(exc, PeerRefused) and exc.code == Superseded.code):
@@ -226,7 +225,7 @@ class AgentRunner:
         try:
             self.jobs.check_clock()
             # Log on as the node: the coordinator that dispatched the job checks the grant and signs.
-            token = await self.jobs.act_as(msg.node, msg.job, str(where["coordinator"]))
+            token = await self.jobs.actas.act_as(msg.node, msg.job, str(where["coordinator"]))
             await self.jobs.logs.append(JOB_STARTED, dict(where), log=node_log(msg.node))
             if msg.kind == RETENTION:
                 rec = await self.jobs.agent.retention(msg.node, msg.job, token, msg.prune, msg.deadline_ms / 1000)

@@ -46,8 +46,8 @@ from peerbackup.errors import (
 from peerbackup.logs import event
 from peerbackup.net.proto import store as proto
 from peerbackup.net.server import PeerServer
-from peerbackup.office.nodeviews import NodeViews
-from peerbackup.office.replication import LogService
+from peerbackup.office.replication.nodeviews import NodeViews
+from peerbackup.office.replication.service import LogService
 from peerbackup.storage.holder import CONTENT_NAMED, Holder
 from peerbackup.storage.sqlite import disk_full
 from peerbackup.storage.store import MUTABLE, FileType

@@ -5,7 +5,7 @@ the daemon's own event loop. Snapshots name the node as their host, so the paren
 snapshot is found per (node, data set) whichever agent made the last one, and they
 record the agent and the job in `extra`. Which data sets: those of the node this
 peer may reach (`on` empty or naming it) and can read. The job's counters live in
-its JobRecord, which the heartbeats (office/jobs.py) read.
+its JobRecord, which the heartbeats (office/jobs/runner.py) read.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from peerbackup.errors import PeerBackupError, UsageError
 from peerbackup.logs import event
 from peerbackup.net.client import PeerClient
 from peerbackup.net.proto.probe import MISSING
-from peerbackup.office.peerstore import PeerStore, StoragePeer, StoreClient, UploadLimit, open_config
+from peerbackup.office.peerstore.client import StoragePeer, StoreClient, UploadLimit
+from peerbackup.office.peerstore.store import PeerStore, open_config
 
 T = TypeVar("T")
 WAIT = 3600.0  # a job run by hand waits this long for the machine's running job

@@ -10,10 +10,10 @@ has seen and anything for a node whose keys it does not hold; it logs on (a
 fresh challenge of the coordinator's, answered under its own key) and asks to act
 as the node; the coordinator checks the grant, signs an act-as token and logs
 `agent.logon` and `act_as.issued`. The agent writes `job.started`, runs the job as
-the node (office/agent.py), sends progress heartbeats (and a `job.progress`
+the node (office/jobs/agent.py), sends progress heartbeats (and a `job.progress`
 summary to the log now and then), writes `job.done` or `job.failed`, and reports.
 Every event names the node, the agent and the coordinator's term, and is signed
-by its writer. The agent's side of this lives in office/jobrun.py.
+by its writer. The agent's side of this lives in office/jobs/runner.py.
 
 Schedules: the coordinator evaluates them every heartbeat (core/schedule.py);
 a due slot's job id is a hash of node, schedule and slot, and a slot whose job
@@ -27,6 +27,10 @@ agent inside its deadline; a scheduled job that failed is retried with back-off
 while its retries and window last. After a successful backup of a node with a
 retention policy, a retention job (forget by the policy, prune now and then) is
 dispatched the same way, with an act-as token that may delete (core/jobs.py).
+
+Here: asking for a job, picking an agent and dispatching to it, the agents' reports and heartbeats.
+The coordinator's tick (the schedules, retries and redispatches above) is office/jobs/scheduler.py,
+which starts jobs through `start` here; logon and act-as are office/jobs/logon.py.
 """
 
 from __future__ import annotations
@@ -40,39 +44,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from peerbackup.core.actas import BACKUP as BACKUP_SCOPE
-from peerbackup.core.actas import PRUNE, ActAs
-from peerbackup.core.jobs import BACKUP, DONE, FAILED, OPEN, RETENTION, JobState, retention_due
+from peerbackup.core.jobs import BACKUP, FAILED, OPEN, RETENTION, JobState
 from peerbackup.core.nodelog import (
-    ACT_AS_ISSUED,
-    ACT_AS_REFUSED,
     JOB_DISPATCHED,
-    JOB_MISSED,
-    JOB_STALLED,
     JOB_UNSENT,
-    LOGON,
     RESTORE_DONE,
     node_log,
 )
-from peerbackup.core.schedule import Missed, Schedule, job_id, retry_at, settle, slots_after
 from peerbackup.core.settings import Settings
 from peerbackup.errors import Forbidden, PeerBackupError, ProtocolError, UsageError
 from peerbackup.logs import event
 from peerbackup.net.proto import jobs as proto
 from peerbackup.net.server import PeerServer
-from peerbackup.office.agent import AgentService
-from peerbackup.office.coordination import CoordinatorService
-from peerbackup.office.jobrun import AgentRunner
-from peerbackup.office.liveness import ALIVE, DEAD
-from peerbackup.office.nodes import NodeService
+from peerbackup.office.coordination.service import CoordinatorService
+from peerbackup.office.jobs.agent import AgentService
+from peerbackup.office.jobs.logon import ActAsService
+from peerbackup.office.jobs.runner import AgentRunner
+from peerbackup.office.membership.liveness import ALIVE
+from peerbackup.office.nodes.service import NodeService
 
-ACT_AS_VALIDITY = 6 * 3600
-# How far back a new coordinator settles a schedule's slots (each one after the last the log shows settled is
-# started or logged missed): a day. An office off for longer logs its slots missed from a day back only.
-MISSED_BACKLOG = 86400.0
 DEADLINE = 4 * 3600.0  # a manual backup's window
-RETENTION_DEADLINE = 2 * 3600.0
-LOGON_VALIDITY = 60.0  # a logon challenge must be answered this soon
 
 
 @dataclass
@@ -110,13 +101,10 @@ class JobService:
         self.log = log
         self.last_ok: dict[str, str] = {}  # node -> the agent that last succeeded for it
         self.running: Counter[str] = Counter()  # agent -> jobs dispatched and not reported
-        self.evaluated: dict[str, float] = {}  # node/schedule -> slots up to here were considered
-        self.waiting: dict[str, dict[float, str]] = {}  # node/schedule -> slots not started: last refusal
-        self.runner = AgentRunner(self)  # the agent's side of jobs (office/jobrun.py)
+        self.actas = ActAsService(nodes, coordination, clock, self.send)  # logon and act-as (office/jobs/logon.py)
+        self.runner = AgentRunner(self)  # the agent's side of jobs (office/jobs/runner.py)
         self.live: dict[str, Live] = {}  # job -> what its agent last said (on the coordinator)
         self.reported: deque[tuple[str, str]] = deque(maxlen=1000)  # (job, agent) that reported an end
-        self.challenges: dict[bytes, tuple[str, str, str, float]] = {}  # -> agent, node, job, until
-        self.coordinating_since: float | None = None  # when this peer last became the coordinator
         # running_anywhere's last question: coordinator, when, and the answer (on its way or come)
         self._running_asked: tuple[str, float, asyncio.Future[dict[str, dict[str, Any]]]] | None = None
 
@@ -125,8 +113,8 @@ class JobService:
         server.route(proto.REQUEST_PATH, auth, self._on_request)
         server.route(proto.DISPATCH_PATH, auth, self.runner.on_dispatch)
         server.route(proto.REPORT_PATH, auth, self.on_report)
-        server.route(proto.ACT_AS_PATH, auth, self._on_act_as)
-        server.route(proto.LOGON_PATH, auth, self._on_logon)
+        server.route(proto.ACT_AS_PATH, auth, self.actas.on_act_as)
+        server.route(proto.LOGON_PATH, auth, self.actas.on_logon)
         server.route(proto.PROGRESS_PATH, auth, self.on_progress)
         server.route(proto.RUNNING_PATH, auth, self._on_running)
 
@@ -216,188 +204,9 @@ class JobService:
     def failed_jobs(self, node: str) -> dict[str, dict[str, Any]]:
         return {job: st.fields for job, st in self.job_states(node).items() if st.state == FAILED}
 
-    async def _retry(self, name: str, now: float) -> None:
-        """A scheduled job that failed is tried again with back-off (retry_delay doubling), while the
-        schedule's retries and the slot's window last."""
-        schedules = self.nodes.nodes()[name].schedules
-        for job, f in self.failed_jobs(name).items():
-            sc = schedules.get(str(f.get("schedule")))
-            if sc is None or "slot" not in f:
-                continue  # a manual backup is not retried: whoever asked sees it failed
-            attempt = int(f.get("attempt", 1))
-            at = retry_at(sc, float(f["slot"]), attempt)
-            if at is None or now < at:
-                continue
-            event(self.log, "job.retry", job=job, node=name, attempt=attempt + 1)
-            try:
-                await self.start(name, job, deadline=float(f["slot"]) + sc.window,
-                                 why={"schedule": sc.id, "slot": int(f["slot"]), "attempt": attempt + 1})
-            except UsageError as exc:
-                event(self.log, "job.not_started", logging.WARNING, node=name, job=job, reason=str(exc))
-
-    async def _redispatch(self, name: str, now: float) -> None:
-        """A job whose agent died mid-way, or stalled (alive, but silent or with counters that have not
-        moved for stall_after), goes to another agent inside its window; the second agent reuses the packs
-        the first one stored (the engine indexes packs found without an index). A stalled agent that
-        wakes up may still finish: at most one extra snapshot, never a lost one."""
-        for job, f in self.open_jobs(name).items():
-            agent = str(f.get("agent"))
-            deadline = float(f.get("deadline", 0))
-            if f.get("adhoc"):
-                continue  # a backup by hand (office/adhoc.py): only its command knows what it backs up
-            if now >= deadline:
-                self.live.pop(job, None)
-                continue
-            live = self.live.get(job)
-            if live is None and (job, agent) in self.reported:
-                continue  # its agent reported the end; the log has not caught up yet
-            if live is None or live.agent != agent:
-                # A job dispatched before this peer was coordinator (or to another agent): watched from now.
-                live = self.live[job] = Live(agent, name, now, now, now)
-            dead = agent != self.peers.me and self.peers.liveness.state(agent, now) == DEAD
-            # A backup's counters must move; a retention job's (a prune reads for long) need only be heard.
-            counted = live.progress is not None and f.get("job_kind", BACKUP) == BACKUP
-            quiet = now - max(live.moved if counted else live.heard, live.since)
-            stalled = not dead and quiet >= self.settings.stall_after
-            if not dead and not stalled:
-                continue
-            why = {k: v for k, v in f.items() if k in ("schedule", "slot", "job_kind", "prune")}
-            why.update(attempt=int(f.get("attempt", 1)) + 1, replaces=agent)
-            if stalled:
-                await self.logs.append(JOB_STALLED, {"job": job, "node": name, "agent": agent,
-                                                     "term": self.coordination.election.token[0],
-                                                     "quiet": round(quiet)}, log=node_log(name))
-                why["stalled"] = True
-            event(self.log, "job.redispatch", logging.WARNING, job=job, node=name, agent=agent,
-                  why="stalled" if stalled else "dead")
-            self.live.pop(job, None)
-            try:
-                await self.start(name, job, deadline=deadline, why=why, exclude=frozenset({agent}))
-            except UsageError as exc:
-                event(self.log, "job.not_started", logging.WARNING, node=name, job=job, reason=str(exc))
-
-    async def _retention(self, name: str, now: float) -> None:
-        """After a successful backup of a node with a retention policy: forget by it, prune now and then."""
-        if not any(self.nodes.nodes()[name].policy.values()):
-            return
-        due_now = retention_due(name, self.job_states(name), now, self.settings.prune_interval)
-        if due_now is None:
-            return
-        job, prune = due_now
-        try:
-            await self.start(name, job, deadline=now + RETENTION_DEADLINE, kind=RETENTION, why={"prune": prune})
-        except UsageError as exc:
-            event(self.log, "job.not_started", logging.WARNING, node=name, job=job, reason=str(exc))
-
-    async def tick(self) -> None:
-        """On the coordinator: start every scheduled slot that is due and not dispatched yet, and
-        give the jobs of dead agents to live ones."""
-        coordinator, _ = self.coordination.status()
-        if coordinator != self.peers.me:
-            # A coordinator that comes back re-reads the log, not its memory.
-            self.evaluated.clear()
-            self.waiting.clear()
-            self.coordinating_since = None
-            return
-        if not self.coordination.claimed():
-            # Just elected: its claim is being written to the control log (core/jobs.py counts no dispatch
-            # before it is). Wait for it rather than have every start refused: the slots are evaluated
-            # from where they were, none is skipped.
-            return
-        now = self.clock()
-        if self.coordinating_since is None:
-            self.coordinating_since = now
-        if now - self.coordinating_since < self.listen_first():
-            # A new coordinator first hears the agents: one still running its predecessor's attempt says so
-            # with its next progress heartbeat (adopted in on_progress) even when the predecessor's dispatch
-            # has not reached this peer's log, instead of being sent the same slot a second time.
-            return
-        still_open: set[str] = set()
-        for name in sorted(self.nodes.nodes()):
-            await self._redispatch(name, now)
-            await self._retry(name, now)
-            await self._retention(name, now)
-            still_open |= set(self.open_jobs(name))
-        # A job reported before its job.done reached this peer's log was watched again meanwhile: once the
-        # log shows it ended, it is no longer running. One adopted from its agent's heartbeat before the log
-        # shows it at all stays while its agent is heard.
-        for job, live in list(self.live.items()):
-            adopted = job not in self.job_states(live.node) and now - live.heard < 2 * self.listen_first()
-            if job in still_open or adopted:
-                continue
-            del self.live[job]
-        for name, node in sorted(self.nodes.nodes().items()):
-            for sc in node.schedules.values():
-                await self._slots(name, sc, now)
-        # A schedule removed or paused: its slots wait no more (nor are they missed: nobody wants them).
-        wanted = {f"{n}/{sc}" for n, node in self.nodes.nodes().items() for sc in node.schedules}
-        self.waiting = {k: v for k, v in self.waiting.items() if k in wanted}
-
-    async def _slots(self, name: str, sc: Schedule, now: float) -> None:
-        """Start the schedule's due slot, or log the slots that never will start as missed (core/schedule.settle).
-        A slot whose start is refused waits, with the refusal, until it starts or is missed: none is lost."""
-        key = f"{name}/{sc.id}"
-        if key in self.evaluated:
-            since = self.evaluated[key]
-        else:
-            # A new coordinator looks back to the last slot the log shows settled (dispatched, started or
-            # missed, by any coordinator), at most MISSED_BACKLOG: every slot after it either starts or is
-            # logged missed. Looking back one window only lost the slots whose window closed between two
-            # coordinators (a clock step, a stop, a partition: seen by the soak), with nothing in the log.
-            settled = self._last_settled(name, sc)
-            since = now - sc.window if settled is None else max(settled, now - MISSED_BACKLOG)
-        since = max(since, sc.since)  # nothing before it existed (or was resumed)
-        self.evaluated[key] = now
-        waiting = self.waiting.setdefault(key, {})
-        for t in slots_after(sc, since, now):
-            waiting.setdefault(t, "")
-        known, missed = self.known_jobs(name), self.missed_slots(name)
-        # A slot an agent says it runs (adopted in on_progress before the log shows it) is taken too.
-        taken = {t for t in waiting if job_id(name, sc.id, t) in known or job_id(name, sc.id, t) in self.live
-                 or (sc.id, int(t)) in missed}
-        start, never, self.waiting[key] = settle(sc, waiting, taken, now)
-        for m in never:
-            if not await self._log_missed(name, sc, m):
-                self.waiting[key][m.slot] = waiting[m.slot]  # written at the next tick
-        if start is None:
-            return
-        try:
-            await self.start(name, start.job_id, deadline=start.slot + sc.window,
-                             why={"schedule": sc.id, "slot": int(start.slot), "caught_up": start.caught_up})
-            del self.waiting[key][start.slot]
-        except UsageError as exc:
-            self.waiting[key][start.slot] = str(exc)
-            event(self.log, "job.not_started", logging.WARNING, node=name, schedule=sc.id,
-                  slot=int(start.slot), reason=str(exc))
-
-    def _last_settled(self, name: str, sc: Schedule) -> float | None:
-        """The latest slot of the schedule that the node's log shows dispatched, started or logged missed."""
-        slots = [float(st.fields["slot"]) for st in self.job_states(name).values()
-                 if st.fields.get("schedule") == sc.id and isinstance(st.fields.get("slot"), int | float)]
-        slots += [float(slot) for sid, slot in self.missed_slots(name) if sid == sc.id]
-        return max(slots, default=None)
-
     def missed_slots(self, node: str) -> dict[tuple[str, int], dict[str, Any]]:
         """The node's slots logged missed (core/nodelog.py), read again only when its log changed."""
         return self.nodes.views.missed_slots(node)
-
-    async def _log_missed(self, name: str, sc: Schedule, m: Missed) -> bool:
-        """A slot that never ran, in the node's log: the alert and `log` say why. False when not written."""
-        term = self.coordination.election.token[0]
-        try:
-            await self.logs.append(JOB_MISSED, {"node": name, "schedule": sc.id, "slot": int(m.slot),
-                                                "reason": m.reason[:4096], "term": term,
-                                                "coordinator": self.peers.me}, log=node_log(name))
-        except PeerBackupError as exc:
-            event(self.log, "job.missed_unlogged", logging.ERROR, node=name, schedule=sc.id, slot=int(m.slot),
-                  reason=str(exc))
-            return False
-        event(self.log, "job.missed", logging.WARNING, node=name, schedule=sc.id, slot=int(m.slot), reason=m.reason)
-        return True
-
-    def listen_first(self) -> float:
-        """How long a new coordinator listens before it dispatches: an agent's progress heartbeat and its way."""
-        return float(self.settings.progress_interval + self.settings.request_timeout)
 
     async def start(self, node: str, job: str | None = None, deadline: float | None = None,
                     why: dict[str, Any] | None = None, kind: str | None = None,
@@ -421,7 +230,7 @@ class JobService:
                                                  digest_size=8).hexdigest()
         until = deadline if deadline is not None else self.clock() + DEADLINE
         # Attempts are numbered like coordinators' terms: the fold counts only the current one's end, and
-        # the holders refuse a replaced attempt's snapshot (office/storage.py).
+        # the holders refuse a replaced attempt's snapshot (office/peerstore/holder.py).
         attempt = int(why.pop("attempt", 1))
         tried = []
         for agent in self.candidates(node, kind, exclude):
@@ -475,7 +284,7 @@ class JobService:
             if st is None and info is not None and issuer in info.agents and \
                     issuer not in self.peers.membership.revocations:
                 # An attempt this peer's log does not show yet (a previous coordinator's dispatch on its way):
-                # adopted, so that its slot is not dispatched a second time (tick skips jobs it hears of).
+                # adopted, so that its slot is not dispatched a second time (the scheduler skips jobs it hears of).
                 event(self.log, "job.adopted", job=msg.job, node=msg.node, agent=issuer)
             elif st is None or st.state != OPEN or st.agent != issuer:
                 raise Forbidden(f"job {msg.job} is not running on {self.peers.membership.name(issuer)}: "
@@ -527,65 +336,3 @@ class JobService:
         self.nodes.keys(node)  # only a holder of the keys can have restored it
         await self.logs.append(RESTORE_DONE, {"node": node, "agent": self.peers.me, **fields}, log=node_log(node))
 
-    async def _on_logon(self, issuer: str, body: bytes) -> bytes:
-        """An agent about to act as a node asks for a challenge: its act-as request must carry it back,
-        signed by its own key, within LOGON_VALIDITY. Freshness that rests on the coordinator's clock only."""
-        msg = proto.Logon.from_wire(body)
-        now = self.clock()
-        self.challenges = {c: v for c, v in self.challenges.items() if v[3] > now}
-        challenge = secrets.token_bytes(proto.CHALLENGE_SIZE)
-        self.challenges[challenge] = (issuer, msg.node, msg.job, now + LOGON_VALIDITY)
-        return proto.Logon(msg.node, msg.job, challenge).to_wire()
-
-    async def _on_act_as(self, issuer: str, body: bytes) -> bytes:
-        """The coordinator lets a granted agent act as the node for a job: a token it signs, logged.
-        Deleting is allowed ("prune" scope) only for a retention job this coordinator gave that agent."""
-        msg = proto.ActAsRequest.from_wire(body)
-        coordinator, term = self.coordination.status()
-        if coordinator != self.peers.me or term is None:
-            raise Forbidden("this peer is not the coordinator")
-        info = self.nodes.nodes().get(msg.node)
-        if info is None or issuer not in info.agents or issuer in self.peers.membership.revocations:
-            if info is not None:  # the audit trail shows who tried
-                await self.logs.append(ACT_AS_REFUSED, {"job": msg.job, "node": msg.node, "agent": issuer,
-                                                        "term": term, "reason": "not a granted agent"},
-                                       log=node_log(msg.node))
-            raise Forbidden(f"{self.peers.membership.name(issuer)} is not a granted agent of backup node {msg.node}")
-        now = self.clock()
-        issued = self.challenges.pop(msg.challenge, None)
-        if issued is None or issued[:3] != (issuer, msg.node, msg.job) or issued[3] < now:
-            raise Forbidden("log on first: the act-as request must carry a fresh challenge from this coordinator, "
-                            "issued to this agent for this node and job")
-        st = self.job_states(msg.node).get(msg.job)
-        if st is not None and (st.state == DONE or st.agent != issuer):
-            # A replaced attempt that wakes up before logging on: the job is someone else's now, or over.
-            raise Forbidden(f"job {msg.job} of {msg.node} is " + ("done" if st.state == DONE else
-                            f"attempt {st.attempt} of {self.peers.membership.name(st.agent)}: this attempt was "
-                            "superseded"))
-        # Only a retention job this coordinator itself dispatched (its own signed event, not a look-alike
-        # any member could write into the node's log) lets the agent delete.
-        scope = PRUNE if (st is not None and st.kind == RETENTION and st.state == OPEN and st.agent == issuer
-                          and st.dispatcher == self.peers.me and info.policy) else BACKUP_SCOPE
-        token = ActAs.issue(self.peers.ident.key, term, issuer, msg.node, msg.job, int(now), ACT_AS_VALIDITY, scope)
-        await self.logs.append(LOGON, {"job": msg.job, "node": msg.node, "agent": issuer, "term": term},
-                               log=node_log(msg.node))
-        await self.logs.append(ACT_AS_ISSUED, {"job": msg.job, "node": msg.node, "agent": issuer, "term": term,
-                                               "expires": token.expires, "scope": scope}, log=node_log(msg.node))
-        return proto.ActAsReply(token.raw).to_wire()
-
-    async def act_as(self, node: str, job: str, coordinator: str | None = None) -> bytes:
-        """Log on to the given (or the current) coordinator and get an act-as token for this peer."""
-        coordinator = coordinator or self.coordination.status()[0]
-        if coordinator is None:
-            raise UsageError("there is no coordinator to let this agent act as the node; try again shortly")
-
-        async def ask(path: str, body: bytes) -> bytes:
-            if coordinator == self.peers.me:
-                handler = self._on_logon if path == proto.LOGON_PATH else self._on_act_as
-                return await handler(self.peers.me, body)
-            return await self.send(coordinator, path, body)
-
-        challenge = proto.Logon.from_wire(await ask(proto.LOGON_PATH, proto.Logon(node, job).to_wire()),
-                                          answer=True).challenge
-        raw = await ask(proto.ACT_AS_PATH, proto.ActAsRequest(node, job, challenge).to_wire())
-        return proto.ActAsReply.from_wire(raw).token

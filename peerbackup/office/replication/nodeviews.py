@@ -17,7 +17,7 @@ from typing import Any
 from peerbackup.core.forgotten import forgotten
 from peerbackup.core.jobs import JobState, fold
 from peerbackup.core.nodelog import missed_slots, node_log
-from peerbackup.office.replication import LogService
+from peerbackup.office.replication.service import LogService
 
 Version = tuple[object, ...]
 

@@ -43,8 +43,8 @@ from peerbackup.core.schedule import Schedule
 from peerbackup.core.settings import Settings
 from peerbackup.errors import FormatError, NotAdmin, NotAHolder, UsageError
 from peerbackup.logs import event
-from peerbackup.office.nodeviews import NodeViews
-from peerbackup.office.replication import LogService
+from peerbackup.office.replication.nodeviews import NodeViews
+from peerbackup.office.replication.service import LogService
 
 
 class NodeService:
@@ -267,7 +267,7 @@ class NodeService:
 
     async def purge(self, name: str) -> Node:
         """Record that a removed node's packs may now be deleted (only once its grace is over); the
-        deleting itself is office/purge.py. Asked again (a storage peer was down), it logs nothing new."""
+        deleting itself is office/peerstore/purge.py. Asked again (a storage peer was down), it logs nothing new."""
         self._admin()
         _usage_name(name)
         gone = self.removed().get(name)

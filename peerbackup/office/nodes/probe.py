@@ -22,8 +22,8 @@ from peerbackup.errors import Forbidden, PeerBackupError, ProtocolError, UsageEr
 from peerbackup.logs import event
 from peerbackup.net.proto import probe as proto
 from peerbackup.net.server import PeerServer
-from peerbackup.office.liveness import ALIVE
-from peerbackup.office.nodes import NodeService
+from peerbackup.office.membership.liveness import ALIVE
+from peerbackup.office.nodes.service import NodeService
 
 Send = Callable[[str, str, bytes], Awaitable[bytes]]
 

@@ -20,7 +20,7 @@ import aiosqlite
 from peerbackup.core.certs import Certificate, Office, Revocation
 from peerbackup.errors import DiskFull, FormatError, InviteError
 from peerbackup.net.proto.join import join_proof, token_id
-from peerbackup.office.membership import Membership
+from peerbackup.office.membership.members import Membership
 from peerbackup.storage.sqlite import disk_full, open_db, serialized
 
 _SCHEMA = """

@@ -150,5 +150,5 @@ class Election:
 
     def check_fence(self, token: Token) -> bool:
         """Whether a coordinator message under token may be obeyed (not stale): the one fence rule, for an
-        announcement (on_announce) and a job's dispatch (office/jobrun.py) alike."""
+        announcement (on_announce) and a job's dispatch (office/jobs/runner.py) alike."""
         return token >= self.highest

@@ -10,9 +10,9 @@ holders that listed the file, then the ranking, and a copy whose bytes do not
 match its name (or that the engine finds damaged: `damaged()`) is passed over
 for the next. Deleting anything but a lock takes the office's DeleteGrant.
 
-The engine is synchronous and runs in threads; the transfers are asyncio. A
-`Runner` carries each call to the event loop (the daemon's, or a LoopThread's
-in a command-line process) and waits for it.
+The engine is synchronous and runs in threads; the transfers are asyncio (one
+peer at a time: office/peerstore/client.py). A `Runner` carries each call to the
+event loop (the daemon's, or a LoopThread's in a command-line process) and waits for it.
 """
 
 from __future__ import annotations
@@ -22,18 +22,14 @@ import builtins
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import blake3
 
-from peerbackup.core.certs import DEFAULT_RANK
 from peerbackup.core.chunker import ChunkerParams
 from peerbackup.core.crypto import content_hash, content_hash_of
 from peerbackup.core.placement import Candidate, place
-from peerbackup.core.ratelimit import TokenBucket
 from peerbackup.engine.config import RepoConfig
 from peerbackup.engine.repository import read_config
 from peerbackup.errors import (
@@ -42,142 +38,20 @@ from peerbackup.errors import (
     ObjectExists,
     PeerBackupError,
     PeerRefused,
-    PeerUnreachable,
     StoreError,
     Superseded,
 )
-from peerbackup.net import envelope
-from peerbackup.net.client import PeerClient
 from peerbackup.net.proto import store as proto
+from peerbackup.office.peerstore.client import StoragePeer, StoreClient, cannot_answer, is_missing, is_unreachable
 from peerbackup.storage.holder import CONTENT_NAMED
 from peerbackup.storage.store import MUTABLE, FileType, Payload
 
 T = TypeVar("T")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 Runner = Callable[[Coroutine[Any, Any, T]], T]
-LIST_REPLY = 64 * 1024 * 1024  # a listing of a very large node: ~75 bytes a file
 # Ranged reads of packs are served from whole packs fetched once and kept (restore reads a pack's
 # blobs one by one: a signed request per ~1 MiB chunk cost 3x the time of fetching the pack).
 PACK_CACHE = 4
-
-
-@dataclass(frozen=True)
-class StoragePeer:
-    peer_id: str
-    name: str
-    addresses: tuple[str, ...]
-    public_key: bytes
-    alive: bool = True
-    rank: int = DEFAULT_RANK
-
-    @property
-    def weight(self) -> float:
-        # Machines given a low rank (the first admin's desktop) are the ones left on at night.
-        return 2.0 if self.rank < DEFAULT_RANK else 1.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"peer_id": self.peer_id, "name": self.name, "addresses": list(self.addresses),
-                "public_key": self.public_key.hex(), "alive": self.alive, "rank": self.rank}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> StoragePeer:
-        return cls(str(obj["peer_id"]), str(obj["name"]), tuple(obj["addresses"]), bytes.fromhex(obj["public_key"]),
-                   bool(obj["alive"]), int(obj["rank"]))
-
-
-class UploadLimit:
-    """This machine's upload limit (`limit_upload`), shared by every transfer of its jobs."""
-
-    def __init__(self, rate: int, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        self.bucket = TokenBucket(rate, clock())
-
-    async def take(self, n: int) -> None:
-        delay = self.bucket.reserve(n, self.clock())
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-
-class StoreClient:
-    """One node's files on one peer, over the signed protocol (async)."""
-
-    def __init__(self, client: PeerClient, node: str, limit: UploadLimit | None = None) -> None:
-        self.client = client
-        self.node = node
-        self.limit = limit
-
-    async def _call(self, peer: StoragePeer, path: str, body: bytes, max_reply: int = envelope.MAX_BODY,
-                    upload: Sequence[bytes | bytearray] | None = None,
-                    framed: bool = False) -> tuple[bytes, memoryview]:
-        last: PeerBackupError = PeerUnreachable(peer.name, "no known address")
-        for address in peer.addresses:
-            try:
-                return await self.client.exchange(address, peer.peer_id, path, body, lambda _e: peer.public_key,
-                                                  max_reply, upload, framed)
-            except PeerUnreachable as exc:
-                last = exc
-        raise last
-
-    def _ref(self, ftype: FileType, name: str) -> proto.FileRef:
-        return proto.FileRef(self.node, ftype, name)
-
-    async def put(self, peer: StoragePeer, ftype: FileType, name: str, data: bytes | Sequence[bytes | bytearray],
-                  digest: bytes, act_as: bytes = b"") -> bool:
-        pieces = [data] if isinstance(data, bytes) else list(data)
-        size = sum(len(p) for p in pieces)
-        if self.limit is not None:
-            await self.limit.take(size)
-        body = proto.Put(self._ref(ftype, name), size, digest, act_as).to_wire()
-        raw, _ = await self._call(peer, proto.PUT_PATH, body, upload=pieces)
-        return proto.Reply.from_wire(raw).stored
-
-    async def get(self, peer: StoragePeer, ftype: FileType, name: str, offset: int = 0,
-                  length: int | None = None) -> bytes:
-        body = proto.Get(self._ref(ftype, name), offset, -1 if length is None else length).to_wire()
-        raw, rest = await self._call(peer, proto.GET_PATH, body, proto.MAX_FILE + envelope.MAX_BODY, framed=True)
-        reply = proto.Reply.from_wire(raw)
-        if len(rest) != reply.size:
-            raise PeerRefused(peer.name, "the bytes sent are not the signed size", "bad-reply")
-        data = bytes(rest)
-        # A whole content-named file is checked against its name by the caller: that proves the bytes
-        # whoever sent them, so the signed hash need not be computed a second time.
-        whole = offset == 0 and length is None and ftype in CONTENT_NAMED
-        if not whole and content_hash(data) != reply.hash:
-            raise PeerRefused(peer.name, "the bytes sent do not match the signed hash", "bad-reply")
-        return data
-
-    async def listing(self, peer: StoragePeer, ftype: FileType) -> list[tuple[str, int]]:
-        raw, _ = await self._call(peer, proto.LIST_PATH, proto.Listing(self.node, ftype).to_wire(), LIST_REPLY)
-        return list(proto.Reply.from_wire(raw).items)
-
-    async def delete(self, peer: StoragePeer, ftype: FileType, name: str, grant: bytes, act_as: bytes = b"") -> None:
-        await self._call(peer, proto.DELETE_PATH, proto.Delete(self._ref(ftype, name), grant, act_as).to_wire())
-
-    async def challenge(self, peer: StoragePeer, ftype: FileType, name: str, nonce: bytes, offset: int,
-                        length: int) -> bytes:
-        body = proto.Challenge(self._ref(ftype, name), nonce, offset, length).to_wire()
-        raw, _ = await self._call(peer, proto.CHALLENGE_PATH, body)
-        return proto.Reply.from_wire(raw).data
-
-    async def usage(self, peer: StoragePeer) -> proto.Usage:
-        raw, _ = await self._call(peer, proto.USAGE_PATH, b"")
-        return proto.Usage.from_wire(raw)
-
-
-def _missing(exc: PeerBackupError) -> bool:
-    return isinstance(exc, PeerRefused) and exc.code == "no-such-file"
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """Cannot be talked to now: down, or its clock so far off that it refuses every message (its copies
-    are dealt with when it is back, as for a peer that is off)."""
-    return isinstance(exc, PeerUnreachable) or (isinstance(exc, PeerRefused) and exc.code == "clock-skew")
-
-
-def _cannot_answer(exc: BaseException) -> bool:
-    """Reachable but unable to do anything now: its disk is full, or it failed inside (500). Not a refusal
-    of what was asked: as for a peer that is off, the request is for the others to carry."""
-    return _unreachable(exc) or (isinstance(exc, PeerRefused) and exc.code in ("disk-full", "internal"))
 
 
 class PeerStore:
@@ -282,33 +156,12 @@ class PeerStore:
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 pid = running.pop(task)
-                exc = task.exception()
-                if exc is None:
-                    (stored if task.result() else existed).append(pid)
-                    self._noted(ftype, name, pid, size)
-                elif isinstance(exc, PeerRefused) and exc.code == Superseded.code:
-                    # The job's attempt was replaced: the write must fail, not go to a holder that lags.
+                try:
+                    self._put_answer(task, pid, ftype, name, size, stored, existed, errors)
+                except BaseException:
                     for t in running:
                         t.cancel()
-                    raise exc
-                elif isinstance(exc, PeerRefused) and exc.code == "exists":
-                    if ftype not in MUTABLE:
-                        for t in running:
-                            t.cancel()
-                        raise ObjectExists(ftype.value, name)
-                elif _unreachable(exc):
-                    self._mark_down(pid)
-                    errors.append(str(exc))
-                elif isinstance(exc, PeerRefused) and exc.code == "disk-full":
-                    with self._lock:
-                        self._no_room.add(pid)
-                    errors.append(f"{self.peers[pid].name}: {exc}")
-                elif isinstance(exc, PeerBackupError):
-                    errors.append(f"{self.peers[pid].name}: {exc}")
-                else:
-                    for t in running:
-                        t.cancel()
-                    raise exc
+                    raise
             start()
         if existed and not stored and ftype not in MUTABLE:
             raise ObjectExists(ftype.value, name)
@@ -319,6 +172,32 @@ class PeerStore:
             self.under_replicated += 1
             self.warn(f"{ftype.value}/{name[:12]} is on {copies} of {self.replicas} peers for now "
                       "(the repair task adds copies when peers are back)")
+
+    def _put_answer(self, task: asyncio.Task[bool], pid: str, ftype: FileType, name: str, size: int,
+                    stored: list[str], existed: list[str], errors: list[str]) -> None:
+        """One holder's answer to a put: a copy (new or already there), a holder passed over (down, full,
+        refusing), or the end of the whole write (raised: the caller cancels the other holders' puts)."""
+        exc = task.exception()
+        if exc is None:
+            (stored if task.result() else existed).append(pid)
+            self._noted(ftype, name, pid, size)
+        elif isinstance(exc, PeerRefused) and exc.code == Superseded.code:
+            # The job's attempt was replaced: the write must fail, not go to a holder that lags.
+            raise exc
+        elif isinstance(exc, PeerRefused) and exc.code == "exists":
+            if ftype not in MUTABLE:
+                raise ObjectExists(ftype.value, name)
+        elif is_unreachable(exc):
+            self._mark_down(pid)
+            errors.append(str(exc))
+        elif isinstance(exc, PeerRefused) and exc.code == "disk-full":
+            with self._lock:
+                self._no_room.add(pid)
+            errors.append(f"{self.peers[pid].name}: {exc}")
+        elif isinstance(exc, PeerBackupError):
+            errors.append(f"{self.peers[pid].name}: {exc}")
+        else:
+            raise exc
 
     def get(self, ftype: FileType, name: str, offset: int = 0, length: int | None = None) -> bytes:
         if ftype == FileType.DATA and (offset, length) != (0, None):
@@ -359,10 +238,10 @@ class PeerStore:
             try:
                 data = await self.client.get(peer, ftype, name, offset, length)
             except PeerBackupError as exc:
-                if _unreachable(exc):
+                if is_unreachable(exc):
                     self._mark_down(pid)
                     continue
-                if not _missing(exc):
+                if not is_missing(exc):
                     self.warn(f"{peer.name}: {exc}")
                 continue
             if whole and ftype in CONTENT_NAMED and content_hash(data).hex() != name:
@@ -413,7 +292,7 @@ class PeerStore:
         answered = 0
         where: dict[str, set[str]] = {}
         for peer, res in zip(peers, results, strict=True):
-            if isinstance(res, BaseException) and _unreachable(res):
+            if isinstance(res, BaseException) and is_unreachable(res):
                 self._mark_down(peer.peer_id)
                 continue
             if isinstance(res, BaseException):
@@ -451,9 +330,9 @@ class PeerStore:
         for peer, res in zip(peers, results, strict=True):
             if isinstance(res, BaseException) and not isinstance(res, PeerBackupError):
                 raise res
-            if isinstance(res, PeerRefused) and not _missing(res) and not _cannot_answer(res):
+            if isinstance(res, PeerRefused) and not is_missing(res) and not cannot_answer(res):
                 refused.append(f"{peer.name}: {res}")
-            elif res is not None and _cannot_answer(res) and ftype not in MUTABLE:
+            elif res is not None and cannot_answer(res) and ftype not in MUTABLE:
                 self.warn(f"{peer.name} cannot answer ({res}): it keeps {ftype.value}/{name[:12]} until the next "
                           "prune")
         with self._lock:
@@ -465,30 +344,6 @@ class PeerStore:
 
 def place_key(ftype: FileType, name: str) -> bytes:
     return f"{ftype.value}/{name}".encode()
-
-
-class LoopThread:
-    """An event loop in a thread of its own, for synchronous code (the engine in a command-line
-    process) that calls async transfers: run(coro) waits for the result in the calling thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="peer-io")
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result()
-
-    def call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        async def wrapper() -> T:
-            return await fn()
-        return self.run(wrapper())
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        self.loop.close()
 
 
 def node_config(office: str, node: str, created: int) -> RepoConfig:

@@ -1,7 +1,7 @@
 """A backup made by hand on an agent (`peerbackup repo backup --repo office:NODE`), as a job of the node.
 
 The command runs the engine in its own process, so no coordinator dispatches it; the agent's
-daemon does the rest as for a dispatched job (office/jobrun.py): it logs on to the coordinator
+daemon does the rest as for a dispatched job (office/jobs/runner.py): it logs on to the coordinator
 and gets an act-as token (storage peers take an agent's writes only with one), writes
 `job.started` into the node's log under that coordinator's term, and `job.done` or `job.failed`
 when the command says how it ended. A start without a dispatch counts (core/jobs.fold) because
@@ -21,7 +21,7 @@ from peerbackup.core.events import CONTROL_LOG
 from peerbackup.core.jobs import BACKUP, OPEN
 from peerbackup.core.nodelog import JOB_DONE, JOB_FAILED, JOB_STARTED, node_log
 from peerbackup.errors import PeerBackupError, ProtocolError, UsageError
-from peerbackup.office.jobrun import CoordinatorSide
+from peerbackup.office.jobs.runner import CoordinatorSide
 
 DEADLINE = 4 * 3600.0  # as a manual backup's; past it, a job its command never ended no longer holds back retention
 MAX_PATHS, MAX_PATH = 20, 300  # what of the command's paths the log keeps
@@ -50,7 +50,7 @@ class AdHocJobs:
                 self.jobs.logs.sync_soon(coordinator)  # now, not at the next heartbeat
             else:
                 try:
-                    raw = await self.jobs.act_as(node, job, coordinator)
+                    raw = await self.jobs.actas.act_as(node, job, coordinator)
                     break
                 except (PeerBackupError, ProtocolError) as exc:
                     why = str(exc)

@@ -1,4 +1,4 @@
-"""The membership service: hello, heartbeat and join, served and sent.
+"""The membership service: hello and heartbeat, served and sent (joins: office/membership/admission.py).
 
 It keeps the Membership (who is certified, who is revoked), the Liveness
 table and the address hints, persisting what it learns in State. Address
@@ -13,33 +13,28 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from peerbackup.core.certs import Certificate, Office, Revocation, check_name, check_roles
+from peerbackup.core.certs import Certificate, Office
 from peerbackup.core.crypto import Random
-from peerbackup.core.identity import is_peer_id, peer_id_of, seal_to
+from peerbackup.core.identity import is_peer_id
 from peerbackup.core.settings import Settings
 from peerbackup.errors import (
     BadSignature,
     DiskFull,
-    Forbidden,
     FormatError,
-    InviteError,
-    Malformed,
-    NotAdmin,
     PeerBackupError,
     PeerRefused,
     PeerUnreachable,
     ProtocolError,
-    UsageError,
 )
 from peerbackup.logs import event
 from peerbackup.net import envelope
 from peerbackup.net.client import PeerClient
-from peerbackup.net.proto import heartbeat, hello, join
+from peerbackup.net.proto import heartbeat, hello
 from peerbackup.net.server import PeerServer
-from peerbackup.office.home import Identity
-from peerbackup.office.liveness import Liveness
-from peerbackup.office.membership import Membership
-from peerbackup.office.state import State
+from peerbackup.office.membership.home import Identity
+from peerbackup.office.membership.liveness import Liveness
+from peerbackup.office.membership.members import Membership
+from peerbackup.office.membership.state import State
 
 MAX_HINTS = 64
 
@@ -79,7 +74,6 @@ class PeerService:
     def register(self, server: PeerServer) -> None:
         server.route(hello.PATH, self._auth_hello, self._on_hello)
         server.route(heartbeat.PATH, self.auth_member, self._on_heartbeat, reads=True)
-        server.route(join.PATH, self._auth_join, self._on_join)
 
     def whoami(self) -> bytes:
         return hello.WhoAmI(self.ident.certificate.raw, self.ident.office.to_wire()).to_wire()
@@ -95,13 +89,7 @@ class PeerService:
             raise BadSignature("the hello carries another peer's certificate")
         return cert.public_key
 
-    async def _auth_join(self, env: envelope.Envelope) -> bytes:
-        req = join.JoinRequest.from_wire(env.body)
-        if peer_id_of(req.public_key) != env.header.issuer:
-            raise BadSignature("the join request is not signed by the key it asks a certificate for")
-        return req.public_key
-
-    async def _admit(self, raw: bytes) -> Certificate:
+    async def admit(self, raw: bytes) -> Certificate:
         cert, new = self.membership.admit(raw, self.clock())
         if new:
             await self.cache_cert(cert)
@@ -160,7 +148,7 @@ class PeerService:
 
     async def _on_hello(self, issuer: str, body: bytes) -> bytes:
         msg = hello.Hello.from_wire(body)
-        await self._admit(msg.certificate)
+        await self.admit(msg.certificate)
         self.liveness.heard(issuer, self.clock())
         await self._learn(issuer, msg)
         return (await self._hello_with_hints()).to_wire()
@@ -183,45 +171,6 @@ class PeerService:
         self.liveness.heard(issuer, self.clock())
         self._compare_logs(issuer, msg.logs_digest)
         return self._heartbeat().to_wire()
-
-    async def _on_join(self, issuer: str, body: bytes) -> bytes:
-        req = join.JoinRequest.from_wire(body)
-        office_key = self.ident.office_key
-        if office_key is None:
-            raise Forbidden("this peer is not an admin and cannot admit members")
-        try:
-            name = check_name(req.name)
-        except FormatError as exc:
-            raise Malformed(str(exc)) from None
-        self.membership.refuse_revoked(issuer)
-        now = self.clock()
-        # The token id alone names the invite; the proof shows the joiner holds the secret behind it.
-        try:
-            invite = await self.state.check_invite_proof(req.token_id, req.public_key, name, req.proof, issuer, now)
-        except InviteError as exc:
-            event(self.log, "join.refused", logging.WARNING, peer=issuer, name=name, reason=str(exc))
-            raise Forbidden(exc.args[0]) from None
-        cert = Certificate.issue(office_key, req.public_key, name, invite.roles, invite.rank, int(now))
-        await self._admit(cert.raw)
-        if self.logs is not None:
-            # Not awaited: the certificate is the membership; the event follows once the log is ready.
-            self.spawn(self._log_member(cert))
-        event(self.log, "join.admitted", peer=issuer, name=name, roles=",".join(invite.roles), rank=invite.rank)
-        known = await self.state.addresses()
-        hints = [hello.PeerHint(self.me, tuple(self.my_addresses()))]
-        hints += [hello.PeerHint(c.peer_id, tuple(known[c.peer_id][:4]))
-                  for c in self.membership.members() if c.peer_id not in (self.me, issuer) and c.peer_id in known]
-        box = seal_to(req.public_key, office_key.seed) if "admin" in invite.roles else b""
-        return join.JoinReply(office=self.ident.office.to_wire(), certificate=cert.raw,
-                              inviter_certificate=self.ident.certificate.raw,
-                              revocations=self.membership.revocation_list(), peers=tuple(hints[:MAX_HINTS]),
-                              office_key_box=box).to_wire()
-
-    async def _log_member(self, cert: Certificate) -> None:
-        try:
-            await self.logs.append("member.add", {"cert": cert.raw})
-        except PeerBackupError as exc:
-            event(self.log, "member.log_failed", logging.ERROR, peer=cert.peer_id, reason=str(exc))
 
     # ---- sending ----------------------------------------------------------------
 
@@ -262,7 +211,7 @@ class PeerService:
             await self._removed(exc)
             raise
         reply = box["reply"]
-        await self._admit(reply.certificate)
+        await self.admit(reply.certificate)
         now = self.clock()
         self.liveness.heard(peer_id, now)
         self._greeted.add(peer_id)
@@ -328,7 +277,7 @@ class PeerService:
                 if await self._removed(exc):
                     return
                 if exc.code in ("unknown-peer", "revoked"):
-                    await self._try_hello(peer_id, address)
+                    await self.try_hello(peer_id, address)
                 else:
                     event(self.log, "peer.heartbeat_refused", logging.WARNING, peer=peer_id, address=address,
                           reason=str(exc))
@@ -341,11 +290,11 @@ class PeerService:
             except ProtocolError:
                 return
             if reply.revocations_digest != self.membership.revocations_digest():
-                await self._try_hello(peer_id, address)
+                await self.try_hello(peer_id, address)
             self._compare_logs(peer_id, reply.logs_digest)
             return
 
-    async def _try_hello(self, peer_id: str, address: str) -> None:
+    async def try_hello(self, peer_id: str, address: str) -> None:
         try:
             await self.say_hello(peer_id, address)
         except PeerBackupError as exc:
@@ -390,48 +339,3 @@ class PeerService:
             level = logging.WARNING if ch.new == "dead" else logging.INFO
             event(self.log, f"peer.{ch.new}", level, peer=ch.peer_id, name=cert.name if cert else "?",
                   was=ch.old, silent_s=None if ch.silent_for is None else round(ch.silent_for, 1))
-
-    # ---- admin operations ----------------------------------------------------------
-
-    async def create_invite(self, roles: tuple[str, ...], rank: int, valid_for: float) -> join.InviteToken:
-        if self.ident.office_key is None:
-            raise NotAdmin()
-        now = self.clock()
-        secret = self.rand(join.SECRET_SIZE)
-        await self.state.add_invite(secret, check_roles(roles), rank, now, now + valid_for)
-        token = join.InviteToken(office=self.ident.office.fingerprint, addresses=tuple(self.my_addresses()),
-                                 secret=secret, expires=int(now + valid_for))
-        event(self.log, "invite.created", roles=",".join(roles), rank=rank, expires=token.expires)
-        return token
-
-    async def remove_peer(self, peer_id: str, reason: str = "") -> None:
-        if self.ident.office_key is None:
-            raise NotAdmin()
-        if peer_id == self.me:
-            raise UsageError("an admin cannot remove itself: remove it from another admin")
-        if peer_id in self.membership.revocations:
-            raise UsageError(f"{self.membership.name(peer_id)} has been removed already")
-        if peer_id not in self.membership.certs:
-            raise UsageError(f"{peer_id} is not a member this peer knows")
-        # The removed writer's last accepted seq in every log we hold: later events are refused. Signed into
-        # the revocation, so that whoever relays it cannot lower it.
-        cutoff = {} if self.logs is None else {
-            log: seq for (log, feed), seq in self.logs.state.heads.items() if feed == peer_id}
-        rev = Revocation.issue(self.ident.office_key, peer_id, int(self.clock()), reason, cutoff)
-        known = await self.state.addresses()  # before the revocation drops the removed peer's addresses
-        if self.logs is not None:
-            await self.logs.append("member.revoke", {"revocation": rev.raw, "cutoff": cutoff})
-        await self.add_revocation(rev.raw)
-        # Tell every live member now rather than at the next heartbeat's digest mismatch.
-        for cert in self.membership.members():
-            if cert.peer_id != self.me and cert.peer_id in known:
-                self.spawn(self._try_hello(cert.peer_id, known[cert.peer_id][0]))
-        for address in known.get(peer_id, [])[:1]:
-            # The removed peer learns it too, from the hello's revocations; its reply is refused.
-            self.spawn(self._notify_removed(peer_id, address))
-
-    async def _notify_removed(self, peer_id: str, address: str) -> None:
-        try:
-            await self.say_hello(peer_id, address)
-        except PeerBackupError as exc:
-            event(self.log, "member.removed_notified", logging.DEBUG, peer=peer_id, answer=str(exc))

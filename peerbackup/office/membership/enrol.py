@@ -32,7 +32,7 @@ from peerbackup.errors import (
 )
 from peerbackup.net.client import PeerClient
 from peerbackup.net.proto import join
-from peerbackup.office.home import STATE_DB, Home, Identity, write_private
+from peerbackup.office.membership.home import STATE_DB, Home, Identity, write_private
 
 KIT_VERSION = 1
 _KIT_AAD = b"peerbackup recovery kit v1"
@@ -204,7 +204,7 @@ def join_office(home: Home, token_text: str, name: str, settings: Settings, rand
 
 async def seed_state(home: Home, joined: Joined) -> None:
     """Hand the new member what the inviter told it, so its daemon knows whom to greet first."""
-    from peerbackup.office.state import State
+    from peerbackup.office.membership.state import State
 
     state = await State.open(home.file(STATE_DB))
     try:

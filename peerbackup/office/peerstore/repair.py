@@ -38,7 +38,8 @@ from peerbackup.core.settings import Settings
 from peerbackup.errors import PeerBackupError, PeerUnreachable
 from peerbackup.logs import event
 from peerbackup.net.client import PeerClient
-from peerbackup.office.peerstore import StoragePeer, StoreClient, place_key
+from peerbackup.office.peerstore.client import StoragePeer, StoreClient
+from peerbackup.office.peerstore.store import place_key
 from peerbackup.storage.holder import CONTENT_NAMED, MAX_CHALLENGE, Holder
 from peerbackup.storage.store import MUTABLE, FileType
 
@@ -111,7 +112,7 @@ class RepairService:
                 for name, size in res:
                     files.setdefault((ftype, name), Copies(ftype, name, size)).holders.add(peer.peer_id)
         # A copy kept by a holder that was away when a retention job forgot the snapshot is not short of
-        # copies: it is on its way to that holder's trash (office/storage.py), never copied back.
+        # copies: it is on its way to that holder's trash (office/peerstore/holder.py), never copied back.
         gone = self.forgotten(node.name)
         for key in [k for k in files if k[0] == FileType.SNAPSHOT and is_forgotten(k[1], gone)]:
             del files[key]

@@ -2,7 +2,7 @@
 
 The control log says first that the node is purged (node.purge, accepted only from an admin and only
 after the grace its node.remove named); each holder then lets an admin with a logged delete grant list
-and delete that node's files, and no other removed node's (office/storage.py). Deleted files go to the
+and delete that node's files, and no other removed node's (office/peerstore/holder.py). Deleted files go to the
 holders' trash like every delete and are freed after `gc_grace`. A storage peer that is down keeps its
 copies until the purge is asked again.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from peerbackup.errors import PeerBackupError, PeerRefused
 from peerbackup.logs import event
-from peerbackup.office.peerstore import StoragePeer, StoreClient
+from peerbackup.office.peerstore.client import StoragePeer, StoreClient
 from peerbackup.storage.store import FileType
 
 PROPAGATION = 15.0  # how long a holder may take to receive the node.purge event before it lets us list
