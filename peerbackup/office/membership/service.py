@@ -127,13 +127,14 @@ class PeerService:
             return
         if rev is None:
             return
+        # Said and acted on as soon as it holds in memory (status shows it from now on), then cached.
+        self.liveness.forget(rev.peer_id)
+        level = logging.ERROR if rev.peer_id == self.me else logging.WARNING
+        event(self.log, "member.revoked", level, peer=rev.peer_id, me=rev.peer_id == self.me)
         try:
             await self.state.save_revocation(rev)
         except DiskFull as exc:
             self.disk_full(exc, "caching a revocation")  # it holds in memory; peers and the log say it again
-        self.liveness.forget(rev.peer_id)
-        level = logging.ERROR if rev.peer_id == self.me else logging.WARNING
-        event(self.log, "member.revoked", level, peer=rev.peer_id, me=rev.peer_id == self.me)
 
     def _hello(self) -> hello.Hello:
         return hello.Hello(certificate=self.ident.certificate.raw, addresses=tuple(self.my_addresses()),
