@@ -28,7 +28,7 @@ from peerbackup.engine.excludes import Excluder
 from peerbackup.engine.fsmeta import node_from_stat, node_type, open_for_read, read_xattrs
 from peerbackup.engine.locks import RepoLock
 from peerbackup.engine.repository import Repository
-from peerbackup.engine.sparse import DataReader
+from peerbackup.engine.sparse import ZERO_RUN, DataReader
 from peerbackup.storage.cache import FileCache
 
 # Chunks smaller than this are handed to the workers in batches of about this size.
@@ -349,20 +349,23 @@ class Archiver:
             return _UNREADABLE
         futures: list[Future[_ChunkResult]] = []
         size = 0
-        data = DataReader(fd, st.st_size, st.st_blocks * 512)  # the file without its holes
+        # The file without its holes. A file under ZERO_RUN that allocates its whole size can have none: it is
+        # read plainly (the reader's bookkeeping cost 3 s of CPU on 50,000 small files).
+        may_have_holes = st.st_size >= ZERO_RUN or st.st_blocks * 512 < st.st_size
+        data = DataReader(fd, st.st_size, st.st_blocks * 512) if may_have_holes else None
         try:
             with os.fdopen(fd, "rb", buffering=0) as f:
-                for chunk in self.repo.chunker.chunks(data, st.st_size):
+                for chunk in self.repo.chunker.chunks(data or f, st.st_size):
                     size += len(chunk)
                     futures.append(self._submit(chunk))
                 after = os.fstat(f.fileno())
         except OSError as exc:
             self._os_error(path, "read error", exc)
             # Keep what was read so the snapshot stays consistent with its sizes.
-            node.size, node.holes = data.layout(size)
+            node.size, node.holes = data.layout(size) if data is not None else (size, [])
             return _PendingFile(node, bpath, st, futures, cacheable=False)
         self.summary.bytes_read += size
-        node.size, node.holes = data.layout(size)
+        node.size, node.holes = data.layout(size) if data is not None else (size, [])
         changed = (
             node.size != st.st_size or after.st_mtime_ns != st.st_mtime_ns
             or after.st_size != st.st_size
