@@ -89,6 +89,10 @@ class _FileJob:
         """Plaintext size of each chunk; 0 for one the index does not have."""
         return [p[1].raw_length if p else 0 for p in self.places]
 
+    @property
+    def hole_bytes(self) -> int:
+        return sum(n for _, n in self.holes.holes) if self.holes is not None else 0
+
 
 def _included(path: str, includes: list[str]) -> tuple[bool, bool]:
     """(restore this entry, descend into it) for a snapshot path."""
@@ -405,9 +409,9 @@ class Restorer:
                     os.pwrite(fd, d, offset)
             return sum(map(len, whole))
         written = _write_all(fd, whole)
-        if written < job.node.size and not self._size(job, fd, fill=job.holes is not None and not self.sparse):
+        if written < job.node.size and not self._size(job, fd):
             return None
-        return written + (sum(n for _, n in job.holes.holes) if job.holes is not None else 0)
+        return written + job.hole_bytes
 
     def _create(self, job: _FileJob) -> int | None:
         fd = self._open_out(job.path)
@@ -415,20 +419,21 @@ class Restorer:
             return None
         # Created empty (O_TRUNC) and sized here, so every byte the data does not cover reads as zero: the
         # holes need no write (unless asked for their zeros).
-        if not self._size(job, fd, fill=job.holes is not None and not self.sparse):
+        if not self._size(job, fd):
             os.close(fd)
             return None
-        if job.holes is not None:
-            hole_bytes = sum(n for _, n in job.holes.holes)
-            self.progress.written(hole_bytes)
+        if job.hole_bytes:
+            self.progress.written(job.hole_bytes)
             with self._lock:
-                self.stats.bytes += hole_bytes
+                self.stats.bytes += job.hole_bytes
         return fd
 
-    def _size(self, job: _FileJob, fd: int, fill: bool = False) -> bool:
+    def _size(self, job: _FileJob, fd: int) -> bool:
+        """The file at its full size: what the data does not cover reads as zeros (holes stay holes, or are
+        written as zeros with --no-sparse)."""
         try:
             os.ftruncate(fd, job.node.size)
-            if fill and job.holes is not None:
+            if job.holes is not None and not self.sparse:
                 fill_holes(fd, job.holes.holes)
             return True
         except OSError as exc:

@@ -54,10 +54,14 @@ class State:
         self.db = db
         self.db_lock = asyncio.Lock()
 
-    async def _write(self, sql: str, args: tuple[object, ...]) -> aiosqlite.Cursor:
-        """One statement, committed; DiskFull (rolled back) when the disk has no room for it."""
+    async def _write(self, sql: str, args: tuple[object, ...], *more: tuple[str, tuple[object, ...]]
+                     ) -> aiosqlite.Cursor:
+        """One statement (and `more`, in the same transaction), committed; DiskFull (rolled back) when the
+        disk has no room for it. The cursor is the first statement's."""
         try:
             cur = await self.db.execute(sql, args)
+            for other in more:
+                await self.db.execute(*other)
             await self.db.commit()
         except sqlite3.Error as exc:
             if not disk_full(exc):
@@ -105,8 +109,8 @@ class State:
     async def save_revocation(self, rev: Revocation) -> None:
         """DiskFull when there is no room: the revocation holds in memory, and the log (or the peer that told us)
         brings it again at the next start."""
-        await self._write("INSERT OR IGNORE INTO revocations VALUES (?, ?)", (rev.peer_id, rev.raw))
-        await self._write("DELETE FROM addresses WHERE peer_id = ?", (rev.peer_id,))
+        await self._write("INSERT OR IGNORE INTO revocations VALUES (?, ?)", (rev.peer_id, rev.raw),
+                          ("DELETE FROM addresses WHERE peer_id = ?", (rev.peer_id,)))
 
     # ---- addresses (hints: mDNS, static, hello, join) ---------------------------------
 

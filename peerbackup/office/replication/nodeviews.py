@@ -12,10 +12,13 @@ the version. Read-only for the callers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from peerbackup.core.events import Event
 from peerbackup.core.forgotten import forgotten
 from peerbackup.core.jobs import JobState, fold
+from peerbackup.core.logstate import OfficeConfig
 from peerbackup.core.nodelog import missed_slots, node_log
 from peerbackup.office.replication.service import LogService
 
@@ -36,35 +39,31 @@ class NodeViews:
         return (hash(tuple(config.coordinator_terms)), hash(agents), *sorted(
             (feed, seq) for (name, feed), seq in self.logs.state.heads.items() if name == log))
 
-    def _view(self, what: str, node: str) -> Any:
+    def _view(self, what: str, node: str, compute: Callable[[list[Event], OfficeConfig], Any]) -> Any:
         version = self.version(node)
         cached = self._cache.get((what, node))
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        config = self.logs.state.config()
-        events = self.logs.state.ordered(node_log(node))
-        claims = config.coordinator_terms
-        if what == "jobs":
-            info = config.nodes.get(node)
-            value: Any = fold(events, set(claims), frozenset(info.agents) if info is not None else frozenset())
-        elif what == "missed":
-            value = missed_slots(events, claims)
-        else:
-            value = forgotten(events, claims)
-        self._cache[(what, node)] = (version, value)
-        return value
+        if cached is None or cached[0] != version:
+            value = compute(self.logs.state.ordered(node_log(node)), self.logs.state.config())
+            cached = self._cache[(what, node)] = (version, value)
+        return cached[1]
 
     def job_states(self, node: str) -> dict[str, JobState]:
         """Every job in the node's log and how it stands."""
-        states: dict[str, JobState] = self._view("jobs", node)
+        def compute(events: list[Event], config: OfficeConfig) -> dict[str, JobState]:
+            info = config.nodes.get(node)
+            agents = frozenset(info.agents) if info is not None else frozenset()
+            return fold(events, set(config.coordinator_terms), agents)
+        states: dict[str, JobState] = self._view("jobs", node, compute)
         return states
 
     def missed_slots(self, node: str) -> dict[tuple[str, int], dict[str, Any]]:
         """The node's slots logged missed: why each never started."""
-        slots: dict[tuple[str, int], dict[str, Any]] = self._view("missed", node)
+        slots: dict[tuple[str, int], dict[str, Any]] = self._view(
+            "missed", node, lambda events, config: missed_slots(events, config.coordinator_terms))
         return slots
 
     def forgotten(self, node: str) -> set[str]:
         """Id prefixes of the node's snapshots that dispatched retention jobs forgot."""
-        prefixes: set[str] = self._view("forgotten", node)
+        prefixes: set[str] = self._view(
+            "forgotten", node, lambda events, config: forgotten(events, config.coordinator_terms))
         return prefixes
