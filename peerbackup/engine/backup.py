@@ -1,11 +1,14 @@
 """Backup: scan -> file cache -> chunk -> dedup -> compress -> seal -> pack -> store.
 
 The scanning thread walks the tree, skips files the file cache proves
-unchanged, reads and chunks the rest, and hands each chunk to a bounded pool
-whose workers hash, deduplicate, compress, seal and pack it (all of which
-release the GIL, so both cores stay busy). Directory trees are finished in
-post-order as their files' chunks complete, without stalling the scan. The
-snapshot is written only after every pack and index it refers to is stored.
+unchanged, reads and chunks the large ones, and hands each chunk to a bounded
+pool whose workers hash, deduplicate, compress, seal and pack it (all of which
+release the GIL, so both cores stay busy). A small file (one chunk) is handed
+over unread, in batches: the workers open, read and store it, so on a tree of
+small files the reading is spread over every core instead of bottlenecking the
+scan. Directory trees are finished in post-order as their files complete,
+without stalling the scan. The snapshot is written only after every pack and
+index it refers to is stored.
 """
 
 from __future__ import annotations
@@ -98,7 +101,18 @@ class _PendingFile:
     st: os.stat_result
     futures: list[Future[_ChunkResult]]
     cacheable: bool
+    # Set for a small file a worker reads (_read_small): done when it is stored, or left out.
+    read: Future[None] | None = None
+    results: list[_ChunkResult] = field(default_factory=list)
+    bytes_read: int = 0
+    unreadable: bool = False
 
+    def done(self) -> bool:
+        return self.read.done() if self.read is not None else all(f.done() for f in self.futures)
+
+
+# What the workers are handed: a chunk (id if hashed already, bytes, its future) or a small file to read.
+_Item = tuple[bytes | None, memoryview, Future[_ChunkResult]] | _PendingFile
 
 _NONE: frozenset[bytes] = frozenset()
 
@@ -179,7 +193,7 @@ class Archiver:
         self._fc: FileCache | None = None
         self._live: dict[bytes, set[bytes]] = {}  # directory/ -> chunk ids of its cached files that are stored
         self._trees: list[tuple[bytes, bytes]] = []  # (id, encoded) finished, not yet stored (_store_trees)
-        self._batch: list[tuple[bytes | None, memoryview, Future[_ChunkResult]]] = []
+        self._batch: list[_Item] = []
         self._batch_bytes = 0
         self._start_ns = 0
 
@@ -341,29 +355,49 @@ class Archiver:
                 self.summary.files_new += 1
         else:
             self.summary.files_new += 1
+        allocated = st.st_blocks * 512
+        sparse = may_have_holes(st.st_size, allocated)
+        if st.st_size <= self.repo.chunker.params.min_size and not sparse:
+            # One chunk: a worker reads and stores it (_read_small), so reading spreads over the cores.
+            pf = _PendingFile(node, bpath, st, [], cacheable=False, read=Future())
+            self._batch.append(pf)
+            self._batch_bytes += st.st_size
+            if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_COUNT:
+                self._flush_batch()
+            return pf
+        pf = _PendingFile(node, bpath, st, [], cacheable=False)
+        self._read(pf, sparse, lambda chunk: pf.futures.append(self._submit(chunk)))
+        self.summary.bytes_read += pf.bytes_read
+        return _UNREADABLE if pf.unreadable else pf
+
+    def _read(self, pf: _PendingFile, sparse: bool, emit: Callable[[memoryview], object]) -> None:
+        """Read and chunk a file, handing each chunk to emit; sets the node's xattrs, size and holes,
+        and pf's bytes_read, cacheable and unreadable (left out of the snapshot: it could not be opened).
+        Runs in the scanning thread or, for a small file, in a worker."""
+        node, st = pf.node, pf.st
+        path = os.fsdecode(pf.path)
         node.xattrs = read_xattrs(path)
         try:
             fd = open_for_read(path)
         except OSError as exc:
             self._os_error(path, "cannot open", exc)
-            return _UNREADABLE
-        futures: list[Future[_ChunkResult]] = []
+            pf.unreadable = True
+            return
         size = 0
         # The file without its holes, when it may have some.
-        allocated = st.st_blocks * 512
-        data = DataReader(fd, st.st_size, allocated) if may_have_holes(st.st_size, allocated) else None
+        data = DataReader(fd, st.st_size, st.st_blocks * 512) if sparse else None
         try:
             with os.fdopen(fd, "rb", buffering=0) as f:
                 for chunk in self.repo.chunker.chunks(f if data is None else data, st.st_size):
                     size += len(chunk)
-                    futures.append(self._submit(chunk))
+                    emit(chunk)
                 after = os.fstat(f.fileno())
         except OSError as exc:
             self._os_error(path, "read error", exc)
             # Keep what was read so the snapshot stays consistent with its sizes.
             node.size, node.holes = data.layout(size) if data is not None else (size, [])
-            return _PendingFile(node, bpath, st, futures, cacheable=False)
-        self.summary.bytes_read += size
+            return
+        pf.bytes_read = size
         node.size, node.holes = data.layout(size) if data is not None else (size, [])
         changed = (
             node.size != st.st_size or after.st_mtime_ns != st.st_mtime_ns
@@ -372,7 +406,17 @@ class Archiver:
         if changed:
             self._error(path, "file changed while it was being read", CHANGED)
         racy = st.st_mtime_ns > self._start_ns - _RACY_NS
-        return _PendingFile(node, bpath, st, futures, cacheable=not changed and not racy)
+        pf.cacheable = not changed and not racy
+
+    def _read_small(self, pf: _PendingFile) -> None:
+        """In a worker: read, hash, deduplicate and store a small file, then mark it done."""
+        assert pf.read is not None
+        try:
+            self._read(pf, False, lambda chunk: pf.results.append(self._store_chunk(None, chunk)))
+        except BaseException as exc:
+            pf.read.set_exception(exc)
+            return
+        pf.read.set_result(None)
 
     def _submit(self, chunk: memoryview) -> Future[_ChunkResult]:
         fut: Future[_ChunkResult] = Future()
@@ -404,7 +448,7 @@ class Archiver:
             return
         batch, self._batch, self._batch_bytes = self._batch, [], 0
         assert self._pool is not None
-        size = sum(len(c) for _, c, _ in batch)
+        size = sum(it.st.st_size if isinstance(it, _PendingFile) else len(it[1]) for it in batch)
         self._budget.acquire(size)
         try:
             task = self._pool.submit(self._store_batch, batch)
@@ -413,28 +457,36 @@ class Archiver:
             raise
         task.add_done_callback(lambda _f: self._budget.release(size))
 
-    def _store_batch(self, batch: list[tuple[bytes | None, memoryview, Future[_ChunkResult]]]) -> None:
-        repo = self.repo
-        for blob_id, chunk, fut in batch:
+    def _store_batch(self, batch: list[_Item]) -> None:
+        for item in batch:
+            if isinstance(item, _PendingFile):
+                self._read_small(item)
+                continue
+            blob_id, chunk, fut = item
             try:
-                if blob_id is None:  # a small chunk: not hashed yet (see _submit)
-                    blob_id = repo.blob_id(chunk)
-                    if not repo.claim(blob_id):
-                        self.progress.processed(len(chunk))
-                        fut.set_result((blob_id, 0, 0))
-                        continue
-                stored = repo.save_blob(Kind.DATA, blob_id, chunk)
+                result = self._store_chunk(blob_id, chunk)
             except BaseException as exc:
                 fut.set_exception(exc)
                 continue
-            self.progress.processed(len(chunk))
-            fut.set_result((blob_id, len(chunk), stored))
+            fut.set_result(result)
+
+    def _store_chunk(self, blob_id: bytes | None, chunk: memoryview) -> _ChunkResult:
+        """Store a chunk unless the repository has it; blob_id None: not hashed yet (see _submit)."""
+        repo = self.repo
+        if blob_id is None:
+            blob_id = repo.blob_id(chunk)
+            if not repo.claim(blob_id):
+                self.progress.processed(len(chunk))
+                return blob_id, 0, 0
+        stored = repo.save_blob(Kind.DATA, blob_id, chunk)
+        self.progress.processed(len(chunk))
+        return blob_id, len(chunk), stored
 
     # ---- finishing trees -----------------------------------------------------------
 
     def _finish_ready(self) -> None:
         """Finish the oldest pending directories whose chunks are all done."""
-        while self._dirs and all(f.done() for pf in self._dirs[0].files for f in pf.futures):
+        while self._dirs and all(pf.done() for pf in self._dirs[0].files):
             self._finish_dir(self._dirs.popleft())
 
     def _finish_all(self, root: _PendingDir) -> bytes:
@@ -445,9 +497,14 @@ class Archiver:
 
     def _finish_dir(self, d: _PendingDir) -> None:
         for pf in d.files:
+            if pf.read is not None:
+                pf.read.result()
+                self.summary.bytes_read += pf.bytes_read
+                if pf.unreadable:  # left out of the snapshot, as the scanning thread leaves such a file
+                    d.nodes.remove(pf.node)
+                    continue
             content = []
-            for fut in pf.futures:
-                blob_id, added, stored = fut.result()
+            for blob_id, added, stored in pf.results or (fut.result() for fut in pf.futures):
                 content.append(blob_id)
                 if added:
                     self.summary.data_blobs_added += 1

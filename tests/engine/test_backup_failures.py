@@ -24,6 +24,8 @@ from peerbackup.engine.backup import (
     reason_of,
 )
 from peerbackup.engine.repository import Repository
+from peerbackup.engine.restore import Restorer
+from peerbackup.engine.walk import walk
 from tests.helpers import unopenable
 
 
@@ -98,3 +100,28 @@ def test_a_file_that_grows_while_read_is_changed_while_read(small_repo: Reposito
     (src / "still.txt").write_text("still")
     [f] = _failures(small_repo, [str(src)], _GrowsWhenScanned(src / "growing.log"))
     assert (f.path, f.reason) == (str(src / "growing.log"), CHANGED)
+
+
+def test_a_small_file_that_grows_past_one_chunk_before_a_worker_reads_it_is_kept_whole(
+        small_repo: Repository, tmp_path: Path) -> None:
+    # Small files are read by the workers, after the scan took their size: what they read is what
+    # the snapshot holds, chunked as any file, and the file is reported changed.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small.log").write_bytes(b"x" * 1000)  # under SMALL_CHUNKS.min_size: a worker reads it
+
+    class Grows(NoProgress):
+        def scanned(self, path: str, size: int) -> None:
+            if path == str(src / "small.log"):
+                with open(path, "ab") as f:
+                    f.write(os.urandom(100_000))
+
+    result = Archiver(small_repo, progress=Grows()).backup([str(src)])
+    [f] = result.failures
+    assert (f.path, f.reason) == (str(src / "small.log"), CHANGED)
+    expected = (src / "small.log").read_bytes()
+    [node] = [n for p, n in walk(small_repo, result.snapshot.tree) if p.endswith("small.log")]
+    assert node.size == len(expected) == 101_000 and len(node.content) > 1
+    out = tmp_path / "out"
+    Restorer(small_repo).restore(result.snapshot.tree, str(out))
+    assert (out / str(src / "small.log").lstrip("/")).read_bytes() == expected

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from peerbackup.engine import fsmeta
 from peerbackup.engine.backup import Archiver
 from peerbackup.engine.check import check
 from peerbackup.engine.excludes import Excluder
@@ -18,7 +19,7 @@ from peerbackup.engine.walk import walk
 from peerbackup.errors import TargetNotEmpty
 from peerbackup.storage.cache import FileCache
 from peerbackup.storage.store import FileType
-from tests.helpers import make_tree, snapshot_of
+from tests.helpers import OLD, make_tree, snapshot_of
 
 
 def restored_root(target: Path, src: Path) -> Path:
@@ -262,6 +263,40 @@ def test_small_chunks_are_hashed_by_the_workers_not_the_scanning_thread(
     out = tmp_path / "out"
     Restorer(small_repo).restore(snap.tree, str(out))
     assert snapshot_of(restored_root(out, src)) == snapshot_of(src)
+
+
+def test_small_files_are_opened_and_read_by_the_workers_large_ones_by_the_scanning_thread(
+    small_repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One thread reading every small file was the bottleneck of a first backup of many small files.
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    small = {f"s{i}": os.urandom(i * 97) for i in range(30)}  # up to one chunk (min_size 4096), empty too
+    for name, data in small.items():
+        (src / "d" / name).write_bytes(data)
+    (src / "large").write_bytes(os.urandom(200_000))
+    for f in [src / "large", *(src / "d").iterdir()]:
+        os.utime(f, ns=(OLD * 10**9, OLD * 10**9))  # not racy: the file cache may trust them
+    opened_by: dict[str, str] = {}
+    real = fsmeta.open_for_read
+
+    def open_for_read(path: str) -> int:
+        opened_by[os.path.basename(path)] = threading.current_thread().name
+        return real(path)
+
+    monkeypatch.setattr("peerbackup.engine.backup.open_for_read", open_for_read)
+    result = Archiver(small_repo).backup([str(src)])
+    assert result.errors == []
+    assert {n for n, t in opened_by.items() if t.startswith("chunk")} == set(small)
+    assert opened_by["large"] == threading.main_thread().name
+    assert result.snapshot.summary.bytes_read == sum(map(len, small.values())) + 200_000
+    out = tmp_path / "out"
+    Restorer(small_repo).restore(result.snapshot.tree, str(out))
+    assert snapshot_of(restored_root(out, src)) == snapshot_of(src)
+    # and the file cache learnt them: nothing is read again
+    opened_by.clear()
+    again = Archiver(small_repo).backup([str(src)]).snapshot
+    assert opened_by == {} and again.summary.files_unmodified == len(small) + 1
 
 
 def test_file_cache_is_verified_again_after_the_index_lost_blobs_behind_its_back(
