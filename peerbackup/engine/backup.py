@@ -101,14 +101,19 @@ class _PendingFile:
     st: os.stat_result
     futures: list[Future[_ChunkResult]]
     cacheable: bool
-    # Set for a small file a worker reads (_read_small): done when it is stored, or left out.
-    read: Future[None] | None = None
+    # A small file a worker reads (_read_small). Its batch's task says when it is stored (or left
+    # out): a Future per file cost the scanning thread ~1 s on 50,000 files.
+    small: bool = False
+    task: Future[None] | None = None
+    failed: BaseException | None = None
     results: list[_ChunkResult] = field(default_factory=list)
     bytes_read: int = 0
     unreadable: bool = False
 
     def done(self) -> bool:
-        return self.read.done() if self.read is not None else all(f.done() for f in self.futures)
+        if self.small:
+            return self.task is not None and self.task.done()
+        return all(f.done() for f in self.futures)
 
 
 # What the workers are handed: a chunk (id if hashed already, bytes, its future) or a small file to read.
@@ -126,6 +131,7 @@ class _PendingDir:
     files: list[_PendingFile]
     parent: Node | None  # whose subtree this tree becomes; None for the root
     result: list[bytes] = field(default_factory=list)
+    done_upto: int = 0  # files[:done_upto] are known done (_finish_ready)
 
 
 # Why a file is not (wholly) in a snapshot: the reasons a backup's result names, in the engine's words.
@@ -359,7 +365,7 @@ class Archiver:
         sparse = may_have_holes(st.st_size, allocated)
         if st.st_size <= self.repo.chunker.params.min_size and not sparse:
             # One chunk: a worker reads and stores it (_read_small), so reading spreads over the cores.
-            pf = _PendingFile(node, bpath, st, [], cacheable=False, read=Future())
+            pf = _PendingFile(node, bpath, st, [], cacheable=False, small=True)
             self._batch.append(pf)
             self._batch_bytes += st.st_size
             if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_COUNT:
@@ -387,11 +393,22 @@ class Archiver:
         # The file without its holes, when it may have some.
         data = DataReader(fd, st.st_size, st.st_blocks * 512) if sparse else None
         try:
-            with os.fdopen(fd, "rb", buffering=0) as f:
-                for chunk in self.repo.chunker.chunks(f if data is None else data, st.st_size):
-                    size += len(chunk)
-                    emit(chunk)
-                after = os.fstat(f.fileno())
+            try:
+                # A small file as the scan saw it is one read and one chunk: no file object, no chunker.
+                whole = os.read(fd, st.st_size + 1) if pf.small else None
+                if whole is not None and len(whole) == st.st_size:
+                    size = len(whole)
+                    if whole:
+                        emit(memoryview(whole))
+                else:  # any other file, or a small one that grew or shrank since: chunked as it is now
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+                        for chunk in self.repo.chunker.chunks(f if data is None else data, st.st_size):
+                            size += len(chunk)
+                            emit(chunk)
+                after = os.fstat(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
             self._os_error(path, "read error", exc)
             # Keep what was read so the snapshot stays consistent with its sizes.
@@ -409,14 +426,11 @@ class Archiver:
         pf.cacheable = not changed and not racy
 
     def _read_small(self, pf: _PendingFile) -> None:
-        """In a worker: read, hash, deduplicate and store a small file, then mark it done."""
-        assert pf.read is not None
+        """In a worker: read, hash, deduplicate and store a small file."""
         try:
             self._read(pf, False, lambda chunk: pf.results.append(self._store_chunk(None, chunk)))
-        except BaseException as exc:
-            pf.read.set_exception(exc)
-            return
-        pf.read.set_result(None)
+        except BaseException as exc:  # raised when its directory is finished, as a chunk's would be
+            pf.failed = exc
 
     def _submit(self, chunk: memoryview) -> Future[_ChunkResult]:
         fut: Future[_ChunkResult] = Future()
@@ -456,6 +470,9 @@ class Archiver:
             self._budget.release(size)
             raise
         task.add_done_callback(lambda _f: self._budget.release(size))
+        for item in batch:
+            if isinstance(item, _PendingFile):
+                item.task = task
 
     def _store_batch(self, batch: list[_Item]) -> None:
         for item in batch:
@@ -486,7 +503,15 @@ class Archiver:
 
     def _finish_ready(self) -> None:
         """Finish the oldest pending directories whose chunks are all done."""
-        while self._dirs and all(pf.done() for pf in self._dirs[0].files):
+        while self._dirs:
+            # Resumes where the last look stopped: the oldest directory is looked at after every
+            # directory scanned, and rescanning its files each time cost the scan ~1 s on 50,000 files.
+            d = self._dirs[0]
+            files = d.files
+            while d.done_upto < len(files) and files[d.done_upto].done():
+                d.done_upto += 1
+            if d.done_upto < len(files):
+                return
             self._finish_dir(self._dirs.popleft())
 
     def _finish_all(self, root: _PendingDir) -> bytes:
@@ -497,8 +522,11 @@ class Archiver:
 
     def _finish_dir(self, d: _PendingDir) -> None:
         for pf in d.files:
-            if pf.read is not None:
-                pf.read.result()
+            if pf.small:
+                assert pf.task is not None
+                pf.task.result()
+                if pf.failed is not None:
+                    raise pf.failed
                 self.summary.bytes_read += pf.bytes_read
                 if pf.unreadable:  # left out of the snapshot, as the scanning thread leaves such a file
                     d.nodes.remove(pf.node)
