@@ -60,6 +60,8 @@ INDEX_VERSION = 1
 # between them is at most READ_GAP bytes and the request at most READ_SPAN.
 READ_GAP = 64 * 1024
 READ_SPAN = 4 * 1024 * 1024
+# A pack's pieces reach the store in writes of about this size (_Stream).
+STREAM_WRITE = 1024 * 1024
 _INDEX_CONTEXT = b"index"
 _SNAPSHOT_CONTEXT = b"snapshot"
 
@@ -71,37 +73,85 @@ def _user() -> str:
         return str(os.getuid())
 
 
+class PooledRandom:
+    """os.urandom served from a per-thread pool refilled POOL bytes at a time.
+
+    Every blob sealed takes a 24-byte nonce: one getrandom per blob cost a GIL hand-off
+    each (~50,000 on a tree of small files). The bytes are the kernel's all the same; a
+    forked child drops the pools it inherited, so parent and child never share a nonce."""
+
+    POOL = 4096
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._local = threading.local()
+
+    def __call__(self, n: int) -> bytes:
+        if n > self.POOL:
+            return os.urandom(n)
+        local = self._local
+        pool: bytes = getattr(local, "pool", b"")
+        at: int = getattr(local, "at", 0)
+        if at + n > len(pool):
+            local.pool = pool = os.urandom(self.POOL)
+            at = 0
+        local.at = at + n
+        return pool[at:at + n]
+
+
+pooled_random = PooledRandom()
+
+
 class _Stream:
     """A pack written to the store as it fills (open_upload), and hashed on the way to its name.
 
     Only the pack's entries stay in memory: three 16 MiB packs used to (filling, queued, being
-    written). A failed write poisons the stream, so no later piece lands at a wrong offset."""
+    written). Small pieces are gathered into writes of STREAM_WRITE bytes: one write per 10 KiB
+    blob cost ~2 CPU s on 50,000 small files. A failed write poisons the stream, so no later
+    piece lands at a wrong offset."""
 
     def __init__(self, store: Store) -> None:
         self._upload = open_upload(store, FileType.DATA)
         self._hash = content_hasher()
         self._failed: BaseException | None = None
+        self._pieces: list[bytes | bytearray] = []
+        self._gathered = 0
 
     def write(self, piece: bytes | bytearray) -> None:
         if self._failed is not None:
             raise self._failed
+        self._pieces.append(piece)
+        self._gathered += len(piece)
+        if self._gathered >= STREAM_WRITE:
+            self._flush()
+
+    def _flush(self) -> None:
+        pieces, self._pieces, self._gathered = self._pieces, [], 0
+        if not pieces:
+            return
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         try:
-            self._upload.write(piece)
+            self._upload.write(data)
         except BaseException as exc:
             self._failed = exc
             self._upload.abort()
             raise
-        self._hash.update(piece)
+        self._hash.update(data)
 
     def commit(self) -> bytes:
         """Store the pack under its hash; returns the pack id."""
         if self._failed is not None:
             raise self._failed
+        self._flush()
         pack_id = bytes(self._hash.digest())
         self._upload.commit(pack_id.hex())
         return pack_id
 
     def abort(self) -> None:
+        self._pieces, self._gathered = [], 0
         self._upload.abort()
 
 
@@ -124,7 +174,7 @@ class _Packer:
 class Repository:
     def __init__(
         self, store: Store, keys: KeySet, config: RepoConfig, *,
-        cache_root: os.PathLike[str] | str | None = None, rand: Random = os.urandom,
+        cache_root: os.PathLike[str] | str | None = None, rand: Random = pooled_random,
         pack_size: int = PACK_SIZE, level: int = DEFAULT_LEVEL,
     ) -> None:
         self.store = store

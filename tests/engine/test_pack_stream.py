@@ -13,7 +13,7 @@ from peerbackup.core.crypto import KdfParams
 from peerbackup.core.objects import Kind
 from peerbackup.engine.backup import Archiver
 from peerbackup.engine.check import check
-from peerbackup.engine.repository import Repository
+from peerbackup.engine.repository import STREAM_WRITE, Repository
 from peerbackup.errors import StoreFull
 from peerbackup.storage.local import TMP_PREFIX, LocalStore
 from peerbackup.storage.memory import MemoryStore
@@ -32,14 +32,25 @@ def _temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.startswith(TMP_PREFIX)]
 
 
-def test_a_filling_pack_is_on_disk_not_in_memory(tmp_path: Path) -> None:
+def test_a_filling_pack_is_on_disk_not_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = LocalStore(tmp_path / "repo", fsync=False)
-    repo = _open(store, tmp_path)
+    repo = _open(store, tmp_path, pack_size=8 * STREAM_WRITE)
+    writes: list[int] = []
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
     rng = random.Random(3)
-    blobs = [rng.randbytes(20_000) for _ in range(10)]
+    blobs = [rng.randbytes(20_000) for _ in range(200)]
     sealed = sum(repo.add_blob(Kind.DATA, b)[1] for b in blobs)
     (tmp,) = _temp_files(store.root)
-    assert tmp.stat().st_size == sealed  # every sealed blob is written as it comes
+    # Every sealed blob is written as it comes, gathered into writes of about STREAM_WRITE bytes:
+    # less than one such write of the filling pack is in memory.
+    assert sealed - STREAM_WRITE < tmp.stat().st_size <= sealed
+    assert len(writes) <= sealed // STREAM_WRITE and min(writes) >= STREAM_WRITE
     assert list(store.list(FileType.DATA)) == []  # and nothing is a pack before it is finished
     repo.flush()
     assert _temp_files(store.root) == []
@@ -79,8 +90,8 @@ def test_a_full_disk_mid_pack_fails_the_backup_and_leaves_no_temp_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = LocalStore(tmp_path / "repo", fsync=False)
-    repo = _open(store, tmp_path)
-    repo.add_blob(Kind.DATA, b"first blob" * 100)
+    repo = _open(store, tmp_path, pack_size=8 * STREAM_WRITE)
+    repo.add_blob(Kind.DATA, os.urandom(STREAM_WRITE))  # one write of the pack
     real_write = os.write
     calls = {"n": 0}
 
@@ -92,7 +103,7 @@ def test_a_full_disk_mid_pack_fails_the_backup_and_leaves_no_temp_file(
 
     monkeypatch.setattr(os, "write", full)
     with pytest.raises(StoreFull):
-        repo.add_blob(Kind.DATA, b"second blob" * 100)
+        repo.add_blob(Kind.DATA, os.urandom(STREAM_WRITE))
     # The pack lost a piece: nothing more may be written after the gap, nor the pack stored.
     with pytest.raises(StoreFull):
         repo.add_blob(Kind.DATA, b"third blob" * 100)
@@ -106,8 +117,8 @@ def test_a_full_disk_mid_pack_fails_the_backup_and_leaves_no_temp_file(
 
 def test_close_after_a_failed_backup_removes_the_unfinished_pack(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "repo", fsync=False)
-    repo = _open(store, tmp_path)
-    repo.add_blob(Kind.DATA, os.urandom(5000))
+    repo = _open(store, tmp_path, pack_size=8 * STREAM_WRITE)
+    repo.add_blob(Kind.DATA, os.urandom(STREAM_WRITE))
     assert len(_temp_files(store.root)) == 1
     repo.close()  # no flush: the backup stopped
     assert _temp_files(store.root) == []
