@@ -91,6 +91,20 @@ def test_index_add_and_lookup(index: IndexCache) -> None:
     assert index.known_index_files() == {"idx1"}
 
 
+def test_index_a_pack_of_thousands_of_blobs_is_inserted_a_thousand_rows_a_statement(index: IndexCache) -> None:
+    # One statement per row handed the GIL to the backup's other threads and back at every row.
+    rng = random.Random(5)
+    es = [BlobEntry(Kind.DATA, rng.randbytes(32), n * 100, 100, 50) for n in range(2_500)]
+    inserts: list[str] = []
+    index._db.set_trace_callback(lambda sql: inserts.append(sql) if "INTO blobs" in sql else None)
+    index.add_packs([(PACK_A, es)], "idx1")
+    index._db.set_trace_callback(None)
+    assert len(inserts) == 3
+    assert index.lookup_many(e.id for e in es) == {e.id: (PACK_A, e) for e in es}
+    index.add_packs([(PACK_A, es[:10])], "idx1")  # again: ignored, not doubled
+    assert sorted(index.pack_entries(PACK_A), key=lambda e: e.offset) == es
+
+
 def test_index_tree_blobs_keep_their_kind(index: IndexCache) -> None:
     index.add_packs([(PACK_A, entries(4, kind=Kind.TREE))], "idx1")
     found = index.lookup(bid(4))
