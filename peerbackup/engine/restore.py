@@ -4,11 +4,11 @@ Nothing is ever written outside the target: every name is checked before use,
 names must be unique within a directory, files are opened with O_NOFOLLOW, an
 existing symlink where a directory belongs is replaced rather than followed,
 and symlinks from the snapshot are created last, after all data is written.
-File contents are written by a pool of workers, each chunk verified against its
+File contents are written by worker threads, each chunk verified against its
 keyed id before it is written: files up to SMALL_FILE whole, in windows of a few
-MiB handed to one worker at a time, their chunks read pack range by pack range
+MiB, by one thread of their own, their chunks read pack range by pack range
 (a hand-off or a read per 10 KiB file cost more than writing it); larger files
-in segments.
+in segments, by a pool.
 """
 
 from __future__ import annotations
@@ -354,12 +354,18 @@ class Restorer:
             if fut.exception() is not None:
                 failures.append(fut.exception())  # type: ignore[arg-type]
 
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool:
+        # Windows of small files are read and written by one thread of their own, large files'
+        # segments by the pool: every small file is a handful of system calls, each handing the GIL
+        # to the other threads and back. On 50,724 small files into tmpfs: windows by the pool of
+        # three, 5.9 s and 8.5 CPU s; by one thread, 4.7 s and 5.5 CPU s; read by the pool and
+        # written by one thread, 5.3-5.9 s and 7.1-7.9 CPU s.
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool, \
+                ThreadPoolExecutor(1, thread_name_prefix="restore-small") as small:
             for fn, arg in tasks():
                 slots.acquire()
                 if failures:
                     break
-                pool.submit(fn, arg).add_done_callback(done)
+                (small if fn == self._write_window else pool).submit(fn, arg).add_done_callback(done)
         if failures:
             raise failures[0]
 
