@@ -58,8 +58,9 @@ _ROWS_PER_INSERT = 1000
 
 
 @functools.lru_cache(maxsize=8)
-def _insert_blobs(rows: int) -> str:
-    return "INSERT OR IGNORE INTO blobs VALUES " + ",".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+def _insert_rows(table: str, rows: int, columns: int, verb: str = "INSERT") -> str:
+    row = "(" + ", ".join(["?"] * columns) + ")"
+    return f"{verb} INTO {table} VALUES " + ",".join([row] * rows)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -204,7 +205,7 @@ class IndexCache:
                     )
                     for at in range(0, len(entries), _ROWS_PER_INSERT):
                         rows = entries[at:at + _ROWS_PER_INSERT]
-                        db.execute(_insert_blobs(len(rows)), [
+                        db.execute(_insert_rows("blobs", len(rows), 6, "INSERT OR IGNORE"), [
                             v for e in rows for v in (e.id, pack_id, int(e.kind), e.offset, e.length, e.raw_length)
                         ])
                     self._bloom.add_many(e.id for e in entries)
@@ -384,6 +385,7 @@ class FileCache:
         self._loaded: dict[bytes, dict[bytes, tuple[int, int, int, int, bytes, bytes, str, int, bytes | None]]] = {}
         # Paths check() found unchanged, stamped with this epoch and young: touch() need not write them.
         self._fresh: set[bytes] = set()
+        self._spilled = False  # updates wait in temp.pending (_spill)
 
     def close(self) -> None:
         self._db.close()
@@ -466,12 +468,35 @@ class FileCache:
         directory, _, name = path.rpartition(b"/")
         self._updates.append((directory, name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, b"".join(content),
                               self.gen, packed, self.epoch, b"".join(_HOLE.pack(o, n) for o, n in holes or ())))
+        if len(self._updates) >= _ROWS_PER_INSERT:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Move the updates held in memory to a temporary table (SQLite's temp file): ~500 bytes
+        an entry for every file of a first backup made the largest part of its peak memory beyond
+        the interpreter's. The main table sees them only at commit(), as before."""
+        rows, self._updates = self._updates, []
+        with self._lock:
+            if not self._spilled:
+                self._db.execute("CREATE TEMP TABLE IF NOT EXISTS pending AS SELECT * FROM main.files WHERE 0")
+                self._db.execute("DELETE FROM temp.pending")
+                self._spilled = True
+            for at in range(0, len(rows), _ROWS_PER_INSERT):
+                part = rows[at:at + _ROWS_PER_INSERT]
+                self._db.execute(_insert_rows("temp.pending", len(part), len(part[0])),
+                                 [v for row in part for v in row])
 
     def commit(self) -> None:
         """Write what this backup learnt; called only once its snapshot is saved."""
+        if self._spilled and self._updates:
+            self._spill()
         with self._lock:
             db = self._db
             db.execute("BEGIN")
+            if self._spilled:  # in the order update() was called: a later row replaces an earlier one
+                db.execute("INSERT OR REPLACE INTO main.files SELECT * FROM temp.pending ORDER BY rowid")
+                db.execute("DELETE FROM temp.pending")
+                self._spilled = False
             db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._updates)
             db.executemany(
                 "UPDATE files SET gen=?, epoch=? WHERE dir=? AND name=? AND (gen < ? OR epoch IS NOT ?)", self._touched

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -630,3 +631,32 @@ def test_file_cache_does_not_even_ask_to_renew_a_young_verified_entry(files_path
         fc.close()
         assert any(q.startswith("UPDATE files") for q in statements) == renewed, epoch
     assert FileCache(files_path, "e2").check(b"/d/f", stat())[3]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(updates=st.lists(st.tuples(st.integers(0, 30), st.integers(1, 250)), max_size=60),
+       commit=st.booleans())
+def test_file_cache_updates_held_outside_memory_become_visible_only_at_commit_last_one_winning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, updates: list[tuple[int, int]], commit: bool
+) -> None:
+    # A first backup's updates are spilled to a temporary table as they come (every 7 here):
+    # memory stays bounded, and what the cache says is unchanged: nothing before commit, nothing
+    # from a backup that never commits, and the last update of a path is the one kept.
+    monkeypatch.setattr("peerbackup.storage.cache._ROWS_PER_INSERT", 7)
+    path = Path(tempfile.mkdtemp(dir=tmp_path)) / "files.sqlite"  # one per example
+    fc = FileCache(path)
+    for name, content in updates:
+        fc.update(b"/d/f%d" % name, stat(), [bid(content)])
+        assert len(fc._updates) < 7
+        assert fc.lookup(b"/d/f%d" % name, stat()) is None
+    if commit:
+        fc.commit()
+    fc.close()
+    fc = FileCache(path)
+    try:
+        last = {name: content for name, content in updates}
+        for name in range(31):
+            expected = [bid(last[name])] if commit and name in last else None
+            assert fc.lookup(b"/d/f%d" % name, stat()) == expected
+    finally:
+        fc.close()
