@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import ifaddr
 from aiohttp import web
 
 from peerbackup import __version__
@@ -29,10 +28,11 @@ from peerbackup.core.certs import DeleteGrant
 from peerbackup.core.logstate import MEMBER_ADD
 from peerbackup.core.settings import Settings
 from peerbackup.daemon import metrics
+from peerbackup.daemon.addresses import DEFAULT_PORT, format_address, local_ipv4, parse_address
 from peerbackup.daemon.admin import AdminApi
 from peerbackup.daemon.disk import DiskWatch
 from peerbackup.engine.repository import Repository
-from peerbackup.errors import DiskFull, DuplicatePeer, NotAdmin, PeerBackupError, StartError, UsageError
+from peerbackup.errors import DiskFull, DuplicatePeer, NotAdmin, PeerBackupError, StartError
 from peerbackup.logs import event
 from peerbackup.net.client import PeerClient
 from peerbackup.net.discovery import Discovery, ServiceHint
@@ -69,33 +69,6 @@ from peerbackup.office.replication.service import LogService
 from peerbackup.storage.eventlog import EventStore
 from peerbackup.storage.holder import Holder
 from peerbackup.storage.store import FileType
-
-DEFAULT_PORT = 7420
-
-
-def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, str(default_port)
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise UsageError(f"{text!r} is not HOST:PORT")
-    return host, int(port)
-
-
-def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def local_ipv4() -> list[str]:
-    """This machine's IPv4 addresses, loopback last: what a 0.0.0.0 listener is reachable on."""
-    ips: list[str] = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str) and ip.ip not in ips:
-                ips.append(ip.ip)
-    return sorted(ips, key=lambda ip: ip.startswith("127.")) or ["127.0.0.1"]
-
 
 NODE_DELETE_GRANT = "node.delete_grant"  # logged: who was allowed to delete from which node, until when
 DELETE_GRANT_VALIDITY = 6 * 3600
