@@ -30,7 +30,7 @@ from peerbackup.office.membership.home import Home
 from peerbackup.office.peerstore.client import LoopThread, StoragePeer, StoreClient
 from peerbackup.office.peerstore.store import PeerStore, open_config
 
-ADHOC_TIMEOUT = 120.0  # the daemon waits up to 2 leases (at most service.ADHOC_WAIT) for a coordinator
+ADHOC_TIMEOUT = 120.0  # the daemon waits up to 2 leases (at most daemon/controls.py ADHOC_WAIT) for a coordinator
 
 
 @dataclass

@@ -19,13 +19,15 @@ from aiohttp import web
 
 from peerbackup.core.certs import DEFAULT_RANK, DEFAULT_ROLES, ROLES
 from peerbackup.core.identity import normalise_peer_id
-from peerbackup.core.nodes import Dataset
+from peerbackup.core.nodes import Dataset, Node
 from peerbackup.core.schedule import Schedule
 from peerbackup.core.settings import parse_duration
 from peerbackup.daemon import metrics
 from peerbackup.daemon.alerting import Alerting
+from peerbackup.daemon.controls import Controls
 from peerbackup.daemon.dashboard import Dashboard
 from peerbackup.daemon.httpjson import json_body
+from peerbackup.daemon.view import DaemonView
 from peerbackup.errors import FormatError, PeerBackupError, UsageError
 from peerbackup.office.membership.home import TOKEN_HEADER
 
@@ -39,9 +41,10 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 class AdminApi:
-    def __init__(self, token: str, daemon: Any) -> None:
+    def __init__(self, token: str, view: DaemonView, controls: Controls) -> None:
         self.token = token
-        self.daemon = daemon  # peerbackup.daemon.service.Daemon; Any to keep imports one-way
+        self.view = view  # what it answers
+        self.controls = controls  # what it acts through
         self.port = 0
 
     def app(self) -> web.Application:
@@ -75,8 +78,8 @@ class AdminApi:
         app.router.add_post("/v1/storage/repair", self.repair_now)
         app.router.add_post("/v1/storage/scrub", self.scrub_now)
         app.router.add_get("/v1/metrics", self.metrics)
-        Dashboard(self.daemon).register(app)
-        Alerting(self.daemon).register(app)
+        Dashboard(self.view, self.controls).register(app)
+        Alerting(self.view, self.controls).register(app)
         return app
 
     @web.middleware
@@ -95,17 +98,17 @@ class AdminApi:
             return _error(409, type(exc).__name__, str(exc))
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.daemon.status())
+        return web.json_response(self.view.status())
 
     async def peers(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.daemon.peers())
+        return web.json_response(await self.view.peers())
 
     async def office_log(self, request: web.Request) -> web.Response:
         log = request.query.get("log", "office")
-        return web.json_response(self.daemon.logs.listing(log))
+        return web.json_response(self.view.logs.listing(log))
 
     async def node_list(self, request: web.Request) -> web.Response:
-        nodes = self.daemon.nodes
+        nodes = self.view.nodes
         listed = nodes.removed() if request.query.get("removed") else nodes.nodes()
         return web.json_response([nodes.describe(n) for _, n in sorted(listed.items())])
 
@@ -118,19 +121,19 @@ class AdminApi:
 
     async def node_remove(self, request: web.Request) -> web.Response:
         name, _ = await self._node_name(request)
-        return web.json_response(self.daemon.nodes.describe(await self.daemon.nodes.remove(name)))
+        return web.json_response(self.controls.nodes.describe(await self.controls.nodes.remove(name)))
 
     async def node_restore(self, request: web.Request) -> web.Response:
         name, _ = await self._node_name(request)
-        return web.json_response(self.daemon.nodes.describe(await self.daemon.nodes.restore(name)))
+        return web.json_response(self.controls.nodes.describe(await self.controls.nodes.restore(name)))
 
     async def node_add(self, request: web.Request) -> web.Response:
         obj = await json_body(request)
         name, replicas = obj.get("node"), obj.get("replicas", 2)
         if not isinstance(name, str) or not isinstance(replicas, int) or isinstance(replicas, bool):
             raise UsageError("give the node name and an integer replicas")
-        node = await self.daemon.nodes.add(name, replicas)
-        return web.json_response(self.daemon.nodes.describe(node))
+        node = await self.controls.nodes.add(name, replicas)
+        return web.json_response(self.controls.nodes.describe(node))
 
     async def _node_agents(self, request: web.Request) -> tuple[str, list[str]]:
         obj = await json_body(request)
@@ -144,22 +147,23 @@ class AdminApi:
             raise UsageError(str(exc)) from None
 
     async def grant(self, request: web.Request) -> web.Response:
-        return await self._each_agent(request, self.daemon.nodes.grant)
+        return await self._each_agent(request, self.controls.nodes.grant)
 
     async def revoke(self, request: web.Request) -> web.Response:
-        return await self._each_agent(request, self.daemon.nodes.revoke)
+        return await self._each_agent(request, self.controls.nodes.revoke)
 
-    async def _each_agent(self, request: web.Request, change: Callable[[str, str], Awaitable[Any]]) -> web.Response:
+    async def _each_agent(self, request: web.Request, change: Callable[[str, str], Awaitable[Node]]) -> web.Response:
         name, agents = await self._node_agents(request)
         wait = (await json_body(request)).get("wait", 0)
         if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 300:
             raise UsageError("wait: seconds, 0 to 300")
-        node = None
+        node: Node | None = None
         for agent in agents:
             node = await change(name, agent)
-        out = self.daemon.nodes.describe(node)
+        assert node is not None  # _node_agents refuses an empty list
+        out = self.controls.nodes.describe(node)
         if wait:  # until the change has reached every live member (NodeService.spread)
-            out.update(await self.daemon.nodes.spread(float(wait)))
+            out.update(await self.controls.nodes.spread(float(wait)))
         return web.json_response(out)
 
     async def invite(self, request: web.Request) -> web.Response:
@@ -176,7 +180,7 @@ class AdminApi:
         valid_for = parse_duration(expires)
         if not 0 < valid_for <= MAX_INVITE_VALIDITY:
             raise UsageError("an invite lasts more than 0 s and at most 7 days")
-        token = await self.daemon.admissions.create_invite(tuple(roles), rank, valid_for)
+        token = await self.controls.admissions.create_invite(tuple(roles), rank, valid_for)
         return web.json_response({"token": token.encode(), "office": token.office, "addresses": list(token.addresses),
                                   "expires": token.expires, "roles": roles, "rank": rank})
 
@@ -189,7 +193,7 @@ class AdminApi:
             peer_id = normalise_peer_id(peer)
         except FormatError as exc:
             raise UsageError(str(exc)) from None
-        await self.daemon.admissions.remove_peer(peer_id, str(obj.get("reason", ""))[:200])
+        await self.controls.admissions.remove_peer(peer_id, str(obj.get("reason", ""))[:200])
         return web.json_response({"removed": peer_id})
 
 
@@ -206,28 +210,28 @@ class AdminApi:
             raise UsageError(str(exc)) from None
         dataset = Dataset(path, peers, tuple(str(x) for x in exclude))
         if not allow_missing:  # the agents are asked whether it is there (office/nodes/probe.py)
-            await self.daemon.probe.check(node, dataset)
-        out = await self.daemon.nodes.add_dataset(node, dataset)
-        return web.json_response(self.daemon.nodes.describe(out))
+            await self.controls.probe.check(node, dataset)
+        out = await self.controls.nodes.add_dataset(node, dataset)
+        return web.json_response(self.controls.nodes.describe(out))
 
     async def node_purge(self, request: web.Request) -> web.Response:
         name, _ = await self._node_name(request)
-        return web.json_response(await self.daemon.purge_node(name))
+        return web.json_response(await self.controls.access.purge_node(name))
 
     async def dataset_remove(self, request: web.Request) -> web.Response:
         name, obj = await self._node_name(request)
         path = obj.get("path")
         if not isinstance(path, str):
             raise UsageError("give the node and the data set's path")
-        return web.json_response(self.daemon.nodes.describe(await self.daemon.nodes.remove_dataset(name, path)))
+        return web.json_response(self.controls.nodes.describe(await self.controls.nodes.remove_dataset(name, path)))
 
     async def schedule_state(self, request: web.Request) -> web.Response:
         name, obj = await self._node_name(request)
         schedule_id = obj.get("id")
         if not isinstance(schedule_id, str):
             raise UsageError("give the node and the schedule's id")
-        node = await self.daemon.nodes.schedule_state(name, schedule_id, request.match_info["action"])
-        return web.json_response(self.daemon.nodes.describe(node))
+        node = await self.controls.nodes.schedule_state(name, schedule_id, request.match_info["action"])
+        return web.json_response(self.controls.nodes.describe(node))
 
     async def schedule_add(self, request: web.Request) -> web.Response:
         obj = await json_body(request)
@@ -238,7 +242,7 @@ class AdminApi:
                           retries=int(obj.get("retries", 3)), retry_delay=float(obj.get("retry_delay", 600)))
         except (KeyError, TypeError, ValueError):
             raise UsageError("give node and cron or every, with numbers in seconds") from None
-        node, added = await self.daemon.nodes.add_schedule(sc.node, sc)
+        node, added = await self.controls.nodes.add_schedule(sc.node, sc)
         return web.json_response({"node": node.name, "schedule": dataclasses.asdict(added)})
 
     async def policy(self, request: web.Request) -> web.Response:
@@ -246,7 +250,7 @@ class AdminApi:
         node, keep = obj.get("node"), obj.get("keep")
         if not isinstance(node, str) or not isinstance(keep, dict):
             raise UsageError("give node and keep")
-        out = await self.daemon.nodes.set_policy(node, keep)
+        out = await self.controls.nodes.set_policy(node, keep)
         return web.json_response({"node": out.name, "policy": out.policy})
 
     async def agent_run(self, request: web.Request) -> web.Response:
@@ -255,8 +259,8 @@ class AdminApi:
         if not isinstance(node, str):
             raise UsageError("give the node name")
         job = f"here-{secrets.token_hex(6)}"
-        token = await self.daemon.jobs.actas.act_as(node, job) if self.daemon.needs_act_as(node) else b""
-        rec = await self.daemon.agent.run(node, job, token)
+        token = await self.controls.jobs.actas.act_as(node, job) if self.controls.access.needs_act_as(node) else b""
+        rec = await self.controls.agent.run(node, job, token)
         return web.json_response(dataclasses.asdict(rec))
 
     async def backup_now(self, request: web.Request) -> web.Response:
@@ -264,7 +268,7 @@ class AdminApi:
         node = obj.get("node")
         if not isinstance(node, str):
             raise UsageError("give the node name")
-        return web.json_response(await self.daemon.jobs.request(node))
+        return web.json_response(await self.controls.jobs.request(node))
 
     async def restored(self, request: web.Request) -> web.Response:
         obj = await json_body(request)
@@ -273,20 +277,20 @@ class AdminApi:
             raise UsageError("give the node name")
         fields = {k: obj[k] for k in ("snapshot", "target", "files", "bytes", "errors")
                   if isinstance(obj.get(k), (str, int)) and not isinstance(obj.get(k), bool)}
-        await self.daemon.jobs.log_restore(node, fields)
+        await self.controls.jobs.log_restore(node, fields)
         return web.json_response({"logged": True})
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=await metrics.render(self.daemon), headers={"Content-Type": metrics.CONTENT_TYPE})
+        return web.Response(body=await metrics.render(self.view), headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def jobs(self, request: web.Request) -> web.Response:
         # What this peer runs as an agent, and every running job as the coordinator hears its heartbeats.
-        return web.json_response({"here": [dataclasses.asdict(r) for r in self.daemon.agent.jobs.values()],
-                                  "running": await self.daemon.jobs.running_anywhere()})
+        return web.json_response({"here": [dataclasses.asdict(r) for r in self.controls.agent.jobs.values()],
+                                  "running": await self.view.jobs.running_anywhere()})
 
     async def store_access(self, request: web.Request) -> web.Response:
         # The node's keys go to the home's owner only (token), who can read identity.key anyway.
-        return web.json_response(await self.daemon.store_access(request.query.get("node", "")))
+        return web.json_response(await self.controls.access.store_access(request.query.get("node", "")))
 
     async def store_backup(self, request: web.Request) -> web.Response:
         # `repo backup --repo office:NODE`: the access, and on an agent the act-as token of a job of the node.
@@ -294,14 +298,14 @@ class AdminApi:
         node, paths = obj.get("node"), obj.get("paths")
         if not isinstance(node, str) or not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise UsageError("give the node name and the paths backed up")
-        return web.json_response(await self.daemon.store_access(node, backup=paths))
+        return web.json_response(await self.controls.access.store_access(node, backup=paths))
 
     async def store_backup_end(self, request: web.Request) -> web.Response:
         obj = await json_body(request)
         node, job = obj.get("node"), obj.get("job")
         if not isinstance(node, str) or not isinstance(job, str):
             raise UsageError("give the node name and the job")
-        await self.daemon.adhoc.end(node, job, obj)
+        await self.controls.adhoc.end(node, job, obj)
         return web.json_response({"logged": True})
 
     async def delete_grant(self, request: web.Request) -> web.Response:
@@ -309,16 +313,16 @@ class AdminApi:
         node = obj.get("node")
         if not isinstance(node, str):
             raise UsageError("give the node name")
-        return web.json_response({"grant": (await self.daemon.delete_grant(node)).hex()})
+        return web.json_response({"grant": (await self.controls.access.delete_grant(node)).hex()})
 
     async def storage(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.daemon.storage_report())
+        return web.json_response(await self.view.storage_report())
 
     async def repair_now(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.daemon.repair.run_once())
+        return web.json_response(await self.controls.repair.run_once())
 
     async def scrub_now(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.daemon.repair.scrub_once())
+        return web.json_response(await self.controls.repair.scrub_once())
 
 
 def dumps(obj: Any) -> str:

@@ -29,7 +29,9 @@ from peerbackup.core.events import Event
 from peerbackup.core.jobs import BACKUP, DONE, FAILED, PARTIAL
 from peerbackup.core.retention import Policy
 from peerbackup.core.schedule import next_slot
+from peerbackup.daemon.controls import Controls
 from peerbackup.daemon.httpjson import json_body
+from peerbackup.daemon.view import DaemonView
 from peerbackup.errors import PeerBackupError, UsageError
 from peerbackup.logs import event
 from peerbackup.office.peerstore.reader import NodeReader, clean_path, inside
@@ -44,9 +46,10 @@ def static_file(name: str) -> bytes:
 
 
 class Dashboard:
-    def __init__(self, daemon: Any) -> None:
-        self.daemon = daemon  # peerbackup.daemon.service.Daemon
-        self.log: logging.Logger = daemon.log
+    def __init__(self, view: DaemonView, controls: Controls) -> None:
+        self.view = view
+        self.controls = controls
+        self.log: logging.Logger = view.log
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/", self.root)
@@ -84,7 +87,7 @@ class Dashboard:
     # ---- what the pages show ----------------------------------------------------------------
 
     async def nodes(self, request: web.Request) -> web.Response:
-        d = self.daemon
+        d = self.view
         now = d.clock()
         out = []
         for name, node in sorted(d.nodes.nodes().items()):
@@ -113,10 +116,10 @@ class Dashboard:
 
     async def job(self, request: web.Request) -> web.Response:
         job = request.query.get("job", "")
-        for name in sorted(self.daemon.nodes.nodes()):
-            if job in self.daemon.jobs.job_states(name):
+        for name in sorted(self.view.nodes.nodes()):
+            if job in self.view.jobs.job_states(name):
                 return web.json_response({"job": job, "node": name})
-        running = (await self.daemon.jobs.running_anywhere()).get(job)
+        running = (await self.view.jobs.running_anywhere()).get(job)
         if running:
             return web.json_response({"job": job, "node": running["node"]})
         raise UsageError(f"no job {job!r} in any backup node's log")
@@ -125,7 +128,7 @@ class Dashboard:
 
     @contextlib.asynccontextmanager
     async def _reader(self, node: str) -> AsyncIterator[NodeReader]:
-        repo = await self.daemon.open_node_repo(node)
+        repo = await self.controls.access.open_node_repo(node)
         reader = NodeReader(repo)
         try:
             yield reader
@@ -134,13 +137,13 @@ class Dashboard:
 
     def _node_arg(self, request: web.Request) -> str:
         node = request.query.get("node", "")
-        if node not in self.daemon.nodes.nodes():
+        if node not in self.view.nodes.nodes():
             raise UsageError(f"no backup node named {node!r}")
         return node
 
     async def snapshots(self, request: web.Request) -> web.Response:
         name = self._node_arg(request)
-        node = self.daemon.nodes.nodes()[name]
+        node = self.view.nodes.nodes()[name]
         policy = Policy.of_node(node.policy)
         async with self._reader(name) as r:
             return web.json_response(await asyncio.to_thread(r.snapshots, policy, set(node.datasets)))
@@ -150,7 +153,7 @@ class Dashboard:
         async with self._reader(node) as r:
             entries = await asyncio.to_thread(r.listing, snap, path)
         return web.json_response({"path": clean_path(path), "entries": [e.to_json() for e in entries],
-                                  "restore_root": str(self.daemon.restore_root())})
+                                  "restore_root": str(self.view.restore_root())})
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         """A file as it is, a folder as a .tar: to the browser, never written anywhere else."""
@@ -158,7 +161,7 @@ class Dashboard:
         name = os.path.basename(clean_path(path)) or "snapshot"
         async with self._reader(node) as r:
             if await asyncio.to_thread(r.is_dir, snap, path):
-                scratch = self.daemon.home.file("cache") / "ui-downloads"
+                scratch = self.view.home.file("cache") / "ui-downloads"
                 scratch.mkdir(parents=True, exist_ok=True)
                 tar = await asyncio.to_thread(r.tar, snap, path, scratch)
                 try:
@@ -187,7 +190,7 @@ class Dashboard:
                         break
                     await resp.write(piece)
         await resp.write_eof()
-        await self.daemon.jobs.log_restore(node, {"snapshot": snap, "target": f"download:{clean_path(path)}"})
+        await self.controls.jobs.log_restore(node, {"snapshot": snap, "target": f"download:{clean_path(path)}"})
         return resp
 
     async def restore(self, request: web.Request) -> web.Response:
@@ -199,15 +202,15 @@ class Dashboard:
         no_sparse = obj.get("no_sparse", False)  # write the zeros of holes (a file system without holes)
         if not isinstance(no_sparse, bool):
             raise UsageError("no_sparse is true or false")
-        if node not in self.daemon.nodes.nodes():
+        if node not in self.view.nodes.nodes():
             raise UsageError(f"no backup node named {node!r}")
-        root = self.daemon.restore_root()
+        root = self.view.restore_root()
         dest = inside(root, target if os.path.isabs(target) else str(root / target))
         async with self._reader(node) as r:
             snap_id, stats = await asyncio.to_thread(r.restore, snap, path, dest, not no_sparse)
         fields = {"snapshot": snap_id, "target": str(dest), "files": stats.files, "bytes": stats.bytes,
                   "errors": len(stats.errors)}
-        await self.daemon.jobs.log_restore(node, fields)
+        await self.controls.jobs.log_restore(node, fields)
         return web.json_response({**fields, "path": clean_path(path), "messages": stats.errors[:20]})
 
     # ---- the live stream ------------------------------------------------------------------------
@@ -222,18 +225,18 @@ class Dashboard:
             with contextlib.suppress(asyncio.QueueFull):  # a stalled browser loses events, never the daemon
                 queue.put_nowait(ev)
 
-        self.daemon.logs.listeners.append(on_event)
+        self.view.logs.listeners.append(on_event)
         last_peers: Any = None
         last_beat = time.monotonic()
         try:
             while True:
                 try:
-                    jobs = await self.daemon.jobs.running_anywhere(max_age=STREAM_JOBS_AGE)
+                    jobs = await self.view.jobs.running_anywhere(max_age=STREAM_JOBS_AGE)
                 except PeerBackupError as exc:
                     jobs = {}
                     event(self.log, "ui.jobs_unavailable", logging.DEBUG, reason=str(exc))
                 await _send(resp, "jobs", jobs)
-                peers = [(p["peer_id"], p["state"], p["coordinator"]) for p in await self.daemon.peers()]
+                peers = [(p["peer_id"], p["state"], p["coordinator"]) for p in await self.view.peers()]
                 if peers != last_peers:
                     last_peers = peers
                     await _send(resp, "peers", {"peers": peers})
@@ -243,18 +246,18 @@ class Dashboard:
                         ev = await asyncio.wait_for(queue.get(), timeout=left)
                     except TimeoutError:
                         break
-                    await _send(resp, "event", {**self.daemon.logs.describe(ev, names()), "log": ev.log})
+                    await _send(resp, "event", {**self.view.logs.describe(ev, names()), "log": ev.log})
                 if time.monotonic() - last_beat > HEARTBEAT:
                     await resp.write(b": still here\n\n")
                     last_beat = time.monotonic()
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
-            self.daemon.logs.listeners.remove(on_event)
+            self.view.logs.listeners.remove(on_event)
         return resp
 
     def _names(self) -> dict[str, str]:
-        return {p: c.name for p, c in self.daemon.logs.state.certs.items()}
+        return {p: c.name for p, c in self.view.logs.state.certs.items()}
 
 
 async def _send(resp: web.StreamResponse, kind: str, obj: Any) -> None:

@@ -10,7 +10,6 @@ figures name nodes and peers and count bytes, nothing more.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from peerbackup.core.jobs import BACKUP, DONE, FAILED, PARTIAL
 from peerbackup.core.nodelog import JOB_FAILED, JOB_UNSENT, node_log
+from peerbackup.daemon.view import DaemonView
 from peerbackup.errors import PeerBackupError
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -37,18 +37,28 @@ def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=labels)
 
 
-async def render(daemon: Any) -> bytes:
+async def render(view: DaemonView) -> bytes:
     """The exposition text of this peer's view of the office."""
-    coordinator, term = daemon.coordination.status()
-    me = daemon.ident.peer_id
-    fams: list[Metric] = []
+    coordinator, term = view.coordinator()
+    fams = await _peer_families(view)
+    fams.append(GaugeMetricFamily("peerbackup_coordinator_term", "the coordinator's term as this peer knows it",
+                                  value=float(term or 0)))
+    fams.append(GaugeMetricFamily("peerbackup_is_coordinator", "1 on the coordinator",
+                                  value=1.0 if coordinator == view.ident.peer_id else 0.0))
+    fams += await _node_families(view)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Frozen(fams))
+    return generate_latest(registry)
+
+
+async def _peer_families(view: DaemonView) -> list[Metric]:
     up = _gauge("peerbackup_peer_up", "1 if the peer is alive as seen from here", ["peer", "name"])
     used = _gauge("peerbackup_peer_storage_used_bytes", "bytes a storage peer holds for the office", ["peer", "name"])
     quota = _gauge("peerbackup_peer_storage_quota_bytes", "a storage peer's quota (absent: none)", ["peer", "name"])
-    for p in await daemon.peers():
+    for p in await view.peers():
         up.add_metric([p["peer_id"], p["name"]], 1.0 if p["state"] == "alive" else 0.0)
     try:
-        report = await daemon.storage_report()
+        report = await view.storage_report()
     except PeerBackupError:
         report = {"peers": []}
     for row in report["peers"]:
@@ -56,13 +66,10 @@ async def render(daemon: Any) -> bytes:
             used.add_metric([row["peer_id"], row["name"]], float(row["used"]))
         if row.get("quota") is not None:
             quota.add_metric([row["peer_id"], row["name"]], float(row["quota"]))
-    fams += [up, used, quota]
+    return [up, used, quota]
 
-    fams.append(GaugeMetricFamily("peerbackup_coordinator_term", "the coordinator's term as this peer knows it",
-                                  value=float(term or 0)))
-    fams.append(GaugeMetricFamily("peerbackup_is_coordinator", "1 on the coordinator",
-                                  value=1.0 if coordinator == me else 0.0))
 
+async def _node_families(view: DaemonView) -> list[Metric]:
     last_ok = _gauge("peerbackup_node_last_success_timestamp_seconds", "end of the node's last successful backup",
                      ["node"])
     duration = _gauge("peerbackup_node_last_duration_seconds", "how long the node's last successful backup took",
@@ -77,9 +84,9 @@ async def render(daemon: Any) -> bytes:
     snapshots = _gauge("peerbackup_node_snapshots", "snapshots of the node in the peer store", ["node"])
     short = _gauge("peerbackup_node_under_replicated_files", "files of the node with fewer copies than wanted",
                    ["node"])
-    for name in sorted(daemon.nodes.nodes()):
-        events = daemon.logs.state.ordered(node_log(name))
-        jobs = daemon.jobs.job_states(name)
+    for name in sorted(view.nodes.nodes()):
+        events = view.logs.state.ordered(node_log(name))
+        jobs = view.jobs.job_states(name)
         ended = [st for st in jobs.values() if st.kind == BACKUP and st.state in (DONE, FAILED)]
         if ended:
             last_end = max(ended, key=lambda st: st.ended_ms).outcome
@@ -97,12 +104,9 @@ async def render(daemon: Any) -> bytes:
         failures.add_metric([name], float(sum(1 for ev in events if ev.kind in (JOB_FAILED, JOB_UNSENT)
                                               and ev.fields.get("job") in backup_jobs)))
         try:
-            scan = await daemon.node_scan(name)
+            scan = await view.node_scan(name)
         except PeerBackupError:
             continue
         snapshots.add_metric([name], float(scan["snapshots"]))
         short.add_metric([name], float(scan["under_replicated"]))
-    fams += [last_ok, duration, added, result, failures, snapshots, short]
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Frozen(fams))
-    return generate_latest(registry)
+    return [last_ok, duration, added, result, failures, snapshots, short]

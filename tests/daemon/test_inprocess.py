@@ -64,8 +64,8 @@ def test_two_daemons_in_one_loop_never_block(tmp_path: Path) -> None:
 
                 async def both_alive() -> bool:
                     assert b is not None
-                    pa = {p["name"]: p["state"] for p in await a.peers()}
-                    pb = {p["name"]: p["state"] for p in await b.peers()}
+                    pa = {p["name"]: p["state"] for p in await a.view.peers()}
+                    pb = {p["name"]: p["state"] for p in await b.view.peers()}
                     return pa.get("beta") == "alive" and pb.get("alpha") == "alive"
 
                 await _wait(both_alive, 10, "alpha and beta alive in each other's table")
@@ -73,7 +73,7 @@ def test_two_daemons_in_one_loop_never_block(tmp_path: Path) -> None:
 
                 async def dropped() -> bool:
                     assert b is not None
-                    return "beta" not in {p["name"] for p in await a.peers()} and \
+                    return "beta" not in {p["name"] for p in await a.view.peers()} and \
                         joined.ident.peer_id in b.peer_service.membership.revocations
 
                 await _wait(dropped, 10, "beta removed on both sides")

@@ -111,7 +111,7 @@ class Trio:
 
     async def peer(self, of: Daemon, who: Daemon) -> StoragePeer:
         """`who` as `of` sees it among the storage peers."""
-        return next(p for p in await of.storage_peers() if p.peer_id == who.ident.peer_id)
+        return next(p for p in await of.roster.storage_peers() if p.peer_id == who.ident.peer_id)
 
     def token(self, term: int, signer: Daemon | None = None, scope: str = "backup") -> bytes:
         key = (signer or self.alpha).ident.key
@@ -166,7 +166,7 @@ async def trio(tmp_path: Path, log: logging.Logger, gamma_home: Path | None = No
                 b.ident.peer_id in g.nodes.nodes()[NODE].agents
 
         async def all_alive() -> bool:
-            states = [p["state"] for d in (a, b, g) for p in await d.peers()]
+            states = [p["state"] for d in (a, b, g) for p in await d.view.peers()]
             return all(s == "alive" for s in states)
 
         await wait(in_step, 20, "the node and its grant on every peer")
@@ -421,7 +421,7 @@ def test_a_full_disk_refuses_writes_cleanly_reads_go_on_and_backups_pass_it_by(
             # alpha's backup (R = 2 of alpha, beta, gamma) passes gamma by, its lock removal included.
             src = tmp_path / "src"
             make_tree(src, 6, 300_000)
-            repo = await t.alpha.open_node_repo(NODE)
+            repo = await t.alpha.controls.access.open_node_repo(NODE)
             try:
                 await asyncio.to_thread(lambda: Archiver(repo, use_file_cache=False).backup([str(src)]))
             finally:
@@ -437,7 +437,7 @@ def test_a_full_disk_refuses_writes_cleanly_reads_go_on_and_backups_pass_it_by(
             assert not records.tracebacks(), [(r.name, r.getMessage()) for r in records.tracebacks()]
             # Its heartbeats go on both ways: the others still see it alive, and it sees them.
             for d in (t.alpha, g):
-                assert all(p["state"] == "alive" for p in await d.peers()), await d.peers()
+                assert all(p["state"] == "alive" for p in await d.view.peers()), await d.view.peers()
             await asyncio.to_thread(filler.unlink)
             await wait(lambda: bool(records.kinds("disk.ok", "gamma")), 20, "gamma saying its disk has room again")
             assert await put(t, g, more, t.token(t.term()))

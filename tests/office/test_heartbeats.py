@@ -66,7 +66,7 @@ def test_a_peer_that_does_not_answer_delays_only_its_own_heartbeat(tmp_path: Pat
         states = []
         try:
             until = loop.time() + 2.5
-            while loop.time() < until:  # the daemon's heartbeat loop (daemon/service.py _heartbeats)
+            while loop.time() < until:  # the daemon's heartbeat loop (daemon/rounds.py _heartbeats)
                 await service.heartbeat_round()
                 service.check_liveness()
                 states.append(service.liveness.state(FAST.peer_id, loop.time()))
