@@ -184,8 +184,11 @@ class Reader:
         wait_for(answers, 30, f"the daemon of {home} to answer")
 
     def follow(self, command: str, where: str) -> None:
+        # SIGINT as a terminal has it: a suite started in the background (`make test &`) hands its
+        # children SIGINT ignored, and the Ctrl-C below would then be lost.
         proc = subprocess.Popen(["bash", "-c", f"exec {command}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=self.env, start_new_session=True)
+                                env=self.env, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             time.sleep(FOLLOW_FOR)
             early = proc.poll()
