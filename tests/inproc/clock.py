@@ -1,0 +1,115 @@
+"""An asyncio event loop whose time is virtual: it jumps to the next timer whenever the loop is idle.
+
+The loop's `time()` (what `asyncio.sleep`, `asyncio.wait_for`, `asyncio.timeout` and aiohttp's timeouts
+read) is a number this loop owns. Each turn of the loop asks its selector to wait until the next timer;
+this loop's selector first waits a short REAL time (`grace`) for I/O, so loopback requests between
+daemons in the same loop land and are answered before time moves. When no I/O came and no work is out
+in a thread, the virtual time jumps by the whole wait: the next timer is due at once, and minutes of
+heartbeats, leases and timeouts pass in a few real seconds.
+
+Work out in a thread holds the clock still (real waiting, no jump), so a request is never timed out
+because SQLite took 20 real milliseconds:
+- `run_in_executor` (what `asyncio.to_thread` uses) counts its futures;
+- aiosqlite runs each connection in its own thread: `count_aiosqlite` wraps its `_execute` so each
+  query counts too while it is out.
+
+What still takes real time: the work itself (signing, SQLite, the engine's chunking), `grace` per jump,
+and anything blocking in another thread this loop does not know of (a thread of its own, a subprocess):
+there the clock may jump while the work is out, as if the machine were slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from typing import Any, TypeVar, TypeVarTuple
+
+import aiosqlite.core
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+GRACE = 0.002  # real seconds the loop waits for I/O before it lets virtual time jump
+
+
+class _SteppingSelector:
+    """The loop's selector, whose waits are real only for `grace`, then a jump of the virtual clock."""
+
+    def __init__(self, inner: selectors.BaseSelector, loop: VirtualClockLoop) -> None:
+        self._inner = inner
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is not None and timeout <= 0:
+            return self._inner.select(0)
+        while True:
+            events = self._inner.select(self._loop.grace)
+            if events:
+                return events
+            if self._loop.busy or timeout is None:
+                # Work is out in a thread, or no timer at all: only I/O (a thread's answer) can wake us.
+                continue
+            self._loop.jump(timeout)
+            return []
+
+    def __getattr__(self, name: str) -> Any:
+        # register, unregister, modify, get_key, get_map, close: the real selector's.
+        return getattr(self._inner, name)
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """A selector event loop on a virtual clock that starts at 0 (see the module docstring)."""
+
+    def __init__(self, grace: float = GRACE) -> None:
+        super().__init__()
+        self.grace = grace
+        self.busy = 0  # calls out in threads this loop waits for before it lets time jump
+        self.jumps = 0
+        self._virtual = 0.0
+        self._selector: Any = _SteppingSelector(self._selector, self)
+
+    def time(self) -> float:
+        return self._virtual
+
+    def jump(self, seconds: float) -> None:
+        self._virtual += seconds
+        self.jumps += 1
+
+    def run_in_executor(self, executor: Executor | None, func: Callable[[*Ts], T],
+                        *args: *Ts) -> asyncio.Future[T]:
+        fut = super().run_in_executor(executor, func, *args)
+        self.hold(fut)
+        return fut
+
+    def hold(self, fut: asyncio.Future[Any]) -> None:
+        """Keep the clock still until `fut` is done (its result comes from another thread)."""
+        self.busy += 1
+        fut.add_done_callback(self._release)
+
+    def _release(self, _fut: asyncio.Future[Any]) -> None:
+        self.busy -= 1
+
+
+@contextmanager
+def count_aiosqlite() -> Iterator[None]:
+    """While inside, each aiosqlite query holds a VirtualClockLoop's clock until it is answered."""
+    original = aiosqlite.core.Connection._execute
+
+    async def _execute(self: aiosqlite.core.Connection, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        if not isinstance(loop, VirtualClockLoop):
+            return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call,no-any-return]
+        loop.busy += 1
+        try:
+            return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call,no-any-return]
+        finally:
+            loop.busy -= 1
+
+    aiosqlite.core.Connection._execute = _execute  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        aiosqlite.core.Connection._execute = original  # type: ignore[method-assign]

@@ -1,0 +1,74 @@
+"""The coordinator election with three real daemons in one loop on a virtual clock, DEFAULT timings.
+
+Mirrors tests/daemon/test_election.py::test_one_coordinator_failover_and_return (real processes, FAST
+timings, wall-clock waits): here the lease is the product's 15 s and the failover is bounded in
+virtual seconds, not measured in real ones.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from peerbackup.core.settings import Settings
+from tests.inproc.harness import InprocOffice, Member, run_office
+
+SETTINGS = Settings()  # the product's defaults: heartbeat 2 s, dead 15 s, lease 15 s, renew 5 s
+
+
+def agreed(members: list[Member], who: Member) -> int | None:
+    """The term under which every running one of `members` follows `who`, or None."""
+    seen = {m.running.coordination.status() for m in members}
+    if len(seen) == 1:
+        holder, term = next(iter(seen))
+        if holder == who.peer_id and term is not None:
+            return term
+    return None
+
+
+def elected(members: list[Member]) -> list[tuple[int, str]]:
+    """Every (term, peer) a daemon logged it was elected under."""
+    return [(int(str(f["term"])), str(f["peer"])) for m in members for _t, what, f in m.events
+            if what == "coordinator.elected"]
+
+
+@pytest.mark.timeout(120)
+def test_one_coordinator_failover_within_lease_and_dead_and_return_under_a_higher_term(tmp_path: Path) -> None:
+    terms: dict[str, int] = {}
+    failover: list[float] = []
+
+    async def scenario(o: InprocOffice) -> None:
+        a = await o.init("alpha")
+        b = await o.join("beta", a, rank=10)
+        c = await o.join("gamma", a, rank=20)
+        everyone = [a, b, c]
+        terms["first"] = await o.until(lambda: agreed(everyone, a), 3 * SETTINGS.lease, "all three follow alpha")
+
+        await o.stop(a)  # no goodbye: its lease just stops being renewed
+        t0 = o.now()
+        terms["failover"] = await o.until(lambda: agreed([b, c], b), SETTINGS.lease + SETTINGS.dead,
+                                          "beta (next rank) takes over from the stopped alpha")
+        failover.append(o.now() - t0)
+        assert terms["failover"] > terms["first"]
+
+        await o.start(a)
+        terms["back"] = await o.until(lambda: agreed(everyone, a), 3 * SETTINGS.lease,
+                                      "the restarted alpha (best rank) takes the role back")
+        # It never goes back to its own old term: the term it holds now is above the one beta held.
+        assert terms["back"] > terms["failover"]
+        await o.advance(2 * SETTINGS.lease)  # and it keeps it: no flapping once settled
+        assert agreed(everyone, a) == terms["back"]
+
+        tokens = elected(everyone)
+        assert len(tokens) == len(set(tokens)), f"a term was claimed twice: {tokens}"
+        for m in everyone:
+            mine = [t for t, who in tokens if who == m.peer_id]
+            assert mine == sorted(set(mine)), f"{m.name} claimed terms out of order: {mine}"
+
+    t = time.monotonic()
+    office = run_office(tmp_path, scenario, SETTINGS)
+    real = time.monotonic() - t
+    print(f"election: {office.loop.time():.0f} virtual s in {real:.1f} real s ({office.loop.jumps} jumps), "
+          f"failover {failover[0]:.1f} virtual s, terms {terms}")
