@@ -7,21 +7,25 @@ daemons in the same loop land and are answered before time moves. When no I/O ca
 in a thread, the virtual time jumps by the whole wait: the next timer is due at once, and minutes of
 heartbeats, leases and timeouts pass in a few real seconds.
 
-Work out in a thread holds the clock still (real waiting, no jump), so a request is never timed out
-because SQLite took 20 real milliseconds:
+While work is out in a thread, the clock does not jump: it runs at the real rate (each real wait
+without I/O adds its real length), so a request is never timed out because SQLite took 20 real
+milliseconds, and a thread that waits for coroutines it handed to this loop (the agent's backup, whose
+peer store runs its transfers here) still sees their sleeps and timeouts expire, in real time.
+Work out in a thread is what the loop can count:
 - `run_in_executor` (what `asyncio.to_thread` uses) counts its futures;
 - aiosqlite runs each connection in its own thread: `count_aiosqlite` wraps its `_execute` so each
   query counts too while it is out.
 
-What still takes real time: the work itself (signing, SQLite, the engine's chunking), `grace` per jump,
-and anything blocking in another thread this loop does not know of (a thread of its own, a subprocess):
-there the clock may jump while the work is out, as if the machine were slow.
+What still takes real time: the work itself (signing, SQLite, the engine's chunking), virtual time
+while a thread works (at the real rate), `grace` per jump; and work this loop cannot count (a thread of
+its own, a subprocess): the clock may jump while it is out, as if that machine were slow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import selectors
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -46,13 +50,16 @@ class _SteppingSelector:
         if timeout is not None and timeout <= 0:
             return self._inner.select(0)
         while True:
-            events = self._inner.select(self._loop.grace)
+            began = time.monotonic()
+            events = self._inner.select(self._loop.grace if timeout is None else min(self._loop.grace, timeout))
             if events:
                 return events
-            if self._loop.busy or timeout is None:
-                # Work is out in a thread, or no timer at all: only I/O (a thread's answer) can wake us.
-                continue
-            self._loop.jump(timeout)
+            if timeout is None:
+                continue  # no timer at all: only I/O (a thread's answer) can wake us
+            if self._loop.busy:
+                self._loop.flow(min(time.monotonic() - began, timeout))  # real time, while a thread works
+            else:
+                self._loop.jump(timeout)
             return []
 
     def __getattr__(self, name: str) -> Any:
@@ -68,6 +75,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         self.grace = grace
         self.busy = 0  # calls out in threads this loop waits for before it lets time jump
         self.jumps = 0
+        self.flowed = 0.0  # virtual seconds that passed at the real rate, while a thread worked
         self._virtual = 0.0
         self._selector: Any = _SteppingSelector(self._selector, self)
 
@@ -75,8 +83,14 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         return self._virtual
 
     def jump(self, seconds: float) -> None:
+        """Idle: straight to the next timer."""
         self._virtual += seconds
         self.jumps += 1
+
+    def flow(self, seconds: float) -> None:
+        """Busy (a thread works): the real time that passed."""
+        self._virtual += seconds
+        self.flowed += seconds
 
     def run_in_executor(self, executor: Executor | None, func: Callable[[*Ts], T],
                         *args: *Ts) -> asyncio.Future[T]:
