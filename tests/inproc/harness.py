@@ -18,7 +18,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TypeVar, overload
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -31,8 +31,6 @@ from peerbackup.logs import LOGGER
 from peerbackup.office.membership.enrol import init_office, join_office, seed_state
 from peerbackup.office.membership.home import Home, Identity
 from tests.inproc.clock import VirtualClockLoop, count_aiosqlite
-
-T = TypeVar("T")
 
 POLL = 0.1  # virtual seconds between two looks of `until`: free in real time, fine enough for any timing
 INVITE_VALID = 600.0
@@ -52,6 +50,7 @@ class Member:
     log: logging.Logger
     events: list[tuple[float, str, dict[str, object]]] = field(default_factory=list)  # (virtual time, what, fields)
     port: int = 0  # kept across restarts, so the others' address book stays right
+    storage_quota: int | None = None  # bytes it keeps for others (DaemonOptions.storage_quota)
     daemon: Daemon | None = None
 
     @property
@@ -108,13 +107,7 @@ class InprocOffice:
         """Let `seconds` of virtual time pass, every daemon running its rounds meanwhile."""
         await asyncio.sleep(seconds)
 
-    @overload
-    async def until(self, pred: Callable[[], Awaitable[T | None]], within: float, what: str) -> T: ...
-
-    @overload
-    async def until(self, pred: Callable[[], T | None], within: float, what: str) -> T: ...
-
-    async def until(self, pred: Callable[[], object], within: float, what: str) -> object:
+    async def until(self, pred: Callable[[], object], within: float, what: str) -> Any:
         """The first true answer of `pred` (sync or async), looked at every POLL virtual seconds; fails
         with `what` if none came within `within` virtual seconds."""
         start = self.now()
@@ -140,17 +133,18 @@ class InprocOffice:
         self.members[name] = m
         return m
 
-    async def init(self, name: str) -> Member:
+    async def init(self, name: str, storage_quota: int | None = None) -> Member:
         """A new office with `name` as its first member (an admin), started."""
         home = Home(self.root / name)
         ident = await asyncio.to_thread(init_office, home, "Acme", name, b"pw", str(self.root / "kit"),
                                         KdfParams.weak(), self.rng.randbytes, int(self.epoch))
         m = self._member(name, ident, home)
+        m.storage_quota = storage_quota
         await self.start(m)
         return m
 
-    async def join(self, name: str, inviter: Member, rank: int,
-                   roles: tuple[str, ...] = COORDINATOR_ROLES) -> Member:
+    async def join(self, name: str, inviter: Member, rank: int, roles: tuple[str, ...] = COORDINATOR_ROLES,
+                   storage_quota: int | None = None) -> Member:
         """A new member invited by `inviter` (running) with `roles` and `rank` (lower is better), started."""
         token = await inviter.running.admissions.create_invite(roles, rank, INVITE_VALID)
         home = Home(self.root / name)
@@ -158,6 +152,7 @@ class InprocOffice:
         joined = await asyncio.to_thread(join_office, home, token.encode(), name, self.settings, self.rng.randbytes)
         await seed_state(home, joined)
         m = self._member(name, joined.ident, home)
+        m.storage_quota = storage_quota
         await self.start(m)
         return m
 
@@ -165,7 +160,8 @@ class InprocOffice:
         """Start `m`'s daemon (again), on the port it had before."""
         assert m.daemon is None, f"{m.name} is already running"
         ident = await asyncio.to_thread(m.home.load)
-        options = DaemonOptions(listen=f"127.0.0.1:{m.port}", mdns=False, settings=self.settings)
+        options = DaemonOptions(listen=f"127.0.0.1:{m.port}", mdns=False, settings=self.settings,
+                                storage_quota=m.storage_quota)
         daemon = Daemon(m.home, ident, options, m.log, clock=self.clock)
         m.daemon = daemon
         await daemon.start()
