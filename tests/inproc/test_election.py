@@ -1,8 +1,9 @@
 """The coordinator election with three real daemons in one loop on a virtual clock, DEFAULT timings.
 
-Mirrors tests/daemon/test_election.py::test_one_coordinator_failover_and_return (real processes, FAST
-timings, wall-clock waits): here the lease is the product's 15 s and the failover is bounded in
-virtual seconds, not measured in real ones.
+Mirrors (real processes, FAST timings, wall-clock waits; here the lease is the product's 15 s and each
+step is bounded in virtual seconds):
+- tests/daemon/test_election.py::test_one_coordinator_failover_and_return
+- tests/daemon/test_election.py::test_stale_coordinator_is_fenced (SIGSTOP there; a cut link here)
 """
 
 from __future__ import annotations
@@ -34,16 +35,19 @@ def elected(members: list[Member]) -> list[tuple[int, str]]:
             if what == "coordinator.elected"]
 
 
+async def three(o: InprocOffice) -> list[Member]:
+    """alpha (admin, best rank), beta (10) and gamma (20), all three may coordinate."""
+    a = await o.init("alpha")
+    return [a, await o.join("beta", a, rank=10), await o.join("gamma", a, rank=20)]
+
+
 @pytest.mark.timeout(120)
 def test_one_coordinator_failover_within_lease_and_dead_and_return_under_a_higher_term(tmp_path: Path) -> None:
     terms: dict[str, int] = {}
     failover: list[float] = []
 
     async def scenario(o: InprocOffice) -> None:
-        a = await o.init("alpha")
-        b = await o.join("beta", a, rank=10)
-        c = await o.join("gamma", a, rank=20)
-        everyone = [a, b, c]
+        a, b, c = everyone = await three(o)
         terms["first"] = await o.until(lambda: agreed(everyone, a), 3 * SETTINGS.lease, "all three follow alpha")
 
         await o.stop(a)  # no goodbye: its lease just stops being renewed
@@ -72,3 +76,28 @@ def test_one_coordinator_failover_within_lease_and_dead_and_return_under_a_highe
     real = time.monotonic() - t
     print(f"election: {office.loop.time():.0f} virtual s in {real:.1f} real s ({office.loop.jumps} jumps), "
           f"failover {failover[0]:.1f} virtual s, terms {terms}")
+
+
+@pytest.mark.timeout(120)
+def test_a_coordinator_cut_off_is_replaced_then_steps_down_and_wins_back_under_a_higher_term(tmp_path: Path) -> None:
+    async def scenario(o: InprocOffice) -> None:
+        a, b, c = everyone = await three(o)
+        first = await o.until(lambda: agreed(everyone, a), 3 * SETTINGS.lease, "all three follow alpha")
+        o.cut(a, b)
+        o.cut(a, c)  # alpha keeps running, still holding its token, but cannot renew it with anyone
+        second = await o.until(lambda: agreed([b, c], b), SETTINGS.lease + SETTINGS.dead,
+                               "beta takes over from the cut-off alpha")
+        assert second > first
+        o.restore(a, b)
+        o.restore(a, c)
+        third = await o.until(lambda: agreed(everyone, a), 3 * SETTINGS.lease,
+                              "alpha, back in touch, holds the role again")
+        assert third > second, "alpha came back under its old token"
+        assert a.logged("coordinator.stepped_down") >= 1 or any(m.logged("coordinator.fenced") for m in (b, c)), \
+            "alpha's old token was neither given up nor refused"
+        tokens = elected(everyone)
+        assert len(tokens) == len(set(tokens)), f"a term was claimed twice: {tokens}"
+
+    t = time.monotonic()
+    office = run_office(tmp_path, scenario, SETTINGS)
+    print(f"fencing: {office.loop.time():.0f} virtual s in {time.monotonic() - t:.1f} real s")
