@@ -4,6 +4,7 @@ Mirrors (real processes, FAST timings, wall-clock waits; here the lease is the p
 step is bounded in virtual seconds):
 - tests/daemon/test_election.py::test_one_coordinator_failover_and_return
 - tests/daemon/test_election.py::test_stale_coordinator_is_fenced (SIGSTOP there; a cut link here)
+- tests/daemon/test_election.py::test_a_peer_removed_while_it_was_off_learns_it_when_it_comes_back
 """
 
 from __future__ import annotations
@@ -101,3 +102,32 @@ def test_a_coordinator_cut_off_is_replaced_then_steps_down_and_wins_back_under_a
     t = time.monotonic()
     office = run_office(tmp_path, scenario, SETTINGS)
     print(f"fencing: {office.loop.time():.0f} virtual s in {time.monotonic() - t:.1f} real s")
+
+
+def refusals(m: Member) -> int:
+    """How many requests `m` refused because their sender was removed from the office."""
+    return sum(1 for _t, _what, f in m.events if f.get("code") == "revoked")
+
+
+@pytest.mark.timeout(120)
+def test_a_peer_removed_while_it_was_off_learns_it_when_it_comes_back_and_stops_knocking(tmp_path: Path) -> None:
+    async def scenario(o: InprocOffice) -> None:
+        a, b, c = everyone = await three(o)
+        await o.until(lambda: len({m.running.logs.state.digest() for m in everyone}) == 1, 3 * SETTINGS.heartbeat,
+                      "identical logs")
+        await o.stop(c)
+        await a.running.admissions.remove_peer(c.peer_id, "sold")
+        await o.until(lambda: b.running.view.status()["config_digest"] == a.running.view.status()["config_digest"],
+                      3 * SETTINGS.heartbeat, "beta learns the removal")
+        await o.start(c)
+        # Every member refuses gamma; the refusal carries the office-signed revocation, which gamma checks.
+        await o.until(lambda: c.running.view.status()["removed"], 3 * SETTINGS.heartbeat, "gamma learns it was removed")
+        assert any(what == "member.revoked" and f.get("me") is True for _t, what, f in c.events)
+        await o.advance(SETTINGS.heartbeat)
+        knocked = refusals(a) + refusals(b)
+        assert knocked >= 1, "no member refused the removed gamma"
+        await o.advance(2 * SETTINGS.lease)
+        assert refusals(a) + refusals(b) == knocked, "the removed gamma kept knocking"
+        assert c.running.coordination.status()[0] != c.peer_id
+
+    run_office(tmp_path, scenario, SETTINGS)
