@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import web
 
 from peerbackup.core.certs import COORDINATOR_ROLES
 from peerbackup.core.crypto import KdfParams
@@ -79,6 +80,41 @@ class _Lines(logging.Handler):
         self.member.events.append((self.loop.time(), record.getMessage(), dict(getattr(record, "pb_fields", {}))))
 
 
+class Webhook:
+    """An alert webhook receiver served by the office's own loop: no thread, so the clock never has to
+    guess whether it is still answering. `stop` closes the port (a webhook that is down), `start` reopens it."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def start(self) -> Webhook:
+        app = web.Application()
+        app.router.add_post("/hook", self._receive)
+        self._runner = runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
+        self.port = int(runner.addresses[0][1])
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [p for p in self.posts if p.get("kind") == kind]
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        self.posts.append(await request.json())
+        return web.Response(status=204)
+
+
 class InprocOffice:
     """Build members with `init`/`join`, drive time with `advance`/`until`, break things with `stop`/`cut`."""
 
@@ -92,6 +128,7 @@ class InprocOffice:
         self.rng = random.Random(seed)
         self.members: dict[str, Member] = {}
         self._cut: set[frozenset[str]] = set()
+        self._webhooks: list[Webhook] = []
 
     # --- time
 
@@ -176,11 +213,21 @@ class InprocOffice:
         await daemon.stop()
 
     async def close(self) -> None:
-        """Stop every daemon still running (teardown; each stop is tried even if another fails)."""
+        """Stop every daemon still running, then the webhooks (teardown; each stop is tried even if
+        another fails)."""
         for m in self.members.values():
             if m.daemon is not None:
                 with suppress(Exception):
                     await self.stop(m)
+        for hook in self._webhooks:
+            with suppress(Exception):
+                await hook.stop()
+
+    async def webhook(self) -> Webhook:
+        """A webhook receiver on loopback, listening, stopped with the office."""
+        hook = await Webhook().start()
+        self._webhooks.append(hook)
+        return hook
 
     # --- links
 
