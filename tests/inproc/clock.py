@@ -36,7 +36,8 @@ import aiosqlite.core
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-GRACE = 0.002  # real seconds the loop waits for I/O before it lets virtual time jump
+GRACE = 0.001  # real seconds the loop waits for I/O before it lets virtual time jump (loopback I/O between
+# daemons of this loop is readable when the send returns; the grace is a margin, and the real cost of each jump)
 
 
 class _SteppingSelector:
