@@ -8,13 +8,13 @@ in a thread, the virtual time jumps by the whole wait: the next timer is due at 
 heartbeats, leases and timeouts pass in a few real seconds.
 
 While work is out in a thread, the clock does not jump: it runs at the real rate (each real wait
-without I/O adds its real length), so a request is never timed out because SQLite took 20 real
+adds its real length), so a request is never timed out because SQLite took 20 real
 milliseconds, and a thread that waits for coroutines it handed to this loop (the agent's backup, whose
 peer store runs its transfers here) still sees their sleeps and timeouts expire, in real time.
 Work out in a thread is what the loop can count:
 - `run_in_executor` (what `asyncio.to_thread` uses) counts its futures;
-- aiosqlite runs each connection in its own thread: `count_aiosqlite` wraps its `_execute` so each
-  query counts too while it is out.
+- aiosqlite runs each connection in its own thread: `count_aiosqlite` wraps its `_connect` and
+  `_execute` so each connect and query counts too while it is out.
 
 What still takes real time: the work itself (signing, SQLite, the engine's chunking), virtual time
 while a thread works (at the real rate), `grace` per jump; and work this loop cannot count (a thread of
@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import selectors
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from typing import Any, TypeVar, TypeVarTuple
@@ -53,14 +53,15 @@ class _SteppingSelector:
         while True:
             began = time.monotonic()
             events = self._inner.select(self._loop.grace if timeout is None else min(self._loop.grace, timeout))
+            if timeout is not None and self._loop.busy:
+                # A thread works: the real time that passed passes on the clock too, up to the next timer.
+                self._loop.flow(min(time.monotonic() - began, timeout))
+                return events
             if events:
                 return events
             if timeout is None:
                 continue  # no timer at all: only I/O (a thread's answer) can wake us
-            if self._loop.busy:
-                self._loop.flow(min(time.monotonic() - began, timeout))  # real time, while a thread works
-            else:
-                self._loop.jump(timeout)
+            self._loop.jump(timeout)
             return []
 
     def __getattr__(self, name: str) -> Any:
@@ -74,7 +75,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
     def __init__(self, grace: float = GRACE) -> None:
         super().__init__()
         self.grace = grace
-        self.busy = 0  # calls out in threads this loop waits for before it lets time jump
+        self.busy = 0  # calls out in threads: while any is, the clock runs at the real rate instead of jumping
         self.jumps = 0
         self.flowed = 0.0  # virtual seconds that passed at the real rate, while a thread worked
         self._virtual = 0.0
@@ -100,7 +101,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         return fut
 
     def hold(self, fut: asyncio.Future[Any]) -> None:
-        """Keep the clock still until `fut` is done (its result comes from another thread)."""
+        """No jump until `fut` is done (its result comes from another thread): the clock runs at the real rate."""
         self.busy += 1
         fut.add_done_callback(self._release)
 
@@ -108,23 +109,32 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         self.busy -= 1
 
 
-@contextmanager
-def count_aiosqlite() -> Iterator[None]:
-    """While inside, each aiosqlite query holds a VirtualClockLoop's clock until it is answered."""
-    original = aiosqlite.core.Connection._execute
+def _counted(original: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """`original` (a coroutine method whose work is done in another thread), counted as work out while
+    it runs in a VirtualClockLoop."""
 
-    async def _execute(self: aiosqlite.core.Connection, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def counted(*args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         if not isinstance(loop, VirtualClockLoop):
-            return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call,no-any-return]
+            return await original(*args, **kwargs)
         loop.busy += 1
         try:
-            return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call,no-any-return]
+            return await original(*args, **kwargs)
         finally:
             loop.busy -= 1
 
-    aiosqlite.core.Connection._execute = _execute  # type: ignore[method-assign]
+    return counted
+
+
+@contextmanager
+def count_aiosqlite() -> Iterator[None]:
+    """While inside, each aiosqlite connect and query counts as work out in a thread (no jump) until it is
+    answered: aiosqlite runs each connection in a thread of its own, outside run_in_executor."""
+    conn = aiosqlite.core.Connection
+    originals = conn._connect, conn._execute
+    conn._connect = _counted(originals[0])  # type: ignore[method-assign,assignment]
+    conn._execute = _counted(originals[1])  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
-        aiosqlite.core.Connection._execute = original  # type: ignore[method-assign]
+        conn._connect, conn._execute = originals  # type: ignore[method-assign]

@@ -129,6 +129,7 @@ class InprocOffice:
         self.members: dict[str, Member] = {}
         self._cut: set[frozenset[str]] = set()
         self._webhooks: list[Webhook] = []
+        self.real_seconds = 0.0  # how long run_office took, for `summary`
 
     # --- time
 
@@ -159,6 +160,11 @@ class InprocOffice:
                                      f"(virtual time {self.now():.1f} s)")
             await asyncio.sleep(POLL)
 
+    def summary(self) -> str:
+        """Virtual time covered against real time taken, for a test's output."""
+        return (f"{self.loop.time():.0f} virtual s in {self.real_seconds:.1f} real s ({self.loop.jumps} jumps, "
+                f"{self.loop.flowed:.1f} s at the real rate)")
+
     # --- members
 
     def _member(self, name: str, ident: Identity, home: Home) -> Member:
@@ -185,7 +191,7 @@ class InprocOffice:
         """A new member invited by `inviter` (running) with `roles` and `rank` (lower is better), started."""
         token = await inviter.running.admissions.create_invite(roles, rank, INVITE_VALID)
         home = Home(self.root / name)
-        # join_office runs its own event loop (it is the command line's) in a thread: the clock holds still.
+        # join_office runs its own event loop (it is the command line's) in a thread: no jump meanwhile.
         joined = await asyncio.to_thread(join_office, home, token.encode(), name, self.settings, self.rng.randbytes)
         await seed_state(home, joined)
         m = self._member(name, joined.ident, home)
@@ -271,6 +277,7 @@ def run_office(root: Path, scenario: Callable[[InprocOffice], Awaitable[None]],
         finally:
             await office.close()
 
+    began = time.monotonic()
     asyncio.set_event_loop(loop)
     try:
         with count_aiosqlite():
@@ -286,6 +293,9 @@ def run_office(root: Path, scenario: Callable[[InprocOffice], Awaitable[None]],
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+        office.real_seconds = time.monotonic() - began
+        for m in office.members.values():
+            m.log.handlers.clear()  # loggers live as long as the process: let the members' records go
     return office
 
 

@@ -9,15 +9,12 @@ step is bounded in virtual seconds):
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from peerbackup.core.settings import Settings
 from tests.inproc.harness import InprocOffice, Member, run_office
-
-SETTINGS = Settings()  # the product's defaults: heartbeat 2 s, dead 15 s, lease 15 s, renew 5 s
+from tests.inproc.scenarios import SETTINGS, three
 
 
 def agreed(members: list[Member], who: Member) -> int | None:
@@ -34,12 +31,6 @@ def elected(members: list[Member]) -> list[tuple[int, str]]:
     """Every (term, peer) a daemon logged it was elected under."""
     return [(int(str(f["term"])), str(f["peer"])) for m in members for _t, what, f in m.events
             if what == "coordinator.elected"]
-
-
-async def three(o: InprocOffice) -> list[Member]:
-    """alpha (admin, best rank), beta (10) and gamma (20), all three may coordinate."""
-    a = await o.init("alpha")
-    return [a, await o.join("beta", a, rank=10), await o.join("gamma", a, rank=20)]
 
 
 @pytest.mark.timeout(120)
@@ -72,11 +63,8 @@ def test_one_coordinator_failover_within_lease_and_dead_and_return_under_a_highe
             mine = [t for t, who in tokens if who == m.peer_id]
             assert mine == sorted(set(mine)), f"{m.name} claimed terms out of order: {mine}"
 
-    t = time.monotonic()
     office = run_office(tmp_path, scenario, SETTINGS)
-    real = time.monotonic() - t
-    print(f"election: {office.loop.time():.0f} virtual s in {real:.1f} real s ({office.loop.jumps} jumps), "
-          f"failover {failover[0]:.1f} virtual s, terms {terms}")
+    print(f"election: {office.summary()}, failover {failover[0]:.1f} virtual s, terms {terms}")
 
 
 @pytest.mark.timeout(120)
@@ -99,9 +87,7 @@ def test_a_coordinator_cut_off_is_replaced_then_steps_down_and_wins_back_under_a
         tokens = elected(everyone)
         assert len(tokens) == len(set(tokens)), f"a term was claimed twice: {tokens}"
 
-    t = time.monotonic()
-    office = run_office(tmp_path, scenario, SETTINGS)
-    print(f"fencing: {office.loop.time():.0f} virtual s in {time.monotonic() - t:.1f} real s")
+    print(f"fencing: {run_office(tmp_path, scenario, SETTINGS).summary()}")
 
 
 def refusals(m: Member) -> int:
@@ -130,4 +116,4 @@ def test_a_peer_removed_while_it_was_off_learns_it_when_it_comes_back_and_stops_
         assert refusals(a) + refusals(b) == knocked, "the removed gamma kept knocking"
         assert c.running.coordination.status()[0] != c.peer_id
 
-    run_office(tmp_path, scenario, SETTINGS)
+    print(f"removed while off: {run_office(tmp_path, scenario, SETTINGS).summary()}")

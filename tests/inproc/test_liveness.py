@@ -6,16 +6,13 @@ processes, FAST timings): stopped, and (new) a link cut while both daemons keep 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from peerbackup.core.settings import Settings
 from tests.inproc.harness import POLL, InprocOffice, Member, run_office
-
-SETTINGS = Settings()
+from tests.inproc.scenarios import SETTINGS
 
 
 async def state_of(of: Member, seen_by: Member) -> str | None:
@@ -92,7 +89,5 @@ async def _alive_both(a: Member, b: Member) -> bool:
 
 def _timed(tmp_path: Path, scenario: Callable[[InprocOffice], Awaitable[None]], how: str,
            seen: dict[str, float]) -> None:
-    t = time.monotonic()
     office = run_office(tmp_path, scenario, SETTINGS)
-    print(f"liveness ({how}): {office.loop.time():.0f} virtual s in {time.monotonic() - t:.1f} real s, "
-          f"seen (virtual s after the silence) {seen}")
+    print(f"liveness ({how}): {office.summary()}, seen (virtual s after the silence) {seen}")
