@@ -298,11 +298,13 @@ class Repository:
         """Index packs stored by a writer that died before writing its index file."""
         known = self.index.pack_ids()
         found: list[tuple[bytes, list[BlobEntry]]] = []
+        listed: set[bytes] = set()
         for name, _size in self.store.list(FileType.DATA):
             try:
                 pid = bytes.fromhex(name)
             except ValueError:
                 continue
+            listed.add(pid)
             # A condemned pack missing from the index is being deleted by a prune's sweep (or was, by one
             # that was killed): indexed again, it would outlive its mark and be reused once deleted.
             if pid in known or pid in self.index.condemned:
@@ -314,6 +316,12 @@ class Repository:
                     report(f"ignoring unreadable pack {name[:8]}: {exc}")
         if found:
             self.index.add_packs(found, None)
+        # A pack this cache holds unindexed (its writer was killed between storing it and writing its index
+        # file) that the store no longer has was deleted by a prune meanwhile: written into an index file now,
+        # it would be listed there but missing (seen in a soak: gamma killed mid-backup, beta's prune).
+        gone = [p for p in self.index.unindexed_packs() if p not in listed]
+        if gone:
+            self.index.forget_packs(gone)
         stray = [(p, self.index.pack_entries(p)) for p in self.index.unindexed_packs()]
         if stray:
             self.index.assign_index_file([p for p, _ in stray], self.write_index_file(stray))

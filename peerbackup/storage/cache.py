@@ -310,6 +310,17 @@ class IndexCache:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT id FROM packs")}
 
+    def forget_packs(self, pack_ids: Iterable[bytes]) -> None:
+        """Drop packs the store no longer has. Blobs leave the index: a new epoch (see FileCache)."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            for pid in pack_ids:
+                db.execute("DELETE FROM blobs WHERE pack=?", (pid,))
+                db.execute("DELETE FROM packs WHERE id=?", (pid,))
+            self._new_epoch()
+            db.execute("COMMIT")
+
     def unindexed_packs(self) -> list[bytes]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT id FROM packs WHERE index_file=''")]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from peerbackup.core.objects import Kind
+from peerbackup.core.pack import BlobEntry
 from peerbackup.engine.backup import Archiver
 from peerbackup.engine.check import check
 from peerbackup.engine.locks import RepoLock
@@ -119,3 +121,25 @@ def test_sweep_keeps_marked_packs_a_finished_backup_needs(repo: Repository, tmp_
     assert stats.packs_kept > 0
     assert check(repo, read_data=True).ok
     _restore_equals(repo, late.tree, tmp_path / "out", src, {"f.bin": data})
+
+
+def test_a_killed_writers_pack_a_prune_deleted_is_never_written_into_an_index(repo: Repository, tmp_path: Path) -> None:
+    # Seen in a soak: an agent killed between storing a pack and writing its index file keeps the pack in its
+    # cache as unindexed; another agent's prune deletes the pack; the first agent's next backup or prune wrote
+    # it into a new index file: "listed in the index but missing". Invariant: an index file lists only packs
+    # the store has.
+    src = tmp_path / "src"
+    src.mkdir()
+    _write(src / "a", os.urandom(5000))
+    Archiver(repo).backup([str(src)])
+    gone = os.urandom(32)
+    blob = os.urandom(32)
+    repo.index.add_packs([(gone, [BlobEntry(Kind.DATA, blob, 0, 100, 80)])], None)  # the dead writer's cache
+    epoch = repo.index.epoch
+    repo.recover_unindexed_packs()
+    assert gone not in repo.index.pack_ids() and repo.index.lookup(blob) is None
+    assert repo.index.epoch != epoch  # blobs left the index: file-cache stamps no longer vouch for them
+    assert check(repo, read_data=True).ok
+    repo.index.add_packs([(gone, [BlobEntry(Kind.DATA, blob, 0, 100, 80)])], None)
+    prune(repo)  # prune starts by the same recovery
+    assert check(repo, read_data=True).ok
