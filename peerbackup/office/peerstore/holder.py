@@ -74,6 +74,9 @@ class StorageService:
         self._claim_pulls: dict[str, asyncio.Event] = {}  # signer of a token -> its claim's pull under way
         self._claim_missing: dict[str, float] = {}  # signer -> when a pull last did not find its claim
         self._dropping: set[str] = set()  # nodes whose forgotten snapshots are about to be looked for
+        # One look at a time: a look at one node and one at every node (after a coordinator's claim) both
+        # listed a copy before either moved it, and the drop was done, and logged, twice.
+        self._drop_lock = asyncio.Lock()
 
     def register(self, server: PeerServer) -> None:
         self.logs.listeners.append(self._on_event)
@@ -200,19 +203,20 @@ class StorageService:
         if not self.peers.ident.certificate.has_role("storage"):
             return
         nodes = [only] if only is not None else sorted(self.logs.state.config().nodes)
-        for node in nodes:
-            prefixes = self.forgotten(node)
-            if not prefixes:
-                continue
-            try:
-                held = await asyncio.to_thread(self.holder.listing, node, FileType.SNAPSHOT)
-                for name, _ in held:
-                    if is_forgotten(name, prefixes):
-                        await asyncio.to_thread(self.holder.trash, node, FileType.SNAPSHOT, name)
-                        event(self.log, "store.forgotten_dropped", node=node, name=name[:16],
-                              reason="forgotten by a retention job while this holder was away")
-            except (PeerBackupError, OSError) as exc:
-                event(self.log, "store.forgotten_failed", logging.WARNING, node=node, reason=str(exc))
+        async with self._drop_lock:
+            for node in nodes:
+                prefixes = self.forgotten(node)
+                if not prefixes:
+                    continue
+                try:
+                    held = await asyncio.to_thread(self.holder.listing, node, FileType.SNAPSHOT)
+                    for name, _ in held:
+                        if is_forgotten(name, prefixes):
+                            await asyncio.to_thread(self.holder.trash, node, FileType.SNAPSHOT, name)
+                            event(self.log, "store.forgotten_dropped", node=node, name=name[:16],
+                                  reason="forgotten by a retention job while this holder was away")
+                except (PeerBackupError, OSError) as exc:
+                    event(self.log, "store.forgotten_failed", logging.WARNING, node=node, reason=str(exc))
 
     def _claimed(self, token: ActAs) -> bool:
         return (token.term, token.coordinator) in self.logs.state.config().coordinator_terms
