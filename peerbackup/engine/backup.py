@@ -366,10 +366,7 @@ class Archiver:
         if st.st_size <= self.repo.chunker.params.min_size and not sparse:
             # One chunk: a worker reads and stores it (_read_small), so reading spreads over the cores.
             pf = _PendingFile(node, bpath, st, [], cacheable=False, small=True)
-            self._batch.append(pf)
-            self._batch_bytes += st.st_size
-            if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_COUNT:
-                self._flush_batch()
+            self._queue(pf, st.st_size)
             return pf
         pf = _PendingFile(node, bpath, st, [], cacheable=False)
         self._read(pf, sparse, lambda chunk: pf.futures.append(self._submit(chunk)))
@@ -439,10 +436,7 @@ class Archiver:
             # per chunk costs more GIL ping-pong than storing a 10 KiB chunk. The worker
             # hashes and deduplicates them too: on a tree of small files the scanning
             # thread is the bottleneck, the workers wait.
-            self._batch.append((None, chunk, fut))
-            self._batch_bytes += len(chunk)
-            if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_COUNT:
-                self._flush_batch()
+            self._queue((None, chunk, fut), len(chunk))
             return fut
         # A large chunk is hashed and checked here, in the scanning thread, which has time
         # to spare between large reads: the workers only see chunks that must be stored.
@@ -456,6 +450,13 @@ class Archiver:
         self._batch.append((blob_id, chunk, fut))
         self._flush_batch()
         return fut
+
+    def _queue(self, item: _Item, nbytes: int) -> None:
+        """Add to the batch the workers get next; hand it over once it holds enough."""
+        self._batch.append(item)
+        self._batch_bytes += nbytes
+        if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_COUNT:
+            self._flush_batch()
 
     def _flush_batch(self) -> None:
         if not self._batch:

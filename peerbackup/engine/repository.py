@@ -319,10 +319,11 @@ class Repository:
         # A pack this cache holds unindexed (its writer was killed between storing it and writing its index
         # file) that the store no longer has was deleted by a prune meanwhile: written into an index file now,
         # it would be listed there but missing (seen in a soak: gamma killed mid-backup, beta's prune).
-        gone = [p for p in self.index.unindexed_packs() if p not in listed]
+        unindexed = self.index.unindexed_packs()
+        gone = [p for p in unindexed if p not in listed]
         if gone:
             self.index.forget_packs(gone)
-        stray = [(p, self.index.pack_entries(p)) for p in self.index.unindexed_packs()]
+        stray = [(p, self.index.pack_entries(p)) for p in unindexed if p in listed]
         if stray:
             self.index.assign_index_file([p for p, _ in stray], self.write_index_file(stray))
         return len(found)

@@ -13,7 +13,7 @@ import secrets
 import sqlite3
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -58,9 +58,16 @@ _ROWS_PER_INSERT = 1000
 
 
 @functools.lru_cache(maxsize=8)
-def _insert_rows(table: str, rows: int, columns: int, verb: str = "INSERT") -> str:
+def _insert_sql(verb: str, table: str, rows: int, columns: int) -> str:
     row = "(" + ", ".join(["?"] * columns) + ")"
     return f"{verb} INTO {table} VALUES " + ",".join([row] * rows)
+
+
+def _insert_rows(db: sqlite3.Connection, verb: str, table: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert rows _ROWS_PER_INSERT to a statement (see there)."""
+    for at in range(0, len(rows), _ROWS_PER_INSERT):
+        part = rows[at:at + _ROWS_PER_INSERT]
+        db.execute(_insert_sql(verb, table, len(part), len(part[0])), [v for row in part for v in row])
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -212,11 +219,9 @@ class IndexCache:
                     db.execute(
                         "INSERT OR REPLACE INTO packs VALUES (?, ?)", (pack_id, index_file or "")
                     )
-                    for at in range(0, len(entries), _ROWS_PER_INSERT):
-                        rows = entries[at:at + _ROWS_PER_INSERT]
-                        db.execute(_insert_rows("blobs", len(rows), 6, "INSERT OR IGNORE"), [
-                            v for e in rows for v in (e.id, pack_id, int(e.kind), e.offset, e.length, e.raw_length)
-                        ])
+                    _insert_rows(db, "INSERT OR IGNORE", "blobs", [
+                        (e.id, pack_id, int(e.kind), e.offset, e.length, e.raw_length) for e in entries
+                    ])
                     if self._bloom is not None:  # else built from the table, these rows included
                         self._bloom.add_many(e.id for e in entries)
                 if index_file:
@@ -502,10 +507,7 @@ class FileCache:
                 self._db.execute("CREATE TEMP TABLE IF NOT EXISTS pending AS SELECT * FROM main.files WHERE 0")
                 self._db.execute("DELETE FROM temp.pending")
                 self._spilled = True
-            for at in range(0, len(rows), _ROWS_PER_INSERT):
-                part = rows[at:at + _ROWS_PER_INSERT]
-                self._db.execute(_insert_rows("temp.pending", len(part), len(part[0])),
-                                 [v for row in part for v in row])
+            _insert_rows(self._db, "INSERT", "temp.pending", rows)
 
     def commit(self) -> None:
         """Write what this backup learnt; called only once its snapshot is saved."""
