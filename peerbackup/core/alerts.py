@@ -387,7 +387,9 @@ def _slot_outcome(sc: Schedule, t: float, st: JobState | None, job_slots: list[f
         reason = str(st.result.get("reason", "")) or "no reason given"
         return BACKUP_FAILED, f"failed after {attempt} attempt{'s' if attempt > 1 else ''}: {reason}"
     if st.state == OPEN and st.deadline and now >= st.deadline + grace:
-        return BACKUP_FAILED, f"still not finished {human(now - st.deadline)} after its deadline"
+        # The coordinator logs such a job's slot missed, with its agent's name (office/jobs/scheduler.py).
+        return BACKUP_FAILED, f"still not finished {human(now - st.deadline)} after its deadline" + (
+            f" ({missed})" if missed else "")
     return None
 
 

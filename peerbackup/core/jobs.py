@@ -16,6 +16,7 @@ from typing import Any
 from peerbackup.core import hlc
 from peerbackup.core.events import Event
 from peerbackup.core.nodelog import DISPATCH_FIELDS, JOB_DISPATCHED, JOB_DONE, JOB_FAILED, JOB_STARTED, JOB_UNSENT
+from peerbackup.core.schedule import job_id
 
 BACKUP, RETENTION = "backup", "retention"
 # The longest a job may run, as a dispatch gives it: a schedule's window is at most 7 days.
@@ -179,6 +180,30 @@ def tally(reasons: Iterable[str]) -> str:
     for r in reasons:
         counts[r] = counts.get(r, 0) + 1
     return ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda rn: (-rn[1], rn[0])))
+
+
+def unended(node: str, jobs: dict[str, JobState], missed: Collection[tuple[str, int]], now: float,
+            grace: float) -> list[JobState]:
+    """Scheduled jobs still open `grace` after their deadline whose slot no job.missed explains yet, oldest
+    slot first: the coordinator logs each one missed, with why, so that no slot is left dispatched and never
+    ended (an agent killed, or cut off, past the point where another could take the job over inside its
+    window). Past its deadline a job is not re-dispatched nor retried, so nothing else would ever end it.
+
+    Only a job whose dispatch is in the log and whose id is its slot's (ids are hash(node, schedule, slot)):
+    a slot is what job.missed names, and an agent's own start must not make the coordinator log a slot of its
+    choosing. A late job.done (the other side of a partition) still folds the job done: job.missed changes
+    no job's state, it says why a slot has no backup (alerts and `log` show it)."""
+    out = []
+    for st in jobs.values():
+        schedule, slot = st.fields.get("schedule"), st.fields.get("slot")
+        if st.state != OPEN or not st.dispatched or not st.deadline or now < st.deadline + grace:
+            continue
+        if not isinstance(schedule, str) or not isinstance(slot, int) or isinstance(slot, bool):
+            continue
+        if (schedule, slot) in missed or job_id(node, schedule, slot) != st.job:
+            continue
+        out.append(st)
+    return sorted(out, key=lambda st: (int(st.fields["slot"]), st.job))
 
 
 def retention_job_id(node: str, after: str) -> str:

@@ -267,6 +267,14 @@ def test_a_job_left_open_past_its_deadline_counts_as_failed() -> None:
     assert evaluate(T0 + 600 + 599, CFG, seen(fold(log.events, None)), {}, 30).send == []
     [alert] = evaluate(T0 + 600 + 601, CFG, seen(fold(log.events, None)), {}, 30).send
     assert alert.kind == BACKUP_FAILED and "still not finished" in alert.message
+    # The coordinator logged its slot missed with why (office/jobs/scheduler.py): the alert says it.
+    log.add("job.missed", T0 + 607, node="acc", schedule="s1", slot=int(T0), term=4, coordinator=KEY.peer_id,
+            reason="dispatched to beta (attempt 1), which wrote no end by the deadline")
+    observed = dataclasses.replace(seen(fold(log.events, None)),
+                                   missed={"acc": missed_slots(log.events, {(4, KEY.peer_id)})})
+    [alert] = evaluate(T0 + 600 + 601, CFG, observed, {}, 30).send
+    assert alert.kind == BACKUP_FAILED and "still not finished" in alert.message
+    assert "dispatched to beta (attempt 1)" in alert.message
 
 
 # ---- peers and replication ---------------------------------------------------------------

@@ -13,8 +13,9 @@ from peerbackup.core.authority import NODE, refusal
 from peerbackup.core.certs import Certificate
 from peerbackup.core.events import GENESIS, Event, make_event
 from peerbackup.core.identity import SigningKey
-from peerbackup.core.jobs import DONE, FAILED, OPEN, PARTIAL, RETENTION, fold, retention_due, retention_job_id
+from peerbackup.core.jobs import DONE, FAILED, OPEN, PARTIAL, RETENTION, fold, retention_due, retention_job_id, unended
 from peerbackup.core.nodelog import MAX_FAILED
+from peerbackup.core.schedule import job_id
 
 KEY = SigningKey(bytes(range(32)))
 T0 = 1_800_000_000.0
@@ -316,3 +317,55 @@ def test_only_the_current_attempt_ends_a_job(steps: list[tuple[str, str, int]]) 
     assert ((job.agent, job.attempt), job.state) == (current, state)
     assert job.result.get("n", -1) == closed_by
 
+
+
+SLOT = int(T0)
+SLOT_JOB = job_id("a", "s1", SLOT)
+GRACE = 7.0
+
+
+def test_a_scheduled_job_left_open_past_its_deadline_is_listed_for_the_coordinator_to_log_missed() -> None:
+    """Invariant: no slot stays dispatched and never ended. Its agent killed past the point where another could
+    take over inside the window, a job would stay open for ever: the coordinator logs its slot missed, once."""
+    log = Log()
+    deadline = SLOT + 600
+    log.add("job.dispatched", T0, job=SLOT_JOB, agent="B", schedule="s1", slot=SLOT, deadline=deadline)
+    log.add("job.started", T0 + 1, job=SLOT_JOB, agent="B")
+    jobs = fold(log.events, None)
+    assert unended("a", jobs, set(), deadline + GRACE - 1, GRACE) == []  # an end may still be on its way
+    [st] = unended("a", jobs, set(), deadline + GRACE, GRACE)
+    assert st.job == SLOT_JOB and st.agent == "B"
+    assert unended("a", jobs, {("s1", SLOT)}, deadline + GRACE, GRACE) == []  # logged missed already: once
+    # An end, done or failed, says what became of the slot itself.
+    for end in ("job.done", "job.failed"):
+        ended = Log()
+        ended.events = list(log.events)
+        ended.add(end, T0 + 60, job=SLOT_JOB, agent="B")
+        assert unended("a", fold(ended.events, None), set(), deadline + 3600, GRACE) == []
+
+
+def test_only_a_dispatched_job_under_its_own_slots_id_is_listed() -> None:
+    """A start whose dispatch is not in the log, or a job whose id is not the slot's it names, is not the
+    coordinator's to log: an agent must not choose which slot gets logged missed."""
+    log = Log()
+    log.add("job.started", T0, job=SLOT_JOB, agent="B", schedule="s1", slot=SLOT, deadline=SLOT + 60)
+    log.add("job.dispatched", T0, job="other", agent="B", schedule="s1", slot=SLOT, deadline=SLOT + 60)
+    log.add("job.dispatched", T0, job="manual", agent="B", deadline=SLOT + 60)  # a backup by hand: no slot
+    assert unended("a", fold(log.events, None), set(), T0 + 3600, GRACE) == []
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(STEPS, max_size=14), st.booleans())
+def test_a_slot_is_listed_exactly_when_its_dispatched_job_is_still_open(steps: list[tuple[str, str, int]],
+                                                                        missed: bool) -> None:
+    """Whatever the interleaving of dispatches, starts and ends: past its deadline, a scheduled job is listed
+    when (and only when) it was dispatched and is still open and its slot is not logged missed yet."""
+    log = Log()
+    for i, (kind, agent, attempt) in enumerate(steps):
+        log.add(kind, T0 + i, job=SLOT_JOB, agent=agent, attempt=attempt, schedule="s1", slot=SLOT,
+                **({"deadline": SLOT + 600} if kind == "job.dispatched" else {}))
+    jobs = fold(log.events, None)
+    listed = unended("a", jobs, {("s1", SLOT)} if missed else set(), SLOT + 600 + GRACE, GRACE)
+    job = jobs.get(SLOT_JOB)
+    expected = job is not None and job.state == OPEN and job.dispatched and not missed
+    assert [s.job for s in listed] == ([SLOT_JOB] if expected else [])

@@ -166,3 +166,37 @@ def test_an_agent_whose_job_hangs_is_replaced_after_stall_after_and_its_late_end
         assert [e["writer"] for e in job_events(a, job) if e["kind"] == "job.done"] == [other.peer_id]
 
     print(f"jobs (stall): {run_office(tmp_path / 'office', scenario, STALL).summary()}")
+
+
+@pytest.mark.timeout(120)
+def test_a_slot_whose_only_agent_is_killed_mid_job_is_logged_missed_after_its_deadline_never_left_open(
+        tmp_path: Path) -> None:
+    """Invariant: no slot stays dispatched and never ended (the 3-minute soak found one: an agent killed with
+    no other agent to take its job over inside the window). Past the deadline and a grace for a late end, the
+    coordinator logs the slot missed, with the agent's name, once."""
+    every, window = 60.0, 20.0
+
+    async def scenario(o: InprocOffice) -> None:
+        a, b = await node_office(o, ["beta"], replicas=1, files=2, size=20_000)
+        gate, hung = asyncio.Event(), list[str]()  # never set: beta is stopped while its job hangs
+        hang_first_run(b, gate, hung)
+        await o.advance(first_slot(o, every) - o.now() + 5)
+        await a.running.controls.nodes.add_schedule(NODE, Schedule(id="", node=NODE, every=every, window=window))
+        first = first_slot(o, every)
+        await o.advance(first - o.now())
+        [dispatched] = await o.until(lambda: node_events(a, "job.dispatched"), 2 * TICK, "the slot dispatched")
+        await o.until(lambda: hung, TICK, "beta's job hangs")
+        await o.stop(b)  # killed mid-job; alpha is no agent of the node, nobody can take it over
+
+        grace = SETTINGS.progress_interval + SETTINGS.request_timeout
+        await o.advance(first + window + grace - 1 - o.now())
+        assert node_events(a, "job.missed") == [], "logged missed before its deadline and grace passed"
+        [missed] = await o.until(lambda: node_events(a, "job.missed"), 2 * TICK, "the slot logged missed")
+        assert missed["slot"] == dispatched["slot"] == int(o.epoch + first) and missed["writer"] == a.peer_id
+        assert "dispatched to beta (attempt 1)" in missed["reason"] and "no end by the deadline" in missed["reason"]
+        assert [e["kind"] for e in node_events(a) if e.get("job") == dispatched["job"]
+                and e["kind"] in ("job.done", "job.failed")] == []  # nobody wrote an end for it
+        await o.advance(3 * every)  # later slots (also missed: no agent) never log this one again
+        assert [e["slot"] for e in node_events(a, "job.missed")].count(missed["slot"]) == 1
+
+    print(f"jobs (killed agent): {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")

@@ -206,15 +206,19 @@ def log_failures(texts: dict[str, str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def open_jobs(events: list[dict[str, Any]], now: float) -> list[str]:
-    """Jobs of the node's log (as `log --json` gives it) still open before their deadline: what the soak
-    waits for before it compares the logs."""
+def open_jobs(events: list[dict[str, Any]], now: float, grace: float = 0.0) -> list[str]:
+    """Jobs of the node's log (as `log --json` gives it) still open before their deadline and `grace` (after
+    which the coordinator logs a scheduled one's slot missed: office/jobs/scheduler.py), and not logged
+    missed yet: what the soak waits for before it compares the logs."""
     last: dict[str, tuple[str, float]] = {}
+    missed = {(str(_f(e).get("schedule")), _f(e).get("slot")) for e in events if e["kind"] == JOB_MISSED}
     for e in events:
         f = e.get("fields") or {}
         if e["kind"] in ("job.dispatched", "job.started", "job.done", "job.failed", "job.dispatch_failed"):
+            if (str(f.get("schedule")), f.get("slot")) in missed:
+                continue
             deadline = float(f.get("deadline") or 0) or last.get(str(f.get("job")), ("", 0.0))[1]
-            last[str(f.get("job"))] = (e["kind"], deadline)
+            last[str(f.get("job"))] = (e["kind"], deadline + grace)
     # Done is final, as in the daemons' fold (core/jobs.py): an agent whose clock ran behind writes its
     # start and end with times before the dispatch, so the dispatch can come last in log order.
     done = {str((e.get("fields") or {}).get("job")) for e in events if e["kind"] == "job.done"}

@@ -51,6 +51,14 @@ class Timings:
     def dead(self) -> float:
         return float(self.daemon["dead"])
 
+    @property
+    def unended_grace(self) -> float:
+        """How long after its deadline the coordinator logs a job left open missed (office/jobs/scheduler.py
+        listen_first), and a heartbeat for its tick."""
+        s = Settings()
+        return (float(self.daemon.get("progress_interval", s.progress_interval))
+                + float(self.daemon["request_timeout"]) + float(self.daemon["heartbeat"]))
+
 
 def _defaults() -> dict[str, str]:
     # The product's own timings, written out: the harness applies FAST under whatever it is given.

@@ -148,7 +148,7 @@ class Soak:
         # Jobs end (or their deadline passes) first: their events are what the logs must agree on.
         while time.time() < deadline:
             events = self.watcher.node_log() or []
-            out["open_jobs"] = inv.open_jobs(events, time.time())
+            out["open_jobs"] = inv.open_jobs(events, time.time(), self.t.unended_grace)
             if not out["open_jobs"]:
                 break
             time.sleep(3)

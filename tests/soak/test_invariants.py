@@ -96,3 +96,8 @@ def test_a_job_done_before_its_dispatch_in_log_order_is_not_open() -> None:
               ev("job.dispatched", "b1"), ev("job.started", "b1"), ev("job.dispatched", "b2"), ev("job.failed", "b2")]
     assert open_jobs(events, 1000) == ["b1"]
     assert open_jobs(events, 3000) == []
+    assert open_jobs(events, 2005, grace=7) == ["b1"]  # the coordinator logs it missed after a grace
+    missed = {"kind": "job.missed", "fields": {"schedule": "s", "slot": 60}}
+    slotted = [{"kind": k, "fields": {"job": "b3", "deadline": 2000, "schedule": "s", "slot": 60}}
+               for k in ("job.dispatched", "job.started")]
+    assert open_jobs(slotted, 1000) == ["b3"] and open_jobs([*slotted, missed], 1000) == []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from peerbackup.core.jobs import BACKUP, RETENTION, retention_due
+from peerbackup.core.jobs import BACKUP, RETENTION, retention_due, unended
 from peerbackup.core.nodelog import JOB_MISSED, JOB_STALLED, node_log
 from peerbackup.core.schedule import Missed, Schedule, job_id, retry_at, settle, slots_after
 from peerbackup.core.settings import Settings
@@ -103,6 +103,20 @@ class Scheduler:
             except UsageError as exc:
                 event(self.log, "job.not_started", logging.WARNING, node=name, job=job, reason=str(exc))
 
+    async def _unended(self, name: str, now: float) -> None:
+        """A scheduled job still open after its deadline (its agent killed or cut off with no one left to take
+        it over inside the window) is logged missed, with why, once: else its slot would stay dispatched and
+        never ended. The grace lets an end the agent wrote in time reach this peer's log first."""
+        schedules = self.nodes.nodes()[name].schedules
+        for st in unended(name, self.jobs.job_states(name), self.jobs.missed_slots(name), now, self.listen_first()):
+            sc = schedules.get(str(st.fields["schedule"]))
+            if sc is None:
+                continue  # a schedule removed since: nobody wants its slots (as for slots never started)
+            agent = self.peers.membership.name(st.agent)
+            reason = (f"dispatched to {agent} (attempt {st.attempt}), which wrote no end by the deadline and "
+                      "could not be replaced in time: killed, cut off from the office, or still running")
+            await self._log_missed(name, sc, Missed(float(st.fields["slot"]), reason))
+
     async def _retention(self, name: str, now: float) -> None:
         """After a successful backup of a node with a retention policy: forget by it, prune now and then."""
         if not any(self.nodes.nodes()[name].policy.values()):
@@ -142,6 +156,7 @@ class Scheduler:
         still_open: set[str] = set()
         for name in sorted(self.nodes.nodes()):
             await self._redispatch(name, now)
+            await self._unended(name, now)
             await self._retry(name, now)
             await self._retention(name, now)
             still_open |= set(self.jobs.open_jobs(name))

@@ -23,8 +23,9 @@ tried again each heartbeat; one that can never start (its window closed, a later
 slot replaces it) is logged `job.missed` with why, once: no slot is lost
 silently. A job whose agent is dead (liveness), or alive but silent or making
 no progress for `stall_after`, is dispatched again, same job id, to another
-agent inside its deadline; a scheduled job that failed is retried with back-off
-while its retries and window last. After a successful backup of a node with a
+agent inside its deadline; one still open past its deadline (no agent could take
+it over in time) has its slot logged `job.missed`, naming its agent. A scheduled
+job that failed is retried with back-off while its retries and window last. After a successful backup of a node with a
 retention policy, a retention job (forget by the policy, prune now and then) is
 dispatched the same way, with an act-as token that may delete (core/jobs.py).
 
