@@ -110,44 +110,11 @@ def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None,
         if claims is not None and not _may(ev, st, claims, agents):
             continue
         if ev.kind == JOB_DISPATCHED:
-            if st is None:
-                st = jobs[job] = JobState(job, dict(ev.fields))
-            elif st.state == DONE:
-                # Done is final. A later dispatch of it comes from a coordinator that did not know (the other
-                # side of a partition, merged on heal): reopening it would run the slot a third time.
-                continue
-            else:
-                st.prior = (st.fields, st.state, st.result)
-                st.fields, st.state, st.result = dict(ev.fields), OPEN, {}
-            st.dispatcher = ev.feed
-            st.agents.add(str(ev.fields.get("agent")))
+            _dispatched(jobs, job, st, ev)
         elif ev.kind == JOB_UNSENT and st is not None and st.state == OPEN and st.agent == ev.fields.get("agent"):
-            if st.prior is None:
-                st.state, st.result, st.ended_ms = FAILED, dict(ev.fields), hlc.wall_ms(ev.hlc)
-            else:
-                st.fields, st.state, st.result = st.prior
-                st.prior = None
+            _unsent(st, ev)
         elif ev.kind == JOB_STARTED:
-            if st is None:
-                st = jobs[job] = JobState(job, dict(ev.fields))
-                st.started_ms = hlc.wall_ms(ev.hlc)
-                st.agents.add(ev.feed)
-                # No dispatch says when it ends: the agent's word, but never past what any dispatch could give
-                # (an open job holds the node's retention back until its deadline).
-                latest = st.started_ms // 1000 + MAX_UNDISPATCHED_DEADLINE
-                if not isinstance(st.fields.get("deadline"), int) or st.fields["deadline"] > latest:
-                    st.fields["deadline"] = latest
-            elif st.state != DONE and st.current(ev):
-                # A start after the end is another side's late copy: the end stands. A replaced attempt's
-                # late start neither reopens a failed job nor speaks for the current attempt.
-                st.started_ms = hlc.wall_ms(ev.hlc)
-                # The agent adds its own fields only: what a dispatch says (kind, deadline, slot, prune...) is
-                # the coordinator's, whether or not this dispatch said it (an agent that rewrote job_kind to
-                # "retention" was handed a delete-capable token).
-                for k, v in ev.fields.items():
-                    if k not in DISPATCH_FIELDS:
-                        st.fields.setdefault(k, v)
-                st.state = OPEN if st.state == FAILED else st.state
+            _started(jobs, job, st, ev)
         elif ev.kind in (JOB_DONE, JOB_FAILED) and st is not None and st.state == OPEN and st.current(ev):
             # Only the current attempt ends the job: a replaced agent's late end would let a new attempt be
             # dispatched while the current one still runs (and its snapshot is refused by the holders).
@@ -155,6 +122,55 @@ def fold(events: Iterable[Event], claims: Collection[tuple[int, str]] | None,
             st.ended_ms = hlc.wall_ms(ev.hlc)
             st.result = dict(ev.fields)
     return jobs
+
+
+def _dispatched(jobs: dict[str, JobState], job: str, st: JobState | None, ev: Event) -> None:
+    """A job.dispatched (fold): a new job opened, a failed or open one reopened (what it was kept as `prior`)."""
+    if st is None:
+        st = jobs[job] = JobState(job, dict(ev.fields))
+    elif st.state == DONE:
+        # Done is final. A later dispatch of it comes from a coordinator that did not know (the other
+        # side of a partition, merged on heal): reopening it would run the slot a third time.
+        return
+    else:
+        st.prior = (st.fields, st.state, st.result)
+        st.fields, st.state, st.result = dict(ev.fields), OPEN, {}
+    st.dispatcher = ev.feed
+    st.agents.add(str(ev.fields.get("agent")))
+
+
+def _unsent(st: JobState, ev: Event) -> None:
+    """A job.dispatch_failed of an open job's agent (fold): the dispatch undone, a first one failed."""
+    if st.prior is None:
+        st.state, st.result, st.ended_ms = FAILED, dict(ev.fields), hlc.wall_ms(ev.hlc)
+    else:
+        st.fields, st.state, st.result = st.prior
+        st.prior = None
+
+
+def _started(jobs: dict[str, JobState], job: str, st: JobState | None, ev: Event) -> None:
+    """A job.started (fold): a job whose dispatch is not in the log known by it alone, else the current
+    attempt's start and the fields its agent adds."""
+    if st is None:
+        st = jobs[job] = JobState(job, dict(ev.fields))
+        st.started_ms = hlc.wall_ms(ev.hlc)
+        st.agents.add(ev.feed)
+        # No dispatch says when it ends: the agent's word, but never past what any dispatch could give
+        # (an open job holds the node's retention back until its deadline).
+        latest = st.started_ms // 1000 + MAX_UNDISPATCHED_DEADLINE
+        if not isinstance(st.fields.get("deadline"), int) or st.fields["deadline"] > latest:
+            st.fields["deadline"] = latest
+    elif st.state != DONE and st.current(ev):
+        # A start after the end is another side's late copy: the end stands. A replaced attempt's
+        # late start neither reopens a failed job nor speaks for the current attempt.
+        st.started_ms = hlc.wall_ms(ev.hlc)
+        # The agent adds its own fields only: what a dispatch says (kind, deadline, slot, prune...) is
+        # the coordinator's, whether or not this dispatch said it (an agent that rewrote job_kind to
+        # "retention" was handed a delete-capable token).
+        for k, v in ev.fields.items():
+            if k not in DISPATCH_FIELDS:
+                st.fields.setdefault(k, v)
+        st.state = OPEN if st.state == FAILED else st.state
 
 
 def _may(ev: Event, st: JobState | None, claims: Collection[tuple[int, str]],

@@ -32,7 +32,7 @@ from peerbackup.engine.fsmeta import node_from_stat, node_type, open_for_read, r
 from peerbackup.engine.locks import RepoLock
 from peerbackup.engine.repository import Repository
 from peerbackup.engine.sparse import DataReader, may_have_holes
-from peerbackup.storage.cache import FileCache
+from peerbackup.storage.filecache import FileCache
 
 # Chunks smaller than this are handed to the workers in batches of about this size.
 _BATCH_BYTES = 1024 * 1024

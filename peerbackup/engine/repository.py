@@ -49,7 +49,9 @@ from peerbackup.errors import (
     UnsupportedVersion,
     WrongPassword,
 )
-from peerbackup.storage.cache import FileCache, IndexCache, default_cache_root
+from peerbackup.storage.cache import default_cache_root
+from peerbackup.storage.filecache import FileCache
+from peerbackup.storage.indexcache import IndexCache
 from peerbackup.storage.store import FileType, Store, open_upload
 
 PACK_SIZE = 16 * 1024 * 1024

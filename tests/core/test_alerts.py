@@ -1,4 +1,5 @@
-"""core/alerts.py: configuration checks, the incident record, and what to send when, on fixed clocks."""
+"""core/alerts.py and core/alertrules.py: configuration checks, the incident record, and what to send when,
+on fixed clocks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 
 from peerbackup.core import hlc
+from peerbackup.core.alertrules import MAX_ATTEMPTS, Observed, evaluate
 from peerbackup.core.alerts import (
     ALERT_RESOLVED,
     ALERT_SENT,
@@ -15,7 +17,6 @@ from peerbackup.core.alerts import (
     BACKUP_MISSED,
     BACKUP_PARTIAL,
     EMAIL,
-    MAX_ATTEMPTS,
     OFFICE_ALERTS,
     OK,
     PEER_DEAD,
@@ -25,9 +26,7 @@ from peerbackup.core.alerts import (
     Alert,
     AlertConfig,
     Incident,
-    Observed,
     derive_config,
-    evaluate,
     history,
     parse_smtp,
 )

@@ -21,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peerbackup.core import hlc
-from peerbackup.core.alerts import BACKUP_MISSED, AlertConfig, Observed, evaluate
+from peerbackup.core.alertrules import Observed, evaluate
+from peerbackup.core.alerts import BACKUP_MISSED, AlertConfig
 from peerbackup.core.certs import ROLES, Certificate
 from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, make_event
 from peerbackup.core.identity import SigningKey
@@ -291,7 +292,7 @@ def test_malformed_undo_events_are_refused() -> None:
 
 
 def test_a_paused_schedule_is_not_alerted_and_resuming_does_not_alert_the_pause() -> None:
-    """core/alerts.py sees the fold: a paused schedule has no missed slot, and once resumed it counts from
+    """core/alertrules.py sees the fold: a paused schedule has no missed slot, and once resumed it counts from
     the resume (the slots missed while paused are neither run nor alerted)."""
     t0 = 1_800_000_000.0  # a whole hour
     cfg = AlertConfig(webhook="http://127.0.0.1:9/hook", since=t0 - 86400)

@@ -18,7 +18,7 @@ from peerbackup.engine.repository import Repository
 from peerbackup.engine.restore import Restorer
 from peerbackup.engine.walk import walk
 from peerbackup.errors import TargetNotEmpty
-from peerbackup.storage.cache import FileCache
+from peerbackup.storage.filecache import FileCache
 from peerbackup.storage.store import FileType
 from tests.helpers import OLD, make_tree, snapshot_of
 

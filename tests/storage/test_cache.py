@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from peerbackup.core.objects import Kind
 from peerbackup.core.pack import BlobEntry
-from peerbackup.storage.cache import FILE_CACHE_TTL, Cached, FileCache, IndexCache, default_cache_root
+from peerbackup.storage.cache import default_cache_root
+from peerbackup.storage.filecache import FILE_CACHE_TTL, Cached, FileCache
+from peerbackup.storage.indexcache import IndexCache
 
 
 def bid(i: int) -> bytes:
@@ -642,7 +644,7 @@ def test_file_cache_updates_held_outside_memory_become_visible_only_at_commit_la
     # A first backup's updates are spilled to a temporary table as they come (every 7 here):
     # memory stays bounded, and what the cache says is unchanged: nothing before commit, nothing
     # from a backup that never commits, and the last update of a path is the one kept.
-    monkeypatch.setattr("peerbackup.storage.cache._ROWS_PER_INSERT", 7)
+    monkeypatch.setattr("peerbackup.storage.cache.ROWS_PER_INSERT", 7)
     path = Path(tempfile.mkdtemp(dir=tmp_path)) / "files.sqlite"  # one per example
     fc = FileCache(path)
     for name, content in updates:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from peerbackup.core.alertrules import Observed, evaluate
 from peerbackup.core.alerts import (
     ALERT_RESOLVED,
     ALERT_SENT,
@@ -24,8 +25,6 @@ from peerbackup.core.alerts import (
     Alert,
     AlertConfig,
     Incident,
-    Observed,
-    evaluate,
     history,
 )
 from peerbackup.core.events import CONTROL_LOG
