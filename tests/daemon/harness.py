@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,29 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float
                 return last
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+async def await_for(pred: Callable[[], Awaitable[Any]], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """wait_for inside an event loop, for a coroutine predicate (daemons in the test's own loop)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = await pred()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+        await asyncio.sleep(interval)
+
+
+def holds_for(pred: Callable[[], Any], duration: float, what: str, interval: float = 0.2) -> None:
+    """Fail as soon as pred stops holding within duration (a flap), with the answer that broke it."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        got = pred()
+        if not got:
+            raise AssertionError(f"{what} stopped holding: {got!r}")
         time.sleep(interval)
 
 

@@ -18,6 +18,7 @@ from peerbackup.core.settings import Settings
 from peerbackup.daemon.service import Daemon, DaemonOptions
 from peerbackup.office.membership.enrol import init_office, join_office, seed_state
 from peerbackup.office.membership.home import Home
+from tests.daemon.harness import await_for
 
 FAST = Settings(heartbeat=0.1, suspect=0.5, dead=1.0, request_timeout=1.0)
 
@@ -31,15 +32,6 @@ def blockbuster() -> Iterator[BlockBuster]:
 def _rand(seed: int):  # type: ignore[no-untyped-def]
     rng = random.Random(seed)
     return rng.randbytes
-
-
-async def _wait(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_two_daemons_in_one_loop_never_block(tmp_path: Path) -> None:
@@ -68,7 +60,7 @@ def test_two_daemons_in_one_loop_never_block(tmp_path: Path) -> None:
                     pb = {p["name"]: p["state"] for p in await b.view.peers()}
                     return pa.get("beta") == "alive" and pb.get("alpha") == "alive"
 
-                await _wait(both_alive, 10, "alpha and beta alive in each other's table")
+                await await_for(both_alive, 10, "alpha and beta alive in each other's table")
                 await a.admissions.remove_peer(joined.ident.peer_id)
 
                 async def dropped() -> bool:
@@ -76,7 +68,7 @@ def test_two_daemons_in_one_loop_never_block(tmp_path: Path) -> None:
                     return "beta" not in {p["name"] for p in await a.view.peers()} and \
                         joined.ident.peer_id in b.peer_service.membership.revocations
 
-                await _wait(dropped, 10, "beta removed on both sides")
+                await await_for(dropped, 10, "beta removed on both sides")
                 await b.stop()
                 b = None
         finally:

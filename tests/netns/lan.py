@@ -75,16 +75,6 @@ def sh(*cmd: str, check: bool = True, timeout: float = 30) -> Result:
     return res
 
 
-def holds_for(pred: Callable[[], Any], duration: float, what: str, interval: float = 0.2) -> None:
-    """Fail as soon as pred stops holding within duration (a flap), with the answer that broke it."""
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline:
-        got = pred()
-        if not got:
-            raise AssertionError(f"{what} stopped holding: {got!r}")
-        time.sleep(interval)
-
-
 def namespaces() -> list[str]:
     res = sh("ip", "netns", "list", check=False)
     return [line.split()[0] for line in res.out.splitlines() if line.strip()]

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.harness import wait_for
-from tests.netns.lan import LEASE, Lan, NetOffice, agreed, claims, holds_for
+from tests.daemon.harness import holds_for, wait_for
+from tests.netns.lan import LEASE, Lan, NetOffice, agreed, claims
 
 REVOKE = "member.revoke"
 
