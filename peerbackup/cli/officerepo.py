@@ -74,9 +74,9 @@ def connect(home: Home, node: str, delete: bool = False, warn: Callable[[str], N
         return aiohttp.ClientSession()
 
     session = loop.call(make_session)
-    client = PeerClient(ident.key, Settings(), time.time, os.urandom, session)
     names = {p.peer_id: p.name for p in peers}
-    client.names = lambda peer_id: names.get(peer_id, peer_id)
+    client = PeerClient(ident.key, Settings(), time.time, os.urandom, session,
+                        lambda peer_id: names.get(peer_id, peer_id))
     store = PeerStore(node, int(access["replicas"]), peers, StoreClient(client, node), loop.run, ident.peer_id,
                       grant, warn or _warn, bytes.fromhex(access.get("act_as", "")))
 

@@ -146,13 +146,13 @@ class Daemon:
         self.state = await State.open(self.home.file(STATE_DB))
         await asyncio.to_thread(os.chmod, self.home.file(STATE_DB), 0o600)
         self.session = aiohttp.ClientSession()
-        self.client = client = PeerClient(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.session)
+        # Errors name peers as membership does (load() below replaces membership: looked up each time).
+        self.client = client = PeerClient(self.ident.key, self.settings, self.clock, secrets.token_bytes, self.session,
+                                          lambda peer_id: self.peer_service.membership.name(peer_id))
         self.peer_service = PeerService(self.ident, self.settings, self.state, client, self.clock,
-                                        secrets.token_bytes, self.log, lambda: self.advertised)
+                                        secrets.token_bytes, self.log, lambda: self.advertised, self.disk.failed)
         self.admissions = Admissions(self.peer_service)  # invites, joins, removals
         self.roster = Roster(self.ident, self.state, self.peer_service, self.clock, lambda: self.advertised)
-        client.names = lambda peer_id: self.peer_service.membership.name(peer_id)  # load() replaces membership
-        self.peer_service.disk_full = self.disk.failed
         await self.peer_service.load()
 
     async def _open_logs(self) -> None:
@@ -209,8 +209,7 @@ class Daemon:
     async def _serve_peers(self) -> int:
         """The peer server on the listen address, every service's handlers on it; answers the bound port."""
         server = PeerServer(self.ident.key, self.settings, self.clock, secrets.token_bytes, self._spend_nonce,
-                            self.peer_service.whoami, self.log)
-        server.clocks = self.client.clocks  # both halves of what clock skew looks like, for status
+                            self.peer_service.whoami, self.log, self.client.clocks)
         self.peer_service.register(server)
         self.admissions.register(server)
         self.logs.register(server)

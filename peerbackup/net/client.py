@@ -50,14 +50,14 @@ def url(address: str, path: str) -> str:
 
 class PeerClient:
     def __init__(self, key: SigningKey, settings: Settings, clock: Callable[[], float], rand: Random,
-                 session: aiohttp.ClientSession) -> None:
+                 session: aiohttp.ClientSession, names: Callable[[str], str] | None = None) -> None:
         self.key = key
         self.settings = settings
         self.clock = clock
         self.rand = rand
         self.session = session
         self.clocks = ClockWatch()  # the peers that refused our timestamps (status shows them)
-        self.names: Callable[[str], str] | None = None  # peer id -> name, for errors (set once membership is)
+        self.names = names  # peer id -> name, for errors
 
     def _where(self, address: str, audience: str) -> str:
         """A peer as errors name it: its address, and its name when known."""

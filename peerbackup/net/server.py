@@ -52,7 +52,8 @@ class Route:
 
 class PeerServer:
     def __init__(self, key: SigningKey, settings: Settings, clock: Callable[[], float], rand: Random,
-                 spend_nonce: SpendNonce, whoami: Callable[[], bytes], log: logging.Logger) -> None:
+                 spend_nonce: SpendNonce, whoami: Callable[[], bytes], log: logging.Logger,
+                 clocks: ClockWatch | None = None) -> None:
         self.key = key
         self.settings = settings
         self.clock = clock
@@ -61,7 +62,9 @@ class PeerServer:
         self.whoami = whoami
         self.log = log
         self.routes: dict[str, Route] = {}
-        self.clocks = ClockWatch()  # the peers whose timestamps we refused (status shows them)
+        # The peers whose timestamps we refused (status shows them); the daemon shares the client's, so that
+        # status shows both halves of what clock skew looks like.
+        self.clocks = clocks if clocks is not None else ClockWatch()
         self._spent: dict[tuple[str, bytes], float] = {}  # nonces of reads served while the disk was full
 
     def route(self, path: str, authenticate: Authenticate, handle: Handle, max_body: int = envelope.MAX_BODY,

@@ -42,7 +42,8 @@ MAX_HINTS = 64
 class PeerService:
     def __init__(self, ident: Identity, settings: Settings, state: State, client: PeerClient,
                  clock: Callable[[], float], rand: Random, log: logging.Logger,
-                 addresses: Callable[[], list[str]]) -> None:
+                 addresses: Callable[[], list[str]],
+                 disk_full: Callable[[BaseException, str], bool] = lambda exc, during: False) -> None:
         self.ident = ident
         self.me = ident.peer_id
         self.settings = settings
@@ -62,8 +63,7 @@ class PeerService:
         self.logs: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._beating: dict[str, asyncio.Task[Any]] = {}  # peer id -> its heartbeat on its way
-        # Set by the daemon: told of a write that failed for want of room (says it once).
-        self.disk_full: Callable[[BaseException, str], bool] = lambda exc, during: False
+        self.disk_full = disk_full  # told of a write that failed for want of room (the daemon's DiskWatch.failed)
 
     async def load(self) -> None:
         self.membership = await self.state.load_membership(self.ident.office)
