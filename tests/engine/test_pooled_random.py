@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from peerbackup.engine.repository import PooledRandom
+from peerbackup.engine.nonces import PooledRandom
 
 
 def test_asks_the_kernel_once_per_pool_and_never_hands_out_a_byte_twice(monkeypatch: pytest.MonkeyPatch) -> None:
