@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from peerbackup.core.jobs import tally
-from peerbackup.engine.backup import (
+from peerbackup.engine.backup import Archiver
+from peerbackup.engine.backupreport import (
     CHANGED,
     DENIED,
     IO_ERROR,
     NOT_FOUND,
-    Archiver,
     FileFailure,
     NoProgress,
     reason_of,
