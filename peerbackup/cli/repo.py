@@ -29,7 +29,8 @@ from peerbackup.core.snapshot import Snapshot
 from peerbackup.core.tree import DIR, Node
 from peerbackup.engine.check import check
 from peerbackup.engine.diff import diff_trees
-from peerbackup.engine.repository import Repository, add_key, key_files, read_config, unlock
+from peerbackup.engine.keyfiles import add_key, key_files, read_config, unlock
+from peerbackup.engine.repository import Repository
 from peerbackup.engine.restore import Restorer
 from peerbackup.engine.walk import find_path, walk
 from peerbackup.errors import KeyInUse, UsageError

@@ -13,7 +13,8 @@ from peerbackup.cli.progress import Progress, human_bytes
 from peerbackup.cli.repo import Ended, open_repo, snap_json
 from peerbackup.core.jobs import tally
 from peerbackup.core.nodelog import MAX_FAILED, MAX_FAILED_PATH
-from peerbackup.engine.backup import Archiver, BackupResult
+from peerbackup.engine.backup import Archiver
+from peerbackup.engine.backupreport import BackupResult
 from peerbackup.engine.excludes import Excluder, read_exclude_file
 from peerbackup.engine.memory import tune_allocator
 from peerbackup.engine.prescan import count

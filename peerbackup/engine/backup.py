@@ -9,24 +9,27 @@ small files the reading is spread over every core instead of bottlenecking the
 scan. Directory trees are finished in post-order as their files complete,
 without stalling the scan. The snapshot is written only after every pack and
 index it refers to is stored.
+
+The hand-off to the workers lives in engine/chunkqueue.py, what a backup reports
+(progress, failures and their reasons, the result) in engine/backupreport.py.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from peerbackup.core.objects import Kind
-from peerbackup.core.snapshot import Snapshot, Summary
+from peerbackup.core.snapshot import Summary
 from peerbackup.core.tree import DIR, FILE, SOCKET, SYMLINK, Node, encode_tree
+from peerbackup.engine.backupreport import CHANGED, BackupProgress, BackupResult, FileFailure, NoProgress, reason_of
+from peerbackup.engine.chunkqueue import ChunkQueue, PendingFile
 from peerbackup.engine.excludes import Excluder
 from peerbackup.engine.fsmeta import node_from_stat, node_type, open_for_read, read_xattrs
 from peerbackup.engine.locks import RepoLock
@@ -34,140 +37,26 @@ from peerbackup.engine.repository import Repository
 from peerbackup.engine.sparse import DataReader, may_have_holes
 from peerbackup.storage.filecache import FileCache
 
-# Chunks smaller than this are handed to the workers in batches of about this size.
-_BATCH_BYTES = 1024 * 1024
-_BATCH_COUNT = 256
-
 # Trees finished before they are stored together.
 _TREE_BATCH = 256
-
-# Chunk bytes read but not yet sealed and packed, at most.
-IN_FLIGHT_BYTES = 16 * 1024 * 1024
-
-
-class _ByteBudget:
-    """A semaphore counted in bytes; one item larger than the budget still passes alone."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._used = 0
-        self._cv = threading.Condition()
-
-    def acquire(self, n: int) -> None:
-        with self._cv:
-            while self._used and self._used + n > self.limit:
-                self._cv.wait()
-            self._used += n
-
-    def release(self, n: int) -> None:
-        with self._cv:
-            self._used -= n
-            self._cv.notify_all()
-
 
 # Files modified this recently are not trusted to the file cache: a write in
 # the same clock tick after our read would leave size and mtime unchanged.
 _RACY_NS = 2_000_000_000
 
-
-class BackupProgress(Protocol):
-    def scanned(self, path: str, size: int) -> None: ...
-    def processed(self, nbytes: int) -> None: ...
-    def file_done(self, path: str, size: int) -> None: ...
-    def error(self, path: str, message: str) -> None: ...
-
-
-class NoProgress:
-    def scanned(self, path: str, size: int) -> None:
-        pass
-
-    def processed(self, nbytes: int) -> None:
-        pass
-
-    def file_done(self, path: str, size: int) -> None:
-        pass
-
-    def error(self, path: str, message: str) -> None:
-        pass
-
-
-_ChunkResult = tuple[bytes, int, int]  # id, raw bytes added, sealed bytes added
-
-
-@dataclass
-class _PendingFile:
-    node: Node
-    path: bytes
-    st: os.stat_result
-    futures: list[Future[_ChunkResult]]
-    cacheable: bool
-    # A small file a worker reads (_read_small). Its batch's task says when it is stored (or left
-    # out): a Future per file cost the scanning thread ~1 s on 50,000 files.
-    small: bool = False
-    task: Future[None] | None = None
-    failed: BaseException | None = None
-    results: list[_ChunkResult] = field(default_factory=list)
-    bytes_read: int = 0
-    unreadable: bool = False
-
-    def done(self) -> bool:
-        if self.small:
-            return self.task is not None and self.task.done()
-        return all(f.done() for f in self.futures)
-
-
-# What the workers are handed: a chunk (id if hashed already, bytes, its future) or a small file to read.
-_Item = tuple[bytes | None, memoryview, Future[_ChunkResult]] | _PendingFile
-
 _NONE: frozenset[bytes] = frozenset()
 
 # Returned for a file that cannot be opened: it is left out of the snapshot.
-_UNREADABLE = _PendingFile(Node("", FILE), b"", os.stat_result((0,) * 10), [], cacheable=False)
+_UNREADABLE = PendingFile(Node("", FILE), b"", os.stat_result((0,) * 10), [], cacheable=False)
 
 
 @dataclass
 class _PendingDir:
     nodes: list[Node]
-    files: list[_PendingFile]
+    files: list[PendingFile]
     parent: Node | None  # whose subtree this tree becomes; None for the root
     result: list[bytes] = field(default_factory=list)
     done_upto: int = 0  # files[:done_upto] are known done (_finish_ready)
-
-
-# Why a file is not (wholly) in a snapshot: the reasons a backup's result names, in the engine's words.
-NOT_FOUND, DENIED, CHANGED, IO_ERROR = "not found", "permission denied", "changed while read", "I/O error"
-REASONS = (NOT_FOUND, DENIED, CHANGED, IO_ERROR)
-_NOT_FOUND_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
-_DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
-
-
-def reason_of(exc: OSError) -> str:
-    """The reason an OS error gives for a file left out: gone between listing and reading, refused,
-    or anything else the file system said (EIO, ELOOP, ENXIO, a stale handle...)."""
-    if isinstance(exc, FileNotFoundError | NotADirectoryError) or exc.errno in _NOT_FOUND_ERRNOS:
-        return NOT_FOUND
-    if isinstance(exc, PermissionError) or exc.errno in _DENIED_ERRNOS:
-        return DENIED
-    return IO_ERROR
-
-
-@dataclass(frozen=True)
-class FileFailure:
-    """A file, directory or source the snapshot lacks or holds only in part, and why."""
-
-    path: str
-    reason: str  # one of REASONS
-    message: str  # what the OS or the engine said
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-@dataclass
-class BackupResult:
-    snapshot: Snapshot
-    errors: list[str]  # every problem, as text: the failures below and repository warnings
-    failures: list[FileFailure] = field(default_factory=list)
 
 
 class Archiver:
@@ -191,16 +80,11 @@ class Archiver:
         self.errors: list[str] = []
         self.failures: list[FileFailure] = []
         self._stats_lock = threading.Lock()
-        # Bounds the work in flight, and so memory, by bytes: zero-filled disk
-        # images make 8 MiB chunks, and a bound by count let those pile up.
-        self._budget = _ByteBudget(IN_FLIGHT_BYTES)
-        self._pool: ThreadPoolExecutor | None = None
+        self._chunks = ChunkQueue(repo, self.progress, self._read_small)
         self._dirs: deque[_PendingDir] = deque()
         self._fc: FileCache | None = None
         self._live: dict[bytes, set[bytes]] = {}  # directory/ -> chunk ids of its cached files that are stored
         self._trees: list[tuple[bytes, bytes]] = []  # (id, encoded) finished, not yet stored (_store_trees)
-        self._batch: list[_Item] = []
-        self._batch_bytes = 0
         self._start_ns = 0
 
     # ---- entry point ---------------------------------------------------------
@@ -215,12 +99,12 @@ class Archiver:
             self._fc = self.repo.file_cache() if self.use_file_cache else None
             try:
                 with ThreadPoolExecutor(self.workers, thread_name_prefix="chunk") as pool:
-                    self._pool = pool
+                    self._chunks.pool = pool
                     try:
                         root = self._backup_roots(paths)
-                        self._flush_batch()
+                        self._chunks.flush()
                     finally:
-                        self._pool = None
+                        self._chunks.pool = None
                 tree_id = self._finish_all(root)
                 self.repo.flush()
                 parent = self._parent(paths)
@@ -338,7 +222,7 @@ class Archiver:
 
     # ---- files ---------------------------------------------------------------------
 
-    def _file(self, path: str, node: Node, st: os.stat_result) -> _PendingFile | None:
+    def _file(self, path: str, node: Node, st: os.stat_result) -> PendingFile | None:
         """Start backing up a file: None when the file cache settled it."""
         bpath = os.fsencode(path)
         self.progress.scanned(path, st.st_size)
@@ -365,15 +249,15 @@ class Archiver:
         sparse = may_have_holes(st.st_size, allocated)
         if st.st_size <= self.repo.chunker.params.min_size and not sparse:
             # One chunk: a worker reads and stores it (_read_small), so reading spreads over the cores.
-            pf = _PendingFile(node, bpath, st, [], cacheable=False, small=True)
-            self._queue(pf, st.st_size)
+            pf = PendingFile(node, bpath, st, [], cacheable=False, small=True)
+            self._chunks.queue(pf, st.st_size)
             return pf
-        pf = _PendingFile(node, bpath, st, [], cacheable=False)
-        self._read(pf, sparse, lambda chunk: pf.futures.append(self._submit(chunk)))
+        pf = PendingFile(node, bpath, st, [], cacheable=False)
+        self._read(pf, sparse, lambda chunk: pf.futures.append(self._chunks.submit(chunk)))
         self.summary.bytes_read += pf.bytes_read
         return _UNREADABLE if pf.unreadable else pf
 
-    def _read(self, pf: _PendingFile, sparse: bool, emit: Callable[[memoryview], object]) -> None:
+    def _read(self, pf: PendingFile, sparse: bool, emit: Callable[[memoryview], object]) -> None:
         """Read and chunk a file, handing each chunk to emit; sets the node's xattrs, size and holes,
         and pf's bytes_read, cacheable and unreadable (left out of the snapshot: it could not be opened).
         Runs in the scanning thread or, for a small file, in a worker."""
@@ -422,83 +306,12 @@ class Archiver:
         racy = st.st_mtime_ns > self._start_ns - _RACY_NS
         pf.cacheable = not changed and not racy
 
-    def _read_small(self, pf: _PendingFile) -> None:
+    def _read_small(self, pf: PendingFile) -> None:
         """In a worker: read, hash, deduplicate and store a small file."""
         try:
-            self._read(pf, False, lambda chunk: pf.results.append(self._store_chunk(None, chunk)))
+            self._read(pf, False, lambda chunk: pf.results.append(self._chunks.store_chunk(None, chunk)))
         except BaseException as exc:  # raised when its directory is finished, as a chunk's would be
             pf.failed = exc
-
-    def _submit(self, chunk: memoryview) -> Future[_ChunkResult]:
-        fut: Future[_ChunkResult] = Future()
-        if len(chunk) < _BATCH_BYTES:
-            # Small chunks (small files) travel to the workers in batches: one hand-off
-            # per chunk costs more GIL ping-pong than storing a 10 KiB chunk. The worker
-            # hashes and deduplicates them too: on a tree of small files the scanning
-            # thread is the bottleneck, the workers wait.
-            self._queue((None, chunk, fut), len(chunk))
-            return fut
-        # A large chunk is hashed and checked here, in the scanning thread, which has time
-        # to spare between large reads: the workers only see chunks that must be stored.
-        repo = self.repo
-        blob_id = repo.blob_id(chunk)
-        if not repo.claim(blob_id):
-            self.progress.processed(len(chunk))
-            fut.set_result((blob_id, 0, 0))
-            return fut
-        self._flush_batch()
-        self._batch.append((blob_id, chunk, fut))
-        self._flush_batch()
-        return fut
-
-    def _queue(self, item: _Item, nbytes: int) -> None:
-        """Add to the batch the workers get next; hand it over once it holds enough."""
-        self._batch.append(item)
-        self._batch_bytes += nbytes
-        if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_COUNT:
-            self._flush_batch()
-
-    def _flush_batch(self) -> None:
-        if not self._batch:
-            return
-        batch, self._batch, self._batch_bytes = self._batch, [], 0
-        assert self._pool is not None
-        size = sum(it.st.st_size if isinstance(it, _PendingFile) else len(it[1]) for it in batch)
-        self._budget.acquire(size)
-        try:
-            task = self._pool.submit(self._store_batch, batch)
-        except BaseException:
-            self._budget.release(size)
-            raise
-        task.add_done_callback(lambda _f: self._budget.release(size))
-        for item in batch:
-            if isinstance(item, _PendingFile):
-                item.task = task
-
-    def _store_batch(self, batch: list[_Item]) -> None:
-        for item in batch:
-            if isinstance(item, _PendingFile):
-                self._read_small(item)
-                continue
-            blob_id, chunk, fut = item
-            try:
-                result = self._store_chunk(blob_id, chunk)
-            except BaseException as exc:
-                fut.set_exception(exc)
-                continue
-            fut.set_result(result)
-
-    def _store_chunk(self, blob_id: bytes | None, chunk: memoryview) -> _ChunkResult:
-        """Store a chunk unless the repository has it; blob_id None: not hashed yet (see _submit)."""
-        repo = self.repo
-        if blob_id is None:
-            blob_id = repo.blob_id(chunk)
-            if not repo.claim(blob_id):
-                self.progress.processed(len(chunk))
-                return blob_id, 0, 0
-        stored = repo.save_blob(Kind.DATA, blob_id, chunk)
-        self.progress.processed(len(chunk))
-        return blob_id, len(chunk), stored
 
     # ---- finishing trees -----------------------------------------------------------
 

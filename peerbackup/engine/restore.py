@@ -9,20 +9,18 @@ keyed id before it is written: files up to SMALL_FILE whole, in windows of a few
 MiB (by one thread of their own when the files are tiny), their chunks read
 pack range by pack range (a hand-off or a read per 10 KiB file cost more than
 writing it); larger files in segments, by a pool.
+
+The tree walk and what it creates itself (directories, links, special files) are here; writing the files'
+contents is engine/restorefiles.py (`FileWriter`, which `Restorer` extends), what the walk plans for it
+engine/restoreplan.py.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
-import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Iterator
 
-from peerbackup.core.objects import Kind
 from peerbackup.core.pack import BlobEntry
 from peerbackup.core.tree import (
     BLOCKDEV,
@@ -37,121 +35,19 @@ from peerbackup.core.tree import (
 )
 from peerbackup.engine.fsmeta import apply_metadata, make_special
 from peerbackup.engine.repository import Repository
-from peerbackup.engine.sparse import HoleMap, fill_holes, pwrite
+from peerbackup.engine.restorefiles import FileWriter, RestoreProgress, RestoreStats
+from peerbackup.engine.restoreplan import FileJob, SubtreeReader, included
+from peerbackup.engine.sparse import HoleMap
 from peerbackup.engine.walk import find_path, load_tree
-from peerbackup.errors import NoSuchObject, PeerBackupError, TargetNotEmpty, UnsafePath
-
-SEGMENT = 64 * 1024 * 1024  # large files are split into segments of about this size
-SMALL_FILE = 1024 * 1024  # files up to this size are written whole, in windows:
-_WINDOW_BYTES = 4 * 1024 * 1024  # a window is about this much data
-_WINDOW_FILES = 512  # or this many files
-TINY_FILE = 64 * 1024  # windows of files this small on average are written by one thread (_write_files)
+from peerbackup.errors import PeerBackupError, TargetNotEmpty, UnsafePath
 
 
-@dataclass
-class RestoreStats:
-    files: int = 0
-    dirs: int = 0
-    bytes: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-class RestoreProgress(Protocol):
-    def planned(self, files: int, nbytes: int) -> None: ...
-    def written(self, nbytes: int) -> None: ...
-
-
-class NoRestoreProgress:
-    def planned(self, files: int, nbytes: int) -> None:
-        pass
-
-    def written(self, nbytes: int) -> None:
-        pass
-
-
-@dataclass
-class _OpenFile:
-    remaining: int
-    fd: int | None = None
-    failed: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-@dataclass
-class _FileJob:
-    path: str
-    node: Node
-    offsets: list[int]  # start of each chunk in the file
-    places: list[tuple[bytes, BlobEntry] | None]  # (pack, entry) of each chunk, None if missing
-    holes: HoleMap | None = None  # where the data goes around the file's holes; offsets skip them
-
-    @property
-    def sizes(self) -> list[int]:
-        """Plaintext size of each chunk; 0 for one the index does not have."""
-        return [p[1].raw_length if p else 0 for p in self.places]
-
-    @property
-    def hole_bytes(self) -> int:
-        return sum(n for _, n in self.holes.holes) if self.holes is not None else 0
-
-
-def _included(path: str, includes: list[str]) -> tuple[bool, bool]:
-    """(restore this entry, descend into it) for a snapshot path."""
-    if not includes:
-        return True, True
-    for inc in includes:
-        if path == inc or path.startswith(inc + "/"):
-            return True, True
-        if inc.startswith(path + "/"):
-            return False, True  # an ancestor of something included
-    return False, False
-
-
-def _write_all(fd: int, bufs: list[bytes | bytearray]) -> int:
-    """Write the buffers one after the other from the file's position; their total size."""
-    total = sum(map(len, bufs))
-    done = os.writev(fd, bufs) if bufs else 0
-    if done < total:  # a short write (rare on a regular file): the rest from where it stopped
-        rest = memoryview(b"".join(bufs))[done:]
-        while rest:
-            rest = rest[os.write(fd, rest):]
-    return total
-
-
-class _SubtreeReader:
-    """A directory's subtrees, read ahead a batch at a time (one index query and
-    one read per pack range), in the order the walk descends into them."""
-
-    BATCH = 64  # bounds what is held: at most this many trees per level of the walk
-
-    def __init__(self, repo: Repository, tree_ids: list[bytes]) -> None:
-        self.repo = repo
-        self.pending = tree_ids[::-1]
-        self.trees: dict[bytes, bytes | bytearray | PeerBackupError] = {}
-
-    def get(self, tree_id: bytes) -> bytes | bytearray | None:
-        """The tree's plaintext, or None: then load_tree reads it (and reports any error)."""
-        if tree_id not in self.trees and self.pending:
-            # The walk asks in list order, so the next batch holds this tree.
-            batch = [self.pending.pop() for _ in range(min(self.BATCH, len(self.pending)))]
-            found = self.repo.index.lookup_many(batch, for_reading=True)
-            self.trees = self.repo.read_blobs(Kind.TREE, found)
-        got = self.trees.get(tree_id)
-        return got if isinstance(got, bytes | bytearray) else None
-
-
-class Restorer:
+class Restorer(FileWriter):
     def __init__(
         self, repo: Repository, *, workers: int | None = None,
         progress: RestoreProgress | None = None, overwrite: bool = False, sparse: bool = True,
     ) -> None:
-        self.repo = repo
-        self.workers = workers or max(2, (os.cpu_count() or 2) + 1)
-        self.progress: RestoreProgress = progress or NoRestoreProgress()
-        self.overwrite = overwrite
-        self.sparse = sparse  # holes left as holes; False writes their zeros
-        self.stats = RestoreStats()
-        self._lock = threading.Lock()
+        super().__init__(repo, workers=workers, progress=progress, overwrite=overwrite, sparse=sparse)
         self._dirs: list[tuple[str, Node]] = []
         self._links: list[tuple[str, Node]] = []
         self._specials: list[tuple[str, Node]] = []
@@ -204,7 +100,7 @@ class Restorer:
     def _plan(
         self, tree_id: bytes, dest: str, snap_path: str, includes: list[str],
         raw: bytes | bytearray | None = None,
-    ) -> Iterator[_FileJob]:
+    ) -> Iterator[FileJob]:
         """Create directories and yield the files to write, walking the tree.
 
         raw: the tree's plaintext if the parent read it ahead.
@@ -218,9 +114,9 @@ class Restorer:
         found = self.repo.index.lookup_many(
             (b for n in nodes if n.type == FILE for b in n.content), for_reading=True
         )
-        subtrees = _SubtreeReader(self.repo, [
+        subtrees = SubtreeReader(self.repo, [
             n.subtree for n in nodes
-            if n.type == DIR and n.subtree is not None and any(_included(f"{snap_path}/{n.name}", includes))
+            if n.type == DIR and n.subtree is not None and any(included(f"{snap_path}/{n.name}", includes))
         ])
         seen: set[str] = set()
         for node in nodes:
@@ -229,7 +125,7 @@ class Restorer:
                 continue
             seen.add(node.name)
             path = f"{snap_path}/{node.name}"
-            take, descend = _included(path, includes)
+            take, descend = included(path, includes)
             out = os.path.join(dest, node.name)
             if node.type == DIR:
                 if not (take or descend):
@@ -271,7 +167,7 @@ class Restorer:
 
     def _plan_file(
         self, path: str, node: Node, found: dict[bytes, tuple[bytes, BlobEntry]]
-    ) -> _FileJob | None:
+    ) -> FileJob | None:
         if node.links > 1:
             key = (node.dev, node.inode)
             first = self._hardlinks.get(key)
@@ -286,227 +182,9 @@ class Restorer:
             offsets.append(pos)
             places.append(place)
             pos += place[1].raw_length if place else 0
-        return _FileJob(path, node, offsets, places, HoleMap(node.holes) if node.holes else None)
+        return FileJob(path, node, offsets, places, HoleMap(node.holes) if node.holes else None)
 
-    # ---- writing -----------------------------------------------------------------
-
-    def _write_files(self, jobs: Iterator[_FileJob]) -> None:
-        """Write every file; a file is open only while its segments are written.
-
-        (Opening all files first runs out of descriptors on a tree of 50,000 files.)
-        """
-
-        Piece = tuple[_FileJob, _OpenFile, int, int]
-
-        def pieces(job: _FileJob) -> Iterator[Piece]:
-            segs = self._segments(job)
-            st = _OpenFile(remaining=len(segs))
-            for a, b in segs:
-                yield job, st, a, b
-
-        def tasks() -> Iterator[tuple[Callable[[list[Any]], None], list[Any]]]:
-            # Small files go to the workers in windows, each written whole by one
-            # worker with its chunks read pack by pack: a hand-off per 10 KiB file
-            # cost more in GIL and futex traffic than writing the file.
-            window: list[_FileJob] = []
-            size = 0
-            for job in jobs:
-                job_size = sum(job.sizes)
-                # A file with data and holes takes the segment path, whose writes go around the holes
-                # (engine/sparse.py); one that is all hole is only sized, as a window does it.
-                if job_size > SMALL_FILE or (job.holes is not None and job.node.content):
-                    for piece in pieces(job):
-                        yield run, [piece]
-                    continue
-                window.append(job)
-                size += job_size
-                if size >= _WINDOW_BYTES or len(window) >= _WINDOW_FILES:
-                    yield self._write_window, window
-                    window, size = [], 0
-            if window:
-                yield self._write_window, window
-
-        def run(batch: list[Piece]) -> None:
-            for piece in batch:
-                write_piece(piece)
-
-        def write_piece(piece: Piece) -> None:
-            job, st, a, b = piece
-            with st.lock:
-                if st.fd is None and not st.failed:
-                    st.fd = self._create(job)
-                    st.failed = st.fd is None
-            try:
-                if st.fd is not None and b > a:
-                    self._write_range(job, st.fd, a, b)
-            finally:
-                with st.lock:
-                    st.remaining -= 1
-                    fd = st.fd if st.remaining == 0 else None
-                if fd is not None:
-                    self._close_file(job, fd)
-
-        # Bounded submission: a future per task for 50,000 files at once is waste.
-        slots = threading.BoundedSemaphore(self.workers * 4)
-        failures: list[BaseException] = []
-
-        def done(fut: Future[None]) -> None:
-            slots.release()
-            if fut.exception() is not None:
-                failures.append(fut.exception())  # type: ignore[arg-type]
-
-        # Windows of tiny files are read and written by one thread of their own, everything else by
-        # the pool: a tiny file is a handful of system calls, each handing the GIL to the other
-        # threads and back, and little data to decrypt and decompress in parallel. On 50,724 files
-        # of 16 KiB on average, into tmpfs: windows by the pool of three, 5.9 s and 8.5 CPU s; by
-        # one thread, 4.7 s and 5.5 CPU s; read by the pool and written by one thread, 5.3-5.9 s.
-        # Windows of larger files (the office set's average 160 KiB) keep the pool's cores.
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as pool, \
-                ThreadPoolExecutor(1, thread_name_prefix="restore-small") as small:
-            for fn, arg in tasks():
-                slots.acquire()
-                if failures:
-                    break
-                tiny = fn == self._write_window and sum(sum(j.sizes) for j in arg) < len(arg) * TINY_FILE
-                (small if tiny else pool).submit(fn, arg).add_done_callback(done)
-        if failures:
-            raise failures[0]
-
-    def _write_window(self, window: list[_FileJob]) -> None:
-        """Write small files whole: their chunks read first, each pack range once."""
-        places = {b: p for job in window for b, p in zip(job.node.content, job.places, strict=True) if p}
-        blobs = self.repo.read_blobs(Kind.DATA, places)
-        files = nbytes = 0
-        errors: list[str] = []
-        for job in window:
-            fd = self._open_out(job.path)
-            if fd is None:
-                continue
-            try:
-                written = self._write_whole(job, fd, blobs)
-                if written is None:
-                    continue
-                nbytes += written
-                files += 1
-                apply_metadata(job.path, job.node, errors, fd=fd)
-            finally:
-                os.close(fd)
-        self.progress.written(nbytes)
-        with self._lock:
-            self.stats.files += files
-            self.stats.bytes += nbytes
-            self.stats.errors.extend(errors)
-
-    def _write_whole(
-        self, job: _FileJob, fd: int, blobs: dict[bytes, bytes | bytearray | PeerBackupError]
-    ) -> int | None:
-        """Bytes written into a small file, None if it could not be sized."""
-        data: list[bytes | bytearray | None] = []
-        for i, blob_id in enumerate(job.node.content):
-            got = blobs.get(blob_id) if job.places[i] else None
-            if not isinstance(got, bytes | bytearray):
-                exc = got or NoSuchObject("data blob", blob_id.hex())
-                self._fail(job.path, f"chunk {blob_id.hex()[:8]} at offset {job.offsets[i]}: {exc}")
-                got = None
-            data.append(got)
-        whole = [d for d in data if d is not None]
-        if len(whole) < len(data):  # a chunk missing: the others at their planned offsets
-            if not self._size(job, fd):
-                return None
-            for d, offset in zip(data, job.offsets, strict=True):
-                if d is not None:
-                    os.pwrite(fd, d, offset)
-            return sum(map(len, whole))
-        written = _write_all(fd, whole)
-        if written < job.node.size and not self._size(job, fd):
-            return None
-        return written + job.hole_bytes
-
-    def _create(self, job: _FileJob) -> int | None:
-        fd = self._open_out(job.path)
-        if fd is None:
-            return None
-        # Created empty (O_TRUNC) and sized here, so every byte the data does not cover reads as zero: the
-        # holes need no write (unless asked for their zeros).
-        if not self._size(job, fd):
-            os.close(fd)
-            return None
-        if job.hole_bytes:
-            self.progress.written(job.hole_bytes)
-            with self._lock:
-                self.stats.bytes += job.hole_bytes
-        return fd
-
-    def _size(self, job: _FileJob, fd: int) -> bool:
-        """The file at its full size: what the data does not cover reads as zeros (holes stay holes, or are
-        written as zeros with --no-sparse)."""
-        try:
-            os.ftruncate(fd, job.node.size)
-            if job.holes is not None and not self.sparse:
-                fill_holes(fd, job.holes.holes)
-            return True
-        except OSError as exc:
-            self._fail(job.path, f"cannot size file: {exc.strerror}")
-            return False
-
-    def _segments(self, job: _FileJob) -> list[tuple[int, int]]:
-        segs = []
-        start = 0
-        acc = 0
-        sizes = job.sizes
-        for i, size in enumerate(sizes):
-            acc += size
-            if acc >= SEGMENT:
-                segs.append((start, i + 1))
-                start, acc = i + 1, 0
-        if start < len(sizes):
-            segs.append((start, len(sizes)))
-        return segs
-
-    def _open_out(self, path: str) -> int | None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        try:
-            return os.open(path, flags, 0o600)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EISDIR) and self.overwrite:
-                try:
-                    if os.path.isdir(path) and not os.path.islink(path):
-                        self._fail(path, "a directory exists where the snapshot has a file")
-                        return None
-                    os.unlink(path)
-                    return os.open(path, flags, 0o600)
-                except OSError as exc2:
-                    exc = exc2
-            self._fail(path, f"cannot create: {exc.strerror}")
-            return None
-
-    def _write_range(self, job: _FileJob, fd: int, a: int, b: int) -> None:
-        for i in range(a, b):
-            blob_id = job.node.content[i]
-            place = job.places[i]
-            try:
-                if place is None:
-                    raise NoSuchObject("data blob", blob_id.hex())
-                data = self.repo.read_blob_at(Kind.DATA, blob_id, *place)
-            except PeerBackupError as exc:
-                self._fail(job.path, f"chunk {blob_id.hex()[:8]} at offset {job.offsets[i]}: {exc}")
-                continue
-            pwrite(fd, data, job.offsets[i], job.holes)
-            self.progress.written(len(data))
-            with self._lock:
-                self.stats.bytes += len(data)
-
-    def _close_file(self, job: _FileJob, fd: int) -> None:
-        errors: list[str] = []
-        with self._lock:
-            self.stats.files += 1
-        try:
-            apply_metadata(job.path, job.node, errors, fd=fd)
-        finally:
-            os.close(fd)
-        if errors:
-            with self._lock:
-                self.stats.errors.extend(errors)
+    # ---- links and special files ---------------------------------------------------
 
     def _hardlink(self, path: str, first: str, node: Node) -> None:
         try:
@@ -538,8 +216,4 @@ class Restorer:
             apply_metadata(path, node, self.stats.errors)
         except OSError as exc:
             self._fail(path, f"cannot create symlink: {exc.strerror}")
-
-    def _fail(self, path: str, message: str) -> None:
-        with self._lock:
-            self.stats.errors.append(f"{path}: {message}")
 

@@ -1,6 +1,6 @@
 """A backup that cannot take every file says which ones and why, on real files.
 
-The reasons (engine/backup.py): not found, permission denied, changed while read, I/O error. The
+The reasons (engine/backupreport.py): not found, permission denied, changed while read, I/O error. The
 snapshot is saved without the file (or with what was read of it), and the result lists each one.
 """
 
@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from peerbackup.core.jobs import tally
-from peerbackup.engine.backup import (
+from peerbackup.engine.backup import Archiver
+from peerbackup.engine.backupreport import (
     CHANGED,
     DENIED,
     IO_ERROR,
     NOT_FOUND,
-    Archiver,
     FileFailure,
     NoProgress,
     reason_of,

@@ -56,6 +56,6 @@ def test_rotation_keeps_dedup_and_old_data(tmp_path: Path) -> None:
 
 
 def _config(store: MemoryStore):  # type: ignore[no-untyped-def]
-    from peerbackup.engine.repository import read_config
+    from peerbackup.engine.keyfiles import read_config
 
     return read_config(store)

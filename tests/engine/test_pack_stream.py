@@ -13,7 +13,8 @@ from peerbackup.core.crypto import KdfParams
 from peerbackup.core.objects import Kind
 from peerbackup.engine.backup import Archiver
 from peerbackup.engine.check import check
-from peerbackup.engine.repository import STREAM_WRITE, Repository
+from peerbackup.engine.packstream import STREAM_WRITE
+from peerbackup.engine.repository import Repository
 from peerbackup.errors import StoreFull
 from peerbackup.storage.local import TMP_PREFIX, LocalStore
 from peerbackup.storage.memory import MemoryStore

@@ -1,4 +1,4 @@
-"""Nonces come from a per-thread pool of the kernel's random bytes (engine/repository.PooledRandom).
+"""Nonces come from a per-thread pool of the kernel's random bytes (engine/nonces.PooledRandom).
 
 What must never happen: two seals share a nonce. So: no byte of the pool is handed out twice, each
 thread has its own pool, and a forked child never reuses the pool it inherited.
@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from peerbackup.engine.repository import PooledRandom
+from peerbackup.engine.nonces import PooledRandom
 
 
 def test_asks_the_kernel_once_per_pool_and_never_hands_out_a_byte_twice(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from peerbackup.core.crypto import KdfParams
 from peerbackup.engine import locks
-from peerbackup.engine.backup import Archiver, BackupResult
+from peerbackup.engine.backup import Archiver
+from peerbackup.engine.backupreport import BackupResult
 from peerbackup.engine.check import check
 from peerbackup.engine.locks import STALE
 from peerbackup.engine.marks import read_marks

@@ -17,7 +17,8 @@ from peerbackup.core.crypto import KdfParams
 from peerbackup.core.objects import Kind
 from peerbackup.engine.backup import Archiver
 from peerbackup.engine.repository import Repository
-from peerbackup.engine.restore import SMALL_FILE, TINY_FILE, Restorer
+from peerbackup.engine.restore import Restorer
+from peerbackup.engine.restorefiles import SMALL_FILE, TINY_FILE
 from peerbackup.engine.walk import walk
 from peerbackup.errors import PeerBackupError
 from peerbackup.storage.local import LocalStore

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 from peerbackup.core.keys import KeySet
 from peerbackup.core.nodes import Dataset, Node
 from peerbackup.core.retention import NODE_GROUP_BY, Policy, group_outcome, node_hold, removals
-from peerbackup.engine.backup import DENIED, Archiver, FileFailure
+from peerbackup.engine.backup import Archiver
+from peerbackup.engine.backupreport import DENIED, FileFailure
 from peerbackup.engine.excludes import Excluder
 from peerbackup.engine.prescan import count
 from peerbackup.engine.prune import forget_by_policy, prune

@@ -25,7 +25,7 @@ from peerbackup.core.nodelog import (
     node_log,
 )
 from peerbackup.core.settings import Settings
-from peerbackup.engine.backup import FileFailure
+from peerbackup.engine.backupreport import FileFailure
 from peerbackup.errors import (
     Forbidden,
     NotAHolder,

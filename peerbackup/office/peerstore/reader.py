@@ -23,7 +23,8 @@ from peerbackup.core.retention import NODE_GROUP_BY, Policy, node_hold
 from peerbackup.core.tree import DIR, FILE
 from peerbackup.engine.prune import forget_by_policy
 from peerbackup.engine.repository import Repository
-from peerbackup.engine.restore import Restorer, RestoreStats
+from peerbackup.engine.restore import Restorer
+from peerbackup.engine.restorefiles import RestoreStats
 from peerbackup.engine.sparse import expand
 from peerbackup.engine.walk import find_path, load_tree
 from peerbackup.errors import PeerBackupError, UsageError

@@ -31,7 +31,7 @@ from peerbackup.core.chunker import ChunkerParams
 from peerbackup.core.crypto import content_hash, content_hash_of
 from peerbackup.core.placement import Candidate, place
 from peerbackup.engine.config import RepoConfig
-from peerbackup.engine.repository import read_config
+from peerbackup.engine.keyfiles import read_config
 from peerbackup.errors import (
     NoSuchObject,
     NotARepository,
