@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,14 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float
         time.sleep(interval)
 
 
-async def await_for(pred: Callable[[], Awaitable[Any]], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """wait_for inside an event loop, for a coroutine predicate (daemons in the test's own loop)."""
+async def await_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """wait_for inside an event loop (daemons in the test's own loop); pred may be a coroutine function."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
-        last = await pred()
+        last = pred()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         if time.monotonic() >= deadline:

@@ -10,7 +10,8 @@ import pytest
 
 from peerbackup.core.jobs import fold
 from peerbackup.office.replication import nodeviews
-from tests.daemon.test_storage_faults import NODE, Records, new_logger, records, run, trio, wait
+from tests.daemon.harness import await_for
+from tests.daemon.test_storage_faults import NODE, Records, new_logger, records, run, trio
 
 __all__ = ["records"]  # the fixture, used by name
 
@@ -36,7 +37,7 @@ def test_a_nodes_log_is_folded_once_per_change_for_every_reader(
             assert len(folds) <= 1, folds
             before = len(folds)
             await t.alpha.nodes.revoke(NODE, t.beta.ident.peer_id)  # the node's agents change: a new version
-            await wait(lambda: t.beta.ident.peer_id not in g.nodes.nodes()[NODE].agents, 20, "gamma learning it")
+            await await_for(lambda: t.beta.ident.peer_id not in g.nodes.nodes()[NODE].agents, 20, "gamma learning it")
             g.jobs.job_states(NODE)
             g.jobs.job_states(NODE)
             assert len(folds) == before + 1, folds

@@ -98,7 +98,13 @@ def judge_jobs(slots: list[tuple[float, str]], window: float, events: list[dict[
         runs, done, snaps = runs_of(job, events, snapshots, names)
         mine = [e for e in events if _f(e).get("job") == job]
         missed = [e for e in events if e["kind"] == JOB_MISSED and _f(e).get("slot") == int(slot)]
-        failed = [e for e in mine if e["kind"] == "job.failed"]
+        # A dispatch no agent took (job.dispatch_failed, with why) as the job's last word fails it, as the
+        # daemons' fold (core/jobs.py) and the backup-failed alert count it: e.g. a partition healing as
+        # the slot came due, every agent refusing the coordinator's token of the term before.
+        ends = [e for e in mine if e["kind"] in ("job.dispatched", "job.dispatch_failed", "job.started", "job.done",
+                                                  "job.failed")]
+        failed = [e for e in mine if e["kind"] == "job.failed"] or \
+            ([ends[-1]] if ends and ends[-1]["kind"] == "job.dispatch_failed" else [])
         row: dict[str, Any] = {"slot": int(slot), "job": job, "runs": runs, "done_events": done,
                                "snapshots_per_dataset": snaps, "partitioned": bool(over)}
         if runs == 0:

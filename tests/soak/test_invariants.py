@@ -44,6 +44,20 @@ def test_duplicates_silent_misses_and_logged_misses_are_told_apart() -> None:
     assert [r["state"] for r in jobs["slots"]] == ["silently missed", "silently missed"] and not v1.ok
 
 
+def test_a_dispatch_no_agent_took_is_a_failure_with_its_reason_and_a_retaken_one_is_not() -> None:
+    """CI of b1e7016: a partition healed as the slot came due, and every agent refused the coordinator's token
+    of the term before: the job's last word is job.dispatch_failed (with why), which the daemons count failed.
+    A dispatch refused by one agent and taken by the next that never ends is still never ended."""
+    (s1, j1), (s2, j2) = expected_slots(EVERY, WINDOW, "sc1", "data", 1000.0, 1100.0 + WINDOW)
+    events = [ev("job.dispatched", j1, "P-a"), ev("job.dispatch_failed", j1, "P-a", reason="stale fencing token"),
+              ev("job.dispatched", j2, "P-a"), ev("job.dispatch_failed", j2, "P-a", reason="refused"),
+              ev("job.dispatched", j2, "P-a", agent="P-c"), ev("job.started", j2, "P-c")]
+    v1, _, jobs = judge_jobs([(s1, j1), (s2, j2)], WINDOW, events, [], [], NAMES, {})
+    states = {r["job"]: (r["state"], r.get("reason")) for r in jobs["slots"]}
+    assert states == {j1: ("failed", "stale fencing token"), j2: ("never ended", None)}
+    assert not v1.ok and "1 dispatched and never ended" in v1.figure
+
+
 def test_a_partition_allows_one_run_per_side_and_no_more() -> None:
     (s1, j1), (s2, j2) = expected_slots(EVERY, WINDOW, "sc1", "data", 1000.0, 1100.0 + WINDOW)
     cut = NetFault(s1 - 10, s2 + WINDOW, (("gamma",), ("alpha", "beta")))
