@@ -30,9 +30,12 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # The suite's system packages (iproute2, faketime, chromium) are installed when missing: .ci/system-deps.
+# TEST_JOBS worker processes take the tests one at a time, the longest first (tests/timing.py); most tests
+# wait on real daemons and timers, so more workers than cores pays. TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= 4
 test: lint
 	./.ci/system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist load --maxschedchunk 1
 
 # BENCH_ARGS for bench.py (against restic and borg), PEER_BENCH_ARGS for peer_bench.py (the peer store).
 bench: $(STAMP)

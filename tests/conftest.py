@@ -13,6 +13,9 @@ from peerbackup.core.crypto import KdfParams
 from peerbackup.engine.repository import Repository
 from peerbackup.storage.local import LocalStore
 
+# Each test's time, and the longest first on xdist workers (tests/timing.py).
+pytest_plugins = ("tests.timing",)
+
 PASSWORD = b"correct horse battery staple"
 
 
