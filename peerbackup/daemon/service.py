@@ -160,7 +160,7 @@ class Daemon:
         self.events = await EventStore.open(self.home.file(EVENTS_DB))
         await asyncio.to_thread(os.chmod, self.home.file(EVENTS_DB), 0o600)
         self.logs = LogService(self.peer_service, self.events, self.clock, self.log)
-        self.peer_service.logs = self.logs
+        self.peer_service.logs = self.logs  # each needs the other (office/membership LogsLink)
         await self.logs.load()
 
     async def _build_office(self) -> None:

@@ -87,6 +87,8 @@ class Admissions:
                               office_key_box=box).to_wire()
 
     async def _log_member(self, cert: Certificate) -> None:
+        if self.peers.logs is None:
+            return
         try:
             await self.peers.logs.append("member.add", {"cert": cert.raw})
         except PeerBackupError as exc:
@@ -114,8 +116,7 @@ class Admissions:
             raise UsageError(f"{peer_id} is not a member this peer knows")
         # The removed writer's last accepted seq in every log we hold: later events are refused. Signed into
         # the revocation, so that whoever relays it cannot lower it.
-        cutoff = {} if self.peers.logs is None else {
-            log: seq for (log, feed), seq in self.peers.logs.state.heads.items() if feed == peer_id}
+        cutoff = {} if self.peers.logs is None else self.peers.logs.heads_of(peer_id)
         rev = Revocation.issue(self.ident.office_key, peer_id, int(self.clock()), reason, cutoff)
         known = await self.state.addresses()  # before the revocation drops the removed peer's addresses
         if self.peers.logs is not None:

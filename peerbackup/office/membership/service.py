@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from peerbackup.core.certs import Certificate, Office
 from peerbackup.core.crypto import Random
@@ -39,6 +39,26 @@ from peerbackup.office.membership.state import State
 MAX_HINTS = 64
 
 
+class LogsLink(Protocol):
+    """What membership asks of the replicated logs (office/replication LogService, which satisfies it). Each
+    service needs the other: the daemon builds this one first and links the logs once they exist."""
+
+    def learned(self, cert: Certificate) -> None:
+        """A member's certificate, newly admitted: the logs check its events with it."""
+
+    def digest(self) -> bytes:
+        """The digest of every log's heads, which heartbeats carry."""
+
+    def heard_digest(self, peer_id: str, digest: bytes) -> None:
+        """A peer's heads digest, from its heartbeat: sync with it when it differs."""
+
+    def heads_of(self, writer: str) -> dict[str, int]:
+        """log -> the last seq of `writer`'s feed there, in every log this peer holds."""
+
+    async def append(self, kind: str, fields: dict[str, Any]) -> Any:
+        """Write an event of this peer's to the control log."""
+
+
 class PeerService:
     def __init__(self, ident: Identity, settings: Settings, state: State, client: PeerClient,
                  clock: Callable[[], float], rand: Random, log: logging.Logger,
@@ -59,8 +79,7 @@ class PeerService:
         self._seq = 0
         self._contacting: set[str] = set()
         self._greeted: set[str] = set()
-        # Set by the daemon: the replicated logs (digest on heartbeats, certificates, control events).
-        self.logs: Any = None
+        self.logs: LogsLink | None = None  # linked by the daemon once the logs exist
         self._tasks: set[asyncio.Task[Any]] = set()
         self._beating: dict[str, asyncio.Task[Any]] = {}  # peer id -> its heartbeat on its way
         self.disk_full = disk_full  # told of a write that failed for want of room (the daemon's DiskWatch.failed)
@@ -94,7 +113,7 @@ class PeerService:
         if new:
             await self.cache_cert(cert)
             if self.logs is not None:
-                self.logs.state.add_cert(cert)
+                self.logs.learned(cert)
             event(self.log, "member.learned", peer=cert.peer_id, name=cert.name, roles=",".join(cert.roles))
         return cert
 
@@ -156,21 +175,14 @@ class PeerService:
 
     def _heartbeat(self) -> heartbeat.Heartbeat:
         self._seq += 1
-        logs = self.logs.state.digest() if self.logs is not None else bytes(32)
+        logs = self.logs.digest() if self.logs is not None else bytes(32)
         return heartbeat.Heartbeat(self._seq, self.membership.revocations_digest(), logs)
-
-    def _compare_logs(self, peer_id: str, theirs: bytes) -> None:
-        if self.logs is None:
-            return
-        if theirs != self.logs.state.digest():
-            self.logs.sync_soon(peer_id)
-        else:
-            self.logs.mark_ready(f"in step with {peer_id}")
 
     async def _on_heartbeat(self, issuer: str, body: bytes) -> bytes:
         msg = heartbeat.Heartbeat.from_wire(body)
         self.liveness.heard(issuer, self.clock())
-        self._compare_logs(issuer, msg.logs_digest)
+        if self.logs is not None:
+            self.logs.heard_digest(issuer, msg.logs_digest)
         return self._heartbeat().to_wire()
 
     # ---- sending ----------------------------------------------------------------
@@ -292,7 +304,8 @@ class PeerService:
                 return
             if reply.revocations_digest != self.membership.revocations_digest():
                 await self.try_hello(peer_id, address)
-            self._compare_logs(peer_id, reply.logs_digest)
+            if self.logs is not None:
+                self.logs.heard_digest(peer_id, reply.logs_digest)
             return
 
     async def try_hello(self, peer_id: str, address: str) -> None:

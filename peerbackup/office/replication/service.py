@@ -85,6 +85,23 @@ class LogService:
         # a peer whose events.db was lost must learn its own feed's head before writing seq 1 again.
         self._ready = asyncio.Event()
 
+    # ---- what membership asks of the logs (office/membership/service.py LogsLink) ----
+
+    def learned(self, cert: Certificate) -> None:
+        self.state.add_cert(cert)
+
+    def digest(self) -> bytes:
+        return self.state.digest()
+
+    def heads_of(self, writer: str) -> dict[str, int]:
+        return {log: seq for (log, feed), seq in self.state.heads.items() if feed == writer}
+
+    def heard_digest(self, peer_id: str, digest: bytes) -> None:
+        if digest != self.state.digest():
+            self.sync_soon(peer_id)
+        else:
+            self.mark_ready(f"in step with {peer_id}")
+
     def mark_ready(self, why: str) -> None:
         if not self._ready.is_set():
             self._ready.set()
