@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import getpass
+import importlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from peerbackup.core.crypto import KdfParams
@@ -23,6 +25,21 @@ EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 3  # and 2 for usage, argparse's own
 # --repo office:NODE names a backup node's repository in the peer store (cli/officerepo.py, which is
 # imported only when one is named: it brings aiohttp).
 OFFICE_PREFIX = "office:"
+
+# Office repositories' connections, closed when the command ends (cli/main.py).
+closers: list[Callable[[], None]] = []
+
+
+class Lazy:
+    """A command's function by module (of peerbackup.cli) and name, imported when the command runs: the backup
+    engine is half of the command line's start-up, and `status`, `log` or `invite` never use it."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        func = getattr(importlib.import_module(f"peerbackup.cli.{self.module}"), self.name)
+        return int(func(args))
 
 
 def is_office(repo: str | None) -> bool:

@@ -9,13 +9,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from peerbackup import __version__
-from peerbackup.cli import alerts, jobs, nodes, office, repo, repo_backup, repo_forget
-from peerbackup.cli.common import EXIT_ERROR, EXIT_OK
+from peerbackup.cli import alerts, jobs, nodes, office
+from peerbackup.cli.common import EXIT_ERROR, EXIT_OK, Lazy, closers
 from peerbackup.cli.officedemo import run_office_demo
 from peerbackup.core.retention import DEFAULT_GROUP_BY
 from peerbackup.errors import PeerBackupError, UsageError
 
-Command = Callable[[argparse.Namespace], int]
+Command = Callable[[argparse.Namespace], int] | Lazy
 Add = Callable[[str, Command, str], argparse.ArgumentParser]
 
 
@@ -61,38 +61,38 @@ def _repo_parsers(top: Any) -> None:
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     add = _adder(sub, common)
-    add("init", repo.cmd_init, "create a repository")
-    b = add("backup", repo_backup.cmd_backup, "back up files and directories")
+    add("init", Lazy("repo", "cmd_init"), "create a repository")
+    b = add("backup", Lazy("repo_backup", "cmd_backup"), "back up files and directories")
     b.add_argument("source", nargs="+")
     b.add_argument("--exclude", action="append", metavar="PATTERN")
     b.add_argument("--exclude-file", action="append", metavar="FILE")
     b.add_argument("--tag", action="append", default=[])
-    add("snapshots", repo.cmd_snapshots, "list snapshots")
-    ls = add("ls", repo.cmd_ls, "list the files of a snapshot")
+    add("snapshots", Lazy("repo", "cmd_snapshots"), "list snapshots")
+    ls = add("ls", Lazy("repo", "cmd_ls"), "list the files of a snapshot")
     ls.add_argument("snapshot")
     ls.add_argument("path", nargs="?")
     ls.add_argument("-l", "--long", action="store_true")
-    r = add("restore", repo.cmd_restore, "restore a snapshot")
+    r = add("restore", Lazy("repo", "cmd_restore"), "restore a snapshot")
     r.add_argument("snapshot")
     r.add_argument("--target", required=True)
     r.add_argument("--include", action="append", metavar="PATH")
     r.add_argument("--overwrite", action="store_true", help="restore into a non-empty target")
     r.add_argument("--no-sparse", action="store_true", help="write the zeros of holes (file systems without holes)")
     _latest_filters(r)
-    d = add("diff", repo.cmd_diff, "show what changed between two snapshots")
+    d = add("diff", Lazy("repo", "cmd_diff"), "show what changed between two snapshots")
     d.add_argument("snapshot1")
     d.add_argument("snapshot2")
-    c = add("check", repo.cmd_check, "verify the repository")
+    c = add("check", Lazy("repo", "cmd_check"), "verify the repository")
     c.add_argument("--read-data", action="store_true", help="also read and verify every pack")
     _forget_parsers(add)
-    k = add("key", repo.cmd_key, "manage passphrases")
+    k = add("key", Lazy("repo", "cmd_key"), "manage passphrases")
     k.add_argument("key_cmd", choices=["add", "list", "remove"])
     k.add_argument("id", nargs="?", help="key id (for remove)")
     k.add_argument("--new-password-file", help="new passphrase for `key add`")
 
 
 def _forget_parsers(add: Add) -> None:
-    f = add("forget", repo_forget.cmd_forget, "remove snapshots by id or by policy")
+    f = add("forget", Lazy("repo_forget", "cmd_forget"), "remove snapshots by id or by policy")
     f.add_argument("snapshots", nargs="*")
     for unit in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         f.add_argument(f"--keep-{unit}", type=int, default=0, metavar="N")
@@ -106,7 +106,7 @@ def _forget_parsers(add: Add) -> None:
     f.add_argument("--prune", action="store_true", help="prune unreferenced data afterwards")
     f.add_argument("--dry-run", action="store_true")
     f.add_argument("--grace", type=float, default=0.0, help=argparse.SUPPRESS)
-    pr = add("prune", repo_forget.cmd_prune, "delete data no snapshot needs")
+    pr = add("prune", Lazy("repo_forget", "cmd_prune"), "delete data no snapshot needs")
     pr.add_argument("--dry-run", action="store_true")
     pr.add_argument("--grace", type=float, default=0.0,
                     help="seconds a mark must age before its packs are deleted (default 0)")
@@ -131,8 +131,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         rc: int = args.func(args)
     finally:
-        while repo.closers:
-            repo.closers.pop()()
+        while closers:
+            closers.pop()()
     return rc
 
 

@@ -7,15 +7,12 @@ All but the reads are admin changes the running daemon writes to the office cont
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
 
-from peerbackup.cli.common import EXIT_OK, api, home_of, local_time, print_json, resolve_peer, show
-from peerbackup.cli.repo import cmd_restore, open_repo, snap_json
+from peerbackup.cli.common import EXIT_OK, Lazy, api, home_of, print_json, resolve_peer, show
 from peerbackup.cli.tables import table
-from peerbackup.core.jobs import PARTIAL
 from peerbackup.core.nodes import POLICY_UNITS
 from peerbackup.errors import UsageError
 from peerbackup.office.membership.home import Home
@@ -158,40 +155,6 @@ def cmd_grants(args: argparse.Namespace) -> int:
 
 
 
-def _node_repo_args(args: argparse.Namespace) -> argparse.Namespace:
-    args.repo = f"office:{args.node}"
-    args.repo_cmd = "restore"
-    return args
-
-
-def cmd_node_snapshots(args: argparse.Namespace) -> int:
-    repo = open_repo(_node_repo_args(args))
-    snaps = repo.snapshots(errors=[])
-    # A snapshot saved without some files (they could not be read) is partial; `log NODE` lists them.
-    def result(s: Any) -> str:
-        return f"partial ({s.summary.errors})" if s.summary.errors else "done"
-
-    if args.json:
-        print_json([{**snap_json(s), "agent": s.extra.get("agent"), "agent_name": s.extra.get("agent_name"),
-                     "job": s.extra.get("job"), "result": PARTIAL if s.summary.errors else "done"} for s in snaps])
-        return EXIT_OK
-    print(table(["ID", "TIME", "RESULT", "AGENT", "PATHS"],
-                [[s.short_id, local_time(s.time_ns), result(s), s.extra.get("agent_name", s.host),
-                  ", ".join(s.paths)] for s in snaps], shrink=(3, 4)))
-    print(f"{len(snaps)} snapshot(s) of {args.node}")
-    return EXIT_OK
-
-
-def cmd_node_restore(args: argparse.Namespace) -> int:
-    def logged(snap: Any, stats: Any) -> None:
-        api(home_of(args), "POST", "/v1/nodes/restored", {
-            "node": args.node, "snapshot": snap.id, "target": os.path.abspath(args.target),
-            "files": stats.files, "bytes": stats.bytes, "errors": len(stats.errors)})
-
-    args.on_restored = logged
-    return cmd_restore(_node_repo_args(args))
-
-
 # ---- parsers -----------------------------------------------------------------------
 
 
@@ -204,10 +167,11 @@ def add_node_parsers(add: Any) -> None:
     node.add_argument("--replicas", type=int, default=2, help="copies of each pack on other peers (default 2)")
     for unit in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         node.add_argument(f"--keep-{unit}", type=int, default=0, metavar="N", help=f"(policy) keep {unit} snapshots")
-    sn = add("snapshots", cmd_node_snapshots, "a backup node's snapshots (on a holder of its keys)")
+    sn = add("snapshots", Lazy("noderepo", "cmd_node_snapshots"), "a backup node's snapshots (on a holder of its keys)")
     sn.add_argument("node")
     sn.add_argument("--cache-dir", help="local cache directory")
-    rs = add("restore", cmd_node_restore, "restore a backup node's snapshot (on a holder of its keys); logged")
+    rs = add("restore", Lazy("noderepo", "cmd_node_restore"),
+             "restore a backup node's snapshot (on a holder of its keys); logged")
     rs.add_argument("node")
     rs.add_argument("snapshot", help="id, unique prefix, or latest")
     rs.add_argument("--target", required=True)

@@ -15,6 +15,7 @@ from peerbackup.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_PARTIAL,
+    closers,
     home_of,
     is_office,
     kdf,
@@ -37,7 +38,6 @@ from peerbackup.errors import KeyInUse, UsageError
 from peerbackup.storage.local import LocalStore
 from peerbackup.storage.store import FileType
 
-closers: list[Callable[[], None]] = []  # office repositories' connections, closed when the command ends
 Ended = Callable[[dict[str, Any]], None]
 
 
