@@ -12,15 +12,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from peerbackup.cli.common import api
+from peerbackup.cli.jobs import node_events
 from peerbackup.core.certs import COORDINATOR_ROLES
+from peerbackup.core.events import CONTROL_LOG
 from peerbackup.net.client import CONTENT_TYPE
+from peerbackup.office.membership.home import Home
 from tests.helpers import Result
 
 KIT_PASSWORD = "kit passphrase for tests"
@@ -71,6 +75,21 @@ def holds_for(pred: Callable[[], Any], duration: float, what: str, interval: flo
         if not got:
             raise AssertionError(f"{what} stopped holding: {got!r}")
         time.sleep(interval)
+
+
+def _home(home: Path | str | Sequence[str]) -> Home:
+    return Home(Path(home if isinstance(home, Path | str) else home[list(home).index("--home") + 1]))
+
+
+def node_log(home: Path | str | Sequence[str], node: str) -> list[dict[str, Any]]:
+    """What `peerbackup log NODE --json --home HOME` prints, asked of the daemon's admin API in this process:
+    polls need no interpreter start each (the command's own output is tested in test_jobs.py)."""
+    return node_events(_home(home), node)
+
+
+def office_log(home: Path | str | Sequence[str]) -> list[dict[str, Any]]:
+    """What `peerbackup office log --json --home HOME` prints, asked in this process."""
+    return list(api(_home(home), "GET", f"/v1/log?log={CONTROL_LOG}"))
 
 
 def daemon_env(kit_password: str = KIT_PASSWORD) -> dict[str, str]:

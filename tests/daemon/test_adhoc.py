@@ -18,17 +18,13 @@ from typing import Any
 from peerbackup.core.actas import ActAs
 from peerbackup.core.crypto import content_hash
 from peerbackup.office.membership.home import Home
-from tests.daemon.harness import FAST, Office, Peer, wait_for
+from tests.daemon.harness import FAST, Office, Peer, node_log, wait_for
 from tests.daemon.test_peerstore import NODE, make_tree, start_office
 from tests.daemon.test_storage import put
 
 # Heartbeats rare enough that a change spreads by them only seconds later: what `grant` waits for is
 # then its own doing. Liveness scaled to match; the election as fast as usual.
 SLOW_BEATS = {"heartbeat": "10", "suspect": "25", "dead": "60"}
-
-
-def node_log(office: Office, peer: Peer) -> list[dict[str, Any]]:
-    return list(json.loads(office.cli("log", NODE, "--json", "--home", str(peer.home)).out))
 
 
 def holds_keys(peer: Peer) -> bool:
@@ -83,7 +79,7 @@ def test_backup_by_hand_on_an_agent_waits_for_a_coordinator_and_is_a_job_of_the_
     snapshot = json.loads(out.out)["snapshot"]["id"]
 
     coordinator = a.status()["coordinator"]
-    events = [e for e in node_log(office, b) if str(e["job"]).startswith("adhoc-")]
+    events = [e for e in node_log(b.home, NODE) if str(e["job"]).startswith("adhoc-")]
     assert [e["kind"] for e in events] == ["agent.logon", "act_as.issued", "job.started", "job.done"], events
     logon, issued, started, done = events
     assert {e["job"] for e in events} == {started["job"]}
@@ -95,7 +91,7 @@ def test_backup_by_hand_on_an_agent_waits_for_a_coordinator_and_is_a_job_of_the_
 
     # An admin writes with its own grant: no act-as, no job.
     office.cli("repo", "backup", "--repo", f"office:{NODE}", "--home", str(a.home), str(src), timeout=120)
-    assert len([e for e in node_log(office, a) if e["kind"] == "job.started"]) == 1
+    assert len([e for e in node_log(a.home, NODE) if e["kind"] == "job.started"]) == 1
 
 
 def test_an_open_backup_by_hand_is_never_given_to_another_agent(office: Office, tmp_path: Path) -> None:
@@ -108,16 +104,16 @@ def test_an_open_backup_by_hand_is_never_given_to_another_agent(office: Office, 
     code, access = b.api("POST", "/v1/store/backup", {"node": NODE, "paths": [str(tmp_path)]})
     assert code == 200 and access["job"].startswith("adhoc-") and access["act_as"], access
     job = access["job"]
-    wait_for(lambda: [e for e in node_log(office, a) if e["job"] == job and e["kind"] == "job.started"], 20,
+    wait_for(lambda: [e for e in node_log(a.home, NODE) if e["job"] == job and e["kind"] == "job.started"], 20,
              "the start on the coordinator")
     time.sleep(3)  # stall_after three times over
-    assert [e["kind"] for e in node_log(office, a) if e["job"] == job] == \
+    assert [e["kind"] for e in node_log(a.home, NODE) if e["job"] == job] == \
         ["agent.logon", "act_as.issued", "job.started"]
 
     code, answer = b.api("POST", "/v1/store/backup-end", {"node": NODE, "job": job, "state": "failed",
                                                           "reason": "interrupted"})
     assert code == 200, answer
-    failed = [e for e in node_log(office, b) if e["job"] == job][-1]
+    failed = [e for e in node_log(b.home, NODE) if e["job"] == job][-1]
     assert (failed["kind"], failed["reason"], failed["writer"]) == ("job.failed", "interrupted", b.peer_id)
     code, answer = b.api("POST", "/v1/store/backup-end", {"node": NODE, "job": job, "state": "done",
                                                           "snapshots": []})
@@ -159,7 +155,7 @@ def test_backup_wait_follows_the_job_through_a_coordinator_change(office: Office
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     try:
-        wait_for(lambda: [e for e in node_log(office, c) if e["kind"] == "job.started"], 30, "the job started")
+        wait_for(lambda: [e for e in node_log(c.home, NODE) if e["kind"] == "job.started"], 30, "the job started")
         time.sleep(1.0)  # a few progress reads from alpha
         office.kill(a)
         stdout, _ = proc.communicate(timeout=120)

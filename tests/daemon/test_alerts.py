@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.harness import Office, Peer, wait_for
+from tests.daemon.harness import Office, Peer, node_log, wait_for
 from tests.daemon.test_jobs import node_office
 from tests.daemon.test_peerstore import NODE, make_tree, repo, start_office
 from tests.receivers import SmtpReceiver, WebhookReceiver, smtp, webhook
@@ -57,7 +57,7 @@ def test_a_scheduled_backup_that_fails_is_alerted_once(office: Office, tmp_path:
     assert post["message"] in msg.get_content()
 
     def failed_slots() -> set[object]:
-        evs = json.loads(office.cli("log", NODE, "--json", *home).out)
+        evs = node_log(home, NODE)
         return {e["job"] for e in evs if e["kind"] == "job.failed"}
 
     # The next slot fails the same way: still the same incident, nothing more is sent.

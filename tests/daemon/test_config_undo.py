@@ -3,25 +3,24 @@ node remove / restore-config / purge (docs/nodes.md, "What undoing never does").
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from peerbackup.net.proto import store as proto
 from peerbackup.storage.store import FileType
-from tests.daemon.harness import Office, Peer, wait_for
+from tests.daemon.harness import Office, Peer, node_log, office_log, wait_for
 from tests.daemon.test_peerstore import NODE, make_tree, start_office
 from tests.daemon.test_storage import call
 
 
 def _dispatched(office: Office, p: Peer, schedule: str) -> list[int]:
-    evs = json.loads(office.cli("log", NODE, "--json", "--home", str(p.home)).out)
+    evs = node_log(p.home, NODE)
     return sorted(int(e["slot"]) for e in evs if e["kind"] == "job.dispatched" and e.get("schedule") == schedule)
 
 
 def _done(office: Office, p: Peer) -> int:
-    evs = json.loads(office.cli("log", NODE, "--json", "--home", str(p.home)).out)
+    evs = node_log(p.home, NODE)
     return sum(1 for e in evs if e["kind"] == "job.done")
 
 
@@ -147,7 +146,7 @@ def test_dataset_and_node_removal_keep_data_and_restore_config_brings_it_all_bac
     code, msg = call(a, holder, proto.DELETE_PATH,
                      proto.Delete(proto.FileRef(NODE, FileType.SNAPSHOT, snap_file.name), grant).to_wire())
     assert code == "forbidden" and "its files stay until an admin purges it" in msg
-    kinds = [e["kind"] for e in office.cli("office", "log", "--json", *home).json()]
+    kinds = [e["kind"] for e in office_log(home)]
     assert {"node.add", "node.grant", "node.remove"} <= set(kinds)
     assert _files(peers) == held
 
@@ -176,7 +175,7 @@ def test_dataset_and_node_removal_keep_data_and_restore_config_brings_it_all_bac
     assert any((p.home / "held" / "trash").exists() for p in peers)  # in the trash until gc_grace
     purged = office.cli("node", "list", "--removed", "--json", *home).json()[0]
     assert purged["purged"] > 0
-    kinds = [e["kind"] for e in office.cli("office", "log", "--json", *home).json()]
+    kinds = [e["kind"] for e in office_log(home)]
     assert kinds.count("node.purge") == 1 and "node.delete_grant" in kinds
     res = office.cli("node", "restore-config", NODE, *home, check=False)
     assert res.rc == 2 and "purged" in res.err

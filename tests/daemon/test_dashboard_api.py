@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from peerbackup.office.membership.home import TOKEN_HEADER, Home
-from tests.daemon.harness import Office, Peer, wait_for
+from tests.daemon.harness import Office, Peer, node_log, wait_for
 from tests.daemon.test_jobs import node_office
 from tests.daemon.test_peerstore import NODE, start_office
 
@@ -81,7 +81,7 @@ def test_the_page_is_public_the_data_is_not_and_restores_stay_in_their_root(offi
     code, body, _ = get(c, f"/v1/ui/snapshots?node={NODE}")
     assert code == 409 and b"only its admins and granted agents" in body
     # Restores and downloads are in the node's log.
-    restores = [e for e in json.loads(office.cli("log", NODE, "--json", *home).out) if e["kind"] == "restore.done"]
+    restores = [e for e in node_log(home, NODE) if e["kind"] == "restore.done"]
     assert {r["target"] for r in restores} >= {f"download:{one}", str(a.home / "restores" / "here")}
 
 

@@ -12,7 +12,7 @@ from peerbackup.net import envelope
 from peerbackup.net.proto import coordinator as proto
 from peerbackup.net.proto.refusal import Refusal
 from peerbackup.office.membership.home import Home
-from tests.daemon.harness import Office, Peer, post_raw, wait_for
+from tests.daemon.harness import Office, Peer, office_log, post_raw, wait_for
 
 LEASE = 3.0  # tests/daemon/harness.py FAST
 
@@ -74,9 +74,9 @@ def test_one_coordinator_failover_and_return(office: Office) -> None:
         mine = [t for t, who in tokens if who == p.peer_id]
         assert mine == sorted(set(mine)), f"{p.name} claimed terms out of order: {mine}"
     # The claims are in the control log, identical everywhere.
-    logs = [office.cli("office", "log", "--home", str(p.home), "--json").json() for p in peers]
+    logs = [office_log(p.home) for p in peers]
     wait_for(lambda: len({p.status()["logs_digest"] for p in peers}) == 1, 20, "identical logs")
-    logs = [office.cli("office", "log", "--home", str(p.home), "--json").json() for p in peers]
+    logs = [office_log(p.home) for p in peers]
     assert logs[0] == logs[1] == logs[2]
     claims = [(e["fields"]["term"], e["writer"]) for e in logs[0] if e["kind"] == "coordinator.claim"]
     assert (term3, a.peer_id) in claims and (term2, b.peer_id) in claims
@@ -106,7 +106,7 @@ def test_remove_peer_is_a_control_log_event_everywhere(office: Office) -> None:
     wait_for(lambda: len({p.status()["logs_digest"] for p in peers}) == 1, 20, "identical logs")
     office.cli("remove-peer", "--home", str(a.home), "gamma", "--reason", "laptop stolen")
     wait_for(lambda: len({p.status()["config_digest"] for p in (a, b)}) == 1, 20, "alpha and beta to agree")
-    log = office.cli("office", "log", "--home", str(b.home), "--json").json()
+    log = office_log(b.home)
     revokes = [e for e in log if e["kind"] == "member.revoke"]
     assert len(revokes) == 1 and revokes[0]["fields"]["name"] == "gamma"
     assert revokes[0]["fields"]["reason"] == "laptop stolen"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from peerbackup.net.proto import jobs as proto
-from tests.daemon.harness import Office, Peer, wait_for
+from tests.daemon.harness import Office, Peer, node_log, wait_for
 from tests.daemon.test_peerstore import NODE, make_tree, repo, start_office, tree_hashes
 from tests.daemon.test_storage import call
 
@@ -46,7 +46,7 @@ def test_backup_now_runs_once_on_one_agent_and_every_peer_logs_it(office: Office
     job = out["job"]
 
     def events(p: Peer) -> list[dict[str, object]]:
-        return [e for e in json.loads(office.cli("log", NODE, "--json", *home[p.name]).out)
+        return [e for e in node_log(home[p.name], NODE)
                 if e["job"] == job and str(e["kind"]).startswith("job.")]
 
     wait_for(lambda: all(len(events(p)) == 3 for p in peers), 20, "the job's events on every peer")
@@ -60,7 +60,7 @@ def test_backup_now_runs_once_on_one_agent_and_every_peer_logs_it(office: Office
     assert logs[0][0]["writer"] == coordinator and logs[0][2]["writer"] == out["agent"]
     assert logs[0][2]["snapshots"] == out["snapshots"]
     # The agent acted as the node with the coordinator's token, and the coordinator logged giving it.
-    issued = [e for e in json.loads(office.cli("log", NODE, "--json", *home["beta"]).out)
+    issued = [e for e in node_log(home["beta"], NODE)
               if e["kind"] == "act_as.issued" and e["job"] == job]
     assert [(e["writer"], e["agent"], e["term"]) for e in issued] == [(coordinator, out["agent"], out["term"])]
     # Exactly one snapshot, made as the node by that agent.
@@ -71,9 +71,9 @@ def test_backup_now_runs_once_on_one_agent_and_every_peer_logs_it(office: Office
     assert [(s["id"], s["agent"], s["job"]) for s in listed] == [(out["snapshots"][0], out["agent"], job)]
     office.cli("restore", NODE, "latest", "--target", str(tmp_path / "out"), *home["alpha"])
     assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
-    wait_for(lambda: [e for e in json.loads(office.cli("log", NODE, "--json", *home["beta"]).out)
+    wait_for(lambda: [e for e in node_log(home["beta"], NODE)
                       if e["kind"] == "restore.done"], 20, "the restore in beta's copy of the log")
-    restores = [e for e in json.loads(office.cli("log", NODE, "--json", *home["beta"]).out)
+    restores = [e for e in node_log(home["beta"], NODE)
                 if e["kind"] == "restore.done"]
     assert restores[0]["agent"] == a.peer_id and restores[0]["snapshot"] == out["snapshots"][0]
 
@@ -113,11 +113,11 @@ def test_a_schedule_fires_and_each_slot_runs_once(office: Office, tmp_path: Path
     office.cli("schedule", "add", NODE, "--every", "4s", "--window", "1m", *home)
 
     def done_slots() -> list[dict[str, object]]:
-        evs = json.loads(office.cli("log", NODE, "--json", "--home", str(b.home)).out)
+        evs = node_log(b.home, NODE)
         return [e for e in evs if e["kind"] == "job.done"]
 
     wait_for(lambda: len(done_slots()) >= 2, 60, "two scheduled slots done")
-    evs = json.loads(office.cli("log", NODE, "--json", "--home", str(c.home)).out)
+    evs = node_log(c.home, NODE)
     dispatched = [e for e in evs if e["kind"] == "job.dispatched"]
     started = [e for e in evs if e["kind"] == "job.started"]
     # Every slot is dispatched once, to one agent, and started once: job ids never repeat.
@@ -314,7 +314,7 @@ def test_a_failed_scheduled_job_is_retried_with_back_off_then_given_up(office: O
     # the next slot, 30 s later, is a job of its own.
 
     def attempts() -> list[tuple[str, object]]:
-        evs = json.loads(office.cli("log", NODE, "--json", *home).out)
+        evs = node_log(home, NODE)
         first = next((e["job"] for e in evs if e["kind"] == "job.dispatched"), None)
         return [(e["kind"], e.get("attempt")) for e in evs
                 if e["kind"] in ("job.dispatched", "job.failed") and e["job"] == first]

@@ -3,14 +3,13 @@ or, when it never can, the coordinator logs it `job.missed` with the reason (iss
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.daemon.harness import Office, wait_for
+from tests.daemon.harness import Office, node_log, wait_for
 from tests.daemon.test_jobs import node_office
 from tests.daemon.test_peerstore import NODE, make_tree
 
@@ -18,7 +17,7 @@ EVERY, WINDOW = 20, 12
 
 
 def node_events(office: Office, home: list[str], kind: str) -> list[dict[str, Any]]:
-    return [e for e in json.loads(office.cli("log", NODE, "--json", *home).out) if e["kind"] == kind]
+    return [e for e in node_log(home, NODE) if e["kind"] == kind]
 
 
 def next_slot_after(t: float) -> int:

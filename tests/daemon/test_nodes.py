@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.daemon.harness import Office, Peer, wait_for
+from tests.daemon.harness import Office, Peer, office_log, wait_for
 
 
 def test_node_add_grant_revoke_everywhere(office: Office) -> None:
@@ -45,7 +45,7 @@ def test_node_add_grant_revoke_everywhere(office: Office) -> None:
     assert out["agents"] == [] and out["epoch"] == 1 and out["holders"] == [a.peer_id]
     wait_for(lambda: (shown(b) or {}).get("epoch") == 1, 20, "beta to see the revocation")
     assert (shown(b) or {})["i_hold_keys"] is False
-    log = office.cli("office", "log", "--home", str(c.home), "--json").json()
+    log = office_log(c.home)
     kinds = [e["kind"] for e in log if e["kind"].startswith("node.")]
     assert kinds == ["node.add", "node.grant", "node.revoke"]
     assert "keys_for" in log[[e["kind"] for e in log].index("node.grant")]["fields"]

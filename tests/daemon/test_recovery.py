@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.daemon.harness import Office, Peer, wait_for
+from tests.daemon.harness import Office, Peer, office_log, wait_for
 
 
 def logs_equal(peers: list[Peer]) -> bool:
@@ -15,15 +15,15 @@ def logs_equal(peers: list[Peer]) -> bool:
 def test_admin_that_lost_its_events_db_relearns_its_feed_before_writing(office: Office) -> None:
     a = office.start(office.init("alpha"), mdns=False)
     b = office.start(office.join("beta", office.invite(a)), mdns=False)
-    wait_for(lambda: logs_equal([a, b]) and len(office.cli("office", "log", "--home", str(b.home), "--json").json())
+    wait_for(lambda: logs_equal([a, b]) and len(office_log(b.home))
              >= 3, 20, "beta to hold alpha's events")
-    before = office.cli("office", "log", "--home", str(b.home), "--json").json()
+    before = office_log(b.home)
     office.kill(a, signal.SIGTERM)
     for name in ("events.db", "events.db-wal", "events.db-shm"):
         (a.home / name).unlink(missing_ok=True)
     office.start(a, mdns=False)
     wait_for(lambda: logs_equal([a, b]), 20, "alpha to fetch its history back from beta")
-    after = office.cli("office", "log", "--home", str(a.home), "--json").json()
+    after = office_log(a.home)
     assert [e["id"] for e in after][:len(before)] == [e["id"] for e in before]
     # It can still change the office: no fork of its own feed anywhere.
     office.cli("invite", "--home", str(a.home))

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from peerbackup.net.proto import probe
-from tests.daemon.harness import Office, wait_for
+from tests.daemon.harness import Office, node_log, wait_for
 from tests.daemon.test_alerts import FAST_ALERTS, alert_events, of_kind, set_alerts
 from tests.daemon.test_dashboard_browser import browser
 from tests.daemon.test_jobs import node_office
@@ -55,7 +55,7 @@ def test_a_backup_that_cannot_take_every_file_is_partial_everywhere(
         assert f"    permission denied: {locked}" in res.err and f"    missing: {later}" in res.err
 
         # The node's log has it in the job.done (on every peer: it is replicated), with the paths.
-        ends = [e for e in json.loads(office.cli("log", NODE, "--json", *home).out) if e["kind"] == "job.done"]
+        ends = [e for e in node_log(home, NODE) if e["kind"] == "job.done"]
         assert [(e["result"], e["failures"]) for e in ends] == [("partial", 2), ("partial", 2)]
         text = office.cli("log", NODE, *home).out
         assert "result=partial" in text and f"    permission denied: {locked}" in text
@@ -82,7 +82,7 @@ def test_a_backup_that_cannot_take_every_file_is_partial_everywhere(
         assert mail["Subject"] == f"[peerbackup Acme] backup left files out: {NODE}"
 
         def scheduled_ends() -> list[dict[str, Any]]:
-            events = json.loads(office.cli("log", NODE, "--json", *home).out)
+            events = node_log(home, NODE)
             slots = {e["job"] for e in events if e["kind"] == "job.dispatched" and "schedule" in e}
             return [e for e in events if e["kind"] == "job.done" and e["job"] in slots]
 
