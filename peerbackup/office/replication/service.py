@@ -9,18 +9,14 @@ and turns accepted control events into membership changes.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from peerbackup.core import hlc as hlcmod
-from peerbackup.core.alerts import ALERT_EVENT_KINDS, OFFICE_ALERTS
-from peerbackup.core.certs import Certificate, Revocation
+from peerbackup.core.certs import Certificate
 from peerbackup.core.events import CONTROL_LOG, Event, decode_event, event_id
 from peerbackup.core.logstate import (
     ACCEPTED,
-    COORDINATOR_CLAIM,
     FORK,
     MEMBER_ADD,
     MEMBER_REVOKE,
@@ -30,7 +26,6 @@ from peerbackup.core.logstate import (
     Outcome,
     valid_log_name,
 )
-from peerbackup.core.nodes import CONFIG_KINDS, NODE_KINDS
 from peerbackup.errors import (
     FormatError,
     LogError,
@@ -44,28 +39,10 @@ from peerbackup.net.proto import logsync
 from peerbackup.net.server import PeerServer
 from peerbackup.office.membership.liveness import ALIVE
 from peerbackup.office.membership.service import PeerService
+from peerbackup.office.replication.describe import describe
 from peerbackup.storage.eventlog import EventStore
 
 MAX_ALERTS = 50
-
-
-_HIDDEN = object()
-
-
-def _for_operators(v: Any, depth: int = 0) -> Any:
-    """A field as JSON shows it (bytes as hex), nested lists and maps included (a retention job's groups, a
-    partial backup's failed paths); anything else, or deeper than a few levels, is hidden."""
-    if isinstance(v, bytes):
-        return v.hex()
-    if isinstance(v, str | int | float | bool) or v is None:
-        return v
-    if depth < 4 and isinstance(v, list):
-        items = [_for_operators(x, depth + 1) for x in v]
-        return _HIDDEN if any(x is _HIDDEN for x in items) else items
-    if depth < 4 and isinstance(v, dict) and all(isinstance(k, str) for k in v):
-        out = {k: _for_operators(x, depth + 1) for k, x in v.items()}
-        return _HIDDEN if any(x is _HIDDEN for x in out.values()) else out
-    return _HIDDEN
 
 
 class LogService:
@@ -376,34 +353,8 @@ class LogService:
     # ---- reading for operators ---------------------------------------------------------
 
     def describe(self, ev: Event, names: dict[str, str]) -> dict[str, Any]:
-        """One event for operators; names maps peer ids to names."""
-        fields: dict[str, Any] = {}
-        try:
-            if ev.kind == MEMBER_ADD:
-                cert = Certificate.from_bytes(ev.fields["cert"], self.state.office_key)
-                fields = {"peer_id": cert.peer_id, "name": cert.name, "roles": list(cert.roles), "rank": cert.rank}
-            elif ev.kind == MEMBER_REVOKE:
-                rev = Revocation.from_bytes(ev.fields["revocation"], self.state.office_key)
-                fields = {"peer_id": rev.peer_id, "name": names.get(rev.peer_id), "reason": rev.reason,
-                          "cutoff": ev.fields["cutoff"]}
-            elif ev.kind == COORDINATOR_CLAIM:
-                fields = {"term": ev.fields["term"]}
-            elif ev.kind in CONFIG_KINDS or ev.kind in ALERT_EVENT_KINDS or ev.kind == OFFICE_ALERTS:
-                fields = {k: v for k, v in ev.fields.items() if isinstance(v, (str, int, float, bool, list, dict))}
-            elif ev.kind in NODE_KINDS:
-                f = ev.fields
-                fields = {"node": f["node"], "replicas": f.get("replicas"), "agent": names.get(f.get("agent", ""),
-                          f.get("agent")), "epoch": f.get("epoch"),
-                          "keys_for": sorted(names.get(p, p) for p in f["keys"])}
-                fields = {k: v for k, v in fields.items() if v is not None}
-            else:
-                fields = {k: shown for k, v in ev.fields.items() if (shown := _for_operators(v)) is not _HIDDEN}
-        except (FormatError, UnsupportedVersion, KeyError, TypeError):
-            fields = {"undecodable": True}
-        when = dt.datetime.fromtimestamp(hlcmod.wall_ms(ev.hlc) / 1000, dt.UTC)
-        return {"time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "hlc": ev.hlc,
-                "writer": ev.feed, "writer_name": names.get(ev.feed), "seq": ev.seq, "kind": ev.kind,
-                "fields": fields, "id": ev.id.hex()}
+        """One event for operators (office/replication/describe.py); names maps peer ids to names."""
+        return describe(ev, names, self.state.office_key)
 
     def listing(self, log: str = CONTROL_LOG) -> list[dict[str, Any]]:
         names = {p: c.name for p, c in self.state.certs.items()}
