@@ -35,7 +35,7 @@ lint: $(STAMP)
 TEST_JOBS ?= 4
 test: lint
 	./.ci/system-deps
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist load --maxschedchunk 1
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
 
 # BENCH_ARGS for bench.py (against restic and borg), PEER_BENCH_ARGS for peer_bench.py (the peer store).
 bench: $(STAMP)

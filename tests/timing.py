@@ -1,11 +1,11 @@
 """How long each test takes, and the longest first when the suite runs on several workers.
 
-`make test` runs the suite on pytest-xdist workers, each handed the next test as it gets free
-(`--dist load`). The tests that take a minute or more (the soak, the prune properties, the
-real-process office scenarios) then decide the wall time: started last, one of them alone would
-keep a worker busy long after the others are done. So the workers take the tests in the order of
-tests/durations.json, longest first (longest processing time first, the classic list-scheduling
-rule); a test the file does not know keeps its place after them.
+`make test` runs the suite on pytest-xdist workers, each handed the next test (or the next group of
+tests that share an office built once: SHARED) as it gets free (`--dist loadgroup`). The tests that take
+a minute or more (the soak, the prune properties, the real-process office scenarios) then decide the
+wall time: started last, one of them alone would keep a worker busy long after the others are done.
+So the workers take the tests in the order of tests/durations.json, longest first (longest processing
+time first, the classic list-scheduling rule); a test the file does not know keeps its place after them.
 
 `PEERBACKUP_DURATIONS=FILE make test` writes that file anew from the run: each test's wall time
 (setup, call and teardown) and its CPU time, its own process's and its children's (the daemons and
@@ -40,16 +40,34 @@ def known() -> dict[str, float]:
     return {k: float(v["wall"]) for k, v in table.items() if isinstance(v, dict) and "wall" in v}
 
 
+# Fixtures that build an office once for a module or a session: the tests that share one run on one worker
+# (xdist_group), or each worker that ran one of them would build the office again.
+SHARED = {"acme_office": "acme_office", "forked_office": "forked_office", "peer_office": "peer_office"}
+
+
+def group_of(item: pytest.Item) -> str | None:
+    return next((SHARED[f] for f in getattr(item, "fixturenames", ()) if f in SHARED), None)
+
+
 def longest_first(items: list[pytest.Item], seconds: dict[str, float]) -> list[pytest.Item]:
-    """The known tests by their time, longest first; the others after them, in their own order."""
-    timed = sorted((i for i in items if i.nodeid in seconds), key=lambda i: -seconds[i.nodeid])
-    return timed + [i for i in items if i.nodeid not in seconds]
+    """The tests by their time, longest first, the tests of one group together (their time is the group's);
+    the tests the table does not know after them, in their own order."""
+    units: dict[str, list[pytest.Item]] = {}
+    for i in items:
+        units.setdefault(group_of(i) or i.nodeid, []).append(i)
+    total = {k: sum(seconds.get(i.nodeid, 0.0) for i in u) for k, u in units.items()}
+    timed = sorted((k for k in units if total[k] > 0), key=lambda k: -total[k])
+    return [i for k in timed for i in units[k]] + [i for k, u in units.items() if total[k] == 0 for i in u]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it adds them to the test ids)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Only on xdist workers: every worker must collect the same order, and a run in one process gains
     # nothing from it (its order stays the files').
     if hasattr(config, "workerinput"):
+        for item in items:
+            if (group := group_of(item)) is not None:
+                item.add_marker(pytest.mark.xdist_group(group))
         items[:] = longest_first(items, known())
 
 
@@ -75,7 +93,8 @@ _SEEN: dict[str, dict[str, float]] = {}
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for name, value in report.user_properties:
         if name == "timing" and isinstance(value, tuple | list):
-            _SEEN[report.nodeid] = {"wall": float(value[0]), "cpu": float(value[1])}
+            # xdist adds "@group" to the id of a grouped test
+            _SEEN[report.nodeid.split("@")[0]] = {"wall": float(value[0]), "cpu": float(value[1])}
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
