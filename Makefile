@@ -31,8 +31,9 @@ lint: $(STAMP)
 
 # The suite's system packages (iproute2, faketime, chromium) are installed when missing: .ci/system-deps.
 # TEST_JOBS worker processes take the tests one at a time, the longest first (tests/timing.py); most tests
-# wait on real daemons and timers, so more workers than cores pays. TEST_JOBS=0 runs them in this process.
-TEST_JOBS ?= 4
+# wait on real daemons and timers, so more workers than cores pays (6 on 2 cores: about 8 minutes).
+# TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= 6
 test: lint
 	./.ci/system-deps
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder

@@ -200,3 +200,30 @@ def test_a_slot_whose_only_agent_is_killed_mid_job_is_logged_missed_after_its_de
         assert [e["slot"] for e in node_events(a, "job.missed")].count(missed["slot"]) == 1
 
     print(f"jobs (killed agent): {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")
+
+
+@pytest.mark.timeout(120)
+def test_a_slot_whose_every_dispatch_failed_is_tried_again_a_lease_later_inside_its_window(tmp_path: Path) -> None:
+    """The soak lost a slot so: a partition healed as it came due and every agent refused the coordinator's
+    token of the term before; nothing ran, yet the retry waited the 10-minute back-off, past the window. Now a
+    job no agent ever started is tried again a lease later, while the window and the retries last."""
+    every, window = 60.0, 50.0
+
+    async def scenario(o: InprocOffice) -> None:
+        a, b = await node_office(o, ["beta"], replicas=1, files=2, size=20_000)
+        await o.advance(first_slot(o, every) - o.now() + 5)
+        await a.running.controls.nodes.add_schedule(NODE, Schedule(id="", node=NODE, every=every, window=window))
+        first = first_slot(o, every)
+        await o.advance(first - 1 - o.now())
+        o.cut(a, b)  # beta is still alive to alpha: the dispatch is sent, and cannot arrive
+        [unsent] = await o.until(lambda: node_events(a, "job.dispatch_failed"), 2 * TICK, "the dispatch failed")
+        o.restore(a, b)
+        await o.advance(SETTINGS.lease - 2 * TICK)
+        assert len(node_events(a, "job.dispatched")) == 1, "tried again before a lease passed"
+        [done] = await o.until(lambda: node_events(a, "job.done"), 2 * TICK + 3 * SETTINGS.heartbeat,
+                               "the slot done on its second attempt")
+        dispatched = node_events(a, "job.dispatched")
+        assert [d["attempt"] for d in dispatched] == [1, 2] and done["job"] == unsent["job"] == dispatched[0]["job"]
+        assert o.now() < first + window and node_events(a, "job.missed") == []
+
+    print(f"jobs (unsent): {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from peerbackup.core.jobs import BACKUP, RETENTION, retention_due, unended
+from peerbackup.core.jobs import BACKUP, FAILED, RETENTION, retention_due, unended
 from peerbackup.core.nodelog import JOB_MISSED, JOB_STALLED, node_log
 from peerbackup.core.schedule import Missed, Schedule, job_id, retry_at, settle, slots_after
 from peerbackup.core.settings import Settings
@@ -47,12 +47,15 @@ class Scheduler:
         """A scheduled job that failed is tried again with back-off (retry_delay doubling), while the
         schedule's retries and the slot's window last."""
         schedules = self.nodes.nodes()[name].schedules
-        for job, f in self.jobs.failed_jobs(name).items():
+        for job, st in self.jobs.job_states(name).items():
+            f = st.fields
             sc = schedules.get(str(f.get("schedule")))
-            if sc is None or "slot" not in f:
+            if st.state != FAILED or sc is None or "slot" not in f:
                 continue  # a manual backup is not retried: whoever asked sees it failed
             attempt = int(f.get("attempt", 1))
-            at = retry_at(sc, float(f["slot"]), attempt)
+            # Dispatched and never started by any agent: tried again a lease later, not after the back-off.
+            unsent = st.ended_ms / 1000 if not st.started_ms else None
+            at = retry_at(sc, float(f["slot"]), attempt, unsent, self.settings.lease)
             if at is None or now < at:
                 continue
             event(self.log, "job.retry", job=job, node=name, attempt=attempt + 1)

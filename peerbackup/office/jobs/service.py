@@ -25,7 +25,8 @@ silently. A job whose agent is dead (liveness), or alive but silent or making
 no progress for `stall_after`, is dispatched again, same job id, to another
 agent inside its deadline; one still open past its deadline (no agent could take
 it over in time) has its slot logged `job.missed`, naming its agent. A scheduled
-job that failed is retried with back-off while its retries and window last. After a successful backup of a node with a
+job that failed is retried with back-off while its retries and window last (one no
+agent ever started, a lease later). After a successful backup of a node with a
 retention policy, a retention job (forget by the policy, prune now and then) is
 dispatched the same way, with an act-as token that may delete (core/jobs.py).
 
@@ -45,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from peerbackup.core.jobs import BACKUP, FAILED, OPEN, RETENTION, JobState
+from peerbackup.core.jobs import BACKUP, OPEN, RETENTION, JobState
 from peerbackup.core.nodelog import (
     JOB_DISPATCHED,
     JOB_UNSENT,
@@ -201,9 +202,6 @@ class JobService:
 
     def open_jobs(self, node: str) -> dict[str, dict[str, Any]]:
         return {job: st.fields for job, st in self.job_states(node).items() if st.state == OPEN}
-
-    def failed_jobs(self, node: str) -> dict[str, dict[str, Any]]:
-        return {job: st.fields for job, st in self.job_states(node).items() if st.state == FAILED}
 
     def missed_slots(self, node: str) -> dict[tuple[str, int], dict[str, Any]]:
         """The node's slots logged missed (core/nodelog.py), read again only when its log changed."""
