@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from peerbackup.core.nodelog import node_log
+from peerbackup.core.nodes import Dataset
 from peerbackup.core.schedule import Schedule
 from peerbackup.office.jobs.agent import JobRecord
 from tests.inproc.harness import InprocOffice, Member, run_office
@@ -227,3 +229,30 @@ def test_a_slot_whose_every_dispatch_failed_is_tried_again_a_lease_later_inside_
         assert o.now() < first + window and node_events(a, "job.missed") == []
 
     print(f"jobs (unsent): {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")
+
+
+@pytest.mark.timeout(120)
+def test_a_backup_asked_right_after_its_data_set_was_added_runs_on_an_agent_whose_log_was_behind(
+        tmp_path: Path) -> None:
+    """`dataset add` then `backup` at once (as the README does): the agent's copy of the office log may not
+    have the data set yet. It caught up with the coordinator before answering, instead of refusing with
+    "nothing of NODE can be backed up here" (CI, under load, on test_readme)."""
+
+    async def scenario(o: InprocOffice) -> None:
+        a, b = await node_office(o, ["beta"], replicas=1, files=2, size=20_000)
+        nodes = a.running.controls.nodes
+        await nodes.add("payroll", 1)
+        await nodes.grant("payroll", b.peer_id)
+        await o.until(lambda: "payroll" in b.running.nodes.nodes() and b.peer_id in
+                      b.running.nodes.nodes()["payroll"].agents, 3 * SETTINGS.heartbeat, "beta granted payroll")
+        o.cut(a, b)  # beta hears nothing of what follows, for less than it takes to call alpha suspect
+        await nodes.add_dataset("payroll", Dataset(str(o.root / "shared"), (), ()))
+        await o.advance(1)
+        assert not b.running.nodes.nodes()["payroll"].datasets
+        o.restore(a, b)
+        out = await a.running.controls.jobs.request("payroll")  # at once: no heartbeat has carried it yet
+        assert out["agent"] == b.peer_id
+        await o.until(lambda: [e for e in b.running.logs.listing(node_log("payroll")) if e["kind"] == "job.done"],
+                      3 * SETTINGS.heartbeat + SETTINGS.request_timeout, "the backup done")
+
+    print(f"jobs (agent behind): {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")

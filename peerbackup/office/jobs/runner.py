@@ -24,6 +24,7 @@ from peerbackup.core.nodelog import (
     MAX_REASON,
     node_log,
 )
+from peerbackup.core.nodes import Node
 from peerbackup.core.settings import Settings
 from peerbackup.engine.backupreport import FileFailure
 from peerbackup.errors import (
@@ -110,6 +111,15 @@ class AgentRunner:
         self.jobs = jobs
         self.runs: dict[str, dict[str, Any]] = {}  # job -> the `where` of the attempt this peer runs of it
 
+    async def _catch_up(self, coordinator: str, node: str) -> Node:
+        """The node as this peer knows it once its logs caught up with the coordinator's, or half a request's
+        time passed. The coordinator dispatches a backup only for a node with a data set; a peer that knows
+        none is behind it (`dataset add` then `backup` at once, as the README does: seen under load in CI),
+        and refusing would fail a backup asked by hand. The sync goes on if the wait ends first."""
+        sync = self.jobs.peers.spawn(self.jobs.logs.sync_with(coordinator))
+        await asyncio.wait({sync}, timeout=self.jobs.settings.request_timeout / 2)
+        return self.jobs.nodes.nodes()[node]
+
     async def on_dispatch(self, issuer: str, body: bytes) -> bytes:
         msg = proto.Dispatch.from_wire(body)
         if msg.token[1] != issuer:
@@ -123,6 +133,8 @@ class AgentRunner:
             raise Forbidden(str(exc)) from None
         if msg.kind == BACKUP:
             info = self.jobs.nodes.nodes()[msg.node]
+            if not info.datasets:
+                info = await self._catch_up(issuer, msg.node)
             ok, why = readable(list(info.datasets.values()), self.jobs.peers.me)
             if not ok:
                 raise Forbidden(f"nothing of {msg.node} can be backed up here: {'; '.join(map(str, why))}")
