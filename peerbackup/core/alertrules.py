@@ -40,9 +40,9 @@ from peerbackup.core.alerts import (
     iso,
     open_by_subject,
 )
-from peerbackup.core.jobs import BACKUP, DONE, FAILED, OPEN, PARTIAL, JobState, tally
+from peerbackup.core.jobs import BACKUP, DONE, FAILED, OPEN, PARTIAL, JobState, next_attempt, slot_of, tally
 from peerbackup.core.nodes import Node
-from peerbackup.core.schedule import Schedule, job_id, retry_at, slots_after
+from peerbackup.core.schedule import Schedule, job_id, slots_after
 
 MAX_ATTEMPTS = 10  # a channel still failing after this many attempts is given up (the log says so)
 MAX_BACKOFF = 3600.0
@@ -83,8 +83,8 @@ def _slot_outcome(sc: Schedule, t: float, st: JobState | None, job_slots: list[f
             f" ({missed})" if missed else "")
     if st.state == FAILED:
         attempt = int(st.fields.get("attempt", 1))
-        if retry_at(sc, t, attempt) is not None and now < t + sc.window:
-            return None  # the coordinator retries it
+        if next_attempt(sc, t, st, 0.0) is not None and now < t + sc.window:
+            return None  # the coordinator retries it (office/jobs/scheduler.py, by the same rule)
         reason = str(st.result.get("reason", "")) or "no reason given"
         return BACKUP_FAILED, f"failed after {attempt} attempt{'s' if attempt > 1 else ''}: {reason}"
     if st.state == OPEN and st.deadline and now >= st.deadline + grace:
@@ -100,12 +100,11 @@ def _schedule(node: Node, sc: Schedule, jobs: dict[str, JobState], cfg: AlertCon
     """(the new incident of this schedule, whether its open incident is over)."""
     by_slot: dict[float, JobState] = {}
     for st in jobs.values():
-        f = st.fields
-        # A slot counts only as the job's own id names it (ids are hash(node, schedule, slot)): a slot an
-        # agent wrote into a start of its own (2**40, say) must not move "last done" into the future.
-        if f.get("schedule") == sc.id and isinstance(f.get("slot"), int) and not isinstance(f["slot"], bool) \
-                and job_id(node.name, sc.id, f["slot"]) == st.job:
-            by_slot[float(f["slot"])] = st
+        # A slot counts only as the job's own id names it: a slot an agent wrote into a start of its own
+        # must not move "last done" into the future.
+        own = slot_of(node.name, st)
+        if own is not None and own[0] == sc.id:
+            by_slot[float(own[1])] = st
     last_done = max((t for t, st in by_slot.items() if st.state == DONE), default=0.0)
     if open_ is not None:
         return None, last_done > open_.slot

@@ -16,7 +16,7 @@ from typing import Any
 from peerbackup.core import hlc
 from peerbackup.core.events import Event
 from peerbackup.core.nodelog import DISPATCH_FIELDS, JOB_DISPATCHED, JOB_DONE, JOB_FAILED, JOB_STARTED, JOB_UNSENT
-from peerbackup.core.schedule import job_id
+from peerbackup.core.schedule import Schedule, job_id, retry_at
 
 BACKUP, RETENTION = "backup", "retention"
 # The longest a job may run, as a dispatch gives it: a schedule's window is at most 7 days.
@@ -211,15 +211,30 @@ def unended(node: str, jobs: dict[str, JobState], missed: Collection[tuple[str, 
     no job's state, it says why a slot has no backup (alerts and `log` show it)."""
     out = []
     for st in jobs.values():
-        schedule, slot = st.fields.get("schedule"), st.fields.get("slot")
         if st.state != OPEN or not st.dispatched or not st.deadline or now < st.deadline + grace:
             continue
-        if not isinstance(schedule, str) or not isinstance(slot, int) or isinstance(slot, bool):
-            continue
-        if (schedule, slot) in missed or job_id(node, schedule, slot) != st.job:
-            continue
-        out.append(st)
+        own = slot_of(node, st)
+        if own is not None and own not in missed:
+            out.append(st)
     return sorted(out, key=lambda st: (int(st.fields["slot"]), st.job))
+
+
+def slot_of(node: str, st: JobState) -> tuple[str, int] | None:
+    """(schedule, slot) of a scheduled job, when its id is that slot's (ids are hash(node, schedule, slot)):
+    a slot an agent wrote into a start of its own (2**40, say) names nothing."""
+    schedule, slot = st.fields.get("schedule"), st.fields.get("slot")
+    if not isinstance(schedule, str) or not isinstance(slot, int) or isinstance(slot, bool):
+        return None
+    return (schedule, slot) if job_id(node, schedule, slot) == st.job else None
+
+
+def next_attempt(sc: Schedule, slot: float, st: JobState, soon: float) -> float | None:
+    """When failed scheduled job `st` of `slot` may be tried again (core/schedule.retry_at): after the
+    schedule's back-off, or `soon` after it failed when no agent ever started it (nothing ran: every dispatch
+    refused or unreachable, or its agent failed before its start); None when no retry is left in the window.
+    The coordinator retries by it (soon: a lease) and the alerts wait for it (soon 0: a retry still to come)."""
+    unstarted = st.ended_ms / 1000 if not st.started_ms else None
+    return retry_at(sc, slot, st.attempt, unstarted, soon)
 
 
 def retention_job_id(node: str, after: str) -> str:

@@ -164,18 +164,19 @@ def job_id(node: str, schedule_id: str, slot: float) -> str:
     return blake3.blake3(f"job\0{node}\0{schedule_id}\0{int(slot)}".encode()).hexdigest()[:24]
 
 
-def retry_at(s: Schedule, slot: float, attempt: int, unsent_at: float | None = None,
+def retry_at(s: Schedule, slot: float, attempt: int, unstarted_at: float | None = None,
              soon: float = 0.0) -> float | None:
     """When retry number `attempt` (1, 2, ...) may start: back-off doubling from retry_delay
     (slot + d, + 3d, + 7d, ...); None when the retries are spent or the window has closed.
 
-    `unsent_at`: the job failed with no agent ever starting it (every dispatch refused or unreachable, at
-    that time): nothing ran, so it is tried again `soon` after instead (a partition healing as the slot
-    came due had every agent refuse the coordinator's token of the term before, and the back-off of
-    10 minutes outlived the window: the slot was lost; seen by the soak)."""
+    `unstarted_at`: the job failed, at that time, with no agent ever starting it (every dispatch refused or
+    unreachable, or its agent failed before its start): nothing ran, so it is tried again `soon` after
+    instead (a partition healing as the slot came due had every agent refuse the coordinator's token of
+    the term before, and the back-off of 10 minutes outlived the window: the slot was lost; seen by the
+    soak)."""
     if not 1 <= attempt <= s.retries:
         return None
     t = slot + s.retry_delay * (2**attempt - 1)
-    if unsent_at is not None:
-        t = min(t, max(unsent_at + soon, slot))
+    if unstarted_at is not None:
+        t = min(t, max(unstarted_at + soon, slot))
     return t if t - slot < s.window else None

@@ -162,6 +162,20 @@ def test_a_failed_slot_alerts_only_once_its_retries_are_spent() -> None:
     assert alert.channels == (WEBHOOK, EMAIL) and alert.attempt == 1
 
 
+def test_a_slot_no_agent_started_is_not_alerted_while_the_coordinator_may_still_retry_it() -> None:
+    """The coordinator tries a job no agent ever started again a lease later (core/jobs.py next_attempt), not
+    after the back-off: the alert waits by the same rule, until the window closes."""
+    tight = Schedule(id="s1", node="acc", every=3600, window=60, retries=2, retry_delay=600, since=T0 - 10)
+    log = Log("node:acc")
+    job = job_id("acc", "s1", T0)
+    log.add("job.dispatched", T0, job=job, agent="B", schedule="s1", slot=int(T0), deadline=int(T0 + 60))
+    log.add("job.dispatch_failed", T0 + 1, job=job, agent="B", reason="stale fencing token")
+    observed = seen(fold(log.events, None), schedules=(tight,))
+    assert evaluate(T0 + 30, CFG, observed, {}, 30).send == []  # a retry is still to come
+    [alert] = evaluate(T0 + 61, CFG, observed, {}, 30).send
+    assert alert.kind == BACKUP_FAILED and "stale fencing token" in alert.message
+
+
 def test_consecutive_bad_slots_are_one_incident_closed_by_the_next_success() -> None:
     jobs, control = Log("node:acc"), Log(CONTROL_LOG)
     jobs.attempt(T0, "job.failed", attempt=3)

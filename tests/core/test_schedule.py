@@ -85,13 +85,13 @@ def test_a_job_no_agent_started_is_tried_again_soon_while_retries_and_window_las
     outlive a short window (the soak lost a slot so when a partition healed as it came due)."""
     s = nightly(retries=2, retry_delay=600, window=60)
     assert retry_at(s, 0.0, 1) is None  # the back-off alone: past the window, the slot is lost
-    assert retry_at(s, 0.0, 1, unsent_at=2.0, soon=15.0) == 17.0
-    assert retry_at(s, 0.0, 2, unsent_at=20.0, soon=15.0) == 35.0
-    assert retry_at(s, 0.0, 3, unsent_at=40.0, soon=15.0) is None  # the retries are spent
-    assert retry_at(s, 0.0, 1, unsent_at=50.0, soon=15.0) is None  # past the window
-    assert retry_at(nightly(retries=0, window=60), 0.0, 1, unsent_at=2.0, soon=15.0) is None  # retries off
+    assert retry_at(s, 0.0, 1, unstarted_at=2.0, soon=15.0) == 17.0
+    assert retry_at(s, 0.0, 2, unstarted_at=20.0, soon=15.0) == 35.0
+    assert retry_at(s, 0.0, 3, unstarted_at=40.0, soon=15.0) is None  # the retries are spent
+    assert retry_at(s, 0.0, 1, unstarted_at=50.0, soon=15.0) is None  # past the window
+    assert retry_at(nightly(retries=0, window=60), 0.0, 1, unstarted_at=2.0, soon=15.0) is None  # retries off
     long = nightly(retries=3, retry_delay=600, window=3 * 3600)
-    assert retry_at(long, 0.0, 1, unsent_at=700.0, soon=15.0) == 600.0  # never later than the back-off
+    assert retry_at(long, 0.0, 1, unstarted_at=700.0, soon=15.0) == 600.0  # never later than the back-off
 
 
 @pytest.mark.parametrize(("kw", "message"), [

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from peerbackup.core.jobs import BACKUP, FAILED, RETENTION, retention_due, unended
+from peerbackup.core.jobs import BACKUP, FAILED, RETENTION, next_attempt, retention_due, unended
 from peerbackup.core.nodelog import JOB_MISSED, JOB_STALLED, node_log
-from peerbackup.core.schedule import Missed, Schedule, job_id, retry_at, settle, slots_after
+from peerbackup.core.schedule import Missed, Schedule, job_id, settle, slots_after
 from peerbackup.core.settings import Settings
 from peerbackup.errors import PeerBackupError, UsageError
 from peerbackup.logs import event
@@ -53,9 +53,8 @@ class Scheduler:
             if st.state != FAILED or sc is None or "slot" not in f:
                 continue  # a manual backup is not retried: whoever asked sees it failed
             attempt = int(f.get("attempt", 1))
-            # Dispatched and never started by any agent: tried again a lease later, not after the back-off.
-            unsent = st.ended_ms / 1000 if not st.started_ms else None
-            at = retry_at(sc, float(f["slot"]), attempt, unsent, self.settings.lease)
+            # Never started by any agent: tried again a lease later, not after the back-off.
+            at = next_attempt(sc, float(f["slot"]), st, self.settings.lease)
             if at is None or now < at:
                 continue
             event(self.log, "job.retry", job=job, node=name, attempt=attempt + 1)
