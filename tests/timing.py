@@ -42,11 +42,12 @@ def known() -> dict[str, float]:
 
 # Fixtures that build an office once for a module or a session: the tests that share one run on one worker
 # (xdist_group), or each worker that ran one of them would build the office again.
-SHARED = {"acme_office": "acme_office", "forked_office": "forked_office", "peer_office": "peer_office"}
+# The group is named after the fixture.
+SHARED = frozenset({"acme_office", "forked_office", "peer_office"})
 
 
 def group_of(item: pytest.Item) -> str | None:
-    return next((SHARED[f] for f in getattr(item, "fixturenames", ()) if f in SHARED), None)
+    return next((f for f in getattr(item, "fixturenames", ()) if f in SHARED), None)
 
 
 def longest_first(items: list[pytest.Item], seconds: dict[str, float]) -> list[pytest.Item]:
