@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Where PYTHONDONTWRITEBYTECODE is set (this machine sets it), an editable install is compiled from source
+# by every process: each daemon, CLI call and test worker. Unset, the first one writes __pycache__ and
+# the rest read it (a third of a daemon's start, a quarter of a CLI call).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run one-peer demo test lint bench soak clean
 
