@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS invites (
 """
 
 MAX_ADDRESSES_PER_PEER = 16
+# How stale the recorded time of the address that keeps answering may get (only the order is read).
+ADDRESS_REFRESH = 60.0
 
 
 
@@ -53,6 +55,9 @@ class State:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
         self.db_lock = asyncio.Lock()
+        # peer -> (the address last recorded as answering, when): a heartbeat that answers at the address
+        # already first in the order changes nothing until ADDRESS_REFRESH has passed.
+        self._first_ok: dict[str, tuple[str, float]] = {}
 
     async def _write(self, sql: str, args: tuple[object, ...], *more: tuple[str, tuple[object, ...]]
                      ) -> aiosqlite.Cursor:
@@ -111,6 +116,7 @@ class State:
         brings it again at the next start."""
         await self._write("INSERT OR IGNORE INTO revocations VALUES (?, ?)", (rev.peer_id, rev.raw),
                           ("DELETE FROM addresses WHERE peer_id = ?", (rev.peer_id,)))
+        self._first_ok.pop(rev.peer_id, None)
 
     # ---- addresses (hints: mDNS, static, hello, join) ---------------------------------
 
@@ -129,11 +135,22 @@ class State:
 
     @serialized
     async def address_ok(self, peer_id: str, address: str, now: float) -> None:
+        """`address` answered for `peer_id`: it goes first in the order addresses are tried in. Every heartbeat
+        reports it; a write (and an fsync) each time changed nothing but a timestamp while the same address
+        kept answering, so that one is written again only after ADDRESS_REFRESH."""
+        last = self._first_ok.get(peer_id)
+        if last is not None and last[0] == address and 0 <= now - last[1] < ADDRESS_REFRESH:
+            return
         # Only the order addresses are tried in: a full disk must not stop the heartbeat that reported it.
         with contextlib.suppress(DiskFull):
+            # Later than any other address of the peer even when two answer within one clock reading or the
+            # clock stepped back: the one that answered last is first.
             await self._write(
-                "INSERT INTO addresses (peer_id, address, source, last_ok) VALUES (?, ?, 'contact', ?) "
-                "ON CONFLICT (peer_id, address) DO UPDATE SET last_ok = excluded.last_ok", (peer_id, address, now))
+                "INSERT INTO addresses (peer_id, address, source, last_ok) VALUES (?, ?, 'contact', "
+                "MAX(?, (SELECT COALESCE(MAX(last_ok), 0) + 0.001 FROM addresses WHERE peer_id = ? AND address != ?))) "
+                "ON CONFLICT (peer_id, address) DO UPDATE SET last_ok = excluded.last_ok",
+                (peer_id, address, now, peer_id, address))
+            self._first_ok[peer_id] = (address, now)
 
     @serialized
     async def addresses(self) -> dict[str, list[str]]:
