@@ -37,10 +37,12 @@ lint: $(STAMP)
 # TEST_JOBS worker processes take the tests one at a time, the longest first (tests/timing.py); most tests
 # wait on real daemons and timers, so more workers than cores pays (6 on 2 cores: about 8 minutes).
 # TEST_JOBS=0 runs them in this process.
+# TEST_ARGS for pytest: TEST_ARGS='-m "not slow"' leaves out every test that starts a process (tests/processes.py).
 TEST_JOBS ?= 6
+TEST_ARGS ?=
 test: lint
 	./.ci/system-deps
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder $(TEST_ARGS)
 
 # BENCH_ARGS for bench.py (against restic and borg), PEER_BENCH_ARGS for peer_bench.py (the peer store).
 bench: $(STAMP)

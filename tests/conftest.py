@@ -13,8 +13,9 @@ from peerbackup.core.crypto import KdfParams
 from peerbackup.engine.repository import Repository
 from peerbackup.storage.local import LocalStore
 
-# Each test's time, and the longest first on xdist workers (tests/timing.py).
-pytest_plugins = ("tests.timing",)
+# Each test's time, and the longest first on xdist workers (tests/timing.py); the `slow` mark (tests that
+# start processes) applied and checked (tests/processes.py).
+pytest_plugins = ("tests.timing", "tests.processes")
 
 PASSWORD = b"correct horse battery staple"
 

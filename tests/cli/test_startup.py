@@ -20,6 +20,7 @@ def imported_after(argv: list[str]) -> set[str]:
     return set(out.split())
 
 
+@pytest.mark.slow  # a fresh interpreter each
 @pytest.mark.parametrize("argv", [["status"], ["log", "n"], ["invite"], ["node", "list"], ["snapshots", "n"],
                                   ["repo", "snapshots"]])
 def test_no_command_line_parse_imports_the_engine(argv: list[str]) -> None:

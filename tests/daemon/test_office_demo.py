@@ -10,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.daemon.harness import daemon_env, stop_group, wait_for
 
 
@@ -64,6 +66,7 @@ def _demo_once(base: Path, backups_before: int) -> str:
     return b"".join(lines).decode()
 
 
+@pytest.mark.slow
 def test_the_demo_office_backs_up_and_stops_cleanly(tmp_path: Path) -> None:
     base = tmp_path / "demo"
     for attempt in range(2):  # the second run reuses the homes made by the first

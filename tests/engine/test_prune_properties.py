@@ -403,6 +403,7 @@ def _kill_now(when: int, store: LocalStore, packs: int, wait: float) -> bool:
     return time.monotonic() > wait  # after a random while
 
 
+@pytest.mark.slow
 def test_prune_killed_at_any_moment_loses_nothing_and_the_next_prune_finishes() -> None:
     m = PruneMachine()
     m._patch.undo()  # real time: the killed prunes are other processes

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.soak.faults import Firewall, Injector
 from tests.soak.office import TIMINGS, SoakOffice
 
@@ -40,6 +42,7 @@ def reach(gid: int, host: str, port: int) -> str:
                           text=True, timeout=20).stdout.strip()
 
 
+@pytest.mark.slow
 def test_the_firewall_cuts_the_named_daemons_both_ways_and_no_one_else(tmp_path: Path) -> None:
     soak = SoakOffice(tmp_path, TIMINGS["fast"])
     m = soak.members

@@ -20,7 +20,7 @@ from tests.soak.report import broken
 SEED, SECONDS = 1, 180
 # Setup (~1 min on a loaded machine), the run, the settle (at most 150 s), the checks and restores.
 RUN_LIMIT = 780
-pytestmark = pytest.mark.timeout(RUN_LIMIT + 120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_LIMIT + 120)]
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ def named(ftype: FileType, data: bytes = DATA) -> str:
     return "lock-1" if ftype == FileType.LOCK else content_hash(data).hex()
 
 
-@pytest.fixture(params=["memory", "local", "peer"])
+@pytest.fixture(params=["memory", "local", pytest.param("peer", marks=pytest.mark.slow)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     # The annotation makes mypy check every backend against the protocol.
     if request.param == "peer":
