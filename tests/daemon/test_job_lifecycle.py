@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from peerbackup.core.jobs import retention_job_id
-from peerbackup.net.proto import jobs as proto
 from tests.daemon.harness import Office, Peer, wait_for
 from tests.daemon.test_dashboard_api import get
 from tests.daemon.test_jobs import node_office
 from tests.daemon.test_peerstore import NODE, make_tree, repo, tree_hashes
-from tests.daemon.test_storage import call
 
 
 def node_events(p: Peer, job: str | None = None) -> list[dict[str, Any]]:
@@ -174,43 +172,6 @@ def test_heartbeats_carry_progress_and_a_stalled_agent_is_replaced(office: Offic
     assert [s["agent"] for s in snaps if s["job"] == job] == [other_id]  # one snapshot for the job
     repo(office, a, "restore", "latest", "--target", str(tmp_path / "out"))
     assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
-
-
-def test_logon_challenges_and_act_as_refusals(office: Office, tmp_path: Path) -> None:
-    (a, b, c), _src, _home = node_office(office, tmp_path, ["beta"], 1, 10_000, extra_peers=["gamma"])
-    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
-             and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
-
-    def logon(peer: Peer, job: str) -> bytes:
-        reply = call(peer, a, proto.LOGON_PATH, proto.Logon(NODE, job).to_wire(), raw=True)
-        assert isinstance(reply, bytes), reply
-        return proto.Logon.from_wire(reply, answer=True).challenge
-
-    def act_as(peer: Peer, job: str, challenge: bytes) -> Any:
-        return call(peer, a, proto.ACT_AS_PATH, proto.ActAsRequest(NODE, job, challenge).to_wire(), raw=True)
-
-    # No logon, or a challenge made up: refused.
-    code, msg = act_as(b, "job-1", bytes(32))
-    assert code == "forbidden" and "log on first" in msg
-    # A challenge issued to beta is worth nothing to gamma, nor for another job, nor twice.
-    ch = logon(b, "job-1")
-    assert act_as(c, "job-1", ch)[0] == "forbidden"
-    ch = logon(b, "job-1")
-    code, msg = act_as(b, "job-2", ch)
-    assert code == "forbidden" and "log on first" in msg
-    ch = logon(b, "job-1")
-    assert isinstance(act_as(b, "job-1", ch), bytes)
-    code, msg = act_as(b, "job-1", ch)
-    assert code == "forbidden" and "log on first" in msg
-    # gamma, a member but no agent of the node, is refused, and the node's log shows it tried.
-    code, msg = act_as(c, "job-3", logon(c, "job-3"))
-    assert code == "forbidden" and "not a granted agent" in msg
-    evs = node_events(a)
-    assert any(e["kind"] == "act_as.refused" and e["fields"]["agent"] == c.peer_id for e in evs)
-    issued = [e for e in evs if e["kind"] == "act_as.issued"]
-    assert [(e["fields"]["job"], e["fields"]["agent"], e["fields"]["scope"]) for e in issued] == \
-        [("job-1", b.peer_id, "backup")]  # not a retention job the coordinator dispatched: no prune scope
-    assert [e["fields"]["job"] for e in evs if e["kind"] == "agent.logon"] == ["job-1"]
 
 
 def faketime(offset: str) -> dict[str, str]:

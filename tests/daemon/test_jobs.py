@@ -8,10 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from peerbackup.net.proto import jobs as proto
 from tests.daemon.harness import Office, Peer, node_log, wait_for
 from tests.daemon.test_peerstore import NODE, make_tree, repo, start_office, tree_hashes
-from tests.daemon.test_storage import call
 
 
 def node_office(office: Office, tmp_path: Path, agents: list[str], files: int, size: int,
@@ -80,31 +78,6 @@ def test_backup_now_runs_once_on_one_agent_and_every_peer_logs_it(office: Office
     # The next backup goes to the agent that succeeded last (its file cache is warm).
     again = json.loads(office.cli("backup", NODE, "--wait", "--json", *home["alpha"], timeout=120).out)
     assert again["agent"] == out["agent"] and again["state"] == "done"
-
-
-def test_agents_refuse_stale_or_foreign_dispatches(office: Office, tmp_path: Path) -> None:
-    a, b = start_office(office, ["beta"], replicas=1)
-    src = tmp_path / "shared"
-    make_tree(src, 1, 10_000)
-    office.cli("dataset", "add", NODE, str(src), "--allow-missing", "--home", str(a.home))  # no agent yet
-    wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"] and b.status()["coordinator"],
-             20, "configuration and coordinator on beta")
-    # A dispatch under a token older than the one beta knows: refused (fencing).
-    stale = proto.Dispatch("manual-1", NODE, (0, a.peer_id), 0).to_wire()
-    code, msg = call(a, b, proto.DISPATCH_PATH, stale)
-    assert code == "forbidden" and "stale fencing token" in msg
-    # One that names another peer as its coordinator: refused.
-    term = b.status()["term"]
-    foreign = proto.Dispatch("manual-2", NODE, (term, b.peer_id), 0).to_wire()
-    code, msg = call(a, b, proto.DISPATCH_PATH, foreign)
-    assert code == "forbidden" and "fencing token names" in msg
-    # A current one, but beta holds no keys of the node (not granted): refused, and nothing ran.
-    current = proto.Dispatch("manual-3", NODE, (term, a.peer_id), 0).to_wire()
-    code, msg = call(a, b, proto.DISPATCH_PATH, current)
-    assert code == "forbidden" and "only its admins and granted agents" in msg
-    # And the coordinator does not pick an agent that cannot do it: a clear error, nothing dispatched.
-    res = office.cli("backup", NODE, "--home", str(b.home), check=False)
-    assert res.rc != 0 and "no agent of accounts can take the backup now" in res.err
 
 
 def test_a_schedule_fires_and_each_slot_runs_once(office: Office, tmp_path: Path) -> None:
@@ -205,72 +178,6 @@ def test_kill_the_coordinator_right_after_dispatch_the_job_completes_once(office
     events = job_events()
     assert [e["kind"] for e in events].count("job.done") == 1
     assert all(e["writer"] == out["coordinator"] for e in events if e["kind"] == "job.dispatched")
-
-
-def test_a_second_dispatch_of_a_running_job_adopts_the_run(office: Office, tmp_path: Path) -> None:
-    """Issue 16, cause 3: a coordinator whose log did not show its predecessor's dispatch sends the same job to
-    the agent already running it. The agent goes on with one run, under the new dispatch, and never logs on
-    for a second one."""
-    (a, b), _src, home = node_office(office, tmp_path, ["beta"], 20, 2_000_000)
-    wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"]
-             and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
-    out = json.loads(office.cli("backup", NODE, "--json", *home).out)
-    job, term = out["job"], out["term"]
-    again = proto.Dispatch(job, NODE, (term, a.peer_id), int((time.time() + 600) * 1000), attempt=1).to_wire()
-    assert call(a, b, proto.DISPATCH_PATH, again, raw=True) == b""
-
-    def job_events() -> list[dict[str, Any]]:
-        return [e for e in b.api("GET", f"/v1/log?log=node:{NODE}")[1] if e["fields"].get("job") == job]
-
-    wait_for(lambda: any(e["kind"] == "job.done" for e in job_events()), 120, "the job to finish")
-    time.sleep(2)  # a second run, had one started, would have logged on at once and be running now
-    kinds = [e["kind"] for e in job_events()]
-    assert kinds.count("agent.logon") == 1 and kinds.count("job.done") == 1 and "job.failed" not in kinds, kinds
-    # And once it is done (the soak: a coordinator across a partition that just healed sent a slot the agent had
-    # finished moments before): taken, reported done again, never run a second time.
-    assert call(a, b, proto.DISPATCH_PATH, again, raw=True) == b""
-    wait_for(lambda: "job.already_done" in b.log.read_text()
-             or {"job.failed", "act_as.issued"} & {e["kind"] for e in job_events()[-3:]}, 20,
-             "the agent to answer the dispatch")
-    time.sleep(2)
-    kinds = [e["kind"] for e in job_events()]
-    assert kinds.count("agent.logon") == 1 and kinds.count("job.done") == 1 and "job.failed" not in kinds, kinds
-    snaps = json.loads(office.cli("snapshots", NODE, "--json", *home).out)
-    assert len([s for s in snaps if s["job"] == job]) == 1
-
-
-def test_the_coordinator_adopts_a_running_job_it_hears_of_before_its_log_shows_it(
-        office: Office, tmp_path: Path) -> None:
-    """Issue 16, cause 3: an agent's progress heartbeat about a job the coordinator's log does not show yet
-    (its predecessor's dispatch on its way) is taken as that job running, so the slot is not sent again; a
-    member that is no agent of the node is refused."""
-    (a, b, c), _src, _home = node_office(office, tmp_path, ["beta"], 1, 1_000, extra_peers=["gamma"])
-    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
-             and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
-    beat = proto.JobProgress("slot-elsewhere", NODE, 3, 3000, 5, 5000, 0, False, 10, 10000).to_wire()
-    code, msg = call(c, a, proto.PROGRESS_PATH, beat, raw=True)
-    assert code == "forbidden" and "not running on gamma" in msg
-    assert call(b, a, proto.PROGRESS_PATH, beat, raw=True) == b""
-    running = a.api("GET", "/v1/jobs")[1]["running"]
-    assert running["slot-elsewhere"]["agent"] == b.peer_id and running["slot-elsewhere"]["files"] == 3
-
-
-def test_a_revoked_agent_is_not_dispatched_to_and_refuses(office: Office, tmp_path: Path) -> None:
-    (a, b, c), _src, home = node_office(office, tmp_path, ["beta", "gamma"], 2, 100_000)
-    office.cli("revoke", NODE, "beta", *home)
-    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
-             and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
-    for _ in range(2):
-        out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)
-        assert out["agent_name"] == "gamma" and out["state"] == "done"
-    # Dispatched by hand to beta anyway: beta no longer holds the node's current keys.
-    term = a.status()["term"]
-    code, msg = call(a, b, proto.DISPATCH_PATH,
-                     proto.Dispatch("manual-9", NODE, (term, a.peer_id), 0).to_wire())
-    assert code == "forbidden" and "only its admins and granted agents" in msg
-    # And its own daemon refuses to back the node up.
-    code, err = b.api("POST", "/v1/agent/run", {"node": NODE})
-    assert code == 409 and "does not hold the keys" in err["error"]
 
 
 def test_log_follow_and_since(office: Office, tmp_path: Path) -> None:
