@@ -4,7 +4,8 @@ on another agent, on the agent itself after its restart, or on the next coordina
 Mirrors (real processes, FAST timings; kill -9 there, `o.stop` here: the daemon says goodbye to no one and
 its job's task dies with it; the engine's thread, held on a gate after its first pack, then finds the
 daemon's session closed and writes nothing more):
-- tests/daemon/test_jobs.py::test_kill_9_the_agent_mid_backup_and_another_finishes
+- tests/daemon/test_jobs.py::test_kill_9_the_agent_mid_backup_and_another_finishes, with the progress
+  heartbeats of tests/daemon/test_job_lifecycle.py::test_heartbeats_carry_progress_and_a_stalled_agent_is_replaced
 - tests/daemon/test_jobs.py::test_an_agent_killed_mid_backup_and_back_at_once_ends_its_lost_run
 - tests/daemon/test_jobs.py::test_kill_the_coordinator_right_after_dispatch_the_job_completes_once
 - tests/daemon/test_missed.py::test_a_slot_whose_window_passes_with_no_coordinator_is_logged_missed_by_the_next
@@ -14,6 +15,7 @@ daemon's session closed and writes nothing more):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from tests.inproc.nodeops import restore
 from tests.inproc.scenarios import NODE, SETTINGS, first_slot, make_tree, node_events, node_office
 from tests.inproc.test_jobs import TICK, job_events
 
+BEATS = dataclasses.replace(SETTINGS, progress_interval=0.5)  # 5 s by default: the same, ten times as often
 DONE_WITHIN = 3 * SETTINGS.heartbeat + SETTINGS.request_timeout  # a small backup, dispatched and logged
 
 
@@ -89,6 +92,12 @@ def test_an_agent_killed_mid_backup_is_replaced_after_dead_and_the_job_completes
         await o.until(mid.reached.is_set, DONE_WITHIN, "the agent's first pack stored")
         assert mid.who == [victim.name] and [e["writer"] for e in job_events(victim, job)
                                              if e["kind"] == "job.started"] == [victim.peer_id]
+        # The coordinator hears the job's counters move (bytes read, files found by the scan): its heartbeats
+        # come every progress_interval, at the real rate while the engine is held (hence a short one here).
+        seen = await o.until(lambda: (a.running.controls.jobs.running_jobs().get(job) or {}).get("bytes"),
+                             2 * BEATS.progress_interval, "a heartbeat of the job's progress on the coordinator")
+        running = a.running.controls.jobs.running_jobs()[job]
+        assert seen > 0 and running["agent"] == victim.peer_id and running["files_seen"] >= 1 and running["rate"] > 0
         await mid.kill(o, victim)
         assert ends(a, job) == []  # killed mid-backup
         await o.advance(SETTINGS.dead - 2 * SETTINGS.heartbeat)
@@ -104,7 +113,7 @@ def test_an_agent_killed_mid_backup_is_replaced_after_dead_and_the_job_completes
         await restore(a, tmp_path / "out")
         assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
 
-    print(f"failover (agent killed): {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")
+    print(f"failover (agent killed): {run_office(tmp_path / 'office', scenario, BEATS).summary()}")
 
 
 @pytest.mark.timeout(120)
