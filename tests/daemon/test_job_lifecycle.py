@@ -1,116 +1,17 @@
-"""A job's life beyond dispatch, with real daemons: logon, progress heartbeats, stalls, retention."""
+"""A job seen from the command line and from a peer whose clock is wrong, with real daemons (the office scenarios
+of a job's life are in-process: tests/inproc/test_failover.py, test_retention.py, test_dispatch.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import signal
 from pathlib import Path
-from typing import Any
 
-from peerbackup.core.jobs import retention_job_id
 from tests.daemon.harness import Office, Peer, wait_for
-from tests.daemon.test_dashboard_api import get
 from tests.daemon.test_jobs import node_office
-from tests.daemon.test_peerstore import NODE, make_tree, repo, tree_hashes
-
-
-def node_events(p: Peer, job: str | None = None) -> list[dict[str, Any]]:
-    _code, evs = p.api("GET", f"/v1/log?log=node:{NODE}")
-    return [e for e in evs if job is None or e["fields"].get("job") == job]
-
-
-def test_retention_forgets_by_policy_and_prunes_as_a_job_of_the_node(office: Office, tmp_path: Path) -> None:
-    (a, b, c), src, home = node_office(office, tmp_path, ["beta", "gamma"], 3, 300_000,
-                                       timings={"prune_interval": "0"})
-    office.cli("node", "policy", NODE, "--keep-last", "2", *home)
-    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
-             and a.status()["coordinator"] == a.peer_id, 20, "the policy everywhere, alpha coordinating")
-    rng = random.Random(3)
-    jobs = []
-    for i in range(3):
-        (src / "changing.bin").write_bytes(rng.randbytes(400_000))  # each backup leaves packs of its own
-        out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)
-        assert out["state"] == "done", out
-        jobs.append(out["job"])
-        retention = retention_job_id(NODE, out["job"])
-        # After each successful backup the coordinator dispatches the node's retention job, once.
-        wait_for(lambda: any(e["kind"] in ("job.done", "job.failed") for e in node_events(a, retention)),  # noqa: B023
-                 60, f"retention job {i + 1}")
-    evs = node_events(a, retention)
-    kinds = [e["kind"] for e in evs]
-    assert kinds == ["job.dispatched", "agent.logon", "act_as.issued", "job.started", "job.done"], kinds
-    assert evs[0]["fields"]["job_kind"] == "retention" and evs[0]["fields"]["prune"] is True
-    assert evs[2]["fields"]["scope"] == "prune"  # this token may delete; a backup's may not
-    done = evs[-1]["fields"]
-    assert done["kept"] == 2 and len(done["forgotten"]) == 1 and done["pruned"] is True
-    assert done["packs_deleted"] >= 1 and done["bytes_freed"] > 0
-    # Every backup job's token was a backup one: only retention jobs got the prune scope.
-    scopes = {e["fields"]["job"]: e["fields"]["scope"] for e in node_events(a) if e["kind"] == "act_as.issued"}
-    assert {scopes[j] for j in jobs} == {"backup"}
-    snaps = json.loads(office.cli("snapshots", NODE, "--json", *home).out)
-    assert len(snaps) == 2
-    # What is left is whole: the newest snapshot restores, and every pack checks out.
-    repo(office, a, "restore", "latest", "--target", str(tmp_path / "out"))
-    assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
-    check = repo(office, a, "check", "--read-data")
-    assert "no errors found" in check.out
-    # No retention job without a new backup: the coordinator does not prune in a loop.
-    assert sum(1 for e in node_events(a) if e["kind"] == "job.dispatched"
-               and e["fields"].get("job_kind") == "retention") == 3
-
-
-def test_the_readme_policy_keeps_every_data_set_of_a_node(office: Office, tmp_path: Path) -> None:
-    """The data loss a new user met: two data sets and the README's own policy kept only one folder, because
-    retention applied the policy to all of the node's snapshots together. Grouped by data set, each folder
-    keeps its own newest snapshots; a snapshot of a path that is not a data set (an ad-hoc backup) is held."""
-    (a, _b, _c), src, home = node_office(office, tmp_path, ["beta", "gamma"], 3, 100_000,
-                                         timings={"prune_interval": "0"})
-    second = tmp_path / "second"
-    make_tree(second, 2, 50_000)
-    office.cli("dataset", "add", NODE, str(second), *home)
-    office.cli("node", "policy", NODE, "--keep-daily", "7", "--keep-weekly", "4", *home)
-    wait_for(lambda: a.status()["coordinator"] == a.peer_id, 20, "alpha coordinating")
-    for i in range(2):
-        (src / "changing.bin").write_bytes(os.urandom(10_000 + i))
-        out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)
-        assert out["state"] == "done" and len(out["snapshots"]) == 2, out
-        retention = retention_job_id(NODE, out["job"])
-        wait_for(lambda: any(e["kind"] in ("job.done", "job.failed") for e in node_events(a, retention)),  # noqa: B023
-                 60, f"retention job {i + 1}")
-    done = node_events(a, retention)[-1]
-    assert done["kind"] == "job.done", done
-    groups = {g["path"]: g for g in done["fields"]["groups"]}
-    assert set(groups) == {str(src), str(second)}
-    # Both backups fall on one day: each data set keeps the newer one, for the daily and the weekly rule.
-    assert all(g["kept"] == 1 and g["removed"] == 1 for g in groups.values()), groups
-    assert all(set(next(iter(g["why"].values())).split(",")) == {"daily", "weekly"} for g in groups.values())
-    snaps = json.loads(office.cli("snapshots", NODE, "--json", *home).out)
-    assert sorted(p for s in snaps for p in s["paths"]) == sorted([str(src), str(second)])
-    # The dashboard shows, per snapshot, what the next retention does with it and why.
-    code, body, _ = get(a, f"/v1/ui/snapshots?node={NODE}")
-    shown = json.loads(body)
-    assert code == 200 and [s["retention"] for s in shown] == [{"keep": True, "why": "daily, weekly"}] * 2
-    for path in (src, second):
-        target = tmp_path / f"out-{path.name}"
-        repo(office, a, "restore", "latest", "--path", str(path), "--target", str(target))
-        assert tree_hashes(target / path.relative_to("/")) == tree_hashes(path)
-    # A data set removed from the configuration is held whole by the next retention jobs: removing
-    # configuration never deletes data.
-    office.cli("dataset", "remove", NODE, str(second), *home)
-    wait_for(lambda: str(second) not in {d["path"] for d in json.loads(
-        office.cli("node", "show", NODE, "--json", *home).out)["datasets"]}, 20, "the data set removed")
-    for _ in range(2):
-        out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)
-        assert out["state"] == "done" and len(out["snapshots"]) == 1, out
-        retention = retention_job_id(NODE, out["job"])
-        wait_for(lambda: any(e["kind"] in ("job.done", "job.failed") for e in node_events(a, retention)),  # noqa: B023
-                 60, "retention after the data set's removal")
-    groups = {g["path"]: g for g in node_events(a, retention)[-1]["fields"]["groups"]}
-    assert groups[str(second)]["held"] and groups[str(second)]["removed"] == 0 and groups[str(second)]["kept"] == 1
-    assert groups[str(src)]["kept"] == 1 and groups[str(src)]["removed"] == 1
+from tests.daemon.test_peerstore import NODE, make_tree
 
 
 def faketime(offset: str) -> dict[str, str]:

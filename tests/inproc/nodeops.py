@@ -14,8 +14,15 @@ from peerbackup.engine.check import check
 from peerbackup.errors import PeerRefused
 from peerbackup.office.jobs.agent import JobRecord
 from peerbackup.office.peerstore.reader import NodeReader
-from tests.inproc.harness import Member
-from tests.inproc.scenarios import NODE
+from tests.inproc.harness import InprocOffice, Member
+from tests.inproc.scenarios import NODE, SETTINGS
+
+
+async def same_config(o: InprocOffice, members: list[Member], what: str) -> None:
+    """Until every one of `members` has the same configuration and follows the first as its coordinator."""
+    await o.until(lambda: len({m.running.logs.state.config().digest() for m in members}) == 1
+                  and all(m.running.coordination.status()[0] == members[0].peer_id for m in members),
+                  3 * SETTINGS.heartbeat + 3 * SETTINGS.lease, what)
 
 
 async def send(frm: Member, to: Member, path: str, body: bytes) -> bytes | tuple[str, str]:

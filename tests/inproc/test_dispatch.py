@@ -22,7 +22,7 @@ from peerbackup.core.nodes import Dataset
 from peerbackup.errors import PeerBackupError
 from peerbackup.net.proto import jobs as proto
 from tests.inproc.harness import InprocOffice, Member, run_office
-from tests.inproc.nodeops import refused, run_here, send, snapshots
+from tests.inproc.nodeops import refused, run_here, same_config, send, snapshots
 from tests.inproc.scenarios import NODE, SETTINGS, node_events, node_office
 from tests.inproc.test_jobs import TICK, hang_first_run, job_events
 
@@ -32,12 +32,6 @@ DONE_WITHIN = 3 * SETTINGS.heartbeat + SETTINGS.request_timeout  # a small backu
 def dispatch(job: str, term: int | None, coordinator: Member) -> bytes:
     """A backup's dispatch under the fencing token (term, coordinator), with no deadline."""
     return proto.Dispatch(job, NODE, (term or 0, coordinator.peer_id), 0).to_wire()
-
-
-async def same_config(o: InprocOffice, members: list[Member], what: str) -> None:
-    await o.until(lambda: len({m.running.logs.state.config().digest() for m in members}) == 1
-                  and all(m.running.coordination.status()[0] == members[0].peer_id for m in members),
-                  3 * SETTINGS.heartbeat + 3 * SETTINGS.lease, what)
 
 
 @pytest.mark.timeout(120)
