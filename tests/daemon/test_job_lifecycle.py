@@ -11,14 +11,19 @@ from tests.daemon.harness import Office, Peer, wait_for
 from tests.daemon.test_jobs import node_office
 from tests.daemon.test_peerstore import NODE, make_tree
 
+FILES, SIZE = 40, 250_000
+
 
 def test_backup_wait_on_a_terminal_shows_the_jobs_progress(office: Office, tmp_path: Path) -> None:
     import pty
     import subprocess
     import sys
 
-    (a, b, c), src, _home = node_office(office, tmp_path, ["beta", "gamma"], 40, 5_000_000,
-                                       timings={"progress_interval": "0.2"})
+    # 10 MB a backup, each copy sent at most 10 MB/s: a second or more of progress to draw on any machine, for
+    # half the CPU of a backup long enough without the limit (200 MB each: 11.9 CPU-s for the test, now 6).
+    limit = ["--limit-upload", "10M"]
+    (a, b, c), src, _home = node_office(office, tmp_path, ["beta", "gamma"], FILES, SIZE,
+                                       timings={"progress_interval": "0.2"}, extra={"beta": limit, "gamma": limit})
     wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
              and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
     def on_a_terminal(peer: Peer) -> str:
@@ -46,9 +51,9 @@ def test_backup_wait_on_a_terminal_shows_the_jobs_progress(office: Office, tmp_p
     # Asked on alpha (the coordinator, which lists the job before its first heartbeat) and on gamma (which
     # asks the coordinator): the counters as a share of the counted whole, then the job's outcome.
     for seed, peer in enumerate((a, c)):
-        make_tree(src, 40, 5_000_000, seed=seed + 10)  # new data: a full backup to watch each time
+        make_tree(src, FILES, SIZE, seed=seed + 10)  # new data: a full backup to watch each time
         text = on_a_terminal(peer)
-        assert re.search(r"\d+/40 files .*\(\d+%\)", text), text
+        assert re.search(rf"\d+/{FILES} files .*\(\d+%\)", text), text
         assert "done: snapshot" in text
     # Ended jobs leave the coordinator's running list (a report may come before the log shows the end).
     wait_for(lambda: a.api("GET", "/v1/jobs")[1]["running"] == {}, 20, "no job left running")
