@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from peerbackup.net.proto import jobs as proto
 from tests.daemon.harness import Office, Peer, node_log, wait_for
-from tests.daemon.test_peerstore import NODE, make_tree, repo, start_office, tree_hashes
-from tests.daemon.test_storage import call
+from tests.daemon.test_peerstore import NODE, make_tree, start_office, tree_hashes
 
 
 def node_office(office: Office, tmp_path: Path, agents: list[str], files: int, size: int,
@@ -27,261 +23,17 @@ def node_office(office: Office, tmp_path: Path, agents: list[str], files: int, s
     return peers, src, home
 
 
-def test_backup_now_runs_once_on_one_agent_and_every_peer_logs_it(office: Office, tmp_path: Path) -> None:
-    a, b, c = start_office(office, ["beta", "gamma"])
-    src = tmp_path / "shared"
-    make_tree(src, 5, 500_000)
-    home = {p.name: ["--home", str(p.home)] for p in (a, b, c)}
-    office.cli("grant", NODE, "beta", "gamma", *home["alpha"])
-    office.cli("dataset", "add", NODE, str(src), *home["alpha"])
-    peers = (a, b, c)
-    wait_for(lambda: len({p.status()["config_digest"] for p in peers}) == 1
-             and all(p.status()["coordinator"] for p in peers), 20, "configuration and a coordinator everywhere")
-    coordinator = a.status()["coordinator"]
-
-    # Asked on gamma (not the coordinator): forwarded, dispatched to one agent, waited for.
-    out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home["gamma"], timeout=120).out)
-    assert out["state"] == "done" and len(out["snapshots"]) == 1
-    assert out["coordinator"] == coordinator and out["agent_name"] in ("beta", "gamma")
-    job = out["job"]
-
-    def events(p: Peer) -> list[dict[str, object]]:
-        return [e for e in node_log(home[p.name], NODE)
-                if e["job"] == job and str(e["kind"]).startswith("job.")]
-
-    wait_for(lambda: all(len(events(p)) == 3 for p in peers), 20, "the job's events on every peer")
-    logs = [events(p) for p in peers]
-    assert logs[0] == logs[1] == logs[2]  # the same events, in the same order, everywhere
-    kinds = [e["kind"] for e in logs[0]]
-    assert kinds == ["job.dispatched", "job.started", "job.done"]
-    for e in logs[0]:
-        assert e["node"] == NODE and e["agent"] == out["agent"] and e["term"] == out["term"]
-        assert e["agent_name"] == out["agent_name"]  # the agent by name, which the human listing shows
-    assert logs[0][0]["writer"] == coordinator and logs[0][2]["writer"] == out["agent"]
-    assert logs[0][2]["snapshots"] == out["snapshots"]
-    # The agent acted as the node with the coordinator's token, and the coordinator logged giving it.
-    issued = [e for e in node_log(home["beta"], NODE)
-              if e["kind"] == "act_as.issued" and e["job"] == job]
-    assert [(e["writer"], e["agent"], e["term"]) for e in issued] == [(coordinator, out["agent"], out["term"])]
-    # Exactly one snapshot, made as the node by that agent.
-    snaps = json.loads(repo(office, a, "snapshots", "--json").out)
-    assert [s["id"] for s in snaps] == out["snapshots"] and snaps[0]["extra"]["agent"] == out["agent"]
-    # The node-level commands: snapshots name their agent; a restore is logged in the node's log.
-    listed = json.loads(office.cli("snapshots", NODE, "--json", *home["alpha"]).out)
-    assert [(s["id"], s["agent"], s["job"]) for s in listed] == [(out["snapshots"][0], out["agent"], job)]
-    office.cli("restore", NODE, "latest", "--target", str(tmp_path / "out"), *home["alpha"])
-    assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
-    wait_for(lambda: [e for e in node_log(home["beta"], NODE)
-                      if e["kind"] == "restore.done"], 20, "the restore in beta's copy of the log")
-    restores = [e for e in node_log(home["beta"], NODE)
-                if e["kind"] == "restore.done"]
-    assert restores[0]["agent"] == a.peer_id and restores[0]["snapshot"] == out["snapshots"][0]
-
-    # The next backup goes to the agent that succeeded last (its file cache is warm).
-    again = json.loads(office.cli("backup", NODE, "--wait", "--json", *home["alpha"], timeout=120).out)
-    assert again["agent"] == out["agent"] and again["state"] == "done"
-
-
-def test_agents_refuse_stale_or_foreign_dispatches(office: Office, tmp_path: Path) -> None:
-    a, b = start_office(office, ["beta"], replicas=1)
-    src = tmp_path / "shared"
-    make_tree(src, 1, 10_000)
-    office.cli("dataset", "add", NODE, str(src), "--allow-missing", "--home", str(a.home))  # no agent yet
-    wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"] and b.status()["coordinator"],
-             20, "configuration and coordinator on beta")
-    # A dispatch under a token older than the one beta knows: refused (fencing).
-    stale = proto.Dispatch("manual-1", NODE, (0, a.peer_id), 0).to_wire()
-    code, msg = call(a, b, proto.DISPATCH_PATH, stale)
-    assert code == "forbidden" and "stale fencing token" in msg
-    # One that names another peer as its coordinator: refused.
-    term = b.status()["term"]
-    foreign = proto.Dispatch("manual-2", NODE, (term, b.peer_id), 0).to_wire()
-    code, msg = call(a, b, proto.DISPATCH_PATH, foreign)
-    assert code == "forbidden" and "fencing token names" in msg
-    # A current one, but beta holds no keys of the node (not granted): refused, and nothing ran.
-    current = proto.Dispatch("manual-3", NODE, (term, a.peer_id), 0).to_wire()
-    code, msg = call(a, b, proto.DISPATCH_PATH, current)
-    assert code == "forbidden" and "only its admins and granted agents" in msg
-    # And the coordinator does not pick an agent that cannot do it: a clear error, nothing dispatched.
-    res = office.cli("backup", NODE, "--home", str(b.home), check=False)
-    assert res.rc != 0 and "no agent of accounts can take the backup now" in res.err
-
-
-def test_a_schedule_fires_and_each_slot_runs_once(office: Office, tmp_path: Path) -> None:
-    (a, b, c), _src, home = node_office(office, tmp_path, ["beta", "gamma"], 3, 200_000)
-    added = time.time()
-    office.cli("schedule", "add", NODE, "--every", "4s", "--window", "1m", *home)
-
-    def done_slots() -> list[dict[str, object]]:
-        evs = node_log(b.home, NODE)
-        return [e for e in evs if e["kind"] == "job.done"]
-
-    wait_for(lambda: len(done_slots()) >= 2, 60, "two scheduled slots done")
-    evs = node_log(c.home, NODE)
-    dispatched = [e for e in evs if e["kind"] == "job.dispatched"]
-    started = [e for e in evs if e["kind"] == "job.started"]
-    # Every slot is dispatched once, to one agent, and started once: job ids never repeat.
-    assert len({e["job"] for e in dispatched}) == len(dispatched)
-    assert len({e["job"] for e in started}) == len(started)
-    assert all(e["schedule"] and isinstance(e["slot"], int) for e in dispatched)
-    assert all(e["writer"] == a.peer_id for e in dispatched)  # the coordinator
-    slots = sorted(int(e["slot"]) for e in dispatched)
-    assert all(y - x >= 4 and (y - x) % 4 == 0 for x, y in itertools.pairwise(slots))
-    # No slot from before the schedule existed, though its window would allow catching one up.
-    assert slots[0] >= int(added)
-
-
-def test_kill_9_the_agent_mid_backup_and_another_finishes(office: Office, tmp_path: Path) -> None:
-    # ~220 MB, sent twice under a 60 MB/s upload limit: 7 s or more of backup on any machine, so the kill
-    # lands mid-backup. delta is a storage peer only: beta and gamma are the agents.
-    limit = ["--limit-upload", "60M"]
-    (a, b, c, d), src, home = node_office(office, tmp_path, ["beta", "gamma"], 50, 4_000_000,
-                                          extra_peers=["delta"], extra={"beta": limit, "gamma": limit})
-    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c, d)}) == 1, 20, "configuration everywhere")
-    out = json.loads(office.cli("backup", NODE, "--json", *home).out)
-    job = out["job"]
-    victim = b if out["agent_name"] == "beta" else c
-    other = c if victim is b else b
-    victim_id, other_id = victim.peer_id, other.peer_id  # asked of their daemons, so before the kill
-
-    def kinds() -> list[tuple[str, str]]:
-        _code, evs = a.api("GET", f"/v1/log?log=node:{NODE}")
-        return [(e["kind"], e["writer"]) for e in evs if e["fields"].get("job") == job]
-
-    wait_for(lambda: ("job.started", victim_id) in kinds(), 30, "the agent to start", interval=0.05)
-    office.kill(victim)
-    assert ("job.done", victim_id) not in kinds()  # killed mid-backup
-    wait_for(lambda: ("job.done", other_id) in kinds(), 120, "the other agent to finish the job")
-    evs = [e for e in a.api("GET", f"/v1/log?log=node:{NODE}")[1] if e["fields"].get("job") == job]
-    redispatch = [e for e in evs if e["kind"] == "job.dispatched" and e["fields"]["agent"] == other_id]
-    assert redispatch and redispatch[0]["fields"]["replaces"] == victim_id
-    assert sum(1 for e in evs if e["kind"] == "job.done") == 1  # completed exactly once
-    repo(office, a, "restore", "latest", "--target", str(tmp_path / "out"))
-    assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
-
-
-def test_an_agent_killed_mid_backup_and_back_at_once_ends_its_lost_run(office: Office, tmp_path: Path) -> None:
-    """Issue 16 (the soak): an agent restarted faster than `dead` was never seen dead, so its job stayed open,
-    neither done nor re-dispatched, until its window closed. The restarted agent ends the attempt it lost."""
-    limit = ["--limit-upload", "30M"]
-    (a, b), _src, home = node_office(office, tmp_path, ["beta"], 30, 4_000_000, extra={"beta": limit})
-    wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"], 20, "configuration")
-    job = json.loads(office.cli("backup", NODE, "--json", *home).out)["job"]
-    beta = b.peer_id
-
-    def ends() -> list[dict[str, Any]]:
-        return [e for e in a.api("GET", f"/v1/log?log=node:{NODE}")[1] if e["fields"].get("job") == job
-                and e["kind"] in ("job.done", "job.failed")]
-
-    wait_for(lambda: any(e["kind"] == "job.started" for e in a.api("GET", f"/v1/log?log=node:{NODE}")[1]
-                         if e["fields"].get("job") == job), 30, "the agent to start", interval=0.05)
-    office.kill(b)
-    assert ends() == []  # killed mid-backup
-    office.start(b, *limit)
-    wait_for(lambda: ends(), 30, "the restarted agent to end the attempt it lost")
-    [end] = ends()
-    assert end["kind"] == "job.failed" and end["writer"] == beta and end["fields"]["reason"].startswith("lost")
-    assert end["fields"]["attempt"] == 1
-
-
-def test_kill_the_coordinator_right_after_dispatch_the_job_completes_once(office: Office, tmp_path: Path) -> None:
-    (a, b, c), _src, home = node_office(office, tmp_path, ["beta", "gamma"], 20, 4_000_000)
-    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
-             and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
-    out = json.loads(office.cli("backup", NODE, "--json", *home).out)
-    office.kill(a)  # the coordinator dies right after the dispatch
-    survivor = c if out["agent_name"] == "beta" else b
-
-    def job_events() -> list[dict[str, object]]:
-        _code, evs = survivor.api("GET", f"/v1/log?log=node:{NODE}")
-        return [e for e in evs if e["fields"].get("job") == out["job"]]
-
-    wait_for(lambda: any(e["kind"] == "job.done" for e in job_events()), 120, "the job to finish")
-    wait_for(lambda: survivor.status()["coordinator"] not in (None, out["coordinator"]), 30, "a new coordinator")
-    # Exactly once: one job.done, and the new coordinator, which finds the job ended in the log (the
-    # agent's job.started names the job and its coordinator, even if alpha's job.dispatched did not
-    # reach anyone before it died), dispatches it to nobody else.
-    time.sleep(2)
-    events = job_events()
-    assert [e["kind"] for e in events].count("job.done") == 1
-    assert all(e["writer"] == out["coordinator"] for e in events if e["kind"] == "job.dispatched")
-
-
-def test_a_second_dispatch_of_a_running_job_adopts_the_run(office: Office, tmp_path: Path) -> None:
-    """Issue 16, cause 3: a coordinator whose log did not show its predecessor's dispatch sends the same job to
-    the agent already running it. The agent goes on with one run, under the new dispatch, and never logs on
-    for a second one."""
-    (a, b), _src, home = node_office(office, tmp_path, ["beta"], 20, 2_000_000)
-    wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"]
-             and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
-    out = json.loads(office.cli("backup", NODE, "--json", *home).out)
-    job, term = out["job"], out["term"]
-    again = proto.Dispatch(job, NODE, (term, a.peer_id), int((time.time() + 600) * 1000), attempt=1).to_wire()
-    assert call(a, b, proto.DISPATCH_PATH, again, raw=True) == b""
-
-    def job_events() -> list[dict[str, Any]]:
-        return [e for e in b.api("GET", f"/v1/log?log=node:{NODE}")[1] if e["fields"].get("job") == job]
-
-    wait_for(lambda: any(e["kind"] == "job.done" for e in job_events()), 120, "the job to finish")
-    time.sleep(2)  # a second run, had one started, would have logged on at once and be running now
-    kinds = [e["kind"] for e in job_events()]
-    assert kinds.count("agent.logon") == 1 and kinds.count("job.done") == 1 and "job.failed" not in kinds, kinds
-    # And once it is done (the soak: a coordinator across a partition that just healed sent a slot the agent had
-    # finished moments before): taken, reported done again, never run a second time.
-    assert call(a, b, proto.DISPATCH_PATH, again, raw=True) == b""
-    wait_for(lambda: "job.already_done" in b.log.read_text()
-             or {"job.failed", "act_as.issued"} & {e["kind"] for e in job_events()[-3:]}, 20,
-             "the agent to answer the dispatch")
-    time.sleep(2)
-    kinds = [e["kind"] for e in job_events()]
-    assert kinds.count("agent.logon") == 1 and kinds.count("job.done") == 1 and "job.failed" not in kinds, kinds
-    snaps = json.loads(office.cli("snapshots", NODE, "--json", *home).out)
-    assert len([s for s in snaps if s["job"] == job]) == 1
-
-
-def test_the_coordinator_adopts_a_running_job_it_hears_of_before_its_log_shows_it(
-        office: Office, tmp_path: Path) -> None:
-    """Issue 16, cause 3: an agent's progress heartbeat about a job the coordinator's log does not show yet
-    (its predecessor's dispatch on its way) is taken as that job running, so the slot is not sent again; a
-    member that is no agent of the node is refused."""
-    (a, b, c), _src, _home = node_office(office, tmp_path, ["beta"], 1, 1_000, extra_peers=["gamma"])
-    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
-             and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
-    beat = proto.JobProgress("slot-elsewhere", NODE, 3, 3000, 5, 5000, 0, False, 10, 10000).to_wire()
-    code, msg = call(c, a, proto.PROGRESS_PATH, beat, raw=True)
-    assert code == "forbidden" and "not running on gamma" in msg
-    assert call(b, a, proto.PROGRESS_PATH, beat, raw=True) == b""
-    running = a.api("GET", "/v1/jobs")[1]["running"]
-    assert running["slot-elsewhere"]["agent"] == b.peer_id and running["slot-elsewhere"]["files"] == 3
-
-
-def test_a_revoked_agent_is_not_dispatched_to_and_refuses(office: Office, tmp_path: Path) -> None:
-    (a, b, c), _src, home = node_office(office, tmp_path, ["beta", "gamma"], 2, 100_000)
-    office.cli("revoke", NODE, "beta", *home)
-    wait_for(lambda: len({p.status()["config_digest"] for p in (a, b, c)}) == 1
-             and a.status()["coordinator"] == a.peer_id, 20, "configuration, alpha coordinating")
-    for _ in range(2):
-        out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)
-        assert out["agent_name"] == "gamma" and out["state"] == "done"
-    # Dispatched by hand to beta anyway: beta no longer holds the node's current keys.
-    term = a.status()["term"]
-    code, msg = call(a, b, proto.DISPATCH_PATH,
-                     proto.Dispatch("manual-9", NODE, (term, a.peer_id), 0).to_wire())
-    assert code == "forbidden" and "only its admins and granted agents" in msg
-    # And its own daemon refuses to back the node up.
-    code, err = b.api("POST", "/v1/agent/run", {"node": NODE})
-    assert code == 409 and "does not hold the keys" in err["error"]
-
-
 def test_log_follow_and_since(office: Office, tmp_path: Path) -> None:
+    """The command line's side of a backup (its office scenarios are in-process: tests/inproc/test_jobs.py):
+    `log --follow` and `--since`, `backup --wait --json` asked on an agent, `snapshots NODE`, `restore NODE`."""
     import subprocess
     import sys
     import threading
 
     from tests.daemon.harness import daemon_env, stop_group
 
-    (a, b), _src, home = node_office(office, tmp_path, ["beta"], 1, 10_000, replicas=1)
-    wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"] and a.status()["coordinator"],
+    (a, b), src, home = node_office(office, tmp_path, ["beta"], 1, 10_000, replicas=1)
+    wait_for(lambda: a.status()["config_digest"] == b.status()["config_digest"] and b.status()["coordinator"],
              20, "configuration and a coordinator")
     follow = subprocess.Popen([sys.executable, "-m", "peerbackup", "log", NODE, "--follow", "--json", *home],
                               stdout=subprocess.PIPE, env=daemon_env(), start_new_session=True)
@@ -290,38 +42,32 @@ def test_log_follow_and_since(office: Office, tmp_path: Path) -> None:
     threading.Thread(target=lambda: lines.extend(iter(follow.stdout.readline, b"")),  # type: ignore[union-attr]
                      daemon=True).start()
     try:
-        out = json.loads(office.cli("backup", NODE, "--wait", "--json", *home, timeout=120).out)
+        # Asked on beta (not the coordinator): forwarded, dispatched, waited for.
+        out = json.loads(office.cli("backup", NODE, "--wait", "--json", "--home", str(b.home), timeout=120).out)
+        assert out["state"] == "done" and len(out["snapshots"]) == 1 and out["agent_name"] == "beta", out
+        assert out["coordinator"] == a.peer_id
         wait_for(lambda: any(json.loads(x)["kind"] == "job.done" for x in lines), 20, "job.done followed")
-        # One object per line, as they come.
-        kinds = [json.loads(x)["kind"] for x in lines if json.loads(x)["job"] == out["job"]]
-        assert kinds == ["job.dispatched", "agent.logon", "act_as.issued", "job.started", "job.done"]
+        # One object per line, as they come, the agent by name (which the human listing shows).
+        followed = [json.loads(x) for x in lines if json.loads(x)["job"] == out["job"]]
+        assert [e["kind"] for e in followed] == ["job.dispatched", "agent.logon", "act_as.issued", "job.started",
+                                                 "job.done"]
+        assert all(e["agent_name"] == "beta" for e in followed if e["kind"].startswith("job."))
+        assert followed[-1]["snapshots"] == out["snapshots"]
     finally:
         stop_group(follow)
     assert len(json.loads(office.cli("log", NODE, "--json", "--since", "1h", *home).out)) >= 3
     assert json.loads(office.cli("log", NODE, "--json", "--since", "2099-01-01T00:00", *home).out) == []
     res = office.cli("log", NODE, "--since", "yesterday-ish", *home, check=False)
     assert res.rc == 2 and "--since" in res.err
+    snapshots_and_restore(office, tmp_path, home, src, out)
 
 
-def test_a_failed_scheduled_job_is_retried_with_back_off_then_given_up(office: Office, tmp_path: Path) -> None:
-    # Storage peers with almost no room: every backup fails to store its pack, a real failure.
-    tiny = ["--storage-quota", "2K"]
-    _, _, home = node_office(office, tmp_path, ["beta"], 1, 100_000, replicas=1,
-                             extra={"alpha": tiny, "beta": tiny})
-    office.cli("schedule", "add", NODE, "--every", "30s", "--window", "2h", "--retries", "2", "--retry-delay", "1s",
-               *home)
-    # The first slot (within 30 s) fails, is retried after 1 s and after 2 s more, and is then left failed;
-    # the next slot, 30 s later, is a job of its own.
-
-    def attempts() -> list[tuple[str, object]]:
-        evs = node_log(home, NODE)
-        first = next((e["job"] for e in evs if e["kind"] == "job.dispatched"), None)
-        return [(e["kind"], e.get("attempt")) for e in evs
-                if e["kind"] in ("job.dispatched", "job.failed") and e["job"] == first]
-
-    wait_for(lambda: sum(kind == "job.failed" for kind, _ in attempts()) >= 3, 60, "three failed attempts")
-    time.sleep(3)  # no fourth attempt comes
-    got = attempts()
-    # Each attempt numbered, in its dispatch and in its agent's end (only the current attempt's end counts).
-    assert got == [("job.dispatched", n) if i % 2 == 0 else ("job.failed", n)
-                   for n in (1, 2, 3) for i in (0, 1)], got
+def snapshots_and_restore(office: Office, tmp_path: Path, home: list[str], src: Path, out: dict[str, Any]) -> None:
+    """`snapshots NODE` names each snapshot's agent and job; `restore NODE` restores the tree and is logged in the
+    node's log."""
+    listed = json.loads(office.cli("snapshots", NODE, "--json", *home).out)
+    assert [(s["id"], s["agent"], s["job"]) for s in listed] == [(out["snapshots"][0], out["agent"], out["job"])]
+    office.cli("restore", NODE, "latest", "--target", str(tmp_path / "out"), *home)
+    assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
+    restores = [e for e in node_log(home, NODE) if e["kind"] == "restore.done"]
+    assert [e["snapshot"] for e in restores] == out["snapshots"]

@@ -5,7 +5,8 @@ Mirrors (real processes, FAST timings, fixed sleeps):
   restore and CLI listings: those are the command line's, which stays a real-process test)
 - tests/daemon/test_missed.py::test_a_slot_refused_for_want_of_an_agent_waits_for_one_or_is_logged_missed
 - tests/daemon/test_job_lifecycle.py::test_heartbeats_carry_progress_and_a_stalled_agent_is_replaced (SIGSTOP
-  there, with slow liveness; here the agent is up and answering but its job hangs before its engine starts)
+  there, with slow liveness; here the agent is up and answering but its job hangs before its engine starts; its
+  progress heartbeats are checked in test_failover.py)
 """
 
 from __future__ import annotations
@@ -21,11 +22,25 @@ from peerbackup.core.nodelog import node_log
 from peerbackup.core.nodes import Dataset
 from peerbackup.core.schedule import Schedule
 from peerbackup.office.jobs.agent import JobRecord
+from tests.daemon.test_peerstore import tree_hashes
 from tests.inproc.harness import InprocOffice, Member, run_office
+from tests.inproc.nodeops import restore, snapshots
 from tests.inproc.scenarios import NODE, SETTINGS, first_slot, node_events, node_office
 
 TICK = SETTINGS.heartbeat + 1  # the scheduler looks every heartbeat; a dispatch takes a moment
 STALL = dataclasses.replace(SETTINGS, stall_after=60.0)  # 600 s by default: the same, ten times as long
+
+
+async def restored_whole(o: InprocOffice, m: Member, target: Path) -> None:
+    """The node's latest snapshot, restored by `m`, is the tree it backed up; the restore, logged as the dashboard
+    logs it, reaches the node's log on every member (the audit trail: who read what)."""
+    [path] = list(m.running.nodes.nodes()[NODE].datasets)
+    await restore(m, target)
+    assert tree_hashes(target / path.lstrip("/")) == tree_hashes(Path(path))
+    await m.running.controls.jobs.log_restore(NODE, {"snapshot": "latest", "target": str(target)})
+    await o.until(lambda: all([e["agent"] for e in node_events(x, "restore.done")] == [m.peer_id]
+                              for x in o.members.values() if x.daemon is not None),
+                  3 * SETTINGS.heartbeat, "the restore in every member's copy of the node's log")
 
 
 def job_events(m: Member, job: str) -> list[dict[str, Any]]:
@@ -52,7 +67,11 @@ def test_backup_now_asked_anywhere_runs_once_on_one_agent_and_every_peer_logs_it
         for e in logs[0]:
             assert e["node"] == NODE and e["agent"] == out["agent"] and e["term"] == out["term"]
         assert logs[0][0]["writer"] == a.peer_id and logs[0][2]["writer"] == out["agent"]
-        assert len(logs[0][2]["snapshots"]) == 1
+        # Exactly one snapshot, made as the node by that agent, for that job.
+        snaps = await snapshots(a)
+        assert [(s["id"], s["agent"], s["agent_name"], s["job"]) for s in snaps] == \
+            [(logs[0][2]["snapshots"][0], out["agent"], out["agent_name"], job)]
+        await restored_whole(o, a, o.root / "restored")
         # The agent acted as the node with the coordinator's token, and the coordinator logged giving it.
         issued = [e for e in node_events(b, "act_as.issued") if e["job"] == job]
         assert [(e["writer"], e["agent"], e["term"]) for e in issued] == [(a.peer_id, out["agent"], out["term"])]
@@ -166,6 +185,8 @@ def test_an_agent_whose_job_hangs_is_replaced_after_stall_after_and_its_late_end
                              "the replaced agent's end")
         assert list(ends) == ["job.failed"] and str(ends["job.failed"]["reason"]).startswith("superseded"), ends
         assert [e["writer"] for e in job_events(a, job) if e["kind"] == "job.done"] == [other.peer_id]
+        assert [s["agent"] for s in await snapshots(a) if s["job"] == job] == [other.peer_id]  # one snapshot
+        await restored_whole(o, a, o.root / "restored")
 
     print(f"jobs (stall): {run_office(tmp_path / 'office', scenario, STALL).summary()}")
 
