@@ -28,10 +28,11 @@ from peerbackup.office.membership.home import Home
 from tests.helpers import Result
 
 KIT_PASSWORD = "kit passphrase for tests"
-# Fast but not flaky on a loaded 2-core machine: a heartbeat every 0.25 s, dead after 2.5 s (suspect after
-# heartbeat + request_timeout, as the daemon requires). Schedules every few seconds too (the office minimum
-# is 1 min by default).
-FAST = {"heartbeat": "0.25", "suspect": "1.5", "dead": "2.5", "request_timeout": "1", "lease": "3", "renew": "1",
+# Fast but not flaky on a loaded 2-core machine: a heartbeat every 0.5 s, dead after 3 s (suspect after
+# heartbeat + request_timeout, as the daemon requires). A daemon's idle CPU is mostly its heartbeats: at
+# 0.25 s each idle daemon took 2.3 % of a core, at 0.5 s 1.2 %, and make test runs thousands of daemon-seconds.
+# Schedules every few seconds too (the office minimum is 1 min by default).
+FAST = {"heartbeat": "0.5", "suspect": "2", "dead": "3", "request_timeout": "1", "lease": "3", "renew": "1",
         "min_schedule_interval": "1s"}
 
 

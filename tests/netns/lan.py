@@ -48,7 +48,7 @@ PREFIX = "pbn"
 SUBNET = "10.77.0"
 PORT = 7420
 KIT_PASSWORD = "kit passphrase for the netns tests"
-# The tests/daemon timings: a heartbeat every 0.25 s, suspect after 1.5 s, dead after 2.5 s, lease 3 s.
+# The tests/daemon timings: a heartbeat every 0.5 s, suspect after 2 s, dead after 3 s, lease 3 s.
 TIMINGS = FAST
 LEASE = float(TIMINGS["lease"])
 HEARTBEAT = float(TIMINGS["heartbeat"])
