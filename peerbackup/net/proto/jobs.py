@@ -33,6 +33,8 @@ KINDS = (BACKUP, RETENTION)
 CHALLENGE_SIZE = 32
 _JOB = re.compile(r"[a-z0-9-]{1,64}")
 
+MAX_DIGEST = 64
+
 
 def _job(obj: dict[object, object], what: str) -> str:
     job: str = _wire.get(obj, "job", str, what)
@@ -86,11 +88,17 @@ class Dispatch:
     kind: str = BACKUP
     prune: bool = False  # a retention job: prune after forgetting
     attempt: int = 1  # which attempt of the job this is (core/jobs.py counts only the current one's end)
+    # The digest of the office configuration (nodes, data sets, policies) the coordinator dispatched under:
+    # an agent whose own differs catches up first. Empty from coordinators before it (and not sent then).
+    config: bytes = b""
 
     def to_wire(self) -> bytes:
-        return _wire.encode({"job": self.job, "node": self.node, "token": list(self.token),
-                             "deadline": self.deadline_ms, "kind": self.kind, "prune": self.prune,
-                             "attempt": self.attempt})
+        obj: dict[str, object] = {"job": self.job, "node": self.node, "token": list(self.token),
+                                  "deadline": self.deadline_ms, "kind": self.kind, "prune": self.prune,
+                                  "attempt": self.attempt}
+        if self.config:
+            obj["config"] = self.config
+        return _wire.encode(obj)
 
     @classmethod
     def from_wire(cls, data: bytes) -> Dispatch:
@@ -105,8 +113,11 @@ class Dispatch:
         attempt = obj.get("attempt", 1)  # dispatches before attempts were numbered: the first
         if not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt <= MAX_ATTEMPT:
             raise Malformed(f"{what}: field 'attempt' must be a whole number from 1 to {MAX_ATTEMPT}")
+        config = obj.get("config", b"")
+        if not isinstance(config, bytes) or len(config) > MAX_DIGEST:
+            raise Malformed(f"{what}: field 'config' must be a digest of at most {MAX_DIGEST} bytes")
         return cls(_job(obj, what), _node(obj, what), _token(obj.get("token"), what),
-                   _wire.get(obj, "deadline", int, what), kind, prune, attempt)
+                   _wire.get(obj, "deadline", int, what), kind, prune, attempt, config)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from peerbackup.core.nodelog import (
     MAX_REASON,
     node_log,
 )
-from peerbackup.core.nodes import Node
 from peerbackup.core.settings import Settings
 from peerbackup.engine.backupreport import FileFailure
 from peerbackup.errors import (
@@ -111,14 +110,31 @@ class AgentRunner:
         self.jobs = jobs
         self.runs: dict[str, dict[str, Any]] = {}  # job -> the `where` of the attempt this peer runs of it
 
-    async def _catch_up(self, coordinator: str, node: str) -> Node:
-        """The node as this peer knows it once its logs caught up with the coordinator's, or half a request's
-        time passed. The coordinator dispatches a backup only for a node with a data set; a peer that knows
-        none is behind it (`dataset add` then `backup` at once, as the README does: seen under load in CI),
-        and refusing would fail a backup asked by hand. The sync goes on if the wait ends first."""
+    async def _catch_up(self, coordinator: str, msg: proto.Dispatch) -> None:
+        """Runs a job only under the configuration it was dispatched under, or a later one. An agent's log
+        can be a heartbeat behind the coordinator's: a data set added (or removed, or a policy changed) just
+        before `backup` would be left out (or backed up, or applied the old way) and the job still end done.
+        So an agent whose configuration digest differs from the dispatch's first syncs its logs with the
+        coordinator, for at most half a request's time (the sync goes on if the wait ends first), and refuses
+        the dispatch if that did not finish: the coordinator tries another agent, or again a lease later.
+        A dispatch without a digest (a coordinator before it) is caught up only when this peer knows no
+        data set of a backup's node."""
+        if msg.config:
+            if msg.config == self._config_digest():
+                return
+        else:
+            node = self.jobs.nodes.nodes().get(msg.node)
+            if msg.kind != BACKUP or (node is not None and node.datasets):
+                return
         sync = self.jobs.peers.spawn(self.jobs.logs.sync_with(coordinator))
-        await asyncio.wait({sync}, timeout=self.jobs.settings.request_timeout / 2)
-        return self.jobs.nodes.nodes()[node]
+        done, _ = await asyncio.wait({sync}, timeout=self.jobs.settings.request_timeout / 2)
+        caught_up = bool(done) and not sync.cancelled() and sync.exception() is None and sync.result()
+        if msg.config and not caught_up and msg.config != self._config_digest():
+            raise Forbidden(f"this peer's configuration is behind the coordinator's and it could not catch up "
+                            f"within {self.jobs.settings.request_timeout / 2:g} s")
+
+    def _config_digest(self) -> bytes:
+        return self.jobs.logs.state.config().digest()
 
     async def on_dispatch(self, issuer: str, body: bytes) -> bytes:
         msg = proto.Dispatch.from_wire(body)
@@ -127,14 +143,13 @@ class AgentRunner:
         if not self.jobs.coordination.election.check_fence(msg.token):
             raise Forbidden(f"stale fencing token {list(msg.token)}: this peer has seen "
                             f"{list(self.jobs.coordination.election.highest)}")
+        await self._catch_up(issuer, msg)
         try:
             self.jobs.nodes.keys(msg.node)
         except (NotAHolder, UsageError) as exc:
             raise Forbidden(str(exc)) from None
         if msg.kind == BACKUP:
             info = self.jobs.nodes.nodes()[msg.node]
-            if not info.datasets:
-                info = await self._catch_up(issuer, msg.node)
             ok, why = readable(list(info.datasets.values()), self.jobs.peers.me)
             if not ok:
                 raise Forbidden(f"nothing of {msg.node} can be backed up here: {'; '.join(map(str, why))}")

@@ -237,7 +237,7 @@ class JobService:
                                                     "coordinator": self.peers.me, "deadline": int(until),
                                                     "job_kind": kind, "attempt": attempt, **why}, log=node_log(node))
             body = proto.Dispatch(job, node, token, int(until * 1000), kind, bool(why.get("prune")),
-                                  attempt).to_wire()
+                                  attempt, self.logs.state.config().digest()).to_wire()
             try:
                 if agent == self.peers.me:
                     await self.runner.on_dispatch(agent, body)

@@ -55,7 +55,7 @@ class LogService:
         self.state = LogState(office_key=office.public_key, max_ahead_ms=int(peers.settings.clock_skew * 1000),
                               known_logs=valid_log_name)
         self.alerts: list[dict[str, Any]] = []
-        self._syncing: set[str] = set()
+        self._syncing: dict[str, asyncio.Future[bool]] = {}  # peer -> the sync with it under way
         self._lock = asyncio.Lock()  # one writer of LogState and the store at a time
         self.listeners: list[Callable[[Event], None]] = []  # told of every accepted event
         # Nothing is appended before we are in step with some peer (or none answers within a lease):
@@ -241,21 +241,28 @@ class LogService:
         if peer_id not in self._syncing:
             self.peers.spawn(self.sync_with(peer_id))
 
-    async def sync_with(self, peer_id: str) -> None:
-        if peer_id in self._syncing:
-            return
-        self._syncing.add(peer_id)
+    async def sync_with(self, peer_id: str) -> bool:
+        """Whether this peer's logs now hold every event `peer_id` held when the sync began. A caller that comes
+        while a sync with that peer is under way waits for it instead of starting another."""
+        running = self._syncing.get(peer_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        done = self._syncing[peer_id] = asyncio.get_running_loop().create_future()
+        ok = False
         try:
             addresses = (await self.peers.state.addresses()).get(peer_id, [])
             for address in addresses[:2]:
                 try:
                     await self._sync(peer_id, address)
                     self.mark_ready(f"synchronised with {peer_id}")
-                    return
+                    ok = True
+                    break
                 except PeerBackupError as exc:
                     event(self.log, "log.sync_failed", logging.DEBUG, peer=peer_id, address=address, reason=str(exc))
         finally:
-            self._syncing.discard(peer_id)
+            del self._syncing[peer_id]
+            done.set_result(ok)
+        return ok
 
     async def _sync(self, peer_id: str, address: str) -> None:
         key = self.peers.membership.member(peer_id, self.clock()).public_key
