@@ -1,0 +1,79 @@
+"""What the peer-store scenarios read and do: the copies on the members' disks, a backup asked of the
+office, a restore read through a member's own view of the node's repository."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from peerbackup.engine.check import CheckResult, check
+from peerbackup.office.peerstore.reader import NodeReader
+from peerbackup.storage.store import FileType
+from tests.inproc.harness import InprocOffice, Member
+from tests.inproc.scenarios import NODE, SETTINGS, node_events
+
+BACKUP_WITHIN = 3 * SETTINGS.heartbeat + SETTINGS.request_timeout  # dispatched, run and logged done
+
+
+def files(m: Member, ftype: FileType = FileType.DATA) -> dict[str, Path]:
+    """The node's files of a kind that `m` keeps, read from its disk, by name."""
+    base = m.home.path / "held" / "nodes" / NODE / ftype.value
+    if not base.exists():
+        return {}
+    return {p.name: p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+def held(m: Member, ftype: FileType = FileType.DATA) -> set[str]:
+    return set(files(m, ftype))
+
+
+def copies(members: list[Member], ftype: FileType = FileType.DATA) -> Counter[str]:
+    return Counter(name for m in members for name in held(m, ftype))
+
+
+async def backup(o: InprocOffice, a: Member, within: float = BACKUP_WITHIN) -> dict[str, Any]:
+    """A backup of the node asked of the office on `a`, waited for: its `job.done` event."""
+    out = await a.running.controls.jobs.request(NODE)
+    ends: list[dict[str, Any]] = await o.until(
+        lambda: [e for e in node_events(a, "job.done") if e["job"] == out["job"]], within, "the backup done")
+    return ends[0]
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*") if p.is_file()}
+
+
+async def restore(m: Member, target: Path, snapshot: str = "latest") -> None:
+    """The node's snapshot restored into `target` through `m`'s daemon, as the dashboard does."""
+    reader = NodeReader(await m.running.controls.access.open_node_repo(NODE))
+    try:
+        await asyncio.to_thread(reader.restore, snapshot, "/", target)
+    finally:
+        await asyncio.to_thread(reader.close)
+
+
+async def check_data(m: Member) -> CheckResult:
+    """`repo check --read-data` of the node, through `m`'s daemon."""
+    repo = await m.running.controls.access.open_node_repo(NODE)
+    try:
+        return await asyncio.to_thread(check, repo, read_data=True)
+    finally:
+        await asyncio.to_thread(repo.close)
+
+
+def shared(o: InprocOffice) -> Path:
+    """The tree node_office backs up."""
+    return o.root / "shared"
+
+
+async def restored_as_backed_up(o: InprocOffice, m: Member, name: str = "out") -> None:
+    """The latest snapshot, restored through `m`, is the tree node_office backed up, byte for byte."""
+    target = o.root / name
+    await restore(m, target)
+    src = shared(o)
+    got, want = await asyncio.to_thread(lambda: (tree_hashes(target / src.relative_to("/")), tree_hashes(src)))
+    assert got == want and want, "the restored tree differs from the one backed up"

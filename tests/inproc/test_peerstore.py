@@ -1,0 +1,172 @@
+"""The peer store on an office of daemons in one loop on a virtual clock, DEFAULT timings: a node's
+backup on R other members, read back whole, holders that are full, damaged or lying.
+
+Mirrors tests/daemon/test_peerstore.py (real processes, backups by `peerbackup repo`): here the backup
+is the granted agent's, asked of the office, and the restore is read through the admin's daemon as the
+dashboard does; the admin command line's own part stays in tests/daemon/test_peerstore.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from peerbackup.core.crypto import content_hash
+from peerbackup.storage.store import FileType
+from tests.inproc.harness import InprocOffice, Member, run_office
+from tests.inproc.scenarios import NODE, SETTINGS, node_office
+from tests.inproc.store import (
+    backup,
+    check_data,
+    copies,
+    files,
+    held,
+    restored_as_backed_up,
+)
+
+QUOTA = 1024 * 1024  # a full holder's room: the small files, not a pack
+
+
+def writer(members: list[Member], done: dict[str, object]) -> Member:
+    """The agent that ran a backup (its job.done's writer)."""
+    return next(m for m in members if m.peer_id == done["writer"])
+
+
+@pytest.mark.timeout(120)
+def test_a_backup_is_on_r_other_members_as_ciphertext_and_restores_identical(tmp_path: Path) -> None:
+    """Mirrors tests/daemon/test_peerstore.py::test_backup_restore_and_copies_on_r_other_peers."""
+
+    async def scenario(o: InprocOffice) -> None:
+        a, *_ = everyone = await node_office(o, ["beta", "gamma", "delta"], files=6, size=400_000)
+        done = await backup(o, a)
+        data = copies(everyone)
+        assert data and all(n == 2 for n in data.values()), data  # R = 2 copies of every pack...
+        assert not held(writer(everyone, done)), "a copy on the machine that made the backup"  # ...none on it
+        for ftype in (FileType.INDEX, FileType.SNAPSHOT):
+            made = copies(everyone, ftype)
+            assert made and all(n == 2 for n in made.values()), (ftype, made)
+        # What holders keep is ciphertext under names that are hashes: no file name, no plaintext.
+        for m in everyone:
+            for name, path in files(m).items():
+                raw = await asyncio.to_thread(path.read_bytes)
+                assert b"file0.bin" not in raw and content_hash(raw).hex() == name
+        await restored_as_backed_up(o, a)
+        await a.running.controls.repair.run_once()
+        report = await a.running.view.storage_report()
+        assert report["under_replicated"] == 0
+        rows = {r["name"]: r for r in report["peers"]}
+        assert set(rows) == {"alpha", "beta", "gamma", "delta"}
+        assert sum(r["packs"] for r in rows.values()) == data.total()
+        assert all(r["used"] >= 0 and r["quota"] is None for r in rows.values())
+
+    print(f"copies: {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")
+
+
+async def backed_up_on_three(o: InprocOffice) -> tuple[Member, list[Member], Member]:
+    """alpha, beta and gamma, the node backed up by one agent: (alpha, everyone, the member other than alpha
+    and the writer, which holds a copy of every file)."""
+    a, *_ = everyone = await node_office(o, ["beta", "gamma"], files=6, size=400_000)
+    done = await backup(o, a)
+    h = next(m for m in everyone[1:] if m is not writer(everyone, done))
+    data = copies(everyone)
+    assert data and all(n == 2 for n in data.values()) and held(h) == set(data), data
+    return a, everyone, h
+
+
+@pytest.mark.timeout(120)
+def test_a_full_holder_refuses_and_the_writer_picks_another(tmp_path: Path) -> None:
+    """Mirrors tests/daemon/test_peerstore.py::test_full_holder_refuses_and_the_writer_picks_another."""
+
+    async def scenario(o: InprocOffice) -> None:
+        a, *_, d = everyone = await node_office(o, ["beta", "gamma", "delta"], files=6, size=400_000)
+        # delta only stores (as the old test's storage peers), and keeps at most a megabyte: less than a pack.
+        await a.running.controls.nodes.revoke(NODE, d.peer_id)
+        await o.stop(d)
+        d.storage_quota = QUOTA
+        await o.start(d)
+
+        async def delta_back() -> bool:
+            return any(p["name"] == "delta" and p["state"] == "alive" for p in await a.running.view.peers()) and \
+                d.running.logs.state.config().digest() == a.running.logs.state.config().digest()
+
+        await o.until(delta_back, 3 * SETTINGS.heartbeat, "delta alive again, with its quota, not granted")
+        done = await backup(o, a)
+        assert writer(everyone, done) is not d
+        data = copies(everyone)
+        assert data and all(n == 2 for n in data.values()), data
+        assert sum(p.stat().st_size for p in files(d).values()) <= QUOTA
+        assert not held(d), "delta took a pack bigger than its quota"
+        await restored_as_backed_up(o, a)
+
+    print(f"full: {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")
+
+
+def flip(path: Path, at: int) -> None:
+    # In place, as bit rot does (the holder keeps descriptors of packs open).
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+@pytest.mark.timeout(120)
+def test_flipped_bytes_are_read_around_and_the_holders_scrub_replaces_them(tmp_path: Path) -> None:
+    """Mirrors tests/daemon/test_peerstore.py::test_flipped_bytes_restore_identical_and_scrub_repairs."""
+
+    async def scenario(o: InprocOffice) -> None:
+        a, _, h = await backed_up_on_three(o)
+        damaged = files(h)
+        for path in damaged.values():
+            await asyncio.to_thread(flip, path, path.stat().st_size // 2)
+        # Every pack h holds is damaged: reads verify and fall over to the other copies.
+        await restored_as_backed_up(o, a)
+        checked = await check_data(a)
+        assert checked.ok, checked.errors
+        # h's scrub finds each bad copy and replaces it with a good one from the other holder.
+        result = await h.running.controls.repair.scrub_once()
+        assert result == {"damaged": len(damaged), "replaced": len(damaged), "trash_freed": 0}
+        assert set(files(h)) == set(damaged), "the damaged copies were not put back"
+        for name, path in files(h).items():
+            assert content_hash(await asyncio.to_thread(path.read_bytes)).hex() == name
+        assert h.logged("scrub.damaged") == len(damaged)
+
+    print(f"scrub: {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")
+
+
+@pytest.mark.timeout(120)
+def test_a_holder_that_lies_fails_the_challenge_and_good_copies_replace_its_claims(tmp_path: Path) -> None:
+    """Mirrors tests/daemon/test_peerstore.py::test_a_holder_that_lies_fails_the_challenge."""
+
+    async def scenario(o: InprocOffice) -> None:
+        a, everyone, liar = await backed_up_on_three(o)
+        stored = set(copies(everyone))
+        # The liar keeps the names but not the bytes (zeros of the same length): listings still claim them.
+        for path in files(liar).values():
+            await asyncio.to_thread(path.write_bytes, bytes(path.stat().st_size))
+        failed = 0
+
+        async def challenged() -> bool:
+            nonlocal failed
+            failed += int((await a.running.controls.repair.run_once())[NODE]["failed_challenges"])
+            return failed > 0
+
+        await o.until(challenged, SETTINGS.request_timeout, "a failed challenge")
+        assert a.logged("store.challenge_failed") >= 1
+        honest = [m for m in everyone if m is not liar]
+
+        def good_copies() -> dict[str, int]:
+            return {name: sum(content_hash(f.read_bytes()).hex() == name for m in honest
+                              for n, f in files(m).items() if n == name) for name in stored}
+
+        # The false claims are not counted: the repair puts good copies on the honest members.
+        async def repaired() -> bool:
+            await a.running.controls.repair.run_once()
+            return await a.running.controls.repair.under_replicated() == 0 and all(
+                n >= 2 for n in (await asyncio.to_thread(good_copies)).values())
+
+        await o.until(repaired, SETTINGS.request_timeout, "two good copies of every pack without the liar's")
+
+    print(f"liar: {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")
