@@ -9,7 +9,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from peerbackup.engine.check import CheckResult, check
+from peerbackup.office.membership.home import TOKEN_HEADER
 from peerbackup.office.peerstore.reader import NodeReader
 from peerbackup.storage.store import FileType
 from tests.inproc.harness import InprocOffice, Member
@@ -77,3 +80,14 @@ async def restored_as_backed_up(o: InprocOffice, m: Member, name: str = "out") -
     src = shared(o)
     got, want = await asyncio.to_thread(lambda: (tree_hashes(target / src.relative_to("/")), tree_hashes(src)))
     assert got == want and want, "the restored tree differs from the one backed up"
+
+
+async def admin_api(m: Member, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """One call to `m`'s admin API, as the command line makes it (the home's token): (status, answer),
+    the answer JSON or, for text, the text."""
+    base, token = m.home.admin_endpoint()
+    async with aiohttp.ClientSession() as session, session.request(
+            method, base + path, json=body, headers={TOKEN_HEADER: token}) as resp:
+        if resp.content_type == "application/json":
+            return resp.status, await resp.json()
+        return resp.status, await resp.text()
