@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from peerbackup.engine.check import CheckResult, check
+from peerbackup.errors import PeerRefused
 from peerbackup.office.membership.home import TOKEN_HEADER
+from peerbackup.office.peerstore.client import StoragePeer, StoreClient
 from peerbackup.office.peerstore.reader import NodeReader
 from peerbackup.storage.store import FileType
 from tests.inproc.harness import InprocOffice, Member
@@ -91,3 +94,25 @@ async def admin_api(m: Member, method: str, path: str, body: dict[str, Any] | No
         if resp.content_type == "application/json":
             return resp.status, await resp.json()
         return resp.status, await resp.text()
+
+
+async def storage_only(o: InprocOffice, everyone: list[Member], m: Member) -> None:
+    """`m` no agent of the node any more (node_office granted it): it only holds copies, without the keys."""
+    await everyone[0].running.controls.nodes.revoke(NODE, m.peer_id)
+    await o.until(lambda: len({x.running.logs.state.config().digest() for x in everyone if x.daemon}) == 1,
+                  3 * SETTINGS.heartbeat, f"{m.name} no agent on every member")
+
+
+async def store_client(m: Member, to: Member) -> tuple[StoreClient, StoragePeer]:
+    """`m`'s own signed store requests of the node, and `to` as a storage peer: to ask a holder directly."""
+    peer = next(p for p in await m.running.view.roster.storage_peers() if p.peer_id == to.peer_id)
+    return StoreClient(m.running.view.roster.peer_service.client, NODE), peer
+
+
+async def refusal(call: Awaitable[object]) -> PeerRefused:
+    """The refusal a store request met (an AssertionError if it was granted)."""
+    try:
+        got = await call
+    except PeerRefused as exc:
+        return exc
+    raise AssertionError(f"not refused: {got!r:.200}")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from peerbackup.core.crypto import content_hash
+from peerbackup.errors import NotAdmin, NotAHolder
 from peerbackup.storage.store import FileType
 from tests.inproc.harness import InprocOffice, Member, run_office
 from tests.inproc.scenarios import NODE, SETTINGS, node_office
@@ -23,7 +24,10 @@ from tests.inproc.store import (
     copies,
     files,
     held,
+    refusal,
     restored_as_backed_up,
+    storage_only,
+    store_client,
 )
 
 QUOTA = 1024 * 1024  # a full holder's room: the small files, not a pack
@@ -82,22 +86,20 @@ def test_a_full_holder_refuses_and_the_writer_picks_another(tmp_path: Path) -> N
     async def scenario(o: InprocOffice) -> None:
         a, *_, d = everyone = await node_office(o, ["beta", "gamma", "delta"], files=6, size=400_000)
         # delta only stores (as the old test's storage peers), and keeps at most a megabyte: less than a pack.
-        await a.running.controls.nodes.revoke(NODE, d.peer_id)
+        await storage_only(o, everyone, d)
         await o.stop(d)
         d.storage_quota = QUOTA
         await o.start(d)
 
         async def delta_back() -> bool:
-            return any(p["name"] == "delta" and p["state"] == "alive" for p in await a.running.view.peers()) and \
-                d.running.logs.state.config().digest() == a.running.logs.state.config().digest()
+            return any(p["name"] == "delta" and p["state"] == "alive" for p in await a.running.view.peers())
 
-        await o.until(delta_back, 3 * SETTINGS.heartbeat, "delta alive again, with its quota, not granted")
+        await o.until(delta_back, 3 * SETTINGS.heartbeat, "delta alive again, with its quota")
         done = await backup(o, a)
         assert writer(everyone, done) is not d
         data = copies(everyone)
         assert data and all(n == 2 for n in data.values()), data
-        assert sum(p.stat().st_size for p in files(d).values()) <= QUOTA
-        assert not held(d), "delta took a pack bigger than its quota"
+        assert sum(p.stat().st_size for p in files(d).values()) <= QUOTA, "delta kept more than its quota"
         await restored_as_backed_up(o, a)
 
     print(f"full: {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")
@@ -170,3 +172,62 @@ def test_a_holder_that_lies_fails_the_challenge_and_good_copies_replace_its_clai
         await o.until(repaired, SETTINGS.request_timeout, "two good copies of every pack without the liar's")
 
     print(f"liar: {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")
+
+
+@pytest.mark.timeout(120)
+def test_only_key_holders_read_and_only_an_admins_delete_grant_deletes(tmp_path: Path) -> None:
+    """Mirrors tests/daemon/test_peerstore.py::test_only_the_delete_grant_deletes (but its command line's part,
+    kept there) and ::test_a_machine_without_the_keys_cannot_restore (a holder without the keys here)."""
+
+    async def scenario(o: InprocOffice) -> None:
+        a, b, c = everyone = await node_office(o, ["beta", "gamma"], files=4, size=100_000)
+        await storage_only(o, everyone, c)  # gamma holds copies, without the node's keys
+        done = await backup(o, a)
+        assert done["writer"] == b.peer_id  # the agent writes with its ordinary capability
+        # Both key holders read it: check on the agent, restore on the admin.
+        checked = await check_data(b)
+        assert checked.ok, checked.errors
+        await restored_as_backed_up(o, a)
+        # eve, a member that is no agent of the node and stores nothing, has no way to the node's data.
+        eve = await o.join("eve", a, rank=40, roles=("agent",))
+        await o.until(lambda: eve.running.logs.state.config().digest() == a.running.logs.state.config().digest(),
+                      3 * SETTINGS.heartbeat, "eve in step")
+        await cannot_read_without_the_keys(a, eve)
+        snaps = held(c, FileType.SNAPSHOT)
+        assert len(snaps) == 1
+        await only_the_delete_grant_deletes(a, b, c, next(iter(snaps)))
+
+    print(f"keys: {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")
+
+
+async def cannot_read_without_the_keys(a: Member, eve: Member) -> None:
+    """`eve`'s daemon refuses it the node's repository, naming who holds the keys, and a holder (`a`)
+    refuses it the ciphertext."""
+    for access in (eve.running.controls.access.store_access, eve.running.controls.access.open_node_repo):
+        with pytest.raises(NotAHolder, match=r"only its admins and granted agents do \(alpha, beta\)"):
+            await access(NODE)
+    sc, to_a = await store_client(eve, a)
+    refused = await refusal(sc.get(to_a, FileType.DATA, next(iter(held(a)))))
+    assert refused.code == "forbidden", refused
+
+
+async def only_the_delete_grant_deletes(a: Member, b: Member, c: Member, name: str) -> None:
+    """The agent `b` cannot delete the snapshot `name` that `c` holds: no delete grant of its own, a holder
+    refuses it without one or with the admin's copied from the log; the admin's deletes, to the trash."""
+    with pytest.raises(NotAdmin):
+        await b.running.controls.access.delete_grant(NODE)
+    sc, to_c = await store_client(b, c)
+    refused = await refusal(sc.delete(to_c, FileType.SNAPSHOT, name, b""))
+    assert refused.code == "forbidden" and "delete grant" in str(refused), refused
+    grant = await a.running.controls.access.delete_grant(NODE)
+    logged = [e["fields"] for e in a.running.logs.listing() if e["kind"] == "node.delete_grant"]
+    assert len(logged) == 1 and logged[0]["node"] == NODE and logged[0]["holder"] == a.peer_id
+    refused = await refusal(sc.delete(to_c, FileType.SNAPSHOT, name, grant))
+    assert refused.code == "forbidden" and "does not cover" in str(refused), refused
+    assert held(c, FileType.SNAPSHOT) == {name}
+    sc, to_c = await store_client(a, c)
+    await sc.delete(to_c, FileType.SNAPSHOT, name, grant)
+    assert not held(c, FileType.SNAPSHOT)
+    # Deleted files wait in the holder's trash for the grace time.
+    assert any((c.home.path / "held" / "trash" / NODE / "snapshots").iterdir())
+    assert [f["kind"] for _t, what, f in c.events if what == "store.delete"] == ["snapshots"]
