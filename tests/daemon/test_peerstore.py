@@ -5,8 +5,8 @@ Every test starts its own office on loopback (no mDNS), backs up real files with
 disks (held/nodes/NODE/...), which is where they have to be.
 
 What stays here is about processes and the command line: a holder killed (-9) mid-transfer, the
-`repo` commands' refusals and messages, an admin rebuilt by `admin recover`. Copies on R others, a
-full, damaged or lying holder, who may read and delete, and repair after remove-peer run in-process:
+`repo` commands' refusals and messages. Copies on R others, a full, damaged or lying holder, who may
+read and delete, an admin rebuilt from the kit, and repair after remove-peer run in-process:
 tests/inproc/test_peerstore.py and test_repair.py.
 """
 
@@ -137,25 +137,3 @@ def test_only_the_delete_grant_deletes(office: Office, tmp_path: Path) -> None:
     # Deleted files wait in the holder's trash for the grace time.
     assert any((c.home / "held" / "trash" / NODE / "snapshots").iterdir())
     assert re.search(r"store\.delete .*kind=snapshots", c.log.read_text())
-
-
-def test_an_admin_rebuilt_from_the_kit_opens_the_nodes_keys(office: Office, tmp_path: Path) -> None:
-    # alpha, the only holder of the node's keys, is lost; an admin rebuilt from the recovery kit on a new
-    # machine (new peer key, no box of its own) opens them through the office key and restores everything.
-    a, b, c = start_office(office, ["beta", "gamma"])
-    src = tmp_path / "src"
-    make_tree(src, 3, 400_000)
-    repo(office, a, "backup", str(src))
-    kit = a.home / "recovery-kit.pbkit"
-    office.kill(a)
-    office.cli("admin", "recover", "--home", str(office.tmp / "delta"), "--name", "delta", str(kit))
-    d = office.start(office.peer("delta"), "--peer", b.address, mdns=False)
-    wait_for(lambda: d.status()["config_digest"] == b.status()["config_digest"], 30, "delta in step")
-    listed = repo(office, d, "snapshots", "--json").json()
-    assert len(listed) == 1
-    repo(office, d, "restore", "latest", "--target", str(tmp_path / "out"))
-    assert tree_hashes(tmp_path / "out" / src.relative_to("/")) == tree_hashes(src)
-    # And it can grant the node to an agent, which needs the keys to seal them to it.
-    office.cli("grant", NODE, "gamma", "--home", str(d.home))
-    wait_for(lambda: c.status()["config_digest"] == d.status()["config_digest"], 20, "the grant on gamma")
-    assert len(repo(office, c, "snapshots", "--json").json()) == 1

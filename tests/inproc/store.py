@@ -116,3 +116,12 @@ async def refusal(call: Awaitable[object]) -> PeerRefused:
     except PeerRefused as exc:
         return exc
     raise AssertionError(f"not refused: {got!r:.200}")
+
+
+async def snapshots(m: Member) -> list[dict[str, Any]]:
+    """The node's snapshots as `m` reads them (the dashboard's listing, `repo snapshots`)."""
+    reader = NodeReader(await m.running.controls.access.open_node_repo(NODE))
+    try:
+        return await asyncio.to_thread(reader.snapshots)
+    finally:
+        await asyncio.to_thread(reader.close)

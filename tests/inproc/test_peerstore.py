@@ -16,7 +16,7 @@ import pytest
 from peerbackup.core.crypto import content_hash
 from peerbackup.errors import NotAdmin, NotAHolder
 from peerbackup.storage.store import FileType
-from tests.inproc.harness import InprocOffice, Member, run_office
+from tests.inproc.harness import InprocOffice, Member, recover, run_office
 from tests.inproc.scenarios import NODE, SETTINGS, node_office
 from tests.inproc.store import (
     backup,
@@ -26,6 +26,7 @@ from tests.inproc.store import (
     held,
     refusal,
     restored_as_backed_up,
+    snapshots,
     storage_only,
     store_client,
 )
@@ -231,3 +232,32 @@ async def only_the_delete_grant_deletes(a: Member, b: Member, c: Member, name: s
     # Deleted files wait in the holder's trash for the grace time.
     assert any((c.home.path / "held" / "trash" / NODE / "snapshots").iterdir())
     assert [f["kind"] for _t, what, f in c.events if what == "store.delete"] == ["snapshots"]
+
+
+@pytest.mark.timeout(120)
+def test_an_admin_rebuilt_from_the_kit_opens_the_nodes_keys_restores_and_grants(tmp_path: Path) -> None:
+    """Mirrors tests/daemon/test_peerstore.py::test_an_admin_rebuilt_from_the_kit_opens_the_nodes_keys (there
+    by `admin recover` and `up --peer`; tests/daemon/test_office.py keeps those commands' own test)."""
+
+    async def scenario(o: InprocOffice) -> None:
+        a, b, c = everyone = await node_office(o, ["beta", "gamma"], files=3, size=100_000)
+        await backup(o, a)
+        for agent in (b, c):  # alpha is now the only holder of the node's keys...
+            await storage_only(o, everyone, agent)
+        with pytest.raises(NotAHolder):
+            await c.running.controls.access.open_node_repo(NODE)
+        await o.stop(a)  # ...and it is lost
+        # An admin rebuilt from the recovery kit on a new machine (a new peer key, no box of its own) opens
+        # the node's keys through the office key and restores everything.
+        d = await recover(o, "delta", via=b)
+        await o.until(lambda: d.running.logs.state.config().digest() == b.running.logs.state.config().digest(),
+                      3 * SETTINGS.heartbeat + SETTINGS.request_timeout, "delta in step")
+        assert len(await snapshots(d)) == 1
+        await restored_as_backed_up(o, d)
+        # And it can grant the node to an agent, which needs the keys to seal them to it.
+        await d.running.controls.nodes.grant(NODE, c.peer_id)
+        await o.until(lambda: c.running.logs.state.config().digest() == d.running.logs.state.config().digest(),
+                      3 * SETTINGS.heartbeat, "the grant on gamma")
+        assert len(await snapshots(c)) == 1
+
+    print(f"kit: {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")
