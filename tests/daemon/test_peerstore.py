@@ -85,19 +85,22 @@ def storage(office: Office, peer: Peer, *flags: str) -> dict[str, Any]:
 def test_kill_9_a_holder_during_a_backup(office: Office, tmp_path: Path) -> None:
     a, b, c, d = start_office(office, ["beta", "gamma", "delta"], timings=REPAIR)
     src = tmp_path / "src"
-    want = make_tree(src, 40, 4_000_000)  # ~170 MB: about ten packs
+    want = make_tree(src, 20, 4_000_000)  # ~90 MB: six or seven packs
+    stored_at_kill: list[int] = []
 
     def kill_gamma_after_its_first_pack() -> None:
         wait_for(lambda: held(c), 60, "gamma to receive a pack", interval=0.02)
         office.kill(c)
+        stored_at_kill.append(len(copies([b, c, d])))
 
     killer = threading.Thread(target=kill_gamma_after_its_first_pack)
     killer.start()
     repo(office, a, "backup", str(src))
     killer.join()
-    assert c.proc is not None and c.proc.returncode is not None  # gamma died mid-backup
+    assert c.proc is not None and c.proc.returncode is not None
     # Every pack is on two peers: those gamma took before it died count (its disk still has them).
     data = copies([b, c, d])
+    assert len(data) > stored_at_kill[0], f"gamma died after the last pack ({stored_at_kill[0]} of {len(data)})"
     assert data and all(n >= 2 for n in data.values()), (data, {p.name: sorted(held(p)) for p in (b, c, d)})
     # The coordinator's repair (grace 0 here) then copies gamma's packs to the living: R live copies.
     wait_for(lambda: storage(office, a)["under_replicated"] == 0, 60, "repair after gamma died")
