@@ -315,3 +315,17 @@ def report(office: InprocOffice) -> Iterator[str]:
         yield f"--- {m.name} ({m.peer_id[:8]})"
         for t, what, fields in m.events:
             yield f"{t:10.2f} {what} " + " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+async def recover(o: InprocOffice, name: str, via: Member) -> Member:
+    """An admin rebuilt from the office's recovery kit on a new machine (`peerbackup admin recover`, then
+    `up --peer VIA`): a new peer key, the office key opened from the kit, started knowing `via`'s address."""
+    from peerbackup.office.membership.enrol import Joined, recover_admin  # only a recovery needs them
+
+    home = Home(o.root / name)
+    kit = await asyncio.to_thread((o.root / "kit").read_bytes)
+    ident = await asyncio.to_thread(recover_admin, home, kit, b"pw", name, o.rng.randbytes, int(o.clock()))
+    await seed_state(home, Joined(ident, via.ident.certificate, f"127.0.0.1:{via.port}", (), ()))
+    m = o._member(name, ident, home)
+    await o.start(m)
+    return m
