@@ -68,3 +68,8 @@ def test_revoke_by_name_an_agent_removed_from_the_office(office: Office) -> None
     assert out["agents"] == [] and out["epoch"] == 1
     res = office.cli("revoke", "accounts", "nobody", *home, check=False)
     assert res.rc == 2 and "no member is named 'nobody'" in res.err
+    # What `remove-peer` did, as the commands show it (the removal itself: tests/inproc/test_membership.py).
+    text = office.cli("office", "log", *home).out
+    assert "member.revoke" in text and "beta" in text and "stolen" in text
+    wait_for(lambda: b.status()["removed"], 20, "beta to learn it was removed")
+    assert "REMOVED" in office.cli("status", "--home", str(b.home)).out
