@@ -6,44 +6,83 @@ The commands' own output and exit codes are here, in one office for every family
 
 from __future__ import annotations
 
+import io
 import time
+from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
+import pytest
+
+from peerbackup.cli.main import main
 from tests.daemon.harness import Office, Peer, wait_for
+from tests.helpers import Result
 
 GRACE = 3.0  # node_grace: short, so that the purge is reached in real time
 NODE = "accounts"
 
 
 class Admin:
-    """Commands run on one peer's home (an admin's unless told otherwise)."""
+    """Commands run on one peer's home (an admin's unless told otherwise). Each runs the command line's own
+    `main` in this process, against the real daemons: its output and exit code as a shell would see them,
+    without an interpreter's start each (that the entry point itself runs: every other test's commands)."""
 
     def __init__(self, office: Office, home: Peer) -> None:
         self.office, self.home = office, ["--home", str(home.home)]
 
-    def ok(self, *args: str) -> Any:
-        return self.office.cli(*args, *self.home)
+    def run(self, *args: str, check: bool = True) -> Result:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                rc = main([*args, *self.home])
+            except SystemExit as exc:  # argparse's usage errors
+                rc = exc.code if isinstance(exc.code, int) else 1
+        res = Result(rc, out.getvalue(), err.getvalue())
+        assert not check or rc == 0, (args, res)
+        return res
+
+    def ok(self, *args: str) -> Result:
+        return self.run(*args)
 
     def json(self, *args: str) -> Any:
-        return self.office.cli(*args, "--json", *self.home).json()
+        return self.run(*args, "--json").json()
 
     def refused(self, *args: str, rc: int | None = 2, said: str) -> None:
-        res = self.office.cli(*args, *self.home, check=False)
+        res = self.run(*args, check=False)
         assert ((rc is None and res.rc != 0) or res.rc == rc) and said in res.err, (args, res)
 
 
-def test_node_commands_say_what_they_did_and_refuse_mistakes(office: Office) -> None:
+def test_node_commands_say_what_they_did_and_refuse_mistakes(office: Office, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in office.env.items():  # the commands' environment, as Office.cli gives it
+        monkeypatch.setenv(k, v)
     timings = {"node_grace": f"{GRACE:g}s", "min_schedule_interval": "3s"}
     a = office.start(office.init("alpha"), mdns=False, timings=timings)
     b = office.start(office.join("beta", office.invite(a)), "--peer", a.address, mdns=False, timings=timings)
     office.join("gamma", office.invite(a, "--roles", "storage"))  # a member without the agent role, never started
     wait_for(lambda: len({p.status()["logs_digest"] for p in (a, b)}) == 1, 20, "logs in step")
     admin, member = Admin(office, a), Admin(office, b)
+    _peers_and_status(admin, member, b)
     _nodes_and_grants(admin, member, b)
     sid = _datasets_schedules_policies(admin, b)
     _schedule_states(admin, sid)
     _undo(admin)
     _revoke_by_name_an_agent_removed_from_the_office(admin, office, b)
+
+
+def _peers_and_status(admin: Admin, member: Admin, b: Peer) -> None:
+    """Was tests/daemon/test_office.py::test_three_daemons_join_and_see_each_other (joining and liveness:
+    every scenario of tests/inproc; the election: tests/inproc/test_election.py)."""
+    coordinator = wait_for(lambda: member.json("status")["coordinator"], 20, "a coordinator")
+    out = admin.json("peers")
+    assert sorted(x["name"] for x in out) == ["alpha", "beta", "gamma"]
+    assert [x["name"] for x in out if x["self"]] == ["alpha"]
+    assert [x["peer_id"] for x in out if x["coordinator"]] == [coordinator]  # the one the office agrees on
+    assert {x["name"]: x["state"] for x in out if x["name"] != "gamma"} == {"alpha": "alive", "beta": "alive"}
+    for x in out:
+        assert set(x) >= {"peer_id", "name", "address", "roles", "state", "coordinator", "self"}
+        assert isinstance(x["coordinator"], bool)
+    st = member.json("status")
+    assert st["name"] == "beta" and st["office"] == "Acme" and st["roles"] == ["agent", "storage", "coordinator"]
+    assert st["peer_id"] == b.peer_id and "term" in st
 
 
 def _nodes_and_grants(admin: Admin, member: Admin, b: Peer) -> None:
@@ -115,7 +154,7 @@ def _undo(admin: Admin) -> None:
     removed = admin.json("node", "remove", NODE)
     time.sleep(max(0.0, removed["restorable_until"] - time.time()) + 1)
     admin.refused("node", "restore-config", NODE, said="can no longer be restored")
-    res = admin.office.cli("node", "purge", NODE, "--json", *admin.home, check=False)
+    res = admin.run("node", "purge", NODE, "--json", check=False)
     out = res.json()
     assert res.rc == 1, res  # not everywhere: a storage peer was down
     assert out["deleted"] == 0 and out["peers"]["alpha"] == 0 and out["peers"]["beta"] == 0, out
@@ -137,4 +176,4 @@ def _revoke_by_name_an_agent_removed_from_the_office(admin: Admin, office: Offic
     text = admin.ok("office", "log").out
     assert "member.revoke" in text and "beta" in text and "stolen" in text
     wait_for(lambda: b.status()["removed"], 20, "beta to learn it was removed")
-    assert "REMOVED" in office.cli("status", "--home", str(b.home)).out
+    assert "REMOVED" in Admin(office, b).ok("status").out

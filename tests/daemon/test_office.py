@@ -1,13 +1,13 @@
 """Several real daemons on loopback: join, discovery (mDNS and static), the admin API, the command line.
 
-Liveness and removal run in-process now: tests/inproc/test_liveness.py, tests/inproc/test_membership.py."""
+Liveness and removal run in-process now: tests/inproc/test_liveness.py, tests/inproc/test_membership.py; what
+`peers` and `status` print: tests/daemon/test_nodes.py::test_node_commands_say_what_they_did_and_refuse_mistakes."""
 
 from __future__ import annotations
 
 import signal
 import stat
 import time
-from functools import partial
 
 from tests.daemon.harness import Office, Peer, wait_for
 
@@ -15,30 +15,6 @@ from tests.daemon.harness import Office, Peer, wait_for
 def all_alive(p: Peer, names: set[str]) -> bool:
     peers = p.peers()
     return names <= set(peers) and all(peers[n]["state"] == "alive" for n in names)
-
-
-def test_three_daemons_join_and_see_each_other(office: Office) -> None:
-    a = office.start(office.init("alpha"))
-    b = office.join("beta", office.invite(a))
-    c = office.join("gamma", office.invite(a))
-    office.start(b)
-    office.start(c)
-    for p in (a, b, c):
-        wait_for(partial(all_alive, p, {"alpha", "beta", "gamma"}), 20, f"{p.name} to see all three alive")
-    # `peers` flags the one coordinator the office agrees on (the election itself: tests/inproc/test_election.py).
-    coordinator = wait_for(lambda: len({q.status()["coordinator"] for q in (a, b, c)}) == 1
-                           and a.status()["coordinator"], 20, "one coordinator")
-    out = office.cli("peers", "--home", str(a.home), "--json").json()
-    assert sorted(x["name"] for x in out) == ["alpha", "beta", "gamma"]
-    assert [x["peer_id"] for x in out if x["coordinator"]] == [coordinator]
-    me = [x for x in out if x["self"]]
-    assert [x["name"] for x in me] == ["alpha"]
-    for x in out:
-        assert set(x) >= {"peer_id", "name", "address", "roles", "state", "coordinator", "self"}
-        assert isinstance(x["coordinator"], bool)
-    st = office.cli("status", "--home", str(b.home), "--json").json()
-    assert st["name"] == "beta" and st["office"] == "Acme" and st["roles"] == ["agent", "storage", "coordinator"]
-    assert st["peer_id"] == b.peer_id and "coordinator" in st and "term" in st
 
 
 def test_an_invite_gives_agent_and_storage_and_the_coordinator_role_only_on_purpose(office: Office) -> None:

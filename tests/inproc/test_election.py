@@ -1,9 +1,8 @@
 """The coordinator election with three real daemons in one loop on a virtual clock, DEFAULT timings.
 
 Ported from (real processes, FAST timings, wall-clock waits; deleted there; here the lease is the product's
-15 s and each step is bounded in virtual seconds. `peers --json` flagging the coordinator is checked in
-tests/daemon/test_office.py::test_three_daemons_join_and_see_each_other, `status` saying REMOVED in
-tests/daemon/test_nodes.py::test_node_commands_say_what_they_did_and_refuse_mistakes):
+15 s and each step is bounded in virtual seconds. `peers --json` flagging the coordinator and `status`
+saying REMOVED are checked in tests/daemon/test_nodes.py::test_node_commands_say_what_they_did_and_refuse_mistakes):
 - tests/daemon/test_election.py::test_one_coordinator_failover_and_return
 - tests/daemon/test_election.py::test_stale_coordinator_is_fenced (SIGSTOP there; a cut link here)
 - tests/daemon/test_election.py::test_a_peer_removed_while_it_was_off_learns_it_when_it_comes_back

@@ -2,7 +2,7 @@
 event every member holds and acts on, and a member without the coordinator role is never followed.
 
 Ported from (real processes, FAST timings, deleted there; the `remove-peer` and `office log` commands' own
-output is checked in tests/daemon/test_nodes.py::test_revoke_by_name_an_agent_removed_from_the_office):
+output is checked in tests/daemon/test_nodes.py::test_node_commands_say_what_they_did_and_refuse_mistakes):
 - tests/daemon/test_election.py::test_remove_peer_is_a_control_log_event_everywhere
 - tests/daemon/test_office.py::test_removed_peer_is_refused_by_every_peer
 - tests/daemon/test_election.py::test_a_member_without_the_coordinator_role_is_not_followed
