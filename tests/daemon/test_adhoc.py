@@ -87,14 +87,3 @@ def test_backup_wait_follows_the_job_through_a_coordinator_change(office: Office
     assert "the coordinator does not answer" in notes and "following the job in the node's log" in notes, notes
     assert "coordinator now " in notes, notes
     assert "(alpha)" in notes, notes  # the peer that did not answer, by name
-
-
-def test_log_of_an_unknown_node_is_a_usage_error(office: Office) -> None:
-    a = office.start(office.init("alpha"), mdns=False)
-    home = ["--home", str(a.home)]
-    for command in (["log", "nosuch"], ["log", "nosuch", "--follow"], ["snapshots", "nosuch"]):
-        res = office.cli(*command, *home, check=False, timeout=20)
-        assert (res.rc, res.out) == (2, ""), (command, res)
-        assert "no backup node named 'nosuch'" in res.err, (command, res)
-    office.cli("node", "add", NODE, *home)
-    assert office.cli("log", NODE, *home).rc == 0  # a node with nothing logged yet is no mistake

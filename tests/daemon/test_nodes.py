@@ -66,6 +66,7 @@ def test_node_commands_say_what_they_did_and_refuse_mistakes(office: Office, mon
     _schedule_states(admin, sid)
     _undo(admin)
     _revoke_by_name_an_agent_removed_from_the_office(admin, office, b)
+    _log_of_an_unknown_node_is_a_usage_error(admin)
 
 
 def _peers_and_status(admin: Admin, member: Admin, b: Peer) -> None:
@@ -83,6 +84,15 @@ def _peers_and_status(admin: Admin, member: Admin, b: Peer) -> None:
     st = member.json("status")
     assert st["name"] == "beta" and st["office"] == "Acme" and st["roles"] == ["agent", "storage", "coordinator"]
     assert st["peer_id"] == b.peer_id and "term" in st
+
+
+def _log_of_an_unknown_node_is_a_usage_error(admin: Admin) -> None:
+    """Was tests/daemon/test_adhoc.py::test_log_of_an_unknown_node_is_a_usage_error."""
+    for command in (["log", "nosuch"], ["log", "nosuch", "--follow"], ["snapshots", "nosuch"]):
+        res = admin.run(*command, check=False)
+        assert (res.rc, res.out) == (2, ""), (command, res)
+        assert "no backup node named 'nosuch'" in res.err, (command, res)
+    assert admin.ok("log", "payroll").rc == 0  # a node with nothing logged yet is no mistake
 
 
 def _nodes_and_grants(admin: Admin, member: Admin, b: Peer) -> None:
