@@ -5,9 +5,9 @@ refusals) runs in-process: tests/inproc/test_adhoc.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -30,12 +30,13 @@ def test_backup_by_hand_on_an_agent_prints_what_it_waits_for_and_its_end_reaches
     assert b.status()["coordinator"] is None
     src = tmp_path / "docs"
     make_tree(src, 3, 20_000)
-    out = office.cli("repo", "backup", "--json", "--repo", f"office:{NODE}", "--home", str(b.home), str(src),
-                     timeout=150)
+    out = office.cli("repo", "backup", "--repo", f"office:{NODE}", "--home", str(b.home), str(src), timeout=150)
     assert "waiting for the office's coordinator" in out.err
-    snapshot = json.loads(out.out)["snapshot"]["id"]
+    saved = re.search(r"snapshot (\S+) saved", out.out)
+    assert saved, out
     done = [e for e in node_log(b.home, NODE) if e["kind"] == "job.done"]
-    assert [(e["snapshots"], e["agent_name"], e["job"][:6]) for e in done] == [([snapshot], "beta", "adhoc-")]
+    assert [(len(e["snapshots"]), e["agent_name"], e["job"][:6]) for e in done] == [(1, "beta", "adhoc-")], done
+    assert done[0]["snapshots"][0].startswith(saved.group(1))
 
 
 def test_backup_wait_follows_the_job_through_a_coordinator_change(office: Office, tmp_path: Path) -> None:
