@@ -7,7 +7,7 @@ events written by two admins, with random clocks (several events in one millisec
 - a node's keys are never lost: remove, restore-config and purge change nothing of its keys, agents,
   epoch or sealed boxes, and no node ever leaves the fold (removed ones are listed apart);
 - restore-config brings a node back exactly as it was removed;
-- removing a data set changes nothing but that data set (its snapshots: tests/daemon/test_config_undo.py);
+- removing a data set changes nothing but that data set (its snapshots: tests/inproc/test_node_removal.py);
 - the fold is a function of the set of events: any arrival order into the log gives the same nodes.
 """
 

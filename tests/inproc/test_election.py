@@ -1,7 +1,8 @@
 """The coordinator election with three real daemons in one loop on a virtual clock, DEFAULT timings.
 
-Mirrors (real processes, FAST timings, wall-clock waits; here the lease is the product's 15 s and each
-step is bounded in virtual seconds):
+Ported from (real processes, FAST timings, wall-clock waits; deleted there; here the lease is the product's
+15 s and each step is bounded in virtual seconds. `peers --json` flagging the coordinator and `status`
+saying REMOVED are checked in tests/daemon/test_nodes.py::test_node_commands_say_what_they_did_and_refuse_mistakes):
 - tests/daemon/test_election.py::test_one_coordinator_failover_and_return
 - tests/daemon/test_election.py::test_stale_coordinator_is_fenced (SIGSTOP there; a cut link here)
 - tests/daemon/test_election.py::test_a_peer_removed_while_it_was_off_learns_it_when_it_comes_back
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from peerbackup.core.events import CONTROL_LOG
 from tests.inproc.harness import InprocOffice, Member, run_office
 from tests.inproc.scenarios import SETTINGS, three
 
@@ -31,6 +33,17 @@ def elected(members: list[Member]) -> list[tuple[int, str]]:
     """Every (term, peer) a daemon logged it was elected under."""
     return [(int(str(f["term"])), str(f["peer"])) for m in members for _t, what, f in m.events
             if what == "coordinator.elected"]
+
+
+async def claims_everywhere(o: InprocOffice, members: list[Member], expected: list[tuple[int, Member]]) -> None:
+    """Every claim is in the control log, the same on every member, `expected` (term, claimer) among them."""
+    await o.until(lambda: len({m.running.logs.state.digest() for m in members}) == 1, 3 * SETTINGS.heartbeat,
+                  "identical logs")
+    logs = [m.running.logs.listing(CONTROL_LOG) for m in members]
+    assert all(log == logs[0] for log in logs)
+    claims = [(e["fields"]["term"], e["writer"]) for e in logs[0] if e["kind"] == "coordinator.claim"]
+    for term, m in expected:
+        assert (term, m.peer_id) in claims, f"{m.name}'s claim of term {term} not in the control log: {claims}"
 
 
 @pytest.mark.timeout(120)
@@ -62,6 +75,7 @@ def test_one_coordinator_failover_within_lease_and_dead_and_return_under_a_highe
         for m in everyone:
             mine = [t for t, who in tokens if who == m.peer_id]
             assert mine == sorted(set(mine)), f"{m.name} claimed terms out of order: {mine}"
+        await claims_everywhere(o, everyone, [(terms["failover"], b), (terms["back"], a)])
 
     office = run_office(tmp_path, scenario, SETTINGS)
     print(f"election: {office.summary()}, failover {failover[0]:.1f} virtual s, terms {terms}")

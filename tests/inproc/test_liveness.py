@@ -1,7 +1,7 @@
 """Liveness with real daemons in one loop on a virtual clock, DEFAULT timings (suspect 8 s, dead 15 s).
 
-Mirrors tests/daemon/test_office.py::test_killed_peer_goes_suspect_then_dead_and_comes_back (real
-processes, FAST timings): stopped, and (new) a link cut while both daemons keep running.
+Ported from tests/daemon/test_office.py::test_killed_peer_goes_suspect_then_dead_and_comes_back (real
+processes, FAST timings; deleted there): stopped, and (new) a link cut while both daemons keep running.
 """
 
 from __future__ import annotations
