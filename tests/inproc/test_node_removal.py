@@ -84,7 +84,7 @@ async def remove_a_data_set(o: InprocOffice, a: Member, b: Member, one: str, two
     await refused(lambda: nodes.remove_dataset(NODE, "/not/there"), "has no data set '/not/there'")
     await nodes.remove_dataset(NODE, one)
     assert [d["path"] for d in described(a)["datasets"]] == [two]
-    # The agent must know of it first: asked at once, it backs up the removed one too (the xfail test below).
+    # Asked at once instead: the test below (the agent catches up with the dispatch's configuration).
     await o.until(lambda: in_step(a, b), 3 * SETTINGS.heartbeat, "the removal on beta")
     await backup(o, a)
     assert await snapshot_paths(a) == sorted([(one,), (two,), (two,)])
@@ -157,7 +157,7 @@ def test_a_removed_data_set_or_node_keeps_its_files_restore_config_brings_it_all
         # restore-config inside the grace: exactly as it was (the paused schedule paused), and it backs up again.
         await a.running.controls.nodes.restore(NODE)
         assert described(a) == before
-        # The agent must know of it first: asked at once, it refuses the backup (the xfail test below).
+        # Asked at once instead: the test below (the agent catches up with the dispatch's configuration).
         await o.until(lambda: in_step(a, b), 3 * SETTINGS.heartbeat, "the restore on beta")
         assert [bool(s["paused"]) for s in described(a)["schedules"] if s["id"] == paused] == [True]
         await backup(o, a)
@@ -168,9 +168,6 @@ def test_a_removed_data_set_or_node_keeps_its_files_restore_config_brings_it_all
     print(f"node removal: {run_office(tmp_path / 'office', scenario, GRACE).summary()}")
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: an agent whose log is behind the coordinator's backs up a data "
-                   "set removed just before the backup was asked (it catches up only when it knows no data set: "
-                   "office/jobs/runner.py); the lead decides")
 @pytest.mark.timeout(120)
 def test_a_backup_asked_right_after_a_data_set_was_removed_skips_it_on_an_agent_whose_log_was_behind(
         tmp_path: Path) -> None:
@@ -184,8 +181,6 @@ def test_a_backup_asked_right_after_a_data_set_was_removed_skips_it_on_an_agent_
     print(f"data set removed then backup: {run_office(tmp_path / 'office', scenario, GRACE).summary()}")
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: an agent whose log is behind the coordinator's refuses a backup "
-                   "asked right after `node restore-config` ('backup node was removed'); the lead decides")
 @pytest.mark.timeout(120)
 def test_a_backup_asked_right_after_restore_config_runs_on_an_agent_whose_log_was_behind(tmp_path: Path) -> None:
     async def scenario(o: InprocOffice) -> None:

@@ -191,10 +191,6 @@ def test_dataset_add_asks_the_granted_agents_whether_the_folder_is_there_and_sto
     print(f"dataset add: {run_office(tmp_path / 'office', scenario, SETTINGS).summary()}")
 
 
-@pytest.mark.xfail(strict=True, reason="product bug found while porting: an agent whose log is behind the "
-                   "coordinator's backs up the data sets it knows, and a data set added just before is left "
-                   "out of a backup that ends `done` (office/jobs/runner.py catches up only when the agent knows "
-                   "no data set at all)")
 @pytest.mark.timeout(120)
 def test_a_backup_asked_right_after_a_second_data_set_was_added_covers_it_or_says_so(tmp_path: Path) -> None:
     """`dataset add` then `backup` at once, as the README does, for a node that already has a data set."""
