@@ -33,9 +33,9 @@ lint: $(STAMP)
 	$(PY) -m mypy peerbackup tests
 	$(VENV)/bin/lint-imports
 
-# The suite's system packages (iproute2, faketime, chromium) are installed when missing: .ci/system-deps.
-# TEST_JOBS worker processes take the tests one at a time, the longest first (tests/timing.py); most tests
-# wait on real daemons and timers, so more workers than cores pays (6 on 2 cores: about 8 minutes).
+# The suite's system packages (iproute2, faketime, nftables, chromium, restic) are installed when missing: .ci/system-deps.
+# TEST_JOBS worker processes take the tests one at a time, the longest first (tests/timing.py); the tests
+# with real daemons wait on them and on timers, so more workers than cores pays (6 on 2 cores: about 4.5 minutes).
 # TEST_JOBS=0 runs them in this process.
 # TEST_ARGS for pytest: TEST_ARGS='-m "not slow"' leaves out every test that starts a process (tests/processes.py).
 TEST_JOBS ?= 6
