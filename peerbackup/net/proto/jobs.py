@@ -265,11 +265,21 @@ class Running:
 @dataclass(frozen=True)
 class ActAsReply:
     token: bytes
+    # The hybrid logical clock of the coordinator's act_as.issued event: the agent's clock moves past it, so
+    # its job.started lists after the events that let it start. 0 from coordinators before it (not sent).
+    hlc: int = 0
 
     def to_wire(self) -> bytes:
-        return _wire.encode({"token": self.token})
+        obj: dict[str, object] = {"token": self.token}
+        if self.hlc:
+            obj["hlc"] = self.hlc
+        return _wire.encode(obj)
 
     @classmethod
     def from_wire(cls, data: bytes) -> ActAsReply:
         what = "act-as reply"
-        return cls(_wire.small_bytes(_wire.decode(data, what), "token", what))
+        obj = _wire.decode(data, what)
+        hlc = obj.get("hlc", 0)
+        if not isinstance(hlc, int) or isinstance(hlc, bool) or not 0 <= hlc < 2 ** 63:
+            raise Malformed(f"{what}: field 'hlc' must be a whole number from 0 to 2**63 - 1")
+        return cls(_wire.small_bytes(obj, "token", what), hlc)

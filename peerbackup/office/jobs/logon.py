@@ -83,9 +83,10 @@ class ActAsService:
         token = ActAs.issue(self.peers.ident.key, term, issuer, msg.node, msg.job, int(now), ACT_AS_VALIDITY, scope)
         await self.logs.append(LOGON, {"job": msg.job, "node": msg.node, "agent": issuer, "term": term},
                                log=node_log(msg.node))
-        await self.logs.append(ACT_AS_ISSUED, {"job": msg.job, "node": msg.node, "agent": issuer, "term": term,
-                                               "expires": token.expires, "scope": scope}, log=node_log(msg.node))
-        return proto.ActAsReply(token.raw).to_wire()
+        issued_ev = await self.logs.append(ACT_AS_ISSUED, {"job": msg.job, "node": msg.node, "agent": issuer,
+                                                           "term": term, "expires": token.expires, "scope": scope},
+                                           log=node_log(msg.node))
+        return proto.ActAsReply(token.raw, issued_ev.hlc).to_wire()
 
     async def act_as(self, node: str, job: str, coordinator: str | None = None) -> bytes:
         """Log on to the given (or the current) coordinator and get an act-as token for this peer."""
@@ -101,5 +102,8 @@ class ActAsService:
 
         challenge = proto.Logon.from_wire(await ask(proto.LOGON_PATH, proto.Logon(node, job).to_wire()),
                                           answer=True).challenge
-        raw = await ask(proto.ACT_AS_PATH, proto.ActAsRequest(node, job, challenge).to_wire())
-        return proto.ActAsReply.from_wire(raw).token
+        reply = proto.ActAsReply.from_wire(await ask(proto.ACT_AS_PATH,
+                                                     proto.ActAsRequest(node, job, challenge).to_wire()))
+        if reply.hlc:
+            self.logs.observe(reply.hlc, coordinator)
+        return reply.token

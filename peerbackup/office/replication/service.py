@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from peerbackup.core import hlc as hlcmod
 from peerbackup.core.certs import Certificate
 from peerbackup.core.events import CONTROL_LOG, Event, decode_event, event_id
 from peerbackup.core.logstate import (
@@ -155,6 +156,14 @@ class LogService:
             event(self.log, "log.dropped", logging.WARNING, log=removed.log, feed=removed.feed, seq=removed.seq,
                   kind=removed.kind)
         return out
+
+    def observe(self, remote_hlc: int, peer_id: str) -> None:
+        """A peer's logical time, heard outside an event (the act-as reply): what this peer writes next is
+        later. Ignored, and said, when it is further ahead than `clock_skew` (as an event that far ahead is)."""
+        try:
+            self.state.hlc = hlcmod.receive(self.state.hlc, remote_hlc, self.now_ms(), self.state.max_ahead_ms)
+        except FormatError as exc:
+            event(self.log, "log.clock_ignored", logging.WARNING, peer=peer_id, reason=str(exc))
 
     async def append(self, kind: str, fields: dict[str, Any], log: str = CONTROL_LOG) -> Event:
         await self.wait_ready()
