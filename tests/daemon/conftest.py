@@ -8,6 +8,7 @@ import pytest
 from tests.daemon.evil_peer import Forked, fork_office
 from tests.daemon.harness import Office, print_logs_if_failed
 from tests.daemon.logsec import ACME_MEMBERS, Acme, start_office
+from tests.daemon.trio import Records, recording
 
 
 @pytest.fixture
@@ -55,3 +56,9 @@ def forked(forked_office: Forked, request: pytest.FixtureRequest) -> Iterator[Fo
     yield forked_office
     print_logs_if_failed(request, forked_office.acme.office.logs)
 
+
+@pytest.fixture
+def records() -> Iterator[Records]:
+    """Every record the in-process daemons of a test (tests/daemon/trio.py) log, and aiohttp's."""
+    with recording() as handler:
+        yield handler
