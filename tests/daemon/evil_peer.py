@@ -33,7 +33,6 @@ from tests.daemon.logsec import (
     eid,
     genuine,
     holds,
-    more_lines,
     peek,
     start_office,
 )
@@ -213,6 +212,14 @@ class EvilPeer:
         for n in nodes:
             wait_for(partial(holds, n, raw), WAIT, f"{n.name} to accept {what}")
 
+    def show_until_refused(self, nodes: list[Node], raw: bytes, reason: str, why: str) -> None:
+        """Show every daemon `raw`, an event in our own feed, until each logs its refusal with `reason`."""
+        self.serve({"*": [raw]})
+        for n in nodes:
+            self.poke(n)
+        for n in nodes:
+            n.wait_for_line("log.refused", self.id, reason, why)
+
     def settle(self, node: Node, timeout: float = WAIT, required: bool = True) -> bool:
         """Return once the daemon has finished a sync with us that started after this call: a sync
         with a peer starts only when none with it is running, so the second heads request the daemon
@@ -254,12 +261,7 @@ def refused_everywhere(acme: Acme, member: Identity, raw: bytes, reason: str) ->
     `reason`, alerts, stays healthy, and the logs do not move."""
     before = acme.converged()
     with EvilPeer(member, acme.nodes) as evil:
-        evil.serve({"*": [raw]})
-        for n in acme.nodes:
-            evil.poke(n)
-        for n in acme.nodes:
-            wait_for(partial(more_lines, n, "log.refused", member.peer_id, reason, 0), WAIT,
-                     f"{n.name} to refuse {member.certificate.name}'s event")
+        evil.show_until_refused(acme.nodes, raw, reason, f"refuse {member.certificate.name}'s event")
     assert acme.converged() == before
     for n in acme.nodes:
         assert not holds(n, raw)
@@ -280,8 +282,7 @@ class Forked:
         frank = self.acme.members["frank"]
         reason = f"fork: {frank.peer_id} signed two events at seq 2 of {CONTROL_LOG}; feed frozen at seq 1"
         for n in self.acme.nodes:
-            wait_for(partial(more_lines, n, "log.fork", frank.peer_id, reason, 0), WAIT,
-                     f"{n.name} to detect frank's fork")
+            n.wait_for_line("log.fork", frank.peer_id, reason, "detect frank's fork")
         return self.acme.converged()
 
 

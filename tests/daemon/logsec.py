@@ -147,6 +147,11 @@ class Node:
     def digest(self) -> str:
         return str(self.peer.status()["logs_digest"])
 
+    def wait_for_line(self, what: str, feed: str | None, reason: str, why: str, than: int = 0) -> None:
+        """Until the daemon's log holds more than `than` `what` lines (e.g. log.refused) about `feed` with
+        `reason`; `why` completes "<name> to ..." in the failure."""
+        wait_for(partial(more_lines, self, what, feed, reason, than), WAIT, f"{self.name} to {why}")
+
     def control_log(self) -> list[dict[str, Any]]:
         code, events = self.peer.api("GET", "/v1/log")
         assert code == 200, events

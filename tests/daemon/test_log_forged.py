@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Any
 
 from peerbackup.core import codec
@@ -15,16 +14,13 @@ from peerbackup.core.identity import SigningKey
 from peerbackup.core.logstate import COORDINATOR_CLAIM, MEMBER_ADD
 from peerbackup.net.proto import logsync
 from tests.daemon.evil_peer import EvilPeer
-from tests.daemon.harness import wait_for
 from tests.daemon.logsec import (
-    WAIT,
     Acme,
     Node,
     assert_healthy_and_alerted,
     eid,
     genuine,
     lines_about,
-    more_lines,
     office_log,
     signed_event,
 )
@@ -69,8 +65,7 @@ def test_forged_events_and_a_forged_fork_proof_are_refused_on_every_peer(acme: A
         ]
         for n in acme.nodes:
             for want in expect:
-                wait_for(partial(more_lines, n, "log.refused", want["feed"], want["reason"], 0), WAIT,
-                         f"{n.name} to refuse: {want['reason']}")
+                n.wait_for_line("log.refused", want["feed"], want["reason"], f"refuse: {want['reason']}")
             # The forgeries really were delivered to this daemon, by the protocol's own pull.
             assert (1, (eid(forged_claim),)) in evil.pulls(n.id, oscar.peer_id)
             assert (alpha_head.seq + 1, (eid(forged_add),)) in evil.pulls(n.id, alpha.id)
@@ -138,8 +133,8 @@ def test_tampered_events_are_refused_on_every_peer_and_the_genuine_one_accepted(
             for n in acme.nodes:
                 evil.poke(n)
             for n in acme.nodes:
-                wait_for(partial(more_lines, n, "log.refused", peggy.peer_id, reason, counts[n.id]), WAIT,
-                         f"{n.name} to refuse the event with its {what} tampered")
+                n.wait_for_line("log.refused", peggy.peer_id, reason, f"refuse the event with its {what} tampered",
+                                than=counts[n.id])
                 assert (1, (eid(raw),)) in evil.pulls(n.id, peggy.peer_id), what
             assert acme.converged() == before, f"the event with its {what} tampered changed a log"
         expect = [{"verdict": "refused", "feed": peggy.peer_id, "source": peggy.peer_id, "reason": reason}]

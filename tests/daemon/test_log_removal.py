@@ -21,7 +21,6 @@ from tests.daemon.logsec import (
     eid,
     genuine,
     holds,
-    more_lines,
     now_hlc,
     office_log,
     read_control_events,
@@ -63,8 +62,7 @@ def test_event_by_removed_writer_relayed_after_removal_is_refused_on_every_peer(
         for n in acme.nodes:
             relay.poke(n)
         for n in acme.nodes:
-            wait_for(partial(more_lines, n, "log.refused", mallory.peer_id, reason, 0), WAIT,
-                     f"{n.name} to refuse mallory's event after her removal")
+            n.wait_for_line("log.refused", mallory.peer_id, reason, "refuse mallory's event after her removal")
             assert (2, (eid(second),)) in relay.pulls(n.id, mallory.peer_id)
     assert acme.converged() == before
 

@@ -20,7 +20,6 @@ from tests.daemon.logsec import (
     eid,
     genuine,
     holds,
-    more_lines,
     node_event,
 )
 
@@ -87,12 +86,7 @@ def test_a_node_log_takes_each_kind_from_its_role_and_counts_dispatches_of_claim
     counted = dispatch(walter.key, 2, eid(skipped), "walter-job", 12)
     for member, raw, reason in refusals:
         with EvilPeer(member, acme.nodes) as evil:
-            evil.serve({"*": [raw]})
-            for n in acme.nodes:
-                evil.poke(n)
-            for n in acme.nodes:
-                wait_for(partial(more_lines, n, "log.refused", member.peer_id, reason, 0), WAIT,
-                         f"{n.name} to refuse: {reason}")
+            evil.show_until_refused(acme.nodes, raw, reason, f"refuse: {reason}")
     with EvilPeer(walter, acme.nodes) as evil:
         evil.serve({"*": [skipped, claim, counted]})
         for n in acme.nodes:
