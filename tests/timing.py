@@ -40,7 +40,7 @@ def known() -> dict[str, float]:
     return {k: float(v["wall"]) for k, v in table.items() if isinstance(v, dict) and "wall" in v}
 
 
-# Fixtures that build an office once for a module or a session: the tests that share one run on one worker
+# Fixtures that build an office once for a module, a package or a session: the tests that share one run on one worker
 # (xdist_group), or each worker that ran one of them would build the office again.
 # The group is named after the fixture.
 SHARED = frozenset({"acme_office", "forked_office", "peer_office"})

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from tests.daemon.harness import Office, wait_for
 from tests.daemon.test_jobs import node_office
@@ -69,7 +69,19 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url)
 
-    # The token leaves the address bar at once and is kept in session storage, not in a cookie.
+    office_page_keeps_the_token_and_shows_the_peers(page, shots)
+    card, job = backup_from_the_page_followed_to_100(page, shots, src)
+    snapshots_browsed(page, url, shots, src)
+    restored_as_a_download_and_to_a_path(page, tmp_path, a.home, src)
+    event_log_filtered(page, url, shots)
+    schedule_and_grant_with_the_command_lines_checks(page, card, office, home)
+    undo_asks_first(page, office, home, shots)
+    assert not errors, errors
+    assert job
+
+
+def office_page_keeps_the_token_and_shows_the_peers(page: Page, shots: Path) -> None:
+    """The token leaves the address bar at once and is kept in session storage, not in a cookie."""
     expect(page.locator("#peers tbody tr")).to_have_count(3)
     assert "token" not in page.url
     assert page.evaluate("document.cookie") == ""
@@ -81,7 +93,9 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     expect(page.locator("main")).to_contain_text("No alert channel configured")
     page.screenshot(path=str(shots / "1-office.png"), full_page=True)
 
-    # Backup nodes: start a backup from the page and follow it to 100 %.
+
+def backup_from_the_page_followed_to_100(page: Page, shots: Path, src: Path) -> tuple[Locator, str]:
+    """Backup nodes: start a backup from the page and follow it to 100 %. The node's card and the job."""
     page.click("nav a[data-page='nodes']")
     card = page.locator(f"section[data-node='{NODE}']")
     expect(card).to_contain_text(str(src))
@@ -107,8 +121,11 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     assert "width: 100%" in (page.locator(".progress > div").get_attribute("style") or "")
     expect(page.locator("tbody tr td:nth-child(3)", has_text="job.done")).to_have_count(1)
     page.screenshot(path=str(shots / "3-job.png"), full_page=True)
+    return card, job
 
-    # Snapshots, and a folder of one, browsed.
+
+def snapshots_browsed(page: Page, url: str, shots: Path, src: Path) -> None:
+    """Snapshots, and a folder of one, browsed."""
     page.goto(url.split("#")[0] + f"#/snapshots/{NODE}")
     rows = page.locator("#snapshots tbody tr")
     expect(rows).to_have_count(1)
@@ -119,7 +136,9 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     expect(page.locator("#tree tr[data-entry='dir0']")).to_have_count(1)
     page.screenshot(path=str(shots / "5-browse.png"), full_page=True)
 
-    # Restore a file as a download, and a folder to a path under the restore root.
+
+def restored_as_a_download_and_to_a_path(page: Page, tmp_path: Path, admin_home: Path, src: Path) -> None:
+    """Restore a file as a download, and a folder to a path under the restore root."""
     page.locator("#tree tr[data-entry='dir1'] a").click()
     first = sorted((src / "dir1").iterdir())[0]
     with page.expect_download() as dl:
@@ -131,14 +150,16 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     page.fill("input[name='target']", "from-the-browser")
     page.click("text=Restore here")
     expect(page.locator("#toast")).to_contain_text("Restored")
-    restored = a.home / "restores" / "from-the-browser" / str(src / "dir1").lstrip("/")
+    restored = admin_home / "restores" / "from-the-browser" / str(src / "dir1").lstrip("/")
     assert sorted(p.name for p in restored.iterdir()) == sorted(p.name for p in (src / "dir1").iterdir())
     assert all((restored / p.name).read_bytes() == p.read_bytes() for p in (src / "dir1").iterdir())
     page.fill("input[name='target']", "/etc")  # outside the root: refused, with the reason
     page.click("text=Restore here")
     expect(page.locator("#toast")).to_contain_text("restores go only below")
 
-    # The event log, filtered, updated live.
+
+def event_log_filtered(page: Page, url: str, shots: Path) -> None:
+    """The event log, filtered, updated live."""
     page.goto(url.split("#")[0] + f"#/log?node={NODE}&kind=job")
     log_rows = page.locator("#log tbody tr")
     expect(log_rows.first).to_be_visible()
@@ -147,7 +168,10 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     page.screenshot(path=str(shots / "6-log.png"), full_page=True)
     assert page.evaluate(LABELLED)
 
-    # Actions with the command line's checks: a schedule (a bad one refused with its reason), a grant.
+
+def schedule_and_grant_with_the_command_lines_checks(page: Page, card: Locator, office: Office,
+                                                     home: list[str]) -> None:
+    """Actions with the command line's checks: a schedule (a bad one refused with its reason), a grant."""
     page.click("nav a[data-page='nodes']")
     form = card.locator("form").nth(1)
     form.locator("input[name='spec']").fill("99 * * * *")
@@ -172,7 +196,9 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     expect(page.locator(f"section[data-node='{NODE}'] .agents")).to_have_text("beta, gamma")
     assert page.evaluate(LABELLED)
 
-    # Undo buttons ask first: dismissed, nothing happens; accepted, the schedule is paused.
+
+def undo_asks_first(page: Page, office: Office, home: list[str], shots: Path) -> None:
+    """Undo buttons ask first: dismissed, nothing happens; accepted, the schedule is paused."""
     row = page.locator(f"section[data-node='{NODE}'] tr[data-schedule]").first
     page.once("dialog", lambda d: d.dismiss())
     row.locator("button[data-action='pause']").click()
@@ -185,5 +211,3 @@ def test_dashboard_of_a_three_peer_office(office: Office, tmp_path: Path, browse
     expect(page.locator(f"section[data-node='{NODE}'] tr[data-schedule] button[data-action='resume']")).to_have_count(1)
     assert {s["state"] for s in json.loads(office.cli("schedule", "list", "--json", *home).out)} == {"paused"}
     page.screenshot(path=str(shots / "7-paused.png"), full_page=True)
-    assert not errors, errors
-    assert job

@@ -11,9 +11,7 @@ import pytest
 from peerbackup.core.jobs import fold
 from peerbackup.office.replication import nodeviews
 from tests.daemon.harness import await_for
-from tests.daemon.test_storage_faults import NODE, Records, new_logger, records, run, trio
-
-__all__ = ["records"]  # the fixture, used by name
+from tests.daemon.trio import NODE, Records, new_logger, run, trio
 
 
 def test_a_nodes_log_is_folded_once_per_change_for_every_reader(

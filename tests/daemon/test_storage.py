@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -12,6 +13,7 @@ import blake3
 
 from peerbackup.core.actas import ActAs
 from peerbackup.core.crypto import content_hash
+from peerbackup.core.identity import SigningKey
 from peerbackup.core.settings import Settings
 from peerbackup.errors import PeerRefused
 from peerbackup.net import envelope
@@ -62,7 +64,35 @@ def get(as_peer: Peer, target: Peer, ref: proto.FileRef, offset: int = 0, length
     return call(as_peer, target, proto.GET_PATH, proto.Get(ref, offset, length).to_wire(), framed=True)
 
 
+@dataclass
+class Holders:
+    """alpha (admin, coordinator), beta (granted agent of `accounts`), gamma (storage only, a 300K quota) and
+    eve (a member never granted, never started); alpha's term and its act-as token for beta."""
+
+    a: Peer
+    b: Peer
+    g: Peer
+    eve: Peer
+    term: int
+    a_key: SigningKey
+    b_key: SigningKey
+    tok: bytes = b""
+
+    def token(self, signer: SigningKey | None = None, agent: str | None = None, node: str = "accounts",
+              valid: int = 3600, t: int | None = None) -> bytes:
+        return ActAs.issue(signer or self.a_key, self.term if t is None else t, agent or self.b.peer_id, node,
+                           "job-1", int(time.time()), valid).raw
+
+
 def test_store_capabilities_and_refusals(office: Office) -> None:
+    h = start_holders(office)
+    name, data = agent_writes_only_with_the_coordinators_token(h)
+    refused_writes_and_reads(h, name, data)
+    deletes_only_with_a_prune_token_of_its_agent(h, name)
+    revoked_agent_writes_no_more(office, h)
+
+
+def start_holders(office: Office) -> Holders:
     a = office.start(office.init("alpha"), mdns=False)
     b = office.start(office.join("beta", office.invite(a)), mdns=False)
     g = office.start(office.join("gamma", office.invite(a, "--roles", "storage")), "--storage-quota", "300K",
@@ -74,12 +104,14 @@ def test_store_capabilities_and_refusals(office: Office) -> None:
              and {p.status()["coordinator"] for p in (a, b, g)} == {a.peer_id}, 20, "the grant and alpha everywhere")
     term = int(a.status()["term"])
     a_key, b_key = Home(a.home).load().key, Home(b.home).load().key
+    return Holders(a, b, g, eve, term, a_key, b_key)
 
-    def token(signer: Any = a_key, agent: str = b.peer_id, node: str = "accounts", valid: int = 3600,
-              t: int = term) -> bytes:
-        return ActAs.issue(signer, t, agent, node, "job-1", int(time.time()), valid).raw
 
-    tok = token()
+def agent_writes_only_with_the_coordinators_token(h: Holders) -> tuple[str, bytes]:
+    """Stored, read back, listed and proven with a valid token, refused with any other; (name, data)."""
+    a, b, g, term, a_key, b_key = h.a, h.b, h.g, h.term, h.a_key, h.b_key
+    token = h.token
+    tok = h.tok = token()
     data = RNG.randbytes(100_000)
     name = content_hash(data).hex()
     # An agent writes as the node only with the coordinator's act-as token naming it: not without one, not
@@ -108,6 +140,11 @@ def test_store_capabilities_and_refusals(office: Office) -> None:
                  proto.Challenge(proto.FileRef("accounts", FileType.DATA, name), nonce, 500, 4000).to_wire())
     assert isinstance(proof, proto.Reply) and proof.data == blake3.blake3(nonce + data[500:4500]).digest()
 
+    return name, data
+
+
+def refused_writes_and_reads(h: Holders, name: str, data: bytes) -> None:
+    a, b, g, eve, tok = h.a, h.b, h.g, h.eve, h.tok
     # Refused: a member without the node's keys, bytes that do not match their name, a node name that
     # escapes, a file that is not there, the quota, an unknown node.
     code, msg = put(eve, g, "accounts", name, data)
@@ -140,6 +177,10 @@ def test_store_capabilities_and_refusals(office: Office) -> None:
     listed = call(a, g, proto.LIST_PATH, proto.Listing("accounts", FileType.DATA).to_wire())
     assert isinstance(listed, proto.Reply) and [n for n, _ in listed.items] == [name]
 
+
+
+def deletes_only_with_a_prune_token_of_its_agent(h: Holders, name: str) -> None:
+    a, b, g, term, a_key, tok = h.a, h.b, h.g, h.term, h.a_key, h.tok
     # Deleting: a backup job's token only adds; a retention job's ("prune" scope) deletes, for its agent only.
     def delete(peer: Any, ref: proto.FileRef, act_as: bytes) -> Any:
         return call(peer, g, proto.DELETE_PATH, proto.Delete(ref, act_as=act_as).to_wire())
@@ -156,6 +197,10 @@ def test_store_capabilities_and_refusals(office: Office) -> None:
     assert isinstance(listed, proto.Reply) and listed.items == ()
     assert "store.delete" in g.log.read_text()
 
+
+
+def revoked_agent_writes_no_more(office: Office, h: Holders) -> None:
+    a, b, g, tok = h.a, h.b, h.g, h.tok
     # After revoke, beta may no longer write for the node.
     office.cli("revoke", "accounts", "beta", "--home", str(a.home))
     wait_for(lambda: len({p.status()["config_digest"] for p in (a, g)}) == 1, 20, "the revocation on gamma")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import pytest
 
 from tests.daemon.harness import holds_for, wait_for
-from tests.netns.lan import LEASE, Lan, NetOffice, agreed, claims
+from tests.netns.lan import LEASE, Lan, NetOffice, Node, agreed, claims
 
 REVOKE = "member.revoke"
 
@@ -19,16 +20,46 @@ REVOKE = "member.revoke"
 pytestmark = pytest.mark.timeout(180)
 
 
+@dataclass
+class Four:
+    """alpha, beta and gamma running on hosts 1-3 of the lan; delta a member that is never started (host 4)."""
+
+    lan: Lan
+    office: NetOffice
+    a: Node
+    b: Node
+    c: Node
+    d: Node
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [self.a, self.b, self.c]
+
+
 def test_partition_elects_on_both_sides_and_heal_merges_to_one_coordinator(
         make_lan: Callable[[int], Lan], office: NetOffice) -> None:
-    lan = make_lan(4)
+    four = start_four(make_lan(4), office)
+    term1 = agreed_on_alpha_with_one_log(four)
+    term_g = partitioned_gamma_elects_itself(four, term1)
+    terms_seen = removal_on_alpha_side_only(four, term1, term_g)
+    term_final, log, peers = healed_office_converges(four, term1, term_g, terms_seen)
+    one_coordinator_that_stays(four, peers, term_final)
+    merged_log_holds_every_claim_once_and_the_removal(four, log, term_g, term_final)
+
+
+def start_four(lan: Lan, office: NetOffice) -> Four:
     h1, h2, h3, h4 = lan.hosts
     a = office.start(office.init("alpha", h1))  # rank 0
     # delta is a member that is never started.
     b, c, d = office.join_all(a, ("beta", h2, ("--rank", "10")), ("gamma", h3, ("--rank", "20")),
                               ("delta", h4, ("--rank", "30")))
     office.start_all(b, c)
-    nodes = [a, b, c]
+    return Four(lan, office, a, b, c, d)
+
+
+def agreed_on_alpha_with_one_log(four: Four) -> int:
+    """A common starting point: alpha coordinates and every log holds the same events. Its term."""
+    office, a, c, nodes = four.office, four.a, four.c, four.nodes
 
     def agreed_and_synced() -> int | None:
         sts = office.statuses(nodes)
@@ -39,14 +70,17 @@ def test_partition_elects_on_both_sides_and_heal_merges_to_one_coordinator(
                 return term
         return None
 
-    # A common starting point: alpha coordinates and every log holds the same events.
     term1 = wait_for(agreed_and_synced, 25, "alpha, beta and gamma to agree on alpha and hold the same log")
     before, peers_c = office.par(partial(office.office_log, c), partial(office.peers, c))
     assert sorted(e["fields"]["name"] for e in before if e["kind"] == "member.add") == \
         ["alpha", "beta", "delta", "gamma"]
     assert "delta" in peers_c
+    return int(term1)
 
-    # ---- partition gamma: its switch port goes down ----
+
+def partitioned_gamma_elects_itself(four: Four, term1: int) -> int:
+    """gamma's switch port goes down: it elects itself, alpha still coordinates the majority. gamma's term."""
+    lan, office, a, b, c, h3 = four.lan, four.office, four.a, four.b, four.c, four.lan.hosts[2]
     lan.partition(h3)
     t_part = time.time()
     term_g = wait_for(lambda: agreed(office, [c], c), 5 * LEASE, "gamma, cut off, to elect itself")
@@ -58,7 +92,12 @@ def test_partition_elects_on_both_sides_and_heal_merges_to_one_coordinator(
     assert term_g > term1
     # The majority side is undisturbed: alpha still coordinates it under its own term.
     assert agreed(office, [a, b], a) == term1
+    return int(term_g)
 
+
+def removal_on_alpha_side_only(four: Four, term1: int, term_g: int) -> list[int]:
+    """alpha removes delta: its side drops delta, gamma's hears nothing of it. Every term seen so far."""
+    office, a, b, c, nodes = four.office, four.a, four.b, four.c, four.nodes
     office.remove_peer(a, "delta")
 
     def removed_on_alpha_side() -> bool:
@@ -75,9 +114,13 @@ def test_partition_elects_on_both_sides_and_heal_merges_to_one_coordinator(
     st_a, _, st_c = sts
     assert st_a["config_digest"] != st_c["config_digest"]
     assert st_c["coordinator"] == c.peer_id and st_c["term"] == term_g
-    terms_seen = [term1, term_g, *(st["highest_token"][0] for st in sts)]
+    return [term1, term_g, *(st["highest_token"][0] for st in sts)]
 
-    # ---- heal ----
+
+def healed_office_converges(four: Four, term1: int, term_g: int,
+                            terms_seen: list[int]) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+    """After the heal: one log, one coordinator (alpha, under a new term), delta gone everywhere."""
+    lan, office, a, c, d, nodes, h3 = four.lan, four.office, four.a, four.c, four.d, four.nodes, four.lan.hosts[2]
     lan.heal(h3)
     t_heal, t_heal_wall = time.monotonic(), time.time()
 
@@ -109,14 +152,21 @@ def test_partition_elects_on_both_sides_and_heal_merges_to_one_coordinator(
           f"{max(done) - t_heal_wall:.2f} s after the heal (daemon logs); the CLI poll confirmed same log and "
           f"config digests, same office log, delta gone and one coordinator at {polled:.2f} s; "
           f"terms {term1} -> {term_g} (gamma, cut off) -> {term_final} (alpha)")
+    return term_final, log, peers
 
-    # One coordinator, in every peer list too, and it stays so (no flapping between alpha and gamma).
+
+def one_coordinator_that_stays(four: Four, peers: list[dict[str, Any]], term_final: int) -> None:
+    """One coordinator, in every peer list too, and it stays so (no flapping between alpha and gamma)."""
     for ps in peers:
         assert [name for name, p in ps.items() if p["coordinator"]] == ["alpha"], ps
-    holds_for(lambda: agreed(office, nodes, a) == term_final, 2 * LEASE / 3, "agreement on alpha")
+    holds_for(lambda: agreed(four.office, four.nodes, four.a) == term_final, 2 * LEASE / 3, "agreement on alpha")
 
-    # The merged control log: gamma's partition-time claim is in it, no token was claimed twice, and the
-    # final term is above every other term ever claimed.
+
+def merged_log_holds_every_claim_once_and_the_removal(four: Four, log: list[dict[str, Any]], term_g: int,
+                                                      term_final: int) -> None:
+    """The merged control log: gamma's partition-time claim is in it, no token was claimed twice, and the
+    final term is above every other term ever claimed."""
+    a, b, c, d = four.a, four.b, four.c, four.d
     toks = claims(log)
     names = {a.peer_id: "alpha", b.peer_id: "beta", c.peer_id: "gamma"}
     print(f"[netns] claims in the merged office log: {[(t, names[w]) for t, w in toks]}")

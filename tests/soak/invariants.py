@@ -90,66 +90,20 @@ def judge_jobs(slots: list[tuple[float, str]], window: float, events: list[dict[
     most once) and 2 (while a partition lasts, at most one run per slot and per side): a slot is judged by
     (2) when a cut or a partition overlapped its job's span."""
     rows: list[dict[str, Any]] = []
-    dup, silent, never_ended, side_dup = [], [], [], []
+    dup: list[dict[str, Any]] = []
+    silent: list[dict[str, Any]] = []
+    never_ended: list[dict[str, Any]] = []
+    side_dup: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
     for slot, job in slots:
-        a, b = job_span(job, slot, window, events, first_seen)
-        over = _overlapping(faults, a, b)
-        runs, done, snaps = runs_of(job, events, snapshots, names)
-        mine = [e for e in events if _f(e).get("job") == job]
-        missed = [e for e in events if e["kind"] == JOB_MISSED and _f(e).get("slot") == int(slot)]
-        # A dispatch no agent took (job.dispatch_failed, with why) as the job's last word fails it, as the
-        # daemons' fold (core/jobs.py) and the backup-failed alert count it: e.g. a partition healing as
-        # the slot came due, every agent refusing the coordinator's token of the term before.
-        ends = [e for e in mine if e["kind"] in ("job.dispatched", "job.dispatch_failed", "job.started", "job.done",
-                                                  "job.failed")]
-        failed = [e for e in mine if e["kind"] == "job.failed"] or \
-            ([ends[-1]] if ends and ends[-1]["kind"] == "job.dispatch_failed" else [])
-        row: dict[str, Any] = {"slot": int(slot), "job": job, "runs": runs, "done_events": done,
-                               "snapshots_per_dataset": snaps, "partitioned": bool(over)}
-        if runs == 0:
-            if missed:
-                state = "missed"
-                row["reason"] = _f(missed[0]).get("reason")
-            elif failed:
-                state = "failed"
-                row["reason"] = _f(failed[-1]).get("reason") or _f(failed[-1]).get("error")
-            elif mine:
-                state = "never ended"
-                never_ended.append(row)
-            else:
-                state = "silently missed"
-                silent.append(row)
-        elif runs == 1:
-            state = "done once"
-        elif not over:
-            state = "run more than once"
-            dup.append(row)
-        else:
-            state = "run more than once, partitioned"
-        if over:
-            per_side = {",".join(s): runs_of(job, events, snapshots, names, set(s))[0]
-                        for f in over for s in f.sides}
-            row["runs_per_side"] = per_side
-            allowed = 1 + sum(len(f.sides) - 1 for f in over)
-            if runs > allowed or (len(over) == 1 and max(per_side.values(), default=0) > 1):
-                side_dup.append(row)
-        row["state"] = state
-        counts[state] += 1
+        row, extra_on_a_side = _judge_slot(slot, job, window, events, snapshots, faults, names, first_seen)
+        {"never ended": never_ended, "silently missed": silent, "run more than once": dup}.get(
+            row["state"], []).append(row)
+        if extra_on_a_side:
+            side_dup.append(row)
+        counts[row["state"]] += 1
         rows.append(row)
-
-    # Retention jobs: one per successful backup, so each at most once (per side while partitioned).
-    ret_dup, ret_rows = [], []
-    ret_jobs = sorted({str(_f(e).get("job")) for e in events if str(_f(e).get("job", "")).startswith("retention-")})
-    for job in ret_jobs:
-        runs, done, _ = runs_of(job, events, [], names)
-        a, b = job_span(job, None, window, events, first_seen)
-        over = _overlapping(faults, a, b)
-        allowed = 1 + sum(len(f.sides) - 1 for f in over)
-        row = {"job": job, "runs": runs, "partitioned": bool(over)}
-        ret_rows.append(row)
-        if runs > allowed:
-            ret_dup.append(row)
+    ret_jobs, ret_rows, ret_dup = _judge_retention(window, events, faults, names, first_seen)
 
     n = len(slots)
     ok1 = not dup and not silent and not never_ended and not ret_dup
@@ -165,6 +119,66 @@ def judge_jobs(slots: list[tuple[float, str]], window: float, events: list[dict[
                  not side_dup, f"{len(side_dup)} of {n_over} partitioned slots run more than once on one side",
                  side_dup)
     return v1, v2, {"slots": rows, "retention_jobs": ret_rows, "slot_states": dict(counts)}
+
+
+def _judge_slot(slot: float, job: str, window: float, events: list[dict[str, Any]],
+                snapshots: list[dict[str, Any]], faults: list[NetFault], names: dict[str, str],
+                first_seen: dict[str, float]) -> tuple[dict[str, Any], bool]:
+    """One slot's row, its state in it; and whether a side of a partition ran it more than it may."""
+    a, b = job_span(job, slot, window, events, first_seen)
+    over = _overlapping(faults, a, b)
+    runs, done, snaps = runs_of(job, events, snapshots, names)
+    mine = [e for e in events if _f(e).get("job") == job]
+    missed = [e for e in events if e["kind"] == JOB_MISSED and _f(e).get("slot") == int(slot)]
+    # A dispatch no agent took (job.dispatch_failed, with why) as the job's last word fails it, as the
+    # daemons' fold (core/jobs.py) and the backup-failed alert count it: e.g. a partition healing as
+    # the slot came due, every agent refusing the coordinator's token of the term before.
+    ends = [e for e in mine if e["kind"] in ("job.dispatched", "job.dispatch_failed", "job.started", "job.done",
+                                              "job.failed")]
+    failed = [e for e in mine if e["kind"] == "job.failed"] or \
+        ([ends[-1]] if ends and ends[-1]["kind"] == "job.dispatch_failed" else [])
+    row: dict[str, Any] = {"slot": int(slot), "job": job, "runs": runs, "done_events": done,
+                           "snapshots_per_dataset": snaps, "partitioned": bool(over)}
+    if runs == 0:
+        if missed:
+            state = "missed"
+            row["reason"] = _f(missed[0]).get("reason")
+        elif failed:
+            state = "failed"
+            row["reason"] = _f(failed[-1]).get("reason") or _f(failed[-1]).get("error")
+        else:
+            state = "never ended" if mine else "silently missed"
+    elif runs == 1:
+        state = "done once"
+    else:
+        state = "run more than once, partitioned" if over else "run more than once"
+    extra_on_a_side = False
+    if over:
+        per_side = {",".join(s): runs_of(job, events, snapshots, names, set(s))[0]
+                    for f in over for s in f.sides}
+        row["runs_per_side"] = per_side
+        allowed = 1 + sum(len(f.sides) - 1 for f in over)
+        extra_on_a_side = runs > allowed or (len(over) == 1 and max(per_side.values(), default=0) > 1)
+    row["state"] = state
+    return row, extra_on_a_side
+
+
+def _judge_retention(window: float, events: list[dict[str, Any]], faults: list[NetFault], names: dict[str, str],
+                     first_seen: dict[str, float]) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Retention jobs: one per successful backup, so each at most once (per side while partitioned).
+    The jobs, a row of each, and the rows of those run more than that."""
+    ret_dup, ret_rows = [], []
+    ret_jobs = sorted({str(_f(e).get("job")) for e in events if str(_f(e).get("job", "")).startswith("retention-")})
+    for job in ret_jobs:
+        runs, _, _ = runs_of(job, events, [], names)
+        a, b = job_span(job, None, window, events, first_seen)
+        over = _overlapping(faults, a, b)
+        allowed = 1 + sum(len(f.sides) - 1 for f in over)
+        row = {"job": job, "runs": runs, "partitioned": bool(over)}
+        ret_rows.append(row)
+        if runs > allowed:
+            ret_dup.append(row)
+    return ret_jobs, ret_rows, ret_dup
 
 
 def coordinator_gaps(samples: list[tuple[float, dict[str, str | None]]], ids: dict[str, str]) -> dict[str, Any]:
@@ -229,3 +243,56 @@ def open_jobs(events: list[dict[str, Any]], now: float, grace: float = 0.0) -> l
     # start and end with times before the dispatch, so the dispatch can come last in log order.
     done = {str((e.get("fields") or {}).get("job")) for e in events if e["kind"] == "job.done"}
     return [j for j, (k, d) in last.items() if k in ("job.dispatched", "job.started") and d > now and j not in done]
+
+
+def runs_began(slots: list[tuple[float, str]], window: float, events: list[dict[str, Any]],
+               first_seen: dict[str, float], steps: list[tuple[float, float, float]]) -> dict[str, float]:
+    """When each slot's run may have begun: its job's span's start, or earlier by a forward clock step of its
+    agent (steps: began, ended, seconds): the agent's clock is what the snapshot's own time says, so the soak
+    takes no chance with it."""
+    run_from: dict[str, float] = {}
+    for slot, job in slots:
+        lo, _ = job_span(job, slot, window, events, first_seen)
+        ahead = [st for b0, b1, st in steps if st > 0 and b0 <= slot + window and b1 >= lo - 200]
+        run_from[job] = lo - max([0.0, *ahead])
+    return run_from
+
+
+def done_first_seen(events: list[dict[str, Any]], first_seen: dict[str, float], now: float) -> dict[str, float]:
+    """Each snapshot a job.done names: when the watcher first saw that job.done."""
+    done_seen: dict[str, float] = {}
+    for e in events:
+        if e["kind"] == "job.done":
+            for s in (e.get("fields") or {}).get("snapshots") or []:
+                sid = s.get("id") if isinstance(s, dict) else s
+                done_seen.setdefault(str(sid), first_seen.get(str(e["id"]), now))
+    return done_seen
+
+
+def end_verdicts(settled: dict[str, Any], repair: dict[str, Any], check: dict[str, Any],
+                 restores: list[dict[str, Any]], fails: dict[str, dict[str, Any]], gaps: dict[str, Any],
+                 bound: float) -> list[Verdict]:
+    """The invariants judged once the soak is over: converged logs, replicas repaired, check --read-data,
+    restores, no loop failure, and the time without a coordinator (its longest gap at most `bound`)."""
+    ur = repair.get("under_replicated")
+    bad = [r for r in restores if r["problems"]]
+    return [
+        Verdict("logs_converge", "logs converge on every peer (same heads)", bool(settled["converged"]),
+                f"{len(set(settled['digests'].values()))} distinct log digest(s) over "
+                f"{len(settled['digests'])} peers", [settled["digests"]] if not settled["converged"] else []),
+        Verdict("replicated", "0 under-replicated after repair", ur == 0, f"{ur} under-replicated", [repair]),
+        Verdict("check_read_data", "check --read-data clean", check["exit"] == 0,
+                f"exit {check['exit']}", [check["output"]] if check["exit"] else []),
+        Verdict("restores", "every kept snapshot restores to a recorded source state",
+                not bad and bool(restores), f"{len(restores) - len(bad)} of {len(restores)} restored right",
+                bad),
+        Verdict("no_loop_failure", "no loop failure and no traceback in any daemon's log",
+                not any(f["loop_failed"] or f["tracebacks"] for f in fails.values()),
+                f"{sum(f['loop_failed'] for f in fails.values())} loop failures, "
+                f"{sum(f['tracebacks'] for f in fails.values())} tracebacks",
+                [{n: f} for n, f in fails.items() if f["tracebacks"] or f["loop_failed"]]),
+        Verdict("coordinator", f"time without a coordinator (longest gap at most lease + dead = {bound:g} s)",
+                gaps["longest_gap_s"] <= bound,
+                f"{gaps['without_s']} s in all, longest {gaps['longest_gap_s']} s "
+                f"({gaps['two_or_more_s']} s with two or more)", [gaps]),
+    ]

@@ -244,52 +244,19 @@ class Soak:
                   for f in self.injector.history if "sides" in f.detail]
         v1, v2, jobs = inv.judge_jobs(slots, self.t.window, events, list(w.snapshots.values()), faults, names,
                                       w.first_seen)
-        # A snapshot's run began at its job's span's start, or earlier by a forward clock step of its agent:
-        # the agent's clock is what the snapshot's own time says, so the soak takes no chance with it.
+        # The agents' forward clock steps: a snapshot's run may have begun that much before its job's span.
         steps = [(f.began, f.ended or now, float(f.detail["step_s"])) for f in self.injector.history
                  if f.kind == "clock_step"]
-        run_from: dict[str, float] = {}
-        for slot, job in slots:
-            lo, _ = inv.job_span(job, slot, self.t.window, events, w.first_seen)
-            ahead = [st for b0, b1, st in steps if st > 0 and b0 <= slot + self.t.window and b1 >= lo - 200]
-            run_from[job] = lo - max([0.0, *ahead])
-        done_seen: dict[str, float] = {}
-        for e in events:
-            if e["kind"] == "job.done":
-                for s in (e.get("fields") or {}).get("snapshots") or []:
-                    sid = s.get("id") if isinstance(s, dict) else s
-                    done_seen.setdefault(str(sid), w.first_seen.get(str(e["id"]), now))
+        run_from = inv.runs_began(slots, self.t.window, events, w.first_seen, steps)
+        done_seen = inv.done_first_seen(events, w.first_seen, now)
         self.log(f"restoring {len(final)} snapshots ...")
         restores = self._restores(final, run_from, done_seen)
-        bad = [r for r in restores if r["problems"]]
         texts = {m.name: (m.peer.log.read_text(errors="replace") if m.peer and m.peer.log.exists() else "")
                  for m in o.members.values()}
         fails = inv.log_failures(texts)
         gaps = inv.coordinator_gaps(w.samples, w.ids)
         bound = self.t.lease + self.t.dead
-        ur = repair.get("under_replicated")
-        verdicts = [
-            v1, v2,
-            inv.Verdict("logs_converge", "logs converge on every peer (same heads)", bool(settled["converged"]),
-                        f"{len(set(settled['digests'].values()))} distinct log digest(s) over "
-                        f"{len(settled['digests'])} peers", [settled["digests"]] if not settled["converged"] else []),
-            inv.Verdict("replicated", "0 under-replicated after repair", ur == 0, f"{ur} under-replicated",
-                        [repair]),
-            inv.Verdict("check_read_data", "check --read-data clean", check["exit"] == 0,
-                        f"exit {check['exit']}", [check["output"]] if check["exit"] else []),
-            inv.Verdict("restores", "every kept snapshot restores to a recorded source state",
-                        not bad and bool(restores), f"{len(restores) - len(bad)} of {len(restores)} restored right",
-                        bad),
-            inv.Verdict("no_loop_failure", "no loop failure and no traceback in any daemon's log",
-                        not any(f["loop_failed"] or f["tracebacks"] for f in fails.values()),
-                        f"{sum(f['loop_failed'] for f in fails.values())} loop failures, "
-                        f"{sum(f['tracebacks'] for f in fails.values())} tracebacks",
-                        [{n: f} for n, f in fails.items() if f["tracebacks"] or f["loop_failed"]]),
-            inv.Verdict("coordinator", f"time without a coordinator (longest gap at most lease + dead = {bound:g} s)",
-                        gaps["longest_gap_s"] <= bound,
-                        f"{gaps['without_s']} s in all, longest {gaps['longest_gap_s']} s "
-                        f"({gaps['two_or_more_s']} s with two or more)", [gaps]),
-        ]
+        verdicts = [v1, v2, *inv.end_verdicts(settled, repair, check, restores, fails, gaps, bound)]
         t = inv.terms(control)
         self.record.update(
             faults=[f.to_json() for f in self.injector.history], fault_counts=self.injector.counts(),
