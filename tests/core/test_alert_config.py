@@ -26,11 +26,7 @@ from peerbackup.core.events import CONTROL_LOG
 from peerbackup.core.identity import SigningKey
 from peerbackup.core.logstate import ACCEPTED, REFUSED, LogState
 from peerbackup.errors import UsageError
-from tests.core._alerts import (
-    CFG,
-    T0,
-    Log,
-)
+from tests.core._alerts import CFG, T0, Log
 
 
 def test_a_full_configuration_round_trips_and_names_its_channels() -> None:

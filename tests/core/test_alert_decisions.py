@@ -28,17 +28,7 @@ from peerbackup.core.events import CONTROL_LOG
 from peerbackup.core.jobs import fold
 from peerbackup.core.nodelog import missed_slots
 from peerbackup.core.schedule import Schedule, job_id
-from tests.core._alerts import (
-    CFG,
-    HOURLY,
-    KEY,
-    PEER,
-    T0,
-    Log,
-    quiet,
-    seen,
-    sent,
-)
+from tests.core._alerts import CFG, HOURLY, KEY, PEER, T0, Log, quiet, seen, sent
 
 
 def test_a_failed_slot_alerts_only_once_its_retries_are_spent() -> None:

@@ -24,10 +24,7 @@ from peerbackup.errors import (
     IntegrityError,
     UnsupportedVersion,
 )
-from tests.core._bad_input import (
-    FUZZ,
-    KEYS,
-)
+from tests.core._bad_input import FUZZ, KEYS
 
 
 @pytest.mark.parametrize(

@@ -23,15 +23,7 @@ from peerbackup.errors import (
     FormatError,
     UnsupportedVersion,
 )
-from tests.core._bad_input import (
-    FUZZ,
-    KEYS,
-    OTHER_KEYS,
-    crafted_envelope,
-    envelope,
-    flip,
-    rand_from,
-)
+from tests.core._bad_input import FUZZ, KEYS, OTHER_KEYS, crafted_envelope, envelope, flip, rand_from
 
 
 @pytest.mark.parametrize("data", [b"x" * 100, random.Random(3).randbytes(100)],

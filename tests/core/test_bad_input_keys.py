@@ -19,12 +19,7 @@ from peerbackup.errors import (
     UnsupportedVersion,
     WrongPassword,
 )
-from tests.core._bad_input import (
-    KEYS,
-    PASSWORD,
-    flip,
-    rand_from,
-)
+from tests.core._bad_input import KEYS, PASSWORD, flip, rand_from
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,7 @@ from peerbackup.errors import (
     FormatError,
     UnsupportedVersion,
 )
-from tests.core._bad_input import (
-    KEYS,
-    flip,
-    rand_from,
-)
+from tests.core._bad_input import KEYS, flip, rand_from
 from tests.core._packs import finish_pack
 
 

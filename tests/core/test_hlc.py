@@ -8,10 +8,7 @@ from hypothesis import strategies as st
 
 from peerbackup.core import hlc as hlcmod
 from peerbackup.errors import FormatError
-from tests.core._logstate import (
-    AHEAD_MS,
-    NOW_MS,
-)
+from tests.core._logstate import AHEAD_MS, NOW_MS
 
 
 def test_hlc_pack_round_trip() -> None:

@@ -26,15 +26,7 @@ from peerbackup.core.identity import (
     verify,
 )
 from peerbackup.errors import FormatError
-from tests.core._identity import (
-    FINGERPRINT,
-    OTHER_PEER_KEY,
-    PEER_ID,
-    PEER_KEY,
-    PUBLIC_KEY_HEX,
-    SEED,
-    rand_from,
-)
+from tests.core._identity import FINGERPRINT, OTHER_PEER_KEY, PEER_ID, PEER_KEY, PUBLIC_KEY_HEX, SEED, rand_from
 
 
 def test_peer_id_and_fingerprint_vectors_are_stable() -> None:

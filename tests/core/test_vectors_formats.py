@@ -27,14 +27,7 @@ from peerbackup.core.pack import MAGIC, TRAILER_SIZE, PackWriter, read_pack
 from peerbackup.core.snapshot import Snapshot, Summary
 from peerbackup.core.tree import DIR, FILE, SYMLINK, Node, decode_tree, encode_tree
 from tests.core._packs import finish_pack
-from tests.core._vectors import (
-    ID_KEY,
-    KEY_E0,
-    KEY_E7,
-    Rand,
-    fixed_keys,
-    rand_1234,
-)
+from tests.core._vectors import ID_KEY, KEY_E0, KEY_E7, Rand, fixed_keys, rand_1234
 
 ENVELOPE_PT = random.Random(99).randbytes(1000)  # incompressible: stored raw, stable bytes
 ENVELOPE_BLAKE3 = "7b951d459d9e74f86bc1bd89fac9e004c03939e04b6f9228e30ca68b9b830a9d"

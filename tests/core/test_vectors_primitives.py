@@ -26,10 +26,7 @@ from peerbackup.core.crypto import (
     seal,
     unseal,
 )
-from tests.core._vectors import (
-    ID_KEY,
-    KEY_E0,
-)
+from tests.core._vectors import ID_KEY, KEY_E0
 
 # Published BLAKE3 test vectors (github.com/BLAKE3-team/BLAKE3, test_vectors.json):
 # key "whats the Elvish word for friend", input byte i = i % 251; first 32 bytes of output.

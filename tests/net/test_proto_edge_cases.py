@@ -28,17 +28,7 @@ from peerbackup.net.proto.join import (
     join_proof,
     token_id,
 )
-from tests.net._fuzz import (
-    ALICE,
-    BOB,
-    FP,
-    NOW,
-    PATH,
-    PROTO_SAMPLES,
-    SECRET,
-    TOKEN,
-    well_formed,
-)
+from tests.net._fuzz import ALICE, BOB, FP, NOW, PATH, PROTO_SAMPLES, SECRET, TOKEN, well_formed
 
 
 @pytest.mark.parametrize("kind", sorted(PROTO_SAMPLES))

@@ -20,14 +20,7 @@ from peerbackup.core.pack import BlobEntry
 from peerbackup.storage.cache import default_cache_root
 from peerbackup.storage.filecache import FileCache
 from peerbackup.storage.indexcache import IndexCache
-from tests.storage._cache import (
-    PACK_A,
-    PACK_B,
-    PACK_C,
-    _scribble_past_first_page,
-    bid,
-    entries,
-)
+from tests.storage._cache import PACK_A, PACK_B, PACK_C, _scribble_past_first_page, bid, entries
 
 
 def test_default_cache_root_honours_env(tmp_path: Path) -> None:

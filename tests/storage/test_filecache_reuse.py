@@ -15,14 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peerbackup.storage.filecache import FILE_CACHE_TTL, Cached, FileCache
-from tests.storage._cache import (
-    CONTENT,
-    _cached,
-    bid,
-    commit_one,
-    filled,
-    stat,
-)
+from tests.storage._cache import CONTENT, _cached, bid, commit_one, filled, stat
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
