@@ -19,7 +19,7 @@ from peerbackup.core.identity import SigningKey
 from peerbackup.core.jobs import fold
 from peerbackup.core.logstate import ACCEPTED, REFUSED, Outcome
 from peerbackup.core.nodelog import DISPATCH_FIELDS, JOB_DISPATCHED, JOB_STARTED
-from tests.core.test_logstate import NOW, OFFICE_KEY, Feed, add, new_state
+from tests.core._logstate import NOW, OFFICE_KEY, Feed, add, new_state
 
 WRITER = SigningKey(b"\x77" * 32)
 NODE_NAME = "acc"

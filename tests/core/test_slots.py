@@ -14,7 +14,7 @@ from peerbackup.core.identity import SigningKey
 from peerbackup.core.logstate import ACCEPTED
 from peerbackup.core.nodelog import JOB_MISSED, missed_slots
 from peerbackup.core.schedule import Schedule, settle, slots_after
-from tests.core.test_logstate import NOW, OFFICE_KEY, Feed, add, new_state
+from tests.core._logstate import NOW, OFFICE_KEY, Feed, add, new_state
 
 TICK = 2.0
 

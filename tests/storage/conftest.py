@@ -1,4 +1,5 @@
-"""The peer store backend of the conformance suite: one office of real daemons per session.
+"""Fixtures of the storage tests: where the cache tests' SQLite files go, and the peer store backend of
+the conformance suite, one office of real daemons per session.
 
 Three daemons on loopback (alpha: admin and writer; beta, gamma: storage peers), each
 conformance test on a fresh backup node of its own with replicas 2, through the same
@@ -15,7 +16,25 @@ import pytest
 
 from peerbackup.cli.officerepo import Connection, connect
 from peerbackup.office.membership.home import Home
+from peerbackup.storage.indexcache import IndexCache
 from tests.daemon.harness import Office, Peer, wait_for
+
+
+@pytest.fixture
+def index_path(tmp_path: Path) -> Path:
+    return tmp_path / "cache" / "repo-id" / "index.sqlite"
+
+
+@pytest.fixture
+def index(index_path: Path) -> Iterator[IndexCache]:
+    c = IndexCache(index_path)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def files_path(tmp_path: Path) -> Path:
+    return tmp_path / "cache" / "repo-id" / "files.sqlite"
 
 
 class PeerOffice:

@@ -9,7 +9,7 @@ from pathlib import Path
 from peerbackup.core.events import CONTROL_LOG
 from peerbackup.core.logstate import ACCEPTED, MEMBER_REVOKE
 from peerbackup.storage.eventlog import EventStore
-from tests.core.test_logstate import ADMIN, ALL_CERTS, DAVE, Feed, add, new_state, revoke_fields
+from tests.core._logstate import ADMIN, ALL_CERTS, DAVE, Feed, add, new_state, revoke_fields
 
 
 def test_events_dropped_by_a_cutoff_stay_in_the_file(tmp_path: Path) -> None:

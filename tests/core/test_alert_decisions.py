@@ -1,23 +1,19 @@
-"""core/alerts.py and core/alertrules.py: configuration checks, the incident record, and what to send when,
-on fixed clocks."""
+"""What to send when (core/alertrules.py), on fixed clocks: failed and missed backup slots, dead peers,
+under-replication, and the incident record with its channels' retries.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-import pytest
-
-from peerbackup.core import hlc
-from peerbackup.core.alertrules import MAX_ATTEMPTS, Observed, evaluate
+from peerbackup.core.alertrules import MAX_ATTEMPTS, evaluate
 from peerbackup.core.alerts import (
     ALERT_RESOLVED,
-    ALERT_SENT,
     BACKUP_FAILED,
     BACKUP_MISSED,
     BACKUP_PARTIAL,
     EMAIL,
-    OFFICE_ALERTS,
     OK,
     PEER_DEAD,
     TEST,
@@ -26,124 +22,13 @@ from peerbackup.core.alerts import (
     Alert,
     AlertConfig,
     Incident,
-    derive_config,
     history,
-    parse_smtp,
 )
-from peerbackup.core.certs import COORDINATOR_ROLES, ROLES, Certificate
-from peerbackup.core.events import CONTROL_LOG, GENESIS, Event, make_event
-from peerbackup.core.identity import SigningKey
-from peerbackup.core.jobs import JobState, fold
-from peerbackup.core.logstate import ACCEPTED, REFUSED, LogState
+from peerbackup.core.events import CONTROL_LOG
+from peerbackup.core.jobs import fold
 from peerbackup.core.nodelog import missed_slots
-from peerbackup.core.nodes import Node
 from peerbackup.core.schedule import Schedule, job_id
-from peerbackup.errors import UsageError
-
-T0 = 1_800_000_000.0  # a whole hour: hourly slots fall on T0, T0 + 3600, ...
-KEY = SigningKey(bytes(range(32)))
-PEER = "PJUY-EF2C-WDPU-3NY4"
-CFG = AlertConfig(webhook="http://127.0.0.1:9/hook", smtp_host="127.0.0.1", smtp_port=2525,
-                  mail_from="pb@example.org", mail_to=("it@example.org",), peer_dead_after=3600,
-                  under_replicated_after=1800, since=T0 - 86400)
-HOURLY = Schedule(id="s1", node="acc", every=3600, window=600, retries=2, retry_delay=60, since=T0 - 10)
-
-
-class Log:
-    """Signed events of one log, at chosen wall times."""
-
-    def __init__(self, log: str) -> None:
-        self.log = log
-        self.events: list[Event] = []
-
-    def add(self, kind: str, at: float, /, **fields: Any) -> None:
-        prev = self.events[-1].id if self.events else GENESIS
-        self.events.append(make_event(KEY, self.log, len(self.events) + 1, prev, hlc.pack(int(at * 1000), 0),
-                                      kind, fields))
-
-    def attempt(self, slot: float, end: str, attempt: int = 1, reason: str = "disk full") -> None:
-        job = job_id("acc", "s1", slot)
-        extra = {"attempt": attempt} if attempt > 1 else {}
-        at = slot + (attempt - 1) * 60
-        self.add("job.dispatched", at, job=job, agent="B", schedule="s1", slot=int(slot), deadline=int(slot + 600),
-                 **extra)
-        if end:
-            self.add(end, at + 5, job=job, agent="B", **extra, **({"reason": reason} if end == "job.failed" else {}))
-
-
-def node(*schedules: Schedule) -> dict[str, Node]:
-    return {"acc": Node("acc", 2, "A", schedules={s.id: s for s in schedules})}
-
-
-def seen(jobs: dict[str, JobState] | None = None, dead: dict[str, float] | None = None,
-         under: dict[str, tuple[int, float]] | None = None, schedules: tuple[Schedule, ...] = (HOURLY,)) -> Observed:
-    return Observed(nodes=node(*schedules), jobs={"acc": jobs or {}}, dead=dead or {}, names={PEER: "gamma"},
-                    under=under, open_grace=600)
-
-
-def quiet(**kw: Any) -> Observed:
-    """What the coordinator sees with no schedule: peers and replication alone."""
-    return seen(schedules=(), **kw)
-
-
-def sent(log: Log, alert: Alert, at: float, **results: str) -> None:
-    log.add(ALERT_SENT, at, **alert.record(results))
-
-
-# ---- configuration -----------------------------------------------------------------------
-
-
-def test_a_full_configuration_round_trips_and_names_its_channels() -> None:
-    cfg = AlertConfig.from_fields(CFG.to_fields())
-    assert cfg == dataclasses.replace(CFG, since=0.0)
-    assert cfg.channels == (WEBHOOK, EMAIL)
-    assert AlertConfig.from_fields({"webhook": "https://hooks.example.org/x?y=1"}).channels == (WEBHOOK,)
-    assert AlertConfig().channels == ()  # nothing configured: alerts are off
-
-
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"webhook": "ftp://example.org/x"}, "must start with http:// or https://"),
-    ({"webhook": "http:///path"}, "names no host"),
-    ({"webhook": "http://example.org:99999/"}, "bad port"),
-    ({"webhook": "http://exa mple.org/"}, "without spaces"),
-    ({"smtp_host": "mail.example.org", "mail_from": "a@example.org"}, "at least one recipient"),
-    ({"smtp_host": "mail.example.org", "mail_to": ["b@example.org"]}, "need a sender"),
-    ({"smtp_host": "mail.example.org", "mail_from": "a@example.org", "mail_to": ["not-an-address"]},
-     "'not-an-address' is not an e-mail address"),
-    ({"smtp_host": "mail.example.org", "mail_from": "a@example.org", "mail_to": ["b@example.org\r\nBcc: x@y.z"]},
-     "is not an e-mail address"),
-    ({"smtp_host": "bad host!", "mail_from": "a@example.org", "mail_to": ["b@example.org"]}, "a host name or an IP"),
-    ({"smtp_host": "h", "smtp_port": 0, "mail_from": "a@example.org", "mail_to": ["b@example.org"]}, "1 to 65535"),
-    ({"mail_to": ["b@example.org"]}, "need an SMTP server"),
-    ({"webhook": "http://h/", "peer_dead_after": 0}, "peer-dead-after must be from 1 s to 30 days"),
-    ({"webhook": "http://h/", "under_replicated_after": True}, "under-replicated-after must be"),
-    ({"webhook": "http://h/", "password": "x"}, "unknown alert setting(s): password"),
-])
-def test_bad_configurations_are_refused_saying_why(fields: dict[str, Any], message: str) -> None:
-    with pytest.raises(UsageError, match=None) as exc:
-        AlertConfig.from_fields(fields)
-    assert message in str(exc.value)
-
-
-def test_smtp_addresses_parse_with_a_default_port() -> None:
-    assert parse_smtp("mail.example.org") == ("mail.example.org", 25)
-    assert parse_smtp("127.0.0.1:2525") == ("127.0.0.1", 2525)
-    assert parse_smtp("[::1]:587") == ("::1", 587)
-    for bad in ("mail:0", "mail:70000", "mail:x", "[::1]x"):
-        with pytest.raises(UsageError):
-            parse_smtp(bad)
-
-
-def test_the_latest_configuration_wins_and_since_is_the_first() -> None:
-    log = Log(CONTROL_LOG)
-    log.add(OFFICE_ALERTS, T0, **CFG.to_fields())
-    log.add(OFFICE_ALERTS, T0 + 5, webhook="ftp://refused")  # malformed: ignored
-    log.add(OFFICE_ALERTS, T0 + 10, webhook="https://new.example.org/")
-    cfg = derive_config(log.events)
-    assert (cfg.webhook, cfg.smtp_host, cfg.since) == ("https://new.example.org/", "", T0)
-
-
-# ---- scheduled backups ---------------------------------------------------------------------
+from tests.core._alerts import CFG, HOURLY, KEY, PEER, T0, Log, quiet, seen, sent
 
 
 def test_a_failed_slot_alerts_only_once_its_retries_are_spent() -> None:
@@ -363,33 +248,6 @@ def test_an_incident_reaches_only_the_channels_still_configured() -> None:
                    delivered={EMAIL}, attempts=1, first=T0, last=T0)
     no_hook = dataclasses.replace(CFG, webhook="")
     assert evaluate(T0 + 1e4, no_hook, quiet(dead={PEER: T0}), {inc.incident: inc}, 30).send == []
-
-
-# ---- who may write what (core/logstate.py) -------------------------------------------------
-
-OFFICE_KEY = SigningKey(b"\x51" * 32)
-ADMIN, COORD, PLAIN = SigningKey(b"\x61" * 32), SigningKey(b"\x62" * 32), SigningKey(b"\x65" * 32)
-NOW = 1_700_000_000
-
-
-def test_the_log_checks_who_configures_and_who_records_alerts() -> None:
-    state = LogState(office_key=OFFICE_KEY.public_key, max_ahead_ms=120_000)
-    for key, roles in ((ADMIN, ROLES), (COORD, COORDINATOR_ROLES), (PLAIN, ("agent",))):
-        state.add_cert(Certificate.issue(OFFICE_KEY, key.public_key, "p", roles, 100, NOW))
-    digest = state.config().digest()
-    ok = state.append(ADMIN, CONTROL_LOG, OFFICE_ALERTS, CFG.to_fields(), NOW * 1000)
-    assert ok.verdict == ACCEPTED
-    assert state.config().alerts.webhook == CFG.webhook and state.config().digest() != digest
-    out = state.append(COORD, CONTROL_LOG, OFFICE_ALERTS, CFG.to_fields(), NOW * 1000)
-    assert out.verdict == REFUSED and "not an admin and cannot change the office's alerts" in out.reason
-    out = state.append(ADMIN, CONTROL_LOG, OFFICE_ALERTS, {"webhook": "gopher://x"}, NOW * 1000)
-    assert out.verdict == REFUSED and "must start with http:// or https://" in out.reason
-    record = Alert("peer_dead:X:1", PEER_DEAD, "peer_dead:X", "m", NOW).record({WEBHOOK: OK})
-    assert state.append(COORD, CONTROL_LOG, ALERT_SENT, record, NOW * 1000).verdict == ACCEPTED
-    out = state.append(PLAIN, CONTROL_LOG, ALERT_SENT, record, NOW * 1000)
-    assert out.verdict == REFUSED and "cannot record alerts" in out.reason
-    out = state.append(COORD, CONTROL_LOG, ALERT_SENT, {**record, "results": {}}, NOW * 1000)
-    assert out.verdict == REFUSED and "a result for each channel" in out.reason
 
 
 def test_the_missed_alert_gives_the_coordinators_reason_for_the_slot() -> None:
