@@ -72,6 +72,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = longest_first(items, known())
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist sends the workers' test ids to the scheduler
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """xdist (3.8) marks a grouped test by adding "@group" to the private `_nodeid`, but pytest 9.2 reads a
+    test's id from `_id`: the scheduler never saw a group, and each worker that ran a test of a shared office
+    built that office again (six acme offices on six workers). The id is made to carry the group again."""
+    if not hasattr(session.config, "workerinput"):
+        return
+    try:
+        from _pytest.nodeid import NodeId  # pytest 9.2 and later
+    except ImportError:
+        return  # earlier pytest reads `_nodeid`, where xdist put the group
+    for item in session.items:
+        grouped = getattr(item, "_nodeid", "")
+        if "@" in grouped and "@" not in item.nodeid:
+            item._id = NodeId.parse(grouped)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     item.stash[_START] = (time.monotonic(), _cpu())
