@@ -27,8 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script, as bench.py is
-from tests.bench.bench import TOOL_CLASSES, Tool, parse_size, run_measured, settle_io
-from tests.bench.bench import Layout as BenchLayout
+from tests.bench.datasets import parse_size
+from tests.bench.disk import settle_io
+from tests.bench.measure import run_measured
+from tests.bench.tools import TOOL_CLASSES, Tool
+from tests.bench.tools import Layout as BenchLayout
 
 MiB = 1024 * 1024
 EXTENTS = 4  # the data sits in this many places: the start, two inside, the very end
