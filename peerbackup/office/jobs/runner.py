@@ -31,6 +31,7 @@ from peerbackup.errors import (
     NotAHolder,
     PeerBackupError,
     PeerRefused,
+    PeerUnreachable,
     ProtocolError,
     Superseded,
     UsageError,
@@ -251,8 +252,7 @@ class AgentRunner:
         beat = asyncio.ensure_future(self._heartbeat(msg, where))
         try:
             self.jobs.check_clock()
-            # Log on as the node: the coordinator that dispatched the job checks the grant and signs.
-            token = await self.jobs.actas.act_as(msg.node, msg.job, str(where["coordinator"]))
+            token = await self._act_as(msg, where)
             await self.jobs.logs.append(JOB_STARTED, dict(where), log=node_log(msg.node))
             if msg.kind == RETENTION:
                 rec = await self.jobs.agent.retention(msg.node, msg.job, token, msg.prune, msg.deadline_ms / 1000)
@@ -277,6 +277,34 @@ class AgentRunner:
             beat.cancel()
             self.runs.pop(msg.job, None)
         await self._report(self._coordinator(where), report)
+
+    async def _act_as(self, msg: proto.Dispatch, where: dict[str, Any]) -> bytes:
+        """Log on as the node: the coordinator that dispatched the job checks the grant and signs. When that
+        one cannot be reached (lost between its dispatch and this logon), the next coordinator, waited for as
+        long as an election takes, within the job's deadline: it lets this agent act only if its log neither
+        gives the job to another agent nor shows it done (office/jobs/logon.py), so the job still runs once.
+        Before, a backup asked by hand failed then, and was never tried again (no slot of a schedule)."""
+        dispatcher = str(where["coordinator"])
+        try:
+            return await self.jobs.actas.act_as(msg.node, msg.job, dispatcher)
+        except PeerUnreachable:
+            nxt = await self._next_coordinator(dispatcher, msg.deadline_ms / 1000)
+            if nxt is None:
+                raise
+        coordinator, term = nxt
+        event(self.jobs.log, "job.coordinator_changed", job=msg.job, node=msg.node, was=dispatcher, now=coordinator)
+        where.update(coordinator=coordinator, term=term)
+        return await self.jobs.actas.act_as(msg.node, msg.job, coordinator)
+
+    async def _next_coordinator(self, lost: str, deadline: float) -> tuple[str, int] | None:
+        s = self.jobs.settings
+        until = min(deadline, self.jobs.clock() + s.lease + s.dead + 2 * s.heartbeat)
+        while self.jobs.clock() < until:
+            holder, term = self.jobs.coordination.status()
+            if holder is not None and holder != lost and term is not None:
+                return holder, term
+            await asyncio.sleep(s.heartbeat)
+        return None
 
     async def _record(self, kind: str, fields: dict[str, Any], node: str) -> None:
         """The end of a job in the node's log; if this peer cannot write its log (a clock that ran ahead
