@@ -82,7 +82,7 @@ def _slot_outcome(sc: Schedule, t: float, st: JobState | None, job_slots: list[f
         return BACKUP_MISSED, f"no backup started within its {human(sc.window)} window" + (
             f" ({missed})" if missed else "")
     if st.state == FAILED:
-        attempt = int(st.fields.get("attempt", 1))
+        attempt = st.attempt
         if next_attempt(sc, t, st, 0.0) is not None and now < t + sc.window:
             return None  # the coordinator retries it (office/jobs/scheduler.py, by the same rule)
         reason = str(st.result.get("reason", "")) or "no reason given"

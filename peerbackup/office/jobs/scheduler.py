@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from peerbackup.core.jobs import BACKUP, FAILED, RETENTION, next_attempt, retention_due, unended
+from peerbackup.core.jobs import BACKUP, FAILED, RETENTION, attempt_of, next_attempt, retention_due, unended
 from peerbackup.core.nodelog import JOB_MISSED, JOB_STALLED, node_log
 from peerbackup.core.schedule import Missed, Schedule, job_id, settle, slots_after
 from peerbackup.core.settings import Settings
@@ -52,7 +52,7 @@ class Scheduler:
             sc = schedules.get(str(f.get("schedule")))
             if st.state != FAILED or sc is None or "slot" not in f:
                 continue  # a manual backup is not retried: whoever asked sees it failed
-            attempt = int(f.get("attempt", 1))
+            attempt = st.attempt
             # Never started by any agent: tried again a lease later, not after the back-off.
             at = next_attempt(sc, float(f["slot"]), st, self.settings.lease)
             if at is None or now < at:
@@ -91,7 +91,7 @@ class Scheduler:
             if not dead and not stalled:
                 continue
             why = {k: v for k, v in f.items() if k in ("schedule", "slot", "job_kind", "prune")}
-            why.update(attempt=int(f.get("attempt", 1)) + 1, replaces=agent)
+            why.update(attempt=attempt_of(f) + 1, replaces=agent)
             if stalled:
                 await self.logs.append(JOB_STALLED, {"job": job, "node": name, "agent": agent,
                                                      "term": self.coordination.election.token[0],
